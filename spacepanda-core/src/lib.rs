@@ -1,0 +1,71 @@
+//! The storage foundation of SpacePanda core: a durable, transactional, encrypted-at-rest
+//! key-value store, and time as an input.
+//!
+//! # What it does
+//!
+//! Every MLS operation SpacePanda performs becomes exactly one atomic, durable write, and every
+//! secret is encrypted on disk. This crate provides the pieces that make that possible:
+//!
+//! - [`KeyValueStore`]: an object-safe, namespaced store whose [`WriteBatch`]es are atomic and
+//!   durable once [`apply`](KeyValueStore::apply) returns;
+//! - [`RedbStore`] (the durable default, one redb file per device) and [`MemoryStore`] (tests,
+//!   simulations, benchmarks);
+//! - [`Transaction`]: a read-your-writes overlay committed as one batch; dropping it rolls back;
+//! - [`SealedStore`]: XChaCha20-Poly1305 values and BLAKE3-blinded keys over any store, with the
+//!   master key from a passphrase (Argon2id) or from 32 raw bytes;
+//! - [`Key`]: segmented keys, so "everything of one group" is a prefix even when keys are
+//!   blinded;
+//! - [`Clock`], [`SystemClock`], [`ManualClock`]: the only way code above reads the time.
+//!
+//! # What it does not do
+//!
+//! No network I/O, no threads, no MLS. It does not know what the bytes it stores mean; the
+//! layers above (`core_identity`, `core_mls`) own their namespaces and encodings.
+//!
+//! # Design
+//!
+//! Backends implement three calls — `get`, `scan_prefix`, `apply` — and nothing else, so a new
+//! backend is small and the conformance suite (`tests/conformance.rs`) checks every one of them
+//! against the same contract. Atomicity lives in the backend (`apply`), buffering lives in
+//! [`Transaction`], and encryption is a wrapper, so `SealedStore<RedbStore>`,
+//! `SealedStore<MemoryStore>` and the bare stores behave identically to the layers above.
+//! The storage format is documented in `docs/STORAGE.md`.
+//!
+//! # Getting started
+//!
+//! ```
+//! use std::sync::Arc;
+//! use spacepanda_core::{Key, MasterKey, RedbStore, SealedStore, SharedStore, Transaction};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let file = RedbStore::open(dir.path().join("device.redb"))?;
+//! let key = MasterKey::generate(); // keep it in the OS keychain
+//! let store: SharedStore = Arc::new(SealedStore::open_with_key(file, &key)?);
+//!
+//! let mut txn = Transaction::begin(&store);
+//! txn.put("contacts", Key::from_segments(["bob", "name"]), b"Bob".to_vec())?;
+//! txn.put("contacts", Key::from_segments(["bob", "device"]), b"phone".to_vec())?;
+//! txn.commit()?; // both writes, atomically, durably
+//!
+//! let bob = store.scan_prefix("contacts", &Key::from_segment("bob"))?;
+//! assert_eq!(bob.len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod clock;
+mod error;
+mod key;
+mod key_value_store;
+mod memory_store;
+mod redb_store;
+mod sealed_store;
+mod transaction;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{BackendError, StoreError, StoreResult};
+pub use key::{Key, MAX_KEY_LEN, Segments};
+pub use key_value_store::{KeyValueStore, MAX_NAMESPACE_LEN, SharedStore, WriteBatch, WriteOp};
+pub use memory_store::MemoryStore;
+pub use redb_store::RedbStore;
+pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SealedStore};
+pub use transaction::Transaction;

@@ -1,0 +1,164 @@
+//! Read-your-writes transactions: one MLS operation, one atomic batch.
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+use crate::key_value_store::check_namespace;
+use crate::{Key, SharedStore, StoreResult, WriteBatch};
+
+type Overlay = BTreeMap<String, BTreeMap<Key, Option<Zeroizing<Vec<u8>>>>>;
+
+/// Buffered writes over a store.
+///
+/// Reads see this transaction's own writes first, then the store. [`commit`](Self::commit)
+/// hands every write to the store as one [`WriteBatch`] — atomic, and durable when it returns.
+/// Dropping the transaction without committing discards every write (rollback); buffered values
+/// are zeroized either way, because they are often key material.
+///
+/// Invariant: a transaction never writes to the store before `commit`, so an error anywhere in
+/// an operation leaves storage exactly as it was.
+///
+/// ```
+/// use std::sync::Arc;
+/// use spacepanda_core::{Key, KeyValueStore, MemoryStore, SharedStore, Transaction};
+///
+/// let store: SharedStore = Arc::new(MemoryStore::new());
+/// let mut txn = Transaction::begin(&store);
+/// txn.put("notes", Key::from_segment("greeting"), b"hello".to_vec())?;
+/// assert_eq!(txn.get("notes", &Key::from_segment("greeting"))?, Some(b"hello".to_vec()));
+/// assert_eq!(store.get("notes", &Key::from_segment("greeting"))?, None);
+/// txn.commit()?;
+/// assert_eq!(store.get("notes", &Key::from_segment("greeting"))?, Some(b"hello".to_vec()));
+/// # Ok::<(), spacepanda_core::StoreError>(())
+/// ```
+pub struct Transaction {
+    store: SharedStore,
+    overlay: Overlay,
+    writes: usize,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("pending_writes", &self.writes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction {
+    /// Starts a transaction over `store`.
+    pub fn begin(store: &SharedStore) -> Self {
+        Self {
+            store: SharedStore::clone(store),
+            overlay: Overlay::new(),
+            writes: 0,
+        }
+    }
+
+    /// The store this transaction commits to.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Reads `key`, seeing this transaction's writes first.
+    pub fn get(&self, namespace: &str, key: &Key) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(pending) = self.overlay.get(namespace).and_then(|t| t.get(key)) {
+            return Ok(pending.as_ref().map(|v| v.to_vec()));
+        }
+        self.store.get(namespace, key)
+    }
+
+    /// Every entry under `prefix`, merged with this transaction's writes, in key order.
+    pub fn scan_prefix(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<(Key, Vec<u8>)>> {
+        let mut merged: BTreeMap<Key, Vec<u8>> = self
+            .store
+            .scan_prefix(namespace, prefix)?
+            .into_iter()
+            .collect();
+        if let Some(table) = self.overlay.get(namespace) {
+            for (key, pending) in table
+                .range(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+            {
+                match pending {
+                    Some(value) => merged.insert(key.clone(), value.to_vec()),
+                    None => merged.remove(key),
+                };
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// Buffers a put.
+    pub fn put(&mut self, namespace: &str, key: Key, value: Vec<u8>) -> StoreResult<()> {
+        self.record(namespace, key, Some(Zeroizing::new(value)))
+    }
+
+    /// Buffers a delete.
+    pub fn delete(&mut self, namespace: &str, key: Key) -> StoreResult<()> {
+        self.record(namespace, key, None)
+    }
+
+    /// Buffers deletes for every key under `prefix` (as this transaction sees them) and
+    /// returns how many there were.
+    pub fn delete_prefix(&mut self, namespace: &str, prefix: &Key) -> StoreResult<usize> {
+        let keys: Vec<Key> = self
+            .scan_prefix(namespace, prefix)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let count = keys.len();
+        for key in keys {
+            self.delete(namespace, key)?;
+        }
+        Ok(count)
+    }
+
+    fn record(
+        &mut self,
+        namespace: &str,
+        key: Key,
+        value: Option<Zeroizing<Vec<u8>>>,
+    ) -> StoreResult<()> {
+        // Fail at the call that misused the API, not later at commit.
+        check_namespace(namespace)?;
+        self.writes += 1;
+        self.overlay
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(key, value);
+        Ok(())
+    }
+
+    /// True when nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.overlay.values().all(BTreeMap::is_empty)
+    }
+
+    /// The writes this transaction would commit, one per key, in namespace and key order.
+    pub fn to_batch(&self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for (namespace, table) in &self.overlay {
+            for (key, pending) in table {
+                match pending {
+                    Some(value) => batch.put(namespace, key.clone(), value.to_vec()),
+                    None => batch.delete(namespace, key.clone()),
+                };
+            }
+        }
+        batch
+    }
+
+    /// Applies every buffered write as one atomic, durable batch. An empty transaction does not
+    /// touch the store.
+    pub fn commit(self) -> StoreResult<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.store.apply(self.to_batch())
+    }
+
+    /// Discards every buffered write (the same as dropping the transaction, but explicit).
+    pub fn rollback(self) {}
+}
