@@ -1,0 +1,123 @@
+//! Property test: `Transaction` behaves like a model map with a pending overlay, on a plain and
+//! on a sealed store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use spacepanda_core::{Key, MasterKey, MemoryStore, SealedStore, SharedStore, Transaction};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(usize, Vec<u8>, Vec<u8>),
+    Delete(usize, Vec<u8>),
+    DeletePrefix(usize, Vec<u8>),
+    Get(usize, Vec<u8>),
+    Scan(usize, Vec<u8>),
+    Commit,
+    Rollback,
+}
+
+const NAMESPACES: [&str; 2] = ["alpha", "beta"];
+
+/// Two-segment keys drawn from a small alphabet so operations collide often.
+fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+    (0u8..3, 0u8..4).prop_map(|(a, b)| vec![a, b])
+}
+
+fn key(raw: &[u8]) -> Key {
+    Key::from_segments(raw.iter().map(|b| [*b]))
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let ns = 0usize..NAMESPACES.len();
+    prop_oneof![
+        4 => (ns.clone(), key_strategy(), proptest::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(n, k, v)| Op::Put(n, k, v)),
+        2 => (ns.clone(), key_strategy()).prop_map(|(n, k)| Op::Delete(n, k)),
+        1 => (ns.clone(), 0u8..3).prop_map(|(n, a)| Op::DeletePrefix(n, vec![a])),
+        3 => (ns.clone(), key_strategy()).prop_map(|(n, k)| Op::Get(n, k)),
+        2 => (ns, proptest::collection::vec(0u8..3, 0..2)).prop_map(|(n, p)| Op::Scan(n, p)),
+        1 => Just(Op::Commit),
+        1 => Just(Op::Rollback),
+    ]
+}
+
+type Model = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+
+fn run(store: SharedStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut committed = Model::new();
+    let mut pending = committed.clone();
+    let mut txn = Transaction::begin(&store);
+    for op in ops {
+        match op {
+            Op::Put(n, k, v) => {
+                txn.put(NAMESPACES[n], key(&k), v.clone()).unwrap();
+                pending.insert((n, k), v);
+            }
+            Op::Delete(n, k) => {
+                txn.delete(NAMESPACES[n], key(&k)).unwrap();
+                pending.remove(&(n, k));
+            }
+            Op::DeletePrefix(n, p) => {
+                let removed = txn.delete_prefix(NAMESPACES[n], &key(&p)).unwrap();
+                let before = pending.len();
+                pending.retain(|(pn, pk), _| !(*pn == n && pk.starts_with(&p)));
+                prop_assert_eq!(removed, before - pending.len());
+            }
+            Op::Get(n, k) => {
+                prop_assert_eq!(
+                    txn.get(NAMESPACES[n], &key(&k)).unwrap(),
+                    pending.get(&(n, k)).cloned()
+                );
+            }
+            Op::Scan(n, p) => {
+                let got = txn.scan_prefix(NAMESPACES[n], &key(&p)).unwrap();
+                let want: Vec<(Key, Vec<u8>)> = pending
+                    .iter()
+                    .filter(|((pn, pk), _)| *pn == n && pk.starts_with(&p))
+                    .map(|((_, pk), v)| (key(pk), v.clone()))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+            Op::Commit => {
+                txn.commit().unwrap();
+                committed = pending.clone();
+                txn = Transaction::begin(&store);
+            }
+            Op::Rollback => {
+                drop(txn);
+                pending = committed.clone();
+                txn = Transaction::begin(&store);
+            }
+        }
+        // The store itself only ever shows committed state.
+        for n in 0..NAMESPACES.len() {
+            let mut stored = store.scan_prefix(NAMESPACES[n], &Key::empty()).unwrap();
+            stored.sort();
+            let want: Vec<(Key, Vec<u8>)> = committed
+                .iter()
+                .filter(|((pn, _), _)| *pn == n)
+                .map(|((_, pk), v)| (key(pk), v.clone()))
+                .collect();
+            prop_assert_eq!(stored, want);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn transaction_matches_model_on_memory(ops in proptest::collection::vec(op_strategy(), 1..60)) {
+        run(Arc::new(MemoryStore::new()), ops)?;
+    }
+
+    #[test]
+    fn transaction_matches_model_on_sealed_memory(ops in proptest::collection::vec(op_strategy(), 1..40)) {
+        let sealed = SealedStore::open_with_key(MemoryStore::new(), &MasterKey::from_bytes([7; 32])).unwrap();
+        run(Arc::new(sealed), ops)?;
+    }
+}
