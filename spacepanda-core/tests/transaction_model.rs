@@ -93,8 +93,8 @@ fn run(store: SharedStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         // The store itself only ever shows committed state.
-        for n in 0..NAMESPACES.len() {
-            let mut stored = store.scan_prefix(NAMESPACES[n], &Key::empty()).unwrap();
+        for (n, namespace) in NAMESPACES.iter().enumerate() {
+            let mut stored = store.scan_prefix(namespace, &Key::empty()).unwrap();
             stored.sort();
             let want: Vec<(Key, Vec<u8>)> = committed
                 .iter()
