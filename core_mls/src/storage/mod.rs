@@ -1,0 +1,315 @@
+//! OpenMLS state on a SpacePanda [`KeyValueStore`](spacepanda_core::KeyValueStore):
+//! [`KvStorageProvider`].
+//!
+//! - `key_layout`: namespaces and key segments (everything of a group under one prefix);
+//! - `codec`: how values are encoded (CBOR);
+//! - `openmls_storage`: the 53 methods of `openmls_traits::storage::StorageProvider<1>`.
+//!
+//! Writes go through the one open [`Transaction`]; a write with no open transaction is an
+//! [`MlsError::NoTransaction`], so no OpenMLS write can escape the one-operation-one-transaction
+//! rule. Reads see the open transaction's writes, or the store when none is open.
+
+mod codec;
+pub mod key_layout;
+mod openmls_storage;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use openmls::prelude::GroupId;
+use serde::{Deserialize, Serialize};
+use spacepanda_core::{Key, SharedStore, Transaction, WriteOp};
+use zeroize::Zeroizing;
+
+use crate::error::MlsError;
+pub use codec::MAX_VALUE_LEN;
+use key_layout::{GROUP_NAMESPACE, META_NAMESPACE};
+
+/// Version of the key layout and value encoding written by this build.
+///
+/// Bump it (and add a migration in [`KvStorageProvider::open`]) whenever a stored key or value
+/// changes shape, including when OpenMLS raises its storage version.
+pub const STORAGE_FORMAT_VERSION: u32 = 1;
+
+/// The record in [`META_NAMESPACE`] saying who wrote this store.
+#[derive(Debug, Serialize, Deserialize)]
+struct FormatRecord {
+    format: u32,
+    openmls_storage: u16,
+}
+
+/// OpenMLS storage over a [`SharedStore`], writing through the current [`Transaction`].
+///
+/// One per device; shared by reference (the provider hands out `&KvStorageProvider`). Not
+/// `Clone` on purpose: two providers over one store would have two open transactions whose
+/// commits could interleave.
+pub struct KvStorageProvider {
+    store: SharedStore,
+    txn: Mutex<Option<Transaction>>,
+}
+
+impl std::fmt::Debug for KvStorageProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStorageProvider")
+            .field("in_transaction", &self.in_transaction())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvStorageProvider {
+    /// Opens OpenMLS storage on `store`: writes the format record on first use, and refuses a
+    /// store written by a newer format ([`MlsError::UnsupportedStateVersion`]).
+    pub fn open(store: SharedStore) -> Result<Self, MlsError> {
+        let key = key_layout::format_key();
+        match store.get(META_NAMESPACE, &key)? {
+            Some(bytes) => {
+                let record: FormatRecord = codec::decode(META_NAMESPACE, &bytes)?;
+                if record.format > STORAGE_FORMAT_VERSION {
+                    return Err(MlsError::UnsupportedStateVersion {
+                        what: "MLS storage format",
+                        found: record.format,
+                        supported: STORAGE_FORMAT_VERSION,
+                    });
+                }
+                if record.openmls_storage != openmls_traits::storage::CURRENT_VERSION {
+                    return Err(MlsError::UnsupportedStateVersion {
+                        what: "OpenMLS storage version",
+                        found: u32::from(record.openmls_storage),
+                        supported: u32::from(openmls_traits::storage::CURRENT_VERSION),
+                    });
+                }
+            }
+            None => {
+                let record = FormatRecord {
+                    format: STORAGE_FORMAT_VERSION,
+                    openmls_storage: openmls_traits::storage::CURRENT_VERSION,
+                };
+                let mut txn = Transaction::begin(&store);
+                txn.put(META_NAMESPACE, key, codec::encode(&record)?)?;
+                txn.commit()?;
+            }
+        }
+        Ok(Self {
+            store,
+            txn: Mutex::new(None),
+        })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Transaction>> {
+        // A panic while the lock was held can only have happened inside one transaction's
+        // buffered writes; the `Option<Transaction>` itself is still a valid value, and the
+        // transaction helpers roll back on unwind, so recovering the guard is sound.
+        self.txn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the transaction every following write goes through.
+    ///
+    /// Prefer [`SpacePandaProvider::transaction`](crate::provider::SpacePandaProvider::transaction),
+    /// which commits or rolls back for you.
+    pub fn begin(&self) -> Result<(), MlsError> {
+        let mut slot = self.lock();
+        if slot.is_some() {
+            return Err(MlsError::TransactionAlreadyOpen);
+        }
+        *slot = Some(Transaction::begin(&self.store));
+        Ok(())
+    }
+
+    /// Commits the open transaction as one atomic, durable batch.
+    pub fn commit(&self) -> Result<(), MlsError> {
+        let txn = self.lock().take().ok_or(MlsError::NoTransaction {
+            operation: "commit",
+        })?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Discards the open transaction, if any (nothing it wrote reaches the store).
+    pub fn rollback(&self) {
+        self.lock().take();
+    }
+
+    /// True while a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Runs `f` on the open transaction, so the layers above write their own records in the
+    /// same atomic batch as OpenMLS's. The transaction is locked while `f` runs: `f` must not
+    /// call back into this provider (or OpenMLS with it), or it deadlocks.
+    pub fn with_transaction<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<R, MlsError>,
+    ) -> Result<R, MlsError> {
+        let mut slot = self.lock();
+        let txn = slot.as_mut().ok_or(MlsError::NoTransaction {
+            operation: "with_transaction",
+        })?;
+        f(txn)
+    }
+
+    /// Every `(namespace, key)` the open transaction has written or deleted, in namespace and
+    /// key order (empty when none is open). Epoch snapshots use it to capture what a commit
+    /// changed outside the group's prefix.
+    pub fn touched_keys(&self) -> Vec<(String, Key)> {
+        self.lock()
+            .as_ref()
+            .map(|txn| {
+                txn.to_batch()
+                    .ops()
+                    .iter()
+                    .map(|op: &WriteOp| (op.namespace().to_owned(), op.key().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The ids of every group with stored state (as the open transaction sees it).
+    pub fn list_groups(&self) -> Result<Vec<GroupId>, MlsError> {
+        // A scan of every group's entries: O(all MLS state), which is what loading the groups
+        // at startup (its one caller) reads anyway. Nothing is decoded.
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        for (key, _) in self.scan(GROUP_NAMESPACE, &key_layout::all_groups_prefix())? {
+            let id = key_layout::group_id_of(&key).ok_or(MlsError::corrupted(
+                GROUP_NAMESPACE,
+                "a group key has no group id segment",
+            ))?;
+            if ids.last().is_none_or(|last| last.as_slice() != id) {
+                ids.push(id.to_vec());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids.iter().map(|id| GroupId::from_slice(id)).collect())
+    }
+
+    /// Deletes everything stored under the group's prefix, inside the open transaction, and
+    /// returns how many entries that was.
+    ///
+    /// Leaf encryption key pairs (keyed by public key, in their own namespace) are not under the
+    /// prefix; OpenMLS deletes its own when it merges commits.
+    pub fn delete_group(&self, group_id: &GroupId) -> Result<usize, MlsError> {
+        let prefix = key_layout::group_prefix(group_id.as_slice());
+        self.with_txn("delete_group", |txn| {
+            Ok(txn.delete_prefix(GROUP_NAMESPACE, &prefix)?)
+        })
+    }
+
+    /// Every stored entry of one group (as the open transaction sees it), in key order: a
+    /// snapshot of the group.
+    pub fn group_entries(&self, group_id: &GroupId) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
+        self.scan(
+            GROUP_NAMESPACE,
+            &key_layout::group_prefix(group_id.as_slice()),
+        )
+    }
+
+    fn with_txn<R>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut Transaction) -> Result<R, MlsError>,
+    ) -> Result<R, MlsError> {
+        let mut slot = self.lock();
+        let txn = slot.as_mut().ok_or(MlsError::NoTransaction { operation })?;
+        f(txn)
+    }
+
+    fn read(&self, namespace: &str, key: &Key) -> Result<Option<Zeroizing<Vec<u8>>>, MlsError> {
+        let slot = self.lock();
+        let value = match slot.as_ref() {
+            Some(txn) => txn.get(namespace, key)?,
+            None => self.store.get(namespace, key)?,
+        };
+        Ok(value.map(Zeroizing::new))
+    }
+
+    /// Entries under `prefix` in key order (sealed stores return them in an unspecified order,
+    /// and OpenMLS lists must come back in insertion order).
+    fn scan(&self, namespace: &str, prefix: &Key) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
+        let slot = self.lock();
+        let mut entries = match slot.as_ref() {
+            Some(txn) => txn.scan_prefix(namespace, prefix)?,
+            None => self.store.scan_prefix(namespace, prefix)?,
+        };
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+
+    fn put_value<V: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        namespace: &'static str,
+        key: Key,
+        value: &V,
+    ) -> Result<(), MlsError> {
+        let bytes = codec::encode(value)?;
+        self.with_txn(operation, |txn| Ok(txn.put(namespace, key, bytes)?))
+    }
+
+    fn get_value<V: serde::de::DeserializeOwned>(
+        &self,
+        namespace: &'static str,
+        key: &Key,
+    ) -> Result<Option<V>, MlsError> {
+        self.read(namespace, key)?
+            .map(|bytes| codec::decode(namespace, &bytes))
+            .transpose()
+    }
+
+    fn delete_key(
+        &self,
+        operation: &'static str,
+        namespace: &'static str,
+        key: Key,
+    ) -> Result<(), MlsError> {
+        self.with_txn(operation, |txn| Ok(txn.delete(namespace, key)?))
+    }
+
+    fn delete_prefix(
+        &self,
+        operation: &'static str,
+        namespace: &'static str,
+        prefix: &Key,
+    ) -> Result<(), MlsError> {
+        self.with_txn(operation, |txn| {
+            txn.delete_prefix(namespace, prefix)?;
+            Ok(())
+        })
+    }
+
+    /// Decoded values under `prefix`, in key order.
+    fn list_values<V: serde::de::DeserializeOwned>(
+        &self,
+        namespace: &'static str,
+        prefix: &Key,
+    ) -> Result<Vec<V>, MlsError> {
+        self.scan(namespace, prefix)?
+            .into_iter()
+            .map(|(_, bytes)| codec::decode(namespace, &Zeroizing::new(bytes)))
+            .collect()
+    }
+
+    /// The sequence number after the last entry under `prefix` (entries are `prefix ‖ seq`).
+    fn next_sequence(&self, namespace: &'static str, prefix: &Key) -> Result<u64, MlsError> {
+        let Some((last, _)) = self.scan(namespace, prefix)?.pop() else {
+            return Ok(0);
+        };
+        let seq = sequence_of(&last).ok_or(MlsError::corrupted(
+            namespace,
+            "a list entry's key does not end in an 8-byte sequence number",
+        ))?;
+        seq.checked_add(1).ok_or(MlsError::corrupted(
+            namespace,
+            "a list's sequence number is exhausted",
+        ))
+    }
+}
+
+fn sequence_of(key: &Key) -> Option<u64> {
+    let last = key.segments().last()?;
+    Some(u64::from_be_bytes(last.try_into().ok()?))
+}
