@@ -1,6 +1,9 @@
 //! The crate's one error type.
 
-use spacepanda_core::StoreError;
+use spacepanda_core::{StoreError, Timestamp};
+
+use crate::group_id::GroupId;
+use crate::key_package_manager::UnknownKeyPackageHint;
 
 /// Boxed source error of an OpenMLS operation (its own typed errors are generic over our
 /// storage error, so they are kept as the source rather than as variants).
@@ -17,7 +20,14 @@ pub type OpenMlsSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// - **OpenMLS refused an operation** (invalid input, wrong state): [`MlsError::OpenMls`];
 /// - **a bug in this crate**: [`MlsError::Internal`].
 ///
-/// Later issues add peer-misbehaviour variants; the enum is `#[non_exhaustive]` so they can.
+/// - **peer misbehaviour** (bad input from the network; reject it, nothing changed):
+///   envelope, message, key package, Welcome and identity variants such as
+///   [`MlsError::MalformedEnvelope`], [`MlsError::RejectedMessage`],
+///   [`MlsError::UnverifiedMember`], [`MlsError::InvalidKeyPackage`],
+///   [`MlsError::NoMatchingKeyPackage`];
+/// - **API misuse** also includes [`MlsError::UnknownGroup`], [`MlsError::NotAMember`],
+///   [`MlsError::AlreadyMember`], [`MlsError::MessageTooLarge`], [`MlsError::InvalidArgument`].
+///
 /// No variant carries key material, plaintext or stored values.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -75,6 +85,171 @@ pub enum MlsError {
         /// OpenMLS's own error.
         #[source]
         source: OpenMlsSource,
+    },
+
+    // ---- peer misbehaviour: bad input from the network (reject it; the group is unchanged) ----
+    /// An envelope is larger than `max_envelope_len`.
+    #[error("envelope of {size} bytes exceeds the {max}-byte limit; drop it")]
+    EnvelopeTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid envelope.
+    #[error("malformed envelope ({reason}); drop it")]
+    MalformedEnvelope {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The envelope has a version this build does not read.
+    #[error(
+        "envelope version {found} is not supported (this build reads {supported}); drop it, or upgrade if the peer is newer"
+    )]
+    UnsupportedEnvelopeVersion {
+        /// Found.
+        found: u16,
+        /// Supported.
+        supported: u16,
+    },
+    /// The MLS message inside an envelope does not decode or is of an unexpected type.
+    #[error("malformed MLS message ({reason}); drop it")]
+    MalformedMessage {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The plaintext of an application message is not a SpacePanda application message.
+    #[error("malformed application message ({reason}); drop it")]
+    MalformedApplicationMessage {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// OpenMLS rejected a message for the group (bad signature, undecryptable, replay, invalid
+    /// commit, …).
+    #[error("message for group {group} rejected: {reason}; the group is unchanged")]
+    RejectedMessage {
+        /// The group.
+        group: GroupId,
+        /// OpenMLS's reason.
+        reason: String,
+    },
+    /// A handshake message (commit or proposal) for an epoch the group has left.
+    #[error(
+        "handshake for epoch {message_epoch} of group {group}, which is at epoch {current_epoch}; it lost to a commit already merged"
+    )]
+    StaleEpoch {
+        /// The group.
+        group: GroupId,
+        /// The message's epoch.
+        message_epoch: u64,
+        /// The group's epoch.
+        current_epoch: u64,
+    },
+    /// More proposals than `max_proposals_per_epoch` arrived for one epoch.
+    #[error(
+        "more than {max} proposals in one epoch of group {group}; further proposals are dropped until the next commit"
+    )]
+    TooManyProposals {
+        /// The group.
+        group: GroupId,
+        /// The limit.
+        max: usize,
+    },
+    /// A leaf (in a key package, a Welcome or a commit) does not carry a valid SpacePanda
+    /// identity binding.
+    #[error(
+        "member identity not verified: {reason}; the key package, Welcome or commit is rejected"
+    )]
+    UnverifiedMember {
+        /// What core_identity found.
+        #[source]
+        reason: core_identity::IdentityError,
+    },
+    /// Someone else's key package failed validation.
+    #[error("key package rejected: {reason}")]
+    InvalidKeyPackage {
+        /// Why.
+        reason: String,
+    },
+    /// Someone else's key package is past its lifetime by our clock.
+    #[error("key package expired at {not_after} (now {now}); fetch a fresh one")]
+    KeyPackageExpired {
+        /// End of its lifetime.
+        not_after: Timestamp,
+        /// Our clock.
+        now: Timestamp,
+    },
+    /// Someone else's key package is not valid yet by our clock.
+    #[error("key package not valid before {not_before} (now {now}); check the clocks")]
+    KeyPackageNotYetValid {
+        /// Start of its lifetime.
+        not_before: Timestamp,
+        /// Our clock.
+        now: Timestamp,
+    },
+    /// A Welcome names no key package this device can use.
+    #[error("no usable key package {key_package_ref} for this Welcome: {hint}")]
+    NoMatchingKeyPackage {
+        /// The ref (hex) the Welcome was encrypted to.
+        key_package_ref: String,
+        /// Why it is not usable.
+        hint: UnknownKeyPackageHint,
+    },
+    /// A Welcome failed OpenMLS validation; the key package it named is still usable.
+    #[error("Welcome rejected: {reason}; the key package it used is kept")]
+    InvalidWelcome {
+        /// Why.
+        reason: String,
+    },
+
+    // ---- API misuse ----
+    /// The group is not one this device is in.
+    #[error("unknown group {group}; it was never joined, or was left")]
+    UnknownGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// This device is not (or no longer) a member, or no member matches.
+    #[error("not a member of group {group}: {what}")]
+    NotAMember {
+        /// The group.
+        group: GroupId,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// The device is already in the group.
+    #[error("user {user_id} device {device_id} is already a member")]
+    AlreadyMember {
+        /// The user.
+        user_id: core_identity::UserId,
+        /// The device.
+        device_id: core_identity::DeviceId,
+    },
+    /// A Welcome for a group this device is already in.
+    #[error("already a member of group {group}; the Welcome is ignored")]
+    AlreadyJoined {
+        /// The group.
+        group: GroupId,
+    },
+    /// An application message body is larger than `max_application_len`.
+    #[error("message of {size} bytes exceeds the {max}-byte limit; split it")]
+    MessageTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A key package ref this device never made.
+    #[error("unknown key package {key_package_ref}")]
+    UnknownKeyPackage {
+        /// The ref (hex).
+        key_package_ref: String,
+    },
+    /// A parameter passed by the caller is not acceptable.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: &'static str,
     },
 
     /// A bug in this crate: an invariant it relies on does not hold.

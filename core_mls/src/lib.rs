@@ -77,3 +77,28 @@ pub mod storage;
 pub use error::MlsError;
 pub use provider::SpacePandaProvider;
 pub use storage::KvStorageProvider;
+
+mod app_message;
+mod client;
+mod config;
+pub mod envelope;
+mod epoch_buffer;
+mod events;
+mod group_id;
+mod group_manager;
+pub mod key_package_manager;
+mod key_package_validation;
+mod member_verification;
+mod message_processor;
+mod outbox;
+mod seen_messages;
+mod welcome_handler;
+
+pub use client::{CIPHERSUITE, MlsClient};
+pub use config::MlsConfig;
+pub use envelope::{Envelope, EnvelopeKind, MessageId};
+pub use events::{DeviceAddress, Disposition, Event, Outbound, OutboxId, Output, Recipients};
+pub use group_id::GroupId;
+pub use key_package_manager::{
+    KeyPackageState, PoolPolicy, PoolStatus, PublishableKeyPackage, UnknownKeyPackageHint,
+};

@@ -1,0 +1,365 @@
+//! `MlsClient`: one device's MLS engine. Opening, the one-operation-one-transaction rule, the
+//! outbox and time-driven policy live here; groups, Welcomes and incoming messages are handled
+//! in `group_manager`, `welcome_handler` and `message_processor`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use core_identity::{DeviceIdentity, VerifiedMember};
+use openmls::prelude::{
+    BasicCredential, Ciphersuite, CredentialWithKey, MlsGroup, MlsGroupJoinConfig,
+    OpenMlsProvider as _, SenderRatchetConfiguration, SignatureScheme,
+};
+use openmls_basic_credential::SignatureKeyPair;
+use spacepanda_core::{Clock, SharedStore, Timestamp, Transaction};
+
+use crate::config::MlsConfig;
+use crate::error::MlsError;
+use crate::events::{Event, Outbound, OutboxId, Output};
+use crate::group_id::GroupId;
+use crate::key_package_manager::{
+    self, KeyPackageAuthor, PoolStatus, PublishableKeyPackage, ledger,
+};
+use crate::member_verification::MemberCache;
+use crate::provider::SpacePandaProvider;
+use crate::{epoch_buffer, outbox, seen_messages};
+
+/// The one ciphersuite SpacePanda speaks.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// One device's MLS engine. See the [crate docs](crate) for the model.
+pub struct MlsClient {
+    pub(crate) provider: SpacePandaProvider,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) device: DeviceIdentity,
+    pub(crate) signer: SignatureKeyPair,
+    pub(crate) credential: CredentialWithKey,
+    pub(crate) config: MlsConfig,
+    pub(crate) groups: BTreeMap<GroupId, MlsGroup>,
+    pub(crate) members: MemberCache,
+}
+
+impl std::fmt::Debug for MlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlsClient")
+            .field("user", &self.device.user_id())
+            .field("device", &self.device.device_id())
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MlsClient {
+    /// Opens the engine for `device` over `store`: loads every group this device is in, and
+    /// makes sure the key package pool is filled (one transaction).
+    pub fn open(
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        device: DeviceIdentity,
+        config: MlsConfig,
+    ) -> Result<Self, MlsError> {
+        let provider = SpacePandaProvider::open(store)?;
+        let private = device.signature_private_key_bytes();
+        let signer = SignatureKeyPair::from_raw(
+            SignatureScheme::ED25519,
+            private.to_vec(),
+            device.signature_public_key().to_vec(),
+        );
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(device.credential_bytes().to_vec()).into(),
+            signature_key: device.signature_public_key().to_vec().into(),
+        };
+        let mut client = Self {
+            provider,
+            clock,
+            device,
+            signer,
+            credential,
+            config,
+            groups: BTreeMap::new(),
+            members: MemberCache::default(),
+        };
+        for group_id in client.provider.storage().list_groups()? {
+            let group_id = GroupId::from_openmls(&group_id);
+            client.reload_group(&group_id)?;
+        }
+        client.transaction(None, |client| {
+            client.replenish_key_packages_in_txn().map(|_| ())
+        })?;
+        Ok(client)
+    }
+
+    /// This device.
+    pub fn device(&self) -> &DeviceIdentity {
+        &self.device
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &MlsConfig {
+        &self.config
+    }
+
+    /// The current time, from the client's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn join_config(&self) -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .max_past_epochs(self.config.max_past_epochs)
+            .sender_ratchet_configuration(SenderRatchetConfiguration::new(
+                self.config.out_of_order_tolerance,
+                self.config.max_forward_distance,
+            ))
+            .use_ratchet_tree_extension(true)
+            .build()
+    }
+
+    /// Runs `op` as one storage transaction: on success every write (OpenMLS's and ours) is
+    /// committed atomically and durably; on error nothing is written and `group` is reloaded
+    /// from storage, so memory and disk never disagree.
+    pub(crate) fn transaction<R>(
+        &mut self,
+        group: Option<&GroupId>,
+        op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
+    ) -> Result<R, MlsError> {
+        self.provider.storage().begin()?;
+        let result = op(self).and_then(|value| self.provider.storage().commit().map(|()| value));
+        if result.is_err() {
+            self.provider.storage().rollback();
+            if let Some(group) = group {
+                // The in-memory MlsGroup may hold state the rolled-back transaction wrote.
+                self.reload_group(group)?;
+            }
+        }
+        result
+    }
+
+    /// Runs `f` on the open transaction (our own records share it with OpenMLS's writes).
+    pub(crate) fn with_txn<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<R, MlsError>,
+    ) -> Result<R, MlsError> {
+        self.provider.storage().with_transaction(f)
+    }
+
+    /// Reads through the open transaction if there is one (so reads see its writes), else
+    /// straight from the store.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<R, MlsError>,
+    ) -> Result<R, MlsError> {
+        let storage = self.provider.storage();
+        if storage.in_transaction() {
+            storage.with_transaction(|txn| f(txn))
+        } else {
+            f(&Transaction::begin(storage.store()))
+        }
+    }
+
+    /// Reloads `group` from storage (or forgets it if storage has none).
+    pub(crate) fn reload_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        match MlsGroup::load(self.provider.storage(), &group.to_openmls())
+            .map_err(|e| MlsError::openmls("load a group", e))?
+        {
+            Some(loaded) => {
+                self.groups.insert(group.clone(), loaded);
+            }
+            None => {
+                self.groups.remove(group);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `envelope` for `to` in the outbox (same transaction) and records its id as seen,
+    /// so an echo of it is recognised.
+    pub(crate) fn queue_outbound(
+        &self,
+        to: crate::events::Recipients,
+        envelope: crate::envelope::Envelope,
+    ) -> Result<Outbound, MlsError> {
+        let now = self.now();
+        self.with_txn(|txn| {
+            seen_messages::record_envelope(txn, envelope.id(), now)?;
+            outbox::push(txn, to, envelope)
+        })
+    }
+
+    /// Envelopes produced but not yet acknowledged with [`ack_sent`](Self::ack_sent), oldest
+    /// first. After a restart, send these again.
+    pub fn pending_outbound(&self) -> Result<Vec<Outbound>, MlsError> {
+        self.read(|txn| outbox::pending(txn, self.config.max_envelope_len))
+    }
+
+    /// The network layer delivered (or durably queued) outbox entry `id`: forget it.
+    /// Returns whether it was still pending.
+    pub fn ack_sent(&mut self, id: OutboxId) -> Result<bool, MlsError> {
+        self.transaction(None, |client| client.with_txn(|txn| outbox::ack(txn, id)))
+    }
+
+    /// Group ids this device is a member of.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.groups.keys().cloned().collect()
+    }
+
+    pub(crate) fn group(&self, group: &GroupId) -> Result<&MlsGroup, MlsError> {
+        self.groups
+            .get(group)
+            .ok_or_else(|| MlsError::UnknownGroup {
+                group: group.clone(),
+            })
+    }
+
+    /// The group's current epoch.
+    pub fn epoch(&self, group: &GroupId) -> Result<u64, MlsError> {
+        Ok(self.group(group)?.epoch().as_u64())
+    }
+
+    /// The group's epoch authenticator: equal on every member that agrees on the epoch.
+    pub fn epoch_authenticator(&self, group: &GroupId) -> Result<Vec<u8>, MlsError> {
+        Ok(self.group(group)?.epoch_authenticator().as_slice().to_vec())
+    }
+
+    /// Every member device of the group, identity-verified.
+    pub fn members(&mut self, group: &GroupId) -> Result<Vec<VerifiedMember>, MlsError> {
+        let members: Vec<_> = self.group(group)?.members().collect();
+        members
+            .iter()
+            .map(|m| self.members.verify(&m.credential, &m.signature_key))
+            .collect()
+    }
+
+    // ---- key packages -------------------------------------------------------------------
+
+    pub(crate) fn key_package_author(&self) -> KeyPackageAuthor<'_, SignatureKeyPair> {
+        KeyPackageAuthor {
+            ciphersuite: CIPHERSUITE,
+            signer: &self.signer,
+            credential: &self.credential,
+        }
+    }
+
+    /// Tops the pool up inside the open transaction; returns how many fresh packages were made.
+    pub(crate) fn replenish_key_packages_in_txn(&mut self) -> Result<usize, MlsError> {
+        let now = self.now();
+        let entries = self.with_txn(|txn| ledger::load_all(txn))?;
+        let (fresh_needed, last_resort_needed) =
+            key_package_manager::replenish_plan(&entries, &self.config.key_packages, now);
+        let mut made = Vec::with_capacity(fresh_needed + 1);
+        for _ in 0..fresh_needed {
+            made.push(key_package_manager::build_key_package(
+                &self.provider,
+                &self.key_package_author(),
+                &self.config.key_packages,
+                false,
+                now,
+            )?);
+        }
+        if last_resort_needed {
+            made.push(key_package_manager::build_key_package(
+                &self.provider,
+                &self.key_package_author(),
+                &self.config.key_packages,
+                true,
+                now,
+            )?);
+        }
+        self.with_txn(|txn| made.iter().try_for_each(|entry| ledger::store(txn, entry)))?;
+        Ok(fresh_needed)
+    }
+
+    /// Tops the key package pool up to its target (one transaction) if it is below the low
+    /// watermark or has no last-resort package. Returns how many fresh packages were made.
+    pub fn replenish_key_packages(&mut self) -> Result<usize, MlsError> {
+        self.transaction(None, Self::replenish_key_packages_in_txn)
+    }
+
+    /// Key packages to publish in the directory (fresh and published ones, the current
+    /// last-resort one marked).
+    pub fn publishable_key_packages(&self) -> Result<Vec<PublishableKeyPackage>, MlsError> {
+        let entries = self.read(ledger::load_all)?;
+        Ok(key_package_manager::publishable(&entries, self.now()))
+    }
+
+    /// The network layer published these key packages.
+    pub fn mark_key_packages_published(&mut self, refs: &[Vec<u8>]) -> Result<usize, MlsError> {
+        let now = self.now();
+        self.transaction(None, |client| {
+            client.with_txn(|txn| {
+                key_package_manager::mark(
+                    txn,
+                    refs,
+                    &[ledger::KeyPackageState::Fresh],
+                    ledger::KeyPackageState::Published,
+                    now,
+                )
+            })
+        })
+    }
+
+    /// Someone announced they used this key package: stop offering it.
+    pub fn mark_key_package_claimed(&mut self, key_package_ref: &[u8]) -> Result<bool, MlsError> {
+        let now = self.now();
+        self.transaction(None, |client| {
+            client.with_txn(|txn| {
+                key_package_manager::mark(
+                    txn,
+                    &[key_package_ref.to_vec()],
+                    &[
+                        ledger::KeyPackageState::Fresh,
+                        ledger::KeyPackageState::Published,
+                    ],
+                    ledger::KeyPackageState::Claimed,
+                    now,
+                )
+                .map(|n| n > 0)
+            })
+        })
+    }
+
+    /// The key package pool, as a UI shows it.
+    pub fn key_package_status(&self) -> Result<PoolStatus, MlsError> {
+        let entries = self.read(ledger::load_all)?;
+        Ok(key_package_manager::status(
+            &entries,
+            &self.config.key_packages,
+            self.now(),
+        ))
+    }
+
+    // ---- time-driven policy ---------------------------------------------------------------
+
+    /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
+    /// expired buffered messages and old de-duplication records, and self-updates in groups
+    /// where our leaf is older than `self_update_after`. Call it periodically (e.g. every
+    /// minute) and after the device wakes up.
+    pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        let policy = self.config.key_packages.clone();
+        let created = self.transaction(None, |client| {
+            client.with_txn(|txn| key_package_manager::rotate(txn, &policy, now))?;
+            key_package_manager::prune(&client.provider, &policy, now)?;
+            let dropped = client.with_txn(|txn| {
+                seen_messages::expire(txn, client.config.dedup_retention, now)?;
+                epoch_buffer::expire(txn, &client.config, now)
+            })?;
+            for (group, count) in dropped {
+                let group = client.groups.contains_key(&group).then_some(group);
+                output.events.push(Event::BufferedDropped { group, count });
+            }
+            client.replenish_key_packages_in_txn()
+        })?;
+        if created > 0 {
+            output
+                .events
+                .push(Event::KeyPackagesReplenished { created });
+        }
+        for group in self.groups() {
+            if self.self_update_due(&group, now)? {
+                output.extend(self.self_update(&group)?);
+            }
+        }
+        Ok(output)
+    }
+}

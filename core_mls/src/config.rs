@@ -1,0 +1,66 @@
+//! Every limit and time-driven policy of the engine, in one place, with documented defaults.
+
+use std::time::Duration;
+
+use crate::key_package_manager::PoolPolicy;
+
+/// Configuration of an [`MlsClient`](crate::MlsClient).
+///
+/// The defaults suit a phone-class device in groups of up to a few thousand members; every
+/// limit exists because the input it bounds comes from the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlsConfig {
+    /// Largest envelope accepted, in bytes (default 1 MiB). A Welcome for a 1 000-member group
+    /// with the ratchet tree inside is ≈ 400 KiB.
+    pub max_envelope_len: usize,
+    /// Largest application message body [`send`](crate::MlsClient::send) accepts
+    /// (default 256 KiB).
+    pub max_application_len: usize,
+    /// Future-epoch messages kept per group (default 256). Beyond it the oldest is dropped.
+    pub buffer_max_messages: usize,
+    /// Bytes of future-epoch messages kept per group (default 8 MiB).
+    pub buffer_max_bytes: usize,
+    /// How long a buffered message waits for its epoch (default 24 h); `tick` drops older ones.
+    pub buffer_max_age: Duration,
+    /// Buffered messages kept for groups this device has not joined yet — a Welcome may still
+    /// be on its way (default 64, across all unknown groups).
+    pub unknown_group_max_messages: usize,
+    /// Proposals accepted from others per group and epoch (default 64); more is a flood.
+    pub max_proposals_per_epoch: usize,
+    /// Past epochs whose application secrets are kept, so late messages still decrypt
+    /// (default 3).
+    pub max_past_epochs: usize,
+    /// How far a sender's ratchet may jump ahead (OpenMLS maximum forward distance,
+    /// default 1 000).
+    pub max_forward_distance: u32,
+    /// Out-of-order tolerance within one sender's ratchet (default 16).
+    pub out_of_order_tolerance: u32,
+    /// Self-update our leaf when it is older than this (default 7 days): post-compromise
+    /// security for quiet groups.
+    pub self_update_after: Duration,
+    /// How long message ids are remembered for de-duplication (default 30 days).
+    pub dedup_retention: Duration,
+    /// Key package pool policy.
+    pub key_packages: PoolPolicy,
+}
+
+impl Default for MlsConfig {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        Self {
+            max_envelope_len: 1024 * 1024,
+            max_application_len: 256 * 1024,
+            buffer_max_messages: 256,
+            buffer_max_bytes: 8 * 1024 * 1024,
+            buffer_max_age: DAY,
+            unknown_group_max_messages: 64,
+            max_proposals_per_epoch: 64,
+            max_past_epochs: 3,
+            max_forward_distance: 1000,
+            out_of_order_tolerance: 16,
+            self_update_after: 7 * DAY,
+            dedup_retention: 30 * DAY,
+            key_packages: PoolPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What the engine hands back: bytes to send ([`Outbound`]) and things that happened
+//! ([`Event`]). Nothing here performs I/O.
+
+use core_identity::{DeviceId, UserId, VerifiedMember};
+use spacepanda_core::Timestamp;
+
+use crate::envelope::{Envelope, MessageId};
+use crate::group_id::GroupId;
+
+/// One device of one user: where an outbound envelope must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceAddress {
+    /// The user.
+    pub user_id: UserId,
+    /// The device.
+    pub device_id: DeviceId,
+}
+
+impl From<&VerifiedMember> for DeviceAddress {
+    fn from(member: &VerifiedMember) -> Self {
+        Self {
+            user_id: member.user_id(),
+            device_id: member.device_id(),
+        }
+    }
+}
+
+/// Who must receive an [`Outbound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipients {
+    /// The group the envelope belongs to (`None` only for key packages).
+    pub group: Option<GroupId>,
+    /// Every device that must receive it. For group traffic: every member device at the epoch
+    /// the message was made in except the sender (and, for a commit that removes members, the
+    /// removed devices too, so they learn it). For a Welcome: the devices being added.
+    pub devices: Vec<DeviceAddress>,
+}
+
+/// Sequence number of an outbox entry; pass it to [`ack_sent`](crate::MlsClient::ack_sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutboxId(pub u64);
+
+/// An envelope the network layer must deliver. It stays in the durable outbox until
+/// acknowledged, so a crash between "state changed" and "bytes sent" loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Outbox sequence number.
+    pub id: OutboxId,
+    /// Destination devices.
+    pub to: Recipients,
+    /// The bytes, wrapped.
+    pub envelope: Envelope,
+}
+
+/// What happened to an incoming envelope, when it was not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Disposition {
+    /// Processed now.
+    #[default]
+    Processed,
+    /// Seen before (or our own message echoed back): ignored.
+    Duplicate,
+    /// From a future epoch (or a group not joined yet): kept and replayed automatically.
+    Buffered,
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This device joined a group from a Welcome.
+    Joined {
+        /// The group.
+        group: GroupId,
+        /// Who added us.
+        inviter: VerifiedMember,
+        /// Epoch joined at.
+        epoch: u64,
+    },
+    /// An application message, decrypted and attributed to a verified sender.
+    Message {
+        /// The group.
+        group: GroupId,
+        /// Who sent it.
+        sender: VerifiedMember,
+        /// Sender-chosen id, unique per sender; delivered at most once.
+        message_id: [u8; 16],
+        /// When the sender says it was sent (its clock; informational).
+        sent_at: Timestamp,
+        /// The plaintext.
+        body: Vec<u8>,
+    },
+    /// This device sent an application message (the id receivers will see).
+    MessageSent {
+        /// The group.
+        group: GroupId,
+        /// The message id.
+        message_id: [u8; 16],
+    },
+    /// Members were added by a commit.
+    MembersAdded {
+        /// The group.
+        group: GroupId,
+        /// Who committed.
+        by: VerifiedMember,
+        /// The new member devices.
+        members: Vec<VerifiedMember>,
+    },
+    /// Members were removed (or left) by a commit.
+    MembersRemoved {
+        /// The group.
+        group: GroupId,
+        /// Who committed.
+        by: VerifiedMember,
+        /// The removed member devices.
+        members: Vec<VerifiedMember>,
+    },
+    /// The group moved to a new epoch.
+    EpochAdvanced {
+        /// The group.
+        group: GroupId,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// This device was removed from the group; it can no longer read or send.
+    RemovedFromGroup {
+        /// The group.
+        group: GroupId,
+        /// Who removed us (when known).
+        by: Option<VerifiedMember>,
+    },
+    /// A member proposed to leave; the proposal is pending until someone commits it.
+    LeaveProposed {
+        /// The group.
+        group: GroupId,
+        /// Who wants to leave.
+        member: VerifiedMember,
+    },
+    /// Buffered messages were dropped (too many, too large, or too old).
+    BufferedDropped {
+        /// The group (`None` for messages of groups never joined).
+        group: Option<GroupId>,
+        /// How many.
+        count: usize,
+    },
+    /// The key package pool went below its low watermark and was refilled; publish the new
+    /// ones ([`publishable_key_packages`](crate::MlsClient::publishable_key_packages)).
+    KeyPackagesReplenished {
+        /// How many were made.
+        created: usize,
+    },
+}
+
+/// The result of one call into the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// What happened to the input (for `handle_envelope`).
+    pub disposition: Disposition,
+    /// Envelopes to deliver; already in the durable outbox.
+    pub outbound: Vec<Outbound>,
+    /// Things that happened, in order.
+    pub events: Vec<Event>,
+}
+
+impl Output {
+    pub(crate) fn extend(&mut self, other: Output) {
+        self.outbound.extend(other.outbound);
+        self.events.extend(other.events);
+    }
+
+    /// The id of the first envelope of the given kind, for tests and tooling.
+    pub fn first_outbound_id(&self, kind: crate::envelope::EnvelopeKind) -> Option<MessageId> {
+        self.outbound
+            .iter()
+            .find(|o| o.envelope.kind() == kind)
+            .map(|o| o.envelope.id())
+    }
+}

@@ -1,0 +1,483 @@
+//! Group operations this device starts: create, add, remove, self-update, leave, send.
+//!
+//! Each is one transaction ([`MlsClient::transaction`]): OpenMLS's writes, our metadata and the
+//! outbox entries for the produced envelopes commit together before anything is returned.
+
+use core_identity::{DeviceId, UserId, VerifiedMember};
+use openmls::prelude::{
+    LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvider as _,
+};
+use openmls_traits::random::OpenMlsRand as _;
+use spacepanda_core::{Key, Timestamp};
+use tls_codec::Serialize as _;
+
+use crate::app_message::AppMessage;
+use crate::client::{CIPHERSUITE, MlsClient};
+use crate::envelope::{Envelope, EnvelopeKind};
+use crate::error::MlsError;
+use crate::events::{DeviceAddress, Event, Output, Recipients};
+use crate::group_id::GroupId;
+use crate::key_package_validation;
+
+/// Namespace of per-group metadata of ours (not OpenMLS's).
+pub(crate) const GROUP_META_NAMESPACE: &str = "group_meta";
+
+pub(crate) fn encode_message(
+    kind: EnvelopeKind,
+    message: &MlsMessageOut,
+) -> Result<Envelope, MlsError> {
+    let bytes = message
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
+    Ok(Envelope::new(kind, bytes))
+}
+
+impl MlsClient {
+    /// Creates a group with this device as its only member. One transaction.
+    pub fn create_group(&mut self) -> Result<GroupId, MlsError> {
+        let raw_id = self
+            .provider
+            .rand()
+            .random_vec(32)
+            .map_err(|e| MlsError::openmls("draw a group id", e))?;
+        let group_id = GroupId::from_slice(&raw_id);
+        let now = self.now();
+        self.transaction(Some(&group_id.clone()), |client| {
+            let group = MlsGroup::builder()
+                .with_group_id(group_id.to_openmls())
+                .ciphersuite(CIPHERSUITE)
+                .max_past_epochs(client.config.max_past_epochs)
+                .sender_ratchet_configuration(*client.join_config().sender_ratchet_configuration())
+                .use_ratchet_tree_extension(true)
+                .build(&client.provider, &client.signer, client.credential.clone())
+                .map_err(|e| MlsError::openmls("create a group", e))?;
+            client.groups.insert(group_id.clone(), group);
+            client.record_leaf_update(&group_id, now)?;
+            Ok(())
+        })?;
+        Ok(group_id)
+    }
+
+    /// Adds the devices whose key packages (TLS-encoded MLS messages, as published) are given.
+    /// Every package is validated first — decode, OpenMLS validation, lifetime against our
+    /// clock, ciphersuite, SpacePanda identity binding — and a device already in the group is
+    /// refused. Returns the commit for the current members and the Welcome for the new ones.
+    pub fn add_members(
+        &mut self,
+        group: &GroupId,
+        key_packages: &[Vec<u8>],
+    ) -> Result<Output, MlsError> {
+        if key_packages.is_empty() {
+            return Err(MlsError::InvalidArgument {
+                reason: "add_members needs at least one key package",
+            });
+        }
+        let now = self.now();
+        let mut validated = Vec::with_capacity(key_packages.len());
+        for bytes in key_packages {
+            validated.push(key_package_validation::validate(
+                bytes,
+                &self.provider,
+                now,
+                self.config.max_envelope_len,
+                &mut self.members,
+            )?);
+        }
+        let current = self.members(group)?;
+        for (index, (_, member)) in validated.iter().enumerate() {
+            let device = DeviceAddress::from(member);
+            let twice = validated
+                .iter()
+                .skip(index + 1)
+                .any(|(_, m)| DeviceAddress::from(m) == device);
+            if twice || current.iter().any(|m| DeviceAddress::from(m) == device) {
+                return Err(MlsError::AlreadyMember {
+                    user_id: member.user_id(),
+                    device_id: member.device_id(),
+                });
+            }
+        }
+        let recipients = self.other_member_devices(group)?;
+        let me = self.own_verified_member()?;
+        self.transaction(Some(group), |client| {
+            let key_packages: Vec<_> = validated.iter().map(|(kp, _)| kp.clone()).collect();
+            let provider = &client.provider;
+            let mls_group = client
+                .groups
+                .get_mut(group)
+                .ok_or_else(|| MlsError::UnknownGroup {
+                    group: group.clone(),
+                })?;
+            let (commit, welcome, _) = mls_group
+                .add_members(provider, &client.signer, &key_packages)
+                .map_err(|e| MlsError::openmls("add members", e))?;
+            mls_group
+                .merge_pending_commit(provider)
+                .map_err(|e| MlsError::openmls("merge our commit", e))?;
+            let epoch = mls_group.epoch().as_u64();
+            client.record_leaf_update(group, now)?;
+            let mut output = Output::default();
+            if !recipients.is_empty() {
+                output.outbound.push(client.queue_outbound(
+                    Recipients {
+                        group: Some(group.clone()),
+                        devices: recipients.clone(),
+                    },
+                    encode_message(EnvelopeKind::Commit, &commit)?,
+                )?);
+            }
+            output.outbound.push(
+                client.queue_outbound(
+                    Recipients {
+                        group: Some(group.clone()),
+                        devices: validated
+                            .iter()
+                            .map(|(_, m)| DeviceAddress::from(m))
+                            .collect(),
+                    },
+                    encode_message(EnvelopeKind::Welcome, &welcome)?,
+                )?,
+            );
+            output.events.push(Event::MembersAdded {
+                group: group.clone(),
+                by: me.clone(),
+                members: validated.iter().map(|(_, m)| m.clone()).collect(),
+            });
+            output.events.push(Event::EpochAdvanced {
+                group: group.clone(),
+                epoch,
+            });
+            Ok(output)
+        })
+    }
+
+    /// Removes every device of `user` from the group.
+    pub fn remove_user(&mut self, group: &GroupId, user: &UserId) -> Result<Output, MlsError> {
+        self.remove_where(group, |m| m.user_id() == *user)
+    }
+
+    /// Removes one device of a user from the group.
+    pub fn remove_device(
+        &mut self,
+        group: &GroupId,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Output, MlsError> {
+        self.remove_where(group, |m| m.user_id() == *user && m.device_id() == *device)
+    }
+
+    fn remove_where(
+        &mut self,
+        group: &GroupId,
+        selected: impl Fn(&VerifiedMember) -> bool,
+    ) -> Result<Output, MlsError> {
+        let own_index = self.group(group)?.own_leaf_index();
+        let leaves: Vec<_> = self.group(group)?.members().collect();
+        let mut removed = Vec::new();
+        for leaf in &leaves {
+            let member = self.members.verify(&leaf.credential, &leaf.signature_key)?;
+            if selected(&member) {
+                if leaf.index == own_index {
+                    return Err(MlsError::InvalidArgument {
+                        reason: "a device cannot remove itself; use leave_group",
+                    });
+                }
+                removed.push((leaf.index, member));
+            }
+        }
+        if removed.is_empty() {
+            return Err(MlsError::NotAMember {
+                group: group.clone(),
+                what: "no member matches",
+            });
+        }
+        let recipients = self.other_member_devices(group)?;
+        let me = self.own_verified_member()?;
+        let now = self.now();
+        self.transaction(Some(group), |client| {
+            let indices: Vec<LeafNodeIndex> = removed.iter().map(|(index, _)| *index).collect();
+            let provider = &client.provider;
+            let mls_group = client
+                .groups
+                .get_mut(group)
+                .ok_or_else(|| MlsError::UnknownGroup {
+                    group: group.clone(),
+                })?;
+            let (commit, _, _) = mls_group
+                .remove_members(provider, &client.signer, &indices)
+                .map_err(|e| MlsError::openmls("remove members", e))?;
+            mls_group
+                .merge_pending_commit(provider)
+                .map_err(|e| MlsError::openmls("merge our commit", e))?;
+            let epoch = mls_group.epoch().as_u64();
+            client.record_leaf_update(group, now)?;
+            let outbound = client.queue_outbound(
+                Recipients {
+                    group: Some(group.clone()),
+                    devices: recipients,
+                },
+                encode_message(EnvelopeKind::Commit, &commit)?,
+            )?;
+            Ok(Output {
+                outbound: vec![outbound],
+                events: vec![
+                    Event::MembersRemoved {
+                        group: group.clone(),
+                        by: me,
+                        members: removed.into_iter().map(|(_, m)| m).collect(),
+                    },
+                    Event::EpochAdvanced {
+                        group: group.clone(),
+                        epoch,
+                    },
+                ],
+                ..Output::default()
+            })
+        })
+    }
+
+    /// Commits a fresh leaf for this device (post-compromise security); also commits any
+    /// pending proposals (e.g. someone leaving).
+    pub fn self_update(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let recipients = self.other_member_devices(group)?;
+        let removed_by_pending = self.pending_removals(group)?;
+        let me = self.own_verified_member()?;
+        let now = self.now();
+        self.transaction(Some(group), |client| {
+            let provider = &client.provider;
+            let mls_group = client
+                .groups
+                .get_mut(group)
+                .ok_or_else(|| MlsError::UnknownGroup {
+                    group: group.clone(),
+                })?;
+            let bundle = mls_group
+                .self_update(provider, &client.signer, LeafNodeParameters::default())
+                .map_err(|e| MlsError::openmls("self-update", e))?;
+            mls_group
+                .merge_pending_commit(provider)
+                .map_err(|e| MlsError::openmls("merge our commit", e))?;
+            let epoch = mls_group.epoch().as_u64();
+            client.record_leaf_update(group, now)?;
+            let mut output = Output::default();
+            if !recipients.is_empty() {
+                output.outbound.push(client.queue_outbound(
+                    Recipients {
+                        group: Some(group.clone()),
+                        devices: recipients,
+                    },
+                    encode_message(EnvelopeKind::Commit, bundle.commit())?,
+                )?);
+            }
+            if !removed_by_pending.is_empty() {
+                output.events.push(Event::MembersRemoved {
+                    group: group.clone(),
+                    by: me,
+                    members: removed_by_pending,
+                });
+            }
+            output.events.push(Event::EpochAdvanced {
+                group: group.clone(),
+                epoch,
+            });
+            Ok(output)
+        })
+    }
+
+    /// Asks to leave the group: sends a Remove proposal for this device. The next commit by any
+    /// member includes it; the member with the lowest leaf index commits it as soon as it
+    /// arrives, so the leave does not wait for unrelated activity. This device keeps the group
+    /// until that commit arrives (then `RemovedFromGroup`).
+    pub fn leave_group(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let recipients = self.other_member_devices(group)?;
+        if recipients.is_empty() {
+            // Alone: nobody could commit the proposal; just forget the group.
+            self.transaction(Some(group), |client| client.forget_group(group))?;
+            return Ok(Output {
+                events: vec![Event::RemovedFromGroup {
+                    group: group.clone(),
+                    by: None,
+                }],
+                ..Output::default()
+            });
+        }
+        self.transaction(Some(group), |client| {
+            let provider = &client.provider;
+            let mls_group = client
+                .groups
+                .get_mut(group)
+                .ok_or_else(|| MlsError::UnknownGroup {
+                    group: group.clone(),
+                })?;
+            let proposal = mls_group
+                .leave_group(provider, &client.signer)
+                .map_err(|e| MlsError::openmls("propose to leave", e))?;
+            let outbound = client.queue_outbound(
+                Recipients {
+                    group: Some(group.clone()),
+                    devices: recipients,
+                },
+                encode_message(EnvelopeKind::Proposal, &proposal)?,
+            )?;
+            Ok(Output {
+                outbound: vec![outbound],
+                ..Output::default()
+            })
+        })
+    }
+
+    /// Encrypts `body` for every other member. If proposals are pending (OpenMLS refuses to
+    /// send then), they are committed first, in their own transaction.
+    pub fn send(&mut self, group: &GroupId, body: &[u8]) -> Result<Output, MlsError> {
+        if body.len() > self.config.max_application_len {
+            return Err(MlsError::MessageTooLarge {
+                size: body.len(),
+                max: self.config.max_application_len,
+            });
+        }
+        let mut output = Output::default();
+        if self.group(group)?.pending_proposals().next().is_some() {
+            output.extend(self.self_update(group)?);
+        }
+        let recipients = self.other_member_devices(group)?;
+        let now = self.now();
+        let message_id: [u8; 16] = self
+            .provider
+            .rand()
+            .random_array()
+            .map_err(|e| MlsError::openmls("draw a message id", e))?;
+        let plaintext = AppMessage {
+            message_id,
+            sent_at: now,
+            body: body.to_vec(),
+        }
+        .encode()?;
+        let sent = self.transaction(Some(group), |client| {
+            let provider = &client.provider;
+            let mls_group = client
+                .groups
+                .get_mut(group)
+                .ok_or_else(|| MlsError::UnknownGroup {
+                    group: group.clone(),
+                })?;
+            let message = mls_group
+                .create_message(provider, &client.signer, &plaintext)
+                .map_err(|e| MlsError::openmls("encrypt a message", e))?;
+            let mut sent = Output::default();
+            if !recipients.is_empty() {
+                sent.outbound.push(client.queue_outbound(
+                    Recipients {
+                        group: Some(group.clone()),
+                        devices: recipients,
+                    },
+                    encode_message(EnvelopeKind::Application, &message)?,
+                )?);
+            }
+            sent.events.push(Event::MessageSent {
+                group: group.clone(),
+                message_id,
+            });
+            Ok(sent)
+        })?;
+        output.extend(sent);
+        Ok(output)
+    }
+
+    // ---- helpers ------------------------------------------------------------------------
+
+    /// Every member device except this one, verified.
+    pub(crate) fn other_member_devices(
+        &mut self,
+        group: &GroupId,
+    ) -> Result<Vec<DeviceAddress>, MlsError> {
+        let own_index = self.group(group)?.own_leaf_index();
+        let leaves: Vec<_> = self
+            .group(group)?
+            .members()
+            .filter(|m| m.index != own_index)
+            .collect();
+        leaves
+            .iter()
+            .map(|leaf| {
+                self.members
+                    .verify(&leaf.credential, &leaf.signature_key)
+                    .map(|m| DeviceAddress::from(&m))
+            })
+            .collect()
+    }
+
+    pub(crate) fn own_verified_member(&self) -> Result<VerifiedMember, MlsError> {
+        self.device
+            .verify_self()
+            .map_err(|reason| MlsError::UnverifiedMember { reason })
+    }
+
+    /// Members that pending Remove proposals would remove.
+    pub(crate) fn pending_removals(
+        &mut self,
+        group: &GroupId,
+    ) -> Result<Vec<VerifiedMember>, MlsError> {
+        let indices: Vec<LeafNodeIndex> = self
+            .group(group)?
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                openmls::prelude::Proposal::Remove(remove) => Some(remove.removed()),
+                _ => None,
+            })
+            .collect();
+        let mut removed = Vec::new();
+        for index in indices {
+            if let Some(leaf) = self.group(group)?.member_at(index) {
+                removed.push(self.members.verify(&leaf.credential, &leaf.signature_key)?);
+            }
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn record_leaf_update(
+        &self,
+        group: &GroupId,
+        now: Timestamp,
+    ) -> Result<(), MlsError> {
+        self.with_txn(|txn| {
+            txn.put(
+                GROUP_META_NAMESPACE,
+                Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
+                now.unix_millis().to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn self_update_due(
+        &self,
+        group: &GroupId,
+        now: Timestamp,
+    ) -> Result<bool, MlsError> {
+        let last = self.read(|txn| {
+            Ok(txn
+                .get(
+                    GROUP_META_NAMESPACE,
+                    &Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
+                )?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
+        })?;
+        Ok(match last {
+            Some(last) => now.duration_since(last) >= self.config.self_update_after,
+            None => true,
+        })
+    }
+
+    /// Deletes everything stored for `group` (OpenMLS state and our metadata) inside the open
+    /// transaction, and forgets it in memory.
+    pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        self.provider.storage().delete_group(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
+            Ok(())
+        })?;
+        self.groups.remove(group);
+        Ok(())
+    }
+}

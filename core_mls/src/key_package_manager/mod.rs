@@ -1,0 +1,421 @@
+//! Key package lifecycle: a pool of fresh packages plus one last-resort package, expiry,
+//! rotation, pruning, and matching Welcomes to the package they used.
+//!
+//! OpenMLS stores a key package's private bundle when it builds it, and deletes it when a
+//! Welcome uses it (unless last-resort), but keeps no list. The [ledger] is that list; it is
+//! written in the same [`Transaction`] as OpenMLS's own writes, so the two never disagree.
+//!
+//! State diagram (see [`KeyPackageState`]):
+//!
+//! ```text
+//!   Fresh ──mark_published──► Published ──mark_claimed──► Claimed
+//!     │                          │                          │
+//!     └──────────────────────────┴───── on_welcome ─────────┴──► Consumed ─┐
+//!     │                          │                                         │ prune: private
+//!     └─── age ≥ rotate_after ───┴──► Retired ──now ≥ not_after──► Expired ─┴─► keys deleted,
+//!                                                                              record kept as a
+//!                                                                              tombstone
+//! ```
+//!
+//! Policy ([`PoolPolicy`], defaults): 32 fresh packages, refilled when fewer than 25 % remain;
+//! exactly one last-resort package, replaced as soon as a Welcome uses it (the used one stays
+//! usable until `not_after` + grace); lifetime 14 days; rotated after 7 days; private keys of
+//! expired packages deleted after a 1-day grace; consumed (single-use) packages lose their keys
+//! in the very transaction of the Welcome that used them (forward secrecy).
+
+pub mod ledger;
+
+use std::time::Duration;
+
+use openmls::prelude::{
+    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageRef, Lifetime, MlsMessageOut,
+    OpenMlsProvider,
+};
+
+use crate::provider::SpacePandaProvider;
+use openmls_traits::signatures::Signer;
+use openmls_traits::storage::StorageProvider as _;
+use spacepanda_core::{Timestamp, Transaction};
+use tls_codec::{Deserialize as _, Serialize as _};
+
+pub use ledger::{KeyPackageState, LedgerEntry};
+
+use crate::error::MlsError;
+
+/// Pool policy. See the [module docs](self) for what each value does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolPolicy {
+    /// Fresh (non-last-resort) packages to keep available (default 32).
+    pub target: usize,
+    /// Refill when fewer than this percentage of `target` remain offered (default 25).
+    pub low_watermark_percent: u8,
+    /// Lifetime written into each package (default 14 days).
+    pub lifetime: Duration,
+    /// Stop offering a package this long after it was made and make a new one (default 7 days).
+    pub rotate_after: Duration,
+    /// Keep private keys this long past `not_after`, for Welcomes already in flight (default 1 day).
+    pub grace: Duration,
+    /// Keep tombstones of pruned packages this long, so a late Welcome is told why it fails
+    /// (default 90 days).
+    pub tombstone_retention: Duration,
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        Self {
+            target: 32,
+            low_watermark_percent: 25,
+            lifetime: 14 * DAY,
+            rotate_after: 7 * DAY,
+            grace: DAY,
+            tombstone_retention: 90 * DAY,
+        }
+    }
+}
+
+impl PoolPolicy {
+    /// The offered count below which the pool is refilled.
+    pub fn low_watermark(&self) -> usize {
+        (self.target * usize::from(self.low_watermark_percent)).div_ceil(100)
+    }
+}
+
+/// What a UI shows about the pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Made, not yet published.
+    pub fresh: usize,
+    /// Published, not yet used.
+    pub published: usize,
+    /// Announced as used by someone, Welcome not seen yet.
+    pub claimed: usize,
+    /// Used by a Welcome.
+    pub consumed: usize,
+    /// Replaced by rotation, keys kept for late Welcomes.
+    pub retired: usize,
+    /// Past their lifetime, keys kept for the grace period.
+    pub expired: usize,
+    /// Age of the current last-resort package (`None`: there is none — replenish).
+    pub last_resort_age: Option<Duration>,
+    /// The earliest `not_after` among offered packages.
+    pub next_expiry: Option<Timestamp>,
+    /// Whether `replenish` would make packages now.
+    pub needs_replenish: bool,
+}
+
+/// A key package ready to hand to the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishableKeyPackage {
+    /// Its ref; pass to [`mark_published`](crate::MlsClient::mark_key_packages_published).
+    pub key_package_ref: Vec<u8>,
+    /// The key package as a TLS-encoded MLS message.
+    pub key_package: Vec<u8>,
+    /// Whether it is the multi-use last-resort package.
+    pub last_resort: bool,
+    /// End of its lifetime.
+    pub not_after: Timestamp,
+}
+
+/// Why a Welcome's key package is not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownKeyPackageHint {
+    /// This device never made a key package with this ref.
+    NeverOurs,
+    /// It was ours, expired, and its private keys were deleted.
+    ExpiredAndPruned,
+    /// A single-use package already used by another Welcome: a double spend.
+    AlreadyConsumed,
+}
+
+impl std::fmt::Display for UnknownKeyPackageHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NeverOurs => "this device never made it",
+            Self::ExpiredAndPruned => "it expired and its private keys were deleted",
+            Self::AlreadyConsumed => "it was already used by another Welcome (double spend)",
+        })
+    }
+}
+
+/// What a Welcome matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WelcomeMatch {
+    pub(crate) key_package_ref: Vec<u8>,
+    pub(crate) last_resort: bool,
+}
+
+/// The credential and signer key packages are built with.
+pub(crate) struct KeyPackageAuthor<'a, S: Signer> {
+    pub(crate) ciphersuite: Ciphersuite,
+    pub(crate) signer: &'a S,
+    pub(crate) credential: &'a CredentialWithKey,
+}
+
+/// Builds one key package (OpenMLS writes its private bundle through the provider's open
+/// transaction) and returns its ledger entry (not yet stored).
+pub(crate) fn build_key_package<P: OpenMlsProvider, S: Signer>(
+    provider: &P,
+    author: &KeyPackageAuthor<'_, S>,
+    policy: &PoolPolicy,
+    last_resort: bool,
+    now: Timestamp,
+) -> Result<LedgerEntry, MlsError> {
+    // Start an hour early: peers' clocks disagree with ours.
+    let not_before = now.saturating_sub(Duration::from_secs(60 * 60));
+    let not_after = now.saturating_add(policy.lifetime);
+    let mut builder = KeyPackage::builder().key_package_lifetime(Lifetime::init(
+        not_before.unix_secs(),
+        not_after.unix_secs(),
+    ));
+    if last_resort {
+        builder = builder.mark_as_last_resort();
+    }
+    let bundle = builder
+        .build(
+            author.ciphersuite,
+            provider,
+            author.signer,
+            author.credential.clone(),
+        )
+        .map_err(|e| MlsError::openmls("build a key package", e))?;
+    let key_package = bundle.key_package().clone();
+    let key_package_ref = key_package
+        .hash_ref(provider.crypto())
+        .map_err(|e| MlsError::openmls("hash a key package", e))?;
+    let key_package_message = MlsMessageOut::from(key_package)
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("encode a key package", e))?;
+    Ok(LedgerEntry {
+        key_package_ref: key_package_ref.as_slice().to_vec(),
+        created_at: now,
+        not_before: Timestamp::from_unix_secs(not_before.unix_secs()),
+        not_after: Timestamp::from_unix_secs(not_after.unix_secs()),
+        last_resort,
+        state: KeyPackageState::Fresh,
+        state_changed_at: now,
+        keys_deleted: false,
+        key_package_message,
+    })
+}
+
+/// Counts what `replenish` needs to make: (fresh packages, whether a last-resort one).
+pub(crate) fn replenish_plan(
+    entries: &[LedgerEntry],
+    policy: &PoolPolicy,
+    now: Timestamp,
+) -> (usize, bool) {
+    let offered = entries
+        .iter()
+        .filter(|e| !e.last_resort && e.state.is_offered() && e.not_after > now)
+        .count();
+    let fresh_needed = if offered < policy.low_watermark() {
+        policy.target.saturating_sub(offered)
+    } else {
+        0
+    };
+    (fresh_needed, current_last_resort(entries, now).is_none())
+}
+
+/// The last-resort package currently offered, if any.
+pub(crate) fn current_last_resort(entries: &[LedgerEntry], now: Timestamp) -> Option<&LedgerEntry> {
+    entries
+        .iter()
+        .filter(|e| e.last_resort && e.state.is_offered() && e.not_after > now)
+        .max_by_key(|e| e.created_at)
+}
+
+/// Retires packages older than `rotate_after` (they stay usable for Welcomes in flight).
+/// Returns how many were retired.
+pub(crate) fn rotate(
+    txn: &mut Transaction,
+    policy: &PoolPolicy,
+    now: Timestamp,
+) -> Result<usize, MlsError> {
+    let mut retired = 0;
+    for mut entry in ledger::load_all(txn)? {
+        let old = now.duration_since(entry.created_at) >= policy.rotate_after;
+        if old && entry.state.is_offered() {
+            entry.set_state(KeyPackageState::Retired, now);
+            ledger::store(txn, &entry)?;
+            retired += 1;
+        }
+    }
+    Ok(retired)
+}
+
+/// Marks expired packages, deletes private keys that are no longer needed, and drops old
+/// tombstones, inside the provider's open transaction. Returns how many private bundles were
+/// deleted.
+pub(crate) fn prune(
+    provider: &SpacePandaProvider,
+    policy: &PoolPolicy,
+    now: Timestamp,
+) -> Result<usize, MlsError> {
+    let storage = provider.storage();
+    let entries = storage.with_transaction(|txn| ledger::load_all(txn))?;
+    let mut deleted = 0;
+    for mut entry in entries {
+        if entry.keys_deleted {
+            if now.duration_since(entry.state_changed_at) >= policy.tombstone_retention {
+                storage.with_transaction(|txn| ledger::remove(txn, &entry.key_package_ref))?;
+            }
+            continue;
+        }
+        let mut changed = false;
+        if now >= entry.not_after
+            && !matches!(
+                entry.state,
+                KeyPackageState::Consumed | KeyPackageState::Expired
+            )
+        {
+            entry.set_state(KeyPackageState::Expired, now);
+            changed = true;
+        }
+        let beyond_grace = now >= entry.not_after.saturating_add(policy.grace);
+        // Single-use consumed packages: OpenMLS already deleted the bundle in the Welcome's
+        // transaction; deleting again is harmless.
+        let consumed_single_use = entry.state == KeyPackageState::Consumed && !entry.last_resort;
+        if beyond_grace || consumed_single_use {
+            let hash_ref = key_package_ref(&entry.key_package_ref)?;
+            storage
+                .delete_key_package(&hash_ref)
+                .map_err(|e| MlsError::openmls("delete a key package", e))?;
+            entry.keys_deleted = true;
+            entry.state_changed_at = now;
+            changed = true;
+            deleted += 1;
+        }
+        if changed {
+            storage.with_transaction(|txn| ledger::store(txn, &entry))?;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Rebuilds an OpenMLS `KeyPackageRef` from its bytes (OpenMLS only offers this in tests, so
+/// go through its TLS encoding).
+fn key_package_ref(bytes: &[u8]) -> Result<KeyPackageRef, MlsError> {
+    let encoded = tls_codec::VLBytes::new(bytes.to_vec())
+        .tls_serialize_detached()
+        .map_err(|_| MlsError::Internal {
+            what: "key package ref does not encode",
+        })?;
+    KeyPackageRef::tls_deserialize_exact(encoded).map_err(|_| MlsError::Internal {
+        what: "key package ref does not decode",
+    })
+}
+
+/// Matches a Welcome to one of our key packages and records it as consumed.
+///
+/// `candidates` are the key package refs the Welcome's secrets are encrypted to.
+pub(crate) fn on_welcome(
+    txn: &mut Transaction,
+    candidates: &[Vec<u8>],
+    now: Timestamp,
+) -> Result<WelcomeMatch, MlsError> {
+    let mut best_hint = None;
+    for candidate in candidates {
+        let Some(mut entry) = ledger::load(txn, candidate)? else {
+            continue;
+        };
+        let hint = if entry.keys_deleted {
+            Some(if entry.state == KeyPackageState::Consumed {
+                UnknownKeyPackageHint::AlreadyConsumed
+            } else {
+                UnknownKeyPackageHint::ExpiredAndPruned
+            })
+        } else if entry.state == KeyPackageState::Consumed && !entry.last_resort {
+            Some(UnknownKeyPackageHint::AlreadyConsumed)
+        } else {
+            None
+        };
+        if let Some(hint) = hint {
+            best_hint = Some((candidate.clone(), hint));
+            continue;
+        }
+        entry.set_state(KeyPackageState::Consumed, now);
+        ledger::store(txn, &entry)?;
+        return Ok(WelcomeMatch {
+            key_package_ref: entry.key_package_ref,
+            last_resort: entry.last_resort,
+        });
+    }
+    let (key_package_ref, hint) = best_hint.unwrap_or_else(|| {
+        (
+            candidates.first().cloned().unwrap_or_default(),
+            UnknownKeyPackageHint::NeverOurs,
+        )
+    });
+    Err(MlsError::NoMatchingKeyPackage {
+        key_package_ref: hex::encode(key_package_ref),
+        hint,
+    })
+}
+
+/// Key packages to publish: offered, unexpired ones, the current last-resort one included.
+pub(crate) fn publishable(entries: &[LedgerEntry], now: Timestamp) -> Vec<PublishableKeyPackage> {
+    let last_resort = current_last_resort(entries, now).map(|e| e.key_package_ref.clone());
+    entries
+        .iter()
+        .filter(|e| e.state.is_offered() && e.not_after > now)
+        .filter(|e| !e.last_resort || Some(&e.key_package_ref) == last_resort.as_ref())
+        .map(|e| PublishableKeyPackage {
+            key_package_ref: e.key_package_ref.clone(),
+            key_package: e.key_package_message.clone(),
+            last_resort: e.last_resort,
+            not_after: e.not_after,
+        })
+        .collect()
+}
+
+/// Moves the given packages from `from` states to `to`.
+pub(crate) fn mark(
+    txn: &mut Transaction,
+    refs: &[Vec<u8>],
+    allowed_from: &[KeyPackageState],
+    to: KeyPackageState,
+    now: Timestamp,
+) -> Result<usize, MlsError> {
+    let mut changed = 0;
+    for key_package_ref in refs {
+        let Some(mut entry) = ledger::load(txn, key_package_ref)? else {
+            return Err(MlsError::UnknownKeyPackage {
+                key_package_ref: hex::encode(key_package_ref),
+            });
+        };
+        if allowed_from.contains(&entry.state) {
+            entry.set_state(to, now);
+            ledger::store(txn, &entry)?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// The pool as a UI shows it.
+pub(crate) fn status(entries: &[LedgerEntry], policy: &PoolPolicy, now: Timestamp) -> PoolStatus {
+    let mut status = PoolStatus::default();
+    // The last-resort package is reported by its age, not counted in the pool.
+    for entry in entries.iter().filter(|e| !e.keys_deleted && !e.last_resort) {
+        let counter = match entry.state {
+            KeyPackageState::Fresh => &mut status.fresh,
+            KeyPackageState::Published => &mut status.published,
+            KeyPackageState::Claimed => &mut status.claimed,
+            KeyPackageState::Consumed => &mut status.consumed,
+            KeyPackageState::Retired => &mut status.retired,
+            KeyPackageState::Expired => &mut status.expired,
+        };
+        *counter += 1;
+    }
+    status.last_resort_age =
+        current_last_resort(entries, now).map(|e| now.duration_since(e.created_at));
+    status.next_expiry = entries
+        .iter()
+        .filter(|e| e.state.is_offered() && !e.keys_deleted)
+        .map(|e| e.not_after)
+        .min();
+    let (fresh_needed, last_resort_needed) = replenish_plan(entries, policy, now);
+    status.needs_replenish = fresh_needed > 0 || last_resort_needed;
+    status
+}

@@ -1,0 +1,73 @@
+//! Validation of someone else's key package before this device uses it: bounded decode,
+//! OpenMLS validation, lifetime against our clock, ciphersuite, and the SpacePanda identity
+//! binding. Each failure is its own typed error.
+
+use core_identity::VerifiedMember;
+use openmls::prelude::{
+    KeyPackage, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, ProtocolVersion,
+};
+use spacepanda_core::Timestamp;
+use tls_codec::Deserialize as _;
+
+use crate::client::CIPHERSUITE;
+use crate::error::MlsError;
+use crate::member_verification::MemberCache;
+
+/// Validates one key package (a TLS-encoded MLS message carrying a KeyPackage).
+pub(crate) fn validate(
+    bytes: &[u8],
+    provider: &impl OpenMlsProvider,
+    now: Timestamp,
+    max_len: usize,
+    members: &mut MemberCache,
+) -> Result<(KeyPackage, VerifiedMember), MlsError> {
+    // A key package is a few hundred bytes; the envelope bound is the outer limit.
+    let max_len = max_len.min(MAX_KEY_PACKAGE_LEN);
+    if bytes.len() > max_len {
+        return Err(MlsError::InvalidKeyPackage {
+            reason: format!("{} bytes, more than the {max_len} accepted", bytes.len()),
+        });
+    }
+    let message =
+        MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| MlsError::InvalidKeyPackage {
+            reason: format!("does not decode as an MLS message: {e}"),
+        })?;
+    let MlsMessageBodyIn::KeyPackage(key_package) = message.extract() else {
+        return Err(MlsError::InvalidKeyPackage {
+            reason: "the MLS message is not a key package".into(),
+        });
+    };
+    let key_package = key_package
+        .validate(provider.crypto(), ProtocolVersion::Mls10)
+        .map_err(|e| MlsError::InvalidKeyPackage {
+            reason: format!("OpenMLS validation failed: {e}"),
+        })?;
+    if key_package.ciphersuite() != CIPHERSUITE {
+        return Err(MlsError::InvalidKeyPackage {
+            reason: format!(
+                "ciphersuite {:?} is not SpacePanda's",
+                key_package.ciphersuite()
+            ),
+        });
+    }
+    let lifetime = key_package.life_time();
+    let now_secs = now.unix_secs();
+    if now_secs >= lifetime.not_after() {
+        return Err(MlsError::KeyPackageExpired {
+            not_after: Timestamp::from_unix_secs(lifetime.not_after()),
+            now,
+        });
+    }
+    if now_secs < lifetime.not_before() {
+        return Err(MlsError::KeyPackageNotYetValid {
+            not_before: Timestamp::from_unix_secs(lifetime.not_before()),
+            now,
+        });
+    }
+    let leaf = key_package.leaf_node();
+    let member = members.verify(leaf.credential(), leaf.signature_key().as_slice())?;
+    Ok((key_package, member))
+}
+
+/// Largest key package accepted (a SpacePanda one is ≈ 400 bytes).
+pub(crate) const MAX_KEY_PACKAGE_LEN: usize = 16 * 1024;

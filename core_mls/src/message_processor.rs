@@ -1,0 +1,520 @@
+//! The pipeline every incoming envelope goes through:
+//!
+//! 1. bounded decode ([`Envelope::from_bytes`], then the MLS message);
+//! 2. duplicate or own echo (envelope id already seen) → [`Disposition::Duplicate`];
+//! 3. group and epoch: a group not joined yet or a future epoch → buffered (bounded) and
+//!    replayed automatically once the group gets there; a handshake from a past epoch →
+//!    [`MlsError::StaleEpoch`];
+//! 4. OpenMLS processing inside one transaction: application → `Message` (at most once per
+//!    sender message id); proposal → stored (bounded per epoch); commit → every leaf it adds or
+//!    changes must pass the identity binding, or the commit is rejected whole → merge → events →
+//!    buffered messages of the new epoch replayed.
+//!
+//! Every rejection is a typed [`MlsError`]; the transaction is rolled back and the group
+//! reloaded, so a bad message changes nothing.
+
+use core_identity::VerifiedMember;
+use openmls::prelude::{
+    ContentType, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessMessageError,
+    ProcessedMessageContent, Proposal, ProtocolMessage, Sender, ValidationError,
+};
+use spacepanda_core::Key;
+use tls_codec::Deserialize as _;
+
+use crate::app_message::AppMessage;
+use crate::client::MlsClient;
+use crate::envelope::{Envelope, EnvelopeKind};
+use crate::epoch_buffer::{self, BufferedMessage};
+use crate::error::MlsError;
+use crate::events::{Disposition, Event, Output};
+use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::seen_messages;
+use openmls_traits::OpenMlsProvider as _;
+
+/// What a processed handshake asks the engine to do after its transaction committed.
+#[derive(Debug, Default)]
+struct FollowUp {
+    replay: bool,
+    commit_pending: bool,
+}
+
+impl MlsClient {
+    /// Processes one envelope from the network. Returns what happened; a rejected envelope is a
+    /// typed error and changes nothing.
+    pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
+        let envelope = Envelope::from_bytes(bytes, self.config.max_envelope_len)?;
+        self.handle_decoded(envelope, None)
+    }
+
+    /// `buffered`: the buffer entry this envelope came from; it is deleted in the same
+    /// transaction that processes it.
+    fn handle_decoded(
+        &mut self,
+        envelope: Envelope,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        if self.read(|txn| seen_messages::envelope_seen(txn, envelope.id()))? {
+            if let Some(entry) = buffered {
+                self.transaction(None, |client| {
+                    client.with_txn(|txn| epoch_buffer::remove(txn, entry))
+                })?;
+            }
+            return Ok(Output {
+                disposition: Disposition::Duplicate,
+                ..Output::default()
+            });
+        }
+        let message = MlsMessageIn::tls_deserialize_exact(envelope.payload()).map_err(|e| {
+            MlsError::MalformedMessage {
+                reason: format!("payload is not an MLS message: {e}"),
+            }
+        })?;
+        match (envelope.kind(), message.extract()) {
+            (EnvelopeKind::Welcome, MlsMessageBodyIn::Welcome(welcome)) => {
+                self.handle_welcome(&envelope, welcome)
+            }
+            (kind, MlsMessageBodyIn::PrivateMessage(message)) => {
+                self.handle_protocol(kind, &envelope, ProtocolMessage::from(message), buffered)
+            }
+            (kind, MlsMessageBodyIn::PublicMessage(message)) => {
+                self.handle_protocol(kind, &envelope, ProtocolMessage::from(message), buffered)
+            }
+            (EnvelopeKind::GroupInfo | EnvelopeKind::KeyPackage, _) => {
+                Err(MlsError::MalformedMessage {
+                    reason: "group infos and key packages are not processed by the engine".into(),
+                })
+            }
+            _ => Err(MlsError::MalformedEnvelope {
+                reason: "envelope kind does not match the MLS message inside",
+            }),
+        }
+    }
+
+    fn handle_protocol(
+        &mut self,
+        kind: EnvelopeKind,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let expected = match message.content_type() {
+            ContentType::Application => EnvelopeKind::Application,
+            ContentType::Proposal => EnvelopeKind::Proposal,
+            ContentType::Commit => EnvelopeKind::Commit,
+        };
+        if kind != expected {
+            return Err(MlsError::MalformedEnvelope {
+                reason: "envelope kind does not match the MLS content type",
+            });
+        }
+        let group = GroupId::from_openmls(message.group_id());
+        let message_epoch = message.epoch().as_u64();
+        let Some(current) = self.groups.get(&group).map(|g| g.epoch().as_u64()) else {
+            if self.was_removed_from(&group)? {
+                return Err(MlsError::NotAMember {
+                    group,
+                    what: "this device was removed from the group",
+                });
+            }
+            return self.buffer(envelope, &group, message_epoch, buffered);
+        };
+        if message_epoch > current {
+            return self.buffer(envelope, &group, message_epoch, buffered);
+        }
+        if message_epoch < current && message.is_handshake_message() {
+            return Err(MlsError::StaleEpoch {
+                group,
+                message_epoch,
+                current_epoch: current,
+            });
+        }
+        let (output, follow_up) = self.transaction(Some(&group), |client| {
+            if let Some(entry) = buffered {
+                client.with_txn(|txn| epoch_buffer::remove(txn, entry))?;
+            }
+            client.process_in_transaction(&group, envelope, message)
+        })?;
+        let mut output = output;
+        if follow_up.commit_pending && self.groups.contains_key(&group) {
+            output.extend(self.self_update(&group)?);
+        }
+        if follow_up.replay {
+            output.extend(self.replay_buffered(&group)?);
+        }
+        Ok(output)
+    }
+
+    fn buffer(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        if buffered.is_some() {
+            // Already in the buffer, still not processable: leave it there.
+            return Ok(Output {
+                disposition: Disposition::Buffered,
+                ..Output::default()
+            });
+        }
+        let now = self.now();
+        let evicted = self.transaction(None, |client| {
+            let member_of: Vec<GroupId> = client.groups.keys().cloned().collect();
+            let is_member = |g: &GroupId| member_of.contains(g);
+            let config = client.config.clone();
+            client.with_txn(|txn| {
+                epoch_buffer::push(txn, &config, group, &is_member, epoch, envelope, now)
+            })
+        })?;
+        let mut output = Output {
+            disposition: Disposition::Buffered,
+            ..Output::default()
+        };
+        if evicted > 0 {
+            output.events.push(Event::BufferedDropped {
+                group: self.groups.contains_key(group).then(|| group.clone()),
+                count: evicted,
+            });
+        }
+        Ok(output)
+    }
+
+    fn process_in_transaction(
+        &mut self,
+        group: &GroupId,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+    ) -> Result<(Output, FollowUp), MlsError> {
+        let now = self.now();
+        let provider = &self.provider;
+        let mls_group = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| MlsError::UnknownGroup {
+                group: group.clone(),
+            })?;
+        let processed = mls_group
+            .process_message(provider, message)
+            .map_err(|e| map_process_error(group, e))?;
+        let Sender::Member(sender_index) = *processed.sender() else {
+            return Err(MlsError::RejectedMessage {
+                group: group.clone(),
+                reason: "sender is not a member (external senders are not supported)".into(),
+            });
+        };
+        let sender = self.verified_leaf(group, sender_index)?;
+        self.with_txn(|txn| seen_messages::record_envelope(txn, envelope.id(), now))?;
+        let mut output = Output::default();
+        let mut follow_up = FollowUp::default();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(application) => {
+                let app = AppMessage::decode(&application.into_bytes())?;
+                let first = self.with_txn(|txn| {
+                    seen_messages::record_delivery(txn, group, &sender, &app.message_id, now)
+                })?;
+                if first {
+                    output.events.push(Event::Message {
+                        group: group.clone(),
+                        sender,
+                        message_id: app.message_id,
+                        sent_at: app.sent_at,
+                        body: app.body,
+                    });
+                } else {
+                    output.disposition = Disposition::Duplicate;
+                }
+            }
+            ProcessedMessageContent::ProposalMessage(queued) => {
+                self.count_proposal(group)?;
+                let leaving = match queued.proposal() {
+                    Proposal::Remove(remove) if remove.removed() == sender_index => true,
+                    Proposal::Remove(_) | Proposal::Update(_) => false,
+                    _ => {
+                        return Err(MlsError::RejectedMessage {
+                            group: group.clone(),
+                            reason: "only Remove and Update proposals are accepted as standalone proposals".into(),
+                        });
+                    }
+                };
+                let provider = &self.provider;
+                let mls_group =
+                    self.groups
+                        .get_mut(group)
+                        .ok_or_else(|| MlsError::UnknownGroup {
+                            group: group.clone(),
+                        })?;
+                mls_group
+                    .store_pending_proposal(provider.storage(), *queued)
+                    .map_err(|e| MlsError::openmls("store a proposal", e))?;
+                if leaving {
+                    output.events.push(Event::LeaveProposed {
+                        group: group.clone(),
+                        member: sender,
+                    });
+                }
+                follow_up.commit_pending = self.is_designated_committer(group)?;
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                // Identity binding of every leaf the commit adds or replaces; one failure
+                // rejects the whole commit.
+                let mut added = Vec::new();
+                for add in staged.add_proposals() {
+                    let leaf = add.add_proposal().key_package().leaf_node();
+                    added.push(
+                        self.members
+                            .verify(leaf.credential(), leaf.signature_key().as_slice())?,
+                    );
+                }
+                if let Some(leaf) = staged.update_path_leaf_node() {
+                    let updated = self
+                        .members
+                        .verify(leaf.credential(), leaf.signature_key().as_slice())?;
+                    same_device(group, &sender, &updated)?;
+                }
+                let mut updates = Vec::new();
+                for update in staged.update_proposals() {
+                    let Sender::Member(index) = *update.sender() else {
+                        return Err(MlsError::RejectedMessage {
+                            group: group.clone(),
+                            reason: "update proposal from a non-member".into(),
+                        });
+                    };
+                    let leaf = update.update_proposal().leaf_node();
+                    updates.push((
+                        index,
+                        leaf.credential().clone(),
+                        leaf.signature_key().as_slice().to_vec(),
+                    ));
+                }
+                for (index, credential, signature_key) in updates {
+                    let before = self.verified_leaf(group, index)?;
+                    let after = self.members.verify(&credential, &signature_key)?;
+                    same_device(group, &before, &after)?;
+                }
+                let removed_indices: Vec<LeafNodeIndex> = staged
+                    .remove_proposals()
+                    .map(|r| r.remove_proposal().removed())
+                    .collect();
+                let mut removed = Vec::new();
+                for index in removed_indices {
+                    removed.push(self.verified_leaf(group, index)?);
+                }
+                let self_removed = staged.self_removed();
+                let provider = &self.provider;
+                let mls_group =
+                    self.groups
+                        .get_mut(group)
+                        .ok_or_else(|| MlsError::UnknownGroup {
+                            group: group.clone(),
+                        })?;
+                mls_group
+                    .merge_staged_commit(provider, *staged)
+                    .map_err(|e| MlsError::openmls("merge a commit", e))?;
+                let epoch = mls_group.epoch().as_u64();
+                if self_removed {
+                    self.forget_group(group)?;
+                    self.mark_removed(group)?;
+                    output.events.push(Event::RemovedFromGroup {
+                        group: group.clone(),
+                        by: Some(sender),
+                    });
+                    return Ok((output, follow_up));
+                }
+                if !added.is_empty() {
+                    output.events.push(Event::MembersAdded {
+                        group: group.clone(),
+                        by: sender.clone(),
+                        members: added,
+                    });
+                }
+                if !removed.is_empty() {
+                    output.events.push(Event::MembersRemoved {
+                        group: group.clone(),
+                        by: sender,
+                        members: removed,
+                    });
+                }
+                output.events.push(Event::EpochAdvanced {
+                    group: group.clone(),
+                    epoch,
+                });
+                follow_up.replay = true;
+            }
+            ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+                return Err(MlsError::RejectedMessage {
+                    group: group.clone(),
+                    reason: "external join proposals are not supported".into(),
+                });
+            }
+            // Our own messages are recognised by envelope id before OpenMLS sees them; one that
+            // slips through (its id forgotten) is still ours and needs nothing.
+            _ => output.disposition = Disposition::Duplicate,
+        }
+        Ok((output, follow_up))
+    }
+
+    /// Replays buffered messages whose epoch the group has reached, until no more apply.
+    pub(crate) fn replay_buffered(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        let mut dropped = 0;
+        while let Some(epoch) = self.groups.get(group).map(|g| g.epoch().as_u64()) {
+            let mut ready: Vec<BufferedMessage> = self
+                .read(|txn| epoch_buffer::for_group(txn, group))?
+                .into_iter()
+                .filter(|m| m.epoch <= epoch)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            // Within an epoch, application messages and proposals before the commit that ends it.
+            ready.sort_by_key(|m| (m.epoch, is_commit(&m.envelope_bytes), m.received_at));
+            for entry in ready {
+                let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
+                    .and_then(|envelope| self.handle_decoded(envelope, Some(&entry)));
+                match result {
+                    Ok(replayed) => output.extend(replayed),
+                    Err(_) => {
+                        // Rejected now, rejected forever: drop it rather than retry each time.
+                        self.transaction(None, |client| {
+                            client.with_txn(|txn| epoch_buffer::remove(txn, &entry))
+                        })?;
+                        dropped += 1;
+                    }
+                }
+            }
+            if self.groups.get(group).map(|g| g.epoch().as_u64()) == Some(epoch) {
+                break;
+            }
+        }
+        if dropped > 0 {
+            output.events.push(Event::BufferedDropped {
+                group: Some(group.clone()),
+                count: dropped,
+            });
+        }
+        Ok(output)
+    }
+
+    fn verified_leaf(
+        &mut self,
+        group: &GroupId,
+        index: LeafNodeIndex,
+    ) -> Result<VerifiedMember, MlsError> {
+        let leaf =
+            self.group(group)?
+                .member_at(index)
+                .ok_or_else(|| MlsError::RejectedMessage {
+                    group: group.clone(),
+                    reason: format!("no member at leaf {}", index.u32()),
+                })?;
+        self.members.verify(&leaf.credential, &leaf.signature_key)
+    }
+
+    /// The member with the lowest leaf index among those no pending proposal removes commits
+    /// pending proposals as soon as they arrive, so a leave never waits for unrelated activity
+    /// and only one member commits it.
+    fn is_designated_committer(&mut self, group: &GroupId) -> Result<bool, MlsError> {
+        let mls_group = self.group(group)?;
+        let leaving: Vec<LeafNodeIndex> = mls_group
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                Proposal::Remove(remove) => Some(remove.removed()),
+                _ => None,
+            })
+            .collect();
+        let designated = mls_group
+            .members()
+            .map(|m| m.index)
+            .filter(|i| !leaving.contains(i))
+            .min();
+        Ok(designated == Some(mls_group.own_leaf_index()))
+    }
+
+    fn count_proposal(&self, group: &GroupId) -> Result<(), MlsError> {
+        let epoch = self.group(group)?.epoch().as_u64();
+        let key = Key::from_segments([group.as_slice(), b"proposals", &epoch.to_be_bytes()]);
+        let max = self.config.max_proposals_per_epoch;
+        self.with_txn(|txn| {
+            let count = txn
+                .get(GROUP_META_NAMESPACE, &key)?
+                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map_or(0, u32::from_be_bytes);
+            if count as usize >= max {
+                return Err(MlsError::TooManyProposals {
+                    group: group.clone(),
+                    max,
+                });
+            }
+            txn.put(
+                GROUP_META_NAMESPACE,
+                key,
+                (count + 1).to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        })
+    }
+
+    fn mark_removed(&self, group: &GroupId) -> Result<(), MlsError> {
+        self.with_txn(|txn| {
+            txn.put(
+                GROUP_META_NAMESPACE,
+                Key::from_segments([group.as_slice(), b"removed"]),
+                vec![1],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn was_removed_from(&self, group: &GroupId) -> Result<bool, MlsError> {
+        self.read(|txn| {
+            Ok(txn
+                .get(
+                    GROUP_META_NAMESPACE,
+                    &Key::from_segments([group.as_slice(), b"removed"]),
+                )?
+                .is_some())
+        })
+    }
+}
+
+fn same_device(
+    group: &GroupId,
+    before: &VerifiedMember,
+    after: &VerifiedMember,
+) -> Result<(), MlsError> {
+    if before.user_id() == after.user_id() && before.device_id() == after.device_id() {
+        Ok(())
+    } else {
+        Err(MlsError::RejectedMessage {
+            group: group.clone(),
+            reason: "a member's new leaf belongs to another user or device".into(),
+        })
+    }
+}
+
+fn is_commit(envelope_bytes: &[u8]) -> bool {
+    Envelope::from_bytes(envelope_bytes, usize::MAX).is_ok_and(|e| e.kind() == EnvelopeKind::Commit)
+}
+
+fn map_process_error<E: std::fmt::Display>(
+    group: &GroupId,
+    error: ProcessMessageError<E>,
+) -> MlsError {
+    match error {
+        ProcessMessageError::ValidationError(ValidationError::WrongEpoch) => MlsError::StaleEpoch {
+            group: group.clone(),
+            message_epoch: 0,
+            current_epoch: 0,
+        },
+        ProcessMessageError::GroupStateError(_) => MlsError::NotAMember {
+            group: group.clone(),
+            what: "this device is no longer an active member",
+        },
+        other => MlsError::RejectedMessage {
+            group: group.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
