@@ -1,0 +1,369 @@
+//! A deterministic in-memory harness for engine tests: several devices, each with its own store
+//! (MemoryStore or a RedbStore file), one `ManualClock`, and a network that delivers in a
+//! seeded shuffled order with duplicates. Devices can be closed (their envelopes wait) and
+//! reopened from their store. Modelled on quinn's test `Pair`.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unreachable_pub
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use core_identity::{DeviceIdentity, IdentityStore};
+use core_mls::{
+    DeviceAddress, Disposition, Event, GroupId, MlsClient, MlsConfig, MlsError, Output,
+};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
+
+/// One device.
+pub struct Node {
+    pub name: String,
+    pub store: SharedStore,
+    pub path: Option<std::path::PathBuf>,
+    pub identity: DeviceIdentity,
+    pub client: Option<MlsClient>,
+    /// Envelopes waiting for this device.
+    pub inbox: Vec<Vec<u8>>,
+    /// (group, sender device, message id, body) in delivery order.
+    pub delivered: Vec<(GroupId, DeviceAddress, [u8; 16], Vec<u8>)>,
+    pub events: Vec<Event>,
+    pub errors: Vec<String>,
+}
+
+impl Node {
+    pub fn address(&self) -> DeviceAddress {
+        DeviceAddress {
+            user_id: self.identity.user_id(),
+            device_id: self.identity.device_id(),
+        }
+    }
+
+    pub fn client(&mut self) -> &mut MlsClient {
+        self.client.as_mut().expect("device is closed")
+    }
+
+    pub fn removed_from(&self, group: &GroupId) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, Event::RemovedFromGroup { group: g, .. } if g == group))
+    }
+}
+
+/// The harness.
+pub struct Harness {
+    pub clock: ManualClock,
+    pub nodes: Vec<Node>,
+    pub config: MlsConfig,
+    rng: StdRng,
+    dir: Option<tempfile::TempDir>,
+    /// Probability that a delivered envelope is delivered twice.
+    pub duplicate_probability: f64,
+}
+
+impl Harness {
+    /// Devices on MemoryStores.
+    pub fn memory(names: &[&str], seed: u64) -> Self {
+        let mut harness = Self::empty(seed, None);
+        for name in names {
+            harness.add_node(name, None);
+        }
+        harness
+    }
+
+    /// Devices on RedbStore files in a temporary directory.
+    pub fn redb(names: &[&str], seed: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut harness = Self::empty(seed, Some(dir));
+        for name in names {
+            harness.add_node(name, None);
+        }
+        harness
+    }
+
+    fn empty(seed: u64, dir: Option<tempfile::TempDir>) -> Self {
+        Self {
+            clock: ManualClock::starting_now(),
+            nodes: Vec::new(),
+            config: MlsConfig::default(),
+            rng: StdRng::seed_from_u64(seed),
+            dir,
+            duplicate_probability: 0.3,
+        }
+    }
+
+    fn open_store(&self, name: &str) -> (SharedStore, Option<std::path::PathBuf>) {
+        match &self.dir {
+            Some(dir) => {
+                let path = dir.path().join(format!("{name}.redb"));
+                (Arc::new(RedbStore::open(&path).unwrap()), Some(path))
+            }
+            None => (Arc::new(MemoryStore::new()), None),
+        }
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(self.clock.clone())
+    }
+
+    /// Adds a device; with `same_user_as`, a second device of that node's user.
+    pub fn add_node(&mut self, name: &str, same_user_as: Option<usize>) -> usize {
+        let (store, path) = self.open_store(name);
+        let identities = IdentityStore::new(store.clone(), self.clock());
+        let identity = match same_user_as {
+            Some(index) => {
+                let exported = IdentityStore::new(self.nodes[index].store.clone(), self.clock())
+                    .export_identity_key()
+                    .unwrap();
+                identities
+                    .import(
+                        &exported,
+                        &self.nodes[index]
+                            .identity
+                            .display_name()
+                            .as_str()
+                            .to_owned(),
+                    )
+                    .unwrap()
+            }
+            None => identities.create(name).unwrap(),
+        };
+        let client = MlsClient::open(
+            store.clone(),
+            self.clock(),
+            identity.clone(),
+            self.config.clone(),
+        )
+        .unwrap();
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            store,
+            path,
+            identity,
+            client: Some(client),
+            inbox: Vec::new(),
+            delivered: Vec::new(),
+            events: Vec::new(),
+            errors: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    pub fn index_of(&self, address: &DeviceAddress) -> Option<usize> {
+        self.nodes.iter().position(|n| n.address() == *address)
+    }
+
+    /// A fresh key package of `node`, marked published.
+    pub fn key_package(&mut self, node: usize) -> Vec<u8> {
+        let client = self.nodes[node].client();
+        let package = client
+            .publishable_key_packages()
+            .unwrap()
+            .into_iter()
+            .find(|p| !p.last_resort)
+            .unwrap();
+        client
+            .mark_key_packages_published(std::slice::from_ref(&package.key_package_ref))
+            .unwrap();
+        package.key_package
+    }
+
+    /// Routes an output's envelopes to their recipients' inboxes, acknowledges them, and
+    /// records its events.
+    pub fn absorb(&mut self, node: usize, output: Output) {
+        for outbound in &output.outbound {
+            let bytes = outbound.envelope.to_bytes();
+            for device in &outbound.to.devices {
+                if let Some(index) = self.index_of(device) {
+                    self.nodes[index].inbox.push(bytes.clone());
+                }
+            }
+            self.nodes[node].client().ack_sent(outbound.id).unwrap();
+        }
+        self.record_events(node, output.events);
+    }
+
+    fn record_events(&mut self, node: usize, events: Vec<Event>) {
+        for event in events {
+            if let Event::Message {
+                group,
+                sender,
+                message_id,
+                body,
+                ..
+            } = &event
+            {
+                self.nodes[node].delivered.push((
+                    group.clone(),
+                    DeviceAddress::from(sender),
+                    *message_id,
+                    body.clone(),
+                ));
+            }
+            self.nodes[node].events.push(event);
+        }
+    }
+
+    /// Runs an operation on `node` and absorbs its output.
+    pub fn run(
+        &mut self,
+        node: usize,
+        op: impl FnOnce(&mut MlsClient) -> Result<Output, MlsError>,
+    ) -> Output {
+        let output = op(self.nodes[node].client()).unwrap();
+        self.absorb(node, output.clone());
+        output
+    }
+
+    /// Delivers until every open device's inbox is empty; envelopes for closed devices wait.
+    /// Returns how many envelopes were handled. Rejections are recorded per node.
+    pub fn deliver_all(&mut self) -> usize {
+        let mut handled = 0;
+        loop {
+            let mut batch = Vec::new();
+            for (index, node) in self.nodes.iter_mut().enumerate() {
+                if node.client.is_none() {
+                    continue;
+                }
+                for bytes in node.inbox.drain(..) {
+                    batch.push((index, bytes));
+                }
+            }
+            if batch.is_empty() {
+                return handled;
+            }
+            let mut with_duplicates = Vec::new();
+            for (index, bytes) in batch {
+                if self.rng.gen_bool(self.duplicate_probability) {
+                    with_duplicates.push((index, bytes.clone()));
+                }
+                with_duplicates.push((index, bytes));
+            }
+            with_duplicates.shuffle(&mut self.rng);
+            for (index, bytes) in with_duplicates {
+                handled += 1;
+                // Rejections are recorded on the node; tests inspect them with `errors()`.
+                let _ = self.handle(index, &bytes);
+            }
+        }
+    }
+
+    /// One envelope to one device.
+    pub fn handle(&mut self, index: usize, bytes: &[u8]) -> Result<Disposition, String> {
+        let result = self.nodes[index].client().handle_envelope(bytes);
+        match result {
+            Ok(output) => {
+                let disposition = output.disposition;
+                self.absorb(index, output);
+                Ok(disposition)
+            }
+            Err(error) => {
+                let text = error.to_string();
+                self.nodes[index].errors.push(text.clone());
+                Err(text)
+            }
+        }
+    }
+
+    /// Closes a device without acknowledging anything (like a killed process).
+    pub fn close(&mut self, node: usize) {
+        self.nodes[node].client = None;
+    }
+
+    /// Reopens a closed device from its store (the file, for redb) and re-sends its outbox.
+    pub fn reopen(&mut self, node: usize) {
+        let store: SharedStore = match &self.nodes[node].path {
+            Some(path) => Arc::new(RedbStore::open(path).unwrap()),
+            None => self.nodes[node].store.clone(),
+        };
+        let identity = IdentityStore::new(store.clone(), self.clock())
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(identity.user_id(), self.nodes[node].identity.user_id());
+        let client =
+            MlsClient::open(store.clone(), self.clock(), identity, self.config.clone()).unwrap();
+        self.nodes[node].store = store;
+        self.nodes[node].client = Some(client);
+        let pending = self.nodes[node].client().pending_outbound().unwrap();
+        self.absorb(
+            node,
+            Output {
+                outbound: pending,
+                ..Output::default()
+            },
+        );
+    }
+
+    /// Epoch and authenticator of every listed node for `group`.
+    pub fn states(&mut self, group: &GroupId, nodes: &[usize]) -> Vec<(u64, Vec<u8>)> {
+        nodes
+            .iter()
+            .map(|&n| {
+                let client = self.nodes[n].client();
+                (
+                    client.epoch(group).unwrap(),
+                    client.epoch_authenticator(group).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn assert_converged(&mut self, group: &GroupId, nodes: &[usize]) {
+        let states = self.states(group, nodes);
+        assert!(
+            states.windows(2).all(|w| w[0] == w[1]),
+            "members disagree: {:?}",
+            states
+                .iter()
+                .map(|(e, a)| (*e, hex::encode(&a[..6])))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// How many times `node` received message `id`.
+    pub fn copies(&self, node: usize, id: &[u8; 16]) -> usize {
+        self.nodes[node]
+            .delivered
+            .iter()
+            .filter(|(_, _, m, _)| m == id)
+            .count()
+    }
+
+    /// The message id of the `MessageSent` event in an output.
+    pub fn sent_id(output: &Output) -> [u8; 16] {
+        output
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::MessageSent { message_id, .. } => Some(*message_id),
+                _ => None,
+            })
+            .expect("no MessageSent event")
+    }
+
+    /// Creates a group on `creator` and adds every node in `members` by key package.
+    pub fn group_with(&mut self, creator: usize, members: &[usize]) -> GroupId {
+        let group = self.nodes[creator].client().create_group().unwrap();
+        let packages: Vec<Vec<u8>> = members.iter().map(|&m| self.key_package(m)).collect();
+        let g = group.clone();
+        self.run(creator, move |c| c.add_members(&g, &packages));
+        self.deliver_all();
+        group
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, Vec<String>> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.errors.is_empty())
+            .map(|n| (n.name.clone(), n.errors.clone()))
+            .collect()
+    }
+}
