@@ -71,7 +71,13 @@ pub struct Harness {
 impl Harness {
     /// Devices on MemoryStores.
     pub fn memory(names: &[&str], seed: u64) -> Self {
+        Self::memory_with(names, seed, MlsConfig::default())
+    }
+
+    /// Devices on MemoryStores, with a custom engine configuration.
+    pub fn memory_with(names: &[&str], seed: u64, config: MlsConfig) -> Self {
         let mut harness = Self::empty(seed, None);
+        harness.config = config;
         for name in names {
             harness.add_node(name, None);
         }
@@ -357,6 +363,22 @@ impl Harness {
         self.run(creator, move |c| c.add_members(&g, &packages));
         self.deliver_all();
         group
+    }
+
+    /// One member sends; every other listed member receives it exactly once.
+    pub fn assert_group_works(&mut self, group: &GroupId, sender: usize, others: &[usize]) {
+        let g = group.clone();
+        let output = self.run(sender, move |c| c.send(&g, b"still working"));
+        self.deliver_all();
+        let id = Self::sent_id(&output);
+        for &other in others {
+            assert_eq!(
+                self.copies(other, &id),
+                1,
+                "{} did not get the message",
+                self.nodes[other].name
+            );
+        }
     }
 
     pub fn errors(&self) -> BTreeMap<String, Vec<String>> {
