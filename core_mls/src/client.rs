@@ -15,14 +15,14 @@ use spacepanda_core::{Clock, SharedStore, Timestamp, Transaction};
 
 use crate::config::MlsConfig;
 use crate::error::MlsError;
-use crate::events::{Event, Outbound, OutboxId, Output};
+use crate::events::{DeliveryId, Event, Outbound, OutboxId, Output};
 use crate::group_id::GroupId;
 use crate::key_package_manager::{
     self, KeyPackageAuthor, PoolStatus, PublishableKeyPackage, ledger,
 };
 use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
-use crate::{epoch_buffer, outbox, seen_messages};
+use crate::{app_inbox, epoch_buffer, outbox, seen_messages};
 
 /// The one ciphersuite SpacePanda speaks.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -196,6 +196,27 @@ impl MlsClient {
     /// Returns whether it was still pending.
     pub fn ack_sent(&mut self, id: OutboxId) -> Result<bool, MlsError> {
         self.transaction(None, |client| client.with_txn(|txn| outbox::ack(txn, id)))
+    }
+
+    /// Application messages delivered (as `Event::Message`) but not yet acknowledged with
+    /// [`ack_delivered`](Self::ack_delivered), oldest first. After a restart, hand these to the
+    /// application again; the sender's message id identifies a redelivery.
+    pub fn pending_delivered(&mut self) -> Result<Vec<Event>, MlsError> {
+        let storage = self.provider.storage();
+        if storage.in_transaction() {
+            return Err(MlsError::Internal {
+                what: "pending_delivered called inside an operation",
+            });
+        }
+        let txn = Transaction::begin(storage.store());
+        app_inbox::pending(&txn, &mut self.members)
+    }
+
+    /// The application stored delivered message `id`: forget it. Returns whether it was pending.
+    pub fn ack_delivered(&mut self, id: DeliveryId) -> Result<bool, MlsError> {
+        self.transaction(None, |client| {
+            client.with_txn(|txn| app_inbox::ack(txn, id))
+        })
     }
 
     /// Group ids this device is a member of.

@@ -36,6 +36,11 @@ pub struct Recipients {
     pub devices: Vec<DeviceAddress>,
 }
 
+/// Sequence number of a delivered application message in the durable inbox; pass it to
+/// [`ack_delivered`](crate::MlsClient::ack_delivered) once the application stored the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(pub u64);
+
 /// Sequence number of an outbox entry; pass it to [`ack_sent`](crate::MlsClient::ack_sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OutboxId(pub u64);
@@ -88,6 +93,10 @@ pub enum Event {
         sent_at: Timestamp,
         /// The plaintext.
         body: Vec<u8>,
+        /// Its entry in the durable inbox: acknowledge it with
+        /// [`ack_delivered`](crate::MlsClient::ack_delivered) once stored; until then
+        /// [`pending_delivered`](crate::MlsClient::pending_delivered) returns it again.
+        delivery: DeliveryId,
     },
     /// This device sent an application message (the id receivers will see).
     MessageSent {

@@ -78,6 +78,7 @@ pub use error::MlsError;
 pub use provider::SpacePandaProvider;
 pub use storage::KvStorageProvider;
 
+mod app_inbox;
 mod app_message;
 mod client;
 mod config;
@@ -97,7 +98,9 @@ mod welcome_handler;
 pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeKind, MessageId};
-pub use events::{DeviceAddress, Disposition, Event, Outbound, OutboxId, Output, Recipients};
+pub use events::{
+    DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output, Recipients,
+};
 pub use group_id::GroupId;
 pub use key_package_manager::{
     KeyPackageState, PoolPolicy, PoolStatus, PublishableKeyPackage, UnknownKeyPackageHint,

@@ -29,7 +29,7 @@ use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
-use crate::seen_messages;
+use crate::{app_inbox, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
 
 /// What a processed handshake asks the engine to do after its transaction committed.
@@ -215,12 +215,32 @@ impl MlsClient {
                     seen_messages::record_delivery(txn, group, &sender, &app.message_id, now)
                 })?;
                 if first {
+                    let leaf =
+                        self.group(group)?
+                            .member_at(sender_index)
+                            .ok_or(MlsError::Internal {
+                                what: "sender leaf vanished during processing",
+                            })?;
+                    let delivery = self.with_txn(|txn| {
+                        app_inbox::push(
+                            txn,
+                            &app_inbox::Delivery {
+                                group,
+                                sender_credential: &leaf.credential,
+                                sender_signature_key: &leaf.signature_key,
+                                message_id: app.message_id,
+                                sent_at: app.sent_at,
+                                body: &app.body,
+                            },
+                        )
+                    })?;
                     output.events.push(Event::Message {
                         group: group.clone(),
                         sender,
                         message_id: app.message_id,
                         sent_at: app.sent_at,
                         body: app.body,
+                        delivery,
                     });
                 } else {
                     output.disposition = Disposition::Duplicate;

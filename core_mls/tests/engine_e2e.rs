@@ -283,3 +283,28 @@ fn the_same_welcome_twice_is_reported_as_already_processed() {
     assert_eq!(h.handle(1, &welcome), Ok(Disposition::Duplicate));
     assert_eq!(h.nodes[1].client().groups(), vec![group]);
 }
+
+#[test]
+fn a_message_not_acknowledged_by_the_app_is_delivered_again_after_a_restart() {
+    let mut h = Harness::redb(&["alice", "bob"], 12);
+    let group = h.group_with(0, &[1]);
+    let output = h.nodes[0].client().send(&group, b"do not lose me").unwrap();
+    let bytes = output.outbound[0].envelope.to_bytes();
+    // Bob's engine decrypts and commits, then the app dies before storing the message.
+    let processed = h.nodes[1].client().handle_envelope(&bytes).unwrap();
+    assert!(matches!(
+        processed.events.as_slice(),
+        [Event::Message { .. }]
+    ));
+    h.close(1);
+    h.reopen(1); // hands pending_delivered() to the app again
+    let id = Harness::sent_id(&output);
+    assert_eq!(h.copies(1, &id), 1);
+    assert!(
+        h.nodes[1].client().pending_delivered().unwrap().is_empty(),
+        "acknowledged now"
+    );
+    // The envelope itself arriving again is a duplicate, not a third delivery.
+    assert_eq!(h.handle(1, &bytes), Ok(Disposition::Duplicate));
+    assert_eq!(h.copies(1, &id), 1);
+}

@@ -191,8 +191,11 @@ impl Demo {
                     sender,
                     body,
                     message_id,
+                    delivery,
                     ..
                 } => {
+                    // Shown on the timeline = stored by the "app": acknowledge it.
+                    self.client(index)?.ack_delivered(delivery)?;
                     let text = String::from_utf8_lossy(&body).into_owned();
                     self.say(&format!(
                         "{name:<12} ◀ {}: \"{text}\"",

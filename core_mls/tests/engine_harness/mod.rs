@@ -203,15 +203,18 @@ impl Harness {
                 sender,
                 message_id,
                 body,
+                delivery,
                 ..
             } = &event
             {
+                // Recorded by the "app": acknowledge it to the engine's durable inbox.
                 self.nodes[node].delivered.push((
                     group.clone(),
                     DeviceAddress::from(sender),
                     *message_id,
                     body.clone(),
                 ));
+                assert!(self.nodes[node].client().ack_delivered(*delivery).unwrap());
             }
             self.nodes[node].events.push(event);
         }
@@ -298,6 +301,8 @@ impl Harness {
             MlsClient::open(store.clone(), self.clock(), identity, self.config.clone()).unwrap();
         self.nodes[node].store = store;
         self.nodes[node].client = Some(client);
+        let undelivered = self.nodes[node].client().pending_delivered().unwrap();
+        self.record_events(node, undelivered);
         let pending = self.nodes[node].client().pending_outbound().unwrap();
         self.absorb(
             node,
