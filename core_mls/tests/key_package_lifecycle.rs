@@ -301,7 +301,10 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
     assert_eq!((status.fresh, status.published), (22, 10));
 
     // Claim one published and one fresh package.
-    let claimed = [first[0].key_package_ref.clone(), first[20].key_package_ref.clone()];
+    let claimed = [
+        first[0].key_package_ref.clone(),
+        first[20].key_package_ref.clone(),
+    ];
     for key_package_ref in &claimed {
         assert!(
             device
@@ -318,10 +321,7 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
         );
     }
     let status = device.client.key_package_status().unwrap();
-    assert_eq!(
-        (status.fresh, status.published, status.claimed),
-        (21, 9, 2)
-    );
+    assert_eq!((status.fresh, status.published, status.claimed), (21, 9, 2));
     let publishable = refs(&device.publishable());
     assert_eq!(publishable.len(), TARGET + 1 - 2);
     for key_package_ref in &claimed {
@@ -358,7 +358,10 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
     let rotated = device.publishable();
     assert_eq!(rotated.len(), TARGET + 1);
     assert!(refs(&rotated).is_disjoint(&refs(&first)));
-    assert_ne!(device.last_resort().key_package_ref, old_last_resort.key_package_ref);
+    assert_ne!(
+        device.last_resort().key_package_ref,
+        old_last_resort.key_package_ref
+    );
     // Retired packages keep their private keys for Welcomes in flight.
     for package in &first {
         assert!(device.has_private_bundle(&package.key_package_ref));
@@ -401,8 +404,16 @@ fn restart_keeps_ledger_and_private_keys() {
         (0, TARGET),
         "the ledger survives"
     );
-    assert_eq!(refs(&invitee.publishable()), refs(&before), "no new packages");
-    assert_eq!(invitee.private_bundles(), refs(&before), "private keys survive");
+    assert_eq!(
+        refs(&invitee.publishable()),
+        refs(&before),
+        "no new packages"
+    );
+    assert_eq!(
+        invitee.private_bundles(),
+        refs(&before),
+        "private keys survive"
+    );
 
     invitee.join(&welcome, &group, &adder);
     assert!(!invitee.has_private_bundle(&before[3].key_package_ref));
@@ -467,7 +478,10 @@ fn expiry_prunes_private_keys_after_the_grace_period() {
     let status = invitee.client.key_package_status().unwrap();
     assert_eq!(status.expired, TARGET);
     assert_eq!(status.fresh, TARGET, "a new pool was made");
-    assert!(old.iter().all(|p| invitee.has_private_bundle(&p.key_package_ref)));
+    assert!(
+        old.iter()
+            .all(|p| invitee.has_private_bundle(&p.key_package_ref))
+    );
     invitee.join(&welcome_in_grace, &group_in_grace, &adder);
 
     // Past lifetime + grace: private keys deleted from the store, tombstones kept.
@@ -609,7 +623,11 @@ fn consumed_single_use_package_loses_its_private_keys_at_once() {
     let mut expected = refs(&invitee.publishable());
     expected.remove(&used.key_package_ref);
     assert_eq!(invitee.private_bundles(), expected);
-    assert_eq!(invitee.private_bundles().len(), TARGET, "only that one is gone");
+    assert_eq!(
+        invitee.private_bundles().len(),
+        TARGET,
+        "only that one is gone"
+    );
     // The ledger keeps a record so a second Welcome is recognised.
     assert!(invitee.has_ledger_record(&used.key_package_ref));
     assert_eq!(invitee.client.key_package_status().unwrap().consumed, 1);
@@ -704,7 +722,10 @@ fn expired_and_not_yet_valid_key_packages_are_refused() {
     );
 
     // And at the right time it is accepted.
-    let output = adder.client.add_members(&group, &[package.key_package]).unwrap();
+    let output = adder
+        .client
+        .add_members(&group, &[package.key_package])
+        .unwrap();
     assert!(
         output
             .outbound
@@ -731,8 +752,10 @@ fn forged_credential_binding_is_refused() {
             &provider,
             &attacker,
             CredentialWithKey {
-                credential: BasicCredential::new(victim.client.device().credential_bytes().to_vec())
-                    .into(),
+                credential: BasicCredential::new(
+                    victim.client.device().credential_bytes().to_vec(),
+                )
+                .into(),
                 signature_key: attacker.public().into(),
             },
         )

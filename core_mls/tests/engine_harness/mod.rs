@@ -128,16 +128,12 @@ impl Harness {
                 let exported = IdentityStore::new(self.nodes[index].store.clone(), self.clock())
                     .export_identity_key()
                     .unwrap();
-                identities
-                    .import(
-                        &exported,
-                        &self.nodes[index]
-                            .identity
-                            .display_name()
-                            .as_str()
-                            .to_owned(),
-                    )
-                    .unwrap()
+                let display_name = self.nodes[index]
+                    .identity
+                    .display_name()
+                    .as_str()
+                    .to_owned();
+                identities.import(&exported, &display_name).unwrap()
             }
             None => identities.create(name).unwrap(),
         };
