@@ -1,72 +1,81 @@
-//! SpacePanda's MLS engine for one device: OpenMLS on durable, transactional, optionally
-//! encrypted storage.
+//! SpacePanda's sans-IO MLS engine for one device: OpenMLS on durable, transactional,
+//! encrypted storage, with identities bound to every member.
 //!
 //! # What it does
 //!
-//! - [`storage::KvStorageProvider`] implements OpenMLS's `StorageProvider<1>` (all 53 methods)
-//!   over any [`spacepanda_core::KeyValueStore`] — `RedbStore` on disk, `SealedStore` for
-//!   encryption at rest, `MemoryStore` in tests — so every byte of MLS state survives restarts.
-//! - [`provider::SpacePandaProvider`] is the `OpenMlsProvider` (RustCrypto + that storage) and
-//!   runs each OpenMLS operation as one storage transaction
-//!   ([`transaction`](provider::SpacePandaProvider::transaction),
-//!   [`group_transaction`](provider::SpacePandaProvider::group_transaction)).
-//! - [`MlsError`] is the crate's one error type.
+//! [`MlsClient`] is one device's engine. It creates groups, invites devices by key package
+//! (validated and identity-bound), removes users or single devices, self-updates, leaves,
+//! sends, and processes every incoming envelope through one pipeline (bounded decode →
+//! de-duplication → epoch check with buffering of early messages → OpenMLS → identity
+//! verification of every leaf a commit adds → events). It keeps a key package pool with a
+//! last-resort package, rotation and expiry, and survives crashes without losing or doubling a
+//! message: everything an operation changes — OpenMLS state, our records, the outbound envelopes
+//! (durable outbox) and the delivered messages (durable inbox) — commits in one transaction.
 //!
 //! # What it does not do
 //!
-//! No network I/O and no threads: inputs are bytes, outputs are bytes and stored state; the
-//! network layer drives it. It does not read the clock (OpenMLS itself does, for lifetimes).
-//! Identity binding of credentials comes from `core_identity` in a later layer.
+//! No network I/O, no threads, no async runtime, no reading of the system clock: inputs are
+//! bytes and a [`Clock`](spacepanda_core::Clock); outputs are [`Outbound`] envelopes with their
+//! recipient devices and [`Event`]s. The network layer (or the demo, or a test) drives it, and
+//! decides when to call [`MlsClient::tick`]. It does not yet resolve two commits made
+//! concurrently in the same epoch: the second one to arrive is refused as
+//! [`MlsError::StaleEpoch`] (the convergence rule is the next step; see docs/ARCHITECTURE.md).
 //!
 //! # Design
 //!
-//! **Key layout.** Everything OpenMLS stores about one group lives in namespace `mls` under the
-//! key prefix `["g", group_id]` (one segment per label after it: `tree`, `context`,
-//! `own_leaf_node/seq`, `proposal/seq`, `epoch_key_pairs/epoch/leaf` …), so listing, deleting
-//! and snapshotting a group are prefix operations — also under `SealedStore`, which blinds keys
-//! segment by segment. State not keyed by a group has its own namespace: `mls_key_package`
-//! (by hash reference), `mls_signature_key` and `mls_encryption_key` (by public key), `mls_psk`
-//! (by PSK id). `mls_meta` holds the storage format record, written at first use; a store
-//! written by a newer format is refused with [`MlsError::UnsupportedStateVersion`]. Values are
-//! CBOR (chosen by measurement, see `storage::codec`).
+//! - `client` opens the engine, owns the one-operation-one-transaction rule
+//!   ([`SpacePandaProvider::transaction`] underneath), the outbox and inbox, and `tick`;
+//! - `group_manager` holds the operations this device starts; `welcome_handler` joins;
+//!   `message_processor` handles everything that arrives;
+//! - `key_package_manager` keeps the ledger OpenMLS lacks; `key_package_validation` checks
+//!   other devices' packages; `member_verification` binds leaves to core_identity identities;
+//! - `storage` and `provider` put OpenMLS on any [`spacepanda_core::KeyValueStore`]: everything
+//!   of one group under the key prefix `["g", group_id]` in namespace `mls` (so listing,
+//!   deleting and snapshotting a group are prefix operations, also under `SealedStore`), other
+//!   state in `mls_key_package`, `mls_signature_key`, `mls_encryption_key`, `mls_psk`; values
+//!   are CBOR; a format record refuses stores from a newer build
+//!   ([`MlsError::UnsupportedStateVersion`]).
 //!
-//! **Transaction rule.** Every OpenMLS write goes through the one open
-//! [`spacepanda_core::Transaction`]; with none open a write fails with
-//! [`MlsError::NoTransaction`]. An operation's writes (OpenMLS's and the caller's own records,
-//! via [`KvStorageProvider::with_transaction`]) commit as one atomic, durable batch when it
-//! succeeds; on error or panic they are discarded and the `MlsGroup` is reloaded from storage,
-//! so memory and disk never disagree — a Welcome that fails validation does not even burn the
-//! key package OpenMLS deleted before rejecting it.
-//!
-//! # Example
+//! # Getting started: two devices exchange a message
 //!
 //! ```
 //! use std::sync::Arc;
-//! use core_mls::{MlsError, SpacePandaProvider};
-//! use openmls::prelude::*;
-//! use openmls_basic_credential::SignatureKeyPair;
-//! use spacepanda_core::{MemoryStore, SharedStore};
+//! use core_identity::IdentityStore;
+//! use core_mls::{Event, EnvelopeKind, MlsClient, MlsConfig};
+//! use spacepanda_core::{Clock, MemoryStore, SharedStore, SystemClock};
 //!
-//! let store: SharedStore = Arc::new(MemoryStore::new());
-//! let provider = SpacePandaProvider::open(store)?;
-//! let ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
-//! let signer = SignatureKeyPair::new(ciphersuite.signature_algorithm())?;
-//! let credential = CredentialWithKey {
-//!     credential: BasicCredential::new(b"alice".to_vec()).into(),
-//!     signature_key: signer.public().into(),
+//! let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+//! let device = |name: &str| -> Result<MlsClient, Box<dyn std::error::Error>> {
+//!     let store: SharedStore = Arc::new(MemoryStore::new()); // RedbStore + SealedStore in an app
+//!     let identity = IdentityStore::new(store.clone(), clock.clone()).create(name)?;
+//!     Ok(MlsClient::open(store, clock.clone(), identity, MlsConfig::default())?)
 //! };
-//! let config = MlsGroupCreateConfig::builder().ciphersuite(ciphersuite).build();
+//! let mut alice = device("alice")?;
+//! let mut bob = device("bob")?;
 //!
-//! // One operation, one transaction: committed atomically when the closure returns Ok.
-//! let group = provider.transaction(|p| {
-//!     MlsGroup::new(p, &signer, &config, credential.clone())
-//!         .map_err(|e| MlsError::openmls("create a group", e))
-//! })?;
+//! // Bob publishes key packages; alice fetches one and invites him.
+//! let bob_package = bob.publishable_key_packages()?.remove(0).key_package;
+//! let group = alice.create_group()?;
+//! let invite = alice.add_members(&group, &[bob_package])?;
+//! for outbound in &invite.outbound {
+//!     // The network layer would deliver `outbound.envelope` to `outbound.to.devices`.
+//!     if outbound.envelope.kind() == EnvelopeKind::Welcome {
+//!         bob.handle_envelope(&outbound.envelope.to_bytes())?;
+//!     }
+//!     alice.ack_sent(outbound.id)?;
+//! }
 //!
-//! // Everything is in the store: the group loads back as it was.
-//! let loaded = provider.load_group(group.group_id())?.expect("stored");
-//! assert_eq!(loaded.epoch_authenticator().as_slice(), group.epoch_authenticator().as_slice());
-//! assert_eq!(provider.list_groups()?, vec![group.group_id().clone()]);
+//! let sent = alice.send(&group, b"hello bob")?;
+//! let received = bob.handle_envelope(&sent.outbound[0].envelope.to_bytes())?;
+//! match &received.events[..] {
+//!     [Event::Message { sender, body, delivery, .. }] => {
+//!         assert_eq!(body, b"hello bob");
+//!         assert_eq!(sender.user_id(), alice.device().user_id()); // identity-verified
+//!         bob.ack_delivered(*delivery)?; // stored by the app: drop it from the durable inbox
+//!     }
+//!     other => panic!("unexpected events {other:?}"),
+//! }
+//! assert_eq!(alice.epoch_authenticator(&group)?, bob.epoch_authenticator(&group)?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

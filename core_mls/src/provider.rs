@@ -15,6 +15,38 @@ use crate::storage::KvStorageProvider;
 /// Every OpenMLS call that writes state must run inside [`transaction`](Self::transaction) or
 /// [`group_transaction`](Self::group_transaction); outside one, writes fail with
 /// [`MlsError::NoTransaction`].
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use core_mls::{MlsError, SpacePandaProvider};
+/// use openmls::prelude::*;
+/// use openmls_basic_credential::SignatureKeyPair;
+/// use spacepanda_core::{MemoryStore, SharedStore};
+///
+/// let store: SharedStore = Arc::new(MemoryStore::new());
+/// let provider = SpacePandaProvider::open(store)?;
+/// let ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+/// let signer = SignatureKeyPair::new(ciphersuite.signature_algorithm())?;
+/// let credential = CredentialWithKey {
+///     credential: BasicCredential::new(b"alice".to_vec()).into(),
+///     signature_key: signer.public().into(),
+/// };
+/// let config = MlsGroupCreateConfig::builder().ciphersuite(ciphersuite).build();
+///
+/// // One operation, one transaction: committed atomically when the closure returns Ok.
+/// let group = provider.transaction(|p| {
+///     MlsGroup::new(p, &signer, &config, credential.clone())
+///         .map_err(|e| MlsError::openmls("create a group", e))
+/// })?;
+///
+/// // Everything is in the store: the group loads back as it was.
+/// let loaded = provider.load_group(group.group_id())?.expect("stored");
+/// assert_eq!(loaded.epoch_authenticator().as_slice(), group.epoch_authenticator().as_slice());
+/// assert_eq!(provider.list_groups()?, vec![group.group_id().clone()]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SpacePandaProvider {
     crypto: RustCrypto,
     storage: KvStorageProvider,
