@@ -11,6 +11,7 @@ mod engine_harness;
 
 use core_mls::{Disposition, Event};
 use engine_harness::Harness;
+use spacepanda_core::Clock as _;
 
 /// Five devices (alice on two), RedbStore files, every envelope shuffled and often duplicated:
 /// adds, removes, self-updates and messages from everyone; everyone converges and every
@@ -307,4 +308,67 @@ fn a_message_not_acknowledged_by_the_app_is_delivered_again_after_a_restart() {
     // The envelope itself arriving again is a duplicate, not a third delivery.
     assert_eq!(h.handle(1, &bytes), Ok(Disposition::Duplicate));
     assert_eq!(h.copies(1, &id), 1);
+}
+
+#[test]
+fn tick_self_updates_stale_leaves_and_expires_old_buffered_messages() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 13);
+    let group = h.group_with(0, &[1, 2]);
+    // Nothing is due yet.
+    let now = h.clock.now();
+    let quiet = h.nodes[1].client().tick(now).unwrap();
+    assert!(quiet.outbound.is_empty());
+
+    // A message from a future epoch that will never be completed: carol buffers it.
+    let commit = h.nodes[0].client().self_update(&group).unwrap();
+    let early = h.nodes[0].client().send(&group, b"too early").unwrap();
+    assert_eq!(
+        h.handle(2, &early.outbound[0].envelope.to_bytes()),
+        Ok(Disposition::Buffered)
+    );
+    // A day and more later the buffer entry is dropped, and reported.
+    h.clock
+        .advance(std::time::Duration::from_secs(25 * 60 * 60));
+    let now = h.clock.now();
+    let expired = h.nodes[2].client().tick(now).unwrap();
+    assert!(
+        expired
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::BufferedDropped { count: 1, .. })),
+        "{:?}",
+        expired.events
+    );
+    // The commit then arrives; the dropped message is not replayed.
+    assert_eq!(
+        h.handle(2, &commit.outbound[0].envelope.to_bytes()),
+        Ok(Disposition::Processed)
+    );
+    assert_eq!(h.copies(2, &Harness::sent_id(&early)), 0);
+    h.absorb(0, commit);
+    h.absorb(0, early);
+    h.deliver_all();
+
+    // After a week, every member's tick self-updates (one at a time to keep one commit per epoch).
+    h.clock
+        .advance(std::time::Duration::from_secs(7 * 24 * 60 * 60));
+    let before = h.nodes[1].client().epoch(&group).unwrap();
+    let now = h.clock.now();
+    let output = h.run(1, move |c| c.tick(now));
+    assert_eq!(
+        output
+            .outbound
+            .iter()
+            .filter(|o| o.envelope.kind() == core_mls::EnvelopeKind::Commit)
+            .count(),
+        1,
+        "bob's leaf was a week old"
+    );
+    h.deliver_all();
+    assert_eq!(h.nodes[1].client().epoch(&group).unwrap(), before + 1);
+    h.assert_converged(&group, &[0, 1, 2]);
+    // Right after, bob's leaf is fresh: no second update.
+    let now = h.clock.now();
+    let again = h.nodes[1].client().tick(now).unwrap();
+    assert!(again.outbound.is_empty());
 }
