@@ -35,6 +35,9 @@ pub struct MlsConfig {
     pub max_forward_distance: u32,
     /// Out-of-order tolerance within one sender's ratchet (default 16).
     pub out_of_order_tolerance: u32,
+    /// How long proposals (e.g. a member leaving) may wait for the designated committer before
+    /// `tick` commits them itself (default 60 s). Messages sent meanwhile wait too.
+    pub pending_proposal_timeout: Duration,
     /// Self-update our leaf when it is older than this (default 7 days): post-compromise
     /// security for quiet groups.
     pub self_update_after: Duration,
@@ -58,6 +61,7 @@ impl Default for MlsConfig {
             max_past_epochs: 3,
             max_forward_distance: 1000,
             out_of_order_tolerance: 16,
+            pending_proposal_timeout: Duration::from_secs(60),
             self_update_after: 7 * DAY,
             dedup_retention: 30 * DAY,
             key_packages: PoolPolicy::default(),

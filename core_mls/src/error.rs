@@ -145,6 +145,13 @@ pub enum MlsError {
         /// The group's epoch.
         current_epoch: u64,
     },
+    /// A commit references a proposal this device has not received yet; it is kept in the
+    /// epoch buffer until the proposal arrives.
+    #[error("a commit for group {group} references a proposal not received yet; it waits for it")]
+    CommitAwaitsProposal {
+        /// The group.
+        group: GroupId,
+    },
     /// More proposals than `max_proposals_per_epoch` arrived for one epoch.
     #[error(
         "more than {max} proposals in one epoch of group {group}; further proposals are dropped until the next commit"

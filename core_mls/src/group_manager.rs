@@ -17,7 +17,7 @@ use crate::envelope::{Envelope, EnvelopeKind};
 use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, Output, Recipients};
 use crate::group_id::GroupId;
-use crate::key_package_validation;
+use crate::{deferred_sends, key_package_validation};
 
 /// Namespace of per-group metadata of ours (not OpenMLS's).
 pub(crate) const GROUP_META_NAMESPACE: &str = "group_meta";
@@ -99,7 +99,7 @@ impl MlsClient {
         }
         let recipients = self.other_member_devices(group)?;
         let me = self.own_verified_member()?;
-        self.transaction(Some(group), |client| {
+        let output = self.transaction(Some(group), |client| {
             let key_packages: Vec<_> = validated.iter().map(|(kp, _)| kp.clone()).collect();
             let provider = &client.provider;
             let mls_group = client
@@ -148,7 +148,8 @@ impl MlsClient {
                 epoch,
             });
             Ok(output)
-        })
+        })?;
+        self.after_commit(group, output)
     }
 
     /// Removes every device of `user` from the group.
@@ -194,7 +195,7 @@ impl MlsClient {
         let recipients = self.other_member_devices(group)?;
         let me = self.own_verified_member()?;
         let now = self.now();
-        self.transaction(Some(group), |client| {
+        let output = self.transaction(Some(group), |client| {
             let indices: Vec<LeafNodeIndex> = removed.iter().map(|(index, _)| *index).collect();
             let provider = &client.provider;
             let mls_group = client
@@ -233,7 +234,8 @@ impl MlsClient {
                 ],
                 ..Output::default()
             })
-        })
+        })?;
+        self.after_commit(group, output)
     }
 
     /// Commits a fresh leaf for this device (post-compromise security); also commits any
@@ -243,7 +245,7 @@ impl MlsClient {
         let removed_by_pending = self.pending_removals(group)?;
         let me = self.own_verified_member()?;
         let now = self.now();
-        self.transaction(Some(group), |client| {
+        let output = self.transaction(Some(group), |client| {
             let provider = &client.provider;
             let mls_group = client
                 .groups
@@ -281,12 +283,20 @@ impl MlsClient {
                 epoch,
             });
             Ok(output)
-        })
+        })?;
+        self.after_commit(group, output)
+    }
+
+    /// After one of our commits: messages the app sent while proposals were pending go out in
+    /// the new epoch.
+    fn after_commit(&mut self, group: &GroupId, mut output: Output) -> Result<Output, MlsError> {
+        output.extend(self.send_deferred(group)?);
+        Ok(output)
     }
 
     /// Asks to leave the group: sends a Remove proposal for this device. The next commit by any
-    /// member includes it; the member with the lowest leaf index commits it as soon as it
-    /// arrives, so the leave does not wait for unrelated activity. This device keeps the group
+    /// member includes it; the member with the lowest leaf index commits it at its next `tick`,
+    /// so the leave does not wait for unrelated activity. This device keeps the group
     /// until that commit arrives (then `RemovedFromGroup`).
     pub fn leave_group(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let recipients = self.other_member_devices(group)?;
@@ -335,24 +345,66 @@ impl MlsClient {
                 max: self.config.max_application_len,
             });
         }
-        let mut output = Output::default();
-        if self.group(group)?.pending_proposals().next().is_some() {
-            output.extend(self.self_update(group)?);
-        }
-        let recipients = self.other_member_devices(group)?;
         let now = self.now();
         let message_id: [u8; 16] = self
             .provider
             .rand()
             .random_array()
             .map_err(|e| MlsError::openmls("draw a message id", e))?;
-        let plaintext = AppMessage {
+        let message = AppMessage {
             message_id,
             sent_at: now,
             body: body.to_vec(),
+        };
+        let mut output = Output::default();
+        if self.group(group)?.pending_proposals().next().is_some() {
+            if !self.is_designated_committer(group)? {
+                // Another member commits the pending change; encrypt once it arrives.
+                self.transaction(Some(group), |client| {
+                    client.with_txn(|txn| deferred_sends::push(txn, group, &message))
+                })?;
+                output.events.push(Event::MessageSent {
+                    group: group.clone(),
+                    message_id,
+                });
+                return Ok(output);
+            }
+            output.extend(self.self_update(group)?);
         }
-        .encode()?;
-        let sent = self.transaction(Some(group), |client| {
+        output.extend(self.encrypt_and_queue(group, &message)?);
+        output.events.push(Event::MessageSent {
+            group: group.clone(),
+            message_id,
+        });
+        Ok(output)
+    }
+
+    /// Encrypts and queues messages deferred while proposals were pending, once none are.
+    pub(crate) fn send_deferred(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        if !self.groups.contains_key(group)
+            || self.group(group)?.pending_proposals().next().is_some()
+        {
+            return Ok(output);
+        }
+        for (key, message) in self.read(|txn| deferred_sends::for_group(txn, group))? {
+            let sent = self.encrypt_and_queue(group, &message)?;
+            self.transaction(None, |client| {
+                client.with_txn(|txn| deferred_sends::remove(txn, key))
+            })?;
+            output.extend(sent);
+        }
+        Ok(output)
+    }
+
+    fn encrypt_and_queue(
+        &mut self,
+        group: &GroupId,
+        message: &AppMessage,
+    ) -> Result<Output, MlsError> {
+        let recipients = self.other_member_devices(group)?;
+        let plaintext = message.encode()?;
+        self.transaction(Some(group), |client| {
             let provider = &client.provider;
             let mls_group = client
                 .groups
@@ -373,14 +425,8 @@ impl MlsClient {
                     encode_message(EnvelopeKind::Application, &message)?,
                 )?);
             }
-            sent.events.push(Event::MessageSent {
-                group: group.clone(),
-                message_id,
-            });
             Ok(sent)
-        })?;
-        output.extend(sent);
-        Ok(output)
+        })
     }
 
     // ---- helpers ------------------------------------------------------------------------
@@ -463,10 +509,32 @@ impl MlsClient {
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
         })?;
-        Ok(match last {
+        let leaf_stale = match last {
             Some(last) => now.duration_since(last) >= self.config.self_update_after,
             None => true,
-        })
+        };
+        if leaf_stale {
+            return Ok(true);
+        }
+        if self.group(group)?.pending_proposals().next().is_none() {
+            return Ok(false);
+        }
+        // Pending proposals: the designated committer commits them at once; anyone else once the
+        // designated committer has let them wait too long.
+        if self.is_designated_committer(group)? {
+            return Ok(true);
+        }
+        let first_proposal_at = self.read(|txn| {
+            Ok(txn
+                .get(
+                    GROUP_META_NAMESPACE,
+                    &Key::from_segments([group.as_slice(), b"first_proposal_at"]),
+                )?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
+        })?;
+        Ok(first_proposal_at
+            .is_none_or(|at| now.duration_since(at) >= self.config.pending_proposal_timeout))
     }
 
     /// Deletes everything stored for `group` (OpenMLS state and our metadata) inside the open

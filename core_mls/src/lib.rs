@@ -91,6 +91,7 @@ mod app_inbox;
 mod app_message;
 mod client;
 mod config;
+mod deferred_sends;
 pub mod envelope;
 mod epoch_buffer;
 mod events;

@@ -16,7 +16,7 @@
 use core_identity::VerifiedMember;
 use openmls::prelude::{
     ContentType, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessMessageError,
-    ProcessedMessageContent, Proposal, ProtocolMessage, Sender, ValidationError,
+    ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StageCommitError,
 };
 use spacepanda_core::Key;
 use tls_codec::Deserialize as _;
@@ -36,7 +36,6 @@ use openmls_traits::OpenMlsProvider as _;
 #[derive(Debug, Default)]
 struct FollowUp {
     replay: bool,
-    commit_pending: bool,
 }
 
 impl MlsClient {
@@ -129,18 +128,23 @@ impl MlsClient {
                 current_epoch: current,
             });
         }
-        let (output, follow_up) = self.transaction(Some(&group), |client| {
+        let processed = self.transaction(Some(&group), |client| {
             if let Some(entry) = buffered {
                 client.with_txn(|txn| epoch_buffer::remove(txn, entry))?;
             }
             client.process_in_transaction(&group, envelope, message)
-        })?;
+        });
+        let (output, follow_up) = match processed {
+            // The commit overtook a proposal it references: keep it until the proposal arrives.
+            Err(MlsError::CommitAwaitsProposal { .. }) => {
+                return self.buffer(envelope, &group, message_epoch, buffered);
+            }
+            other => other?,
+        };
         let mut output = output;
-        if follow_up.commit_pending && self.groups.contains_key(&group) {
-            output.extend(self.self_update(&group)?);
-        }
         if follow_up.replay {
             output.extend(self.replay_buffered(&group)?);
+            output.extend(self.send_deferred(&group)?);
         }
         Ok(output)
     }
@@ -268,13 +272,14 @@ impl MlsClient {
                 mls_group
                     .store_pending_proposal(provider.storage(), *queued)
                     .map_err(|e| MlsError::openmls("store a proposal", e))?;
+                // A commit that overtook this proposal may be waiting in the buffer.
+                follow_up.replay = true;
                 if leaving {
                     output.events.push(Event::LeaveProposed {
                         group: group.clone(),
                         member: sender,
                     });
                 }
-                follow_up.commit_pending = self.is_designated_committer(group)?;
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 // Identity binding of every leaf the commit adds or replaces; one failure
@@ -433,9 +438,10 @@ impl MlsClient {
     }
 
     /// The member with the lowest leaf index among those no pending proposal removes commits
-    /// pending proposals as soon as they arrive, so a leave never waits for unrelated activity
-    /// and only one member commits it.
-    fn is_designated_committer(&mut self, group: &GroupId) -> Result<bool, MlsError> {
+    /// pending proposals at its next `tick`, so a leave does not wait for unrelated activity
+    /// and, normally, only one member commits it (the others only after
+    /// `pending_proposal_timeout`).
+    pub(crate) fn is_designated_committer(&self, group: &GroupId) -> Result<bool, MlsError> {
         let mls_group = self.group(group)?;
         let leaving: Vec<LeafNodeIndex> = mls_group
             .pending_proposals()
@@ -453,6 +459,7 @@ impl MlsClient {
     }
 
     fn count_proposal(&self, group: &GroupId) -> Result<(), MlsError> {
+        let now = self.now();
         let epoch = self.group(group)?.epoch().as_u64();
         let key = Key::from_segments([group.as_slice(), b"proposals", &epoch.to_be_bytes()]);
         let max = self.config.max_proposals_per_epoch;
@@ -466,6 +473,15 @@ impl MlsClient {
                     group: group.clone(),
                     max,
                 });
+            }
+            if count == 0 {
+                // When the first proposal of this epoch arrived: `tick` commits proposals the
+                // designated committer left pending too long.
+                txn.put(
+                    GROUP_META_NAMESPACE,
+                    Key::from_segments([group.as_slice(), b"first_proposal_at"]),
+                    now.unix_millis().to_be_bytes().to_vec(),
+                )?;
             }
             txn.put(
                 GROUP_META_NAMESPACE,
@@ -523,11 +539,11 @@ fn map_process_error<E: std::fmt::Display>(
     error: ProcessMessageError<E>,
 ) -> MlsError {
     match error {
-        ProcessMessageError::ValidationError(ValidationError::WrongEpoch) => MlsError::StaleEpoch {
-            group: group.clone(),
-            message_epoch: 0,
-            current_epoch: 0,
-        },
+        ProcessMessageError::InvalidCommit(StageCommitError::MissingProposal) => {
+            MlsError::CommitAwaitsProposal {
+                group: group.clone(),
+            }
+        }
         ProcessMessageError::GroupStateError(_) => MlsError::NotAMember {
             group: group.clone(),
             what: "this device is no longer an active member",

@@ -252,6 +252,13 @@ fn a_leave_is_committed_by_the_designated_member_and_the_leaver_learns_it() {
     let g = group.clone();
     h.run(2, move |c| c.leave_group(&g));
     h.deliver_all();
+    // Bob is not the designated committer: his tick leaves the proposal to alice.
+    let now = h.clock.now();
+    assert!(h.nodes[1].client().tick(now).unwrap().outbound.is_empty());
+    assert!(!h.nodes[2].removed_from(&group));
+    let now = h.clock.now();
+    h.run(0, move |c| c.tick(now));
+    h.deliver_all();
     assert!(
         h.nodes[2].removed_from(&group),
         "carol's leave was committed"
@@ -371,4 +378,96 @@ fn tick_self_updates_stale_leaves_and_expires_old_buffered_messages() {
     let now = h.clock.now();
     let again = h.nodes[1].client().tick(now).unwrap();
     assert!(again.outbound.is_empty());
+}
+
+#[test]
+fn sends_during_a_pending_leave_wait_for_the_designated_commit_instead_of_forking() {
+    let mut h = Harness::memory(&["alice", "bob", "carol", "dave"], 14);
+    let group = h.group_with(0, &[1, 2, 3]);
+    let leave = h.nodes[2].client().leave_group(&group).unwrap();
+    let proposal = leave.outbound[0].envelope.to_bytes();
+    // Bob hears of the leave before alice (the designated committer) does.
+    assert_eq!(h.handle(1, &proposal), Ok(Disposition::Processed));
+    let output = h.nodes[1]
+        .client()
+        .send(&group, b"written during the leave")
+        .unwrap();
+    assert!(
+        output.outbound.is_empty(),
+        "deferred, not a competing commit"
+    );
+    let id = Harness::sent_id(&output);
+    h.absorb(1, output);
+    h.absorb(2, leave);
+    h.deliver_all();
+    let now = h.clock.now();
+    h.run(0, move |c| c.tick(now));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "no fork: {:?}", h.errors());
+    assert!(h.nodes[2].removed_from(&group));
+    h.assert_converged(&group, &[0, 1, 3]);
+    assert_eq!(
+        (h.copies(0, &id), h.copies(3, &id), h.copies(2, &id)),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn tick_commits_proposals_the_designated_committer_left_pending() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 15);
+    let group = h.group_with(0, &[1, 2]);
+    h.close(0); // alice, the designated committer, is offline
+    let g = group.clone();
+    h.run(2, move |c| c.leave_group(&g));
+    h.deliver_all();
+    let output = h.nodes[1]
+        .client()
+        .send(&group, b"waiting for the leave")
+        .unwrap();
+    assert!(output.outbound.is_empty());
+    h.absorb(1, output.clone());
+    let now = h.clock.now();
+    assert!(
+        h.nodes[1].client().tick(now).unwrap().outbound.is_empty(),
+        "not yet timed out"
+    );
+    h.clock.advance(std::time::Duration::from_secs(61));
+    let now = h.clock.now();
+    let ticked = h.run(1, move |c| c.tick(now));
+    let kinds: Vec<_> = ticked.outbound.iter().map(|o| o.envelope.kind()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            core_mls::EnvelopeKind::Commit,
+            core_mls::EnvelopeKind::Application
+        ]
+    );
+    h.reopen(0);
+    h.deliver_all();
+    assert!(h.nodes[2].removed_from(&group));
+    h.assert_converged(&group, &[0, 1]);
+    assert_eq!(h.copies(0, &Harness::sent_id(&output)), 1);
+}
+
+#[test]
+fn a_commit_that_overtakes_its_proposal_waits_for_it() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 16);
+    let group = h.group_with(0, &[1, 2]);
+    let leave = h.nodes[2].client().leave_group(&group).unwrap();
+    let proposal = leave.outbound[0].envelope.to_bytes();
+    assert_eq!(h.handle(0, &proposal), Ok(Disposition::Processed));
+    let now = h.clock.now();
+    let commit = h.nodes[0].client().tick(now).unwrap();
+    let commit = commit
+        .outbound
+        .iter()
+        .find(|o| o.envelope.kind() == core_mls::EnvelopeKind::Commit)
+        .unwrap()
+        .envelope
+        .to_bytes();
+    // Bob gets the commit first: it references a proposal he has not seen.
+    assert_eq!(h.handle(1, &commit), Ok(Disposition::Buffered));
+    assert_eq!(h.handle(1, &proposal), Ok(Disposition::Processed));
+    h.assert_converged(&group, &[0, 1]);
+    assert_eq!(h.handle(1, &commit), Ok(Disposition::Duplicate));
 }

@@ -1,0 +1,75 @@
+//! Application messages written while a membership change is pending.
+//!
+//! OpenMLS refuses to encrypt while proposals are pending (a member being removed must not read
+//! what follows), and only one member — the designated committer — commits them, so that a
+//! leave does not make several members commit concurrently. The other members keep what the
+//! app sends here, durably, and encrypt it as soon as the commit arrives (or, if the designated
+//! committer stays silent past `pending_proposal_timeout`, `tick` commits and sends).
+//!
+//! Layout: namespace [`DEFERRED_NAMESPACE`], key `[group id, sequence (u64 BE)]`, value the
+//! encoded [`AppMessage`] (sealed at rest like everything else).
+
+use spacepanda_core::{Key, Transaction};
+
+use crate::app_message::AppMessage;
+use crate::error::MlsError;
+use crate::group_id::GroupId;
+use crate::outbox::COUNTER_NAMESPACE;
+
+pub(crate) const DEFERRED_NAMESPACE: &str = "deferred_send";
+
+fn sequence_key() -> Key {
+    Key::from_segment("deferred_sequence")
+}
+
+/// Keeps `message` for `group` until it can be encrypted.
+pub(crate) fn push(
+    txn: &mut Transaction,
+    group: &GroupId,
+    message: &AppMessage,
+) -> Result<(), MlsError> {
+    let next = match txn.get(COUNTER_NAMESPACE, &sequence_key())? {
+        Some(bytes) => u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
+            MlsError::CorruptedState {
+                namespace: COUNTER_NAMESPACE,
+                reason: "deferred sequence is not 8 bytes",
+            }
+        })?),
+        None => 1,
+    };
+    txn.put(
+        COUNTER_NAMESPACE,
+        sequence_key(),
+        (next + 1).to_be_bytes().to_vec(),
+    )?;
+    txn.put(
+        DEFERRED_NAMESPACE,
+        Key::from_segments([group.as_slice(), &next.to_be_bytes()]),
+        message.encode()?,
+    )?;
+    Ok(())
+}
+
+/// Everything waiting for `group`, oldest first, with its key.
+pub(crate) fn for_group(
+    txn: &Transaction,
+    group: &GroupId,
+) -> Result<Vec<(Key, AppMessage)>, MlsError> {
+    txn.scan_prefix(DEFERRED_NAMESPACE, &Key::from_segment(group.as_slice()))?
+        .into_iter()
+        .map(|(key, bytes)| {
+            AppMessage::decode(&bytes)
+                .map(|message| (key, message))
+                .map_err(|_| MlsError::CorruptedState {
+                    namespace: DEFERRED_NAMESPACE,
+                    reason: "deferred message does not decode",
+                })
+        })
+        .collect()
+}
+
+/// Removes one entry (sent).
+pub(crate) fn remove(txn: &mut Transaction, key: Key) -> Result<(), MlsError> {
+    txn.delete(DEFERRED_NAMESPACE, key)?;
+    Ok(())
+}
