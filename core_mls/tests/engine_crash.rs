@@ -161,6 +161,7 @@ fn run(dir: &Path, seed: u64, finish: Option<u64>) {
         );
     }
     flush(&mut devices);
+    say("ready");
     if finish.is_some() {
         let states: Vec<(u64, Vec<u8>)> = devices
             .iter()
@@ -230,13 +231,23 @@ fn parent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "ready;" {
+                    let _ = ready_tx.send(());
+                }
+                lines.push(line);
+            }
+            lines
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(30..250)));
+        // Kill during the stream of operations, not during start-up (which can be slow on a
+        // loaded machine).
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child never became ready");
+        std::thread::sleep(Duration::from_millis(rng.gen_range(5..150)));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         assert!(
@@ -280,6 +291,7 @@ fn parent() {
                     .insert(delivery.parse().unwrap());
             }
             ["converged", _] => converged = true,
+            ["ready"] => {}
             _ => panic!("unexpected line {line:?}"),
         }
     }
@@ -288,7 +300,7 @@ fn parent() {
         "the final run did not report convergence; seed {seed}"
     );
     assert!(
-        sent.len() >= 20,
+        sent.len() >= KILLS as usize / 2,
         "only {} messages were sent: the kills came too early to test anything",
         sent.len()
     );
