@@ -61,6 +61,11 @@ fn child(path: &Path) {
     let store = RedbStore::open(path).unwrap();
     let mut next = read_last(&store).map_or(0, |last| last + 1);
     let stdout = std::io::stdout();
+    {
+        let mut out = stdout.lock();
+        writeln!(out, "ready").unwrap();
+        out.flush().unwrap();
+    }
     loop {
         let mut batch = WriteBatch::new();
         for index in 0..KEYS_PER_BATCH {
@@ -130,13 +135,22 @@ fn parent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|line| line.trim().parse::<u64>().ok())
-                .last()
+            let mut last = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                } else if let Ok(batch) = line.trim().parse::<u64>() {
+                    last = Some(batch);
+                }
+            }
+            last
         });
+        // Kill while batches are being written, not while the child starts (slow when loaded).
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child never became ready");
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
         child.kill().unwrap(); // SIGKILL on unix
         let status = child.wait().unwrap();
