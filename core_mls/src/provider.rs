@@ -42,7 +42,7 @@ use crate::storage::KvStorageProvider;
 /// })?;
 ///
 /// // Everything is in the store: the group loads back as it was.
-/// let loaded = provider.load_group(group.group_id())?.expect("stored");
+/// let loaded = provider.load_group(group.group_id())?.ok_or("not stored")?;
 /// assert_eq!(loaded.epoch_authenticator().as_slice(), group.epoch_authenticator().as_slice());
 /// assert_eq!(provider.list_groups()?, vec![group.group_id().clone()]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
