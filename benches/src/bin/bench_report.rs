@@ -1,18 +1,70 @@
 //! Reads criterion's `target/criterion/<group>/<function>/<parameter>/new/estimates.json` files
-//! and prints a markdown table of medians, with the ratio to the `raw` (or `mem`) baseline of
-//! the same function and size where one was measured.
+//! and prints markdown tables of medians.
 //!
-//! Usage: `cargo run -p spacepanda-benches --bin bench_report [criterion dir] > table.md`
+//! - MLS table (groups `mls` and `peer`): one row per operation and size, the median of every
+//!   `mls` backend (`raw`, `mem`, `redb`, `sealed`, ...) with its ratio to `raw`, the mls-rs
+//!   median from the `peer` group next to raw (`raw / mlsrs`: above 1 means raw OpenMLS is
+//!   slower), and the seed latency target from PERFORMANCE.md with a pass (✓) / fail (✗) mark on
+//!   every median it applies to.
+//! - Other groups (e.g. `store`): median per parameter and the ratio to the `raw` (or `mem`)
+//!   baseline of the same function and size.
+//!
+//! With `--svg <file>` it also writes a plot of latency against group size (log-log), one panel
+//! per operation, one line per backend, the target as a dashed line.
+//!
+//! Usage: `cargo run -p spacepanda-benches --bin bench_report -- [criterion dir] [--svg plot.svg] > table.md`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// (group, function) → parameter → median in nanoseconds.
+type Medians = BTreeMap<(String, String), BTreeMap<String, f64>>;
+
+/// Operation order and seed targets (PERFORMANCE.md), in nanoseconds.
+const OPS: [(&str, Option<f64>); 9] = [
+    ("create_group", Some(50e6)),
+    ("key_package", None),
+    ("add_member", Some(20e6)),
+    ("add_members_10", Some(100e6)),
+    ("remove_member", Some(15e6)),
+    ("encrypt_1k", Some(5e6)),
+    ("decrypt_1k", Some(3e6)),
+    ("process_commit", Some(30e6)),
+    ("join", None),
+];
+/// Column order of the known backends of group `mls`; unknown ones follow alphabetically.
+const BACKEND_ORDER: [&str; 4] = ["raw", "mem", "redb", "sealed"];
+const PEER: &str = "mlsrs";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::env::args()
-        .nth(1)
-        .map_or_else(|| PathBuf::from("target/criterion"), PathBuf::from);
-    let mut rows: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
-    for group in subdirs(&root)? {
+    let mut root = PathBuf::from("target/criterion");
+    let mut svg = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--svg" {
+            svg = Some(PathBuf::from(args.next().ok_or("--svg needs a file name")?));
+        } else {
+            root = PathBuf::from(arg);
+        }
+    }
+    let medians = read_medians(&root)?;
+    let mls = MlsTable::new(&medians);
+    if !mls.rows.is_empty() {
+        print!("{}", mls.markdown());
+        println!();
+    }
+    print!("{}", other_groups(&medians));
+    if let Some(path) = svg {
+        std::fs::write(&path, mls.svg())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn read_medians(root: &Path) -> Result<Medians, Box<dyn std::error::Error>> {
+    let mut rows = Medians::new();
+    for group in subdirs(root)? {
         for function in subdirs(&group)? {
             for parameter in subdirs(&function)? {
                 let estimates = parameter.join("new").join("estimates.json");
@@ -32,9 +84,331 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("| benchmark | parameter | median | vs baseline |");
-    println!("|---|---|---|---|");
-    for ((group, function), params) in &rows {
+    Ok(rows)
+}
+
+/// A size suffix (`10`, `1000-full`) ordered by size, sparse before full.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Size {
+    members: u64,
+    suffix: String,
+}
+
+impl Size {
+    fn parse(text: &str) -> Self {
+        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+        Self {
+            members: digits.parse().unwrap_or(u64::MAX),
+            suffix: text.to_owned(),
+        }
+    }
+
+    fn is_sparse(&self) -> bool {
+        self.suffix.chars().all(|c| c.is_ascii_digit())
+    }
+}
+
+struct MlsRow {
+    function: String,
+    size: Size,
+    target: Option<f64>,
+    /// backend → median (ns); `mlsrs` comes from the `peer` group.
+    medians: BTreeMap<String, f64>,
+}
+
+struct MlsTable {
+    backends: Vec<String>,
+    rows: Vec<MlsRow>,
+}
+
+impl MlsTable {
+    fn new(medians: &Medians) -> Self {
+        let mut cells: BTreeMap<(String, Size), BTreeMap<String, f64>> = BTreeMap::new();
+        let mut backends = BTreeSet::new();
+        for ((group, function), params) in medians {
+            let from_peer = match group.as_str() {
+                "mls" => false,
+                "peer" => true,
+                _ => continue,
+            };
+            for (parameter, median) in params {
+                let (backend, size) = parameter.split_once('-').unwrap_or((parameter, ""));
+                if !from_peer {
+                    backends.insert(backend.to_owned());
+                }
+                cells
+                    .entry((function.clone(), Size::parse(size)))
+                    .or_default()
+                    .insert(backend.to_owned(), *median);
+            }
+        }
+        let mut backends: Vec<String> = backends.into_iter().collect();
+        backends.sort_by_key(|b| {
+            (
+                BACKEND_ORDER
+                    .iter()
+                    .position(|k| k == b)
+                    .unwrap_or(BACKEND_ORDER.len()),
+                b.clone(),
+            )
+        });
+        let rank = |function: &str| {
+            OPS.iter()
+                .position(|(f, _)| *f == function)
+                .unwrap_or(OPS.len())
+        };
+        let mut rows: Vec<MlsRow> = cells
+            .into_iter()
+            .map(|((function, size), medians)| MlsRow {
+                target: OPS
+                    .iter()
+                    .find(|(f, _)| *f == function)
+                    .and_then(|(_, t)| *t),
+                function,
+                size,
+                medians,
+            })
+            .collect();
+        rows.sort_by(|a, b| (rank(&a.function), &a.size).cmp(&(rank(&b.function), &b.size)));
+        Self { backends, rows }
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::from(
+            "### MLS operations (groups `mls` and `peer`)\n\n\
+             Median per backend; `× raw` is the ratio to raw OpenMLS on its memory storage; \
+             `raw / mlsrs` above 1 means raw OpenMLS is slower than mls-rs. ✓ / ✗: meets / \
+             misses the seed target. Sizes: members before the operation; `-full` = filled \
+             tree, otherwise sparse (batch-added).\n\n",
+        );
+        let mut header = String::from("| op | size | target |");
+        let mut rule = String::from("|---|---|---|");
+        for backend in &self.backends {
+            header.push_str(&format!(" {backend} |"));
+            rule.push_str("---|");
+            if backend == "raw" {
+                header.push_str(&format!(" {PEER} (peer) | raw / {PEER} |"));
+                rule.push_str("---|---|");
+            } else {
+                header.push_str(&format!(" {backend} × raw |"));
+                rule.push_str("---|");
+            }
+        }
+        if !self.backends.iter().any(|b| b == "raw") {
+            header.push_str(&format!(" {PEER} (peer) |"));
+            rule.push_str("---|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for row in &self.rows {
+            let target = row
+                .target
+                .map_or_else(|| String::from("—"), |t| format!("< {}", human(t)));
+            let mut line = format!("| {} | {} | {target} |", row.function, row.size.suffix);
+            let raw = row.medians.get("raw").copied();
+            let peer = row.medians.get(PEER).copied();
+            for backend in &self.backends {
+                let median = row.medians.get(backend.as_str()).copied();
+                line.push_str(&format!(" {} |", cell(median, row.target)));
+                if backend == "raw" {
+                    line.push_str(&format!(
+                        " {} | {} |",
+                        cell(peer, row.target),
+                        ratio(raw, peer)
+                    ));
+                } else {
+                    line.push_str(&format!(" {} |", ratio(median, raw)));
+                }
+            }
+            if !self.backends.iter().any(|b| b == "raw") {
+                line.push_str(&format!(" {} |", cell(peer, row.target)));
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+
+    /// Log-log plot of latency against sparse group size, one panel per operation.
+    fn svg(&self) -> String {
+        const PANEL_W: f64 = 300.0;
+        const PANEL_H: f64 = 220.0;
+        const COLS: usize = 3;
+        const PALETTE: [&str; 6] = [
+            "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+        ];
+        let mut series: Vec<String> = self.backends.clone();
+        series.push(PEER.to_owned());
+        let ops: Vec<(&str, Option<f64>)> = OPS
+            .iter()
+            .copied()
+            .filter(|(f, _)| {
+                self.rows
+                    .iter()
+                    .any(|r| r.function == *f && r.size.is_sparse() && r.size.members > 1)
+            })
+            .collect();
+        let rows_n = ops.len().div_ceil(COLS).max(1);
+        let (width, height) = (PANEL_W * COLS as f64, PANEL_H * rows_n as f64 + 40.0);
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+             font-family=\"sans-serif\" font-size=\"10\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        for (i, name) in series.iter().enumerate() {
+            let color = PALETTE.get(i % PALETTE.len()).copied().unwrap_or("black");
+            let x = 10.0 + 90.0 * i as f64;
+            let _ = writeln!(
+                out,
+                "<line x1=\"{x}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"{color}\" \
+                 stroke-width=\"2\"/><text x=\"{tx}\" y=\"{ty}\">{name}</text>",
+                y = height - 15.0,
+                x2 = x + 20.0,
+                tx = x + 24.0,
+                ty = height - 11.0
+            );
+        }
+        for (index, (function, target)) in ops.iter().enumerate() {
+            let (ox, oy) = (
+                (index % COLS) as f64 * PANEL_W,
+                (index / COLS) as f64 * PANEL_H,
+            );
+            let points: Vec<&MlsRow> = self
+                .rows
+                .iter()
+                .filter(|r| r.function == *function && r.size.is_sparse() && r.size.members > 1)
+                .collect();
+            let xs: Vec<f64> = points
+                .iter()
+                .map(|r| (r.size.members as f64).log10())
+                .collect();
+            let mut ys: Vec<f64> = points
+                .iter()
+                .flat_map(|r| r.medians.values().map(|v| v.log10()))
+                .collect();
+            if let Some(t) = target {
+                ys.push(t.log10());
+            }
+            let (x0, x1) = bounds(&xs);
+            let (y0, y1) = bounds(&ys);
+            let (y0, y1) = (y0.floor(), y1.ceil().max(y0.floor() + 1.0));
+            let (left, right, top, bottom) = (
+                ox + 50.0,
+                ox + PANEL_W - 15.0,
+                oy + 25.0,
+                oy + PANEL_H - 30.0,
+            );
+            let px = |x: f64| left + (x - x0) / (x1 - x0).max(1e-9) * (right - left);
+            let py = |y: f64| bottom - (y - y0) / (y1 - y0).max(1e-9) * (bottom - top);
+            let _ = writeln!(
+                out,
+                "<text x=\"{}\" y=\"{}\" font-weight=\"bold\">{function}</text>\n\
+                 <rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>",
+                left,
+                oy + 15.0,
+                right - left,
+                bottom - top
+            );
+            let mut decade = y0;
+            while decade <= y1 {
+                let y = py(decade);
+                let _ = writeln!(
+                    out,
+                    "<line x1=\"{left}\" y1=\"{y}\" x2=\"{right}\" y2=\"{y}\" stroke=\"#eee\"/>\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    left - 3.0,
+                    y + 3.0,
+                    human(10f64.powf(decade))
+                );
+                decade += 1.0;
+            }
+            for (row, x) in points.iter().zip(&xs) {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                    px(*x),
+                    bottom + 12.0,
+                    row.size.members
+                );
+            }
+            if let Some(t) = target {
+                let y = py(t.log10());
+                let _ = writeln!(
+                    out,
+                    "<line x1=\"{left}\" y1=\"{y}\" x2=\"{right}\" y2=\"{y}\" stroke=\"black\" \
+                     stroke-dasharray=\"4 3\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">target</text>",
+                    right - 2.0,
+                    y - 3.0
+                );
+            }
+            for (i, name) in series.iter().enumerate() {
+                let color = PALETTE.get(i % PALETTE.len()).copied().unwrap_or("black");
+                let coords: Vec<String> = points
+                    .iter()
+                    .zip(&xs)
+                    .filter_map(|(r, x)| {
+                        r.medians
+                            .get(name.as_str())
+                            .map(|v| format!("{:.1},{:.1}", px(*x), py(v.log10())))
+                    })
+                    .collect();
+                if coords.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                    coords.join(" ")
+                );
+                for c in &coords {
+                    let (cx, cy) = c.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(
+                        out,
+                        "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"2.5\" fill=\"{color}\"/>"
+                    );
+                }
+            }
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+fn bounds(values: &[f64]) -> (f64, f64) {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() && hi.is_finite() {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+fn cell(median: Option<f64>, target: Option<f64>) -> String {
+    match (median, target) {
+        (None, _) => String::from("—"),
+        (Some(m), None) => human(m),
+        (Some(m), Some(t)) => format!("{} {}", human(m), if m < t { "✓" } else { "✗" }),
+    }
+}
+
+fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> String {
+    match (numerator, denominator) {
+        (Some(n), Some(d)) if d > 0.0 => format!("{:.2}×", n / d),
+        _ => String::from("—"),
+    }
+}
+
+/// The table for every group except `mls` / `peer`.
+fn other_groups(medians: &Medians) -> String {
+    let mut out = String::new();
+    let rows: Vec<_> = medians
+        .iter()
+        .filter(|((group, _), _)| group != "mls" && group != "peer")
+        .collect();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("| benchmark | parameter | median | vs baseline |\n|---|---|---|---|\n");
+    for ((group, function), params) in rows {
         for (parameter, median) in params {
             let (backend, size) = parameter.split_once('-').unwrap_or((parameter, ""));
             let baseline = ["raw", "mem"]
@@ -51,13 +425,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ratio = baseline.map_or(String::from("—"), |(b, v)| {
                 format!("{:.2}× {b}", median / v)
             });
-            println!(
+            let _ = writeln!(
+                out,
                 "| {group}/{function} | {parameter} | {} | {ratio} |",
                 human(*median)
             );
         }
     }
-    Ok(())
+    out
 }
 
 fn subdirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
