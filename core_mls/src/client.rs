@@ -18,7 +18,7 @@ use crate::error::MlsError;
 use crate::events::{DeliveryId, Event, Outbound, OutboxId, Output};
 use crate::group_id::GroupId;
 use crate::key_package_manager::{
-    self, KeyPackageAuthor, PoolStatus, PublishableKeyPackage, ledger,
+    self, DeviceSigner, KeyPackageAuthor, PoolStatus, PublishableKeyPackage, ledger,
 };
 use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
@@ -253,36 +253,36 @@ impl MlsClient {
 
     // ---- key packages -------------------------------------------------------------------
 
-    pub(crate) fn key_package_author(&self) -> KeyPackageAuthor<'_, SignatureKeyPair> {
+    pub(crate) fn key_package_author(&self) -> KeyPackageAuthor<'_, DeviceSigner<'_>> {
         KeyPackageAuthor {
             ciphersuite: CIPHERSUITE,
-            signer: &self.signer,
+            signer: DeviceSigner(self.device.signature_key_pair()),
             credential: &self.credential,
         }
     }
 
     /// Tops the pool up inside the open transaction; returns how many fresh packages were made.
     pub(crate) fn replenish_key_packages_in_txn(&mut self) -> Result<usize, MlsError> {
-        let now = self.now();
+        self.replenish_key_packages_at(self.now())
+    }
+
+    /// [`replenish_key_packages_in_txn`](Self::replenish_key_packages_in_txn) at `now` (the
+    /// time `tick` was given, so rotation, pruning and refill agree on it).
+    fn replenish_key_packages_at(&mut self, now: Timestamp) -> Result<usize, MlsError> {
         let entries = self.with_txn(|txn| ledger::load_all(txn))?;
         let (fresh_needed, last_resort_needed) =
             key_package_manager::replenish_plan(&entries, &self.config.key_packages, now);
+        let author = self.key_package_author();
         let mut made = Vec::with_capacity(fresh_needed + 1);
-        for _ in 0..fresh_needed {
+        // `fresh_needed` single-use packages, then the last-resort one if there is none.
+        let kinds =
+            std::iter::repeat_n(false, fresh_needed).chain(last_resort_needed.then_some(true));
+        for last_resort in kinds {
             made.push(key_package_manager::build_key_package(
                 &self.provider,
-                &self.key_package_author(),
+                &author,
                 &self.config.key_packages,
-                false,
-                now,
-            )?);
-        }
-        if last_resort_needed {
-            made.push(key_package_manager::build_key_package(
-                &self.provider,
-                &self.key_package_author(),
-                &self.config.key_packages,
-                true,
+                last_resort,
                 now,
             )?);
         }
@@ -321,12 +321,22 @@ impl MlsClient {
 
     /// Someone announced they used this key package: stop offering it.
     pub fn mark_key_package_claimed(&mut self, key_package_ref: &[u8]) -> Result<bool, MlsError> {
+        self.mark_key_packages_claimed(&[key_package_ref.to_vec()])
+            .map(|n| n > 0)
+    }
+
+    /// [`mark_key_package_claimed`](Self::mark_key_package_claimed) for several packages, in one
+    /// transaction (e.g. after a directory sync). Returns how many changed state; an unknown
+    /// ref fails the whole call ([`MlsError::UnknownKeyPackage`]) and changes nothing. The pool
+    /// is not refilled here: [`replenish_key_packages`](Self::replenish_key_packages) or
+    /// [`tick`](Self::tick) does that.
+    pub fn mark_key_packages_claimed(&mut self, refs: &[Vec<u8>]) -> Result<usize, MlsError> {
         let now = self.now();
         self.transaction(None, |client| {
             client.with_txn(|txn| {
                 key_package_manager::mark(
                     txn,
-                    &[key_package_ref.to_vec()],
+                    refs,
                     &[
                         ledger::KeyPackageState::Fresh,
                         ledger::KeyPackageState::Published,
@@ -334,7 +344,6 @@ impl MlsClient {
                     ledger::KeyPackageState::Claimed,
                     now,
                 )
-                .map(|n| n > 0)
             })
         })
     }
@@ -369,7 +378,7 @@ impl MlsClient {
                 let group = client.groups.contains_key(&group).then_some(group);
                 output.events.push(Event::BufferedDropped { group, count });
             }
-            client.replenish_key_packages_in_txn()
+            client.replenish_key_packages_at(now)
         })?;
         if created > 0 {
             output

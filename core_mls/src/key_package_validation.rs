@@ -3,9 +3,11 @@
 //! binding. Each failure is its own typed error.
 
 use core_identity::VerifiedMember;
+use openmls::key_packages::errors::KeyPackageVerifyError;
 use openmls::prelude::{
     KeyPackage, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, ProtocolVersion,
 };
+use openmls::treesync::errors::LifetimeError;
 use spacepanda_core::Timestamp;
 use tls_codec::Deserialize as _;
 
@@ -39,8 +41,24 @@ pub(crate) fn validate(
     };
     let key_package = key_package
         .validate(provider.crypto(), ProtocolVersion::Mls10)
-        .map_err(|e| MlsError::InvalidKeyPackage {
-            reason: format!("OpenMLS validation failed: {e}"),
+        .map_err(|e| match e {
+            // OpenMLS checks the lifetime against the system clock; report it as the same typed
+            // error our own check (against our clock) gives, not as a generic failure.
+            KeyPackageVerifyError::LifetimeError(LifetimeError::Expired { not_after, .. }) => {
+                MlsError::KeyPackageExpired {
+                    not_after: Timestamp::from_unix_secs(not_after),
+                    now,
+                }
+            }
+            KeyPackageVerifyError::LifetimeError(LifetimeError::NotValidYet {
+                not_before, ..
+            }) => MlsError::KeyPackageNotYetValid {
+                not_before: Timestamp::from_unix_secs(not_before),
+                now,
+            },
+            e => MlsError::InvalidKeyPackage {
+                reason: format!("OpenMLS validation failed: {e}"),
+            },
         })?;
     if key_package.ciphersuite() != CIPHERSUITE {
         return Err(MlsError::InvalidKeyPackage {

@@ -64,8 +64,17 @@ impl MlsClient {
                         reason: e.to_string(),
                     })?;
             let epoch = group.epoch().as_u64();
-            if matched.last_resort {
-                // The used last-resort package stays usable until it expires; offer a new one.
+            if !matched.last_resort {
+                // Forward secrecy: the private init key must not outlive this Welcome. OpenMLS
+                // deletes the bundle while staging; do not depend on it.
+                key_package_manager::delete_private_keys(
+                    &client.provider,
+                    &matched.key_package_ref,
+                )?;
+            }
+            if matched.replace_last_resort {
+                // The used last-resort package stays usable until it expires; offer a new one
+                // (once: a second use of the old one finds the replacement already offered).
                 let entry = key_package_manager::build_key_package(
                     &client.provider,
                     &client.key_package_author(),

@@ -22,8 +22,11 @@ const MAX_RECORD_LEN: usize = 16 * 1024;
 ///     │                    │                               │
 ///     └────────────────────┴──────── Welcome ──────────────┴──► Consumed ──prune──► (keys deleted)
 ///     │                    │
-///     └── older than rotate_after ──► Retired ──not_after + grace──► Expired ──prune──► (keys deleted)
+///     └── older than rotate_after ──► Retired ──not_after──► Expired ──not_after + grace──► (keys deleted)
 /// ```
+///
+/// A single-use package's keys are deleted in the transaction of the Welcome that consumes it;
+/// its record stays as a tombstone (`keys_deleted`) so a second Welcome is a double spend.
 ///
 /// A last-resort package follows the same states but stays usable after `Consumed` (it is
 /// multi-use) until its `not_after` + grace; a new one is made as soon as it is consumed.

@@ -28,13 +28,15 @@ pub mod ledger;
 use std::time::Duration;
 
 use openmls::prelude::{
-    Ciphersuite, CredentialWithKey, KeyPackage, KeyPackageRef, Lifetime, MlsMessageOut,
-    OpenMlsProvider,
+    Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, KeyPackage, KeyPackageRef,
+    Lifetime, MlsMessageOut, OpenMlsProvider,
 };
 
 use crate::provider::SpacePandaProvider;
-use openmls_traits::signatures::Signer;
+use core_identity::DeviceSignatureKeyPair;
+use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::storage::StorageProvider as _;
+use openmls_traits::types::SignatureScheme;
 use spacepanda_core::{Timestamp, Transaction};
 use tls_codec::{Deserialize as _, Serialize as _};
 
@@ -143,13 +145,35 @@ impl std::fmt::Display for UnknownKeyPackageHint {
 pub(crate) struct WelcomeMatch {
     pub(crate) key_package_ref: Vec<u8>,
     pub(crate) last_resort: bool,
+    /// A last-resort package was used and none is offered any more: make a new one. (A second
+    /// use of an already replaced last-resort package must not make yet another.)
+    pub(crate) replace_last_resort: bool,
 }
 
 /// The credential and signer key packages are built with.
 pub(crate) struct KeyPackageAuthor<'a, S: Signer> {
     pub(crate) ciphersuite: Ciphersuite,
-    pub(crate) signer: &'a S,
+    pub(crate) signer: S,
     pub(crate) credential: &'a CredentialWithKey,
+}
+
+/// Signs with the device's Ed25519 key as `core_identity` holds it (the same key OpenMLS's
+/// `SignatureKeyPair` of the client wraps).
+///
+/// `SignatureKeyPair::sign` rebuilds the Ed25519 signing key from its raw bytes — a scalar
+/// multiplication — on every signature; a key package is signed twice (leaf node and package),
+/// so that rebuild was most of the cost of refilling the pool. This signer keeps the expanded
+/// key. Signatures are identical (Ed25519 is deterministic).
+pub(crate) struct DeviceSigner<'a>(pub(crate) &'a DeviceSignatureKeyPair);
+
+impl Signer for DeviceSigner<'_> {
+    fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, SignerError> {
+        Ok(self.0.sign(payload).to_vec())
+    }
+
+    fn signature_scheme(&self) -> SignatureScheme {
+        SignatureScheme::ED25519
+    }
 }
 
 /// Builds one key package (OpenMLS writes its private bundle through the provider's open
@@ -169,13 +193,23 @@ pub(crate) fn build_key_package<P: OpenMlsProvider, S: Signer>(
         not_after.unix_secs(),
     ));
     if last_resort {
-        builder = builder.mark_as_last_resort();
+        // The last-resort extension must also be listed in the leaf's capabilities, or every
+        // receiver's `KeyPackageIn::validate` refuses the package ("extension not supported").
+        builder = builder
+            .leaf_node_capabilities(Capabilities::new(
+                None,
+                None,
+                Some(&[ExtensionType::LastResort]),
+                None,
+                None,
+            ))
+            .mark_as_last_resort();
     }
     let bundle = builder
         .build(
             author.ciphersuite,
             provider,
-            author.signer,
+            &author.signer,
             author.credential.clone(),
         )
         .map_err(|e| MlsError::openmls("build a key package", e))?;
@@ -273,14 +307,12 @@ pub(crate) fn prune(
             changed = true;
         }
         let beyond_grace = now >= entry.not_after.saturating_add(policy.grace);
-        // Single-use consumed packages: OpenMLS already deleted the bundle in the Welcome's
-        // transaction; deleting again is harmless.
+        // Single-use consumed packages lose their keys in the Welcome's own transaction (and
+        // are tombstones from then on); this only catches a record that somehow was not
+        // marked. Deleting again is harmless.
         let consumed_single_use = entry.state == KeyPackageState::Consumed && !entry.last_resort;
         if beyond_grace || consumed_single_use {
-            let hash_ref = key_package_ref(&entry.key_package_ref)?;
-            storage
-                .delete_key_package(&hash_ref)
-                .map_err(|e| MlsError::openmls("delete a key package", e))?;
+            delete_private_keys(provider, &entry.key_package_ref)?;
             entry.keys_deleted = true;
             entry.state_changed_at = now;
             changed = true;
@@ -291,6 +323,19 @@ pub(crate) fn prune(
         }
     }
     Ok(deleted)
+}
+
+/// Deletes the private bundle (init and leaf encryption keys) of one of our key packages, in
+/// the provider's open transaction. Deleting one that is already gone is not an error.
+pub(crate) fn delete_private_keys(
+    provider: &SpacePandaProvider,
+    key_package_ref_bytes: &[u8],
+) -> Result<(), MlsError> {
+    let hash_ref = key_package_ref(key_package_ref_bytes)?;
+    provider
+        .storage()
+        .delete_key_package(&hash_ref)
+        .map_err(|e| MlsError::openmls("delete a key package", e))
 }
 
 /// Rebuilds an OpenMLS `KeyPackageRef` from its bytes (OpenMLS only offers this in tests, so
@@ -319,14 +364,13 @@ pub(crate) fn on_welcome(
         let Some(mut entry) = ledger::load(txn, candidate)? else {
             continue;
         };
-        let hint = if entry.keys_deleted {
-            Some(if entry.state == KeyPackageState::Consumed {
-                UnknownKeyPackageHint::AlreadyConsumed
-            } else {
-                UnknownKeyPackageHint::ExpiredAndPruned
-            })
-        } else if entry.state == KeyPackageState::Consumed && !entry.last_resort {
+        let double_spend = entry.state == KeyPackageState::Consumed && !entry.last_resort;
+        let hint = if double_spend {
             Some(UnknownKeyPackageHint::AlreadyConsumed)
+        } else if entry.keys_deleted {
+            // Expired and pruned — also a multi-use last-resort package, whose keys are only
+            // ever deleted at the end of its lifetime.
+            Some(UnknownKeyPackageHint::ExpiredAndPruned)
         } else {
             None
         };
@@ -335,10 +379,18 @@ pub(crate) fn on_welcome(
             continue;
         }
         entry.set_state(KeyPackageState::Consumed, now);
+        if !entry.last_resort {
+            // The Welcome's transaction deletes the private bundle (forward secrecy): the
+            // record becomes a tombstone that recognises a second Welcome as a double spend.
+            entry.keys_deleted = true;
+        }
         ledger::store(txn, &entry)?;
+        let replace_last_resort =
+            entry.last_resort && current_last_resort(&ledger::load_all(txn)?, now).is_none();
         return Ok(WelcomeMatch {
             key_package_ref: entry.key_package_ref,
             last_resort: entry.last_resort,
+            replace_last_resort,
         });
     }
     let (key_package_ref, hint) = best_hint.unwrap_or_else(|| {
@@ -396,8 +448,13 @@ pub(crate) fn mark(
 /// The pool as a UI shows it.
 pub(crate) fn status(entries: &[LedgerEntry], policy: &PoolPolicy, now: Timestamp) -> PoolStatus {
     let mut status = PoolStatus::default();
-    // The last-resort package is reported by its age, not counted in the pool.
-    for entry in entries.iter().filter(|e| !e.keys_deleted && !e.last_resort) {
+    // The last-resort package is reported by its age, not counted in the pool. Pruned records
+    // are tombstones and not counted — except consumed ones: a single-use package loses its
+    // keys in the very Welcome that consumes it, and "consumed" counts those Welcomes.
+    let counted = |e: &&LedgerEntry| {
+        !e.last_resort && (!e.keys_deleted || e.state == KeyPackageState::Consumed)
+    };
+    for entry in entries.iter().filter(counted) {
         let counter = match entry.state {
             KeyPackageState::Fresh => &mut status.fresh,
             KeyPackageState::Published => &mut status.published,
@@ -418,4 +475,26 @@ pub(crate) fn status(entries: &[LedgerEntry], policy: &PoolPolicy, now: Timestam
     let (fresh_needed, last_resort_needed) = replenish_plan(entries, policy, now);
     status.needs_replenish = fresh_needed > 0 || last_resort_needed;
     status
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use openmls_basic_credential::SignatureKeyPair;
+
+    #[test]
+    fn device_signer_signs_exactly_like_the_openmls_key_pair() {
+        let device = DeviceSignatureKeyPair::generate();
+        let openmls = SignatureKeyPair::from_raw(
+            SignatureScheme::ED25519,
+            device.private_key_bytes().to_vec(),
+            device.public_key_bytes().to_vec(),
+        );
+        let ours = DeviceSigner(&device);
+        assert_eq!(ours.signature_scheme(), openmls.signature_scheme());
+        for payload in [&b""[..], b"leaf node", &[7; 1000]] {
+            assert_eq!(ours.sign(payload).unwrap(), openmls.sign(payload).unwrap());
+        }
+    }
 }
