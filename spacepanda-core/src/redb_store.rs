@@ -56,6 +56,9 @@ impl RedbStore {
             return Ok(Self { database, path });
         }
         open.retain(|_, weak| weak.strong_count() > 0);
+        if !path.exists() {
+            create_atomically(&path)?;
+        }
         let database = match Database::create(&path) {
             Ok(database) => Arc::new(database),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
@@ -78,6 +81,40 @@ impl RedbStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Creates a new database file so that it either does not exist or is complete: a process
+/// killed while redb writes a fresh file's header would otherwise leave a file that no longer
+/// opens ("not a redb database"). The file is built under a temporary name, synced, and renamed
+/// into place (rename is atomic on POSIX file systems), then the directory is synced.
+fn create_atomically(path: &Path) -> StoreResult<()> {
+    let io_error = |e: std::io::Error| StoreError::backend("redb", "create", e);
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".creating");
+    let temporary = PathBuf::from(temporary);
+    // Left over from a creation that was interrupted: it never became the database.
+    if temporary.exists() {
+        std::fs::remove_file(&temporary).map_err(io_error)?;
+    }
+    {
+        let database = Database::create(&temporary).map_err(|e| backend_error("create", e))?;
+        let txn = database
+            .begin_write()
+            .map_err(|e| backend_error("create", e))?;
+        txn.open_table(TABLE)
+            .map_err(|e| backend_error("create", e))?;
+        txn.commit().map_err(|e| backend_error("create", e))?;
+    }
+    std::fs::File::open(&temporary)
+        .and_then(|file| file.sync_all())
+        .map_err(io_error)?;
+    std::fs::rename(&temporary, path).map_err(io_error)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error)?;
+    }
+    Ok(())
 }
 
 fn canonical_path(path: &Path) -> StoreResult<PathBuf> {
