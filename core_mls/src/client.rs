@@ -8,9 +8,8 @@ use std::sync::Arc;
 use core_identity::{DeviceIdentity, VerifiedMember};
 use openmls::prelude::{
     BasicCredential, Ciphersuite, CredentialWithKey, MlsGroup, MlsGroupJoinConfig,
-    OpenMlsProvider as _, SenderRatchetConfiguration, SignatureScheme,
+    OpenMlsProvider as _, SenderRatchetConfiguration,
 };
-use openmls_basic_credential::SignatureKeyPair;
 use spacepanda_core::{Clock, SharedStore, Timestamp, Transaction};
 
 use crate::config::MlsConfig;
@@ -32,7 +31,6 @@ pub struct MlsClient {
     pub(crate) provider: SpacePandaProvider,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) device: DeviceIdentity,
-    pub(crate) signer: SignatureKeyPair,
     pub(crate) credential: CredentialWithKey,
     pub(crate) config: MlsConfig,
     pub(crate) groups: BTreeMap<GroupId, MlsGroup>,
@@ -59,12 +57,6 @@ impl MlsClient {
         config: MlsConfig,
     ) -> Result<Self, MlsError> {
         let provider = SpacePandaProvider::open(store)?;
-        let private = device.signature_private_key_bytes();
-        let signer = SignatureKeyPair::from_raw(
-            SignatureScheme::ED25519,
-            private.to_vec(),
-            device.signature_public_key().to_vec(),
-        );
         let credential = CredentialWithKey {
             credential: BasicCredential::new(device.credential_bytes().to_vec()).into(),
             signature_key: device.signature_public_key().to_vec().into(),
@@ -73,7 +65,6 @@ impl MlsClient {
             provider,
             clock,
             device,
-            signer,
             credential,
             config,
             groups: BTreeMap::new(),

@@ -17,6 +17,7 @@ use crate::envelope::{Envelope, EnvelopeKind};
 use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, Output, Recipients};
 use crate::group_id::GroupId;
+use crate::key_package_manager::DeviceSigner;
 use crate::{deferred_sends, key_package_validation};
 
 /// Namespace of per-group metadata of ours (not OpenMLS's).
@@ -49,7 +50,11 @@ impl MlsClient {
                 .max_past_epochs(client.config.max_past_epochs)
                 .sender_ratchet_configuration(*client.join_config().sender_ratchet_configuration())
                 .use_ratchet_tree_extension(true)
-                .build(&client.provider, &client.signer, client.credential.clone())
+                .build(
+                    &client.provider,
+                    &DeviceSigner(client.device.signature_key_pair()),
+                    client.credential.clone(),
+                )
                 .map_err(|e| MlsError::openmls("create a group", e))?;
             client.groups.insert(group_id.clone(), group);
             client.record_leaf_update(&group_id, now)?;
@@ -109,7 +114,11 @@ impl MlsClient {
                     group: group.clone(),
                 })?;
             let (commit, welcome, _) = mls_group
-                .add_members(provider, &client.signer, &key_packages)
+                .add_members(
+                    provider,
+                    &DeviceSigner(client.device.signature_key_pair()),
+                    &key_packages,
+                )
                 .map_err(|e| MlsError::openmls("add members", e))?;
             mls_group
                 .merge_pending_commit(provider)
@@ -205,7 +214,11 @@ impl MlsClient {
                     group: group.clone(),
                 })?;
             let (commit, _, _) = mls_group
-                .remove_members(provider, &client.signer, &indices)
+                .remove_members(
+                    provider,
+                    &DeviceSigner(client.device.signature_key_pair()),
+                    &indices,
+                )
                 .map_err(|e| MlsError::openmls("remove members", e))?;
             mls_group
                 .merge_pending_commit(provider)
@@ -254,7 +267,11 @@ impl MlsClient {
                     group: group.clone(),
                 })?;
             let bundle = mls_group
-                .self_update(provider, &client.signer, LeafNodeParameters::default())
+                .self_update(
+                    provider,
+                    &DeviceSigner(client.device.signature_key_pair()),
+                    LeafNodeParameters::default(),
+                )
                 .map_err(|e| MlsError::openmls("self-update", e))?;
             mls_group
                 .merge_pending_commit(provider)
@@ -320,7 +337,7 @@ impl MlsClient {
                     group: group.clone(),
                 })?;
             let proposal = mls_group
-                .leave_group(provider, &client.signer)
+                .leave_group(provider, &DeviceSigner(client.device.signature_key_pair()))
                 .map_err(|e| MlsError::openmls("propose to leave", e))?;
             let outbound = client.queue_outbound(
                 Recipients {
@@ -413,7 +430,11 @@ impl MlsClient {
                     group: group.clone(),
                 })?;
             let message = mls_group
-                .create_message(provider, &client.signer, &plaintext)
+                .create_message(
+                    provider,
+                    &DeviceSigner(client.device.signature_key_pair()),
+                    &plaintext,
+                )
                 .map_err(|e| MlsError::openmls("encrypt a message", e))?;
             let mut sent = Output::default();
             if !recipients.is_empty() {
