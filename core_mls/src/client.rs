@@ -35,6 +35,9 @@ pub struct MlsClient {
     pub(crate) config: MlsConfig,
     pub(crate) groups: BTreeMap<GroupId, MlsGroup>,
     pub(crate) members: MemberCache,
+    /// Verified devices of each group other than this one, with the epoch they are valid for.
+    pub(crate) recipients:
+        std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -69,6 +72,7 @@ impl MlsClient {
             config,
             groups: BTreeMap::new(),
             members: MemberCache::default(),
+            recipients: std::collections::HashMap::new(),
         };
         for group_id in client.provider.storage().list_groups()? {
             let group_id = GroupId::from_openmls(&group_id);
@@ -150,6 +154,8 @@ impl MlsClient {
 
     /// Reloads `group` from storage (or forgets it if storage has none).
     pub(crate) fn reload_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        // A reloaded group may be a different state at the same epoch number.
+        self.recipients.remove(group);
         match MlsGroup::load(self.provider.storage(), &group.to_openmls())
             .map_err(|e| MlsError::openmls("load a group", e))?
         {
