@@ -14,7 +14,7 @@ use crate::error::MlsError;
 use crate::events::{DeliveryId, Event};
 use crate::group_id::GroupId;
 use crate::member_verification::MemberCache;
-use crate::outbox::COUNTER_NAMESPACE;
+use crate::outbox::next_sequence;
 
 /// Namespace of undelivered application messages, keyed by big-endian delivery id.
 pub(crate) const INBOX_NAMESPACE: &str = "app_inbox";
@@ -41,26 +41,9 @@ pub(crate) struct Delivery<'a> {
     pub(crate) body: &'a [u8],
 }
 
-fn sequence_key() -> Key {
-    Key::from_segment("inbox_sequence")
-}
-
 /// Stores a delivered message in the open transaction; returns its delivery id.
 pub(crate) fn push(txn: &mut Transaction, delivery: &Delivery<'_>) -> Result<DeliveryId, MlsError> {
-    let next = match txn.get(COUNTER_NAMESPACE, &sequence_key())? {
-        Some(bytes) => u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
-            MlsError::CorruptedState {
-                namespace: COUNTER_NAMESPACE,
-                reason: "inbox sequence is not 8 bytes",
-            }
-        })?),
-        None => 1,
-    };
-    txn.put(
-        COUNTER_NAMESPACE,
-        sequence_key(),
-        (next + 1).to_be_bytes().to_vec(),
-    )?;
+    let next = next_sequence(txn, "inbox_sequence")?;
     let encode_error = |_| MlsError::Internal {
         what: "inbox record does not encode",
     };

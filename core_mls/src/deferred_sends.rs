@@ -14,13 +14,9 @@ use spacepanda_core::{Key, Transaction};
 use crate::app_message::AppMessage;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
-use crate::outbox::COUNTER_NAMESPACE;
+use crate::outbox::next_sequence;
 
 pub(crate) const DEFERRED_NAMESPACE: &str = "deferred_send";
-
-fn sequence_key() -> Key {
-    Key::from_segment("deferred_sequence")
-}
 
 /// Keeps `message` for `group` until it can be encrypted.
 pub(crate) fn push(
@@ -28,20 +24,7 @@ pub(crate) fn push(
     group: &GroupId,
     message: &AppMessage,
 ) -> Result<(), MlsError> {
-    let next = match txn.get(COUNTER_NAMESPACE, &sequence_key())? {
-        Some(bytes) => u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
-            MlsError::CorruptedState {
-                namespace: COUNTER_NAMESPACE,
-                reason: "deferred sequence is not 8 bytes",
-            }
-        })?),
-        None => 1,
-    };
-    txn.put(
-        COUNTER_NAMESPACE,
-        sequence_key(),
-        (next + 1).to_be_bytes().to_vec(),
-    )?;
+    let next = next_sequence(txn, "deferred_sequence")?;
     txn.put(
         DEFERRED_NAMESPACE,
         Key::from_segments([group.as_slice(), &next.to_be_bytes()]),

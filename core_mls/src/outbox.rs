@@ -37,8 +37,21 @@ fn entry_key(id: OutboxId) -> Key {
     Key::from_segment(id.0.to_be_bytes())
 }
 
-fn sequence_key() -> Key {
-    Key::from_segment("outbox_sequence")
+/// Draws the next number (from 1) of the sequence `name` inside `txn`: outbox entries, inbox
+/// deliveries and deferred sends are keyed by such numbers so scans come back in order.
+pub(crate) fn next_sequence(txn: &mut Transaction, name: &'static str) -> Result<u64, MlsError> {
+    let key = Key::from_segment(name);
+    let next = match txn.get(COUNTER_NAMESPACE, &key)? {
+        Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+            MlsError::CorruptedState {
+                namespace: COUNTER_NAMESPACE,
+                reason: "sequence counter is not 8 bytes",
+            }
+        })?),
+        None => 1,
+    };
+    txn.put(COUNTER_NAMESPACE, key, (next + 1).to_be_bytes().to_vec())?;
+    Ok(next)
 }
 
 /// Appends `envelope` for `to` to the outbox inside `txn` and returns the entry.
@@ -47,20 +60,7 @@ pub(crate) fn push(
     to: Recipients,
     envelope: Envelope,
 ) -> Result<Outbound, MlsError> {
-    let next = match txn.get(COUNTER_NAMESPACE, &sequence_key())? {
-        Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-            MlsError::CorruptedState {
-                namespace: COUNTER_NAMESPACE,
-                reason: "outbox sequence is not 8 bytes",
-            }
-        })?),
-        None => 1,
-    };
-    txn.put(
-        COUNTER_NAMESPACE,
-        sequence_key(),
-        (next + 1).to_be_bytes().to_vec(),
-    )?;
+    let next = next_sequence(txn, "outbox_sequence")?;
     let id = OutboxId(next);
     let record = OutboxRecordWire {
         version: RECORD_VERSION,
