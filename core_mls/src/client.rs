@@ -152,6 +152,25 @@ impl MlsClient {
         }
     }
 
+    /// What an OpenMLS call on `group` needs: the provider, the group, and our signer —
+    /// borrowed together, since they are separate fields of the client.
+    pub(crate) fn openmls_parts(
+        &mut self,
+        group: &GroupId,
+    ) -> Result<(&SpacePandaProvider, &mut MlsGroup, DeviceSigner<'_>), MlsError> {
+        let mls_group = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| MlsError::UnknownGroup {
+                group: group.clone(),
+            })?;
+        Ok((
+            &self.provider,
+            mls_group,
+            DeviceSigner(self.device.signature_key_pair()),
+        ))
+    }
+
     /// Reloads `group` from storage (or forgets it if storage has none).
     pub(crate) fn reload_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
         // A reloaded group may be a different state at the same epoch number.

@@ -106,19 +106,9 @@ impl MlsClient {
         let me = self.own_verified_member()?;
         let output = self.transaction(Some(group), |client| {
             let key_packages: Vec<_> = validated.iter().map(|(kp, _)| kp.clone()).collect();
-            let provider = &client.provider;
-            let mls_group = client
-                .groups
-                .get_mut(group)
-                .ok_or_else(|| MlsError::UnknownGroup {
-                    group: group.clone(),
-                })?;
+            let (provider, mls_group, signer) = client.openmls_parts(group)?;
             let (commit, welcome, _) = mls_group
-                .add_members(
-                    provider,
-                    &DeviceSigner(client.device.signature_key_pair()),
-                    &key_packages,
-                )
+                .add_members(provider, &signer, &key_packages)
                 .map_err(|e| MlsError::openmls("add members", e))?;
             mls_group
                 .merge_pending_commit(provider)
@@ -206,19 +196,9 @@ impl MlsClient {
         let now = self.now();
         let output = self.transaction(Some(group), |client| {
             let indices: Vec<LeafNodeIndex> = removed.iter().map(|(index, _)| *index).collect();
-            let provider = &client.provider;
-            let mls_group = client
-                .groups
-                .get_mut(group)
-                .ok_or_else(|| MlsError::UnknownGroup {
-                    group: group.clone(),
-                })?;
+            let (provider, mls_group, signer) = client.openmls_parts(group)?;
             let (commit, _, _) = mls_group
-                .remove_members(
-                    provider,
-                    &DeviceSigner(client.device.signature_key_pair()),
-                    &indices,
-                )
+                .remove_members(provider, &signer, &indices)
                 .map_err(|e| MlsError::openmls("remove members", e))?;
             mls_group
                 .merge_pending_commit(provider)
@@ -259,19 +239,9 @@ impl MlsClient {
         let me = self.own_verified_member()?;
         let now = self.now();
         let output = self.transaction(Some(group), |client| {
-            let provider = &client.provider;
-            let mls_group = client
-                .groups
-                .get_mut(group)
-                .ok_or_else(|| MlsError::UnknownGroup {
-                    group: group.clone(),
-                })?;
+            let (provider, mls_group, signer) = client.openmls_parts(group)?;
             let bundle = mls_group
-                .self_update(
-                    provider,
-                    &DeviceSigner(client.device.signature_key_pair()),
-                    LeafNodeParameters::default(),
-                )
+                .self_update(provider, &signer, LeafNodeParameters::default())
                 .map_err(|e| MlsError::openmls("self-update", e))?;
             mls_group
                 .merge_pending_commit(provider)
@@ -329,15 +299,9 @@ impl MlsClient {
             });
         }
         self.transaction(Some(group), |client| {
-            let provider = &client.provider;
-            let mls_group = client
-                .groups
-                .get_mut(group)
-                .ok_or_else(|| MlsError::UnknownGroup {
-                    group: group.clone(),
-                })?;
+            let (provider, mls_group, signer) = client.openmls_parts(group)?;
             let proposal = mls_group
-                .leave_group(provider, &DeviceSigner(client.device.signature_key_pair()))
+                .leave_group(provider, &signer)
                 .map_err(|e| MlsError::openmls("propose to leave", e))?;
             let outbound = client.queue_outbound(
                 Recipients {
@@ -422,19 +386,9 @@ impl MlsClient {
         let recipients = self.other_member_devices(group)?;
         let plaintext = message.encode()?;
         self.transaction(Some(group), |client| {
-            let provider = &client.provider;
-            let mls_group = client
-                .groups
-                .get_mut(group)
-                .ok_or_else(|| MlsError::UnknownGroup {
-                    group: group.clone(),
-                })?;
+            let (provider, mls_group, signer) = client.openmls_parts(group)?;
             let message = mls_group
-                .create_message(
-                    provider,
-                    &DeviceSigner(client.device.signature_key_pair()),
-                    &plaintext,
-                )
+                .create_message(provider, &signer, &plaintext)
                 .map_err(|e| MlsError::openmls("encrypt a message", e))?;
             let mut sent = Output::default();
             if !recipients.is_empty() {

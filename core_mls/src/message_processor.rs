@@ -192,13 +192,7 @@ impl MlsClient {
         message: ProtocolMessage,
     ) -> Result<(Output, FollowUp), MlsError> {
         let now = self.now();
-        let provider = &self.provider;
-        let mls_group = self
-            .groups
-            .get_mut(group)
-            .ok_or_else(|| MlsError::UnknownGroup {
-                group: group.clone(),
-            })?;
+        let (provider, mls_group, _) = self.openmls_parts(group)?;
         let processed = mls_group
             .process_message(provider, message)
             .map_err(|e| map_process_error(group, e))?;
@@ -262,13 +256,7 @@ impl MlsClient {
                         });
                     }
                 };
-                let provider = &self.provider;
-                let mls_group =
-                    self.groups
-                        .get_mut(group)
-                        .ok_or_else(|| MlsError::UnknownGroup {
-                            group: group.clone(),
-                        })?;
+                let (provider, mls_group, _) = self.openmls_parts(group)?;
                 mls_group
                     .store_pending_proposal(provider.storage(), *queued)
                     .map_err(|e| MlsError::openmls("store a proposal", e))?;
@@ -327,13 +315,7 @@ impl MlsClient {
                     removed.push(self.verified_leaf(group, index)?);
                 }
                 let self_removed = staged.self_removed();
-                let provider = &self.provider;
-                let mls_group =
-                    self.groups
-                        .get_mut(group)
-                        .ok_or_else(|| MlsError::UnknownGroup {
-                            group: group.clone(),
-                        })?;
+                let (provider, mls_group, _) = self.openmls_parts(group)?;
                 mls_group
                     .merge_staged_commit(provider, *staged)
                     .map_err(|e| MlsError::openmls("merge a commit", e))?;
