@@ -38,6 +38,8 @@ pub struct MlsClient {
     /// Verified devices of each group other than this one, with the epoch they are valid for.
     pub(crate) recipients:
         std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
+    /// Commits refused as older than the fork window, per group (reported by `tick`).
+    pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -73,6 +75,7 @@ impl MlsClient {
             groups: BTreeMap::new(),
             members: MemberCache::default(),
             recipients: std::collections::HashMap::new(),
+            outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
         };
         for group_id in client.provider.storage().list_groups()? {
             let group_id = GroupId::from_openmls(&group_id);
@@ -385,7 +388,8 @@ impl MlsClient {
         let policy = self.config.key_packages.clone();
         let created = self.transaction(None, |client| {
             client.with_txn(|txn| key_package_manager::rotate(txn, &policy, now))?;
-            key_package_manager::prune(&client.provider, &policy, now)?;
+            key_package_manager::prune(&client.provider, &policy, client.config.fork_window, now)?;
+            client.expire_snapshots(now)?;
             let dropped = client.with_txn(|txn| {
                 seen_messages::expire(txn, client.config.dedup_retention, now)?;
                 epoch_buffer::expire(txn, &client.config, now)
@@ -400,6 +404,11 @@ impl MlsClient {
             output
                 .events
                 .push(Event::KeyPackagesReplenished { created });
+        }
+        output.events.extend(self.report_outside_window());
+        // Own commits queued by a rollback whose follow-up a crash interrupted.
+        for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {
+            output.extend(self.reissue_commits(&group)?);
         }
         for group in self.groups() {
             if self.self_update_due(&group, now)? {

@@ -43,6 +43,14 @@ pub struct MlsConfig {
     pub self_update_after: Duration,
     /// How long message ids are remembered for de-duplication (default 30 days).
     pub dedup_retention: Duration,
+    /// How many past epochs of each group are kept as snapshots, so that a competing commit for
+    /// one of them with a smaller commit ref can still win (default 8). A competing commit for
+    /// an older epoch is [`MlsError::ForkOutsideWindow`](crate::MlsError::ForkOutsideWindow).
+    pub fork_window_epochs: u64,
+    /// How long a snapshot is kept (default 24 h; `tick` drops older ones). The same window
+    /// bounds how long a single-use key package's private keys outlive the Welcome that used
+    /// them, so that a device added by a commit that lost can be re-added with the same package.
+    pub fork_window: Duration,
     /// Key package pool policy.
     pub key_packages: PoolPolicy,
 }
@@ -64,6 +72,8 @@ impl Default for MlsConfig {
             pending_proposal_timeout: Duration::from_secs(60),
             self_update_after: 7 * DAY,
             dedup_retention: 30 * DAY,
+            fork_window_epochs: 8,
+            fork_window: DAY,
             key_packages: PoolPolicy::default(),
         }
     }

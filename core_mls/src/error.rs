@@ -145,6 +145,35 @@ pub enum MlsError {
         /// The group's epoch.
         current_epoch: u64,
     },
+    /// A commit for an epoch older than the fork window: this device no longer keeps a snapshot
+    /// of that epoch, so it cannot tell whether the commit should have won. The group may have
+    /// forked for good; the engine counts it ([`MlsClient::fork_report`](crate::MlsClient::fork_report))
+    /// and the next `tick` reports [`Event::ForkOutsideWindow`](crate::Event::ForkOutsideWindow).
+    #[error(
+        "commit for epoch {message_epoch} of group {group} is older than the fork window (oldest reconcilable epoch {oldest_epoch:?}, current {current_epoch}); the group may have forked, re-add the devices on the other side"
+    )]
+    ForkOutsideWindow {
+        /// The group.
+        group: GroupId,
+        /// The commit's epoch.
+        message_epoch: u64,
+        /// The oldest epoch this device still holds a snapshot of, if any.
+        oldest_epoch: Option<u64>,
+        /// The group's epoch.
+        current_epoch: u64,
+    },
+    /// A message made on a branch of the group this device is not on and cannot reach (no
+    /// snapshot in the fork window covers it). Its sender will re-send on the winning branch
+    /// once it learns of it.
+    #[error(
+        "message for epoch {message_epoch} of group {group} was made on another branch of the group; dropped, its sender re-sends on the winning branch"
+    )]
+    OtherBranch {
+        /// The group.
+        group: GroupId,
+        /// The message's epoch.
+        message_epoch: u64,
+    },
     /// A commit references a proposal this device has not received yet; it is kept in the
     /// epoch buffer until the proposal arrives.
     #[error("a commit for group {group} references a proposal not received yet; it waits for it")]

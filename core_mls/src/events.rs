@@ -65,8 +65,12 @@ pub enum Disposition {
     Processed,
     /// Seen before (or our own message echoed back): ignored.
     Duplicate,
-    /// From a future epoch (or a group not joined yet): kept and replayed automatically.
+    /// From a future epoch, a group not joined yet, or another branch of the group that may
+    /// still win: kept and replayed automatically.
     Buffered,
+    /// A commit (or a Welcome) that lost to a competing commit of the same epoch with a smaller
+    /// commit ref: valid, but not the group's history. Ignored.
+    Superseded,
 }
 
 /// Something the application should know about.
@@ -150,6 +154,32 @@ pub enum Event {
         group: Option<GroupId>,
         /// How many.
         count: usize,
+    },
+    /// A competing commit for an earlier epoch had a smaller commit ref than the one this device
+    /// had merged: the group was rolled back to that epoch and moved onto the winning branch.
+    /// What this device did on the abandoned branch was re-issued there (see the fields).
+    CommitSuperseded {
+        /// The group.
+        group: GroupId,
+        /// The epoch both commits were made in (the fork point).
+        epoch: u64,
+        /// The epoch this device was at on the abandoned branch.
+        abandoned_epoch: u64,
+        /// Who made the winning commit.
+        winner: VerifiedMember,
+        /// Own commits (adds, removes, updates) re-issued on the winning branch.
+        reissued_commits: usize,
+        /// Own application messages sent on the abandoned branch and sent again (receivers
+        /// that already have them drop them by message id).
+        resent_messages: usize,
+    },
+    /// Commits older than the fork window arrived for this group (counted since the last
+    /// report): the group may have forked for good. Devices on the other side must be re-added.
+    ForkOutsideWindow {
+        /// The group.
+        group: GroupId,
+        /// How many such commits since the last report.
+        count: u64,
     },
     /// The key package pool went below its low watermark and was refilled; publish the new
     /// ones ([`publishable_key_packages`](crate::MlsClient::publishable_key_packages)).

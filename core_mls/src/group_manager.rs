@@ -14,11 +14,23 @@ use tls_codec::Serialize as _;
 use crate::app_message::AppMessage;
 use crate::client::{CIPHERSUITE, MlsClient};
 use crate::envelope::{Envelope, EnvelopeKind};
+use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
-use crate::{deferred_sends, key_package_validation};
+use crate::{deferred_sends, fork_resolution, key_package_validation};
+
+/// The commit ref of our pending commit: the confirmed transcript hash of the epoch it creates
+/// (see `fork_resolution`).
+fn commit_ref(group: &MlsGroup) -> Result<Vec<u8>, MlsError> {
+    group
+        .pending_commit()
+        .map(|commit| commit.group_context().confirmed_transcript_hash().to_vec())
+        .ok_or(MlsError::Internal {
+            what: "an own commit was made but none is pending",
+        })
+}
 
 /// Namespace of per-group metadata of ours (not OpenMLS's).
 pub(crate) const GROUP_META_NAMESPACE: &str = "group_meta";
@@ -104,16 +116,28 @@ impl MlsClient {
         }
         let recipients = self.other_member_devices(group)?;
         let me = self.own_verified_member()?;
+        let key_packages_bytes = key_packages.to_vec();
         let output = self.transaction(Some(group), |client| {
             let key_packages: Vec<_> = validated.iter().map(|(kp, _)| kp.clone()).collect();
+            let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
+            fork_resolution::tag_outgoing(mls_group);
             let (commit, welcome, _) = mls_group
                 .add_members(provider, &signer, &key_packages)
                 .map_err(|e| MlsError::openmls("add members", e))?;
+            let commit_ref = commit_ref(mls_group)?;
             mls_group
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
+            client.finish_snapshot(
+                group,
+                snapshot,
+                commit_ref,
+                Some(OwnCommit::Add {
+                    key_packages: key_packages_bytes.clone(),
+                }),
+            )?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -166,7 +190,7 @@ impl MlsClient {
         self.remove_where(group, |m| m.user_id() == *user && m.device_id() == *device)
     }
 
-    fn remove_where(
+    pub(crate) fn remove_where(
         &mut self,
         group: &GroupId,
         selected: impl Fn(&VerifiedMember) -> bool,
@@ -194,16 +218,31 @@ impl MlsClient {
         let recipients = self.other_member_devices(group)?;
         let me = self.own_verified_member()?;
         let now = self.now();
+        let intent = OwnCommit::Remove {
+            devices: removed
+                .iter()
+                .map(|(_, m)| {
+                    (
+                        m.user_id().as_bytes().to_vec(),
+                        m.device_id().as_bytes().to_vec(),
+                    )
+                })
+                .collect(),
+        };
         let output = self.transaction(Some(group), |client| {
             let indices: Vec<LeafNodeIndex> = removed.iter().map(|(index, _)| *index).collect();
+            let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
+            fork_resolution::tag_outgoing(mls_group);
             let (commit, _, _) = mls_group
                 .remove_members(provider, &signer, &indices)
                 .map_err(|e| MlsError::openmls("remove members", e))?;
+            let commit_ref = commit_ref(mls_group)?;
             mls_group
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
+            client.finish_snapshot(group, snapshot, commit_ref, Some(intent))?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(
                 Recipients {
@@ -239,14 +278,18 @@ impl MlsClient {
         let me = self.own_verified_member()?;
         let now = self.now();
         let output = self.transaction(Some(group), |client| {
+            let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
+            fork_resolution::tag_outgoing(mls_group);
             let bundle = mls_group
                 .self_update(provider, &signer, LeafNodeParameters::default())
                 .map_err(|e| MlsError::openmls("self-update", e))?;
+            let commit_ref = commit_ref(mls_group)?;
             mls_group
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
+            client.finish_snapshot(group, snapshot, commit_ref, Some(OwnCommit::SelfUpdate))?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -300,6 +343,7 @@ impl MlsClient {
         }
         self.transaction(Some(group), |client| {
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
+            fork_resolution::tag_outgoing(mls_group);
             let proposal = mls_group
                 .leave_group(provider, &signer)
                 .map_err(|e| MlsError::openmls("propose to leave", e))?;
@@ -387,9 +431,14 @@ impl MlsClient {
         let plaintext = message.encode()?;
         self.transaction(Some(group), |client| {
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
-            let message = mls_group
+            fork_resolution::tag_outgoing(mls_group);
+            let epoch = mls_group.epoch().as_u64();
+            let sent = mls_group
                 .create_message(provider, &signer, &plaintext)
                 .map_err(|e| MlsError::openmls("encrypt a message", e))?;
+            // Kept while a rollback could abandon this epoch, to be sent again on the winner.
+            client.with_txn(|txn| epoch_snapshots::log_sent(txn, group, epoch, message))?;
+            let message = sent;
             let mut sent = Output::default();
             if !recipients.is_empty() {
                 sent.outbound.push(client.queue_outbound(

@@ -94,7 +94,9 @@ mod config;
 mod deferred_sends;
 pub mod envelope;
 mod epoch_buffer;
+mod epoch_snapshots;
 mod events;
+mod fork_resolution;
 mod group_id;
 mod group_manager;
 pub mod key_package_manager;
@@ -111,6 +113,7 @@ pub use envelope::{Envelope, EnvelopeKind, MessageId};
 pub use events::{
     DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output, Recipients,
 };
+pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;
 pub use key_package_manager::{
     KeyPackageState, PoolPolicy, PoolStatus, PublishableKeyPackage, UnknownKeyPackageHint,

@@ -29,13 +29,17 @@ use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
-use crate::{app_inbox, seen_messages};
+use crate::{app_inbox, epoch_snapshots, fork_resolution, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
 
 /// What a processed handshake asks the engine to do after its transaction committed.
 #[derive(Debug, Default)]
-struct FollowUp {
+pub(crate) struct FollowUp {
     replay: bool,
+    /// For a merged commit: its commit ref (the confirmed transcript hash of the new epoch).
+    pub(crate) commit_ref: Option<Vec<u8>>,
+    /// For a merged commit: who made it.
+    pub(crate) committer: Option<VerifiedMember>,
 }
 
 impl MlsClient {
@@ -109,7 +113,24 @@ impl MlsClient {
         }
         let group = GroupId::from_openmls(message.group_id());
         let message_epoch = message.epoch().as_u64();
+        let tag = fork_resolution::message_tag(&message);
+        let is_commit = message.content_type() == ContentType::Commit;
         let Some(current) = self.groups.get(&group).map(|g| g.epoch().as_u64()) else {
+            // A branch that removed us may still lose to a commit of an epoch we kept.
+            if is_commit
+                && let Some(meta) =
+                    self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?
+                && fork_resolution::tag_matches(&tag, &meta.branch_tag)
+            {
+                return self.handle_competing_commit(
+                    envelope,
+                    message,
+                    &group,
+                    message_epoch,
+                    meta,
+                    buffered,
+                );
+            }
             if self.was_removed_from(&group)? {
                 return Err(MlsError::NotAMember {
                     group,
@@ -121,18 +142,50 @@ impl MlsClient {
         if message_epoch > current {
             return self.buffer(envelope, &group, message_epoch, buffered);
         }
-        if message_epoch < current && message.is_handshake_message() {
-            return Err(MlsError::StaleEpoch {
-                group,
-                message_epoch,
-                current_epoch: current,
-            });
+        if message_epoch == current {
+            let ours = fork_resolution::branch_tag(self.group(&group)?);
+            if !fork_resolution::tag_matches(&tag, &ours) {
+                return self.other_branch(envelope, &group, message_epoch, buffered);
+            }
+        } else {
+            let meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
+            if is_commit {
+                return match meta {
+                    Some(meta) if fork_resolution::tag_matches(&tag, &meta.branch_tag) => self
+                        .handle_competing_commit(
+                            envelope,
+                            message,
+                            &group,
+                            message_epoch,
+                            meta,
+                            buffered,
+                        ),
+                    Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
+                    None => self.fork_outside_window(&group, message_epoch, current),
+                };
+            }
+            if message.is_handshake_message() {
+                return Err(MlsError::StaleEpoch {
+                    group,
+                    message_epoch,
+                    current_epoch: current,
+                });
+            }
+            if let Some(meta) = meta
+                && !fork_resolution::tag_matches(&tag, &meta.branch_tag)
+            {
+                return self.other_branch(envelope, &group, message_epoch, buffered);
+            }
         }
         let processed = self.transaction(Some(&group), |client| {
             if let Some(entry) = buffered {
                 client.with_txn(|txn| epoch_buffer::remove(txn, entry))?;
             }
-            client.process_in_transaction(&group, envelope, message)
+            if is_commit {
+                client.process_commit_with_snapshot(&group, envelope, message)
+            } else {
+                client.process_in_transaction(&group, envelope, message)
+            }
         });
         let (output, follow_up) = match processed {
             // The commit overtook a proposal it references: keep it until the proposal arrives.
@@ -143,13 +196,28 @@ impl MlsClient {
         };
         let mut output = output;
         if follow_up.replay {
-            output.extend(self.replay_buffered(&group)?);
-            output.extend(self.send_deferred(&group)?);
+            output.extend(self.after_branch_change(&group)?);
         }
         Ok(output)
     }
 
-    fn buffer(
+    /// Inside the open transaction: snapshot of the current epoch, then the commit processed
+    /// and merged as usual, then the snapshot stored with the merged commit's ref.
+    pub(crate) fn process_commit_with_snapshot(
+        &mut self,
+        group: &GroupId,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+    ) -> Result<(Output, FollowUp), MlsError> {
+        let snapshot = self.begin_snapshot(group)?;
+        let (output, follow_up) = self.process_in_transaction(group, envelope, message)?;
+        if let Some(commit_ref) = &follow_up.commit_ref {
+            self.finish_snapshot(group, snapshot, commit_ref.clone(), None)?;
+        }
+        Ok((output, follow_up))
+    }
+
+    pub(crate) fn buffer(
         &mut self,
         envelope: &Envelope,
         group: &GroupId,
@@ -315,6 +383,9 @@ impl MlsClient {
                     removed.push(self.verified_leaf(group, index)?);
                 }
                 let self_removed = staged.self_removed();
+                follow_up.commit_ref =
+                    Some(staged.group_context().confirmed_transcript_hash().to_vec());
+                follow_up.committer = Some(sender.clone());
                 let (provider, mls_group, _) = self.openmls_parts(group)?;
                 mls_group
                     .merge_staged_commit(provider, *staged)

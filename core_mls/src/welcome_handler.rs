@@ -6,16 +6,39 @@
 //! marks the package consumed (and a new last-resort package is made if that one was used) →
 //! `Joined`. Any failure rolls the whole transaction back, so the key package stays usable for
 //! a genuine Welcome.
+//!
+//! A Welcome for a group this device already holds replaces the held state in two cases only
+//! (see `fork_resolution`): it re-uses the single-use key package this device joined with, at
+//! a later epoch — a member re-added us on the winning branch after the commit that first added
+//! us lost; or it is for the same epoch with a smaller commit ref — two members added us
+//! concurrently. Otherwise it is [`MlsError::AlreadyJoined`].
 
-use openmls::prelude::{StagedWelcome, Welcome};
+use openmls::prelude::{OpenMlsProvider as _, StagedWelcome, Welcome};
 
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::{self, ledger};
-use crate::seen_messages;
+use crate::storage::codec;
+use crate::{deferred_sends, epoch_snapshots, seen_messages};
+use serde::{Deserialize, Serialize};
+use spacepanda_core::Key;
+
+/// Where this device joined a group from: kept so that a later Welcome for the same group can
+/// be recognised as a re-add on the winning branch (same key package, later epoch) or as a
+/// concurrent add with a smaller commit ref (same epoch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JoinRecord {
+    epoch: u64,
+    key_package_ref: Vec<u8>,
+    commit_ref: Vec<u8>,
+}
+
+const JOINED: &[u8] = b"joined";
 
 impl MlsClient {
     pub(crate) fn handle_welcome(
@@ -33,14 +56,47 @@ impl MlsClient {
         let (group_id, group, events) = self.transaction(None, |client| {
             let matched =
                 client.with_txn(|txn| key_package_manager::on_welcome(txn, &candidates, now))?;
+            // OpenMLS deletes a single-use bundle while staging; it is kept for the fork window.
+            let bundle = if matched.last_resort {
+                None
+            } else {
+                key_package_manager::read_bundle(&client.provider, &matched.key_package_ref)?
+            };
             let staged =
                 StagedWelcome::new_from_welcome(&client.provider, &join_config, welcome, None)
                     .map_err(|e| MlsError::InvalidWelcome {
                         reason: e.to_string(),
                     })?;
             let group_id = GroupId::from_openmls(staged.group_context().group_id());
-            if client.groups.contains_key(&group_id) {
-                return Err(MlsError::AlreadyJoined { group: group_id });
+            let epoch = staged.group_context().epoch().as_u64();
+            let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
+            let joined_key = Key::from_segments([group_id.as_slice(), JOINED]);
+            let replaces = if client.groups.contains_key(&group_id) {
+                let joined: Option<JoinRecord> = client
+                    .with_txn(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
+                    .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
+                    .transpose()?;
+                let replaces = joined.is_some_and(|joined| {
+                    if matched.reused {
+                        // Re-added with the same package: the branch we joined on lost.
+                        joined.key_package_ref == matched.key_package_ref && epoch > joined.epoch
+                    } else {
+                        // Added by two concurrent commits: the smaller commit ref wins.
+                        epoch == joined.epoch && commit_ref < joined.commit_ref
+                    }
+                });
+                if !replaces {
+                    return Err(MlsError::AlreadyJoined { group: group_id });
+                }
+                true
+            } else {
+                false
+            };
+            if matched.reused && !replaces {
+                return Err(MlsError::NoMatchingKeyPackage {
+                    key_package_ref: hex::encode(&matched.key_package_ref),
+                    hint: UnknownKeyPackageHint::AlreadyConsumed,
+                });
             }
             let members: Vec<_> = staged.members().collect();
             for member in &members {
@@ -57,19 +113,20 @@ impl MlsClient {
                 inviter_leaf.credential(),
                 inviter_leaf.signature_key().as_slice(),
             )?;
+            if replaces {
+                client.abandon_joined_branch(&group_id)?;
+            }
             let group =
                 staged
                     .into_group(&client.provider)
                     .map_err(|e| MlsError::InvalidWelcome {
                         reason: e.to_string(),
                     })?;
-            let epoch = group.epoch().as_u64();
-            if !matched.last_resort {
-                // Forward secrecy: the private init key must not outlive this Welcome. OpenMLS
-                // deletes the bundle while staging; do not depend on it.
-                key_package_manager::delete_private_keys(
+            if let Some(bundle) = &bundle {
+                key_package_manager::restore_bundle(
                     &client.provider,
                     &matched.key_package_ref,
+                    bundle,
                 )?;
             }
             if matched.replace_last_resort {
@@ -84,7 +141,16 @@ impl MlsClient {
                 )?;
                 client.with_txn(|txn| ledger::store(txn, &entry))?;
             }
-            client.with_txn(|txn| seen_messages::record_envelope(txn, envelope.id(), now))?;
+            let record = codec::encode(&JoinRecord {
+                epoch,
+                key_package_ref: matched.key_package_ref.clone(),
+                commit_ref,
+            })?;
+            client.with_txn(|txn| {
+                seen_messages::record_envelope(txn, envelope.id(), now)?;
+                txn.put(GROUP_META_NAMESPACE, joined_key, record)?;
+                Ok(())
+            })?;
             client.record_leaf_update(&group_id, now)?;
             let events = vec![Event::Joined {
                 group: group_id.clone(),
@@ -93,13 +159,30 @@ impl MlsClient {
             }];
             Ok((group_id, group, events))
         })?;
+        self.recipients.remove(&group_id);
         self.groups.insert(group_id.clone(), group);
         let mut output = Output {
             events,
             ..Output::default()
         };
-        // Messages that raced ahead of the Welcome.
+        // Messages that raced ahead of the Welcome, then what we sent on an abandoned branch.
         output.extend(self.replay_buffered(&group_id)?);
+        output.extend(self.send_deferred(&group_id)?);
         Ok(output)
+    }
+
+    /// Inside the open transaction: the state this device joined `group` with is on a branch
+    /// that lost. Deletes it and its snapshots; what we sent there waits to be sent again.
+    fn abandon_joined_branch(&self, group: &GroupId) -> Result<(), MlsError> {
+        self.provider.storage().delete_group(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
+                epoch_snapshots::delete(txn, group, epoch)?;
+            }
+            for message in epoch_snapshots::take_sent_after(txn, group, None)? {
+                deferred_sends::push(txn, group, &message)?;
+            }
+            Ok(())
+        })
     }
 }

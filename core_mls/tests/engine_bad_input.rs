@@ -18,6 +18,7 @@ use openmls::prelude::{
     BasicCredential, CredentialWithKey, KeyPackage, MlsGroup, OpenMlsProvider as _, SignatureScheme,
 };
 use openmls_basic_credential::SignatureKeyPair;
+use spacepanda_core::Clock as _;
 use tls_codec::Serialize as _;
 
 fn three() -> (Harness, core_mls::GroupId) {
@@ -107,25 +108,63 @@ fn own_echo_and_duplicates_are_dispositions_not_errors() {
 }
 
 #[test]
-fn a_losing_commit_from_a_past_epoch_is_stale() {
-    let (mut h, group) = three();
+fn a_competing_commit_outside_the_fork_window_is_refused_counted_and_reported() {
+    // No snapshots at all: every competing commit is outside the window.
+    let config = MlsConfig {
+        fork_window_epochs: 0,
+        ..MlsConfig::default()
+    };
+    let mut h = Harness::memory_with(&["alice", "bob", "carol"], 21, config);
+    let group = h.group_with(0, &[1, 2]);
     let alice_commit = h.nodes[0].client().self_update(&group).unwrap();
     let bob_commit = h.nodes[1].client().self_update(&group).unwrap();
     assert_eq!(
         h.handle(2, &alice_commit.outbound[0].envelope.to_bytes()),
         Ok(Disposition::Processed)
     );
-    let stale = err(&mut h, 2, &bob_commit.outbound[0].envelope.to_bytes());
+    let before = h.nodes[2].client().epoch_authenticator(&group).unwrap();
+    let refused = err(&mut h, 2, &bob_commit.outbound[0].envelope.to_bytes());
     assert!(
         matches!(
-            stale,
-            MlsError::StaleEpoch {
+            refused,
+            MlsError::ForkOutsideWindow {
                 message_epoch: 1,
                 current_epoch: 2,
+                oldest_epoch: None,
                 ..
             }
         ),
-        "{stale}"
+        "{refused}"
+    );
+    assert_eq!(
+        h.nodes[2].client().epoch_authenticator(&group).unwrap(),
+        before
+    );
+    assert_eq!(
+        h.nodes[2]
+            .client()
+            .fork_report(&group)
+            .unwrap()
+            .outside_window,
+        1
+    );
+    let now = h.clock.now();
+    let ticked = h.nodes[2].client().tick(now).unwrap();
+    assert!(
+        ticked.events.iter().any(|e| matches!(
+            e,
+            core_mls::Event::ForkOutsideWindow { group: g, count: 1 } if *g == group
+        )),
+        "{:?}",
+        ticked.events
+    );
+    let again = h.nodes[2].client().tick(now).unwrap();
+    assert!(
+        !again
+            .events
+            .iter()
+            .any(|e| matches!(e, core_mls::Event::ForkOutsideWindow { .. })),
+        "reported once"
     );
     h.nodes[0]
         .client()

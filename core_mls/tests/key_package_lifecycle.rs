@@ -31,6 +31,8 @@ use tls_codec::Serialize as _;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const MINUTE: Duration = Duration::from_secs(60);
+/// `MlsConfig::fork_window` default: how long a consumed package keeps its private keys.
+const FORK_WINDOW: Duration = DAY;
 /// Default pool policy, spelled out so the tests read as the design document does.
 const TARGET: usize = 32;
 const LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
@@ -423,6 +425,10 @@ fn restart_keeps_ledger_and_private_keys() {
     );
 
     invitee.join(&welcome, &group, &adder);
+    // Kept for the fork window (a re-add on a winning branch reuses it), then deleted.
+    assert!(invitee.has_private_bundle(&used.key_package_ref));
+    clock.advance(FORK_WINDOW);
+    invitee.tick();
     assert!(!invitee.has_private_bundle(&used.key_package_ref));
     let status = invitee.client.key_package_status().unwrap();
     assert_eq!((status.published, status.consumed), (TARGET - 1, 1));
@@ -615,7 +621,7 @@ fn welcome_for_a_package_never_made_here_says_so() {
 }
 
 #[test]
-fn consumed_single_use_package_loses_its_private_keys_at_once() {
+fn consumed_single_use_package_keeps_its_private_keys_for_the_fork_window_only() {
     let clock = ManualClock::starting_now();
     let mut adder = Device::in_memory(&clock, "adder");
     let mut invitee = Device::in_memory(&clock, "invitee");
@@ -625,7 +631,15 @@ fn consumed_single_use_package_loses_its_private_keys_at_once() {
     let (group, welcome) = invite(&mut adder, &used.key_package);
 
     invitee.join(&welcome, &group, &adder);
-    // Gone from the store in the Welcome's own transaction — no tick needed.
+    // Kept while the commit that added us could still lose to a concurrent one (then a member
+    // re-adds us on the winning branch with this same package) ...
+    assert!(invitee.has_private_bundle(&used.key_package_ref));
+    clock.advance(FORK_WINDOW - MINUTE);
+    invitee.tick();
+    assert!(invitee.has_private_bundle(&used.key_package_ref));
+    // ... and gone once the fork window has passed.
+    clock.advance(MINUTE);
+    invitee.tick();
     assert!(!invitee.has_private_bundle(&used.key_package_ref));
     let mut expected = refs(&invitee.publishable());
     expected.remove(&used.key_package_ref);
@@ -676,7 +690,8 @@ fn failed_welcome_leaves_the_key_package_usable() {
     assert!(invitee.has_private_bundle(&package.key_package_ref));
 
     invitee.join(&welcome, &group, &adder);
-    assert!(!invitee.has_private_bundle(&package.key_package_ref));
+    let status = invitee.client.key_package_status().unwrap();
+    assert_eq!((status.fresh, status.consumed), (TARGET - 1, 1));
 }
 
 // ---- validation of others' key packages --------------------------------------------------------

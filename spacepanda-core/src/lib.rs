@@ -68,4 +68,4 @@ pub use key_value_store::{KeyValueStore, MAX_NAMESPACE_LEN, SharedStore, WriteBa
 pub use memory_store::MemoryStore;
 pub use redb_store::RedbStore;
 pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SealedStore};
-pub use transaction::Transaction;
+pub use transaction::{PriorValue, Transaction};

@@ -9,6 +9,17 @@ use crate::{Key, SharedStore, StoreResult, WriteBatch};
 
 type Overlay = BTreeMap<String, BTreeMap<Key, Option<Zeroizing<Vec<u8>>>>>;
 
+/// What a key held before the first write since [`Transaction::start_undo_log`]: `None` if it
+/// did not exist.
+pub type PriorValue = Option<Zeroizing<Vec<u8>>>;
+
+/// Prior values of keys written since an undo log was started, for the namespaces it watches.
+#[derive(Default)]
+struct UndoLog {
+    namespaces: Vec<String>,
+    priors: BTreeMap<(String, Key), PriorValue>,
+}
+
 /// Buffered writes over a store.
 ///
 /// Reads see this transaction's own writes first, then the store. [`commit`](Self::commit)
@@ -36,6 +47,7 @@ pub struct Transaction {
     store: SharedStore,
     overlay: Overlay,
     writes: usize,
+    undo: Option<UndoLog>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -53,6 +65,7 @@ impl Transaction {
             store: SharedStore::clone(store),
             overlay: Overlay::new(),
             writes: 0,
+            undo: None,
         }
     }
 
@@ -115,6 +128,32 @@ impl Transaction {
         Ok(count)
     }
 
+    /// Starts recording, for every key of `namespaces` written from now on, the value it had
+    /// just before its first such write (as this transaction saw it). A caller that must later
+    /// undo part of this transaction — an epoch snapshot that OpenMLS's merge reaches outside
+    /// the group's key prefix — takes the log with [`take_undo_log`](Self::take_undo_log).
+    /// Starting a new log discards one in progress.
+    pub fn start_undo_log(&mut self, namespaces: &[&str]) {
+        self.undo = Some(UndoLog {
+            namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+            priors: BTreeMap::new(),
+        });
+    }
+
+    /// Stops the undo log and returns `(namespace, key, prior value)` for every key written
+    /// since it started, in namespace and key order. Empty if none was started.
+    pub fn take_undo_log(&mut self) -> Vec<(String, Key, PriorValue)> {
+        self.undo
+            .take()
+            .map(|log| {
+                log.priors
+                    .into_iter()
+                    .map(|((namespace, key), prior)| (namespace, key, prior))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn record(
         &mut self,
         namespace: &str,
@@ -123,6 +162,19 @@ impl Transaction {
     ) -> StoreResult<()> {
         // Fail at the call that misused the API, not later at commit.
         check_namespace(namespace)?;
+        let watched = self.undo.as_ref().is_some_and(|log| {
+            log.namespaces.iter().any(|n| n == namespace)
+                && !log
+                    .priors
+                    .contains_key(&(namespace.to_owned(), key.clone()))
+        });
+        if watched {
+            let prior = self.get(namespace, &key)?.map(Zeroizing::new);
+            if let Some(log) = self.undo.as_mut() {
+                log.priors
+                    .insert((namespace.to_owned(), key.clone()), prior);
+            }
+        }
         self.writes += 1;
         self.overlay
             .entry(namespace.to_owned())
@@ -161,4 +213,55 @@ impl Transaction {
 
     /// Discards every buffered write (the same as dropping the transaction, but explicit).
     pub fn rollback(self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn undo_log_records_the_value_before_the_first_write_in_watched_namespaces() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let mut setup = Transaction::begin(&store);
+        setup
+            .put("keys", Key::from_segment("a"), b"old".to_vec())
+            .unwrap();
+        setup.commit().unwrap();
+
+        let mut txn = Transaction::begin(&store);
+        // Written before the log starts: the log sees this value as the prior.
+        txn.put("keys", Key::from_segment("a"), b"mid".to_vec())
+            .unwrap();
+        txn.start_undo_log(&["keys"]);
+        txn.put("keys", Key::from_segment("a"), b"new".to_vec())
+            .unwrap();
+        txn.put("keys", Key::from_segment("a"), b"newer".to_vec())
+            .unwrap();
+        txn.put("keys", Key::from_segment("b"), b"fresh".to_vec())
+            .unwrap();
+        txn.put("other", Key::from_segment("c"), b"unwatched".to_vec())
+            .unwrap();
+        let log = txn.take_undo_log();
+        let log: Vec<(String, Key, Option<Vec<u8>>)> = log
+            .into_iter()
+            .map(|(n, k, v)| (n, k, v.map(|v| v.to_vec())))
+            .collect();
+        assert_eq!(
+            log,
+            vec![
+                (
+                    "keys".to_owned(),
+                    Key::from_segment("a"),
+                    Some(b"mid".to_vec())
+                ),
+                ("keys".to_owned(), Key::from_segment("b"), None),
+            ]
+        );
+        assert!(txn.take_undo_log().is_empty(), "taking the log stops it");
+    }
 }

@@ -148,6 +148,10 @@ pub(crate) struct WelcomeMatch {
     /// A last-resort package was used and none is offered any more: make a new one. (A second
     /// use of an already replaced last-resort package must not make yet another.)
     pub(crate) replace_last_resort: bool,
+    /// A single-use package already consumed, whose keys are still kept for the fork window:
+    /// usable only to re-add this device to the group it joined with it (a re-add after the
+    /// commit that first added it lost to a concurrent one).
+    pub(crate) reused: bool,
 }
 
 /// The credential and signer key packages are built with.
@@ -281,9 +285,13 @@ pub(crate) fn rotate(
 /// Marks expired packages, deletes private keys that are no longer needed, and drops old
 /// tombstones, inside the provider's open transaction. Returns how many private bundles were
 /// deleted.
+///
+/// `retain_consumed` is how long a consumed single-use package keeps its private keys: the fork
+/// window, during which the device may be re-added with it (see `fork_resolution`).
 pub(crate) fn prune(
     provider: &SpacePandaProvider,
     policy: &PoolPolicy,
+    retain_consumed: std::time::Duration,
     now: Timestamp,
 ) -> Result<usize, MlsError> {
     let storage = provider.storage();
@@ -307,10 +315,11 @@ pub(crate) fn prune(
             changed = true;
         }
         let beyond_grace = now >= entry.not_after.saturating_add(policy.grace);
-        // Single-use consumed packages lose their keys in the Welcome's own transaction (and
-        // are tombstones from then on); this only catches a record that somehow was not
-        // marked. Deleting again is harmless.
-        let consumed_single_use = entry.state == KeyPackageState::Consumed && !entry.last_resort;
+        // Single-use consumed packages keep their keys for the fork window only (a re-add after
+        // a lost commit reuses them), then become tombstones.
+        let consumed_single_use = entry.state == KeyPackageState::Consumed
+            && !entry.last_resort
+            && now.duration_since(entry.state_changed_at) >= retain_consumed;
         if beyond_grace || consumed_single_use {
             delete_private_keys(provider, &entry.key_package_ref)?;
             entry.keys_deleted = true;
@@ -336,6 +345,32 @@ pub(crate) fn delete_private_keys(
         .storage()
         .delete_key_package(&hash_ref)
         .map_err(|e| MlsError::openmls("delete a key package", e))
+}
+
+/// The private bundle of one of our key packages, if OpenMLS still stores it.
+pub(crate) fn read_bundle(
+    provider: &SpacePandaProvider,
+    key_package_ref_bytes: &[u8],
+) -> Result<Option<openmls::prelude::KeyPackageBundle>, MlsError> {
+    let hash_ref = key_package_ref(key_package_ref_bytes)?;
+    provider
+        .storage()
+        .key_package(&hash_ref)
+        .map_err(|e| MlsError::openmls("read a key package", e))
+}
+
+/// Stores the private bundle of one of our key packages again (OpenMLS deletes a single-use
+/// one when it joins with it; we keep it for the fork window).
+pub(crate) fn restore_bundle(
+    provider: &SpacePandaProvider,
+    key_package_ref_bytes: &[u8],
+    bundle: &openmls::prelude::KeyPackageBundle,
+) -> Result<(), MlsError> {
+    let hash_ref = key_package_ref(key_package_ref_bytes)?;
+    provider
+        .storage()
+        .write_key_package(&hash_ref, bundle)
+        .map_err(|e| MlsError::openmls("keep a key package", e))
 }
 
 /// Rebuilds an OpenMLS `KeyPackageRef` from its bytes (OpenMLS only offers this in tests, so
@@ -364,8 +399,18 @@ pub(crate) fn on_welcome(
         let Some(mut entry) = ledger::load(txn, candidate)? else {
             continue;
         };
-        let double_spend = entry.state == KeyPackageState::Consumed && !entry.last_resort;
-        let hint = if double_spend {
+        let consumed_single_use = entry.state == KeyPackageState::Consumed && !entry.last_resort;
+        if consumed_single_use && !entry.keys_deleted {
+            // Keys kept for the fork window: the Welcome handler decides whether this is a
+            // re-add to the same group (allowed) or a double spend.
+            return Ok(WelcomeMatch {
+                key_package_ref: entry.key_package_ref,
+                last_resort: false,
+                replace_last_resort: false,
+                reused: true,
+            });
+        }
+        let hint = if consumed_single_use {
             Some(UnknownKeyPackageHint::AlreadyConsumed)
         } else if entry.keys_deleted {
             // Expired and pruned — also a multi-use last-resort package, whose keys are only
@@ -379,11 +424,9 @@ pub(crate) fn on_welcome(
             continue;
         }
         entry.set_state(KeyPackageState::Consumed, now);
-        if !entry.last_resort {
-            // The Welcome's transaction deletes the private bundle (forward secrecy): the
-            // record becomes a tombstone that recognises a second Welcome as a double spend.
-            entry.keys_deleted = true;
-        }
+        // A single-use package keeps its private bundle for the fork window (the Welcome
+        // handler puts it back after OpenMLS deletes it); `prune` deletes it then, and the
+        // record becomes a tombstone that recognises a later Welcome as a double spend.
         ledger::store(txn, &entry)?;
         let replace_last_resort =
             entry.last_resort && current_last_resort(&ledger::load_all(txn)?, now).is_none();
@@ -391,6 +434,7 @@ pub(crate) fn on_welcome(
             key_package_ref: entry.key_package_ref,
             last_resort: entry.last_resort,
             replace_last_resort,
+            reused: false,
         });
     }
     let (key_package_ref, hint) = best_hint.unwrap_or_else(|| {

@@ -1,0 +1,327 @@
+//! Durable records that let a group move onto another branch: snapshots of past epochs, the
+//! application messages this device sent in recent epochs, and own commits waiting to be
+//! re-issued after a rollback.
+//!
+//! Layout (all sealed at rest like everything else):
+//! - [`META_NAMESPACE`] `[group id, epoch (u64 BE)]` → [`SnapshotMeta`] (CBOR): when it was taken,
+//!   the branch tag of that epoch, the commit ref this device merged out of it, and the commit
+//!   this device made in it, if any;
+//! - [`STATE_NAMESPACE`] `[group id, epoch, "p", key]` → every entry of the group's OpenMLS
+//!   prefix as it was in that epoch (`key` is the original key's encoding, one segment);
+//!   `[group id, epoch, "u", namespace, key]` → what a key outside the prefix held before the
+//!   merge changed it (`0` = absent, `1 ‖ value`): OpenMLS's merge deletes our old leaf
+//!   encryption key pair and writes the new one under their public keys, outside the prefix;
+//! - [`SENT_LOG_NAMESPACE`] `[group id, epoch, sequence]` → an encoded [`AppMessage`] this
+//!   device encrypted in that epoch;
+//! - [`REISSUE_NAMESPACE`] `[group id, sequence]` → an [`OwnCommit`] (CBOR) to make again on
+//!   the winning branch.
+//!
+//! Metadata lives apart from the (large) state so that listing snapshots reads no state.
+
+use serde::{Deserialize, Serialize};
+use spacepanda_core::{Key, PriorValue, Timestamp, Transaction};
+
+use crate::app_message::AppMessage;
+use crate::error::MlsError;
+use crate::group_id::GroupId;
+use crate::outbox::next_sequence;
+use crate::storage::codec;
+
+/// Snapshot metadata, one record per group and epoch.
+pub(crate) const META_NAMESPACE: &str = "fork_snapshot_meta";
+/// Snapshot contents.
+pub(crate) const STATE_NAMESPACE: &str = "fork_snapshot";
+/// Application messages sent in recent epochs.
+pub(crate) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
+/// Own commits to re-issue on the winning branch.
+pub(crate) const REISSUE_NAMESPACE: &str = "fork_reissue";
+
+const PREFIX_ENTRY: &[u8] = b"p";
+const UNDO_ENTRY: &[u8] = b"u";
+
+/// A commit this device made, as an intent that can be made again on another branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum OwnCommit {
+    /// Add the devices of these key packages (TLS-encoded MLS messages, as published).
+    Add { key_packages: Vec<Vec<u8>> },
+    /// Remove these devices: `(user id, device id)` bytes.
+    Remove { devices: Vec<(Vec<u8>, Vec<u8>)> },
+    /// A fresh leaf for this device (also commits pending proposals).
+    SelfUpdate,
+}
+
+/// What is known about one past epoch of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotMeta {
+    /// When the snapshot was taken (unix ms, our clock).
+    pub(crate) taken_at_ms: u64,
+    /// The branch tag of this epoch on our branch: messages made in it carry it.
+    pub(crate) branch_tag: Vec<u8>,
+    /// The commit ref of the commit this device merged out of this epoch: the confirmed
+    /// transcript hash of the epoch it created. A competing commit wins if its ref is smaller.
+    pub(crate) merged_ref: Vec<u8>,
+    /// The commit this device made in this epoch, if the merged one was ours.
+    pub(crate) own_commit: Option<OwnCommit>,
+}
+
+fn epoch_key(group: &GroupId, epoch: u64) -> Key {
+    Key::from_segments([group.as_slice(), &epoch.to_be_bytes()])
+}
+
+fn epoch_of(key: &Key) -> Option<u64> {
+    let segment = key.segments().nth(1)?;
+    Some(u64::from_be_bytes(segment.try_into().ok()?))
+}
+
+/// Writes one snapshot: the group's prefix entries (`(key, value)` of namespace `mls`), the
+/// prior values of what the merge changed outside it, and the metadata.
+pub(crate) fn store(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    prefix_entries: &[(Key, Vec<u8>)],
+    undo: Vec<(String, Key, PriorValue)>,
+    meta: &SnapshotMeta,
+) -> Result<(), MlsError> {
+    let base = epoch_key(group, epoch);
+    // A retaken snapshot (after a rollback to this epoch) replaces the old one whole.
+    txn.delete_prefix(STATE_NAMESPACE, &base)?;
+    for (key, value) in prefix_entries {
+        txn.put(
+            STATE_NAMESPACE,
+            base.clone().with(PREFIX_ENTRY).with(key.as_bytes()),
+            value.clone(),
+        )?;
+    }
+    for (namespace, key, prior) in undo {
+        let mut value = Vec::with_capacity(1 + prior.as_ref().map_or(0, |p| p.len()));
+        match prior {
+            Some(prior) => {
+                value.push(1);
+                value.extend_from_slice(&prior);
+            }
+            None => value.push(0),
+        }
+        txn.put(
+            STATE_NAMESPACE,
+            base.clone()
+                .with(UNDO_ENTRY)
+                .with(namespace.as_bytes())
+                .with(key.as_bytes()),
+            value,
+        )?;
+    }
+    txn.put(META_NAMESPACE, base, codec::encode(meta)?)?;
+    Ok(())
+}
+
+/// Every snapshot's metadata for `group`, oldest epoch first.
+pub(crate) fn metas(
+    txn: &Transaction,
+    group: &GroupId,
+) -> Result<Vec<(u64, SnapshotMeta)>, MlsError> {
+    let mut metas = Vec::new();
+    for (key, bytes) in txn.scan_prefix(META_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        let epoch = epoch_of(&key).ok_or(MlsError::corrupted(
+            META_NAMESPACE,
+            "snapshot key has no epoch",
+        ))?;
+        metas.push((epoch, codec::decode(META_NAMESPACE, &bytes)?));
+    }
+    // Sealed stores scan in an unspecified order.
+    metas.sort_by_key(|(epoch, _)| *epoch);
+    Ok(metas)
+}
+
+/// The metadata of the snapshot of `epoch`, if kept.
+pub(crate) fn meta(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<Option<SnapshotMeta>, MlsError> {
+    txn.get(META_NAMESPACE, &epoch_key(group, epoch))?
+        .map(|bytes| codec::decode(META_NAMESPACE, &bytes))
+        .transpose()
+}
+
+/// Every group with at least one snapshot, and the epochs and times of its snapshots.
+pub(crate) fn all(txn: &Transaction) -> Result<Vec<(GroupId, u64, Timestamp)>, MlsError> {
+    let mut out = Vec::new();
+    for (key, bytes) in txn.scan_prefix(META_NAMESPACE, &Key::empty())? {
+        let group = key
+            .segments()
+            .next()
+            .map(GroupId::from_slice)
+            .ok_or(MlsError::corrupted(
+                META_NAMESPACE,
+                "snapshot key has no group",
+            ))?;
+        let epoch = epoch_of(&key).ok_or(MlsError::corrupted(
+            META_NAMESPACE,
+            "snapshot key has no epoch",
+        ))?;
+        let meta: SnapshotMeta = codec::decode(META_NAMESPACE, &bytes)?;
+        out.push((group, epoch, Timestamp::from_unix_millis(meta.taken_at_ms)));
+    }
+    Ok(out)
+}
+
+/// The group's prefix entries kept for `epoch` (original keys), and the undo entries
+/// `(namespace, key, prior)` of the merge out of it.
+#[allow(clippy::type_complexity)]
+pub(crate) fn contents(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<(Vec<(Key, Vec<u8>)>, Vec<(String, Key, Option<Vec<u8>>)>), MlsError> {
+    let corrupted = |reason| MlsError::corrupted(STATE_NAMESPACE, reason);
+    let base = epoch_key(group, epoch);
+    let mut prefix = Vec::new();
+    let mut undo = Vec::new();
+    for (key, value) in txn.scan_prefix(STATE_NAMESPACE, &base)? {
+        let mut segments = key.segments().skip(2);
+        match segments.next() {
+            Some(PREFIX_ENTRY) => {
+                let original = segments
+                    .next()
+                    .ok_or_else(|| corrupted("snapshot entry has no key"))?;
+                let original =
+                    Key::from_encoded(original).map_err(|_| corrupted("snapshot key malformed"))?;
+                prefix.push((original, value));
+            }
+            Some(UNDO_ENTRY) => {
+                let namespace = segments
+                    .next()
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .ok_or_else(|| corrupted("undo entry has no namespace"))?
+                    .to_owned();
+                let original = segments
+                    .next()
+                    .ok_or_else(|| corrupted("undo entry has no key"))?;
+                let original =
+                    Key::from_encoded(original).map_err(|_| corrupted("undo key malformed"))?;
+                let prior = match value.split_first() {
+                    Some((0, [])) => None,
+                    Some((1, rest)) => Some(rest.to_vec()),
+                    _ => return Err(corrupted("undo entry value malformed")),
+                };
+                undo.push((namespace, original, prior));
+            }
+            _ => return Err(corrupted("snapshot entry of unknown kind")),
+        }
+    }
+    Ok((prefix, undo))
+}
+
+/// Deletes the snapshot of `epoch`.
+pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
+    let base = epoch_key(group, epoch);
+    txn.delete_prefix(STATE_NAMESPACE, &base)?;
+    txn.delete(META_NAMESPACE, base)?;
+    Ok(())
+}
+
+/// Records an application message this device encrypted in `epoch`.
+pub(crate) fn log_sent(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    message: &AppMessage,
+) -> Result<(), MlsError> {
+    let sequence = next_sequence(txn, "sent_log_sequence")?;
+    txn.put(
+        SENT_LOG_NAMESPACE,
+        epoch_key(group, epoch).with(sequence.to_be_bytes()),
+        message.encode()?,
+    )?;
+    Ok(())
+}
+
+/// Removes and returns the messages logged for epochs after `after` (all if `None`), in the
+/// order they were sent.
+pub(crate) fn take_sent_after(
+    txn: &mut Transaction,
+    group: &GroupId,
+    after: Option<u64>,
+) -> Result<Vec<AppMessage>, MlsError> {
+    let mut entries = Vec::new();
+    for (key, bytes) in txn.scan_prefix(SENT_LOG_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        let epoch = epoch_of(&key).ok_or(MlsError::corrupted(
+            SENT_LOG_NAMESPACE,
+            "sent log key has no epoch",
+        ))?;
+        if after.is_none_or(|after| epoch > after) {
+            let sequence = key
+                .segments()
+                .nth(2)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            let message = AppMessage::decode(&bytes).map_err(|_| {
+                MlsError::corrupted(SENT_LOG_NAMESPACE, "sent message does not decode")
+            })?;
+            entries.push((sequence, key, message));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut messages = Vec::with_capacity(entries.len());
+    for (_, key, message) in entries {
+        txn.delete(SENT_LOG_NAMESPACE, key)?;
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// Forgets logged messages of epochs up to `through`: no rollback can reach behind them.
+pub(crate) fn prune_sent_through(
+    txn: &mut Transaction,
+    group: &GroupId,
+    through: Option<u64>,
+) -> Result<(), MlsError> {
+    for (key, _) in txn.scan_prefix(SENT_LOG_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        let epoch = epoch_of(&key).unwrap_or(0);
+        if through.is_none_or(|through| epoch <= through) {
+            txn.delete(SENT_LOG_NAMESPACE, key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Queues an own commit to make again on the winning branch.
+pub(crate) fn queue_reissue(
+    txn: &mut Transaction,
+    group: &GroupId,
+    commit: &OwnCommit,
+) -> Result<(), MlsError> {
+    let sequence = next_sequence(txn, "reissue_sequence")?;
+    txn.put(
+        REISSUE_NAMESPACE,
+        Key::from_segments([group.as_slice(), &sequence.to_be_bytes()]),
+        codec::encode(commit)?,
+    )?;
+    Ok(())
+}
+
+/// Own commits waiting to be re-issued in `group`, oldest first, with their keys.
+pub(crate) fn reissues(
+    txn: &Transaction,
+    group: &GroupId,
+) -> Result<Vec<(Key, OwnCommit)>, MlsError> {
+    let mut out = Vec::new();
+    for (key, bytes) in txn.scan_prefix(REISSUE_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        out.push((key, codec::decode(REISSUE_NAMESPACE, &bytes)?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Groups with own commits waiting to be re-issued.
+pub(crate) fn groups_with_reissues(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
+    let mut groups: Vec<GroupId> = txn
+        .scan_prefix(REISSUE_NAMESPACE, &Key::empty())?
+        .into_iter()
+        .filter_map(|(key, _)| key.segments().next().map(GroupId::from_slice))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}

@@ -1,0 +1,543 @@
+//! Concurrent commits: the rule that makes every member pick the same one, and the rollback
+//! that moves a member onto the winning branch.
+//!
+//! There is no server to order the commits of an epoch, so two members can commit in the same
+//! epoch. **Rule:** of the valid commits made in one epoch, the one with the smallest *commit
+//! ref* wins, on every member. The commit ref is the confirmed transcript hash of the epoch the
+//! commit creates: every member that processes the commit computes it, the committer knows it,
+//! and a device the commit adds reads it from the group context in its Welcome — so a device
+//! added by two concurrent commits picks the same winner as everyone else.
+//!
+//! **Snapshots.** Before merging any commit (its own or someone else's), a member copies the
+//! group's OpenMLS key prefix and records, through the transaction's undo log, what the merge
+//! changes outside it (our leaf's HPKE key pairs live under their public keys); see
+//! [`epoch_snapshots`](crate::epoch_snapshots). The last `fork_window_epochs` snapshots, none
+//! older than `fork_window`, are kept.
+//!
+//! **Branch tags.** Every group message this device makes carries, as its MLS authenticated
+//! data, a tag of the epoch state it was made in (a one-way hash of group id, epoch and epoch
+//! authenticator). A receiver tells a message of its own branch from one of a competing
+//! branch before decrypting: a competing branch's messages are buffered while a rollback could
+//! still reach them, instead of failing to decrypt.
+//!
+//! **Rollback.** A commit for a past epoch whose snapshot is kept (and whose tag matches it) is
+//! a competing commit: in one transaction the group is put back in that epoch, the commit is
+//! processed as usual (identity checks included), and its ref is compared with the one merged
+//! before. Smaller: the transaction commits — the group is on the winning branch — and
+//! `CommitSuperseded` is reported. Not smaller: the transaction is rolled back and the commit
+//! is [`Disposition::Superseded`](crate::Disposition::Superseded).
+//!
+//! **What the abandoned branch did is done again**, durably queued in the rollback's own
+//! transaction: this device's commits from the abandoned epochs are re-issued (adds of devices
+//! not yet members, removes of devices still members, self-updates), and its application
+//! messages encrypted there are sent again (receivers drop copies they have by message id).
+//!
+//! **Outside the window** a competing commit cannot be judged: [`MlsError::ForkOutsideWindow`],
+//! counted, and reported by the next `tick` as [`Event::ForkOutsideWindow`].
+
+use std::collections::HashMap;
+
+use openmls::prelude::{MlsGroup, OpenMlsProvider as _, ProtocolMessage};
+use spacepanda_core::{Key, Timestamp};
+
+use crate::client::MlsClient;
+use crate::deferred_sends;
+use crate::envelope::Envelope;
+use crate::epoch_buffer::BufferedMessage;
+use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
+use crate::error::MlsError;
+use crate::events::{Disposition, Event, Output};
+use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::seen_messages;
+use crate::storage::key_layout::{
+    ENCRYPTION_KEY_NAMESPACE, GROUP_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE,
+};
+
+/// How a group fared with concurrent commits on this device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForkReport {
+    /// How often this device rolled back onto a winning branch.
+    pub superseded: u64,
+    /// Commits refused because they were older than the fork window, since this client was
+    /// opened.
+    pub outside_window: u64,
+    /// Past epochs currently kept as snapshots (how far back a competing commit can still win).
+    pub snapshots: usize,
+}
+
+/// Length of a branch tag.
+const BRANCH_TAG_LEN: usize = 16;
+const BRANCH_TAG_CONTEXT: &str = "spacepanda branch tag v1";
+const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
+/// Namespaces outside the group prefix that OpenMLS's merge may write: their prior values go
+/// into the snapshot's undo entries.
+const UNDO_NAMESPACES: [&str; 3] = [
+    ENCRYPTION_KEY_NAMESPACE,
+    SIGNATURE_KEY_NAMESPACE,
+    PSK_NAMESPACE,
+];
+
+/// Fork bookkeeping kept in memory: commits refused as outside the window, per group, and how
+/// many of them `tick` has reported.
+#[derive(Debug, Default)]
+pub(crate) struct OutsideWindowCounts {
+    counts: HashMap<GroupId, (u64, u64)>,
+}
+
+/// The tag of the group's current epoch state (see the module docs).
+///
+/// The epoch authenticator differs between any two epoch states (it is derived from the epoch
+/// secret); the tag is a one-way hash of it, so publishing the tag does not publish it.
+pub(crate) fn branch_tag(group: &MlsGroup) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new_derive_key(BRANCH_TAG_CONTEXT);
+    let group_id = group.group_id().as_slice();
+    hasher.update(&(group_id.len() as u64).to_be_bytes());
+    hasher.update(group_id);
+    hasher.update(&group.epoch().as_u64().to_be_bytes());
+    hasher.update(group.epoch_authenticator().as_slice());
+    hasher
+        .finalize()
+        .as_bytes()
+        .iter()
+        .take(BRANCH_TAG_LEN)
+        .copied()
+        .collect()
+}
+
+/// Sets the branch tag as the authenticated data of the next message `group` makes.
+pub(crate) fn tag_outgoing(group: &mut MlsGroup) {
+    let tag = branch_tag(group);
+    group.set_aad(tag);
+}
+
+/// The branch tag an incoming message claims (its authenticated data, which decryption
+/// verifies), if it carries one.
+pub(crate) fn message_tag(message: &ProtocolMessage) -> Option<Vec<u8>> {
+    let aad = match message {
+        ProtocolMessage::PrivateMessage(private) => private.aad(),
+        ProtocolMessage::PublicMessage(_) => return None,
+    };
+    (aad.len() == BRANCH_TAG_LEN).then(|| aad.to_vec())
+}
+
+/// A message without a tag (from an older build) is taken to be of our branch.
+pub(crate) fn tag_matches(claimed: &Option<Vec<u8>>, ours: &[u8]) -> bool {
+    claimed.as_deref().is_none_or(|claimed| claimed == ours)
+}
+
+/// What `begin_snapshot` captured, until the merge is done.
+pub(crate) struct SnapshotStart {
+    epoch: u64,
+    branch_tag: Vec<u8>,
+    entries: Vec<(Key, Vec<u8>)>,
+}
+
+/// What a rollback abandoned.
+struct Abandoned {
+    own_commits: Vec<OwnCommit>,
+    sent: Vec<crate::app_message::AppMessage>,
+}
+
+impl MlsClient {
+    /// How `group` fared with concurrent commits on this device.
+    pub fn fork_report(&self, group: &GroupId) -> Result<ForkReport, MlsError> {
+        let (superseded, snapshots) = self.read(|txn| {
+            Ok((
+                read_counter(txn, group, SUPERSEDED_COUNTER)?,
+                epoch_snapshots::metas(txn, group)?.len(),
+            ))
+        })?;
+        Ok(ForkReport {
+            superseded,
+            outside_window: self
+                .outside_window
+                .counts
+                .get(group)
+                .map_or(0, |(count, _)| *count),
+            snapshots,
+        })
+    }
+
+    /// Application messages the app sent in `group` that wait for a pending membership change
+    /// to be committed before they are encrypted.
+    pub fn pending_deferred_sends(&self, group: &GroupId) -> Result<usize, MlsError> {
+        Ok(self
+            .read(|txn| deferred_sends::for_group(txn, group))?
+            .len())
+    }
+
+    /// Inside the open transaction, before a commit out of the group's current epoch is made
+    /// or processed: captures the group's prefix and starts the undo log.
+    pub(crate) fn begin_snapshot(&self, group: &GroupId) -> Result<SnapshotStart, MlsError> {
+        let mls_group = self.group(group)?;
+        let epoch = mls_group.epoch().as_u64();
+        let branch_tag = branch_tag(mls_group);
+        let entries = self.provider.storage().group_entries(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            txn.start_undo_log(&UNDO_NAMESPACES);
+            Ok(())
+        })?;
+        Ok(SnapshotStart {
+            epoch,
+            branch_tag,
+            entries,
+        })
+    }
+
+    /// After the merge, in the same transaction: stores the snapshot with the ref of the
+    /// commit merged (and ours, if it was ours), and drops what the window no longer covers.
+    pub(crate) fn finish_snapshot(
+        &self,
+        group: &GroupId,
+        start: SnapshotStart,
+        merged_ref: Vec<u8>,
+        own_commit: Option<OwnCommit>,
+    ) -> Result<(), MlsError> {
+        let now = self.now();
+        let window = self.config.fork_window_epochs;
+        self.with_txn(|txn| {
+            let undo = txn.take_undo_log();
+            if window > 0 {
+                let meta = SnapshotMeta {
+                    taken_at_ms: now.unix_millis(),
+                    branch_tag: start.branch_tag,
+                    merged_ref,
+                    own_commit,
+                };
+                epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
+            }
+            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
+                if epoch.saturating_add(window) <= start.epoch {
+                    epoch_snapshots::delete(txn, group, epoch)?;
+                }
+            }
+            let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
+            // Messages of epochs no kept snapshot precedes can never need sending again.
+            epoch_snapshots::prune_sent_through(txn, group, oldest)
+        })
+    }
+
+    /// `tick`: drops snapshots older than the fork window (also of groups this device was
+    /// removed from on a branch that may still lose).
+    pub(crate) fn expire_snapshots(&self, now: Timestamp) -> Result<(), MlsError> {
+        let window = self.config.fork_window;
+        self.with_txn(|txn| {
+            let mut touched: Vec<GroupId> = Vec::new();
+            for (group, epoch, taken_at) in epoch_snapshots::all(txn)? {
+                if now.duration_since(taken_at) >= window {
+                    epoch_snapshots::delete(txn, &group, epoch)?;
+                    touched.push(group);
+                }
+            }
+            touched.dedup();
+            for group in touched {
+                let oldest = epoch_snapshots::metas(txn, &group)?
+                    .first()
+                    .map(|(e, _)| *e);
+                epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A message of another branch of `group`, at `epoch`: kept while a rollback could still
+    /// reach its branch (some kept snapshot precedes its epoch), else refused.
+    pub(crate) fn other_branch(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let oldest = self.read(|txn| epoch_snapshots::metas(txn, group))?;
+        if oldest.first().is_some_and(|(oldest, _)| *oldest < epoch) {
+            return self.buffer(envelope, group, epoch, buffered);
+        }
+        Err(MlsError::OtherBranch {
+            group: group.clone(),
+            message_epoch: epoch,
+        })
+    }
+
+    /// A commit for a past epoch with no snapshot: counted, refused.
+    pub(crate) fn fork_outside_window(
+        &mut self,
+        group: &GroupId,
+        message_epoch: u64,
+        current_epoch: u64,
+    ) -> Result<Output, MlsError> {
+        let oldest_epoch = self
+            .read(|txn| epoch_snapshots::metas(txn, group))?
+            .first()
+            .map(|(e, _)| *e);
+        self.outside_window
+            .counts
+            .entry(group.clone())
+            .or_default()
+            .0 += 1;
+        tracing::warn!(%group, message_epoch, current_epoch, "commit older than the fork window");
+        Err(MlsError::ForkOutsideWindow {
+            group: group.clone(),
+            message_epoch,
+            oldest_epoch,
+            current_epoch,
+        })
+    }
+
+    /// `tick`: one `ForkOutsideWindow` event per group with refusals since the last report.
+    pub(crate) fn report_outside_window(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (group, (count, reported)) in &mut self.outside_window.counts {
+            if *count > *reported {
+                events.push(Event::ForkOutsideWindow {
+                    group: group.clone(),
+                    count: *count - *reported,
+                });
+                *reported = *count;
+            }
+        }
+        events.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        events
+    }
+
+    /// A commit for past epoch `epoch` of `group`, whose snapshot `meta` is kept: the rule.
+    pub(crate) fn handle_competing_commit(
+        &mut self,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        group: &GroupId,
+        epoch: u64,
+        meta: SnapshotMeta,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let abandoned_epoch = self.groups.get(group).map(|g| g.epoch().as_u64());
+        let now = self.now();
+        self.provider.storage().begin()?;
+        let attempt = (|| {
+            if let Some(entry) = buffered {
+                self.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
+            }
+            let abandoned = self.restore_snapshot(group, epoch)?;
+            let (output, follow_up) =
+                self.process_commit_with_snapshot(group, envelope, message)?;
+            let commit_ref = follow_up.commit_ref.clone().ok_or(MlsError::Internal {
+                what: "a processed commit has no commit ref",
+            })?;
+            Ok::<_, MlsError>((abandoned, output, follow_up, commit_ref))
+        })();
+        let (abandoned, mut output, follow_up, commit_ref) = match attempt {
+            Ok(values) if values.3 < meta.merged_ref => values,
+            other => {
+                // Lost (or failed): nothing of the attempt is kept.
+                self.provider.storage().rollback();
+                self.reload_group(group)?;
+                let same = matches!(&other, Ok(values) if values.3 == meta.merged_ref);
+                other?;
+                self.transaction(None, |client| {
+                    client.with_txn(|txn| {
+                        if let Some(entry) = buffered {
+                            crate::epoch_buffer::remove(txn, entry)?;
+                        }
+                        seen_messages::record_envelope(txn, envelope.id(), now)
+                    })
+                })?;
+                return Ok(Output {
+                    disposition: if same {
+                        Disposition::Duplicate
+                    } else {
+                        Disposition::Superseded
+                    },
+                    ..Output::default()
+                });
+            }
+        };
+        let _ = commit_ref;
+        let reissued_commits = abandoned.own_commits.len();
+        let resent_messages = abandoned.sent.len();
+        let committed = (|| {
+            self.with_txn(|txn| {
+                for commit in &abandoned.own_commits {
+                    epoch_snapshots::queue_reissue(txn, group, commit)?;
+                }
+                for message in &abandoned.sent {
+                    deferred_sends::push(txn, group, message)?;
+                }
+                let count = read_counter(txn, group, SUPERSEDED_COUNTER)?;
+                txn.put(
+                    GROUP_META_NAMESPACE,
+                    Key::from_segments([group.as_slice(), SUPERSEDED_COUNTER]),
+                    (count + 1).to_be_bytes().to_vec(),
+                )?;
+                Ok(())
+            })?;
+            self.provider.storage().commit()
+        })();
+        if let Err(error) = committed {
+            self.provider.storage().rollback();
+            self.reload_group(group)?;
+            return Err(error);
+        }
+        tracing::info!(%group, epoch, "moved onto the winning branch of a concurrent commit");
+        if let Some(winner) = follow_up.committer.clone() {
+            output.events.insert(
+                0,
+                Event::CommitSuperseded {
+                    group: group.clone(),
+                    epoch,
+                    abandoned_epoch: abandoned_epoch.unwrap_or(epoch + 1),
+                    winner,
+                    reissued_commits,
+                    resent_messages,
+                },
+            );
+        }
+        output.extend(self.after_branch_change(group)?);
+        Ok(output)
+    }
+
+    /// After the group moved onto another branch (or processed a commit): messages of the new
+    /// epoch that waited, own commits to re-issue, then deferred messages.
+    pub(crate) fn after_branch_change(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let mut output = self.replay_buffered(group)?;
+        output.extend(self.reissue_commits(group)?);
+        output.extend(self.send_deferred(group)?);
+        Ok(output)
+    }
+
+    /// Makes the queued own commits of `group` again on the current branch, each filtered by
+    /// what the branch already has; one that no longer applies is dropped.
+    pub(crate) fn reissue_commits(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        for (key, commit) in self.read(|txn| epoch_snapshots::reissues(txn, group))? {
+            if self.groups.contains_key(group) {
+                match self.reissue(group, &commit) {
+                    Ok(made) => output.extend(made),
+                    // The intent no longer applies on this branch (a package expired, the
+                    // device is gone): drop it rather than retry forever.
+                    Err(error) => {
+                        tracing::info!(%group, %error, "own commit not re-issued");
+                    }
+                }
+            }
+            self.transaction(None, |client| {
+                client.with_txn(|txn| {
+                    txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
+                    Ok(())
+                })
+            })?;
+        }
+        Ok(output)
+    }
+
+    fn reissue(&mut self, group: &GroupId, commit: &OwnCommit) -> Result<Output, MlsError> {
+        match commit {
+            OwnCommit::SelfUpdate => self.self_update(group),
+            OwnCommit::Remove { devices } => {
+                let wanted = |m: &core_identity::VerifiedMember| {
+                    devices.iter().any(|(user, device)| {
+                        m.user_id().as_bytes().as_slice() == user.as_slice()
+                            && m.device_id().as_bytes().as_slice() == device.as_slice()
+                    })
+                };
+                if !self.members(group)?.iter().any(wanted) {
+                    return Ok(Output::default());
+                }
+                self.remove_where(group, wanted)
+            }
+            OwnCommit::Add { key_packages } => {
+                let now = self.now();
+                let current: Vec<_> = self
+                    .members(group)?
+                    .iter()
+                    .map(crate::events::DeviceAddress::from)
+                    .collect();
+                let mut still_missing = Vec::new();
+                for package in key_packages {
+                    let (_, member) = crate::key_package_validation::validate(
+                        package,
+                        &self.provider,
+                        now,
+                        self.config.max_envelope_len,
+                        &mut self.members,
+                    )?;
+                    if !current.contains(&crate::events::DeviceAddress::from(&member)) {
+                        still_missing.push(package.clone());
+                    }
+                }
+                if still_missing.is_empty() {
+                    return Ok(Output::default());
+                }
+                self.add_members(group, &still_missing)
+            }
+        }
+    }
+
+    /// Inside the open transaction: puts `group` back in `epoch` from its snapshot and deletes
+    /// the snapshots of that epoch and later ones. Returns what the abandoned epochs held of
+    /// ours: commits to re-issue, messages to send again.
+    fn restore_snapshot(&mut self, group: &GroupId, epoch: u64) -> Result<Abandoned, MlsError> {
+        let metas = self.read(|txn| epoch_snapshots::metas(txn, group))?;
+        let mut own_commits = Vec::new();
+        // Newest first: each undo puts back what its merge found.
+        for (snapshot_epoch, meta) in metas.iter().rev().filter(|(e, _)| *e >= epoch) {
+            let (prefix, undo) =
+                self.read(|txn| epoch_snapshots::contents(txn, group, *snapshot_epoch))?;
+            self.with_txn(|txn| {
+                for (namespace, key, prior) in undo {
+                    match prior {
+                        Some(value) => txn.put(&namespace, key, value)?,
+                        None => txn.delete(&namespace, key)?,
+                    }
+                }
+                Ok(())
+            })?;
+            if *snapshot_epoch == epoch {
+                self.provider.storage().delete_group(&group.to_openmls())?;
+                self.with_txn(|txn| {
+                    for (key, value) in prefix {
+                        txn.put(GROUP_NAMESPACE, key, value)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            if let Some(commit) = &meta.own_commit {
+                own_commits.push((*snapshot_epoch, commit.clone()));
+            }
+            self.with_txn(|txn| epoch_snapshots::delete(txn, group, *snapshot_epoch))?;
+        }
+        own_commits.sort_by_key(|(e, _)| *e);
+        let sent = self.with_txn(|txn| {
+            // Restored: no longer removed, if the abandoned branch had removed us.
+            txn.delete(
+                GROUP_META_NAMESPACE,
+                Key::from_segments([group.as_slice(), b"removed"]),
+            )?;
+            epoch_snapshots::take_sent_after(txn, group, Some(epoch))
+        })?;
+        self.reload_group(group)?;
+        if !self.groups.contains_key(group) {
+            return Err(MlsError::Internal {
+                what: "a restored snapshot holds no group",
+            });
+        }
+        Ok(Abandoned {
+            own_commits: own_commits.into_iter().map(|(_, c)| c).collect(),
+            sent,
+        })
+    }
+}
+
+fn read_counter(
+    txn: &spacepanda_core::Transaction,
+    group: &GroupId,
+    name: &[u8],
+) -> Result<u64, MlsError> {
+    Ok(txn
+        .get(
+            GROUP_META_NAMESPACE,
+            &Key::from_segments([group.as_slice(), name]),
+        )?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
