@@ -2,15 +2,23 @@
 //!
 //! ```text
 //! struct {
-//!     uint16 version = 1;
+//!     uint16 version;         // 1, or 2 when a commit ref is claimed
 //!     uint8  kind;            // 1 commit, 2 proposal, 3 application, 4 welcome, 5 group info, 6 key package
 //!     opaque payload<0..2^32-1>; // one MLSMessage, TLS-encoded
+//!     select (version) {
+//!         case 2: opaque commit_ref<1..255>; // commits: the committer's claim of its commit ref
+//!     };
 //! } Envelope;
 //! ```
 //!
 //! The envelope's [`MessageId`] is a hash of its kind and payload, so a receiver can drop a
 //! duplicate without trusting anything the sender claims, and two different messages can never
-//! share an id.
+//! share an id (a copy with an altered claim is the same message, and a duplicate).
+//!
+//! The commit ref claim exists for one receiver: a member the commit removes. OpenMLS does not
+//! compute the new epoch's confirmed transcript hash for it, yet it must order the commit
+//! against a concurrent one like everyone else (see `fork_resolution`). Every other receiver
+//! computes the ref itself and rejects a commit whose claim differs.
 
 use std::fmt;
 
@@ -20,8 +28,12 @@ use tls_codec::{
 
 use crate::error::MlsError;
 
-/// The only envelope version this build writes and reads.
+/// The envelope version this build writes when no commit ref is claimed.
 pub const ENVELOPE_VERSION: u16 = 1;
+/// The envelope version with a commit ref claim (also read).
+pub const ENVELOPE_VERSION_WITH_COMMIT_REF: u16 = 2;
+/// Longest commit ref claim accepted.
+const MAX_COMMIT_REF_LEN: usize = 255;
 
 /// What an envelope carries. Receivers check it against the MLS message inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +121,7 @@ struct EnvelopeWire {
 pub struct Envelope {
     kind: EnvelopeKind,
     payload: Vec<u8>,
+    commit_ref: Vec<u8>,
     id: MessageId,
 }
 
@@ -126,7 +139,29 @@ impl Envelope {
     /// Wraps a TLS-encoded MLS message.
     pub fn new(kind: EnvelopeKind, payload: Vec<u8>) -> Self {
         let id = compute_id(kind, &payload);
-        Self { kind, payload, id }
+        Self {
+            kind,
+            payload,
+            commit_ref: Vec::new(),
+            id,
+        }
+    }
+
+    /// Wraps a commit together with the committer's claim of its commit ref (at most 255
+    /// bytes; longer claims are cut, and then rejected by every receiver).
+    pub fn with_commit_ref(kind: EnvelopeKind, payload: Vec<u8>, commit_ref: &[u8]) -> Self {
+        let mut envelope = Self::new(kind, payload);
+        envelope.commit_ref = commit_ref
+            .iter()
+            .take(MAX_COMMIT_REF_LEN)
+            .copied()
+            .collect();
+        envelope
+    }
+
+    /// The commit ref the sender claims (empty if none).
+    pub fn commit_ref(&self) -> &[u8] {
+        &self.commit_ref
     }
 
     /// What it carries.
@@ -147,13 +182,23 @@ impl Envelope {
     /// The wire bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let wire = EnvelopeWire {
-            version: ENVELOPE_VERSION,
+            version: if self.commit_ref.is_empty() {
+                ENVELOPE_VERSION
+            } else {
+                ENVELOPE_VERSION_WITH_COMMIT_REF
+            },
             kind: self.kind.to_byte(),
             payload: TlsByteVecU32::new(self.payload.clone()),
         };
         // Serialising into a Vec fails only for payloads over 4 GiB, which nothing in this crate
         // builds; an empty vector would then be rejected by every receiver as malformed.
-        wire.tls_serialize_detached().unwrap_or_default()
+        let mut bytes = wire.tls_serialize_detached().unwrap_or_default();
+        if !self.commit_ref.is_empty() {
+            // At most 255 bytes (see `with_commit_ref`): one length byte.
+            bytes.push(self.commit_ref.len() as u8);
+            bytes.extend_from_slice(&self.commit_ref);
+        }
+        bytes
     }
 
     /// Decodes wire bytes, refusing anything over `max_len` before parsing it.
@@ -170,15 +215,32 @@ impl Envelope {
                 reason: "not a TLS-encoded envelope",
             }
         })?;
+        let commit_ref = match wire.version {
+            ENVELOPE_VERSION => Vec::new(),
+            ENVELOPE_VERSION_WITH_COMMIT_REF => {
+                let (len, rest) = reader.split_first().ok_or(MlsError::MalformedEnvelope {
+                    reason: "commit ref missing",
+                })?;
+                let len = usize::from(*len);
+                if len == 0 || rest.len() < len {
+                    return Err(MlsError::MalformedEnvelope {
+                        reason: "commit ref empty or truncated",
+                    });
+                }
+                let (commit_ref, rest) = rest.split_at(len);
+                reader = rest;
+                commit_ref.to_vec()
+            }
+            found => {
+                return Err(MlsError::UnsupportedEnvelopeVersion {
+                    found,
+                    supported: ENVELOPE_VERSION_WITH_COMMIT_REF,
+                });
+            }
+        };
         if !reader.is_empty() {
             return Err(MlsError::MalformedEnvelope {
                 reason: "trailing bytes after the envelope",
-            });
-        }
-        if wire.version != ENVELOPE_VERSION {
-            return Err(MlsError::UnsupportedEnvelopeVersion {
-                found: wire.version,
-                supported: ENVELOPE_VERSION,
             });
         }
         let kind = EnvelopeKind::from_byte(wire.kind).ok_or(MlsError::MalformedEnvelope {
@@ -190,13 +252,20 @@ impl Envelope {
                 reason: "empty payload",
             });
         }
-        Ok(Self::new(kind, payload))
+        let mut envelope = Self::new(kind, payload);
+        envelope.commit_ref = commit_ref;
+        Ok(envelope)
     }
 
     /// Encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
-        // version + kind + u32 length + payload
-        2 + 1 + 4 + self.payload.len()
+        // version + kind + u32 length + payload (+ u8 length + commit ref)
+        let claim = if self.commit_ref.is_empty() {
+            0
+        } else {
+            1 + self.commit_ref.len()
+        };
+        2 + 1 + 4 + self.payload.len() + claim
     }
 }
 
@@ -233,10 +302,22 @@ mod tests {
             Err(MlsError::EnvelopeTooLarge { size, max: 50 }) if size == bytes.len()
         ));
         let mut future = bytes.clone();
-        future[..2].copy_from_slice(&2u16.to_be_bytes());
+        future[..2].copy_from_slice(&3u16.to_be_bytes());
         assert!(matches!(
             Envelope::from_bytes(&future, 1024),
-            Err(MlsError::UnsupportedEnvelopeVersion { found: 2, .. })
+            Err(MlsError::UnsupportedEnvelopeVersion { found: 3, .. })
+        ));
+        // Version 2 without its commit ref, or with a truncated one.
+        let mut claimless = bytes.clone();
+        claimless[..2].copy_from_slice(&2u16.to_be_bytes());
+        assert!(matches!(
+            Envelope::from_bytes(&claimless, 1024),
+            Err(MlsError::MalformedEnvelope { .. })
+        ));
+        claimless.extend_from_slice(&[5, 1, 2]);
+        assert!(matches!(
+            Envelope::from_bytes(&claimless, 1024),
+            Err(MlsError::MalformedEnvelope { .. })
         ));
         let mut trailing = bytes.clone();
         trailing.push(0);
@@ -259,8 +340,15 @@ mod tests {
         }
 
         #[test]
-        fn every_envelope_round_trips(kind in 1u8..=6, payload in proptest::collection::vec(any::<u8>(), 1..512)) {
-            let envelope = Envelope::new(EnvelopeKind::from_byte(kind).unwrap(), payload);
+        fn every_envelope_round_trips(
+            kind in 1u8..=6,
+            payload in proptest::collection::vec(any::<u8>(), 1..512),
+            commit_ref in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let envelope =
+                Envelope::with_commit_ref(EnvelopeKind::from_byte(kind).unwrap(), payload.clone(), &commit_ref);
+            // The claim is not part of the id: an altered copy is a duplicate.
+            prop_assert_eq!(envelope.id(), Envelope::new(EnvelopeKind::from_byte(kind).unwrap(), payload).id());
             let bytes = envelope.to_bytes();
             prop_assert_eq!(bytes.len(), envelope.encoded_len());
             prop_assert_eq!(Envelope::from_bytes(&bytes, bytes.len()).unwrap(), envelope);

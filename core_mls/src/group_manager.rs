@@ -45,6 +45,18 @@ pub(crate) fn encode_message(
     Ok(Envelope::new(kind, bytes))
 }
 
+/// A commit's envelope, with our claim of its commit ref (for members it removes).
+fn encode_commit(message: &MlsMessageOut, commit_ref: &[u8]) -> Result<Envelope, MlsError> {
+    let bytes = message
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
+    Ok(Envelope::with_commit_ref(
+        EnvelopeKind::Commit,
+        bytes,
+        commit_ref,
+    ))
+}
+
 impl MlsClient {
     /// Creates a group with this device as its only member. One transaction.
     pub fn create_group(&mut self) -> Result<GroupId, MlsError> {
@@ -133,7 +145,7 @@ impl MlsClient {
             client.finish_snapshot(
                 group,
                 snapshot,
-                commit_ref,
+                commit_ref.clone(),
                 Some(OwnCommit::Add {
                     key_packages: key_packages_bytes.clone(),
                 }),
@@ -146,7 +158,7 @@ impl MlsClient {
                         group: Some(group.clone()),
                         devices: recipients.clone(),
                     },
-                    encode_message(EnvelopeKind::Commit, &commit)?,
+                    encode_commit(&commit, &commit_ref)?,
                 )?);
             }
             output.outbound.push(
@@ -242,14 +254,14 @@ impl MlsClient {
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
-            client.finish_snapshot(group, snapshot, commit_ref, Some(intent))?;
+            client.finish_snapshot(group, snapshot, commit_ref.clone(), Some(intent))?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(
                 Recipients {
                     group: Some(group.clone()),
                     devices: recipients,
                 },
-                encode_message(EnvelopeKind::Commit, &commit)?,
+                encode_commit(&commit, &commit_ref)?,
             )?;
             Ok(Output {
                 outbound: vec![outbound],
@@ -289,7 +301,12 @@ impl MlsClient {
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
-            client.finish_snapshot(group, snapshot, commit_ref, Some(OwnCommit::SelfUpdate))?;
+            client.finish_snapshot(
+                group,
+                snapshot,
+                commit_ref.clone(),
+                Some(OwnCommit::SelfUpdate),
+            )?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -298,7 +315,7 @@ impl MlsClient {
                         group: Some(group.clone()),
                         devices: recipients,
                     },
-                    encode_message(EnvelopeKind::Commit, bundle.commit())?,
+                    encode_commit(bundle.commit(), &commit_ref)?,
                 )?);
             }
             if !removed_by_pending.is_empty() {

@@ -383,8 +383,26 @@ impl MlsClient {
                     removed.push(self.verified_leaf(group, index)?);
                 }
                 let self_removed = staged.self_removed();
-                follow_up.commit_ref =
-                    Some(staged.group_context().confirmed_transcript_hash().to_vec());
+                let computed = staged.group_context().confirmed_transcript_hash().to_vec();
+                let claimed = envelope.commit_ref();
+                follow_up.commit_ref = Some(if self_removed {
+                    // OpenMLS does not compute the new epoch's transcript hash for a member the
+                    // commit removes: order it by the committer's claim (see `envelope`).
+                    if claimed.is_empty() {
+                        computed
+                    } else {
+                        claimed.to_vec()
+                    }
+                } else {
+                    if !claimed.is_empty() && claimed != computed.as_slice() {
+                        return Err(MlsError::RejectedMessage {
+                            group: group.clone(),
+                            reason: "the envelope's commit ref claim does not match the commit"
+                                .into(),
+                        });
+                    }
+                    computed
+                });
                 follow_up.committer = Some(sender.clone());
                 let (provider, mls_group, _) = self.openmls_parts(group)?;
                 mls_group

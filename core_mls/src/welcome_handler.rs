@@ -62,11 +62,15 @@ impl MlsClient {
             } else {
                 key_package_manager::read_bundle(&client.provider, &matched.key_package_ref)?
             };
-            let staged =
-                StagedWelcome::new_from_welcome(&client.provider, &join_config, welcome, None)
-                    .map_err(|e| MlsError::InvalidWelcome {
-                        reason: e.to_string(),
-                    })?;
+            let invalid = |e: openmls::prelude::WelcomeError<MlsError>| MlsError::InvalidWelcome {
+                reason: e.to_string(),
+            };
+            // Whether a held group may be replaced is decided below, by our own rule.
+            let staged = StagedWelcome::build_from_welcome(&client.provider, &join_config, welcome)
+                .map_err(invalid)?
+                .replace_old_group()
+                .build()
+                .map_err(invalid)?;
             let group_id = GroupId::from_openmls(staged.group_context().group_id());
             let epoch = staged.group_context().epoch().as_u64();
             let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
