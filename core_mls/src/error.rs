@@ -25,6 +25,8 @@ pub type OpenMlsSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   [`MlsError::MalformedEnvelope`], [`MlsError::RejectedMessage`],
 ///   [`MlsError::UnverifiedMember`], [`MlsError::InvalidKeyPackage`],
 ///   [`MlsError::NoMatchingKeyPackage`];
+/// - **a group that may have forked** (input from a branch this device cannot reach):
+///   [`MlsError::ForkOutsideWindow`], [`MlsError::OtherBranch`];
 /// - **API misuse** also includes [`MlsError::UnknownGroup`], [`MlsError::NotAMember`],
 ///   [`MlsError::AlreadyMember`], [`MlsError::MessageTooLarge`], [`MlsError::InvalidArgument`].
 ///

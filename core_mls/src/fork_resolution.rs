@@ -222,6 +222,7 @@ impl MlsClient {
     /// removed from on a branch that may still lose).
     pub(crate) fn expire_snapshots(&self, now: Timestamp) -> Result<(), MlsError> {
         let window = self.config.fork_window;
+        let held: Vec<GroupId> = self.groups.keys().cloned().collect();
         self.with_txn(|txn| {
             let mut touched: Vec<GroupId> = Vec::new();
             for (group, epoch, taken_at) in epoch_snapshots::all(txn)? {
@@ -236,6 +237,16 @@ impl MlsClient {
                     .first()
                     .map(|(e, _)| *e);
                 epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
+            }
+            // A leave request outlives the group only while a rollback could restore it.
+            for (key, _) in txn.scan_prefix(LEAVE_NAMESPACE, &Key::empty())? {
+                let group = key.segments().next().map(GroupId::from_slice);
+                if let Some(group) = group
+                    && !held.contains(&group)
+                    && epoch_snapshots::metas(txn, &group)?.is_empty()
+                {
+                    txn.delete(LEAVE_NAMESPACE, key)?;
+                }
             }
             Ok(())
         })
@@ -333,7 +344,14 @@ impl MlsClient {
                 self.provider.storage().rollback();
                 self.reload_group(group)?;
                 let same = matches!(&other, Ok(values) if values.3 == meta.merged_ref);
-                other?;
+                match other {
+                    // It references a proposal of that epoch not received yet: wait for it.
+                    Err(MlsError::CommitAwaitsProposal { .. }) => {
+                        return self.buffer(envelope, group, epoch, buffered);
+                    }
+                    Err(error) => return Err(error),
+                    Ok(_) => {}
+                }
                 self.transaction(None, |client| {
                     client.with_txn(|txn| {
                         if let Some(entry) = buffered {
@@ -401,8 +419,26 @@ impl MlsClient {
     pub(crate) fn after_branch_change(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let mut output = self.replay_buffered(group)?;
         output.extend(self.reissue_commits(group)?);
+        output.extend(self.repropose_leave(group)?);
         output.extend(self.send_deferred(group)?);
         Ok(output)
+    }
+
+    /// This device asked to leave and is still a member, but no pending proposal removes it:
+    /// the commit that ended the epoch did not include its proposal (it lost, or the proposal
+    /// arrived late). Propose again in this epoch.
+    fn repropose_leave(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let Some(mls_group) = self.groups.get(group) else {
+            return Ok(Output::default());
+        };
+        let own = mls_group.own_leaf_index();
+        let pending = mls_group.pending_proposals().any(
+            |p| matches!(p.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own),
+        );
+        if pending || !self.read(|txn| leave_requested(txn, group))? {
+            return Ok(Output::default());
+        }
+        self.leave_group(group)
     }
 
     /// Makes the queued own commits of `group` again on the current branch, each filtered by
@@ -527,6 +563,29 @@ impl MlsClient {
         })
     }
 }
+
+/// Records (in the open transaction) that this device asked to leave `group`: kept outside the
+/// group's metadata, which a removal deletes, so that a rollback that restores us proposes again.
+pub(crate) fn request_leave(
+    txn: &mut spacepanda_core::Transaction,
+    group: &GroupId,
+) -> Result<(), MlsError> {
+    txn.put(
+        LEAVE_NAMESPACE,
+        Key::from_segment(group.as_slice()),
+        vec![1],
+    )?;
+    Ok(())
+}
+
+fn leave_requested(txn: &spacepanda_core::Transaction, group: &GroupId) -> Result<bool, MlsError> {
+    Ok(txn
+        .get(LEAVE_NAMESPACE, &Key::from_segment(group.as_slice()))?
+        .is_some())
+}
+
+/// Namespace of leave requests: `[group id]`.
+const LEAVE_NAMESPACE: &str = "leave_request";
 
 fn read_counter(
     txn: &spacepanda_core::Transaction,

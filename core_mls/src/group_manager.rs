@@ -359,6 +359,7 @@ impl MlsClient {
             });
         }
         self.transaction(Some(group), |client| {
+            client.with_txn(|txn| fork_resolution::request_leave(txn, group))?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
             fork_resolution::tag_outgoing(mls_group);
             let proposal = mls_group

@@ -435,3 +435,31 @@ fn a_commit_whose_ref_claim_was_altered_is_rejected() {
     h.deliver_all();
     h.assert_converged(&group, &[0, 1, 2]);
 }
+
+#[test]
+fn a_leave_that_a_concurrent_commit_left_out_is_proposed_again() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 11);
+    let group = h.group_with(0, &[1, 2]);
+    // Carol asks to leave; bob commits in the same epoch without her proposal.
+    let g = group.clone();
+    h.run(2, move |c| c.leave_group(&g));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.deliver_all();
+    assert!(
+        h.nodes[2].client().groups().contains(&group),
+        "bob's commit did not remove her"
+    );
+    // Alice, the designated committer, commits carol's renewed proposal at her next tick.
+    h.clock.advance(std::time::Duration::from_secs(1));
+    let now = h.clock.now();
+    let g = group.clone();
+    h.run(0, move |c| c.tick(now));
+    let _ = g;
+    h.deliver_all();
+    assert!(!h.nodes[2].client().groups().contains(&group), "carol left");
+    assert!(h.nodes[2].removed_from(&group));
+    h.assert_converged(&group, &[0, 1]);
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 2);
+    h.assert_group_works(&group, 1, &[0]);
+}

@@ -369,6 +369,9 @@ pub fn check_peer_error(error: &MlsError) {
         | MlsError::MalformedApplicationMessage { .. }
         | MlsError::RejectedMessage { .. }
         | MlsError::StaleEpoch { .. }
+        | MlsError::ForkOutsideWindow { .. }
+        | MlsError::OtherBranch { .. }
+        | MlsError::CommitAwaitsProposal { .. }
         | MlsError::TooManyProposals { .. }
         | MlsError::UnverifiedMember { .. }
         | MlsError::InvalidKeyPackage { .. }
