@@ -135,9 +135,10 @@ pub enum MlsError {
         /// OpenMLS's reason.
         reason: String,
     },
-    /// A handshake message (commit or proposal) for an epoch the group has left.
+    /// A proposal for an epoch the group has left (its proposer proposes again if it still
+    /// wants the change). Commits for past epochs go through the concurrent-commit rule instead.
     #[error(
-        "handshake for epoch {message_epoch} of group {group}, which is at epoch {current_epoch}; it lost to a commit already merged"
+        "proposal for epoch {message_epoch} of group {group}, which is at epoch {current_epoch}; a commit without it ended that epoch"
     )]
     StaleEpoch {
         /// The group.

@@ -17,9 +17,9 @@
 //! No network I/O, no threads, no async runtime, no reading of the system clock: inputs are
 //! bytes and a [`Clock`](spacepanda_core::Clock); outputs are [`Outbound`] envelopes with their
 //! recipient devices and [`Event`]s. The network layer (or the demo, or a test) drives it, and
-//! decides when to call [`MlsClient::tick`]. It does not yet resolve two commits made
-//! concurrently in the same epoch: the second one to arrive is refused as
-//! [`MlsError::StaleEpoch`] (the convergence rule is the next step; see docs/ARCHITECTURE.md).
+//! decides when to call [`MlsClient::tick`]. It does not assume that anything orders the
+//! commits of an epoch: two members committing at once is resolved by a rule every member
+//! applies alike (the smaller commit ref wins; see `fork_resolution` and docs/ARCHITECTURE.md).
 //!
 //! # Design
 //!
@@ -27,6 +27,9 @@
 //!   ([`SpacePandaProvider::transaction`] underneath), the outbox and inbox, and `tick`;
 //! - `group_manager` holds the operations this device starts; `welcome_handler` joins;
 //!   `message_processor` handles everything that arrives;
+//! - `fork_resolution` makes concurrent commits converge: epoch snapshots
+//!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
+//!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
 //! - `key_package_manager` keeps the ledger OpenMLS lacks; `key_package_validation` checks
 //!   other devices' packages; `member_verification` binds leaves to core_identity identities;
 //! - `storage` and `provider` put OpenMLS on any [`spacepanda_core::KeyValueStore`]: everything

@@ -2,8 +2,10 @@
 //!
 //! 1. bounded decode ([`Envelope::from_bytes`], then the MLS message);
 //! 2. duplicate or own echo (envelope id already seen) → [`Disposition::Duplicate`];
-//! 3. group and epoch: a group not joined yet or a future epoch → buffered (bounded) and
-//!    replayed automatically once the group gets there; a handshake from a past epoch →
+//! 3. group, epoch and branch: a group not joined yet or a future epoch → buffered (bounded)
+//!    and replayed automatically once the group gets there; a message of a competing branch
+//!    (its branch tag differs) → buffered while a rollback could reach it; a commit for a past
+//!    epoch → the concurrent-commit rule (`fork_resolution`); a proposal from a past epoch →
 //!    [`MlsError::StaleEpoch`];
 //! 4. OpenMLS processing inside one transaction: application → `Message` (at most once per
 //!    sender message id); proposal → stored (bounded per epoch); commit → every leaf it adds or
