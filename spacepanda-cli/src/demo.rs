@@ -261,7 +261,8 @@ impl Demo {
                     Ok(output) => {
                         match output.disposition {
                             Disposition::Processed => processed += 1,
-                            Disposition::Duplicate => duplicates += 1,
+                            // A losing concurrent commit is dropped like a duplicate.
+                            Disposition::Duplicate | Disposition::Superseded => duplicates += 1,
                             Disposition::Buffered => buffered += 1,
                         }
                         self.absorb(index, output)?;
@@ -274,7 +275,7 @@ impl Demo {
             }
         }
         self.say(&format!(
-            "network: {processed} processed, {duplicates} duplicates dropped, {buffered} buffered for a later epoch"
+            "network: {processed} processed, {duplicates} duplicates (or superseded commits) dropped, {buffered} buffered for a later epoch"
         ));
         Ok((processed, duplicates, buffered))
     }
