@@ -135,10 +135,12 @@ pub enum MlsError {
         /// OpenMLS's reason.
         reason: String,
     },
-    /// A proposal for an epoch the group has left (its proposer proposes again if it still
-    /// wants the change). Commits for past epochs go through the concurrent-commit rule instead.
+    /// A handshake this device cannot act on any more: a proposal for an epoch the group has
+    /// left (its proposer proposes again if it still wants the change), or a commit for an
+    /// epoch before this device joined (if it wins, the commit that added us lost and we are
+    /// re-added). Other commits for past epochs go through the concurrent-commit rule.
     #[error(
-        "proposal for epoch {message_epoch} of group {group}, which is at epoch {current_epoch}; a commit without it ended that epoch"
+        "handshake for epoch {message_epoch} of group {group}, which is at epoch {current_epoch}; it is superseded or from before this device joined"
     )]
     StaleEpoch {
         /// The group.

@@ -410,7 +410,11 @@ impl MlsClient {
                 },
             );
         }
-        output.extend(self.after_branch_change(group)?);
+        if self.groups.contains_key(group) {
+            output.extend(self.after_branch_change(group)?);
+        } else {
+            output.extend(self.replay_buffered_welcomes(group)?);
+        }
         Ok(output)
     }
 

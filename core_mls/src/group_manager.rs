@@ -562,6 +562,16 @@ impl MlsClient {
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
         })?;
+        // A device whose own removal is pending cannot commit (OpenMLS refuses a commit that
+        // removes its committer); the others commit it.
+        if let Some(mls_group) = self.groups.get(group) {
+            let own = mls_group.own_leaf_index();
+            if mls_group.pending_proposals().any(|p| {
+                matches!(p.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own)
+            }) {
+                return Ok(false);
+            }
+        }
         let leaf_stale = match last {
             Some(last) => now.duration_since(last) >= self.config.self_update_after,
             None => true,

@@ -9,6 +9,21 @@ use openmls::prelude::{BasicCredential, Credential, CredentialType};
 
 use crate::error::MlsError;
 
+/// The MLS signature key a SpacePanda credential certifies (OpenMLS resolves a message's sender
+/// to its credential; the leaf's key is the certified one, or the leaf was never accepted).
+pub(crate) fn certified_signature_key(credential: &Credential) -> Result<Vec<u8>, MlsError> {
+    let basic =
+        BasicCredential::try_from(credential.clone()).map_err(|_| MlsError::UnverifiedMember {
+            reason: core_identity::IdentityError::Malformed {
+                what: "MLS credential",
+                reason: "basic credential does not decode",
+            },
+        })?;
+    let decoded = core_identity::SpacePandaCredential::from_bytes(basic.identity())
+        .map_err(|reason| MlsError::UnverifiedMember { reason })?;
+    Ok(decoded.certificate().signature_public_key().to_vec())
+}
+
 /// Verified leaves, keyed by signature key. A certificate binds exactly one signature key, so a
 /// signature key verified once with a given credential stays verified; the credential bytes are
 /// compared on every hit so a different credential with the same key is checked afresh.

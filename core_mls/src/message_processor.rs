@@ -77,7 +77,7 @@ impl MlsClient {
         })?;
         match (envelope.kind(), message.extract()) {
             (EnvelopeKind::Welcome, MlsMessageBodyIn::Welcome(welcome)) => {
-                self.handle_welcome(&envelope, welcome)
+                self.handle_welcome(&envelope, welcome, buffered)
             }
             (kind, MlsMessageBodyIn::PrivateMessage(message)) => {
                 self.handle_protocol(kind, &envelope, ProtocolMessage::from(message), buffered)
@@ -163,6 +163,24 @@ impl MlsClient {
                             buffered,
                         ),
                     Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
+                    // From before we joined: if it wins, the commit that added us lost, and
+                    // its committer re-adds us on the winning branch.
+                    None if self
+                        .joined_epoch(&group)?
+                        .is_some_and(|joined| message_epoch < joined) =>
+                    {
+                        Err(MlsError::StaleEpoch {
+                            group,
+                            message_epoch,
+                            current_epoch: current,
+                        })
+                    }
+                    // Kept in the buffer as another branch's and never reached: its branch is
+                    // beyond the window now, but it was judged when it arrived.
+                    None if buffered.is_some() => Err(MlsError::OtherBranch {
+                        group,
+                        message_epoch,
+                    }),
                     None => self.fork_outside_window(&group, message_epoch, current),
                 };
             }
@@ -199,6 +217,36 @@ impl MlsClient {
         let mut output = output;
         if follow_up.replay {
             output.extend(self.after_branch_change(&group)?);
+        }
+        if !self.groups.contains_key(&group) {
+            // Removed: a Welcome that re-adds us may have overtaken the removal.
+            output.extend(self.replay_buffered_welcomes(&group)?);
+        }
+        Ok(output)
+    }
+
+    /// Replays the Welcomes buffered for `group` while this device still held it.
+    pub(crate) fn replay_buffered_welcomes(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        let waiting: Vec<BufferedMessage> = self
+            .read(|txn| epoch_buffer::for_group(txn, group))?
+            .into_iter()
+            .filter(|m| {
+                Envelope::from_bytes(&m.envelope_bytes, usize::MAX)
+                    .is_ok_and(|e| e.kind() == EnvelopeKind::Welcome)
+            })
+            .collect();
+        for entry in waiting {
+            let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
+                .and_then(|envelope| self.handle_decoded(envelope, Some(&entry)));
+            match result {
+                Ok(replayed) => output.extend(replayed),
+                Err(_) => {
+                    self.transaction(None, |client| {
+                        client.with_txn(|txn| epoch_buffer::remove(txn, &entry))
+                    })?;
+                }
+            }
         }
         Ok(output)
     }
@@ -272,7 +320,14 @@ impl MlsClient {
                 reason: "sender is not a member (external senders are not supported)".into(),
             });
         };
-        let sender = self.verified_leaf(group, sender_index)?;
+        // The sender as OpenMLS resolved it in the message's own epoch: a message of a past
+        // epoch may come from a leaf that has since been removed or reused by another device.
+        let sender_credential = processed.credential().clone();
+        let sender_signature_key =
+            crate::member_verification::certified_signature_key(&sender_credential)?;
+        let sender = self
+            .members
+            .verify(&sender_credential, &sender_signature_key)?;
         self.with_txn(|txn| seen_messages::record_envelope(txn, envelope.id(), now))?;
         let mut output = Output::default();
         let mut follow_up = FollowUp::default();
@@ -283,19 +338,13 @@ impl MlsClient {
                     seen_messages::record_delivery(txn, group, &sender, &app.message_id, now)
                 })?;
                 if first {
-                    let leaf =
-                        self.group(group)?
-                            .member_at(sender_index)
-                            .ok_or(MlsError::Internal {
-                                what: "sender leaf vanished during processing",
-                            })?;
                     let delivery = self.with_txn(|txn| {
                         app_inbox::push(
                             txn,
                             &app_inbox::Delivery {
                                 group,
-                                sender_credential: &leaf.credential,
-                                sender_signature_key: &leaf.signature_key,
+                                sender_credential: &sender_credential,
+                                sender_signature_key: &sender_signature_key,
                                 message_id: app.message_id,
                                 sent_at: app.sent_at,
                                 body: &app.body,

@@ -17,6 +17,7 @@ use openmls::prelude::{OpenMlsProvider as _, StagedWelcome, Welcome};
 
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
+use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
@@ -45,6 +46,7 @@ impl MlsClient {
         &mut self,
         envelope: &Envelope,
         welcome: Welcome,
+        buffered: Option<&BufferedMessage>,
     ) -> Result<Output, MlsError> {
         let candidates: Vec<Vec<u8>> = welcome
             .secrets()
@@ -53,7 +55,15 @@ impl MlsClient {
             .collect();
         let now = self.now();
         let join_config = self.join_config();
-        let (group_id, group, events) = self.transaction(None, |client| {
+        // A Welcome for a held group at a later epoch: the group went on without us (the
+        // commit removing us has not arrived yet, or we are on a branch that lost). It waits
+        // until we no longer hold the group.
+        let mut wait_for_removal: Option<(GroupId, u64)> = None;
+        let wait = &mut wait_for_removal;
+        let joined = self.transaction(None, |client| {
+            if let Some(entry) = buffered {
+                client.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
+            }
             let matched =
                 client.with_txn(|txn| key_package_manager::on_welcome(txn, &candidates, now))?;
             // OpenMLS deletes a single-use bundle while staging; it is kept for the fork window.
@@ -90,6 +100,10 @@ impl MlsClient {
                     }
                 });
                 if !replaces {
+                    let current = client.group(&group_id)?.epoch().as_u64();
+                    if epoch > current {
+                        *wait = Some((group_id.clone(), epoch));
+                    }
                     return Err(MlsError::AlreadyJoined { group: group_id });
                 }
                 true
@@ -162,7 +176,16 @@ impl MlsClient {
                 epoch,
             }];
             Ok((group_id, group, events))
-        })?;
+        });
+        let (group_id, group, events) = match joined {
+            Err(MlsError::AlreadyJoined { .. }) if wait_for_removal.is_some() => {
+                let (group, epoch) = wait_for_removal.ok_or(MlsError::Internal {
+                    what: "a deferred Welcome lost its group",
+                })?;
+                return self.buffer(envelope, &group, epoch, buffered);
+            }
+            other => other?,
+        };
         self.recipients.remove(&group_id);
         self.groups.insert(group_id.clone(), group);
         let mut output = Output {
@@ -173,6 +196,16 @@ impl MlsClient {
         output.extend(self.replay_buffered(&group_id)?);
         output.extend(self.send_deferred(&group_id)?);
         Ok(output)
+    }
+
+    /// The epoch this device joined `group` at from a Welcome (none if it created the group).
+    pub(crate) fn joined_epoch(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
+        let joined_key = Key::from_segments([group.as_slice(), JOINED]);
+        let record: Option<JoinRecord> = self
+            .read(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
+            .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
+            .transpose()?;
+        Ok(record.map(|r| r.epoch))
     }
 
     /// Inside the open transaction: the state this device joined `group` with is on a branch
