@@ -2,23 +2,27 @@
 //!
 //! ```text
 //! struct {
-//!     uint16 version;         // 1, or 2 when a commit ref is claimed
+//!     uint16 version;         // 1, or 2 with a context
 //!     uint8  kind;            // 1 commit, 2 proposal, 3 application, 4 welcome, 5 group info, 6 key package
 //!     opaque payload<0..2^32-1>; // one MLSMessage, TLS-encoded
 //!     select (version) {
-//!         case 2: opaque commit_ref<1..255>; // commits: the committer's claim of its commit ref
+//!         case 2: opaque context<1..2^16-1>; // commits: the committer's claim of its commit ref;
+//!                                            // Welcomes: the sender's branch history
 //!     };
 //! } Envelope;
 //! ```
 //!
 //! The envelope's [`MessageId`] is a hash of its kind and payload, so a receiver can drop a
 //! duplicate without trusting anything the sender claims, and two different messages can never
-//! share an id (a copy with an altered claim is the same message, and a duplicate).
+//! share an id (a copy with an altered context is the same message, and a duplicate).
 //!
-//! The commit ref claim exists for one receiver: a member the commit removes. OpenMLS does not
-//! compute the new epoch's confirmed transcript hash for it, yet it must order the commit
-//! against a concurrent one like everyone else (see `fork_resolution`). Every other receiver
-//! computes the ref itself and rejects a commit whose claim differs.
+//! The context carries what `fork_resolution` needs beyond the MLS message. For a commit: the
+//! committer's claim of its commit ref, for the one receiver that cannot compute it — a member
+//! the commit removes (OpenMLS does not compute the new epoch's confirmed transcript hash for
+//! it); every other receiver computes the ref itself and rejects a commit whose claim differs.
+//! For a Welcome: the commit refs of the sender's branch over the fork window, so that a device
+//! that already holds the group (added by two concurrent commits, or re-added after the commit
+//! that added it lost) applies the same smallest-ref rule as the members.
 
 use std::fmt;
 
@@ -30,10 +34,10 @@ use crate::error::MlsError;
 
 /// The envelope version this build writes when no commit ref is claimed.
 pub const ENVELOPE_VERSION: u16 = 1;
-/// The envelope version with a commit ref claim (also read).
-pub const ENVELOPE_VERSION_WITH_COMMIT_REF: u16 = 2;
-/// Longest commit ref claim accepted.
-const MAX_COMMIT_REF_LEN: usize = 255;
+/// The envelope version with a context (also read).
+pub const ENVELOPE_VERSION_WITH_CONTEXT: u16 = 2;
+/// Longest context accepted.
+pub const MAX_CONTEXT_LEN: usize = u16::MAX as usize;
 
 /// What an envelope carries. Receivers check it against the MLS message inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,7 +125,7 @@ struct EnvelopeWire {
 pub struct Envelope {
     kind: EnvelopeKind,
     payload: Vec<u8>,
-    commit_ref: Vec<u8>,
+    context: Vec<u8>,
     id: MessageId,
 }
 
@@ -142,26 +146,22 @@ impl Envelope {
         Self {
             kind,
             payload,
-            commit_ref: Vec::new(),
+            context: Vec::new(),
             id,
         }
     }
 
-    /// Wraps a commit together with the committer's claim of its commit ref (at most 255
-    /// bytes; longer claims are cut, and then rejected by every receiver).
-    pub fn with_commit_ref(kind: EnvelopeKind, payload: Vec<u8>, commit_ref: &[u8]) -> Self {
+    /// Wraps an MLS message with a context (see the module docs). A context longer than
+    /// [`MAX_CONTEXT_LEN`] is cut, and then rejected by receivers.
+    pub fn with_context(kind: EnvelopeKind, payload: Vec<u8>, context: &[u8]) -> Self {
         let mut envelope = Self::new(kind, payload);
-        envelope.commit_ref = commit_ref
-            .iter()
-            .take(MAX_COMMIT_REF_LEN)
-            .copied()
-            .collect();
+        envelope.context = context.iter().take(MAX_CONTEXT_LEN).copied().collect();
         envelope
     }
 
-    /// The commit ref the sender claims (empty if none).
-    pub fn commit_ref(&self) -> &[u8] {
-        &self.commit_ref
+    /// The context the sender attached (empty if none).
+    pub fn context(&self) -> &[u8] {
+        &self.context
     }
 
     /// What it carries.
@@ -182,10 +182,10 @@ impl Envelope {
     /// The wire bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let wire = EnvelopeWire {
-            version: if self.commit_ref.is_empty() {
+            version: if self.context.is_empty() {
                 ENVELOPE_VERSION
             } else {
-                ENVELOPE_VERSION_WITH_COMMIT_REF
+                ENVELOPE_VERSION_WITH_CONTEXT
             },
             kind: self.kind.to_byte(),
             payload: TlsByteVecU32::new(self.payload.clone()),
@@ -193,10 +193,11 @@ impl Envelope {
         // Serialising into a Vec fails only for payloads over 4 GiB, which nothing in this crate
         // builds; an empty vector would then be rejected by every receiver as malformed.
         let mut bytes = wire.tls_serialize_detached().unwrap_or_default();
-        if !self.commit_ref.is_empty() {
-            // At most 255 bytes (see `with_commit_ref`): one length byte.
-            bytes.push(self.commit_ref.len() as u8);
-            bytes.extend_from_slice(&self.commit_ref);
+        if !self.context.is_empty() {
+            // At most 2^16 - 1 bytes (see `with_context`): a two-byte length.
+            let len = u16::try_from(self.context.len()).unwrap_or(u16::MAX);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(&self.context);
         }
         bytes
     }
@@ -215,26 +216,29 @@ impl Envelope {
                 reason: "not a TLS-encoded envelope",
             }
         })?;
-        let commit_ref = match wire.version {
+        let context = match wire.version {
             ENVELOPE_VERSION => Vec::new(),
-            ENVELOPE_VERSION_WITH_COMMIT_REF => {
-                let (len, rest) = reader.split_first().ok_or(MlsError::MalformedEnvelope {
-                    reason: "commit ref missing",
-                })?;
-                let len = usize::from(*len);
+            ENVELOPE_VERSION_WITH_CONTEXT => {
+                let (len, rest) =
+                    reader
+                        .split_first_chunk::<2>()
+                        .ok_or(MlsError::MalformedEnvelope {
+                            reason: "context missing",
+                        })?;
+                let len = usize::from(u16::from_be_bytes(*len));
                 if len == 0 || rest.len() < len {
                     return Err(MlsError::MalformedEnvelope {
-                        reason: "commit ref empty or truncated",
+                        reason: "context empty or truncated",
                     });
                 }
-                let (commit_ref, rest) = rest.split_at(len);
+                let (context, rest) = rest.split_at(len);
                 reader = rest;
-                commit_ref.to_vec()
+                context.to_vec()
             }
             found => {
                 return Err(MlsError::UnsupportedEnvelopeVersion {
                     found,
-                    supported: ENVELOPE_VERSION_WITH_COMMIT_REF,
+                    supported: ENVELOPE_VERSION_WITH_CONTEXT,
                 });
             }
         };
@@ -253,17 +257,17 @@ impl Envelope {
             });
         }
         let mut envelope = Self::new(kind, payload);
-        envelope.commit_ref = commit_ref;
+        envelope.context = context;
         Ok(envelope)
     }
 
     /// Encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
-        // version + kind + u32 length + payload (+ u8 length + commit ref)
-        let claim = if self.commit_ref.is_empty() {
+        // version + kind + u32 length + payload (+ u16 length + context)
+        let claim = if self.context.is_empty() {
             0
         } else {
-            1 + self.commit_ref.len()
+            2 + self.context.len()
         };
         2 + 1 + 4 + self.payload.len() + claim
     }
@@ -314,7 +318,7 @@ mod tests {
             Envelope::from_bytes(&claimless, 1024),
             Err(MlsError::MalformedEnvelope { .. })
         ));
-        claimless.extend_from_slice(&[5, 1, 2]);
+        claimless.extend_from_slice(&[0, 5, 1, 2]);
         assert!(matches!(
             Envelope::from_bytes(&claimless, 1024),
             Err(MlsError::MalformedEnvelope { .. })
@@ -343,10 +347,10 @@ mod tests {
         fn every_envelope_round_trips(
             kind in 1u8..=6,
             payload in proptest::collection::vec(any::<u8>(), 1..512),
-            commit_ref in proptest::collection::vec(any::<u8>(), 0..64),
+            context in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let envelope =
-                Envelope::with_commit_ref(EnvelopeKind::from_byte(kind).unwrap(), payload.clone(), &commit_ref);
+                Envelope::with_context(EnvelopeKind::from_byte(kind).unwrap(), payload.clone(), &context);
             // The claim is not part of the id: an altered copy is a duplicate.
             prop_assert_eq!(envelope.id(), Envelope::new(EnvelopeKind::from_byte(kind).unwrap(), payload).id());
             let bytes = envelope.to_bytes();

@@ -45,12 +45,27 @@ pub(crate) fn encode_message(
     Ok(Envelope::new(kind, bytes))
 }
 
+/// A Welcome's envelope, with our branch history (see `fork_resolution`).
+fn encode_welcome(
+    message: &MlsMessageOut,
+    history: &[(u64, Vec<u8>)],
+) -> Result<Envelope, MlsError> {
+    let bytes = message
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
+    Ok(Envelope::with_context(
+        EnvelopeKind::Welcome,
+        bytes,
+        &fork_resolution::encode_history(history),
+    ))
+}
+
 /// A commit's envelope, with our claim of its commit ref (for members it removes).
 fn encode_commit(message: &MlsMessageOut, commit_ref: &[u8]) -> Result<Envelope, MlsError> {
     let bytes = message
         .tls_serialize_detached()
         .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-    Ok(Envelope::with_commit_ref(
+    Ok(Envelope::with_context(
         EnvelopeKind::Commit,
         bytes,
         commit_ref,
@@ -170,7 +185,7 @@ impl MlsClient {
                             .map(|(_, m)| DeviceAddress::from(m))
                             .collect(),
                     },
-                    encode_message(EnvelopeKind::Welcome, &welcome)?,
+                    encode_welcome(&welcome, &client.branch_history(group)?)?,
                 )?,
             );
             output.events.push(Event::MembersAdded {

@@ -435,7 +435,7 @@ impl MlsClient {
                 }
                 let self_removed = staged.self_removed();
                 let computed = staged.group_context().confirmed_transcript_hash().to_vec();
-                let claimed = envelope.commit_ref();
+                let claimed = envelope.context();
                 follow_up.commit_ref = Some(if self_removed {
                     // OpenMLS does not compute the new epoch's transcript hash for a member the
                     // commit removes: order it by the committer's claim (see `envelope`).

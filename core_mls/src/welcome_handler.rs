@@ -20,6 +20,7 @@ use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
+use crate::fork_resolution::{self, BranchOrder};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
@@ -37,6 +38,9 @@ struct JoinRecord {
     epoch: u64,
     key_package_ref: Vec<u8>,
     commit_ref: Vec<u8>,
+    /// The inviter's branch history (epochs before `epoch`), from the Welcome's context.
+    #[serde(default)]
+    history: Vec<(u64, Vec<u8>)>,
 }
 
 const JOINED: &[u8] = b"joined";
@@ -85,23 +89,34 @@ impl MlsClient {
             let epoch = staged.group_context().epoch().as_u64();
             let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
             let joined_key = Key::from_segments([group_id.as_slice(), JOINED]);
+            let theirs = fork_resolution::decode_history(envelope.context()).unwrap_or_default();
             let replaces = if client.groups.contains_key(&group_id) {
-                let joined: Option<JoinRecord> = client
-                    .with_txn(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
-                    .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
-                    .transpose()?;
-                let replaces = joined.is_some_and(|joined| {
-                    if matched.reused {
-                        // Re-added with the same package: the branch we joined on lost.
-                        joined.key_package_ref == matched.key_package_ref && epoch > joined.epoch
-                    } else {
-                        // Added by two concurrent commits: the smaller commit ref wins.
-                        epoch == joined.epoch && commit_ref < joined.commit_ref
+                let current = client.group(&group_id)?.epoch().as_u64();
+                let ours = client.branch_history(&group_id)?;
+                let order = fork_resolution::compare_branches(&ours, current, &theirs, epoch);
+                let replaces = match order {
+                    BranchOrder::TheirsWins | BranchOrder::TheirsLater => true,
+                    BranchOrder::OursWins | BranchOrder::TheirsStale => false,
+                    // No history to compare (a window of 0, or far apart): a re-add with the
+                    // package we joined with, at a later epoch, or a concurrent add at the same
+                    // epoch with a smaller commit ref.
+                    BranchOrder::Disjoint => {
+                        let joined: Option<JoinRecord> = client
+                            .with_txn(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
+                            .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
+                            .transpose()?;
+                        joined.is_some_and(|joined| {
+                            if matched.reused {
+                                joined.key_package_ref == matched.key_package_ref
+                                    && epoch > joined.epoch
+                            } else {
+                                epoch == joined.epoch && commit_ref < joined.commit_ref
+                            }
+                        })
                     }
-                });
+                };
                 if !replaces {
-                    let current = client.group(&group_id)?.epoch().as_u64();
-                    if epoch > current {
+                    if order == BranchOrder::Disjoint && epoch > current {
                         *wait = Some((group_id.clone(), epoch));
                     }
                     return Err(MlsError::AlreadyJoined { group: group_id });
@@ -163,6 +178,7 @@ impl MlsClient {
                 epoch,
                 key_package_ref: matched.key_package_ref.clone(),
                 commit_ref,
+                history: theirs.into_iter().filter(|(e, _)| *e < epoch).collect(),
             })?;
             client.with_txn(|txn| {
                 seen_messages::record_envelope(txn, envelope.id(), now)?;
@@ -196,6 +212,16 @@ impl MlsClient {
         output.extend(self.replay_buffered(&group_id)?);
         output.extend(self.send_deferred(&group_id)?);
         Ok(output)
+    }
+
+    /// The branch history the Welcome this device joined `group` with carried.
+    pub(crate) fn joined_history(&self, group: &GroupId) -> Result<Vec<(u64, Vec<u8>)>, MlsError> {
+        let joined_key = Key::from_segments([group.as_slice(), JOINED]);
+        let record: Option<JoinRecord> = self
+            .read(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
+            .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
+            .transpose()?;
+        Ok(record.map(|r| r.history).unwrap_or_default())
     }
 
     /// The epoch this device joined `group` at from a Welcome (none if it created the group).

@@ -412,14 +412,11 @@ fn a_commit_whose_ref_claim_was_altered_is_rejected() {
     let (mut h, group) = three(7);
     let update = h.nodes[0].client().self_update(&group).unwrap();
     let genuine = &update.outbound[0].envelope;
-    assert!(!genuine.commit_ref().is_empty(), "commits claim their ref");
-    let mut claim = genuine.commit_ref().to_vec();
+    assert!(!genuine.context().is_empty(), "commits claim their ref");
+    let mut claim = genuine.context().to_vec();
     claim[0] ^= 1;
-    let altered = core_mls::Envelope::with_commit_ref(
-        EnvelopeKind::Commit,
-        genuine.payload().to_vec(),
-        &claim,
-    );
+    let altered =
+        core_mls::Envelope::with_context(EnvelopeKind::Commit, genuine.payload().to_vec(), &claim);
     let before = h.nodes[1].client().epoch_authenticator(&group).unwrap();
     let refused = h.nodes[1].client().handle_envelope(&altered.to_bytes());
     assert!(
