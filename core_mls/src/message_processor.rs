@@ -133,7 +133,12 @@ impl MlsClient {
                     buffered,
                 );
             }
-            if self.was_removed_from(&group)? {
+            // After our removal only a later epoch can concern us: a member may re-add us,
+            // and the new epoch's messages can overtake the Welcome.
+            if self
+                .removed_at(&group)?
+                .is_some_and(|removed_at| message_epoch <= removed_at)
+            {
                 return Err(MlsError::NotAMember {
                     group,
                     what: "this device was removed from the group",
@@ -462,7 +467,7 @@ impl MlsClient {
                 let epoch = mls_group.epoch().as_u64();
                 if self_removed {
                     self.forget_group(group)?;
-                    self.mark_removed(group)?;
+                    self.mark_removed(group, epoch)?;
                     output.events.push(Event::RemovedFromGroup {
                         group: group.clone(),
                         by: Some(sender),
@@ -614,25 +619,27 @@ impl MlsClient {
         })
     }
 
-    fn mark_removed(&self, group: &GroupId) -> Result<(), MlsError> {
+    /// Records that this device was removed from `group` by the commit that created `epoch`.
+    fn mark_removed(&self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
         self.with_txn(|txn| {
             txn.put(
                 GROUP_META_NAMESPACE,
                 Key::from_segments([group.as_slice(), b"removed"]),
-                vec![1],
+                epoch.to_be_bytes().to_vec(),
             )?;
             Ok(())
         })
     }
 
-    fn was_removed_from(&self, group: &GroupId) -> Result<bool, MlsError> {
+    /// The epoch the group entered without us, if we were removed from it.
+    fn removed_at(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
         self.read(|txn| {
             Ok(txn
                 .get(
                     GROUP_META_NAMESPACE,
                     &Key::from_segments([group.as_slice(), b"removed"]),
                 )?
-                .is_some())
+                .map(|b| <[u8; 8]>::try_from(b.as_slice()).map_or(u64::MAX, u64::from_be_bytes)))
         })
     }
 }
