@@ -677,6 +677,15 @@ pub(crate) fn request_leave(
     Ok(())
 }
 
+/// Drops this device's leave request for `group` (it was re-added).
+pub(crate) fn forget_leave_request(
+    txn: &mut spacepanda_core::Transaction,
+    group: &GroupId,
+) -> Result<(), MlsError> {
+    txn.delete(LEAVE_NAMESPACE, Key::from_segment(group.as_slice()))?;
+    Ok(())
+}
+
 fn leave_requested(txn: &spacepanda_core::Transaction, group: &GroupId) -> Result<bool, MlsError> {
     Ok(txn
         .get(LEAVE_NAMESPACE, &Key::from_segment(group.as_slice()))?

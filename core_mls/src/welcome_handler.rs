@@ -183,7 +183,8 @@ impl MlsClient {
             client.with_txn(|txn| {
                 seen_messages::record_envelope(txn, envelope.id(), now)?;
                 txn.put(GROUP_META_NAMESPACE, joined_key, record)?;
-                Ok(())
+                // (Re-)added: a leave asked for earlier no longer stands.
+                fork_resolution::forget_leave_request(txn, &group_id)
             })?;
             client.record_leaf_update(&group_id, now)?;
             let events = vec![Event::Joined {
