@@ -116,6 +116,7 @@ impl MlsClient {
                 reason: "add_members needs at least one key package",
             });
         }
+        self.ensure_can_commit(group)?;
         let now = self.now();
         let mut validated = Vec::with_capacity(key_packages.len());
         for bytes in key_packages {
@@ -222,6 +223,7 @@ impl MlsClient {
         group: &GroupId,
         selected: impl Fn(&VerifiedMember) -> bool,
     ) -> Result<Output, MlsError> {
+        self.ensure_can_commit(group)?;
         let own_index = self.group(group)?.own_leaf_index();
         let leaves: Vec<_> = self.group(group)?.members().collect();
         let mut removed = Vec::new();
@@ -300,6 +302,7 @@ impl MlsClient {
     /// Commits a fresh leaf for this device (post-compromise security); also commits any
     /// pending proposals (e.g. someone leaving).
     pub fn self_update(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        self.ensure_can_commit(group)?;
         let recipients = self.other_member_devices(group)?;
         let removed_by_pending = self.pending_removals(group)?;
         let me = self.own_verified_member()?;
@@ -520,6 +523,26 @@ impl MlsClient {
         Ok(devices)
     }
 
+    /// Refuses a commit by a device whose own removal is pending (it asked to leave): OpenMLS
+    /// would include the removal and refuse a commit that removes its committer.
+    fn ensure_can_commit(&self, group: &GroupId) -> Result<(), MlsError> {
+        if self.own_removal_pending(group)? {
+            return Err(MlsError::InvalidArgument {
+                reason: "this device asked to leave the group; it cannot commit until it is removed",
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a pending proposal removes this device.
+    pub(crate) fn own_removal_pending(&self, group: &GroupId) -> Result<bool, MlsError> {
+        let mls_group = self.group(group)?;
+        let own = mls_group.own_leaf_index();
+        Ok(mls_group.pending_proposals().any(
+            |p| matches!(p.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own),
+        ))
+    }
+
     pub(crate) fn own_verified_member(&self) -> Result<VerifiedMember, MlsError> {
         self.device
             .verify_self()
@@ -579,13 +602,8 @@ impl MlsClient {
         })?;
         // A device whose own removal is pending cannot commit (OpenMLS refuses a commit that
         // removes its committer); the others commit it.
-        if let Some(mls_group) = self.groups.get(group) {
-            let own = mls_group.own_leaf_index();
-            if mls_group.pending_proposals().any(|p| {
-                matches!(p.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own)
-            }) {
-                return Ok(false);
-            }
+        if self.groups.contains_key(group) && self.own_removal_pending(group)? {
+            return Ok(false);
         }
         let leaf_stale = match last {
             Some(last) => now.duration_since(last) >= self.config.self_update_after,

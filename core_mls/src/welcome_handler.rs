@@ -148,6 +148,15 @@ impl MlsClient {
             )?;
             if replaces {
                 client.abandon_joined_branch(&group_id)?;
+            } else {
+                // A fresh (re-)join starts a new history: snapshots left from an earlier
+                // membership (kept in case its removal lost) describe a branch we are not on.
+                client.with_txn(|txn| {
+                    for (epoch, _) in epoch_snapshots::metas(txn, &group_id)? {
+                        epoch_snapshots::delete(txn, &group_id, epoch)?;
+                    }
+                    Ok(())
+                })?;
             }
             let group =
                 staged

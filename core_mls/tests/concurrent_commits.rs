@@ -460,3 +460,58 @@ fn a_leave_that_a_concurrent_commit_left_out_is_proposed_again() {
     assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 2);
     h.assert_group_works(&group, 1, &[0]);
 }
+
+/// Alice removes dave while bob removes him too; before hearing of bob's removal alice adds dave
+/// back. If bob's removal wins, alice's add is re-issued on bob's branch: dave gets two
+/// Welcomes for the same epoch number, from different branches, in either order.
+fn double_remove_then_re_add(h: &mut Harness, welcomes_in_order: bool) -> GroupId {
+    let group = h.group_with(0, &[1, 3]);
+    let dave = h.nodes[3].address();
+    let alice_remove = h.nodes[0]
+        .client()
+        .remove_device(&group, &dave.user_id, &dave.device_id)
+        .unwrap();
+    let bob_remove = h.nodes[1]
+        .client()
+        .remove_device(&group, &dave.user_id, &dave.device_id)
+        .unwrap();
+    let package = h.key_package(3);
+    let alice_add = h.nodes[0].client().add_members(&group, &[package]).unwrap();
+    // Alice hears of bob's removal: if it wins she re-issues her add.
+    let bob_commit = bob_remove.outbound[0].envelope.to_bytes();
+    let alice_rollback = h.nodes[0].client().handle_envelope(&bob_commit).unwrap();
+    let mut outputs = vec![(1, bob_remove), (0, alice_remove)];
+    let (first, second) = if welcomes_in_order {
+        (alice_add, alice_rollback)
+    } else {
+        (alice_rollback, alice_add)
+    };
+    outputs.push((0, first));
+    outputs.push((0, second));
+    for (node, output) in outputs {
+        h.absorb(node, output);
+    }
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_device_re_added_after_a_double_removal_ends_on_the_winning_branch() {
+    for in_order in [true, false] {
+        let names = ["alice", "bob", "carol", "dave"];
+        let (mut h, group) = until(true, &names, |h| double_remove_then_re_add(h, in_order));
+        assert!(
+            h.nodes[3].client().groups().contains(&group),
+            "in order {in_order}: dave {:#?} errors {:?}",
+            h.nodes[3]
+                .events
+                .iter()
+                .map(|e| format!("{e:?}").chars().take(60).collect::<String>())
+                .collect::<Vec<_>>(),
+            h.errors()
+        );
+        h.assert_converged(&group, &[0, 1, 3]);
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+        h.assert_group_works(&group, 3, &[0, 1]);
+    }
+}
