@@ -425,8 +425,28 @@ impl MlsClient {
                 self.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
             }
             let abandoned = self.restore_snapshot(group, epoch)?;
-            let (output, follow_up) =
+            // Proposals of that epoch that arrived after we had left it: the commit may
+            // reference them.
+            let mut output = Output::default();
+            for entry in self.read(|txn| crate::epoch_buffer::for_group(txn, group))? {
+                if entry.epoch != epoch || buffered.is_some_and(|b| b.key == entry.key) {
+                    continue;
+                }
+                let Some((proposal_envelope, proposal)) =
+                    crate::message_processor::buffered_proposal(&entry)
+                else {
+                    continue;
+                };
+                if let Ok((stored, _)) =
+                    self.process_in_transaction(group, &proposal_envelope, proposal)
+                {
+                    self.with_txn(|txn| crate::epoch_buffer::remove(txn, &entry))?;
+                    output.extend(stored);
+                }
+            }
+            let (processed, follow_up) =
                 self.process_commit_with_snapshot(group, envelope, message)?;
+            output.extend(processed);
             let commit_ref = follow_up.commit_ref.clone().ok_or(MlsError::Internal {
                 what: "a processed commit has no commit ref",
             })?;

@@ -190,6 +190,13 @@ impl MlsClient {
                 };
             }
             if message.is_handshake_message() {
+                // A proposal of a kept epoch: a competing commit of that epoch may reference it
+                // (see `handle_competing_commit`), so it waits with the snapshot.
+                if let Some(meta) = &meta
+                    && fork_resolution::tag_matches(&tag, &meta.branch_tag)
+                {
+                    return self.buffer(envelope, &group, message_epoch, buffered);
+                }
                 return Err(MlsError::StaleEpoch {
                     group,
                     message_epoch,
@@ -308,7 +315,7 @@ impl MlsClient {
         Ok(output)
     }
 
-    fn process_in_transaction(
+    pub(crate) fn process_in_transaction(
         &mut self,
         group: &GroupId,
         envelope: &Envelope,
@@ -657,6 +664,21 @@ fn same_device(
             reason: "a member's new leaf belongs to another user or device".into(),
         })
     }
+}
+
+/// The protocol message inside a buffered proposal envelope, if it is one.
+pub(crate) fn buffered_proposal(entry: &BufferedMessage) -> Option<(Envelope, ProtocolMessage)> {
+    let envelope = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX).ok()?;
+    if envelope.kind() != EnvelopeKind::Proposal {
+        return None;
+    }
+    let message = MlsMessageIn::tls_deserialize_exact(envelope.payload()).ok()?;
+    let protocol = match message.extract() {
+        MlsMessageBodyIn::PrivateMessage(m) => ProtocolMessage::from(m),
+        MlsMessageBodyIn::PublicMessage(m) => ProtocolMessage::from(m),
+        _ => return None,
+    };
+    Some((envelope, protocol))
 }
 
 fn is_commit(envelope_bytes: &[u8]) -> bool {
