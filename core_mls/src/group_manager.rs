@@ -638,7 +638,15 @@ impl MlsClient {
     pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
+            // Where we joined from outlives the group: a rollback may restore it (see
+            // `fork_resolution`), and then commits from before the join must still be
+            // recognised as such.
+            let joined_key = Key::from_segments([group.as_slice(), b"joined"]);
+            let joined = txn.get(GROUP_META_NAMESPACE, &joined_key)?;
             txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
+            if let Some(joined) = joined {
+                txn.put(GROUP_META_NAMESPACE, joined_key, joined)?;
+            }
             Ok(())
         })?;
         self.groups.remove(group);

@@ -45,6 +45,10 @@ struct JoinRecord {
 
 const JOINED: &[u8] = b"joined";
 
+/// Which group each of our single-use key packages joined: `[key package ref]` → group id.
+/// Kept as long as the package's private keys (deleted by the key package pruning).
+pub(crate) const JOINED_BY_PACKAGE_NAMESPACE: &str = "kp_joined_group";
+
 impl MlsClient {
     pub(crate) fn handle_welcome(
         &mut self,
@@ -125,7 +129,17 @@ impl MlsClient {
             } else {
                 false
             };
-            if matched.reused && !replaces {
+            // A package already used is only good for a re-add to the group it joined (after
+            // the commit that added us lost, possibly after we were removed meanwhile).
+            let joined_with_it = client.with_txn(|txn| {
+                Ok(txn.get(
+                    JOINED_BY_PACKAGE_NAMESPACE,
+                    &Key::from_segment(&matched.key_package_ref),
+                )?)
+            })?;
+            let rejoin = !client.groups.contains_key(&group_id)
+                && joined_with_it.as_deref() == Some(group_id.as_slice());
+            if matched.reused && !replaces && !rejoin {
                 return Err(MlsError::NoMatchingKeyPackage {
                     key_package_ref: hex::encode(&matched.key_package_ref),
                     hint: UnknownKeyPackageHint::AlreadyConsumed,
@@ -192,6 +206,11 @@ impl MlsClient {
             client.with_txn(|txn| {
                 seen_messages::record_envelope(txn, envelope.id(), now)?;
                 txn.put(GROUP_META_NAMESPACE, joined_key, record)?;
+                txn.put(
+                    JOINED_BY_PACKAGE_NAMESPACE,
+                    Key::from_segment(&matched.key_package_ref),
+                    group_id.as_slice().to_vec(),
+                )?;
                 // (Re-)added: a leave asked for earlier no longer stands.
                 fork_resolution::forget_leave_request(txn, &group_id)
             })?;

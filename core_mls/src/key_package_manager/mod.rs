@@ -322,6 +322,13 @@ pub(crate) fn prune(
             && now.duration_since(entry.state_changed_at) >= retain_consumed;
         if beyond_grace || consumed_single_use {
             delete_private_keys(provider, &entry.key_package_ref)?;
+            storage.with_transaction(|txn| {
+                txn.delete(
+                    crate::welcome_handler::JOINED_BY_PACKAGE_NAMESPACE,
+                    spacepanda_core::Key::from_segment(&entry.key_package_ref),
+                )?;
+                Ok(())
+            })?;
             entry.keys_deleted = true;
             entry.state_changed_at = now;
             changed = true;
