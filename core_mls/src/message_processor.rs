@@ -195,7 +195,12 @@ impl MlsClient {
                 if let Some(meta) = &meta
                     && fork_resolution::tag_matches(&tag, &meta.branch_tag)
                 {
-                    return self.buffer(envelope, &group, message_epoch, buffered);
+                    let mut output = self.buffer(envelope, &group, message_epoch, buffered)?;
+                    if buffered.is_none() {
+                        // A competing commit of that epoch may be waiting for this proposal.
+                        output.extend(self.replay_buffered(&group)?);
+                    }
+                    return Ok(output);
                 }
                 return Err(MlsError::StaleEpoch {
                     group,

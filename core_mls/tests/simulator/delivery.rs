@@ -1,0 +1,227 @@
+//! Moving envelopes: delivering them (in random order, ready, overdue, or all), judging the
+//! engine's errors, and devices going down and coming back.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use core_identity::IdentityStore;
+use core_mls::{Disposition, MlsClient, MlsError, Output};
+use spacepanda_core::Clock;
+
+use crate::network::InFlight;
+use crate::verdicts::{EnvelopeVerdict, Failure, judge_envelope_error, variant_name};
+use crate::world::{Rejection, World, open_store};
+
+/// Deliveries one flush may make before the network is declared stuck in a loop.
+const MAX_FLUSH_DELIVERIES: usize = 200_000;
+
+impl World {
+    /// Hands one envelope to its device and absorbs the result.
+    pub(crate) fn deliver(&mut self, item: InFlight) -> Result<(), Failure> {
+        let bytes = Rc::clone(&item.bytes);
+        let result = self.call(item.to, |c| c.handle_envelope(&bytes));
+        match result {
+            Ok(output) => {
+                let disposition = output.disposition;
+                self.tally.add(format!("disposition {disposition:?}"));
+                if self.verbose() && disposition != Disposition::Duplicate {
+                    let events: Vec<String> = output.events.iter().map(variant_name).collect();
+                    self.note(format!(
+                        "    d{} <- d{} {:?}: {disposition:?} {events:?}",
+                        item.to, item.from, item.kind
+                    ));
+                }
+                self.absorb(item.to, output)
+            }
+            Err(error) => self.envelope_error(&item, &error),
+        }
+    }
+
+    /// Counts (or fails on) an error from `handle_envelope`.
+    pub(crate) fn envelope_error(
+        &mut self,
+        item: &InFlight,
+        error: &MlsError,
+    ) -> Result<(), Failure> {
+        let name = variant_name(error);
+        self.note(format!(
+            "    d{} <- d{} {:?}: error {error}",
+            item.to, item.from, item.kind
+        ));
+        match judge_envelope_error(error) {
+            EnvelopeVerdict::Accepted(why) => {
+                self.tally.add(format!("envelope error {name} ({why})"));
+                Ok(())
+            }
+            EnvelopeVerdict::Judged => {
+                self.tally
+                    .add(format!("envelope error {name} (judged at the end)"));
+                self.rejections.push(Rejection {
+                    receiver: item.to,
+                    receiver_state: self.state(item.to),
+                    receiver_joined_at: self.devices[item.to].joined_at,
+                    envelope: item.id,
+                    reason: error.to_string(),
+                });
+                Ok(())
+            }
+            EnvelopeVerdict::Fatal
+                if matches!(error, MlsError::InvalidWelcome { .. }) && self.holds(item.to) =>
+            {
+                // OpenMLS refuses to stage a Welcome for a group already in storage before the
+                // engine's own AlreadyJoined check runs: the same case, mis-typed.
+                self.tally
+                    .add("envelope error InvalidWelcome for a held group (engine: AlreadyJoined)");
+                Ok(())
+            }
+            EnvelopeVerdict::Fatal => {
+                let joined_at = self.devices[item.to].joined_at;
+                let class = match error {
+                    // A commit of an epoch before the device's (last) join: it cannot have
+                    // snapshots of it; reported separately to tell it from a window too small.
+                    MlsError::ForkOutsideWindow { message_epoch, .. }
+                        if joined_at.is_some_and(|joined| joined > *message_epoch) =>
+                    {
+                        format!("envelope error {name} (commit from before the device joined)")
+                    }
+                    _ => format!("envelope error {name}"),
+                };
+                Err(Failure::new(
+                    class,
+                    format!(
+                        "d{} (joined at epoch {}) handling a {:?} from d{} at step {}: {error}",
+                        item.to,
+                        joined_at.map_or("-".to_owned(), |e| e.to_string()),
+                        item.kind,
+                        item.from,
+                        self.step
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn open_flags(&self) -> Vec<bool> {
+        self.devices.iter().map(|d| d.client.is_some()).collect()
+    }
+
+    /// Delivers up to `count` ready envelopes, in random order.
+    pub(crate) fn deliver_ready(&mut self, count: usize) -> Result<usize, Failure> {
+        let mut delivered = 0;
+        while delivered < count {
+            let open = self.open_flags();
+            let Some(item) = self.network.take_ready(self.step, &|d| open[d]) else {
+                break;
+            };
+            self.deliver(item)?;
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+
+    /// Delivers everything past its deadline, in random order.
+    pub(crate) fn deliver_overdue(&mut self) -> Result<(), Failure> {
+        loop {
+            let open = self.open_flags();
+            let Some(item) = self.network.take_overdue(self.step, &|d| open[d]) else {
+                return Ok(());
+            };
+            self.deliver(item)?;
+        }
+    }
+
+    /// Delivers everything in flight to open devices, delays ignored, in random order.
+    pub(crate) fn flush(&mut self) -> Result<(), Failure> {
+        for _ in 0..MAX_FLUSH_DELIVERIES {
+            let open = self.open_flags();
+            let Some(item) = self.network.take_any(&|d| open[d]) else {
+                return Ok(());
+            };
+            self.deliver(item)?;
+        }
+        Err(Failure::new(
+            "network never drains",
+            format!("{MAX_FLUSH_DELIVERIES} deliveries in one flush"),
+        ))
+    }
+
+    /// Drops the client (like a killed process: nothing is acknowledged).
+    pub(crate) fn close(&mut self, device: usize) {
+        let d = &mut self.devices[device];
+        d.client = None;
+        if d.path.is_some() {
+            // One RedbStore handle per file per process: the file is reopened by `reopen`.
+            d.store = None;
+        }
+    }
+
+    /// Reopens a closed device from its store; the app re-takes what the engine kept for it:
+    /// undelivered messages, then unsent envelopes.
+    pub(crate) fn reopen(&mut self, device: usize) -> Result<(), Failure> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Failure::new("reopen failed", format!("d{device} {what}: {e}"))
+        };
+        let store = match (&self.devices[device].store, &self.devices[device].path) {
+            (Some(store), _) => store.clone(),
+            (None, path) => open_store(path.as_ref())?,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let identity = IdentityStore::new(store.clone(), clock.clone())
+            .load()
+            .map_err(|e| fail("identity", &e))?
+            .ok_or_else(|| fail("identity", &"missing"))?;
+        let client = MlsClient::open(store.clone(), clock, identity, self.config.clone())
+            .map_err(|e| fail("open", &e))?;
+        let d = &mut self.devices[device];
+        d.store = Some(store);
+        d.client = Some(client);
+        d.down_until = None;
+        self.record_state(device);
+        self.refresh_directory(device)?;
+        let undelivered = self
+            .client(device)?
+            .pending_delivered()
+            .map_err(|e| fail("pending_delivered", &e))?;
+        self.tally
+            .add_n("reopen: messages delivered again", undelivered.len() as u64);
+        for event in undelivered {
+            self.take_event(device, event)?;
+        }
+        let pending = self
+            .client(device)?
+            .pending_outbound()
+            .map_err(|e| fail("pending_outbound", &e))?;
+        self.tally
+            .add_n("reopen: envelopes sent again", pending.len() as u64);
+        self.absorb(
+            device,
+            Output {
+                outbound: pending,
+                ..Output::default()
+            },
+        )
+    }
+
+    /// Reopens devices whose downtime is over.
+    pub(crate) fn wake_due(&mut self) -> Result<(), Failure> {
+        for device in 0..self.devices.len() {
+            if self.devices[device]
+                .down_until
+                .is_some_and(|s| s <= self.step)
+            {
+                self.reopen(device)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reopens every closed device.
+    pub(crate) fn wake_all(&mut self) -> Result<(), Failure> {
+        for device in 0..self.devices.len() {
+            if !self.is_open(device) {
+                self.reopen(device)?;
+            }
+        }
+        Ok(())
+    }
+}
