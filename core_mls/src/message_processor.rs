@@ -135,9 +135,15 @@ impl MlsClient {
             }
             // After our removal only a later epoch can concern us: a member may re-add us,
             // and the new epoch's messages can overtake the Welcome.
-            if self
-                .removed_at(&group)?
-                .is_some_and(|removed_at| message_epoch <= removed_at)
+            // While a snapshot is kept a rollback may restore us, and then these messages
+            // matter too.
+            let restorable = !self
+                .read(|txn| epoch_snapshots::metas(txn, &group))?
+                .is_empty();
+            if !restorable
+                && self
+                    .removed_at(&group)?
+                    .is_some_and(|removed_at| message_epoch <= removed_at)
             {
                 return Err(MlsError::NotAMember {
                     group,
