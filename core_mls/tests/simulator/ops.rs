@@ -312,6 +312,12 @@ impl World {
             CrashPoint::Commit(commit) => Some(commit.into()),
             CrashPoint::Delivery => None,
         };
+        // Serial adds: an add interrupted by a crash is still made alone — everything before
+        // it delivered, the device back at once, and its outbox delivered before anything else.
+        let serial_add = self.options.serial_adds && matches!(action, Some(Action::Add { .. }));
+        if serial_add {
+            self.settle()?;
+        }
         let what = match action {
             None => match self.network.take_for(self.step, device) {
                 None => "nothing in flight for it".to_owned(),
@@ -349,7 +355,10 @@ impl World {
         };
         self.close(device);
         self.tally.add("crash");
-        if down_steps == 0 {
+        if serial_add {
+            self.reopen(device)?;
+            self.settle()?;
+        } else if down_steps == 0 {
             self.reopen(device)?;
         } else {
             self.devices[device].down_until = Some(self.step + down_steps);
