@@ -92,6 +92,7 @@ pub use storage::KvStorageProvider;
 
 mod app_inbox;
 mod app_message;
+mod branch_order;
 mod client;
 mod config;
 mod deferred_sends;
