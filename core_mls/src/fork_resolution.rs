@@ -93,6 +93,15 @@ pub(crate) struct SnapshotStart {
     entries: Vec<(Key, Vec<u8>)>,
 }
 
+impl Drop for SnapshotStart {
+    fn drop(&mut self) {
+        // The copied prefix holds the epoch's secrets.
+        for (_, value) in &mut self.entries {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
 /// What a rollback abandoned.
 struct Abandoned {
     own_commits: Vec<OwnCommit>,
@@ -172,7 +181,7 @@ impl MlsClient {
             if window > 0 {
                 let meta = SnapshotMeta {
                     taken_at_ms: now.unix_millis(),
-                    branch_tag: start.branch_tag,
+                    branch_tag: start.branch_tag.clone(),
                     merged_ref,
                     own_commit,
                 };
