@@ -337,7 +337,7 @@ impl MlsClient {
             })?;
             Ok::<_, MlsError>((abandoned, output, follow_up, commit_ref))
         })();
-        let (abandoned, mut output, follow_up, commit_ref) = match attempt {
+        let (abandoned, mut output, follow_up, _) = match attempt {
             Ok(values) if values.3 < meta.merged_ref => values,
             other => {
                 // Lost (or failed): nothing of the attempt is kept.
@@ -370,7 +370,6 @@ impl MlsClient {
                 });
             }
         };
-        let _ = commit_ref;
         let reissued_commits = abandoned.own_commits.len();
         let resent_messages = abandoned.sent.len();
         let committed = (|| {
@@ -551,7 +550,7 @@ impl MlsClient {
             // Restored: no longer removed, if the abandoned branch had removed us.
             txn.delete(
                 GROUP_META_NAMESPACE,
-                Key::from_segments([group.as_slice(), b"removed"]),
+                crate::message_processor::removed_key(group),
             )?;
             epoch_snapshots::take_sent_after(txn, group, Some(epoch))
         })?;

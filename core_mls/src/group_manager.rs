@@ -39,37 +39,20 @@ pub(crate) fn encode_message(
     kind: EnvelopeKind,
     message: &MlsMessageOut,
 ) -> Result<Envelope, MlsError> {
-    let bytes = message
-        .tls_serialize_detached()
-        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-    Ok(Envelope::new(kind, bytes))
+    encode_with_context(kind, message, &[])
 }
 
-/// A Welcome's envelope, with our branch history (see `fork_resolution`).
-fn encode_welcome(
+/// An envelope with a context (see `envelope`): for commits our claim of the commit ref, for
+/// Welcomes our branch history (see `fork_resolution`).
+fn encode_with_context(
+    kind: EnvelopeKind,
     message: &MlsMessageOut,
-    history: &[(u64, Vec<u8>)],
+    context: &[u8],
 ) -> Result<Envelope, MlsError> {
     let bytes = message
         .tls_serialize_detached()
         .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-    Ok(Envelope::with_context(
-        EnvelopeKind::Welcome,
-        bytes,
-        &fork_resolution::encode_history(history),
-    ))
-}
-
-/// A commit's envelope, with our claim of its commit ref (for members it removes).
-fn encode_commit(message: &MlsMessageOut, commit_ref: &[u8]) -> Result<Envelope, MlsError> {
-    let bytes = message
-        .tls_serialize_detached()
-        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-    Ok(Envelope::with_context(
-        EnvelopeKind::Commit,
-        bytes,
-        commit_ref,
-    ))
+    Ok(Envelope::with_context(kind, bytes, context))
 }
 
 impl MlsClient {
@@ -174,7 +157,7 @@ impl MlsClient {
                         group: Some(group.clone()),
                         devices: recipients.clone(),
                     },
-                    encode_commit(&commit, &commit_ref)?,
+                    encode_with_context(EnvelopeKind::Commit, &commit, &commit_ref)?,
                 )?);
             }
             output.outbound.push(
@@ -186,7 +169,11 @@ impl MlsClient {
                             .map(|(_, m)| DeviceAddress::from(m))
                             .collect(),
                     },
-                    encode_welcome(&welcome, &client.branch_history(group)?)?,
+                    encode_with_context(
+                        EnvelopeKind::Welcome,
+                        &welcome,
+                        &fork_resolution::encode_history(&client.branch_history(group)?),
+                    )?,
                 )?,
             );
             output.events.push(Event::MembersAdded {
@@ -278,7 +265,7 @@ impl MlsClient {
                     group: Some(group.clone()),
                     devices: recipients,
                 },
-                encode_commit(&commit, &commit_ref)?,
+                encode_with_context(EnvelopeKind::Commit, &commit, &commit_ref)?,
             )?;
             Ok(Output {
                 outbound: vec![outbound],
@@ -333,7 +320,7 @@ impl MlsClient {
                         group: Some(group.clone()),
                         devices: recipients,
                     },
-                    encode_commit(bundle.commit(), &commit_ref)?,
+                    encode_with_context(EnvelopeKind::Commit, bundle.commit(), &commit_ref)?,
                 )?);
             }
             if !removed_by_pending.is_empty() {
@@ -641,7 +628,7 @@ impl MlsClient {
             // Where we joined from outlives the group: a rollback may restore it (see
             // `fork_resolution`), and then commits from before the join must still be
             // recognised as such.
-            let joined_key = Key::from_segments([group.as_slice(), b"joined"]);
+            let joined_key = Key::from_segments([group.as_slice(), crate::welcome_handler::JOINED]);
             let joined = txn.get(GROUP_META_NAMESPACE, &joined_key)?;
             txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
             if let Some(joined) = joined {

@@ -260,18 +260,27 @@ impl MlsClient {
             })
             .collect();
         for entry in waiting {
-            let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
-                .and_then(|envelope| self.handle_decoded(envelope, Some(&entry)));
-            match result {
-                Ok(replayed) => output.extend(replayed),
-                Err(_) => {
-                    self.transaction(None, |client| {
-                        client.with_txn(|txn| epoch_buffer::remove(txn, &entry))
-                    })?;
-                }
+            if let Some(replayed) = self.replay_entry(&entry)? {
+                output.extend(replayed);
             }
         }
         Ok(output)
+    }
+
+    /// Handles one buffered envelope again. One that is rejected now is rejected for good: it
+    /// is dropped (`None`) rather than retried each time.
+    fn replay_entry(&mut self, entry: &BufferedMessage) -> Result<Option<Output>, MlsError> {
+        let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
+            .and_then(|envelope| self.handle_decoded(envelope, Some(entry)));
+        match result {
+            Ok(replayed) => Ok(Some(replayed)),
+            Err(_) => {
+                self.transaction(None, |client| {
+                    client.with_txn(|txn| epoch_buffer::remove(txn, entry))
+                })?;
+                Ok(None)
+            }
+        }
     }
 
     /// Inside the open transaction: snapshot of the current epoch, then the commit processed
@@ -541,17 +550,9 @@ impl MlsClient {
             // Within an epoch, application messages and proposals before the commit that ends it.
             ready.sort_by_key(|m| (m.epoch, is_commit(&m.envelope_bytes), m.received_at));
             for entry in ready {
-                let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
-                    .and_then(|envelope| self.handle_decoded(envelope, Some(&entry)));
-                match result {
-                    Ok(replayed) => output.extend(replayed),
-                    Err(_) => {
-                        // Rejected now, rejected forever: drop it rather than retry each time.
-                        self.transaction(None, |client| {
-                            client.with_txn(|txn| epoch_buffer::remove(txn, &entry))
-                        })?;
-                        dropped += 1;
-                    }
+                match self.replay_entry(&entry)? {
+                    Some(replayed) => output.extend(replayed),
+                    None => dropped += 1,
                 }
             }
             if self.groups.get(group).map(|g| g.epoch().as_u64()) == Some(epoch) {
@@ -642,7 +643,7 @@ impl MlsClient {
         self.with_txn(|txn| {
             txn.put(
                 GROUP_META_NAMESPACE,
-                Key::from_segments([group.as_slice(), b"removed"]),
+                removed_key(group),
                 epoch.to_be_bytes().to_vec(),
             )?;
             Ok(())
@@ -653,13 +654,15 @@ impl MlsClient {
     fn removed_at(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
         self.read(|txn| {
             Ok(txn
-                .get(
-                    GROUP_META_NAMESPACE,
-                    &Key::from_segments([group.as_slice(), b"removed"]),
-                )?
+                .get(GROUP_META_NAMESPACE, &removed_key(group))?
                 .map(|b| <[u8; 8]>::try_from(b.as_slice()).map_or(u64::MAX, u64::from_be_bytes)))
         })
     }
+}
+
+/// Where `mark_removed` records that this device was removed from `group`.
+pub(crate) fn removed_key(group: &GroupId) -> Key {
+    Key::from_segments([group.as_slice(), b"removed"])
 }
 
 fn same_device(

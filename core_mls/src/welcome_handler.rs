@@ -43,7 +43,7 @@ struct JoinRecord {
     history: Vec<(u64, Vec<u8>)>,
 }
 
-const JOINED: &[u8] = b"joined";
+pub(crate) const JOINED: &[u8] = b"joined";
 
 /// Which group each of our single-use key packages joined: `[key package ref]` → group id.
 /// Kept as long as the package's private keys (deleted by the key package pruning).

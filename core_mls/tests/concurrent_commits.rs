@@ -450,9 +450,7 @@ fn a_leave_that_a_concurrent_commit_left_out_is_proposed_again() {
     // Alice, the designated committer, commits carol's renewed proposal at her next tick.
     h.clock.advance(std::time::Duration::from_secs(1));
     let now = h.clock.now();
-    let g = group.clone();
     h.run(0, move |c| c.tick(now));
-    let _ = g;
     h.deliver_all();
     assert!(!h.nodes[2].client().groups().contains(&group), "carol left");
     assert!(h.nodes[2].removed_from(&group));
