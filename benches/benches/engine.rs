@@ -62,292 +62,76 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use core_identity::{DeviceIdentity, IdentityStore, UserId};
-use core_mls::{EnvelopeKind, Event, GroupId, MlsClient, MlsConfig, Output, PoolPolicy};
+use core_identity::{DeviceIdentity, UserId};
+use core_mls::{EnvelopeKind, Event, GroupId, MlsClient, MlsConfig};
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main,
 };
-use spacepanda_core::{
-    Clock, MasterKey, MemoryStore, RedbStore, SealedStore, SharedStore, SystemClock,
+use spacepanda_benches::engine_stack::{
+    Backend, FilledGroup, Phantom, ack_all, ack_deliveries, clock, envelope_bytes,
+    fresh_key_package, open_device, phantom, phantom_devices,
 };
+use spacepanda_benches::harness::{ADD_MANY, PAYLOAD_1K, Scale, TreeShape};
+use spacepanda_core::SharedStore;
 
-/// The 1 KiB application payload of `encrypt_1k` / `decrypt_1k`.
-const PAYLOAD_1K: [u8; 1024] = [0x5a; 1024];
-/// Largest number of key packages per commit while building a fixture.
+/// Largest number of key packages per commit while building a sparse fixture.
 const SETUP_CHUNK: usize = 100;
-/// Members added in one commit by `add_members_10`.
-const ADD_MANY: usize = 10;
-const SIZES: [usize; 3] = [10, 100, 1000];
-const BACKENDS: [Backend; 3] = [Backend::Mem, Backend::Redb, Backend::Sealed];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Mem,
-    Redb,
-    Sealed,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Mem => "mem",
-            Backend::Redb => "redb",
-            Backend::Sealed => "sealed",
-        }
-    }
-
-    /// A fresh, empty store of this kind (files under `dir`, named after `name`).
-    fn open(self, dir: &Path, name: &str) -> SharedStore {
-        match self {
-            Backend::Mem => Arc::new(MemoryStore::new()),
-            Backend::Redb => Arc::new(RedbStore::open(dir.join(format!("{name}.redb"))).unwrap()),
-            Backend::Sealed => Arc::new(
-                SealedStore::open_with_key(
-                    RedbStore::open(dir.join(format!("{name}.sealed.redb"))).unwrap(),
-                    &MasterKey::from_bytes([7; 32]),
-                )
-                .unwrap(),
-            ),
-        }
-    }
-}
-
-fn clock() -> Arc<dyn Clock> {
-    Arc::new(SystemClock)
-}
-
-/// Comma-separated filter from the environment, or everything.
-fn selected<T: Copy>(var: &str, all: &[T], name: impl Fn(T) -> String) -> Vec<T> {
-    match std::env::var(var) {
-        Ok(list) => {
-            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
-            all.iter()
-                .copied()
-                .filter(|item| wanted.contains(&name(*item).as_str()))
-                .collect()
-        }
-        Err(_) => all.to_vec(),
-    }
-}
-
-/// A device with its own store and identity.
-fn open_device(store: SharedStore, name: &str, config: MlsConfig) -> (MlsClient, DeviceIdentity) {
-    let identity = IdentityStore::new(store.clone(), clock())
-        .create(name)
-        .unwrap();
-    let client = MlsClient::open(store, clock(), identity.clone(), config).unwrap();
-    (client, identity)
-}
-
-/// Config of phantom clients: one fresh key package (plus the last-resort one) is enough.
-fn phantom_config() -> MlsConfig {
-    MlsConfig {
-        key_packages: PoolPolicy {
-            target: 1,
-            ..PoolPolicy::default()
-        },
-        ..MlsConfig::default()
-    }
-}
-
-/// A fresh single-use key package of `client`.
-fn fresh_key_package(client: &MlsClient) -> Vec<u8> {
-    client
-        .publishable_key_packages()
-        .unwrap()
-        .into_iter()
-        .find(|p| !p.last_resort)
-        .expect("a fresh key package")
-        .key_package
-}
-
-/// A member that never runs: a real identity and one key package.
-struct Phantom {
-    user: UserId,
-    key_package: Vec<u8>,
-}
-
-fn phantom() -> Phantom {
-    let (client, identity) = open_device(Arc::new(MemoryStore::new()), "phantom", phantom_config());
-    Phantom {
-        user: identity.user_id(),
-        key_package: fresh_key_package(&client),
-    }
-}
-
-/// `count` devices of one phantom user: key packages, and the user to remove them by.
-fn phantom_devices(count: usize) -> (UserId, Vec<Vec<u8>>) {
-    let first_store: SharedStore = Arc::new(MemoryStore::new());
-    let (first, identity) = open_device(first_store.clone(), "phantom", phantom_config());
-    let exported = IdentityStore::new(first_store, clock())
-        .export_identity_key()
-        .unwrap();
-    let mut key_packages = vec![fresh_key_package(&first)];
-    for _ in 1..count {
-        let store: SharedStore = Arc::new(MemoryStore::new());
-        let device = IdentityStore::new(store.clone(), clock())
-            .import(&exported, "phantom")
-            .unwrap();
-        let client = MlsClient::open(store, clock(), device, phantom_config()).unwrap();
-        key_packages.push(fresh_key_package(&client));
-    }
-    (identity.user_id(), key_packages)
-}
-
-/// Acknowledges every outbound of `output` (nothing here delivers them).
-fn ack_all(client: &mut MlsClient, output: &Output) {
-    for outbound in &output.outbound {
-        client.ack_sent(outbound.id).unwrap();
-    }
-}
-
-fn envelope_bytes(output: &Output, kind: EnvelopeKind) -> Vec<u8> {
-    output
-        .outbound
-        .iter()
-        .find(|o| o.envelope.kind() == kind)
-        .expect("an envelope of the expected kind")
-        .envelope
-        .to_bytes()
-}
-
-/// Acknowledges every delivered application message of `output`.
-fn ack_deliveries(client: &mut MlsClient, output: &Output) {
-    for event in &output.events {
-        if let Event::Message { delivery, .. } = event {
-            client.ack_delivered(*delivery).unwrap();
-        }
-    }
-}
-
-/// One group of `size` members: A (the committer), B (a real member), `size - 2` phantoms;
-/// C is a real client outside the group, for `join`.
-struct Fixture {
+/// Member A of a group and the phantoms it can remove: everything `add_member`,
+/// `add_members_10` and `remove_member` need, on a sparse or a filled tree.
+struct Committer {
     a: MlsClient,
-    b: MlsClient,
-    c: MlsClient,
-    c_identity: DeviceIdentity,
-    c_store: SharedStore,
     group: GroupId,
-    /// Phantom users currently in the group, removable by `remove_member`.
+    /// Phantom users currently in the group; `remove_member` removes the last one and adds its
+    /// replacement in the same place, so on a filled tree only one leaf's path is ever blanked.
     phantoms: Vec<UserId>,
 }
 
-impl Fixture {
-    fn build(backend: Backend, dir: &Path, size: usize, pool: &[Phantom]) -> Self {
-        assert!(size >= 2 && pool.len() >= size - 2);
-        let (mut a, _) = open_device(backend.open(dir, "a"), "alice", MlsConfig::default());
-        let (mut b, _) = open_device(backend.open(dir, "b"), "bob", MlsConfig::default());
-        let c_store = backend.open(dir, "c");
-        let (c, c_identity) = open_device(c_store.clone(), "carol", MlsConfig::default());
-        let group = a.create_group().unwrap();
-        let members = &pool[..size - 2];
-        let mut chunks: Vec<Vec<Vec<u8>>> = members
-            .chunks(SETUP_CHUNK)
-            .map(|chunk| chunk.iter().map(|p| p.key_package.clone()).collect())
-            .collect();
-        match chunks.last_mut() {
-            Some(last) if last.len() < SETUP_CHUNK => last.push(fresh_key_package(&b)),
-            _ => chunks.push(vec![fresh_key_package(&b)]),
-        }
-        let last = chunks.len() - 1;
-        for (index, chunk) in chunks.iter().enumerate() {
-            let output = a.add_members(&group, chunk).unwrap();
-            if index == last {
-                let joined = b
-                    .handle_envelope(&envelope_bytes(&output, EnvelopeKind::Welcome))
-                    .unwrap();
-                assert!(matches!(joined.events[..], [Event::Joined { .. }, ..]));
-            }
-            ack_all(&mut a, &output);
-        }
-        assert_eq!(a.members(&group).unwrap().len(), size);
-        assert_eq!(
-            a.epoch_authenticator(&group).unwrap(),
-            b.epoch_authenticator(&group).unwrap()
-        );
-        Self {
-            a,
-            b,
-            c,
-            c_identity,
-            c_store,
-            group,
-            phantoms: members.iter().map(|p| p.user).collect(),
-        }
-    }
-
-    fn decrypt_1k(&mut self, iters: u64) -> Duration {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let sent = self.a.send(&self.group, &PAYLOAD_1K).unwrap();
-            ack_all(&mut self.a, &sent);
-            let bytes = envelope_bytes(&sent, EnvelopeKind::Application);
-            let start = Instant::now();
-            let received = self.b.handle_envelope(&bytes).unwrap();
-            total += start.elapsed();
-            debug_assert!(matches!(received.events[..], [Event::Message { .. }]));
-            ack_deliveries(&mut self.b, &received);
-        }
-        total
-    }
-
-    fn process_commit(&mut self, iters: u64) -> Duration {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let update = self.a.self_update(&self.group).unwrap();
-            ack_all(&mut self.a, &update);
-            let bytes = envelope_bytes(&update, EnvelopeKind::Commit);
-            let start = Instant::now();
-            let processed = self.b.handle_envelope(&bytes).unwrap();
-            total += start.elapsed();
-            black_box(processed);
-        }
-        total
-    }
-
-    fn encrypt_1k(&mut self, iters: u64) -> Duration {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let start = Instant::now();
-            let sent = self.a.send(&self.group, &PAYLOAD_1K).unwrap();
-            total += start.elapsed();
-            ack_all(&mut self.a, &sent);
-        }
-        total
-    }
-
+impl Committer {
     fn add_member(&mut self, iters: u64) -> Duration {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let new = phantom();
+            let new = phantom().unwrap();
             let start = Instant::now();
             let added = self
                 .a
                 .add_members(&self.group, std::slice::from_ref(&new.key_package))
                 .unwrap();
             total += start.elapsed();
-            ack_all(&mut self.a, &added);
+            ack_all(&mut self.a, &added).unwrap();
             let removed = self.a.remove_user(&self.group, &new.user).unwrap();
-            ack_all(&mut self.a, &removed);
+            ack_all(&mut self.a, &removed).unwrap();
         }
         total
+    }
+
+    /// Size of one add commit (untimed; the group is left as it was): on a filled tree a
+    /// commit carries one path secret per level, on a sparse one nearly one per leaf.
+    fn add_commit_len(&mut self) -> usize {
+        let new = phantom().unwrap();
+        let added = self
+            .a
+            .add_members(&self.group, std::slice::from_ref(&new.key_package))
+            .unwrap();
+        ack_all(&mut self.a, &added).unwrap();
+        let removed = self.a.remove_user(&self.group, &new.user).unwrap();
+        ack_all(&mut self.a, &removed).unwrap();
+        envelope_bytes(&added, EnvelopeKind::Commit).unwrap().len()
     }
 
     fn add_members_10(&mut self, iters: u64) -> Duration {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let (user, key_packages) = phantom_devices(ADD_MANY);
+            let (user, key_packages) = phantom_devices(ADD_MANY).unwrap();
             let start = Instant::now();
             let added = self.a.add_members(&self.group, &key_packages).unwrap();
             total += start.elapsed();
-            ack_all(&mut self.a, &added);
+            ack_all(&mut self.a, &added).unwrap();
             let removed = self.a.remove_user(&self.group, &user).unwrap();
-            ack_all(&mut self.a, &removed);
+            ack_all(&mut self.a, &removed).unwrap();
         }
         total
     }
@@ -359,42 +143,152 @@ impl Fixture {
             let start = Instant::now();
             let removed = self.a.remove_user(&self.group, &user).unwrap();
             total += start.elapsed();
-            ack_all(&mut self.a, &removed);
-            let new = phantom();
+            ack_all(&mut self.a, &removed).unwrap();
+            let new = phantom().unwrap();
             let added = self
                 .a
                 .add_members(&self.group, std::slice::from_ref(&new.key_package))
                 .unwrap();
-            ack_all(&mut self.a, &added);
-            self.phantoms.insert(0, new.user);
+            ack_all(&mut self.a, &added).unwrap();
+            self.phantoms.push(new.user);
+        }
+        total
+    }
+}
+
+/// One sparse group of `size` members: A (the committer), B (a real member), `size - 2`
+/// phantoms; C is a real client outside the group, for `join`.
+struct Fixture {
+    committer: Committer,
+    b: MlsClient,
+    c: MlsClient,
+    c_identity: DeviceIdentity,
+    c_store: SharedStore,
+}
+
+impl Fixture {
+    fn build(backend: Backend, dir: &Path, size: usize, pool: &[Phantom]) -> Self {
+        assert!(size >= 2 && pool.len() >= size - 2);
+        let store = |name| backend.open(dir, name).unwrap();
+        let (mut a, _) = open_device(store("a"), "alice", MlsConfig::default()).unwrap();
+        let (mut b, _) = open_device(store("b"), "bob", MlsConfig::default()).unwrap();
+        let c_store = store("c");
+        let (c, c_identity) = open_device(c_store.clone(), "carol", MlsConfig::default()).unwrap();
+        let group = a.create_group().unwrap();
+        let members = &pool[..size - 2];
+        let mut chunks: Vec<Vec<Vec<u8>>> = members
+            .chunks(SETUP_CHUNK)
+            .map(|chunk| chunk.iter().map(|p| p.key_package.clone()).collect())
+            .collect();
+        match chunks.last_mut() {
+            Some(last) if last.len() < SETUP_CHUNK => last.push(fresh_key_package(&b).unwrap()),
+            _ => chunks.push(vec![fresh_key_package(&b).unwrap()]),
+        }
+        let last = chunks.len() - 1;
+        for (index, chunk) in chunks.iter().enumerate() {
+            let output = a.add_members(&group, chunk).unwrap();
+            if index == last {
+                let welcome = envelope_bytes(&output, EnvelopeKind::Welcome).unwrap();
+                let joined = b.handle_envelope(&welcome).unwrap();
+                assert!(matches!(joined.events[..], [Event::Joined { .. }, ..]));
+            }
+            ack_all(&mut a, &output).unwrap();
+        }
+        assert_eq!(a.members(&group).unwrap().len(), size);
+        assert_eq!(
+            a.epoch_authenticator(&group).unwrap(),
+            b.epoch_authenticator(&group).unwrap()
+        );
+        Self {
+            committer: Committer {
+                a,
+                group,
+                phantoms: members.iter().map(|p| p.user).collect(),
+            },
+            b,
+            c,
+            c_identity,
+            c_store,
+        }
+    }
+
+    fn add_member(&mut self, iters: u64) -> Duration {
+        self.committer.add_member(iters)
+    }
+
+    fn add_members_10(&mut self, iters: u64) -> Duration {
+        self.committer.add_members_10(iters)
+    }
+
+    fn remove_member(&mut self, iters: u64) -> Duration {
+        self.committer.remove_member(iters)
+    }
+
+    fn decrypt_1k(&mut self, iters: u64) -> Duration {
+        let Committer { a, group, .. } = &mut self.committer;
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let sent = a.send(group, &PAYLOAD_1K).unwrap();
+            ack_all(a, &sent).unwrap();
+            let bytes = envelope_bytes(&sent, EnvelopeKind::Application).unwrap();
+            let start = Instant::now();
+            let received = self.b.handle_envelope(&bytes).unwrap();
+            total += start.elapsed();
+            debug_assert!(matches!(received.events[..], [Event::Message { .. }]));
+            ack_deliveries(&mut self.b, &received).unwrap();
+        }
+        total
+    }
+
+    fn process_commit(&mut self, iters: u64) -> Duration {
+        let Committer { a, group, .. } = &mut self.committer;
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let update = a.self_update(group).unwrap();
+            ack_all(a, &update).unwrap();
+            let bytes = envelope_bytes(&update, EnvelopeKind::Commit).unwrap();
+            let start = Instant::now();
+            let processed = self.b.handle_envelope(&bytes).unwrap();
+            total += start.elapsed();
+            black_box(processed);
+        }
+        total
+    }
+
+    fn encrypt_1k(&mut self, iters: u64) -> Duration {
+        let Committer { a, group, .. } = &mut self.committer;
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            let sent = a.send(group, &PAYLOAD_1K).unwrap();
+            total += start.elapsed();
+            ack_all(a, &sent).unwrap();
         }
         total
     }
 
     fn join(&mut self, iters: u64) -> Duration {
+        let Committer { a, group, .. } = &mut self.committer;
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let key_package = fresh_key_package(&self.c);
-            let added = self.a.add_members(&self.group, &[key_package]).unwrap();
-            ack_all(&mut self.a, &added);
-            let welcome = envelope_bytes(&added, EnvelopeKind::Welcome);
+            let key_package = fresh_key_package(&self.c).unwrap();
+            let added = a.add_members(group, &[key_package]).unwrap();
+            ack_all(a, &added).unwrap();
+            let welcome = envelope_bytes(&added, EnvelopeKind::Welcome).unwrap();
             let start = Instant::now();
             let joined = self.c.handle_envelope(&welcome).unwrap();
             total += start.elapsed();
             assert!(matches!(joined.events[..], [Event::Joined { .. }, ..]));
-            let removed = self
-                .a
+            let removed = a
                 .remove_device(
-                    &self.group,
+                    group,
                     &self.c_identity.user_id(),
                     &self.c_identity.device_id(),
                 )
                 .unwrap();
-            ack_all(&mut self.a, &removed);
-            let left = self
-                .c
-                .handle_envelope(&envelope_bytes(&removed, EnvelopeKind::Commit))
-                .unwrap();
+            ack_all(a, &removed).unwrap();
+            let commit = envelope_bytes(&removed, EnvelopeKind::Commit).unwrap();
+            let left = self.c.handle_envelope(&commit).unwrap();
             assert!(
                 left.events
                     .iter()
@@ -417,62 +311,120 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, size: usize) {
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(if size >= 1000 { 5 } else { 2 }));
+        .warm_up_time(Duration::from_millis(if size >= 1000 { 300 } else { 500 }))
+        .measurement_time(Duration::from_secs(if size >= 1000 { 3 } else { 2 }));
+}
+
+type Op<T> = fn(&mut T, u64) -> Duration;
+
+/// Sparse groups: every function, in the order the module docs explain.
+const SPARSE_OPS: [(&str, Op<Fixture>); 7] = [
+    ("process_commit", Fixture::process_commit),
+    ("decrypt_1k", Fixture::decrypt_1k),
+    ("encrypt_1k", Fixture::encrypt_1k),
+    ("add_member", Fixture::add_member),
+    ("add_members_10", Fixture::add_members_10),
+    ("remove_member", Fixture::remove_member),
+    ("join", Fixture::join),
+];
+
+/// Filled trees: the two commits whose cost depends on the tree shape (PERFORMANCE.md).
+const FILLED_OPS: [(&str, Op<Committer>); 2] = [
+    ("add_member", Committer::add_member),
+    ("remove_member", Committer::remove_member),
+];
+
+fn run_ops<T>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    parameter: &str,
+    subject: &mut T,
+    ops: &[(&str, Op<T>)],
+) {
+    for (function, op) in ops {
+        group.bench_function(BenchmarkId::new(*function, parameter), |b| {
+            b.iter_custom(|iters| op(subject, iters))
+        });
+    }
 }
 
 fn engine_benches(c: &mut Criterion) {
-    let backends = selected("SPACEPANDA_ENGINE_BACKENDS", &BACKENDS, |b| {
-        b.name().to_owned()
-    });
-    let sizes = selected("SPACEPANDA_ENGINE_SIZES", &SIZES, |s| s.to_string());
+    let backends = Backend::from_env("SPACEPANDA_ENGINE_BACKENDS");
+    let scales = match std::env::var("SPACEPANDA_ENGINE_SIZES") {
+        Ok(list) => list.split(',').filter_map(Scale::parse).collect(),
+        Err(_) => Scale::default_set(),
+    };
     let mut group = c.benchmark_group("mls");
 
     configure(&mut group, 1);
     for backend in &backends {
         let dir = tempfile::tempdir().unwrap();
-        let (mut client, _) =
-            open_device(backend.open(dir.path(), "a"), "alice", MlsConfig::default());
+        let store = backend.open(dir.path(), "a").unwrap();
+        let (mut client, _) = open_device(store, "alice", MlsConfig::default()).unwrap();
         group.bench_function(
             BenchmarkId::new("create_group", format!("{}-1", backend.name())),
             |b| b.iter(|| client.create_group().unwrap()),
         );
     }
 
-    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let largest = scales
+        .iter()
+        .filter(|s| s.shape == TreeShape::Sparse)
+        .map(|s| s.size)
+        .max()
+        .unwrap_or(0);
     let started = Instant::now();
-    let pool: Vec<Phantom> = (0..largest.saturating_sub(2)).map(|_| phantom()).collect();
+    let pool: Vec<Phantom> = (0..largest.saturating_sub(2))
+        .map(|_| phantom().unwrap())
+        .collect();
     eprintln!(
         "engine setup: {} phantom identities + key packages in {:.2?}",
         pool.len(),
         started.elapsed()
     );
 
-    for &size in &sizes {
-        configure(&mut group, size);
-        for &backend in &backends {
-            let dir = tempfile::tempdir().unwrap();
-            let started = Instant::now();
-            let mut fixture = Fixture::build(backend, dir.path(), size, &pool);
-            let parameter = format!("{}-{size}", backend.name());
-            eprintln!(
-                "engine setup {parameter}: group built in {:.2?}",
-                started.elapsed()
-            );
-            type Op = fn(&mut Fixture, u64) -> Duration;
-            let ops: [(&str, Op); 7] = [
-                ("process_commit", Fixture::process_commit),
-                ("decrypt_1k", Fixture::decrypt_1k),
-                ("encrypt_1k", Fixture::encrypt_1k),
-                ("add_member", Fixture::add_member),
-                ("add_members_10", Fixture::add_members_10),
-                ("remove_member", Fixture::remove_member),
-                ("join", Fixture::join),
-            ];
-            for (function, op) in ops {
-                group.bench_function(BenchmarkId::new(function, &parameter), |b| {
-                    b.iter_custom(|iters| op(&mut fixture, iters))
-                });
+    for scale in &scales {
+        configure(&mut group, scale.size);
+        match scale.shape {
+            TreeShape::Sparse => {
+                for &backend in &backends {
+                    let dir = tempfile::tempdir().unwrap();
+                    let started = Instant::now();
+                    let mut fixture = Fixture::build(backend, dir.path(), scale.size, &pool);
+                    let parameter = format!("{}-{scale}", backend.name());
+                    eprintln!(
+                        "engine setup {parameter}: group built in {:.2?}",
+                        started.elapsed()
+                    );
+                    run_ops(&mut group, &parameter, &mut fixture, &SPARSE_OPS);
+                }
+            }
+            TreeShape::Full => {
+                let started = Instant::now();
+                let filled = FilledGroup::build(scale.size, false).unwrap();
+                eprintln!(
+                    "engine setup {scale}: filled tree built (on mem) in {:.2?}",
+                    started.elapsed()
+                );
+                for &backend in &backends {
+                    let dir = tempfile::tempdir().unwrap();
+                    let (a, _) = filled
+                        .a
+                        .open_on(backend, dir.path(), "a", MlsConfig::default())
+                        .unwrap();
+                    let mut committer = Committer {
+                        a,
+                        group: filled.group.clone(),
+                        phantoms: filled.phantoms.clone(),
+                    };
+                    let parameter = format!("{}-{scale}", backend.name());
+                    if backend == backends[0] {
+                        eprintln!(
+                            "engine setup {scale}: an add commit is {} bytes",
+                            committer.add_commit_len()
+                        );
+                    }
+                    run_ops(&mut group, &parameter, &mut committer, &FILLED_OPS);
+                }
             }
         }
     }
