@@ -9,6 +9,7 @@
 //! [`MlsError::NoTransaction`], so no OpenMLS write can escape the one-operation-one-transaction
 //! rule. Reads see the open transaction's writes, or the store when none is open.
 
+mod byte_strings;
 pub(crate) mod codec;
 pub mod key_layout;
 mod openmls_storage;
