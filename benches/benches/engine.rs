@@ -5,7 +5,7 @@
 //!
 //! Ids: `mls/<function>/<backend>-<size>` (shared/design/PERFORMANCE.md), backend ∈ `mem`
 //! (MemoryStore), `redb` (RedbStore file in a tempdir, one fsync per transaction) and `sealed`
-//! (SealedStore over RedbStore); size ∈ `10`, `100`, `1000` (`create_group`: size `1`).
+//! (SealedStore over RedbStore); size ∈ `10`, `100`, `1000`, `1000-full` (`create_group`: size `1`).
 //!
 //! # What is timed
 //! - `create_group`: `create_group()`.
@@ -26,16 +26,20 @@
 //!   cache, like a device joining for the first time.
 //!
 //! # Fixtures
-//! One group per (backend, size), built once and outside every timed region: A creates it,
-//! adds `size - 2` phantoms and B in commits of at most 100 key packages (B is in the last one
-//! and joins from its Welcome). Phantoms are real SpacePanda identities (the engine refuses
-//! anything else) whose clients live on a throwaway MemoryStore only long enough to hand out a
-//! key package; they never process anything. Consequence: **the tree is sparse** — only the
-//! committer's direct path holds keys after batch adds, and phantoms cannot self-update to fill
-//! theirs — so commits with a path (remove, self-update) encrypt to the resolution of blank
-//! copath nodes, i.e. to nearly every leaf: at 1000 members this is the worst case, not the
-//! steady state of a group whose members have all committed. A filled-tree variant (`-full`)
-//! would need every member to be a running client and is not measured here.
+//! Sparse (`<backend>-<size>`): one group per (backend, size), built once and outside every
+//! timed region: A creates it, adds `size - 2` phantoms and B in commits of at most 100 key
+//! packages (B is in the last one and joins from its Welcome). Phantoms are real SpacePanda
+//! identities (the engine refuses anything else) that never process anything. Only the
+//! committer's direct path holds keys after batch adds, so commits with a path (remove,
+//! self-update) encrypt to nearly every leaf: at 1000 members the worst case, not the steady
+//! state of a group whose members have all committed.
+//!
+//! Filled (`<backend>-1000-full`, `add_member` and `remove_member` only): the chain of
+//! `spacepanda_benches::engine_stack::FilledGroup` — every parent node set, as after every member
+//! has self-updated — built once on MemoryStore and A's store copied into each backend. The
+//! set-up prints the size of one add commit as evidence of the shape (≈ 2.2 KB filled vs ≈ 80 KB
+//! sparse at 1000). `remove_member` removes the most recently added phantom and adds its
+//! replacement in the same leaf (untimed), so only that one leaf's path is ever blank.
 //!
 //! Per fixture the functions run in the order process_commit, decrypt_1k, encrypt_1k, …:
 //! `process_commit` first gives A and B a full history of past epochs (`max_past_epochs`), whose
@@ -45,11 +49,10 @@
 //! runs before `encrypt_1k` has moved A's sender ratchet further than B's
 //! `max_forward_distance`.
 //!
-//! Settings are short (2-core machine shared with other work): flat sampling, 10 samples,
-//! 2 s measurement (5 s at 1000 members, where criterion warns it cannot complete the samples
-//! in time and extends the run). `SPACEPANDA_ENGINE_SIZES` (e.g. `10,100`) and
-//! `SPACEPANDA_ENGINE_BACKENDS` (e.g. `mem,sealed`) restrict what is built and run. Fixture
-//! setup times go to stderr as `engine setup …`.
+//! Settings are short so that the whole suite fits in 15 minutes on 2 cores: flat sampling,
+//! 10 samples, 2 s measurement (3 s at 1000 members). `SPACEPANDA_ENGINE_SIZES` (e.g.
+//! `10,100,1000-full`) and `SPACEPANDA_ENGINE_BACKENDS` (e.g. `mem,sealed`) restrict what is
+//! built and run. Fixture setup times go to stderr as `engine setup …`.
 //!
 //! Run: `cargo bench -p spacepanda-benches --bench engine`.
 #![allow(

@@ -36,25 +36,56 @@ const OPS: [(&str, Option<f64>); 9] = [
 /// Column order of the known backends of group `mls`; unknown ones follow alphabetically.
 const BACKEND_ORDER: [&str; 4] = ["raw", "mem", "redb", "sealed"];
 const PEER: &str = "mlsrs";
+/// Criterion group of the sustained rates; one iteration is one operation.
+const THROUGHPUT: &str = "throughput";
+/// Seed throughput targets per group (the top of PERFORMANCE.md's ranges), operations per second,
+/// by function-name prefix.
+const RATE_TARGETS: [(&str, f64); 2] = [("messages", 100.0), ("commits", 50.0)];
+/// Markers between which `--write` replaces the generated part of a markdown file.
+const BEGIN: &str = "<!-- bench_report:begin -->";
+const END: &str = "<!-- bench_report:end -->";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut root = PathBuf::from("target/criterion");
     let mut svg = None;
+    let mut write = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--svg" {
-            svg = Some(PathBuf::from(args.next().ok_or("--svg needs a file name")?));
-        } else {
-            root = PathBuf::from(arg);
+        match arg.as_str() {
+            "--svg" => svg = Some(PathBuf::from(args.next().ok_or("--svg needs a file name")?)),
+            "--write" => {
+                write = Some(PathBuf::from(
+                    args.next().ok_or("--write needs a markdown file")?,
+                ));
+            }
+            _ => root = PathBuf::from(arg),
         }
     }
     let medians = read_medians(&root)?;
     let mls = MlsTable::new(&medians);
+    let mut report = String::new();
     if !mls.rows.is_empty() {
-        print!("{}", mls.markdown());
-        println!();
+        report.push_str(&mls.markdown());
+        report.push('\n');
     }
-    print!("{}", other_groups(&medians));
+    let rates = throughput_table(&medians);
+    if !rates.is_empty() {
+        report.push_str(&rates);
+        report.push('\n');
+    }
+    let others = other_groups(&medians);
+    if !others.is_empty() {
+        report.push_str("### Other groups\n\n");
+        report.push_str(&others);
+    }
+    match &write {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            std::fs::write(path, replace_generated(&text, &report)?)?;
+            eprintln!("updated {}", path.display());
+        }
+        None => print!("{report}"),
+    }
     if let Some(path) = svg {
         std::fs::write(&path, mls.svg())?;
         eprintln!("wrote {}", path.display());
@@ -176,8 +207,9 @@ impl MlsTable {
     fn markdown(&self) -> String {
         let mut out = String::from(
             "### MLS operations (groups `mls` and `peer`)\n\n\
-             Median per backend; `× raw` is the ratio to raw OpenMLS on its memory storage; \
-             `raw / mlsrs` above 1 means raw OpenMLS is slower than mls-rs. ✓ / ✗: meets / \
+             Median per backend; `× raw` / `× mlsrs` are its ratios to raw OpenMLS on its \
+             memory storage and to mls-rs (above 1: slower); `raw / mlsrs` above 1 means raw \
+             OpenMLS is slower than mls-rs. ✓ / ✗: meets / \
              misses the seed target. Sizes: members before the operation; `-full` = filled \
              tree, otherwise sparse (batch-added).\n\n",
         );
@@ -190,7 +222,7 @@ impl MlsTable {
                 header.push_str(&format!(" {PEER} (peer) | raw / {PEER} |"));
                 rule.push_str("---|---|");
             } else {
-                header.push_str(&format!(" {backend} × raw |"));
+                header.push_str(&format!(" {backend} × raw / × {PEER} |"));
                 rule.push_str("---|");
             }
         }
@@ -216,7 +248,11 @@ impl MlsTable {
                         ratio(raw, peer)
                     ));
                 } else {
-                    line.push_str(&format!(" {} |", ratio(median, raw)));
+                    line.push_str(&format!(
+                        " {} / {} |",
+                        ratio(median, raw),
+                        ratio(median, peer)
+                    ));
                 }
             }
             if !self.backends.iter().any(|b| b == "raw") {
@@ -402,7 +438,7 @@ fn other_groups(medians: &Medians) -> String {
     let mut out = String::new();
     let rows: Vec<_> = medians
         .iter()
-        .filter(|((group, _), _)| group != "mls" && group != "peer")
+        .filter(|((group, _), _)| !["mls", "peer", THROUGHPUT].contains(&group.as_str()))
         .collect();
     if rows.is_empty() {
         return out;
@@ -431,6 +467,82 @@ fn other_groups(medians: &Medians) -> String {
                 human(*median)
             );
         }
+    }
+    out
+}
+
+/// `text` with the part between [`BEGIN`] and [`END`] replaced by `generated`.
+fn replace_generated(text: &str, generated: &str) -> Result<String, String> {
+    let start = text
+        .find(BEGIN)
+        .ok_or_else(|| format!("no {BEGIN} line to write after"))?;
+    let end = text
+        .find(END)
+        .filter(|end| *end > start)
+        .ok_or_else(|| format!("no {END} line after {BEGIN}"))?;
+    let (before, _) = text.split_at(start + BEGIN.len());
+    let (_, after) = text.split_at(end);
+    Ok(format!("{before}\n\n{generated}\n{after}"))
+}
+
+/// The `throughput` group: one row per function, one rate column per backend.
+fn throughput_table(medians: &Medians) -> String {
+    let rows: Vec<_> = medians
+        .iter()
+        .filter(|((group, _), _)| group == THROUGHPUT)
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut backends: Vec<String> = rows
+        .iter()
+        .flat_map(|(_, params)| params.keys().cloned())
+        .collect();
+    backends.sort_by_key(|p| {
+        let backend = p.split_once('-').map_or(p.as_str(), |(b, _)| b);
+        (
+            BACKEND_ORDER
+                .iter()
+                .position(|k| *k == backend)
+                .unwrap_or(BACKEND_ORDER.len()),
+            p.clone(),
+        )
+    });
+    backends.dedup();
+    let mut out = String::from(
+        "### Throughput (group `throughput`)\n\n\
+         Sustained operations per second of one group (1 / median time per operation); ✓ / ✗: \
+         reaches / misses the top of the seed range.\n\n| function | target |",
+    );
+    for backend in &backends {
+        out.push_str(&format!(" {backend} |"));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(backends.len()));
+    out.push('\n');
+    for ((_, function), params) in rows {
+        let target = RATE_TARGETS
+            .iter()
+            .find(|(prefix, _)| function.starts_with(prefix))
+            .map(|(_, t)| *t);
+        let shown = target.map_or_else(|| String::from("—"), |t| format!("≥ {t:.0}/s"));
+        let mut line = format!("| {function} | {shown} |");
+        for backend in &backends {
+            let cell = match params.get(backend) {
+                Some(nanos) if *nanos > 0.0 => {
+                    let rate = 1e9 / nanos;
+                    let mark = match target {
+                        Some(t) if rate >= t => " ✓",
+                        Some(_) => " ✗",
+                        None => "",
+                    };
+                    format!("{rate:.0}/s{mark}")
+                }
+                _ => String::from("—"),
+            };
+            line.push_str(&format!(" {cell} |"));
+        }
+        let _ = writeln!(out, "{line}");
     }
     out
 }

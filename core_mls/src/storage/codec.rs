@@ -124,7 +124,12 @@ mod tests {
         assert_eq!(decode::<Sample>("mls", &bytes).unwrap(), value);
         let plain = plain_cbor(&value);
         // 256 bytes as an array: a header per byte, two bytes each from 24 on.
-        assert!(bytes.len() + 256 < plain.len(), "{} vs {}", bytes.len(), plain.len());
+        assert!(
+            bytes.len() + 256 < plain.len(),
+            "{} vs {}",
+            bytes.len(),
+            plain.len()
+        );
         // Major type 2 (byte string) with a 2-byte length, 256, then the bytes 0..=255.
         let mut header = vec![0x59, 0x01, 0x00];
         header.extend(0..=255u8);
