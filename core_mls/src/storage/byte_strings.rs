@@ -121,10 +121,7 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Sequence<S>, S::Error> {
-        Ok(Sequence(State::Empty {
-            serializer: self.0,
-            len,
-        }))
+        Ok(Sequence::new(self.0, len))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
@@ -267,90 +264,76 @@ impl<C: SerializeStructVariant> SerializeStructVariant for Compound<C> {
 }
 
 /// A sequence whose form (byte string or array) is decided by its elements.
-struct Sequence<S: Serializer>(State<S>);
-
-enum State<S: Serializer> {
-    /// No element yet.
-    Empty { serializer: S, len: Option<usize> },
-    /// Every element so far was one `u8`.
-    Bytes {
-        serializer: S,
-        len: Option<usize>,
-        bytes: Zeroizing<Vec<u8>>,
-    },
-    /// Written as an ordinary array.
-    Array(S::SerializeSeq),
-    /// An element failed; the error was returned.
-    Failed,
+///
+/// Laid out for the hot path: a byte of a byte sequence is one probe and one push.
+struct Sequence<S: Serializer> {
+    /// The serializer, until the sequence is written as an array (or finished).
+    serializer: Option<S>,
+    len: Option<usize>,
+    /// Every element so far, while all of them were one `u8`.
+    bytes: Zeroizing<Vec<u8>>,
+    /// Set once an element was not a `u8`: the sequence is an ordinary array.
+    array: Option<S::SerializeSeq>,
 }
 
 impl<S: Serializer> Sequence<S> {
+    fn new(serializer: S, len: Option<usize>) -> Self {
+        Self {
+            serializer: Some(serializer),
+            len,
+            bytes: Zeroizing::new(Vec::new()),
+            array: None,
+        }
+    }
+
     /// Switches to an array, replaying the bytes collected so far, and writes `value`.
-    fn to_array<T: Serialize + ?Sized>(
-        serializer: S,
-        len: Option<usize>,
-        collected: &[u8],
-        value: &T,
-    ) -> Result<State<S>, S::Error> {
-        let mut array = serializer.serialize_seq(len)?;
-        for byte in collected {
+    #[cold]
+    fn start_array<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        let serializer = self.serializer.take().ok_or_else(used_after_end)?;
+        let mut array = serializer.serialize_seq(self.len)?;
+        for byte in self.bytes.iter() {
             array.serialize_element(byte)?;
         }
         array.serialize_element(&Wrapped(value))?;
-        Ok(State::Array(array))
+        self.array = Some(array);
+        Ok(())
     }
+}
+
+fn used_after_end<E: ser::Error>() -> E {
+    E::custom("a sequence was written after it failed")
 }
 
 impl<S: Serializer> SerializeSeq for Sequence<S> {
     type Ok = S::Ok;
     type Error = S::Error;
 
+    #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
-        self.0 = match std::mem::replace(&mut self.0, State::Failed) {
-            State::Empty { serializer, len } => match value.serialize(SingleByte) {
+        match self.array.as_mut() {
+            Some(array) => array.serialize_element(&Wrapped(value)),
+            None => match value.serialize(SingleByte) {
                 Ok(byte) => {
-                    let mut bytes = Zeroizing::new(Vec::with_capacity(len.unwrap_or(0)));
-                    bytes.push(byte);
-                    State::Bytes {
-                        serializer,
-                        len,
-                        bytes,
+                    if self.bytes.is_empty() {
+                        self.bytes.reserve(self.len.unwrap_or(0));
                     }
+                    self.bytes.push(byte);
+                    Ok(())
                 }
-                Err(NotAByte) => Self::to_array(serializer, len, &[], value)?,
+                Err(NotAByte) => self.start_array(value),
             },
-            State::Bytes {
-                serializer,
-                len,
-                mut bytes,
-            } => match value.serialize(SingleByte) {
-                Ok(byte) => {
-                    bytes.push(byte);
-                    State::Bytes {
-                        serializer,
-                        len,
-                        bytes,
-                    }
-                }
-                Err(NotAByte) => Self::to_array(serializer, len, &bytes, value)?,
-            },
-            State::Array(mut array) => {
-                array.serialize_element(&Wrapped(value))?;
-                State::Array(array)
-            }
-            State::Failed => return Err(ser::Error::custom("sequence used after an error")),
-        };
-        Ok(())
+        }
     }
 
-    fn end(self) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            State::Empty { serializer, len } => serializer.serialize_seq(len)?.end(),
-            State::Bytes {
-                serializer, bytes, ..
-            } => serializer.serialize_bytes(&bytes),
-            State::Array(array) => array.end(),
-            State::Failed => Err(ser::Error::custom("sequence used after an error")),
+    fn end(mut self) -> Result<S::Ok, S::Error> {
+        if let Some(array) = self.array.take() {
+            return array.end();
+        }
+        let serializer = self.serializer.take().ok_or_else(used_after_end)?;
+        if self.bytes.is_empty() {
+            serializer.serialize_seq(self.len)?.end()
+        } else {
+            serializer.serialize_bytes(&self.bytes)
         }
     }
 }
@@ -397,6 +380,7 @@ impl Serializer for SingleByte {
     type SerializeStruct = Impossible<u8, NotAByte>;
     type SerializeStructVariant = Impossible<u8, NotAByte>;
 
+    #[inline]
     fn serialize_u8(self, value: u8) -> Result<u8, NotAByte> {
         Ok(value)
     }
