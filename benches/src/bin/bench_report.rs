@@ -302,6 +302,17 @@ impl MlsTable {
                 ty = height - 11.0
             );
         }
+        let _ = writeln!(
+            out,
+            "<circle cx=\"{x}\" cy=\"{y}\" r=\"4\" fill=\"white\" stroke=\"black\"/>\
+             <text x=\"{tx}\" y=\"{ty}\">filled tree (1000-full)</text>\
+             <text x=\"{lx}\" y=\"{ty}\">dashed: seed target; x: members (log); y: median (log)</text>",
+            x = 10.0 + 90.0 * series.len() as f64 + 5.0,
+            y = height - 15.0,
+            tx = 10.0 + 90.0 * series.len() as f64 + 14.0,
+            ty = height - 11.0,
+            lx = 10.0 + 90.0 * series.len() as f64 + 150.0,
+        );
         for (index, (function, target)) in ops.iter().enumerate() {
             let (ox, oy) = (
                 (index % COLS) as f64 * PANEL_W,
@@ -320,6 +331,17 @@ impl MlsTable {
                 .iter()
                 .flat_map(|r| r.medians.values().map(|v| v.log10()))
                 .collect();
+            // Filled-tree rows (`1000-full`) are drawn as open circles at their size.
+            let filled: Vec<&MlsRow> = self
+                .rows
+                .iter()
+                .filter(|r| r.function == *function && !r.size.is_sparse())
+                .collect();
+            ys.extend(
+                filled
+                    .iter()
+                    .flat_map(|r| r.medians.values().map(|v| v.log10())),
+            );
             if let Some(t) = target {
                 ys.push(t.log10());
             }
@@ -400,6 +422,17 @@ impl MlsTable {
                         out,
                         "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"2.5\" fill=\"{color}\"/>"
                     );
+                }
+                for row in &filled {
+                    if let Some(v) = row.medians.get(name.as_str()) {
+                        let _ = writeln!(
+                            out,
+                            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"white\" \
+                             stroke=\"{color}\" stroke-width=\"1.5\"/>",
+                            px((row.size.members as f64).log10()),
+                            py(v.log10())
+                        );
+                    }
                 }
             }
         }
