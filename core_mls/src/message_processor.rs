@@ -162,6 +162,16 @@ impl MlsClient {
             }
         } else {
             let meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
+            if meta.is_none()
+                && self
+                    .joined_epoch(&group)?
+                    .is_some_and(|joined| message_epoch < joined)
+            {
+                // From before we joined: not of our branch. If its branch wins, the commit
+                // that added us lost and a Welcome of the winning branch (a re-add) can put
+                // us back at or before its epoch, where it is needed: it waits.
+                return self.buffer(envelope, &group, message_epoch, buffered);
+            }
             if is_commit {
                 return match meta {
                     Some(meta) if fork_resolution::tag_matches(&tag, &meta.branch_tag) => self
@@ -174,18 +184,6 @@ impl MlsClient {
                             buffered,
                         ),
                     Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
-                    // From before we joined: if it wins, the commit that added us lost, and
-                    // its committer re-adds us on the winning branch.
-                    None if self
-                        .joined_epoch(&group)?
-                        .is_some_and(|joined| message_epoch < joined) =>
-                    {
-                        Err(MlsError::StaleEpoch {
-                            group,
-                            message_epoch,
-                            current_epoch: current,
-                        })
-                    }
                     // Kept in the buffer as another branch's and never reached: its branch is
                     // beyond the window now, but it was judged when it arrived.
                     None if buffered.is_some() => Err(MlsError::OtherBranch {
