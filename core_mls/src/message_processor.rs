@@ -6,7 +6,8 @@
 //!    and replayed automatically once the group gets there; a message of a competing branch
 //!    (its branch tag differs) → buffered while a rollback could reach it; a commit for a past
 //!    epoch → the concurrent-commit rule (`fork_resolution`); a proposal from a past epoch →
-//!    [`MlsError::StaleEpoch`];
+//!    [`MlsError::StaleEpoch`]; on a device that joined from a Welcome, a message from before
+//!    its join → buffered (a Welcome of the winning branch may put it back at that epoch);
 //! 4. OpenMLS processing inside one transaction: application → `Message` (at most once per
 //!    sender message id); proposal → stored (bounded per epoch); commit → every leaf it adds or
 //!    changes must pass the identity binding, or the commit is rejected whole → merge → events →
