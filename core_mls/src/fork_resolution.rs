@@ -233,7 +233,9 @@ impl MlsClient {
     }
 
     /// A message of another branch of `group`, at `epoch`: kept while a rollback could still
-    /// reach its branch (some kept snapshot precedes its epoch), else refused.
+    /// reach its branch (some kept snapshot precedes its epoch), or, on a device that joined
+    /// from a Welcome, while a Welcome of another branch could (the commit that added us may
+    /// lose, and the re-add's Welcome then puts us on the message's branch); else refused.
     pub(crate) fn other_branch(
         &mut self,
         envelope: &Envelope,
@@ -242,7 +244,9 @@ impl MlsClient {
         buffered: Option<&BufferedMessage>,
     ) -> Result<Output, MlsError> {
         let oldest = self.read(|txn| epoch_snapshots::metas(txn, group))?;
-        if oldest.first().is_some_and(|(oldest, _)| *oldest < epoch) {
+        if oldest.first().is_some_and(|(oldest, _)| *oldest < epoch)
+            || self.joined_epoch(group)?.is_some()
+        {
             return self.buffer(envelope, group, epoch, buffered);
         }
         Err(MlsError::OtherBranch {

@@ -6,7 +6,8 @@
 //!    and replayed automatically once the group gets there; a message of a competing branch
 //!    (its branch tag differs) → buffered while a rollback could reach it; a commit for a past
 //!    epoch → the concurrent-commit rule (`fork_resolution`); a proposal from a past epoch →
-//!    [`MlsError::StaleEpoch`];
+//!    [`MlsError::StaleEpoch`]; on a device that joined from a Welcome, a message from before
+//!    its join → buffered (a Welcome of the winning branch may put it back at that epoch);
 //! 4. OpenMLS processing inside one transaction: application → `Message` (at most once per
 //!    sender message id); proposal → stored (bounded per epoch); commit → every leaf it adds or
 //!    changes must pass the identity binding, or the commit is rejected whole → merge → events →
@@ -162,6 +163,16 @@ impl MlsClient {
             }
         } else {
             let meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
+            if meta.is_none()
+                && self
+                    .joined_epoch(&group)?
+                    .is_some_and(|joined| message_epoch < joined)
+            {
+                // From before we joined: not of our branch. If its branch wins, the commit
+                // that added us lost and a Welcome of the winning branch (a re-add) can put
+                // us back at or before its epoch, where it is needed: it waits.
+                return self.buffer(envelope, &group, message_epoch, buffered);
+            }
             if is_commit {
                 return match meta {
                     Some(meta) if fork_resolution::tag_matches(&tag, &meta.branch_tag) => self
@@ -174,18 +185,6 @@ impl MlsClient {
                             buffered,
                         ),
                     Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
-                    // From before we joined: if it wins, the commit that added us lost, and
-                    // its committer re-adds us on the winning branch.
-                    None if self
-                        .joined_epoch(&group)?
-                        .is_some_and(|joined| message_epoch < joined) =>
-                    {
-                        Err(MlsError::StaleEpoch {
-                            group,
-                            message_epoch,
-                            current_epoch: current,
-                        })
-                    }
                     // Kept in the buffer as another branch's and never reached: its branch is
                     // beyond the window now, but it was judged when it arrived.
                     None if buffered.is_some() => Err(MlsError::OtherBranch {

@@ -513,3 +513,54 @@ fn a_device_re_added_after_a_double_removal_ends_on_the_winning_branch() {
         h.assert_group_works(&group, 3, &[0, 1]);
     }
 }
+
+/// Alice self-updates and then adds dave; concurrently bob adds dave (another package) and then
+/// self-updates. Dave hears alice's Welcome first (he joins one epoch later than bob's Welcome
+/// would put him), then bob's self-update commit (an epoch before that join), then bob's
+/// Welcome: a Welcome that moves him back an epoch, onto bob's branch if bob's add won.
+fn dave_joins_the_longer_branch_first(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2]);
+    let packages = h.nodes[3].client().publishable_key_packages().unwrap();
+    let (first, second) = (
+        packages[0].key_package.clone(),
+        packages[1].key_package.clone(),
+    );
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(0, move |c| c.add_members(&g, &[first]));
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[second]));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    // Alice's Welcome, bob's Welcome, bob's commit.
+    let inbox = std::mem::take(&mut h.nodes[3].inbox);
+    assert_eq!(inbox.len(), 3);
+    for index in [0, 2, 1] {
+        let _ = h.handle(3, &inbox[index]);
+    }
+    // Alice and carol hear bob's commits newest first, so that bob's self-update wins its
+    // epoch whatever they re-issue (it waits in their buffers for bob's add to arrive).
+    for node in [0, 2] {
+        let inbox = std::mem::take(&mut h.nodes[node].inbox);
+        for bytes in inbox.iter().rev() {
+            let _ = h.handle(node, bytes);
+        }
+    }
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_welcome_that_moves_a_device_back_an_epoch_finds_what_arrived_before_it() {
+    let names = ["alice", "bob", "carol", "dave"];
+    for alice_lost in [true, false] {
+        // When bob's add wins, dave goes back from alice's branch to bob's, one epoch lower:
+        // bob's commit of that epoch, which came before the Welcome, must not have been dropped.
+        let (mut h, group) = until(alice_lost, &names, dave_joins_the_longer_branch_first);
+        h.assert_converged(&group, &[0, 1, 2, 3]);
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 4);
+        h.assert_group_works(&group, 3, &[0, 1, 2]);
+        h.assert_group_works(&group, 1, &[0, 2, 3]);
+    }
+}
