@@ -50,7 +50,7 @@
 //! `max_forward_distance`.
 //!
 //! Settings are short so that the whole suite fits in 15 minutes on 2 cores: flat sampling,
-//! 10 samples, 2 s measurement (3 s at 1000 members). `SPACEPANDA_ENGINE_SIZES` (e.g.
+//! 10 samples, 1.2 s measurement (2 s at 1000 members). `SPACEPANDA_ENGINE_SIZES` (e.g.
 //! `10,100,1000-full`) and `SPACEPANDA_ENGINE_BACKENDS` (e.g. `mem,sealed`) restrict what is
 //! built and run. Fixture setup times go to stderr as `engine setup …`.
 //!
@@ -314,8 +314,12 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, size: usize) {
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(if size >= 1000 { 300 } else { 500 }))
-        .measurement_time(Duration::from_secs(if size >= 1000 { 3 } else { 2 }));
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(if size >= 1000 {
+            2000
+        } else {
+            1200
+        }));
 }
 
 type Op<T> = fn(&mut T, u64) -> Duration;

@@ -66,7 +66,7 @@ fn store_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group
         .sample_size(30)
-        .measurement_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(1))
         .warm_up_time(Duration::from_millis(500));
 
     group.throughput(Throughput::Elements(BATCH as u64));

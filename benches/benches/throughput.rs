@@ -120,8 +120,8 @@ fn throughput_benches(c: &mut Criterion) {
         .throughput(Throughput::Elements(1))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
     for backend in Backend::from_env("SPACEPANDA_ENGINE_BACKENDS") {
         let dir = tempfile::tempdir().unwrap();
         let open = |template: &DeviceTemplate, name| {

@@ -215,13 +215,13 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, size: usize) {
     if size >= 1000 {
         group
             .sampling_mode(SamplingMode::Flat)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_millis(1500));
     } else {
         group
             .sampling_mode(SamplingMode::Auto)
             .warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_millis(1500));
+            .measurement_time(Duration::from_millis(1200));
     }
 }
 

@@ -374,7 +374,7 @@ impl MlsTable {
                      <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
                     left - 3.0,
                     y + 3.0,
-                    human(10f64.powf(decade))
+                    decade_label(decade)
                 );
                 decade += 1.0;
             }
@@ -596,6 +596,20 @@ fn name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Axis label of the power of ten `decade` (in nanoseconds): `100 µs`, `10 ms`, `1 s`.
+fn decade_label(decade: f64) -> String {
+    let nanos = 10f64.powf(decade.round());
+    if nanos >= 1e9 {
+        format!("{:.0} s", nanos / 1e9)
+    } else if nanos >= 1e6 {
+        format!("{:.0} ms", nanos / 1e6)
+    } else if nanos >= 1e3 {
+        format!("{:.0} µs", nanos / 1e3)
+    } else {
+        format!("{nanos:.0} ns")
+    }
 }
 
 fn human(nanos: f64) -> String {
