@@ -197,9 +197,12 @@ impl MlsClient {
             if message.is_handshake_message() {
                 // A proposal of a kept epoch: a competing commit of that epoch may reference it
                 // (see `handle_competing_commit`), so it waits with the snapshot.
-                if let Some(meta) = &meta
-                    && fork_resolution::tag_matches(&tag, &meta.branch_tag)
-                {
+                if let Some(meta) = &meta {
+                    if !fork_resolution::tag_matches(&tag, &meta.branch_tag) {
+                        // Another branch's proposal: a commit of that branch may need it once a
+                        // rollback takes us there, so it waits like that branch's commits.
+                        return self.other_branch(envelope, &group, message_epoch, buffered);
+                    }
                     let mut output = self.buffer(envelope, &group, message_epoch, buffered)?;
                     if buffered.is_none() {
                         // A competing commit of that epoch may be waiting for this proposal.
