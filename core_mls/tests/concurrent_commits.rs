@@ -564,3 +564,69 @@ fn a_welcome_that_moves_a_device_back_an_epoch_finds_what_arrived_before_it() {
         h.assert_group_works(&group, 1, &[0, 2, 3]);
     }
 }
+
+/// Alice and bob self-update in the same epoch; carol follows alice, dave follows bob. On bob's
+/// branch dave asks to leave and bob commits the proposal by reference; on alice's branch alice
+/// commits again. Alice and carol then hear dave's proposal and bob's second commit while a
+/// newer epoch of their own branch is current, and bob's first commit last.
+fn dave_leaves_on_bobs_branch(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let held: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    // Carol takes alice's commit, dave bob's: two branches of the next epoch.
+    assert_eq!((held[2].len(), held[3].len()), (2, 2));
+    h.handle(2, &held[2][0]).unwrap();
+    h.handle(3, &held[3][1]).unwrap();
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let dave_proposal = std::mem::take(&mut h.nodes[1].inbox);
+    for bytes in &dave_proposal {
+        h.handle(1, bytes).unwrap();
+    }
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    // Carol: alice's second commit, then dave's proposal and bob's second commit (both of bob's
+    // branch, one epoch back), then bob's first commit.
+    let carol = std::mem::take(&mut h.nodes[2].inbox);
+    assert_eq!(carol.len(), 3, "dave's proposal, bob's and alice's commits");
+    for index in [2, 0, 1] {
+        let _ = h.handle(2, &carol[index]);
+    }
+    let _ = h.handle(2, &held[2][1]);
+    let alice = std::mem::take(&mut h.nodes[0].inbox);
+    for bytes in alice.iter().chain(&held[0]) {
+        let _ = h.handle(0, bytes);
+    }
+    h.nodes[1].inbox.extend(held[1].iter().cloned());
+    h.nodes[3].inbox.push(held[3][0].clone());
+    h.deliver_all();
+    // If alice's branch won instead, dave's leave is proposed again; a tick commits it.
+    h.clock.advance(std::time::Duration::from_secs(1));
+    let now = h.clock.now();
+    for node in 0..3 {
+        h.run(node, move |c| c.tick(now));
+    }
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_proposal_of_the_other_branch_waits_for_the_rollback_that_needs_it() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // When bob's branch wins, alice and carol roll back to it, and bob's second commit there
+    // references dave's proposal, which reached them while their own branch was ahead.
+    for alice_lost in [true, false] {
+        let (mut h, group) = until(alice_lost, &names, dave_leaves_on_bobs_branch);
+        h.assert_converged(&group, &[0, 1, 2]);
+        assert!(h.nodes[3].removed_from(&group), "dave left");
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+        h.assert_group_works(&group, 2, &[0, 1]);
+    }
+}
