@@ -56,10 +56,6 @@
 //! - `SIM_SEEDS`, `SIM_FIRST_SEED`, `SIM_THREADS` (default 2), `SIM_SHRINK_ATTEMPTS` (default
 //!   200), `SIM_REDB_SEEDS` (default 3).
 //!
-//! A default run (up to 200 seeds) tolerates one seed of the known open class `member on
-//! another branch` (about 5 in 10 000 seeds; docs/ARCHITECTURE.md, "Not yet"), printing it
-//! like any failure; `SIM_TOLERATE=n` sets the tolerance, larger runs tolerate none.
-//!
 //! # When a seed fails
 //!
 //! The test prints the seed, the failure (a class such as `member on another branch` and the
@@ -120,9 +116,6 @@ use verdicts::{Failure, Tally};
 use world::{Options, World};
 
 /// One run's result, what it counted, and (when asked for) its trace.
-/// The failure class of the known open problem (see `seeded_networks_converge`).
-const KNOWN_OPEN_CLASS: &str = "member on another branch";
-
 struct Report {
     result: Result<Summary, Failure>,
     tally: Tally,
@@ -538,30 +531,10 @@ fn seeded_networks_converge() {
             describe_failures(&failures, options, options.force_redb, threads)
         );
     }
-    // The one known open problem (docs/ARCHITECTURE.md, "Not yet"): in about 5 of 10 000 seeds
-    // a member ends on a branch that lost. A default run tolerates one such seed — printed
-    // above like every failure — so that its rate, not its existence, fails CI; any other
-    // failure, or a second one, fails the run. `SIM_TOLERATE=0` tolerates none.
-    let tolerated = env_u64("SIM_TOLERATE").unwrap_or(if count <= 200 { 1 } else { 0 });
-    let known = failures
-        .iter()
-        .filter(|(_, report)| {
-            report
-                .result
-                .as_ref()
-                .is_err_and(|f| f.class == KNOWN_OPEN_CLASS)
-        })
-        .count() as u64;
-    let other = failures.len() as u64 - known;
-    if other > 0 || known > tolerated {
+    if !failures.is_empty() {
         panic!(
-            "{} of {count} seeds failed ({known} of the known open class, {tolerated} tolerated); the report is above",
+            "{} of {count} seeds failed; the report is above",
             failures.len()
-        );
-    }
-    if known > 0 {
-        println!(
-            "simulator: {known} seed(s) of the known open class \"{KNOWN_OPEN_CLASS}\" (tolerated)"
         );
     }
     assert!(tally.get("op send ok") > 0, "no message was ever sent");
