@@ -187,7 +187,8 @@ pub fn ack_deliveries(client: &mut MlsClient, output: &Output) -> Result<(), Ben
     Ok(())
 }
 
-/// Hands `bytes` to `client` and fails unless it was accepted without error events.
+/// Hands `bytes` to `client` and acknowledges what it delivered to the app; an engine error
+/// is returned.
 pub fn deliver(client: &mut MlsClient, bytes: &[u8]) -> Result<Output, BenchError> {
     let output = client.handle_envelope(bytes)?;
     ack_deliveries(client, &output)?;
