@@ -121,19 +121,29 @@ impl MlsClient {
         let is_commit = message.content_type() == ContentType::Commit;
         let Some(current) = self.groups.get(&group).map(|g| g.epoch().as_u64()) else {
             // A branch that removed us may still lose to a commit of an epoch we kept.
-            if is_commit
-                && let Some(meta) =
-                    self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?
+            if let Some(meta) =
+                self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?
                 && fork_resolution::tag_matches(&tag, &meta.branch_tag)
             {
-                return self.handle_competing_commit(
-                    envelope,
-                    message,
-                    &group,
-                    message_epoch,
-                    meta,
-                    buffered,
-                );
+                if is_commit {
+                    return self.handle_competing_commit(
+                        envelope,
+                        message,
+                        &group,
+                        message_epoch,
+                        meta,
+                        buffered,
+                    );
+                }
+                if message.is_handshake_message() {
+                    // A proposal of that epoch: a competing commit that references it may be
+                    // waiting in the buffer, and it alone can take us back into the group.
+                    let mut output = self.buffer(envelope, &group, message_epoch, buffered)?;
+                    if buffered.is_none() {
+                        output.extend(self.retry_waiting_commits(&group, message_epoch)?);
+                    }
+                    return Ok(output);
+                }
             }
             // After our removal only a later epoch can concern us: a member may re-add us,
             // and the new epoch's messages can overtake the Welcome.
@@ -263,6 +273,27 @@ impl MlsClient {
             })
             .collect();
         for entry in waiting {
+            if let Some(replayed) = self.replay_entry(&entry)? {
+                output.extend(replayed);
+            }
+        }
+        Ok(output)
+    }
+
+    /// Replays the commits of `epoch` buffered for `group`, which this device no longer holds:
+    /// one may have waited for a proposal that just arrived.
+    fn retry_waiting_commits(&mut self, group: &GroupId, epoch: u64) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        let waiting: Vec<BufferedMessage> = self
+            .read(|txn| epoch_buffer::for_group(txn, group))?
+            .into_iter()
+            .filter(|m| m.epoch == epoch && is_commit(&m.envelope_bytes))
+            .collect();
+        for entry in waiting {
+            if self.groups.contains_key(group) {
+                // Back in the group: the rollback replayed the rest.
+                break;
+            }
             if let Some(replayed) = self.replay_entry(&entry)? {
                 output.extend(replayed);
             }

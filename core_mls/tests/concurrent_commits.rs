@@ -630,3 +630,82 @@ fn a_proposal_of_the_other_branch_waits_for_the_rollback_that_needs_it() {
         h.assert_group_works(&group, 2, &[0, 1]);
     }
 }
+
+/// Carol and dave ask to leave in the same epoch; bob hears only carol's proposal and commits
+/// it, alice hears only dave's and commits that. Carol processes bob's commit first (it removes
+/// her), then alice's, then dave's proposal, which alice's commit references.
+fn carol_removed_first_by_the_commit_that_may_lose(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let g = group.clone();
+    h.run(2, move |c| c.leave_group(&g));
+    let carol_leave: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    h.handle(1, &carol_leave[1][0]).unwrap();
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let dave_leave: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    h.handle(0, &dave_leave[0][0]).unwrap();
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    // Carol: bob's commit, alice's commit, dave's proposal.
+    let carol = std::mem::take(&mut h.nodes[2].inbox);
+    assert_eq!(carol.len(), 2, "bob's and alice's commits");
+    let _ = h.handle(2, &carol[0]);
+    assert!(
+        h.nodes[2].removed_from(&group),
+        "bob's commit removed carol"
+    );
+    let _ = h.handle(2, &carol[1]);
+    let _ = h.handle(2, &dave_leave[2][0]);
+    for node in [0, 1, 3] {
+        h.nodes[node]
+            .inbox
+            .extend(carol_leave[node].iter().cloned());
+    }
+    h.nodes[1].inbox.extend(dave_leave[1].iter().cloned());
+    h.deliver_all();
+    // Whoever's commit lost, the other leave is proposed again; a tick commits it.
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    group
+}
+
+#[test]
+fn a_member_removed_by_the_losing_commit_gets_back_when_a_late_proposal_completes_the_winner() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // When alice's commit wins, carol must roll back from her removal on bob's branch even
+    // though alice's commit could only be processed once dave's proposal came; she then asks
+    // to leave again on alice's branch.
+    for alice_lost in [false, true] {
+        let (mut h, group) = until(
+            alice_lost,
+            &names,
+            carol_removed_first_by_the_commit_that_may_lose,
+        );
+        assert!(
+            h.nodes[2].removed_from(&group) && h.nodes[3].removed_from(&group),
+            "carol and dave left"
+        );
+        h.assert_converged(&group, &[0, 1]);
+        assert_eq!(
+            h.nodes[0].client().members(&group).unwrap().len(),
+            2,
+            "alice lost: {alice_lost}; errors {:?}",
+            h.errors()
+        );
+        h.assert_group_works(&group, 1, &[0]);
+    }
+}
