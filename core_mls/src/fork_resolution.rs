@@ -435,14 +435,10 @@ impl MlsClient {
     /// the commit that ended the epoch did not include its proposal (it lost, or the proposal
     /// arrived late). Propose again in this epoch.
     fn repropose_leave(&mut self, group: &GroupId) -> Result<Output, MlsError> {
-        let Some(mls_group) = self.groups.get(group) else {
-            return Ok(Output::default());
-        };
-        let own = mls_group.own_leaf_index();
-        let pending = mls_group.pending_proposals().any(
-            |p| matches!(p.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own),
-        );
-        if pending || !self.read(|txn| leave_requested(txn, group))? {
+        if !self.groups.contains_key(group)
+            || self.own_removal_pending(group)?
+            || !self.read(|txn| leave_requested(txn, group))?
+        {
             return Ok(Output::default());
         }
         self.leave_group(group)
@@ -554,7 +550,7 @@ impl MlsClient {
             // Restored: no longer removed, if the abandoned branch had removed us.
             txn.delete(
                 GROUP_META_NAMESPACE,
-                crate::message_processor::removed_key(group),
+                crate::group_removal::removed_key(group),
             )?;
             epoch_snapshots::take_sent_after(txn, group, Some(epoch))
         })?;

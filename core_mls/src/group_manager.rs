@@ -8,7 +8,6 @@ use openmls::prelude::{
     LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvider as _,
 };
 use openmls_traits::random::OpenMlsRand as _;
-use spacepanda_core::{Key, Timestamp};
 use tls_codec::Serialize as _;
 
 use crate::app_message::AppMessage;
@@ -510,133 +509,9 @@ impl MlsClient {
         Ok(devices)
     }
 
-    /// Refuses a commit by a device whose own removal is pending (it asked to leave): OpenMLS
-    /// would include the removal and refuse a commit that removes its committer.
-    fn ensure_can_commit(&self, group: &GroupId) -> Result<(), MlsError> {
-        if self.own_removal_pending(group)? {
-            return Err(MlsError::InvalidArgument {
-                reason: "this device asked to leave the group; it cannot commit until it is removed",
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether a pending proposal removes this device.
-    pub(crate) fn own_removal_pending(&self, group: &GroupId) -> Result<bool, MlsError> {
-        let mls_group = self.group(group)?;
-        let own = mls_group.own_leaf_index();
-        Ok(mls_group.pending_proposals().any(
-            |p| matches!(p.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed() == own),
-        ))
-    }
-
     pub(crate) fn own_verified_member(&self) -> Result<VerifiedMember, MlsError> {
         self.device
             .verify_self()
             .map_err(|reason| MlsError::UnverifiedMember { reason })
-    }
-
-    /// Members that pending Remove proposals would remove.
-    pub(crate) fn pending_removals(
-        &mut self,
-        group: &GroupId,
-    ) -> Result<Vec<VerifiedMember>, MlsError> {
-        let indices: Vec<LeafNodeIndex> = self
-            .group(group)?
-            .pending_proposals()
-            .filter_map(|p| match p.proposal() {
-                openmls::prelude::Proposal::Remove(remove) => Some(remove.removed()),
-                _ => None,
-            })
-            .collect();
-        let mut removed = Vec::new();
-        for index in indices {
-            if let Some(leaf) = self.group(group)?.member_at(index) {
-                removed.push(self.members.verify(&leaf.credential, &leaf.signature_key)?);
-            }
-        }
-        Ok(removed)
-    }
-
-    pub(crate) fn record_leaf_update(
-        &self,
-        group: &GroupId,
-        now: Timestamp,
-    ) -> Result<(), MlsError> {
-        self.with_txn(|txn| {
-            txn.put(
-                GROUP_META_NAMESPACE,
-                Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
-                now.unix_millis().to_be_bytes().to_vec(),
-            )?;
-            Ok(())
-        })
-    }
-
-    pub(crate) fn self_update_due(
-        &self,
-        group: &GroupId,
-        now: Timestamp,
-    ) -> Result<bool, MlsError> {
-        let last = self.read(|txn| {
-            Ok(txn
-                .get(
-                    GROUP_META_NAMESPACE,
-                    &Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
-                )?
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
-        })?;
-        // A device whose own removal is pending cannot commit (OpenMLS refuses a commit that
-        // removes its committer); the others commit it.
-        if self.groups.contains_key(group) && self.own_removal_pending(group)? {
-            return Ok(false);
-        }
-        let leaf_stale = match last {
-            Some(last) => now.duration_since(last) >= self.config.self_update_after,
-            None => true,
-        };
-        if leaf_stale {
-            return Ok(true);
-        }
-        if self.group(group)?.pending_proposals().next().is_none() {
-            return Ok(false);
-        }
-        // Pending proposals: the designated committer commits them at once; anyone else once the
-        // designated committer has let them wait too long.
-        if self.is_designated_committer(group)? {
-            return Ok(true);
-        }
-        let first_proposal_at = self.read(|txn| {
-            Ok(txn
-                .get(
-                    GROUP_META_NAMESPACE,
-                    &Key::from_segments([group.as_slice(), b"first_proposal_at"]),
-                )?
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
-        })?;
-        Ok(first_proposal_at
-            .is_none_or(|at| now.duration_since(at) >= self.config.pending_proposal_timeout))
-    }
-
-    /// Deletes everything stored for `group` (OpenMLS state and our metadata) inside the open
-    /// transaction, and forgets it in memory.
-    pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
-        self.provider.storage().delete_group(&group.to_openmls())?;
-        self.with_txn(|txn| {
-            // Where we joined from outlives the group: a rollback may restore it (see
-            // `fork_resolution`), and then commits from before the join must still be
-            // recognised as such.
-            let joined_key = Key::from_segments([group.as_slice(), crate::welcome_handler::JOINED]);
-            let joined = txn.get(GROUP_META_NAMESPACE, &joined_key)?;
-            txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
-            if let Some(joined) = joined {
-                txn.put(GROUP_META_NAMESPACE, joined_key, joined)?;
-            }
-            Ok(())
-        })?;
-        self.groups.remove(group);
-        Ok(())
     }
 }

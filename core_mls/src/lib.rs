@@ -25,8 +25,10 @@
 //!
 //! - `client` opens the engine, owns the one-operation-one-transaction rule
 //!   ([`SpacePandaProvider::transaction`] underneath), the outbox and inbox, and `tick`;
-//! - `group_manager` holds the operations this device starts; `welcome_handler` joins;
-//!   `message_processor` handles everything that arrives;
+//! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
+//!   on its own; `welcome_handler` joins; `message_processor` handles everything that arrives,
+//!   `group_removal` what arrives for a group this device does not hold (removed, perhaps by a
+//!   commit that will lose, or not joined yet);
 //! - `fork_resolution` makes concurrent commits converge: epoch snapshots
 //!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
@@ -94,6 +96,7 @@ mod app_inbox;
 mod app_message;
 mod branch_order;
 mod client;
+mod commit_policy;
 mod config;
 mod deferred_sends;
 pub mod envelope;
@@ -103,6 +106,7 @@ mod events;
 mod fork_resolution;
 mod group_id;
 mod group_manager;
+mod group_removal;
 pub mod key_package_manager;
 mod key_package_validation;
 mod member_verification;

@@ -22,7 +22,6 @@ use openmls::prelude::{
     ContentType, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessMessageError,
     ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StageCommitError,
 };
-use spacepanda_core::Key;
 use tls_codec::Deserialize as _;
 
 use crate::app_message::AppMessage;
@@ -32,7 +31,6 @@ use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::{app_inbox, epoch_snapshots, fork_resolution, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
 
@@ -120,49 +118,7 @@ impl MlsClient {
         let tag = fork_resolution::message_tag(&message);
         let is_commit = message.content_type() == ContentType::Commit;
         let Some(current) = self.groups.get(&group).map(|g| g.epoch().as_u64()) else {
-            // A branch that removed us may still lose to a commit of an epoch we kept.
-            if let Some(meta) =
-                self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?
-                && fork_resolution::tag_matches(&tag, &meta.branch_tag)
-            {
-                if is_commit {
-                    return self.handle_competing_commit(
-                        envelope,
-                        message,
-                        &group,
-                        message_epoch,
-                        meta,
-                        buffered,
-                    );
-                }
-                if message.is_handshake_message() {
-                    // A proposal of that epoch: a competing commit that references it may be
-                    // waiting in the buffer, and it alone can take us back into the group.
-                    let mut output = self.buffer(envelope, &group, message_epoch, buffered)?;
-                    if buffered.is_none() {
-                        output.extend(self.retry_waiting_commits(&group, message_epoch)?);
-                    }
-                    return Ok(output);
-                }
-            }
-            // After our removal only a later epoch can concern us: a member may re-add us,
-            // and the new epoch's messages can overtake the Welcome.
-            // While a snapshot is kept a rollback may restore us, and then these messages
-            // matter too.
-            let restorable = !self
-                .read(|txn| epoch_snapshots::metas(txn, &group))?
-                .is_empty();
-            if !restorable
-                && self
-                    .removed_at(&group)?
-                    .is_some_and(|removed_at| message_epoch <= removed_at)
-            {
-                return Err(MlsError::NotAMember {
-                    group,
-                    what: "this device was removed from the group",
-                });
-            }
-            return self.buffer(envelope, &group, message_epoch, buffered);
+            return self.handle_without_group(envelope, message, &group, &tag, buffered);
         };
         if message_epoch > current {
             return self.buffer(envelope, &group, message_epoch, buffered);
@@ -261,49 +217,12 @@ impl MlsClient {
         Ok(output)
     }
 
-    /// Replays the Welcomes buffered for `group` while this device still held it.
-    pub(crate) fn replay_buffered_welcomes(&mut self, group: &GroupId) -> Result<Output, MlsError> {
-        let mut output = Output::default();
-        let waiting: Vec<BufferedMessage> = self
-            .read(|txn| epoch_buffer::for_group(txn, group))?
-            .into_iter()
-            .filter(|m| {
-                Envelope::from_bytes(&m.envelope_bytes, usize::MAX)
-                    .is_ok_and(|e| e.kind() == EnvelopeKind::Welcome)
-            })
-            .collect();
-        for entry in waiting {
-            if let Some(replayed) = self.replay_entry(&entry)? {
-                output.extend(replayed);
-            }
-        }
-        Ok(output)
-    }
-
-    /// Replays the commits of `epoch` buffered for `group`, which this device no longer holds:
-    /// one may have waited for a proposal that just arrived.
-    fn retry_waiting_commits(&mut self, group: &GroupId, epoch: u64) -> Result<Output, MlsError> {
-        let mut output = Output::default();
-        let waiting: Vec<BufferedMessage> = self
-            .read(|txn| epoch_buffer::for_group(txn, group))?
-            .into_iter()
-            .filter(|m| m.epoch == epoch && is_commit(&m.envelope_bytes))
-            .collect();
-        for entry in waiting {
-            if self.groups.contains_key(group) {
-                // Back in the group: the rollback replayed the rest.
-                break;
-            }
-            if let Some(replayed) = self.replay_entry(&entry)? {
-                output.extend(replayed);
-            }
-        }
-        Ok(output)
-    }
-
     /// Handles one buffered envelope again. One that is rejected now is rejected for good: it
     /// is dropped (`None`) rather than retried each time.
-    fn replay_entry(&mut self, entry: &BufferedMessage) -> Result<Option<Output>, MlsError> {
+    pub(crate) fn replay_entry(
+        &mut self,
+        entry: &BufferedMessage,
+    ) -> Result<Option<Output>, MlsError> {
         let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
             .and_then(|envelope| self.handle_decoded(envelope, Some(entry)));
         match result {
@@ -616,87 +535,6 @@ impl MlsClient {
                 })?;
         self.members.verify(&leaf.credential, &leaf.signature_key)
     }
-
-    /// The member with the lowest leaf index among those no pending proposal removes commits
-    /// pending proposals at its next `tick`, so a leave does not wait for unrelated activity
-    /// and, normally, only one member commits it (the others only after
-    /// `pending_proposal_timeout`).
-    pub(crate) fn is_designated_committer(&self, group: &GroupId) -> Result<bool, MlsError> {
-        let mls_group = self.group(group)?;
-        let leaving: Vec<LeafNodeIndex> = mls_group
-            .pending_proposals()
-            .filter_map(|p| match p.proposal() {
-                Proposal::Remove(remove) => Some(remove.removed()),
-                _ => None,
-            })
-            .collect();
-        let designated = mls_group
-            .members()
-            .map(|m| m.index)
-            .filter(|i| !leaving.contains(i))
-            .min();
-        Ok(designated == Some(mls_group.own_leaf_index()))
-    }
-
-    fn count_proposal(&self, group: &GroupId) -> Result<(), MlsError> {
-        let now = self.now();
-        let epoch = self.group(group)?.epoch().as_u64();
-        let key = Key::from_segments([group.as_slice(), b"proposals", &epoch.to_be_bytes()]);
-        let max = self.config.max_proposals_per_epoch;
-        self.with_txn(|txn| {
-            let count = txn
-                .get(GROUP_META_NAMESPACE, &key)?
-                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
-                .map_or(0, u32::from_be_bytes);
-            if count as usize >= max {
-                return Err(MlsError::TooManyProposals {
-                    group: group.clone(),
-                    max,
-                });
-            }
-            if count == 0 {
-                // When the first proposal of this epoch arrived: `tick` commits proposals the
-                // designated committer left pending too long.
-                txn.put(
-                    GROUP_META_NAMESPACE,
-                    Key::from_segments([group.as_slice(), b"first_proposal_at"]),
-                    now.unix_millis().to_be_bytes().to_vec(),
-                )?;
-            }
-            txn.put(
-                GROUP_META_NAMESPACE,
-                key,
-                (count + 1).to_be_bytes().to_vec(),
-            )?;
-            Ok(())
-        })
-    }
-
-    /// Records that this device was removed from `group` by the commit that created `epoch`.
-    fn mark_removed(&self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
-        self.with_txn(|txn| {
-            txn.put(
-                GROUP_META_NAMESPACE,
-                removed_key(group),
-                epoch.to_be_bytes().to_vec(),
-            )?;
-            Ok(())
-        })
-    }
-
-    /// The epoch the group entered without us, if we were removed from it.
-    fn removed_at(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
-        self.read(|txn| {
-            Ok(txn
-                .get(GROUP_META_NAMESPACE, &removed_key(group))?
-                .map(|b| <[u8; 8]>::try_from(b.as_slice()).map_or(u64::MAX, u64::from_be_bytes)))
-        })
-    }
-}
-
-/// Where `mark_removed` records that this device was removed from `group`.
-pub(crate) fn removed_key(group: &GroupId) -> Key {
-    Key::from_segments([group.as_slice(), b"removed"])
 }
 
 fn same_device(
@@ -729,7 +567,7 @@ pub(crate) fn buffered_proposal(entry: &BufferedMessage) -> Option<(Envelope, Pr
     Some((envelope, protocol))
 }
 
-fn is_commit(envelope_bytes: &[u8]) -> bool {
+pub(crate) fn is_commit(envelope_bytes: &[u8]) -> bool {
     Envelope::from_bytes(envelope_bytes, usize::MAX).is_ok_and(|e| e.kind() == EnvelopeKind::Commit)
 }
 

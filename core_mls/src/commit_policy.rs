@@ -1,0 +1,179 @@
+//! When this device commits on its own: the designated committer of pending proposals, the
+//! pending-proposal timeout, the self-update interval, and the rule that a device whose removal
+//! is pending never commits.
+//!
+//! With no server, every member could commit the same pending proposals and fork the epoch for
+//! nothing (the concurrent-commit rule would resolve it, at a cost). So one member, the lowest
+//! leaf no pending proposal removes, commits them at its next `tick`; the others only once they
+//! waited `pending_proposal_timeout` (the designated committer may be offline).
+
+use core_identity::VerifiedMember;
+use openmls::prelude::{LeafNodeIndex, Proposal};
+use spacepanda_core::{Key, Timestamp};
+
+use crate::client::MlsClient;
+use crate::error::MlsError;
+use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+
+impl MlsClient {
+    /// Refuses a commit by a device whose own removal is pending (it asked to leave): OpenMLS
+    /// would include the removal and refuse a commit that removes its committer.
+    pub(crate) fn ensure_can_commit(&self, group: &GroupId) -> Result<(), MlsError> {
+        if self.own_removal_pending(group)? {
+            return Err(MlsError::InvalidArgument {
+                reason: "this device asked to leave the group; it cannot commit until it is removed",
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a pending proposal removes this device.
+    pub(crate) fn own_removal_pending(&self, group: &GroupId) -> Result<bool, MlsError> {
+        let own = self.group(group)?.own_leaf_index();
+        Ok(self.pending_removed_leaves(group)?.contains(&own))
+    }
+
+    /// The leaves that pending Remove proposals remove.
+    fn pending_removed_leaves(&self, group: &GroupId) -> Result<Vec<LeafNodeIndex>, MlsError> {
+        Ok(self
+            .group(group)?
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                Proposal::Remove(remove) => Some(remove.removed()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Members that pending Remove proposals would remove.
+    pub(crate) fn pending_removals(
+        &mut self,
+        group: &GroupId,
+    ) -> Result<Vec<VerifiedMember>, MlsError> {
+        let mut removed = Vec::new();
+        for index in self.pending_removed_leaves(group)? {
+            if let Some(leaf) = self.group(group)?.member_at(index) {
+                removed.push(self.members.verify(&leaf.credential, &leaf.signature_key)?);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The member with the lowest leaf index among those no pending proposal removes commits
+    /// pending proposals at its next `tick`, so a leave does not wait for unrelated activity
+    /// and, normally, only one member commits it (the others only after
+    /// `pending_proposal_timeout`).
+    pub(crate) fn is_designated_committer(&self, group: &GroupId) -> Result<bool, MlsError> {
+        let leaving = self.pending_removed_leaves(group)?;
+        let mls_group = self.group(group)?;
+        let designated = mls_group
+            .members()
+            .map(|m| m.index)
+            .filter(|i| !leaving.contains(i))
+            .min();
+        Ok(designated == Some(mls_group.own_leaf_index()))
+    }
+
+    /// Counts a stored proposal against `max_proposals_per_epoch`, and remembers when the
+    /// epoch's first one arrived (the pending-proposal timeout runs from there).
+    pub(crate) fn count_proposal(&self, group: &GroupId) -> Result<(), MlsError> {
+        let now = self.now();
+        let epoch = self.group(group)?.epoch().as_u64();
+        let key = Key::from_segments([group.as_slice(), b"proposals", &epoch.to_be_bytes()]);
+        let max = self.config.max_proposals_per_epoch;
+        self.with_txn(|txn| {
+            let count = txn
+                .get(GROUP_META_NAMESPACE, &key)?
+                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map_or(0, u32::from_be_bytes);
+            if count as usize >= max {
+                return Err(MlsError::TooManyProposals {
+                    group: group.clone(),
+                    max,
+                });
+            }
+            if count == 0 {
+                // When the first proposal of this epoch arrived: `tick` commits proposals the
+                // designated committer left pending too long.
+                txn.put(
+                    GROUP_META_NAMESPACE,
+                    Key::from_segments([group.as_slice(), b"first_proposal_at"]),
+                    now.unix_millis().to_be_bytes().to_vec(),
+                )?;
+            }
+            txn.put(
+                GROUP_META_NAMESPACE,
+                key,
+                (count + 1).to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Remembers when this device last replaced its leaf (a self-update or a join).
+    pub(crate) fn record_leaf_update(
+        &self,
+        group: &GroupId,
+        now: Timestamp,
+    ) -> Result<(), MlsError> {
+        self.with_txn(|txn| {
+            txn.put(
+                GROUP_META_NAMESPACE,
+                Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
+                now.unix_millis().to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether `tick` should commit now: the leaf is older than `self_update_after`, or
+    /// proposals are pending and this device is the one to commit them (or they waited past
+    /// `pending_proposal_timeout`).
+    pub(crate) fn self_update_due(
+        &self,
+        group: &GroupId,
+        now: Timestamp,
+    ) -> Result<bool, MlsError> {
+        let last = self.read(|txn| {
+            Ok(txn
+                .get(
+                    GROUP_META_NAMESPACE,
+                    &Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
+                )?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
+        })?;
+        // A device whose own removal is pending cannot commit (OpenMLS refuses a commit that
+        // removes its committer); the others commit it.
+        if self.groups.contains_key(group) && self.own_removal_pending(group)? {
+            return Ok(false);
+        }
+        let leaf_stale = match last {
+            Some(last) => now.duration_since(last) >= self.config.self_update_after,
+            None => true,
+        };
+        if leaf_stale {
+            return Ok(true);
+        }
+        if self.group(group)?.pending_proposals().next().is_none() {
+            return Ok(false);
+        }
+        // Pending proposals: the designated committer commits them at once; anyone else once the
+        // designated committer has let them wait too long.
+        if self.is_designated_committer(group)? {
+            return Ok(true);
+        }
+        let first_proposal_at = self.read(|txn| {
+            Ok(txn
+                .get(
+                    GROUP_META_NAMESPACE,
+                    &Key::from_segments([group.as_slice(), b"first_proposal_at"]),
+                )?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
+        })?;
+        Ok(first_proposal_at
+            .is_none_or(|at| now.duration_since(at) >= self.config.pending_proposal_timeout))
+    }
+}

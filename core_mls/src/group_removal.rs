@@ -1,0 +1,163 @@
+//! Removal from a group, and what a device that does not hold a group does with its messages.
+//!
+//! A device drops a group when a commit removes it (or its own leave is committed). That commit
+//! may still lose to a concurrent one (see `fork_resolution`): while a snapshot of the epoch is
+//! kept, a competing commit of that epoch is judged as usual, and if it wins the device is back
+//! in the group. Until then, and for a group not joined yet, messages wait in the epoch buffer;
+//! once nothing can restore the group, messages of epochs up to the removal are refused.
+//!
+//! Invariant: nothing here decrypts; a message is only routed by group, epoch and branch tag.
+
+use openmls::prelude::ProtocolMessage;
+use spacepanda_core::Key;
+
+use crate::client::MlsClient;
+use crate::envelope::{Envelope, EnvelopeKind};
+use crate::epoch_buffer::{self, BufferedMessage};
+use crate::error::MlsError;
+use crate::events::Output;
+use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::{epoch_snapshots, fork_resolution, message_processor};
+use openmls_traits::OpenMlsProvider as _;
+
+impl MlsClient {
+    /// A group message for `group`, which this device does not hold.
+    pub(crate) fn handle_without_group(
+        &mut self,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        group: &GroupId,
+        tag: &Option<Vec<u8>>,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let message_epoch = message.epoch().as_u64();
+        // A branch that removed us may still lose to a commit of an epoch we kept.
+        if let Some(meta) = self.read(|txn| epoch_snapshots::meta(txn, group, message_epoch))?
+            && fork_resolution::tag_matches(tag, &meta.branch_tag)
+        {
+            if message.content_type() == openmls::prelude::ContentType::Commit {
+                return self.handle_competing_commit(
+                    envelope,
+                    message,
+                    group,
+                    message_epoch,
+                    meta,
+                    buffered,
+                );
+            }
+            if message.is_handshake_message() {
+                // A proposal of that epoch: a competing commit that references it may be
+                // waiting in the buffer, and it alone can take us back into the group.
+                let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
+                if buffered.is_none() {
+                    output.extend(self.retry_waiting_commits(group, message_epoch)?);
+                }
+                return Ok(output);
+            }
+        }
+        // After our removal only a later epoch can concern us: a member may re-add us, and the
+        // new epoch's messages can overtake the Welcome. While a snapshot is kept a rollback
+        // may restore us, and then these messages matter too.
+        let restorable = !self
+            .read(|txn| epoch_snapshots::metas(txn, group))?
+            .is_empty();
+        if !restorable
+            && self
+                .removed_at(group)?
+                .is_some_and(|removed_at| message_epoch <= removed_at)
+        {
+            return Err(MlsError::NotAMember {
+                group: group.clone(),
+                what: "this device was removed from the group",
+            });
+        }
+        self.buffer(envelope, group, message_epoch, buffered)
+    }
+
+    /// Replays the Welcomes buffered for `group` while this device still held it.
+    pub(crate) fn replay_buffered_welcomes(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        let waiting: Vec<BufferedMessage> = self
+            .read(|txn| epoch_buffer::for_group(txn, group))?
+            .into_iter()
+            .filter(|m| {
+                Envelope::from_bytes(&m.envelope_bytes, usize::MAX)
+                    .is_ok_and(|e| e.kind() == EnvelopeKind::Welcome)
+            })
+            .collect();
+        for entry in waiting {
+            if let Some(replayed) = self.replay_entry(&entry)? {
+                output.extend(replayed);
+            }
+        }
+        Ok(output)
+    }
+
+    /// Replays the commits of `epoch` buffered for `group`, which this device no longer holds:
+    /// one may have waited for a proposal that just arrived.
+    fn retry_waiting_commits(&mut self, group: &GroupId, epoch: u64) -> Result<Output, MlsError> {
+        let mut output = Output::default();
+        let waiting: Vec<BufferedMessage> = self
+            .read(|txn| epoch_buffer::for_group(txn, group))?
+            .into_iter()
+            .filter(|m| m.epoch == epoch && message_processor::is_commit(&m.envelope_bytes))
+            .collect();
+        for entry in waiting {
+            if self.groups.contains_key(group) {
+                // Back in the group: the rollback replayed the rest.
+                break;
+            }
+            if let Some(replayed) = self.replay_entry(&entry)? {
+                output.extend(replayed);
+            }
+        }
+        Ok(output)
+    }
+
+    /// Deletes everything stored for `group` (OpenMLS state and our metadata) inside the open
+    /// transaction, and forgets it in memory.
+    pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        self.provider.storage().delete_group(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            // Where we joined from outlives the group: a rollback may restore it (see
+            // `fork_resolution`), and then commits from before the join must still be
+            // recognised as such.
+            let joined_key = Key::from_segments([group.as_slice(), crate::welcome_handler::JOINED]);
+            let joined = txn.get(GROUP_META_NAMESPACE, &joined_key)?;
+            txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
+            if let Some(joined) = joined {
+                txn.put(GROUP_META_NAMESPACE, joined_key, joined)?;
+            }
+            Ok(())
+        })?;
+        self.groups.remove(group);
+        Ok(())
+    }
+
+    /// Records that this device was removed from `group` by the commit that created `epoch`.
+    pub(crate) fn mark_removed(&self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
+        self.with_txn(|txn| {
+            txn.put(
+                GROUP_META_NAMESPACE,
+                removed_key(group),
+                epoch.to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The epoch the group entered without us, if we were removed from it.
+    pub(crate) fn removed_at(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
+        self.read(|txn| {
+            Ok(txn
+                .get(GROUP_META_NAMESPACE, &removed_key(group))?
+                .map(|b| <[u8; 8]>::try_from(b.as_slice()).map_or(u64::MAX, u64::from_be_bytes)))
+        })
+    }
+}
+
+/// Where `mark_removed` records that this device was removed from `group`.
+pub(crate) fn removed_key(group: &GroupId) -> Key {
+    Key::from_segments([group.as_slice(), b"removed"])
+}
