@@ -6,7 +6,8 @@
 //! in the group. Until then, and for a group not joined yet, messages wait in the epoch buffer;
 //! once nothing can restore the group, messages of epochs up to the removal are refused.
 //!
-//! Invariant: nothing here decrypts; a message is only routed by group, epoch and branch tag.
+//! Invariant: this module only decides where a message goes, by group, epoch and branch tag;
+//! judging a competing commit is `fork_resolution`'s, processing one is `message_processor`'s.
 
 use openmls::prelude::ProtocolMessage;
 use spacepanda_core::Key;
