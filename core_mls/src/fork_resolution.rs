@@ -547,11 +547,13 @@ impl MlsClient {
         }
         own_commits.sort_by_key(|(e, _)| *e);
         let sent = self.with_txn(|txn| {
-            // Restored: no longer removed, if the abandoned branch had removed us.
+            // Restored: no longer removed, if the abandoned branch had removed us; a join
+            // after `epoch` happened on the abandoned branch.
             txn.delete(
                 GROUP_META_NAMESPACE,
                 crate::group_removal::removed_key(group),
             )?;
+            crate::welcome_handler::rewind_join_record(txn, group, epoch)?;
             epoch_snapshots::take_sent_after(txn, group, Some(epoch))
         })?;
         self.reload_group(group)?;
@@ -590,7 +592,10 @@ pub(crate) fn forget_leave_request(
     Ok(())
 }
 
-fn leave_requested(txn: &spacepanda_core::Transaction, group: &GroupId) -> Result<bool, MlsError> {
+pub(crate) fn leave_requested(
+    txn: &spacepanda_core::Transaction,
+    group: &GroupId,
+) -> Result<bool, MlsError> {
     Ok(txn
         .get(LEAVE_NAMESPACE, &Key::from_segment(group.as_slice()))?
         .is_some())

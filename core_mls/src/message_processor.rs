@@ -130,11 +130,10 @@ impl MlsClient {
             }
         } else {
             let meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
-            if meta.is_none()
-                && self
-                    .joined_epoch(&group)?
-                    .is_some_and(|joined| message_epoch < joined)
-            {
+            let before_join = self
+                .joined_epoch(&group)?
+                .is_some_and(|joined| message_epoch < joined);
+            if meta.is_none() && before_join {
                 // From before we joined: not of our branch. If its branch wins, the commit
                 // that added us lost and a Welcome of the winning branch (a re-add) can put
                 // us back at or before its epoch, where it is needed: it waits.
@@ -183,10 +182,15 @@ impl MlsClient {
                     current_epoch: current,
                 });
             }
-            if let Some(meta) = meta
-                && !fork_resolution::tag_matches(&tag, &meta.branch_tag)
-            {
-                return self.other_branch(envelope, &group, message_epoch, buffered);
+            if let Some(meta) = meta {
+                if !fork_resolution::tag_matches(&tag, &meta.branch_tag) {
+                    return self.other_branch(envelope, &group, message_epoch, buffered);
+                }
+                if before_join {
+                    // Of a membership before our last join (its snapshot was kept across the
+                    // join): only a rollback to that snapshot can open it.
+                    return self.buffer(envelope, &group, message_epoch, buffered);
+                }
             }
         }
         let processed = self.transaction(Some(&group), |client| {

@@ -41,9 +41,64 @@ struct JoinRecord {
     /// The inviter's branch history (epochs before `epoch`), from the Welcome's context.
     #[serde(default)]
     history: Vec<(u64, Vec<u8>)>,
+    /// What stood before this join, when snapshots of an earlier membership were kept across
+    /// it (see `handle_welcome`): a rollback to one of them undoes this join, and the record
+    /// and leave request from before it stand again.
+    #[serde(default)]
+    before: Option<Box<JoinRecord>>,
+    #[serde(default)]
+    leave_requested_before: bool,
+}
+
+impl JoinRecord {
+    /// Drops what no rollback can reach any more: the records before the first one at or
+    /// before `oldest`, the oldest snapshot kept.
+    fn reaching_back_to(mut self, oldest: u64) -> JoinRecord {
+        if self.epoch <= oldest {
+            self.before = None;
+            self.leave_requested_before = false;
+        } else if let Some(before) = self.before.take() {
+            self.before = Some(Box::new(before.reaching_back_to(oldest)));
+        }
+        self
+    }
 }
 
 pub(crate) const JOINED: &[u8] = b"joined";
+
+/// Inside the open transaction, after a rollback of `group` to `epoch`: a join at a later
+/// epoch was on the abandoned branch, so the join record (and leave request) from before it
+/// stand again.
+pub(crate) fn rewind_join_record(
+    txn: &mut spacepanda_core::Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<(), MlsError> {
+    let key = Key::from_segments([group.as_slice(), JOINED]);
+    let Some(bytes) = txn.get(GROUP_META_NAMESPACE, &key)? else {
+        return Ok(());
+    };
+    let mut record: JoinRecord = codec::decode(GROUP_META_NAMESPACE, &bytes)?;
+    if record.epoch <= epoch {
+        return Ok(());
+    }
+    loop {
+        if record.leave_requested_before {
+            fork_resolution::request_leave(txn, group)?;
+        }
+        match record.before.take() {
+            Some(before) if before.epoch > epoch => record = *before,
+            Some(before) => {
+                txn.put(GROUP_META_NAMESPACE, key, codec::encode(&*before)?)?;
+                return Ok(());
+            }
+            None => {
+                txn.delete(GROUP_META_NAMESPACE, key)?;
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// Which group each of our single-use key packages joined: `[key package ref]` → group id.
 /// Kept as long as the package's private keys (deleted by the key package pruning).
@@ -162,16 +217,41 @@ impl MlsClient {
             )?;
             if replaces {
                 client.abandon_joined_branch(&group_id)?;
-            } else {
-                // A fresh (re-)join starts a new history: snapshots left from an earlier
-                // membership (kept in case its removal lost) describe a branch we are not on.
-                client.with_txn(|txn| {
-                    for (epoch, _) in epoch_snapshots::metas(txn, &group_id)? {
-                        epoch_snapshots::delete(txn, &group_id, epoch)?;
-                    }
-                    Ok(())
-                })?;
             }
+            // Snapshots left from an earlier membership (kept in case its removal lost) stay
+            // where the Welcome's branch went through the same commit: a competing commit that
+            // wins there undoes this join too, and puts us back where we were a member. The
+            // others describe a branch we are not on.
+            let kept_from = if replaces {
+                None
+            } else {
+                client.with_txn(|txn| {
+                    let mut kept_from = None;
+                    for (kept, meta) in epoch_snapshots::metas(txn, &group_id)? {
+                        let on_their_branch = kept < epoch
+                            && theirs
+                                .iter()
+                                .any(|(e, r)| *e == kept && *r == meta.merged_ref);
+                        if on_their_branch {
+                            kept_from = kept_from.or(Some(kept));
+                        } else {
+                            epoch_snapshots::delete(txn, &group_id, kept)?;
+                        }
+                    }
+                    Ok(kept_from)
+                })?
+            };
+            let (before, leave_requested_before) = match kept_from {
+                Some(oldest) => client.with_txn(|txn| {
+                    let before = txn
+                        .get(GROUP_META_NAMESPACE, &joined_key)?
+                        .map(|bytes| codec::decode::<JoinRecord>(GROUP_META_NAMESPACE, &bytes))
+                        .transpose()?
+                        .map(|record| Box::new(record.reaching_back_to(oldest)));
+                    Ok((before, fork_resolution::leave_requested(txn, &group_id)?))
+                })?,
+                None => (None, false),
+            };
             let group =
                 staged
                     .into_group(&client.provider)
@@ -202,6 +282,8 @@ impl MlsClient {
                 key_package_ref: matched.key_package_ref.clone(),
                 commit_ref,
                 history: theirs.into_iter().filter(|(e, _)| *e < epoch).collect(),
+                before,
+                leave_requested_before,
             })?;
             client.with_txn(|txn| {
                 seen_messages::record_envelope(txn, envelope.id(), now)?;

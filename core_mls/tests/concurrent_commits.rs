@@ -709,3 +709,90 @@ fn a_member_removed_by_the_losing_commit_gets_back_when_a_late_proposal_complete
         h.assert_group_works(&group, 1, &[0]);
     }
 }
+
+/// Dave asks to leave; alice commits his proposal while carol self-updates in the same epoch.
+/// Bob follows alice's branch and adds dave back, and dave joins from bob's Welcome before
+/// anyone hears of carol's commit.
+fn dave_re_added_on_the_branch_that_removed_him(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let proposal: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    h.handle(0, &proposal[0][0]).unwrap();
+    let g = group.clone();
+    h.run(2, move |c| c.self_update(&g));
+    let carol_commit: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let alice = std::mem::take(&mut h.nodes[3].inbox);
+    assert_eq!(alice.len(), 1, "alice's commit");
+    h.handle(3, &alice[0]).unwrap();
+    assert!(
+        h.nodes[3].removed_from(&group),
+        "alice's commit removed dave"
+    );
+    for bytes in proposal[1]
+        .iter()
+        .chain(&std::mem::take(&mut h.nodes[1].inbox))
+    {
+        h.handle(1, bytes).unwrap();
+    }
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[dave_package]));
+    let welcome = std::mem::take(&mut h.nodes[3].inbox);
+    assert_eq!(welcome.len(), 1, "bob's Welcome");
+    h.handle(3, &welcome[0]).unwrap();
+    assert!(
+        h.nodes[3].client().groups().contains(&group),
+        "dave re-added"
+    );
+    for node in 0..4 {
+        h.nodes[node].inbox.extend(proposal[node].iter().cloned());
+        h.nodes[node]
+            .inbox
+            .extend(carol_commit[node].iter().cloned());
+    }
+    h.deliver_all();
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    group
+}
+
+#[test]
+fn a_device_re_added_on_a_losing_branch_goes_back_to_where_it_was_a_member() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // Carol's commit wins: alice's removal of dave and bob's re-add are both undone. Dave, who
+    // joined from bob's Welcome, must go back to the epoch before his removal (he is a member
+    // there), and since he had asked to leave, ask again.
+    let (mut h, group) = until(true, &names, dave_re_added_on_the_branch_that_removed_him);
+    h.assert_converged(&group, &[0, 1, 2]);
+    assert!(
+        !h.nodes[3].client().groups().contains(&group),
+        "dave left on the winning branch; errors {:?}",
+        h.errors()
+    );
+    assert_eq!(
+        h.nodes[0].client().members(&group).unwrap().len(),
+        3,
+        "errors {:?}",
+        h.errors()
+    );
+    h.assert_group_works(&group, 2, &[0, 1]);
+    // Alice's commit wins: dave was removed, then re-added by bob; he stays.
+    let (mut h, group) = until(false, &names, dave_re_added_on_the_branch_that_removed_him);
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    h.assert_group_works(&group, 3, &[0, 1, 2]);
+}

@@ -19,16 +19,24 @@ impl World {
     /// Hands one envelope to its device and absorbs the result.
     pub(crate) fn deliver(&mut self, item: InFlight) -> Result<(), Failure> {
         let bytes = Rc::clone(&item.bytes);
+        let before = self.verbose().then(|| self.state(item.to));
         let result = self.call(item.to, |c| c.handle_envelope(&bytes));
         match result {
             Ok(output) => {
                 let disposition = output.disposition;
                 self.tally.add(format!("disposition {disposition:?}"));
-                if self.verbose() && disposition != Disposition::Duplicate {
+                if let Some(before) = before
+                    && disposition != Disposition::Duplicate
+                {
                     let events: Vec<String> = output.events.iter().map(variant_name).collect();
+                    let after = self.state(item.to);
                     self.note(format!(
-                        "    d{} <- d{} {:?}: {disposition:?} {events:?}",
-                        item.to, item.from, item.kind
+                        "    d{} <- d{} {:?}: {disposition:?} {events:?} [{} -> {}]",
+                        item.to,
+                        item.from,
+                        item.kind,
+                        short_state(&before),
+                        short_state(&after)
                     ));
                 }
                 self.absorb(item.to, output)
@@ -223,5 +231,21 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+/// `e<epoch>:<first authenticator bytes>`, or `-` for a device without the group: enough to
+/// follow branches in a verbose trace.
+fn short_state(state: &Option<(u64, Vec<u8>)>) -> String {
+    match state {
+        Some((epoch, authenticator)) => {
+            let head: String = authenticator
+                .iter()
+                .take(2)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("e{epoch}:{head}")
+        }
+        None => "-".into(),
     }
 }
