@@ -198,6 +198,29 @@ impl MlsClient {
         })
     }
 
+    /// Inside the open transaction: keeps the group's current epoch as a snapshot, as if this
+    /// device had merged the commit `merged_ref` out of it (a Welcome says the group went on
+    /// from it with that commit, without us).
+    pub(crate) fn snapshot_as_ended_by(
+        &self,
+        group: &GroupId,
+        merged_ref: Vec<u8>,
+    ) -> Result<(), MlsError> {
+        if self.config.fork_window_epochs == 0 {
+            return Ok(());
+        }
+        let mls_group = self.group(group)?;
+        let epoch = mls_group.epoch().as_u64();
+        let meta = SnapshotMeta {
+            taken_at_ms: self.now().unix_millis(),
+            branch_tag: branch_tag(mls_group),
+            merged_ref,
+            own_commit: None,
+        };
+        let entries = self.provider.storage().group_entries(&group.to_openmls())?;
+        self.with_txn(|txn| epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta))
+    }
+
     /// `tick`: drops snapshots older than the fork window (also of groups this device was
     /// removed from on a branch that may still lose).
     pub(crate) fn expire_snapshots(&self, now: Timestamp) -> Result<(), MlsError> {

@@ -149,10 +149,19 @@ impl MlsClient {
             let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
             let joined_key = Key::from_segments([group_id.as_slice(), JOINED]);
             let theirs = fork_resolution::decode_history(envelope.context()).unwrap_or_default();
+            // For a Welcome that says the group went on without us: the commit that ended the
+            // epoch we hold, on its branch.
+            let mut ended_by: Option<Vec<u8>> = None;
             let replaces = if client.groups.contains_key(&group_id) {
                 let current = client.group(&group_id)?.epoch().as_u64();
                 let ours = client.branch_history(&group_id)?;
                 let order = fork_resolution::compare_branches(&ours, current, &theirs, epoch);
+                if order == BranchOrder::TheirsLater {
+                    ended_by = theirs
+                        .iter()
+                        .find(|(e, _)| *e == current)
+                        .map(|(_, r)| r.clone());
+                }
                 let replaces = match order {
                     BranchOrder::TheirsWins | BranchOrder::TheirsLater => true,
                     BranchOrder::OursWins | BranchOrder::TheirsStale => false,
@@ -216,31 +225,32 @@ impl MlsClient {
                 inviter_leaf.signature_key().as_slice(),
             )?;
             if replaces {
+                if let Some(ended_by) = ended_by {
+                    // Our epoch is on the Welcome's branch: a competing commit of it that wins
+                    // undoes the branch that re-added us, and needs the state we hold now.
+                    client.snapshot_as_ended_by(&group_id, ended_by)?;
+                }
                 client.abandon_joined_branch(&group_id)?;
             }
-            // Snapshots left from an earlier membership (kept in case its removal lost) stay
-            // where the Welcome's branch went through the same commit: a competing commit that
-            // wins there undoes this join too, and puts us back where we were a member. The
-            // others describe a branch we are not on.
-            let kept_from = if replaces {
-                None
-            } else {
-                client.with_txn(|txn| {
-                    let mut kept_from = None;
-                    for (kept, meta) in epoch_snapshots::metas(txn, &group_id)? {
-                        let on_their_branch = kept < epoch
-                            && theirs
-                                .iter()
-                                .any(|(e, r)| *e == kept && *r == meta.merged_ref);
-                        if on_their_branch {
-                            kept_from = kept_from.or(Some(kept));
-                        } else {
-                            epoch_snapshots::delete(txn, &group_id, kept)?;
-                        }
+            // Snapshots of an earlier membership (of the branch this Welcome replaces, or kept
+            // in case a removal lost) stay where the Welcome's branch went through the same
+            // commit: a competing commit that wins there undoes this join too, and puts us
+            // back where we were a member. The others describe a branch we are not on.
+            let kept_from = client.with_txn(|txn| {
+                let mut kept_from = None;
+                for (kept, meta) in epoch_snapshots::metas(txn, &group_id)? {
+                    let on_their_branch = kept < epoch
+                        && theirs
+                            .iter()
+                            .any(|(e, r)| *e == kept && *r == meta.merged_ref);
+                    if on_their_branch {
+                        kept_from = kept_from.or(Some(kept));
+                    } else {
+                        epoch_snapshots::delete(txn, &group_id, kept)?;
                     }
-                    Ok(kept_from)
-                })?
-            };
+                }
+                Ok(kept_from)
+            })?;
             let (before, leave_requested_before) = match kept_from {
                 Some(oldest) => client.with_txn(|txn| {
                     let before = txn
@@ -346,13 +356,11 @@ impl MlsClient {
     }
 
     /// Inside the open transaction: the state this device joined `group` with is on a branch
-    /// that lost. Deletes it and its snapshots; what we sent there waits to be sent again.
+    /// that lost. Deletes it (its snapshots are sorted by the caller); what we sent there
+    /// waits to be sent again.
     fn abandon_joined_branch(&self, group: &GroupId) -> Result<(), MlsError> {
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
-            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
-                epoch_snapshots::delete(txn, group, epoch)?;
-            }
             for message in epoch_snapshots::take_sent_after(txn, group, None)? {
                 deferred_sends::push(txn, group, &message)?;
             }

@@ -796,3 +796,85 @@ fn a_device_re_added_on_a_losing_branch_goes_back_to_where_it_was_a_member() {
     h.assert_converged(&group, &[0, 1, 2, 3]);
     h.assert_group_works(&group, 3, &[0, 1, 2]);
 }
+
+/// Dave asks to leave; bob commits his proposal while alice self-updates in the same epoch,
+/// then bob adds dave back. Dave hears of neither commit: bob's Welcome moves him two epochs
+/// on (the group went on without him) — onto a branch that loses if alice's commit is smaller.
+fn dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let take_all = |h: &mut Harness| -> Vec<Vec<Vec<u8>>> {
+        (0..4)
+            .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+            .collect()
+    };
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let proposal = take_all(h);
+    h.handle(1, &proposal[1][0]).unwrap();
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let alice_commit = take_all(h);
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let bob_commit = take_all(h);
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[dave_package]));
+    let bob_add = take_all(h);
+    assert_eq!(bob_add[3].len(), 1, "bob's Welcome");
+    h.handle(3, &bob_add[3][0]).unwrap();
+    assert_eq!(
+        h.nodes[3].client().epoch(&group).unwrap(),
+        3,
+        "dave jumped ahead"
+    );
+    for node in 0..4 {
+        for held in [&proposal, &alice_commit, &bob_commit, &bob_add] {
+            if node == 3 && std::ptr::eq(held, &bob_add) {
+                continue;
+            }
+            h.nodes[node].inbox.extend(held[node].iter().cloned());
+        }
+    }
+    h.deliver_all();
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    group
+}
+
+#[test]
+fn a_device_a_welcome_moved_onto_a_losing_branch_goes_back_to_the_epoch_it_held() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // Bob's commits lose: dave must go back from the Welcome's branch to the epoch he held,
+    // which nobody removed him from, and ask to leave again there.
+    let (mut h, group) = until(
+        false,
+        &names,
+        dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose,
+    );
+    assert_eq!(superseded(&h, 1), 1, "bob's commit lost");
+    h.assert_converged(&group, &[0, 1, 2]);
+    assert!(
+        !h.nodes[3].client().groups().contains(&group),
+        "dave left on the winning branch; errors {:?}",
+        h.errors()
+    );
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    h.assert_group_works(&group, 2, &[0, 1]);
+    // Bob's commits win: dave was removed and re-added, and stays.
+    let (mut h, group) = until(
+        true,
+        &names,
+        dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose,
+    );
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    h.assert_group_works(&group, 3, &[0, 1, 2]);
+}
