@@ -390,3 +390,35 @@ impl Harness {
             .collect()
     }
 }
+
+impl Harness {
+    /// How often `node` moved onto a winning branch, by its events.
+    pub fn superseded(&self, node: usize) -> usize {
+        self.nodes[node]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::CommitSuperseded { .. }))
+            .count()
+    }
+}
+
+/// Runs `scenario` on fresh in-memory harnesses of `names` until alice's (node 0) commit has
+/// lost (`want_alice_lost`) or won, and returns that harness (the rule is a hash, so each try
+/// is a coin flip).
+pub fn until(
+    want_alice_lost: bool,
+    names: &[&str],
+    scenario: impl Fn(&mut Harness) -> GroupId,
+) -> (Harness, GroupId) {
+    for seed in 0..24 {
+        let mut h = Harness::memory(names, 100 + seed);
+        let group = scenario(&mut h);
+        if (h.superseded(0) > 0) == want_alice_lost {
+            return (h, group);
+        }
+    }
+    panic!(
+        "alice's commit never {}",
+        if want_alice_lost { "lost" } else { "won" }
+    );
+}

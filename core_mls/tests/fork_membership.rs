@@ -1,0 +1,722 @@
+//! Membership across concurrent commits: a device added, removed, re-added or leaving on a
+//! branch that loses ends where the winning branch puts it — a member there, or not — and what
+//! it asked for (a leave) still happens. Each case is built deterministically; which commit
+//! wins is a hash, so scenarios are retried until the wanted side wins (`until`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod engine_harness;
+
+use core_mls::{Disposition, EnvelopeKind, Event, GroupId};
+use engine_harness::{Harness, until};
+use spacepanda_core::Clock as _;
+
+fn add_dave_against_bobs_update(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2]);
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    h.run(0, move |c| c.add_members(&g, &[dave_package]));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_device_added_by_the_losing_commit_is_re_added_on_the_winning_branch() {
+    let names = ["alice", "bob", "carol", "dave"];
+    let (mut h, group) = until(true, &names, add_dave_against_bobs_update);
+    // Dave first joined on alice's branch, then was re-added on bob's with the same package.
+    let joins = h.nodes[3]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Joined { .. }))
+        .count();
+    assert_eq!(
+        joins,
+        2,
+        "{:?}\nerrors {:?}\nalice {:?}",
+        h.nodes[3].events,
+        h.errors(),
+        h.nodes[0].events
+    );
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    assert_eq!(h.nodes[3].client().members(&group).unwrap().len(), 4);
+    h.assert_group_works(&group, 3, &[0, 1, 2]);
+    h.assert_group_works(&group, 1, &[0, 2, 3]);
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+
+    // And when alice's add won, dave joined once and bob's update was re-issued on top.
+    let (mut h, group) = until(false, &names, add_dave_against_bobs_update);
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    assert_eq!(h.superseded(1), 1);
+    h.assert_group_works(&group, 3, &[0, 1, 2]);
+}
+
+#[test]
+fn a_device_added_by_two_concurrent_commits_joins_the_winning_one() {
+    for seed in 0..6 {
+        let mut h = Harness::memory(&["alice", "bob", "carol", "dave"], 200 + seed);
+        let group = h.group_with(0, &[1, 2]);
+        // Two different packages of dave's, one fetched by alice, one by bob.
+        let packages = h.nodes[3].client().publishable_key_packages().unwrap();
+        let (first, second) = (
+            packages[0].key_package.clone(),
+            packages[1].key_package.clone(),
+        );
+        let g = group.clone();
+        h.run(0, move |c| c.add_members(&g, &[first]));
+        let g = group.clone();
+        h.run(1, move |c| c.add_members(&g, &[second]));
+        h.deliver_all();
+        h.assert_converged(&group, &[0, 1, 2, 3]);
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 4);
+        h.assert_group_works(&group, 3, &[0, 1, 2]);
+    }
+}
+
+fn remove_carol_against_bobs_update(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2]);
+    let carol = h.nodes[2].address();
+    let g = group.clone();
+    h.run(0, move |c| {
+        c.remove_device(&g, &carol.user_id, &carol.device_id)
+    });
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_member_removed_by_the_losing_commit_is_removed_on_the_winning_branch_too() {
+    let names = ["alice", "bob", "carol"];
+    // Alice's remove lost: she re-issues it on bob's branch, so carol is removed in the end.
+    let (mut h, group) = until(true, &names, remove_carol_against_bobs_update);
+    h.assert_converged(&group, &[0, 1]);
+    assert!(!h.nodes[2].client().groups().contains(&group));
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 2);
+    h.assert_group_works(&group, 1, &[0]);
+    // Alice's remove won: bob's update is re-issued after carol is gone.
+    let (mut h, group) = until(false, &names, remove_carol_against_bobs_update);
+    h.assert_converged(&group, &[0, 1]);
+    assert!(
+        !h.nodes[2].client().groups().contains(&group),
+        "carol {:#?}\nerrors {:?}",
+        h.nodes[2]
+            .events
+            .iter()
+            .map(|e| format!("{e:?}").chars().take(90).collect::<String>())
+            .collect::<Vec<_>>(),
+        h.errors()
+    );
+    h.assert_group_works(&group, 0, &[1]);
+}
+
+#[test]
+fn a_member_removed_on_the_losing_branch_is_restored_on_the_winning_one() {
+    // Carol hears alice's remove first, forgets the group, then bob's winning update arrives:
+    // she is put back (her snapshot outlives the removal) until alice's re-issued remove.
+    for seed in 0..24 {
+        let mut h = Harness::memory(&["alice", "bob", "carol"], 300 + seed);
+        let group = h.group_with(0, &[1, 2]);
+        let carol = h.nodes[2].address();
+        let remove = h.nodes[0]
+            .client()
+            .remove_device(&group, &carol.user_id, &carol.device_id)
+            .unwrap();
+        let update = h.nodes[1].client().self_update(&group).unwrap();
+        let remove_commit = remove
+            .outbound
+            .iter()
+            .find(|o| o.envelope.kind() == EnvelopeKind::Commit)
+            .unwrap()
+            .envelope
+            .to_bytes();
+        h.handle(2, &remove_commit).unwrap();
+        assert!(!h.nodes[2].client().groups().contains(&group));
+        let restored = h.nodes[2]
+            .client()
+            .handle_envelope(&update.outbound[0].envelope.to_bytes())
+            .unwrap();
+        if restored.disposition == Disposition::Superseded {
+            continue; // alice's remove won: carol stays removed; try another seed
+        }
+        assert!(
+            restored
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::CommitSuperseded { .. })),
+            "{restored:?}"
+        );
+        assert!(h.nodes[2].client().groups().contains(&group));
+        let bob_epoch = {
+            let client = h.nodes[1].client();
+            (
+                client.epoch(&group).unwrap(),
+                client.epoch_authenticator(&group).unwrap(),
+            )
+        };
+        let carol_epoch = {
+            let client = h.nodes[2].client();
+            (
+                client.epoch(&group).unwrap(),
+                client.epoch_authenticator(&group).unwrap(),
+            )
+        };
+        assert_eq!(bob_epoch, carol_epoch, "carol is on bob's branch");
+        h.absorb(2, restored);
+        h.absorb(0, remove);
+        h.absorb(1, update);
+        h.deliver_all();
+        h.assert_converged(&group, &[0, 1]);
+        return;
+    }
+    panic!("bob's update never won");
+}
+
+#[test]
+fn a_leave_that_a_concurrent_commit_left_out_is_proposed_again() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 11);
+    let group = h.group_with(0, &[1, 2]);
+    // Carol asks to leave; bob commits in the same epoch without her proposal.
+    let g = group.clone();
+    h.run(2, move |c| c.leave_group(&g));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.deliver_all();
+    assert!(
+        h.nodes[2].client().groups().contains(&group),
+        "bob's commit did not remove her"
+    );
+    // Alice, the designated committer, commits carol's renewed proposal at her next tick.
+    h.clock.advance(std::time::Duration::from_secs(1));
+    let now = h.clock.now();
+    h.run(0, move |c| c.tick(now));
+    h.deliver_all();
+    assert!(!h.nodes[2].client().groups().contains(&group), "carol left");
+    assert!(h.nodes[2].removed_from(&group));
+    h.assert_converged(&group, &[0, 1]);
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 2);
+    h.assert_group_works(&group, 1, &[0]);
+}
+
+/// Alice removes dave while bob removes him too; before hearing of bob's removal alice adds dave
+/// back. If bob's removal wins, alice's add is re-issued on bob's branch: dave gets two
+/// Welcomes for the same epoch number, from different branches, in either order.
+fn double_remove_then_re_add(h: &mut Harness, welcomes_in_order: bool) -> GroupId {
+    let group = h.group_with(0, &[1, 3]);
+    let dave = h.nodes[3].address();
+    let alice_remove = h.nodes[0]
+        .client()
+        .remove_device(&group, &dave.user_id, &dave.device_id)
+        .unwrap();
+    let bob_remove = h.nodes[1]
+        .client()
+        .remove_device(&group, &dave.user_id, &dave.device_id)
+        .unwrap();
+    let package = h.key_package(3);
+    let alice_add = h.nodes[0].client().add_members(&group, &[package]).unwrap();
+    // Alice hears of bob's removal: if it wins she re-issues her add.
+    let bob_commit = bob_remove.outbound[0].envelope.to_bytes();
+    let alice_rollback = h.nodes[0].client().handle_envelope(&bob_commit).unwrap();
+    let mut outputs = vec![(1, bob_remove), (0, alice_remove)];
+    let (first, second) = if welcomes_in_order {
+        (alice_add, alice_rollback)
+    } else {
+        (alice_rollback, alice_add)
+    };
+    outputs.push((0, first));
+    outputs.push((0, second));
+    for (node, output) in outputs {
+        h.absorb(node, output);
+    }
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_device_re_added_after_a_double_removal_ends_on_the_winning_branch() {
+    for in_order in [true, false] {
+        let names = ["alice", "bob", "carol", "dave"];
+        let (mut h, group) = until(true, &names, |h| double_remove_then_re_add(h, in_order));
+        assert!(
+            h.nodes[3].client().groups().contains(&group),
+            "in order {in_order}: dave {:#?} errors {:?}",
+            h.nodes[3]
+                .events
+                .iter()
+                .map(|e| format!("{e:?}").chars().take(60).collect::<String>())
+                .collect::<Vec<_>>(),
+            h.errors()
+        );
+        h.assert_converged(&group, &[0, 1, 3]);
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+        h.assert_group_works(&group, 3, &[0, 1]);
+    }
+}
+
+/// Alice self-updates and then adds dave; concurrently bob adds dave (another package) and then
+/// self-updates. Dave hears alice's Welcome first (he joins one epoch later than bob's Welcome
+/// would put him), then bob's self-update commit (an epoch before that join), then bob's
+/// Welcome: a Welcome that moves him back an epoch, onto bob's branch if bob's add won.
+fn dave_joins_the_longer_branch_first(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2]);
+    let packages = h.nodes[3].client().publishable_key_packages().unwrap();
+    let (first, second) = (
+        packages[0].key_package.clone(),
+        packages[1].key_package.clone(),
+    );
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(0, move |c| c.add_members(&g, &[first]));
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[second]));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    // Alice's Welcome, bob's Welcome, bob's commit.
+    let inbox = std::mem::take(&mut h.nodes[3].inbox);
+    assert_eq!(inbox.len(), 3);
+    for index in [0, 2, 1] {
+        let _ = h.handle(3, &inbox[index]);
+    }
+    // Alice and carol hear bob's commits newest first, so that bob's self-update wins its
+    // epoch whatever they re-issue (it waits in their buffers for bob's add to arrive).
+    for node in [0, 2] {
+        let inbox = std::mem::take(&mut h.nodes[node].inbox);
+        for bytes in inbox.iter().rev() {
+            let _ = h.handle(node, bytes);
+        }
+    }
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_welcome_that_moves_a_device_back_an_epoch_finds_what_arrived_before_it() {
+    let names = ["alice", "bob", "carol", "dave"];
+    for alice_lost in [true, false] {
+        // When bob's add wins, dave goes back from alice's branch to bob's, one epoch lower:
+        // bob's commit of that epoch, which came before the Welcome, must not have been dropped.
+        let (mut h, group) = until(alice_lost, &names, dave_joins_the_longer_branch_first);
+        h.assert_converged(&group, &[0, 1, 2, 3]);
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 4);
+        h.assert_group_works(&group, 3, &[0, 1, 2]);
+        h.assert_group_works(&group, 1, &[0, 2, 3]);
+    }
+}
+
+/// Alice and bob self-update in the same epoch; carol follows alice, dave follows bob. On bob's
+/// branch dave asks to leave and bob commits the proposal by reference; on alice's branch alice
+/// commits again. Alice and carol then hear dave's proposal and bob's second commit while a
+/// newer epoch of their own branch is current, and bob's first commit last.
+fn dave_leaves_on_bobs_branch(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let held: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    // Carol takes alice's commit, dave bob's: two branches of the next epoch.
+    assert_eq!((held[2].len(), held[3].len()), (2, 2));
+    h.handle(2, &held[2][0]).unwrap();
+    h.handle(3, &held[3][1]).unwrap();
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let dave_proposal = std::mem::take(&mut h.nodes[1].inbox);
+    for bytes in &dave_proposal {
+        h.handle(1, bytes).unwrap();
+    }
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    // Carol: alice's second commit, then dave's proposal and bob's second commit (both of bob's
+    // branch, one epoch back), then bob's first commit.
+    let carol = std::mem::take(&mut h.nodes[2].inbox);
+    assert_eq!(carol.len(), 3, "dave's proposal, bob's and alice's commits");
+    for index in [2, 0, 1] {
+        let _ = h.handle(2, &carol[index]);
+    }
+    let _ = h.handle(2, &held[2][1]);
+    let alice = std::mem::take(&mut h.nodes[0].inbox);
+    for bytes in alice.iter().chain(&held[0]) {
+        let _ = h.handle(0, bytes);
+    }
+    h.nodes[1].inbox.extend(held[1].iter().cloned());
+    h.nodes[3].inbox.push(held[3][0].clone());
+    h.deliver_all();
+    // If alice's branch won instead, dave's leave is proposed again; a tick commits it.
+    h.clock.advance(std::time::Duration::from_secs(1));
+    let now = h.clock.now();
+    for node in 0..3 {
+        h.run(node, move |c| c.tick(now));
+    }
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_proposal_of_the_other_branch_waits_for_the_rollback_that_needs_it() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // When bob's branch wins, alice and carol roll back to it, and bob's second commit there
+    // references dave's proposal, which reached them while their own branch was ahead.
+    for alice_lost in [true, false] {
+        let (mut h, group) = until(alice_lost, &names, dave_leaves_on_bobs_branch);
+        h.assert_converged(&group, &[0, 1, 2]);
+        assert!(h.nodes[3].removed_from(&group), "dave left");
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+        h.assert_group_works(&group, 2, &[0, 1]);
+    }
+}
+
+/// Carol and dave ask to leave in the same epoch; bob hears only carol's proposal and commits
+/// it, alice hears only dave's and commits that. Carol processes bob's commit first (it removes
+/// her), then alice's, then dave's proposal, which alice's commit references.
+fn carol_removed_first_by_the_commit_that_may_lose(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let g = group.clone();
+    h.run(2, move |c| c.leave_group(&g));
+    let carol_leave: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    h.handle(1, &carol_leave[1][0]).unwrap();
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let dave_leave: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    h.handle(0, &dave_leave[0][0]).unwrap();
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    // Carol: bob's commit, alice's commit, dave's proposal.
+    let carol = std::mem::take(&mut h.nodes[2].inbox);
+    assert_eq!(carol.len(), 2, "bob's and alice's commits");
+    let _ = h.handle(2, &carol[0]);
+    assert!(
+        h.nodes[2].removed_from(&group),
+        "bob's commit removed carol"
+    );
+    let _ = h.handle(2, &carol[1]);
+    let _ = h.handle(2, &dave_leave[2][0]);
+    for node in [0, 1, 3] {
+        h.nodes[node]
+            .inbox
+            .extend(carol_leave[node].iter().cloned());
+    }
+    h.nodes[1].inbox.extend(dave_leave[1].iter().cloned());
+    h.deliver_all();
+    // Whoever's commit lost, the other leave is proposed again; a tick commits it.
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    group
+}
+
+#[test]
+fn a_member_removed_by_the_losing_commit_gets_back_when_a_late_proposal_completes_the_winner() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // When alice's commit wins, carol must roll back from her removal on bob's branch even
+    // though alice's commit could only be processed once dave's proposal came; she then asks
+    // to leave again on alice's branch.
+    for alice_lost in [false, true] {
+        let (mut h, group) = until(
+            alice_lost,
+            &names,
+            carol_removed_first_by_the_commit_that_may_lose,
+        );
+        assert!(
+            h.nodes[2].removed_from(&group) && h.nodes[3].removed_from(&group),
+            "carol and dave left"
+        );
+        h.assert_converged(&group, &[0, 1]);
+        assert_eq!(
+            h.nodes[0].client().members(&group).unwrap().len(),
+            2,
+            "alice lost: {alice_lost}; errors {:?}",
+            h.errors()
+        );
+        h.assert_group_works(&group, 1, &[0]);
+    }
+}
+
+/// Dave asks to leave; alice commits his proposal while carol self-updates in the same epoch.
+/// Bob follows alice's branch and adds dave back, and dave joins from bob's Welcome before
+/// anyone hears of carol's commit.
+fn dave_re_added_on_the_branch_that_removed_him(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let proposal: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    h.handle(0, &proposal[0][0]).unwrap();
+    let g = group.clone();
+    h.run(2, move |c| c.self_update(&g));
+    let carol_commit: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+        .collect();
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let alice = std::mem::take(&mut h.nodes[3].inbox);
+    assert_eq!(alice.len(), 1, "alice's commit");
+    h.handle(3, &alice[0]).unwrap();
+    assert!(
+        h.nodes[3].removed_from(&group),
+        "alice's commit removed dave"
+    );
+    for bytes in proposal[1]
+        .iter()
+        .chain(&std::mem::take(&mut h.nodes[1].inbox))
+    {
+        h.handle(1, bytes).unwrap();
+    }
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[dave_package]));
+    let welcome = std::mem::take(&mut h.nodes[3].inbox);
+    assert_eq!(welcome.len(), 1, "bob's Welcome");
+    h.handle(3, &welcome[0]).unwrap();
+    assert!(
+        h.nodes[3].client().groups().contains(&group),
+        "dave re-added"
+    );
+    for node in 0..4 {
+        h.nodes[node].inbox.extend(proposal[node].iter().cloned());
+        h.nodes[node]
+            .inbox
+            .extend(carol_commit[node].iter().cloned());
+    }
+    h.deliver_all();
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    group
+}
+
+#[test]
+fn a_device_re_added_on_a_losing_branch_goes_back_to_where_it_was_a_member() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // Carol's commit wins: alice's removal of dave and bob's re-add are both undone. Dave, who
+    // joined from bob's Welcome, must go back to the epoch before his removal (he is a member
+    // there), and since he had asked to leave, ask again.
+    let (mut h, group) = until(true, &names, dave_re_added_on_the_branch_that_removed_him);
+    h.assert_converged(&group, &[0, 1, 2]);
+    assert!(
+        !h.nodes[3].client().groups().contains(&group),
+        "dave left on the winning branch; errors {:?}",
+        h.errors()
+    );
+    assert_eq!(
+        h.nodes[0].client().members(&group).unwrap().len(),
+        3,
+        "errors {:?}",
+        h.errors()
+    );
+    h.assert_group_works(&group, 2, &[0, 1]);
+    // Alice's commit wins: dave was removed, then re-added by bob; he stays.
+    let (mut h, group) = until(false, &names, dave_re_added_on_the_branch_that_removed_him);
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    h.assert_group_works(&group, 3, &[0, 1, 2]);
+}
+
+/// Dave asks to leave; bob commits his proposal while alice self-updates in the same epoch,
+/// then bob adds dave back. Dave hears of neither commit: bob's Welcome moves him two epochs
+/// on (the group went on without him) — onto a branch that loses if alice's commit is smaller.
+fn dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose(h: &mut Harness) -> GroupId {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let take_all = |h: &mut Harness| -> Vec<Vec<Vec<u8>>> {
+        (0..4)
+            .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+            .collect()
+    };
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let proposal = take_all(h);
+    h.handle(1, &proposal[1][0]).unwrap();
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let alice_commit = take_all(h);
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    let bob_commit = take_all(h);
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[dave_package]));
+    let bob_add = take_all(h);
+    assert_eq!(bob_add[3].len(), 1, "bob's Welcome");
+    h.handle(3, &bob_add[3][0]).unwrap();
+    assert_eq!(
+        h.nodes[3].client().epoch(&group).unwrap(),
+        3,
+        "dave jumped ahead"
+    );
+    for node in 0..4 {
+        for held in [&proposal, &alice_commit, &bob_commit, &bob_add] {
+            if node == 3 && std::ptr::eq(held, &bob_add) {
+                continue;
+            }
+            h.nodes[node].inbox.extend(held[node].iter().cloned());
+        }
+    }
+    h.deliver_all();
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    group
+}
+
+#[test]
+fn a_device_a_welcome_moved_onto_a_losing_branch_goes_back_to_the_epoch_it_held() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // Bob's commits lose: dave must go back from the Welcome's branch to the epoch he held,
+    // which nobody removed him from, and ask to leave again there.
+    let (mut h, group) = until(
+        false,
+        &names,
+        dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose,
+    );
+    assert_eq!(h.superseded(1), 1, "bob's commit lost");
+    h.assert_converged(&group, &[0, 1, 2]);
+    assert!(
+        !h.nodes[3].client().groups().contains(&group),
+        "dave left on the winning branch; errors {:?}",
+        h.errors()
+    );
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    h.assert_group_works(&group, 2, &[0, 1]);
+    // Bob's commits win: dave was removed and re-added, and stays.
+    let (mut h, group) = until(
+        true,
+        &names,
+        dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose,
+    );
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    h.assert_group_works(&group, 3, &[0, 1, 2]);
+}
+
+/// Dave asks to leave; alice commits his proposal while carol self-updates in the same epoch.
+/// On alice's branch bob and alice then both add dave back in one epoch. Dave, removed by
+/// alice's commit, joins from bob's Welcome, then from alice's if hers is the smaller add.
+/// Returns whether alice's Welcome replaced bob's on dave's device.
+fn dave_re_added_twice_on_the_branch_that_removed_him(h: &mut Harness) -> (GroupId, bool) {
+    let group = h.group_with(0, &[1, 2, 3]);
+    let take_all = |h: &mut Harness| -> Vec<Vec<Vec<u8>>> {
+        (0..4)
+            .map(|node| std::mem::take(&mut h.nodes[node].inbox))
+            .collect()
+    };
+    let g = group.clone();
+    h.run(3, move |c| c.leave_group(&g));
+    let proposal = take_all(h);
+    h.handle(0, &proposal[0][0]).unwrap();
+    let g = group.clone();
+    h.run(2, move |c| c.self_update(&g));
+    let carol_commit = take_all(h);
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let alice_commit = take_all(h);
+    h.handle(3, &alice_commit[3][0]).unwrap();
+    assert!(
+        h.nodes[3].removed_from(&group),
+        "alice's commit removed dave"
+    );
+    for bytes in proposal[1].iter().chain(&alice_commit[1]) {
+        h.handle(1, bytes).unwrap();
+    }
+    let (bob_package, alice_package) = (h.key_package(3), h.key_package(3));
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[bob_package]));
+    let bob_add = take_all(h);
+    let g = group.clone();
+    h.run(0, move |c| c.add_members(&g, &[alice_package]));
+    let alice_add = take_all(h);
+    h.handle(3, &bob_add[3][0]).unwrap();
+    let replaced = h.handle(3, &alice_add[3][0]).is_ok();
+    for node in 0..4 {
+        let held = [
+            &proposal,
+            &carol_commit,
+            &alice_commit,
+            &bob_add,
+            &alice_add,
+        ];
+        for (index, envelopes) in held.iter().enumerate() {
+            let handled_already = match node {
+                3 => index >= 2,
+                1 => index == 0 || index == 2,
+                0 => index == 0,
+                _ => false,
+            };
+            if !handled_already {
+                h.nodes[node].inbox.extend(envelopes[node].iter().cloned());
+            }
+        }
+    }
+    h.deliver_all();
+    for _ in 0..2 {
+        h.clock.advance(std::time::Duration::from_secs(1));
+        let now = h.clock.now();
+        for node in 0..4 {
+            if h.nodes[node].client().groups().contains(&group) {
+                h.run(node, move |c| c.tick(now));
+            }
+        }
+        h.deliver_all();
+    }
+    (group, replaced)
+}
+
+#[test]
+fn a_device_whose_second_welcome_replaced_the_first_still_goes_back_before_its_removal() {
+    let names = ["alice", "bob", "carol", "dave"];
+    // Carol's commit wins: both re-adds are undone with alice's removal, and dave, after two
+    // Welcomes of the losing branch, goes back to the epoch he was removed from.
+    for seed in 0..64 {
+        let mut h = Harness::memory(&names, 300 + seed);
+        let (group, replaced) = dave_re_added_twice_on_the_branch_that_removed_him(&mut h);
+        if !replaced || h.superseded(0) == 0 {
+            continue;
+        }
+        h.assert_converged(&group, &[0, 1, 2]);
+        assert!(
+            !h.nodes[3].client().groups().contains(&group),
+            "dave left on the winning branch; errors {:?}",
+            h.errors()
+        );
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+        h.assert_group_works(&group, 2, &[0, 1]);
+        return;
+    }
+    panic!("alice's second Welcome never replaced bob's with carol's commit winning");
+}
