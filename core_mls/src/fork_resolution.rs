@@ -11,7 +11,7 @@
 //! **Snapshots.** Before merging any commit (its own or someone else's), a member copies the
 //! group's OpenMLS key prefix and records, through the transaction's undo log, what the merge
 //! changes outside it (our leaf's HPKE key pairs live under their public keys); see
-//! [`epoch_snapshots`](crate::epoch_snapshots). The last `fork_window_epochs` snapshots, none
+//! `snapshot_capture` and [`epoch_snapshots`](crate::epoch_snapshots). The last `fork_window_epochs` snapshots, none
 //! older than `fork_window`, are kept.
 //!
 //! **Branch tags.** Every group message this device makes carries, as its MLS authenticated
@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
-use spacepanda_core::{Key, Timestamp};
+use spacepanda_core::Key;
 
 pub(crate) use crate::branch_order::{
     BranchHistory, BranchOrder, branch_tag, compare_branches, decode_history, encode_history,
@@ -54,9 +54,7 @@ use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::seen_messages;
-use crate::storage::key_layout::{
-    ENCRYPTION_KEY_NAMESPACE, GROUP_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE,
-};
+use crate::storage::key_layout::GROUP_NAMESPACE;
 
 /// How a group fared with concurrent commits on this device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,35 +69,12 @@ pub struct ForkReport {
 }
 
 const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
-/// Namespaces outside the group prefix that OpenMLS's merge may write: their prior values go
-/// into the snapshot's undo entries.
-const UNDO_NAMESPACES: [&str; 3] = [
-    ENCRYPTION_KEY_NAMESPACE,
-    SIGNATURE_KEY_NAMESPACE,
-    PSK_NAMESPACE,
-];
 
 /// Fork bookkeeping kept in memory: commits refused as outside the window, per group, and how
 /// many of them `tick` has reported.
 #[derive(Debug, Default)]
 pub(crate) struct OutsideWindowCounts {
     counts: HashMap<GroupId, (u64, u64)>,
-}
-
-/// What `begin_snapshot` captured, until the merge is done.
-pub(crate) struct SnapshotStart {
-    epoch: u64,
-    branch_tag: Vec<u8>,
-    entries: Vec<(Key, Vec<u8>)>,
-}
-
-impl Drop for SnapshotStart {
-    fn drop(&mut self) {
-        // The copied prefix holds the epoch's secrets.
-        for (_, value) in &mut self.entries {
-            zeroize::Zeroize::zeroize(value);
-        }
-    }
 }
 
 /// What a rollback abandoned.
@@ -145,114 +120,6 @@ impl MlsClient {
         Ok(self
             .read(|txn| deferred_sends::for_group(txn, group))?
             .len())
-    }
-
-    /// Inside the open transaction, before a commit out of the group's current epoch is made
-    /// or processed: captures the group's prefix and starts the undo log.
-    pub(crate) fn begin_snapshot(&self, group: &GroupId) -> Result<SnapshotStart, MlsError> {
-        let mls_group = self.group(group)?;
-        let epoch = mls_group.epoch().as_u64();
-        let branch_tag = branch_tag(mls_group);
-        let entries = self.provider.storage().group_entries(&group.to_openmls())?;
-        self.with_txn(|txn| {
-            txn.start_undo_log(&UNDO_NAMESPACES);
-            Ok(())
-        })?;
-        Ok(SnapshotStart {
-            epoch,
-            branch_tag,
-            entries,
-        })
-    }
-
-    /// After the merge, in the same transaction: stores the snapshot with the ref of the
-    /// commit merged (and ours, if it was ours), and drops what the window no longer covers.
-    pub(crate) fn finish_snapshot(
-        &self,
-        group: &GroupId,
-        start: SnapshotStart,
-        merged_ref: Vec<u8>,
-        own_commit: Option<OwnCommit>,
-    ) -> Result<(), MlsError> {
-        let now = self.now();
-        let window = self.config.fork_window_epochs;
-        self.with_txn(|txn| {
-            let undo = txn.take_undo_log();
-            if window > 0 {
-                let meta = SnapshotMeta {
-                    taken_at_ms: now.unix_millis(),
-                    branch_tag: start.branch_tag.clone(),
-                    merged_ref,
-                    own_commit,
-                };
-                epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
-            }
-            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
-                if epoch.saturating_add(window) <= start.epoch {
-                    epoch_snapshots::delete(txn, group, epoch)?;
-                }
-            }
-            let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
-            // Messages of epochs no kept snapshot precedes can never need sending again.
-            epoch_snapshots::prune_sent_through(txn, group, oldest)
-        })
-    }
-
-    /// Inside the open transaction: keeps the group's current epoch as a snapshot, as if this
-    /// device had merged the commit `merged_ref` out of it (a Welcome says the group went on
-    /// from it with that commit, without us).
-    pub(crate) fn snapshot_as_ended_by(
-        &self,
-        group: &GroupId,
-        merged_ref: Vec<u8>,
-    ) -> Result<(), MlsError> {
-        if self.config.fork_window_epochs == 0 {
-            return Ok(());
-        }
-        let mls_group = self.group(group)?;
-        let epoch = mls_group.epoch().as_u64();
-        let meta = SnapshotMeta {
-            taken_at_ms: self.now().unix_millis(),
-            branch_tag: branch_tag(mls_group),
-            merged_ref,
-            own_commit: None,
-        };
-        let entries = self.provider.storage().group_entries(&group.to_openmls())?;
-        self.with_txn(|txn| epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta))
-    }
-
-    /// `tick`: drops snapshots older than the fork window (also of groups this device was
-    /// removed from on a branch that may still lose).
-    pub(crate) fn expire_snapshots(&self, now: Timestamp) -> Result<(), MlsError> {
-        let window = self.config.fork_window;
-        let held: Vec<GroupId> = self.groups.keys().cloned().collect();
-        self.with_txn(|txn| {
-            let mut touched: Vec<GroupId> = Vec::new();
-            for (group, epoch, taken_at) in epoch_snapshots::all(txn)? {
-                if now.duration_since(taken_at) >= window {
-                    epoch_snapshots::delete(txn, &group, epoch)?;
-                    touched.push(group);
-                }
-            }
-            touched.dedup();
-            for group in touched {
-                let oldest = epoch_snapshots::metas(txn, &group)?
-                    .first()
-                    .map(|(e, _)| *e);
-                epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
-            }
-            // A leave request outlives the group only while a rollback could restore it.
-            for (key, _) in txn.scan_prefix(LEAVE_NAMESPACE, &Key::empty())? {
-                let group = key.segments().next().map(GroupId::from_slice);
-                if let Some(group) = group
-                    && !held.contains(&group)
-                    && epoch_snapshots::metas(txn, &group)?.is_empty()
-                {
-                    txn.delete(LEAVE_NAMESPACE, key)?;
-                }
-            }
-            Ok(())
-        })
     }
 
     /// A message of another branch of `group`, at `epoch`: kept while a rollback could still
@@ -625,7 +492,7 @@ pub(crate) fn leave_requested(
 }
 
 /// Namespace of leave requests: `[group id]`.
-const LEAVE_NAMESPACE: &str = "leave_request";
+pub(crate) const LEAVE_NAMESPACE: &str = "leave_request";
 
 fn read_counter(
     txn: &spacepanda_core::Transaction,

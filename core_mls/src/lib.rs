@@ -113,6 +113,7 @@ mod member_verification;
 mod message_processor;
 mod outbox;
 mod seen_messages;
+mod snapshot_capture;
 mod welcome_handler;
 
 pub use client::{CIPHERSUITE, MlsClient};

@@ -1,0 +1,151 @@
+//! Taking and expiring the snapshots behind `fork_resolution`: before any commit is merged, the
+//! group's OpenMLS prefix is copied inside the same transaction and the transaction's undo log
+//! records what the merge changes outside it; after the merge, both are stored with the ref of
+//! the commit merged (`epoch_snapshots` holds the records). The last `fork_window_epochs`
+//! snapshots are kept, none older than `fork_window`.
+
+use openmls::prelude::OpenMlsProvider as _;
+use spacepanda_core::{Key, Timestamp};
+
+use crate::client::MlsClient;
+use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
+use crate::error::MlsError;
+use crate::fork_resolution::{LEAVE_NAMESPACE, branch_tag};
+use crate::group_id::GroupId;
+use crate::storage::key_layout::{
+    ENCRYPTION_KEY_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE,
+};
+
+/// Namespaces outside the group prefix that OpenMLS's merge may write: their prior values go
+/// into the snapshot's undo entries.
+const UNDO_NAMESPACES: [&str; 3] = [
+    ENCRYPTION_KEY_NAMESPACE,
+    SIGNATURE_KEY_NAMESPACE,
+    PSK_NAMESPACE,
+];
+
+/// What `begin_snapshot` captured, until the merge is done.
+pub(crate) struct SnapshotStart {
+    epoch: u64,
+    branch_tag: Vec<u8>,
+    entries: Vec<(Key, Vec<u8>)>,
+}
+
+impl Drop for SnapshotStart {
+    fn drop(&mut self) {
+        // The copied prefix holds the epoch's secrets.
+        for (_, value) in &mut self.entries {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
+impl MlsClient {
+    /// Inside the open transaction, before a commit out of the group's current epoch is made
+    /// or processed: captures the group's prefix and starts the undo log.
+    pub(crate) fn begin_snapshot(&self, group: &GroupId) -> Result<SnapshotStart, MlsError> {
+        let mls_group = self.group(group)?;
+        let epoch = mls_group.epoch().as_u64();
+        let branch_tag = branch_tag(mls_group);
+        let entries = self.provider.storage().group_entries(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            txn.start_undo_log(&UNDO_NAMESPACES);
+            Ok(())
+        })?;
+        Ok(SnapshotStart {
+            epoch,
+            branch_tag,
+            entries,
+        })
+    }
+
+    /// After the merge, in the same transaction: stores the snapshot with the ref of the
+    /// commit merged (and ours, if it was ours), and drops what the window no longer covers.
+    pub(crate) fn finish_snapshot(
+        &self,
+        group: &GroupId,
+        start: SnapshotStart,
+        merged_ref: Vec<u8>,
+        own_commit: Option<OwnCommit>,
+    ) -> Result<(), MlsError> {
+        let now = self.now();
+        let window = self.config.fork_window_epochs;
+        self.with_txn(|txn| {
+            let undo = txn.take_undo_log();
+            if window > 0 {
+                let meta = SnapshotMeta {
+                    taken_at_ms: now.unix_millis(),
+                    branch_tag: start.branch_tag.clone(),
+                    merged_ref,
+                    own_commit,
+                };
+                epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
+            }
+            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
+                if epoch.saturating_add(window) <= start.epoch {
+                    epoch_snapshots::delete(txn, group, epoch)?;
+                }
+            }
+            let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
+            // Messages of epochs no kept snapshot precedes can never need sending again.
+            epoch_snapshots::prune_sent_through(txn, group, oldest)
+        })
+    }
+
+    /// Inside the open transaction: keeps the group's current epoch as a snapshot, as if this
+    /// device had merged the commit `merged_ref` out of it (a Welcome says the group went on
+    /// from it with that commit, without us).
+    pub(crate) fn snapshot_as_ended_by(
+        &self,
+        group: &GroupId,
+        merged_ref: Vec<u8>,
+    ) -> Result<(), MlsError> {
+        if self.config.fork_window_epochs == 0 {
+            return Ok(());
+        }
+        let mls_group = self.group(group)?;
+        let epoch = mls_group.epoch().as_u64();
+        let meta = SnapshotMeta {
+            taken_at_ms: self.now().unix_millis(),
+            branch_tag: branch_tag(mls_group),
+            merged_ref,
+            own_commit: None,
+        };
+        let entries = self.provider.storage().group_entries(&group.to_openmls())?;
+        self.with_txn(|txn| epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta))
+    }
+
+    /// `tick`: drops snapshots older than the fork window (also of groups this device was
+    /// removed from on a branch that may still lose).
+    pub(crate) fn expire_snapshots(&self, now: Timestamp) -> Result<(), MlsError> {
+        let window = self.config.fork_window;
+        let held: Vec<GroupId> = self.groups.keys().cloned().collect();
+        self.with_txn(|txn| {
+            let mut touched: Vec<GroupId> = Vec::new();
+            for (group, epoch, taken_at) in epoch_snapshots::all(txn)? {
+                if now.duration_since(taken_at) >= window {
+                    epoch_snapshots::delete(txn, &group, epoch)?;
+                    touched.push(group);
+                }
+            }
+            touched.dedup();
+            for group in touched {
+                let oldest = epoch_snapshots::metas(txn, &group)?
+                    .first()
+                    .map(|(e, _)| *e);
+                epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
+            }
+            // A leave request outlives the group only while a rollback could restore it.
+            for (key, _) in txn.scan_prefix(LEAVE_NAMESPACE, &Key::empty())? {
+                let group = key.segments().next().map(GroupId::from_slice);
+                if let Some(group) = group
+                    && !held.contains(&group)
+                    && epoch_snapshots::metas(txn, &group)?.is_empty()
+                {
+                    txn.delete(LEAVE_NAMESPACE, key)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
