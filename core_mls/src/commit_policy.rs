@@ -127,6 +127,20 @@ impl MlsClient {
         })
     }
 
+    /// A time recorded in the group's metadata under `name` (when the leaf was last replaced,
+    /// when the epoch's first proposal arrived); a damaged record counts as none.
+    fn recorded_time(&self, group: &GroupId, name: &[u8]) -> Result<Option<Timestamp>, MlsError> {
+        self.read(|txn| {
+            Ok(txn
+                .get(
+                    GROUP_META_NAMESPACE,
+                    &Key::from_segments([group.as_slice(), name]),
+                )?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
+        })
+    }
+
     /// Whether `tick` should commit now: the leaf is older than `self_update_after`, or
     /// proposals are pending and this device is the one to commit them (or they waited past
     /// `pending_proposal_timeout`).
@@ -135,15 +149,7 @@ impl MlsClient {
         group: &GroupId,
         now: Timestamp,
     ) -> Result<bool, MlsError> {
-        let last = self.read(|txn| {
-            Ok(txn
-                .get(
-                    GROUP_META_NAMESPACE,
-                    &Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
-                )?
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
-        })?;
+        let last = self.recorded_time(group, b"leaf_updated_at")?;
         // A device whose own removal is pending cannot commit (OpenMLS refuses a commit that
         // removes its committer); the others commit it.
         if self.groups.contains_key(group) && self.own_removal_pending(group)? {
@@ -164,15 +170,7 @@ impl MlsClient {
         if self.is_designated_committer(group)? {
             return Ok(true);
         }
-        let first_proposal_at = self.read(|txn| {
-            Ok(txn
-                .get(
-                    GROUP_META_NAMESPACE,
-                    &Key::from_segments([group.as_slice(), b"first_proposal_at"]),
-                )?
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
-        })?;
+        let first_proposal_at = self.recorded_time(group, b"first_proposal_at")?;
         Ok(first_proposal_at
             .is_none_or(|at| now.duration_since(at) >= self.config.pending_proposal_timeout))
     }

@@ -9,7 +9,7 @@
 //! Invariant: this module only decides where a message goes, by group, epoch and branch tag;
 //! judging a competing commit is `fork_resolution`'s, processing one is `message_processor`'s.
 
-use openmls::prelude::ProtocolMessage;
+use openmls::prelude::{ContentType, ProtocolMessage};
 use spacepanda_core::Key;
 
 use crate::client::MlsClient;
@@ -37,7 +37,7 @@ impl MlsClient {
         if let Some(meta) = self.read(|txn| epoch_snapshots::meta(txn, group, message_epoch))?
             && fork_resolution::tag_matches(tag, &meta.branch_tag)
         {
-            if message.content_type() == openmls::prelude::ContentType::Commit {
+            if message.content_type() == ContentType::Commit {
                 return self.handle_competing_commit(
                     envelope,
                     message,
@@ -78,35 +78,39 @@ impl MlsClient {
 
     /// Replays the Welcomes buffered for `group` while this device still held it.
     pub(crate) fn replay_buffered_welcomes(&mut self, group: &GroupId) -> Result<Output, MlsError> {
-        let mut output = Output::default();
-        let waiting: Vec<BufferedMessage> = self
-            .read(|txn| epoch_buffer::for_group(txn, group))?
-            .into_iter()
-            .filter(|m| {
-                Envelope::from_bytes(&m.envelope_bytes, usize::MAX)
-                    .is_ok_and(|e| e.kind() == EnvelopeKind::Welcome)
-            })
-            .collect();
-        for entry in waiting {
-            if let Some(replayed) = self.replay_entry(&entry)? {
-                output.extend(replayed);
-            }
-        }
-        Ok(output)
+        let is_welcome = |m: &BufferedMessage| {
+            Envelope::from_bytes(&m.envelope_bytes, usize::MAX)
+                .is_ok_and(|e| e.kind() == EnvelopeKind::Welcome)
+        };
+        self.replay_buffered_where(group, is_welcome, false)
     }
 
     /// Replays the commits of `epoch` buffered for `group`, which this device no longer holds:
-    /// one may have waited for a proposal that just arrived.
+    /// one may have waited for a proposal that just arrived. Once one restores the group, the
+    /// rollback has replayed the rest.
     fn retry_waiting_commits(&mut self, group: &GroupId, epoch: u64) -> Result<Output, MlsError> {
+        let waiting_commit = |m: &BufferedMessage| {
+            m.epoch == epoch && message_processor::is_commit(&m.envelope_bytes)
+        };
+        self.replay_buffered_where(group, waiting_commit, true)
+    }
+
+    /// Replays the entries buffered for `group` that `wanted` picks, in buffer order; with
+    /// `until_held`, stops once the group is held again.
+    fn replay_buffered_where(
+        &mut self,
+        group: &GroupId,
+        wanted: impl Fn(&BufferedMessage) -> bool,
+        until_held: bool,
+    ) -> Result<Output, MlsError> {
         let mut output = Output::default();
         let waiting: Vec<BufferedMessage> = self
             .read(|txn| epoch_buffer::for_group(txn, group))?
             .into_iter()
-            .filter(|m| m.epoch == epoch && message_processor::is_commit(&m.envelope_bytes))
+            .filter(|m| wanted(m))
             .collect();
         for entry in waiting {
-            if self.groups.contains_key(group) {
-                // Back in the group: the rollback replayed the rest.
+            if until_held && self.groups.contains_key(group) {
                 break;
             }
             if let Some(replayed) = self.replay_entry(&entry)? {
@@ -124,7 +128,7 @@ impl MlsClient {
             // Where we joined from outlives the group: a rollback may restore it (see
             // `fork_resolution`), and then commits from before the join must still be
             // recognised as such.
-            let joined_key = Key::from_segments([group.as_slice(), crate::welcome_handler::JOINED]);
+            let joined_key = crate::welcome_handler::join_record_key(group);
             let joined = txn.get(GROUP_META_NAMESPACE, &joined_key)?;
             txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
             if let Some(joined) = joined {

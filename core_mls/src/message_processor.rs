@@ -2,13 +2,15 @@
 //!
 //! 1. bounded decode ([`Envelope::from_bytes`], then the MLS message);
 //! 2. duplicate or own echo (envelope id already seen) → [`Disposition::Duplicate`];
-//! 3. group, epoch and branch: a group not joined yet or a future epoch → buffered (bounded)
-//!    and replayed automatically once the group gets there; a message of a competing branch
-//!    (its branch tag differs) → buffered while a rollback could reach it; a commit for a past
-//!    epoch → the concurrent-commit rule (`fork_resolution`); a proposal of a kept past epoch →
-//!    waits with its snapshot (of our branch) or like its branch's commits (of another), an
-//!    older one → [`MlsError::StaleEpoch`]; on a device that joined from a Welcome, a message from before
-//!    its join → buffered (a Welcome of the winning branch may put it back at that epoch);
+//! 3. group, epoch and branch: a group this device does not hold (not joined yet, or removed
+//!    from) → `group_removal`; a future epoch → buffered (bounded) and replayed automatically
+//!    once the group gets there; a message of a competing branch (its branch tag differs) →
+//!    buffered while a rollback could reach it; a commit for a past epoch → the
+//!    concurrent-commit rule (`fork_resolution`); a proposal of a kept past epoch → waits with
+//!    its snapshot (of our branch) or like its branch's commits (of another), an older one →
+//!    [`MlsError::StaleEpoch`]; on a device that joined from a Welcome, a message from before
+//!    its join → buffered (a Welcome of the winning branch, or a rollback to a snapshot kept
+//!    across the join, may put it back at that epoch);
 //! 4. OpenMLS processing inside one transaction: application → `Message` (at most once per
 //!    sender message id); proposal → stored (bounded per epoch); commit → every leaf it adds or
 //!    changes must pass the identity binding, or the commit is rejected whole → merge → events →

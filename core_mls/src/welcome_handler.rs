@@ -64,7 +64,22 @@ impl JoinRecord {
     }
 }
 
-pub(crate) const JOINED: &[u8] = b"joined";
+const JOINED: &[u8] = b"joined";
+
+/// Where `group`'s join record is kept (in the group's metadata).
+pub(crate) fn join_record_key(group: &GroupId) -> Key {
+    Key::from_segments([group.as_slice(), JOINED])
+}
+
+/// Where this device last joined `group` from, if it joined from a Welcome.
+fn join_record(
+    txn: &spacepanda_core::Transaction,
+    group: &GroupId,
+) -> Result<Option<JoinRecord>, MlsError> {
+    txn.get(GROUP_META_NAMESPACE, &join_record_key(group))?
+        .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
+        .transpose()
+}
 
 /// Inside the open transaction, after a rollback of `group` to `epoch`: a join at a later
 /// epoch was on the abandoned branch, so the join record (and leave request) from before it
@@ -74,11 +89,10 @@ pub(crate) fn rewind_join_record(
     group: &GroupId,
     epoch: u64,
 ) -> Result<(), MlsError> {
-    let key = Key::from_segments([group.as_slice(), JOINED]);
-    let Some(bytes) = txn.get(GROUP_META_NAMESPACE, &key)? else {
+    let key = join_record_key(group);
+    let Some(mut record) = join_record(txn, group)? else {
         return Ok(());
     };
-    let mut record: JoinRecord = codec::decode(GROUP_META_NAMESPACE, &bytes)?;
     if record.epoch <= epoch {
         return Ok(());
     }
@@ -147,7 +161,7 @@ impl MlsClient {
             let group_id = GroupId::from_openmls(staged.group_context().group_id());
             let epoch = staged.group_context().epoch().as_u64();
             let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
-            let joined_key = Key::from_segments([group_id.as_slice(), JOINED]);
+            let joined_key = join_record_key(&group_id);
             let theirs = fork_resolution::decode_history(envelope.context()).unwrap_or_default();
             // For a Welcome that says the group went on without us: the commit that ended the
             // epoch we hold, on its branch.
@@ -169,10 +183,7 @@ impl MlsClient {
                     // package we joined with, at a later epoch, or a concurrent add at the same
                     // epoch with a smaller commit ref.
                     BranchOrder::Disjoint => {
-                        let joined: Option<JoinRecord> = client
-                            .with_txn(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
-                            .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
-                            .transpose()?;
+                        let joined = client.with_txn(|txn| join_record(txn, &group_id))?;
                         joined.is_some_and(|joined| {
                             if matched.reused {
                                 joined.key_package_ref == matched.key_package_ref
@@ -253,10 +264,7 @@ impl MlsClient {
             })?;
             let (before, leave_requested_before) = match kept_from {
                 Some(oldest) => client.with_txn(|txn| {
-                    let before = txn
-                        .get(GROUP_META_NAMESPACE, &joined_key)?
-                        .map(|bytes| codec::decode::<JoinRecord>(GROUP_META_NAMESPACE, &bytes))
-                        .transpose()?
+                    let before = join_record(txn, &group_id)?
                         .map(|record| Box::new(record.reaching_back_to(oldest)));
                     Ok((before, fork_resolution::leave_requested(txn, &group_id)?))
                 })?,
@@ -337,21 +345,13 @@ impl MlsClient {
 
     /// The branch history the Welcome this device joined `group` with carried.
     pub(crate) fn joined_history(&self, group: &GroupId) -> Result<Vec<(u64, Vec<u8>)>, MlsError> {
-        let joined_key = Key::from_segments([group.as_slice(), JOINED]);
-        let record: Option<JoinRecord> = self
-            .read(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
-            .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
-            .transpose()?;
+        let record = self.read(|txn| join_record(txn, group))?;
         Ok(record.map(|r| r.history).unwrap_or_default())
     }
 
     /// The epoch this device joined `group` at from a Welcome (none if it created the group).
     pub(crate) fn joined_epoch(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
-        let joined_key = Key::from_segments([group.as_slice(), JOINED]);
-        let record: Option<JoinRecord> = self
-            .read(|txn| Ok(txn.get(GROUP_META_NAMESPACE, &joined_key)?))?
-            .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
-            .transpose()?;
+        let record = self.read(|txn| join_record(txn, group))?;
         Ok(record.map(|r| r.epoch))
     }
 

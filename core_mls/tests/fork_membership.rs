@@ -321,9 +321,7 @@ fn dave_leaves_on_bobs_branch(h: &mut Harness) -> GroupId {
     h.run(0, move |c| c.self_update(&g));
     let g = group.clone();
     h.run(1, move |c| c.self_update(&g));
-    let held: Vec<Vec<Vec<u8>>> = (0..4)
-        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-        .collect();
+    let held = h.take_inboxes();
     // Carol takes alice's commit, dave bob's: two branches of the next epoch.
     assert_eq!((held[2].len(), held[3].len()), (2, 2));
     h.handle(2, &held[2][0]).unwrap();
@@ -384,15 +382,11 @@ fn carol_removed_first_by_the_commit_that_may_lose(h: &mut Harness) -> GroupId {
     let group = h.group_with(0, &[1, 2, 3]);
     let g = group.clone();
     h.run(2, move |c| c.leave_group(&g));
-    let carol_leave: Vec<Vec<Vec<u8>>> = (0..4)
-        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-        .collect();
+    let carol_leave = h.take_inboxes();
     h.handle(1, &carol_leave[1][0]).unwrap();
     let g = group.clone();
     h.run(3, move |c| c.leave_group(&g));
-    let dave_leave: Vec<Vec<Vec<u8>>> = (0..4)
-        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-        .collect();
+    let dave_leave = h.take_inboxes();
     h.handle(0, &dave_leave[0][0]).unwrap();
     let g = group.clone();
     h.run(1, move |c| c.self_update(&g));
@@ -416,16 +410,7 @@ fn carol_removed_first_by_the_commit_that_may_lose(h: &mut Harness) -> GroupId {
     h.nodes[1].inbox.extend(dave_leave[1].iter().cloned());
     h.deliver_all();
     // Whoever's commit lost, the other leave is proposed again; a tick commits it.
-    for _ in 0..2 {
-        h.clock.advance(std::time::Duration::from_secs(1));
-        let now = h.clock.now();
-        for node in 0..4 {
-            if h.nodes[node].client().groups().contains(&group) {
-                h.run(node, move |c| c.tick(now));
-            }
-        }
-        h.deliver_all();
-    }
+    h.tick_members(&group, 2);
     group
 }
 
@@ -463,15 +448,11 @@ fn dave_re_added_on_the_branch_that_removed_him(h: &mut Harness) -> GroupId {
     let group = h.group_with(0, &[1, 2, 3]);
     let g = group.clone();
     h.run(3, move |c| c.leave_group(&g));
-    let proposal: Vec<Vec<Vec<u8>>> = (0..4)
-        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-        .collect();
+    let proposal = h.take_inboxes();
     h.handle(0, &proposal[0][0]).unwrap();
     let g = group.clone();
     h.run(2, move |c| c.self_update(&g));
-    let carol_commit: Vec<Vec<Vec<u8>>> = (0..4)
-        .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-        .collect();
+    let carol_commit = h.take_inboxes();
     let g = group.clone();
     h.run(0, move |c| c.self_update(&g));
     let alice = std::mem::take(&mut h.nodes[3].inbox);
@@ -504,16 +485,7 @@ fn dave_re_added_on_the_branch_that_removed_him(h: &mut Harness) -> GroupId {
             .extend(carol_commit[node].iter().cloned());
     }
     h.deliver_all();
-    for _ in 0..2 {
-        h.clock.advance(std::time::Duration::from_secs(1));
-        let now = h.clock.now();
-        for node in 0..4 {
-            if h.nodes[node].client().groups().contains(&group) {
-                h.run(node, move |c| c.tick(now));
-            }
-        }
-        h.deliver_all();
-    }
+    h.tick_members(&group, 2);
     group
 }
 
@@ -548,25 +520,20 @@ fn a_device_re_added_on_a_losing_branch_goes_back_to_where_it_was_a_member() {
 /// on (the group went on without him) — onto a branch that loses if alice's commit is smaller.
 fn dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose(h: &mut Harness) -> GroupId {
     let group = h.group_with(0, &[1, 2, 3]);
-    let take_all = |h: &mut Harness| -> Vec<Vec<Vec<u8>>> {
-        (0..4)
-            .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-            .collect()
-    };
     let g = group.clone();
     h.run(3, move |c| c.leave_group(&g));
-    let proposal = take_all(h);
+    let proposal = h.take_inboxes();
     h.handle(1, &proposal[1][0]).unwrap();
     let g = group.clone();
     h.run(0, move |c| c.self_update(&g));
-    let alice_commit = take_all(h);
+    let alice_commit = h.take_inboxes();
     let g = group.clone();
     h.run(1, move |c| c.self_update(&g));
-    let bob_commit = take_all(h);
+    let bob_commit = h.take_inboxes();
     let dave_package = h.key_package(3);
     let g = group.clone();
     h.run(1, move |c| c.add_members(&g, &[dave_package]));
-    let bob_add = take_all(h);
+    let bob_add = h.take_inboxes();
     assert_eq!(bob_add[3].len(), 1, "bob's Welcome");
     h.handle(3, &bob_add[3][0]).unwrap();
     assert_eq!(
@@ -583,16 +550,7 @@ fn dave_jumped_ahead_by_a_welcome_of_the_branch_that_may_lose(h: &mut Harness) -
         }
     }
     h.deliver_all();
-    for _ in 0..2 {
-        h.clock.advance(std::time::Duration::from_secs(1));
-        let now = h.clock.now();
-        for node in 0..4 {
-            if h.nodes[node].client().groups().contains(&group) {
-                h.run(node, move |c| c.tick(now));
-            }
-        }
-        h.deliver_all();
-    }
+    h.tick_members(&group, 2);
     group
 }
 
@@ -631,21 +589,16 @@ fn a_device_a_welcome_moved_onto_a_losing_branch_goes_back_to_the_epoch_it_held(
 /// Returns whether alice's Welcome replaced bob's on dave's device.
 fn dave_re_added_twice_on_the_branch_that_removed_him(h: &mut Harness) -> (GroupId, bool) {
     let group = h.group_with(0, &[1, 2, 3]);
-    let take_all = |h: &mut Harness| -> Vec<Vec<Vec<u8>>> {
-        (0..4)
-            .map(|node| std::mem::take(&mut h.nodes[node].inbox))
-            .collect()
-    };
     let g = group.clone();
     h.run(3, move |c| c.leave_group(&g));
-    let proposal = take_all(h);
+    let proposal = h.take_inboxes();
     h.handle(0, &proposal[0][0]).unwrap();
     let g = group.clone();
     h.run(2, move |c| c.self_update(&g));
-    let carol_commit = take_all(h);
+    let carol_commit = h.take_inboxes();
     let g = group.clone();
     h.run(0, move |c| c.self_update(&g));
-    let alice_commit = take_all(h);
+    let alice_commit = h.take_inboxes();
     h.handle(3, &alice_commit[3][0]).unwrap();
     assert!(
         h.nodes[3].removed_from(&group),
@@ -657,10 +610,10 @@ fn dave_re_added_twice_on_the_branch_that_removed_him(h: &mut Harness) -> (Group
     let (bob_package, alice_package) = (h.key_package(3), h.key_package(3));
     let g = group.clone();
     h.run(1, move |c| c.add_members(&g, &[bob_package]));
-    let bob_add = take_all(h);
+    let bob_add = h.take_inboxes();
     let g = group.clone();
     h.run(0, move |c| c.add_members(&g, &[alice_package]));
-    let alice_add = take_all(h);
+    let alice_add = h.take_inboxes();
     h.handle(3, &bob_add[3][0]).unwrap();
     let replaced = h.handle(3, &alice_add[3][0]).is_ok();
     for node in 0..4 {
@@ -684,16 +637,7 @@ fn dave_re_added_twice_on_the_branch_that_removed_him(h: &mut Harness) -> (Group
         }
     }
     h.deliver_all();
-    for _ in 0..2 {
-        h.clock.advance(std::time::Duration::from_secs(1));
-        let now = h.clock.now();
-        for node in 0..4 {
-            if h.nodes[node].client().groups().contains(&group) {
-                h.run(node, move |c| c.tick(now));
-            }
-        }
-        h.deliver_all();
-    }
+    h.tick_members(&group, 2);
     (group, replaced)
 }
 

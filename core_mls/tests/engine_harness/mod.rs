@@ -392,6 +392,30 @@ impl Harness {
 }
 
 impl Harness {
+    /// Takes every node's inbox, by node index: envelopes a scenario holds back to deliver in
+    /// an order of its own.
+    pub fn take_inboxes(&mut self) -> Vec<Vec<Vec<u8>>> {
+        self.nodes
+            .iter_mut()
+            .map(|node| std::mem::take(&mut node.inbox))
+            .collect()
+    }
+
+    /// `rounds` times: a second later, every node that holds `group` ticks (committing what
+    /// it should, e.g. a renewed leave proposal), then everything is delivered.
+    pub fn tick_members(&mut self, group: &GroupId, rounds: usize) {
+        for _ in 0..rounds {
+            self.clock.advance(std::time::Duration::from_secs(1));
+            let now = self.clock.now();
+            for node in 0..self.nodes.len() {
+                if self.nodes[node].client().groups().contains(group) {
+                    self.run(node, move |c| c.tick(now));
+                }
+            }
+            self.deliver_all();
+        }
+    }
+
     /// How often `node` moved onto a winning branch, by its events.
     pub fn superseded(&self, node: usize) -> usize {
         self.nodes[node]
