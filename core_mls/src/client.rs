@@ -54,14 +54,46 @@ impl std::fmt::Debug for MlsClient {
 
 impl MlsClient {
     /// Opens the engine for `device` over `store`: loads every group this device is in, and
-    /// makes sure the key package pool is filled (one transaction).
+    /// makes sure the key package pool is filled (one transaction). Randomness comes from the
+    /// operating system.
     pub fn open(
         store: SharedStore,
         clock: Arc<dyn Clock>,
         device: DeviceIdentity,
         config: MlsConfig,
     ) -> Result<Self, MlsError> {
-        let provider = SpacePandaProvider::open(store)?;
+        Self::open_with(SpacePandaProvider::open(store)?, clock, device, config)
+    }
+
+    /// Like [`open`](Self::open), but every random draw of the engine and of OpenMLS (leaf and
+    /// path secrets, HPKE ephemeral keys, key packages, group and message ids) follows from
+    /// `seed`, the way quinn-proto's endpoint takes an `rng_seed`: a test or a simulation that
+    /// gives the same seeds, inputs and times gets byte-identical outputs.
+    ///
+    /// For tests and simulations only. A seed is the whole secret of everything the engine
+    /// makes: production uses [`open`](Self::open). Never open one store twice with the same
+    /// seed either, or the second run repeats the first one's secrets and message ids.
+    pub fn open_seeded(
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        device: DeviceIdentity,
+        config: MlsConfig,
+        seed: [u8; 32],
+    ) -> Result<Self, MlsError> {
+        Self::open_with(
+            SpacePandaProvider::open_seeded(store, seed)?,
+            clock,
+            device,
+            config,
+        )
+    }
+
+    fn open_with(
+        provider: SpacePandaProvider,
+        clock: Arc<dyn Clock>,
+        device: DeviceIdentity,
+        config: MlsConfig,
+    ) -> Result<Self, MlsError> {
         let credential = CredentialWithKey {
             credential: BasicCredential::new(device.credential_bytes().to_vec()).into(),
             signature_key: device.signature_public_key().to_vec().into(),
@@ -77,10 +109,7 @@ impl MlsClient {
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
         };
-        for group_id in client.provider.storage().list_groups()? {
-            let group_id = GroupId::from_openmls(&group_id);
-            client.reload_group(&group_id)?;
-        }
+        client.reload_all_groups()?;
         client.transaction(None, |client| {
             client.replenish_key_packages_in_txn().map(|_| ())
         })?;
@@ -115,22 +144,57 @@ impl MlsClient {
 
     /// Runs `op` as one storage transaction: on success every write (OpenMLS's and ours) is
     /// committed atomically and durably; on error nothing is written and `group` is reloaded
-    /// from storage, so memory and disk never disagree.
+    /// from storage, so memory and disk never disagree. A panic inside `op` rolls back too, and
+    /// reloads every group before it continues unwinding, so the engine stays usable.
     pub(crate) fn transaction<R>(
         &mut self,
         group: Option<&GroupId>,
         op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
     ) -> Result<R, MlsError> {
         self.provider.storage().begin()?;
-        let result = op(self).and_then(|value| self.provider.storage().commit().map(|()| value));
-        if result.is_err() {
-            self.provider.storage().rollback();
-            if let Some(group) = group {
-                // The in-memory MlsGroup may hold state the rolled-back transaction wrote.
-                self.reload_group(group)?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(self)));
+        let result = match outcome {
+            Ok(result) => {
+                result.and_then(|value| self.provider.storage().commit().map(|()| value))
             }
+            Err(panic) => {
+                self.provider.storage().rollback();
+                // Whatever the operation changed in memory is gone with the rollback; if even
+                // the reload fails, the next operation's own reload reports it.
+                let _ = self.reload_all_groups();
+                std::panic::resume_unwind(panic);
+            }
+        };
+        let Err(error) = result else {
+            return result;
+        };
+        self.provider.storage().rollback();
+        let error = match self.provider.storage().take_failure() {
+            // OpenMLS reported our failing store as its own refusal: say what really failed.
+            Some(failure) if error.kind() != crate::error::ErrorKind::LocalStorage => {
+                MlsError::Storage(spacepanda_core::StoreError::Backend {
+                    backend: "store under OpenMLS",
+                    operation: "an OpenMLS read or write",
+                    source: failure.into(),
+                })
+            }
+            _ => error,
+        };
+        if let Some(group) = group {
+            // The in-memory MlsGroup may hold state the rolled-back transaction wrote.
+            self.reload_group(group)?;
         }
-        result
+        Err(error)
+    }
+
+    /// Reloads every group from storage: the groups in memory become exactly what is stored.
+    pub(crate) fn reload_all_groups(&mut self) -> Result<(), MlsError> {
+        self.groups.clear();
+        self.recipients.clear();
+        for group_id in self.provider.storage().list_groups()? {
+            self.reload_group(&GroupId::from_openmls(&group_id))?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on the open transaction (our own records share it with OpenMLS's writes).

@@ -9,26 +9,43 @@ use crate::key_package_manager::UnknownKeyPackageHint;
 /// storage error, so they are kept as the source rather than as variants).
 pub type OpenMlsSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Who is to blame for an [`MlsError`], and so what the caller does about it. One
+/// classification, used by the engine itself (only [`ErrorKind::PeerInput`] drops a buffered
+/// message or a queued re-issue), by the fuzz targets and by the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bytes from the network (an envelope, a key package, a Welcome, a commit) are malformed,
+    /// forged, stale, from another branch or otherwise unusable. Nothing changed; drop the input,
+    /// do not retry it.
+    PeerInput,
+    /// The caller asked for something the engine cannot do (unknown group, not a member, a body
+    /// too large, …). Nothing changed; fix the call.
+    ApiMisuse,
+    /// The local store failed or holds data this build cannot read. Nothing changed; retry once
+    /// the disk is healthy, or restore the device.
+    LocalStorage,
+    /// A bug in core_mls (or OpenMLS refusing what our checks should have prevented). Nothing
+    /// changed; report it.
+    Internal,
+}
+
 /// Everything that can go wrong in the MLS engine.
 ///
-/// Variants fall into groups, so callers can react without parsing messages:
-/// - **storage failure** (disk, file, backend): [`MlsError::Storage`];
-/// - **stored data that is not what we wrote** (tampering, truncation, bugs, a future format):
-///   [`MlsError::CorruptedState`], [`MlsError::UnsupportedStateVersion`];
-/// - **API misuse** by the caller: [`MlsError::NoTransaction`],
-///   [`MlsError::TransactionAlreadyOpen`];
-/// - **OpenMLS refused an operation** (invalid input, wrong state): [`MlsError::OpenMls`];
-/// - **a bug in this crate**: [`MlsError::Internal`].
-///
-/// - **peer misbehaviour** (bad input from the network; reject it, nothing changed):
-///   envelope, message, key package, Welcome and identity variants such as
+/// [`MlsError::kind`] sorts every variant into one [`ErrorKind`]:
+/// - **peer input**: envelope, message, key package, Welcome, identity and fork variants such as
 ///   [`MlsError::MalformedEnvelope`], [`MlsError::RejectedMessage`],
 ///   [`MlsError::UnverifiedMember`], [`MlsError::InvalidKeyPackage`],
-///   [`MlsError::NoMatchingKeyPackage`];
-/// - **a group that may have forked** (input from a branch this device cannot reach):
-///   [`MlsError::ForkOutsideWindow`], [`MlsError::OtherBranch`];
-/// - **API misuse** also includes [`MlsError::UnknownGroup`], [`MlsError::NotAMember`],
-///   [`MlsError::AlreadyMember`], [`MlsError::MessageTooLarge`], [`MlsError::InvalidArgument`].
+///   [`MlsError::NoMatchingKeyPackage`], [`MlsError::ForkOutsideWindow`],
+///   [`MlsError::OtherBranch`];
+/// - **API misuse**: [`MlsError::UnknownGroup`], [`MlsError::NotAMember`],
+///   [`MlsError::AlreadyMember`], [`MlsError::MessageTooLarge`], [`MlsError::UnknownKeyPackage`],
+///   [`MlsError::InvalidArgument`];
+/// - **local storage**: [`MlsError::Storage`], [`MlsError::CorruptedState`],
+///   [`MlsError::UnsupportedStateVersion`];
+/// - **internal**: [`MlsError::Internal`], [`MlsError::NoTransaction`],
+///   [`MlsError::TransactionAlreadyOpen`], and [`MlsError::OpenMls`] unless the failure inside
+///   OpenMLS was our storage (then it is local storage).
 ///
 /// No variant carries key material, plaintext or stored values.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +151,13 @@ pub enum MlsError {
         group: GroupId,
         /// OpenMLS's reason.
         reason: String,
+    },
+    /// A message for a group this device is no longer an active member of (OpenMLS has marked
+    /// it inactive, e.g. after a commit removed it).
+    #[error("message for group {group} arrived after this device stopped being a member; dropped")]
+    NoLongerMember {
+        /// The group.
+        group: GroupId,
     },
     /// A handshake this device cannot act on any more: a proposal for an epoch the group has
     /// left (its proposer proposes again if it still wants the change), or a commit for an
@@ -302,6 +326,60 @@ pub enum MlsError {
 }
 
 impl MlsError {
+    /// Who is to blame, and so what to do (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::EnvelopeTooLarge { .. }
+            | Self::MalformedEnvelope { .. }
+            | Self::UnsupportedEnvelopeVersion { .. }
+            | Self::MalformedMessage { .. }
+            | Self::MalformedApplicationMessage { .. }
+            | Self::RejectedMessage { .. }
+            | Self::NoLongerMember { .. }
+            | Self::StaleEpoch { .. }
+            | Self::ForkOutsideWindow { .. }
+            | Self::OtherBranch { .. }
+            | Self::CommitAwaitsProposal { .. }
+            | Self::TooManyProposals { .. }
+            | Self::UnverifiedMember { .. }
+            | Self::InvalidKeyPackage { .. }
+            | Self::KeyPackageExpired { .. }
+            | Self::KeyPackageNotYetValid { .. }
+            | Self::NoMatchingKeyPackage { .. }
+            | Self::InvalidWelcome { .. }
+            | Self::AlreadyJoined { .. } => ErrorKind::PeerInput,
+            Self::UnknownGroup { .. }
+            | Self::NotAMember { .. }
+            | Self::AlreadyMember { .. }
+            | Self::MessageTooLarge { .. }
+            | Self::UnknownKeyPackage { .. }
+            | Self::InvalidArgument { .. } => ErrorKind::ApiMisuse,
+            Self::Storage(_) | Self::CorruptedState { .. } | Self::UnsupportedStateVersion { .. } => {
+                ErrorKind::LocalStorage
+            }
+            Self::OpenMls { source, .. } => {
+                // OpenMLS's errors wrap our storage error when the store failed under it.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(error) = cause {
+                    if let Some(ours) = error.downcast_ref::<MlsError>() {
+                        return ours.kind();
+                    }
+                    cause = error.source();
+                }
+                ErrorKind::Internal
+            }
+            Self::NoTransaction { .. } | Self::TransactionAlreadyOpen | Self::Internal { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    /// True for [`ErrorKind::PeerInput`]: the input is at fault, and dropping it loses nothing
+    /// a retry would have gained.
+    pub fn is_peer_input(&self) -> bool {
+        self.kind() == ErrorKind::PeerInput
+    }
+
     /// Wraps an OpenMLS error with what was being done.
     pub fn openmls(
         context: &'static str,

@@ -35,7 +35,7 @@
 //! **Outside the window** a competing commit cannot be judged: [`MlsError::ForkOutsideWindow`],
 //! counted, and reported by the next `tick` as [`Event::ForkOutsideWindow`].
 
-use std::collections::HashMap;
+
 
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 use spacepanda_core::Key;
@@ -74,7 +74,7 @@ const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
 /// many of them `tick` has reported.
 #[derive(Debug, Default)]
 pub(crate) struct OutsideWindowCounts {
-    counts: HashMap<GroupId, (u64, u64)>,
+    counts: std::collections::BTreeMap<GroupId, (u64, u64)>,
 }
 
 /// What a rollback abandoned.

@@ -85,12 +85,10 @@
 //! ```
 
 pub mod error;
-pub mod provider;
-pub mod storage;
+mod provider;
+mod storage;
 
-pub use error::MlsError;
-pub use provider::SpacePandaProvider;
-pub use storage::KvStorageProvider;
+pub use error::{ErrorKind, MlsError};
 
 mod app_inbox;
 mod app_message;
@@ -99,6 +97,7 @@ mod client;
 mod commit_policy;
 mod config;
 mod deferred_sends;
+mod engine_crypto;
 pub mod envelope;
 mod epoch_buffer;
 mod epoch_snapshots;
@@ -107,7 +106,7 @@ mod fork_resolution;
 mod group_id;
 mod group_manager;
 mod group_removal;
-pub mod key_package_manager;
+mod key_package_manager;
 mod key_package_validation;
 mod member_verification;
 mod message_processor;

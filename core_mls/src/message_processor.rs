@@ -587,9 +587,8 @@ fn map_process_error<E: std::fmt::Display>(
                 group: group.clone(),
             }
         }
-        ProcessMessageError::GroupStateError(_) => MlsError::NotAMember {
+        ProcessMessageError::GroupStateError(_) => MlsError::NoLongerMember {
             group: group.clone(),
-            what: "this device is no longer an active member",
         },
         other => MlsError::RejectedMessage {
             group: group.clone(),

@@ -10,7 +10,7 @@ use tls_codec::{
 use crate::error::MlsError;
 
 /// Namespace of ledger records.
-pub const LEDGER_NAMESPACE: &str = "kp_ledger";
+pub(crate) const LEDGER_NAMESPACE: &str = "kp_ledger";
 const RECORD_VERSION: u8 = 1;
 /// A record holds one public key package (≈ 350 bytes with a SpacePanda credential).
 const MAX_RECORD_LEN: usize = 16 * 1024;
@@ -78,7 +78,7 @@ impl KeyPackageState {
 
 /// One ledger record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerEntry {
+pub(crate) struct LedgerEntry {
     /// The key package ref (hash reference) OpenMLS stores the bundle under.
     pub key_package_ref: Vec<u8>,
     /// When this device made it.

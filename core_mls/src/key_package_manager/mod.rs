@@ -23,7 +23,7 @@
 //! expired packages deleted after a 1-day grace; consumed (single-use) packages lose their keys
 //! in the very transaction of the Welcome that used them (forward secrecy).
 
-pub mod ledger;
+pub(crate) mod ledger;
 
 use std::time::Duration;
 
@@ -40,7 +40,8 @@ use openmls_traits::types::SignatureScheme;
 use spacepanda_core::{Timestamp, Transaction};
 use tls_codec::{Deserialize as _, Serialize as _};
 
-pub use ledger::{KeyPackageState, LedgerEntry};
+pub use ledger::KeyPackageState;
+pub(crate) use ledger::LedgerEntry;
 
 use crate::error::MlsError;
 

@@ -14,7 +14,7 @@ use crate::error::MlsError;
 
 /// Longest stored value accepted (64 MiB). A 10 000-member tree is a few MiB; the bound keeps a
 /// corrupted length from turning into an unbounded allocation.
-pub const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
 
 /// Encodes a value for storage.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, MlsError> {

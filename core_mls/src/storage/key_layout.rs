@@ -12,17 +12,17 @@ use spacepanda_core::Key;
 use crate::error::MlsError;
 
 /// Per-group OpenMLS state: `["g", group_id, label, sub-key…]`.
-pub const GROUP_NAMESPACE: &str = "mls";
+pub(crate) const GROUP_NAMESPACE: &str = "mls";
 /// Key package bundles (with their private init keys): `[hash_ref]`.
-pub const KEY_PACKAGE_NAMESPACE: &str = "mls_key_package";
+pub(crate) const KEY_PACKAGE_NAMESPACE: &str = "mls_key_package";
 /// Signature key pairs: `[public_key]`.
-pub const SIGNATURE_KEY_NAMESPACE: &str = "mls_signature_key";
+pub(crate) const SIGNATURE_KEY_NAMESPACE: &str = "mls_signature_key";
 /// Pre-shared keys: `[psk_id]` (the PSK id is a structured value, stored in its JSON form).
-pub const PSK_NAMESPACE: &str = "mls_psk";
+pub(crate) const PSK_NAMESPACE: &str = "mls_psk";
 /// HPKE key pairs of our own leaf updates: `[public_key]`.
-pub const ENCRYPTION_KEY_NAMESPACE: &str = "mls_encryption_key";
+pub(crate) const ENCRYPTION_KEY_NAMESPACE: &str = "mls_encryption_key";
 /// The storage format record: `["format"]`.
-pub const META_NAMESPACE: &str = "mls_meta";
+pub(crate) const META_NAMESPACE: &str = "mls_meta";
 
 /// First segment of every group key.
 const GROUP_SEGMENT: &[u8] = b"g";
@@ -51,12 +51,12 @@ pub(crate) fn format_key() -> Key {
 }
 
 /// The prefix of every group: `["g"]`.
-pub fn all_groups_prefix() -> Key {
+pub(crate) fn all_groups_prefix() -> Key {
     Key::from_segment(GROUP_SEGMENT)
 }
 
 /// The prefix of everything stored for the group with raw id `group_id`: `["g", group_id]`.
-pub fn group_prefix(group_id: &[u8]) -> Key {
+pub(crate) fn group_prefix(group_id: &[u8]) -> Key {
     all_groups_prefix().with(group_id)
 }
 

@@ -11,25 +11,24 @@
 
 mod byte_strings;
 pub(crate) mod codec;
-pub mod key_layout;
+pub(crate) mod key_layout;
 mod openmls_storage;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use openmls::prelude::GroupId;
 use serde::{Deserialize, Serialize};
-use spacepanda_core::{Key, SharedStore, Transaction, WriteOp};
+use spacepanda_core::{Key, SharedStore, Transaction};
 use zeroize::Zeroizing;
 
 use crate::error::MlsError;
-pub use codec::MAX_VALUE_LEN;
 use key_layout::{GROUP_NAMESPACE, META_NAMESPACE};
 
 /// Version of the key layout and value encoding written by this build.
 ///
 /// Bump it (and add a migration in [`KvStorageProvider::open`]) whenever a stored key or value
 /// changes shape, including when OpenMLS raises its storage version.
-pub const STORAGE_FORMAT_VERSION: u32 = 1;
+pub(crate) const STORAGE_FORMAT_VERSION: u32 = 1;
 
 /// The record in [`META_NAMESPACE`] saying who wrote this store.
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,9 +42,11 @@ struct FormatRecord {
 /// One per device; shared by reference (the provider hands out `&KvStorageProvider`). Not
 /// `Clone` on purpose: two providers over one store would have two open transactions whose
 /// commits could interleave.
-pub struct KvStorageProvider {
+pub(crate) struct KvStorageProvider {
     store: SharedStore,
     txn: Mutex<Option<Transaction>>,
+    /// The first local-storage failure of the open transaction (see [`Self::take_failure`]).
+    failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for KvStorageProvider {
@@ -59,7 +60,7 @@ impl std::fmt::Debug for KvStorageProvider {
 impl KvStorageProvider {
     /// Opens OpenMLS storage on `store`: writes the format record on first use, and refuses a
     /// store written by a newer format ([`MlsError::UnsupportedStateVersion`]).
-    pub fn open(store: SharedStore) -> Result<Self, MlsError> {
+    pub(crate) fn open(store: SharedStore) -> Result<Self, MlsError> {
         let key = key_layout::format_key();
         match store.get(META_NAMESPACE, &key)? {
             Some(bytes) => {
@@ -92,11 +93,12 @@ impl KvStorageProvider {
         Ok(Self {
             store,
             txn: Mutex::new(None),
+            failure: Mutex::new(None),
         })
     }
 
     /// The underlying store.
-    pub fn store(&self) -> &SharedStore {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.store
     }
 
@@ -111,17 +113,18 @@ impl KvStorageProvider {
     ///
     /// Prefer [`SpacePandaProvider::transaction`](crate::provider::SpacePandaProvider::transaction),
     /// which commits or rolls back for you.
-    pub fn begin(&self) -> Result<(), MlsError> {
+    pub(crate) fn begin(&self) -> Result<(), MlsError> {
         let mut slot = self.lock();
         if slot.is_some() {
             return Err(MlsError::TransactionAlreadyOpen);
         }
         *slot = Some(Transaction::begin(&self.store));
+        self.take_failure();
         Ok(())
     }
 
     /// Commits the open transaction as one atomic, durable batch.
-    pub fn commit(&self) -> Result<(), MlsError> {
+    pub(crate) fn commit(&self) -> Result<(), MlsError> {
         let txn = self.lock().take().ok_or(MlsError::NoTransaction {
             operation: "commit",
         })?;
@@ -130,19 +133,42 @@ impl KvStorageProvider {
     }
 
     /// Discards the open transaction, if any (nothing it wrote reaches the store).
-    pub fn rollback(&self) {
+    pub(crate) fn rollback(&self) {
         self.lock().take();
     }
 
+    /// The first storage failure (a read, write or decode of our store that failed) since the
+    /// transaction began, and forgets it. OpenMLS wraps our storage errors in its own, some
+    /// without a source, so an operation that failed inside OpenMLS uses this to report the
+    /// failure as local storage rather than as a refusal by OpenMLS.
+    pub(crate) fn take_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn noted<T>(&self, result: Result<T, MlsError>) -> Result<T, MlsError> {
+        if let Err(error) = &result
+            && error.kind() == crate::error::ErrorKind::LocalStorage
+        {
+            let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+            if failure.is_none() {
+                *failure = Some(error.to_string());
+            }
+        }
+        result
+    }
+
     /// True while a transaction is open.
-    pub fn in_transaction(&self) -> bool {
+    pub(crate) fn in_transaction(&self) -> bool {
         self.lock().is_some()
     }
 
     /// Runs `f` on the open transaction, so the layers above write their own records in the
     /// same atomic batch as OpenMLS's. The transaction is locked while `f` runs: `f` must not
     /// call back into this provider (or OpenMLS with it), or it deadlocks.
-    pub fn with_transaction<R>(
+    pub(crate) fn with_transaction<R>(
         &self,
         f: impl FnOnce(&mut Transaction) -> Result<R, MlsError>,
     ) -> Result<R, MlsError> {
@@ -150,27 +176,11 @@ impl KvStorageProvider {
         let txn = slot.as_mut().ok_or(MlsError::NoTransaction {
             operation: "with_transaction",
         })?;
-        f(txn)
-    }
-
-    /// Every `(namespace, key)` the open transaction has written or deleted, in namespace and
-    /// key order (empty when none is open). Epoch snapshots use it to capture what a commit
-    /// changed outside the group's prefix.
-    pub fn touched_keys(&self) -> Vec<(String, Key)> {
-        self.lock()
-            .as_ref()
-            .map(|txn| {
-                txn.to_batch()
-                    .ops()
-                    .iter()
-                    .map(|op: &WriteOp| (op.namespace().to_owned(), op.key().clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.noted(f(txn))
     }
 
     /// The ids of every group with stored state (as the open transaction sees it).
-    pub fn list_groups(&self) -> Result<Vec<GroupId>, MlsError> {
+    pub(crate) fn list_groups(&self) -> Result<Vec<GroupId>, MlsError> {
         // A scan of every group's entries: O(all MLS state), which is what loading the groups
         // at startup (its one caller) reads anyway. Nothing is decoded.
         let mut ids: Vec<Vec<u8>> = Vec::new();
@@ -193,7 +203,7 @@ impl KvStorageProvider {
     ///
     /// Leaf encryption key pairs (keyed by public key, in their own namespace) are not under the
     /// prefix; OpenMLS deletes its own when it merges commits.
-    pub fn delete_group(&self, group_id: &GroupId) -> Result<usize, MlsError> {
+    pub(crate) fn delete_group(&self, group_id: &GroupId) -> Result<usize, MlsError> {
         let prefix = key_layout::group_prefix(group_id.as_slice());
         self.with_txn("delete_group", |txn| {
             Ok(txn.delete_prefix(GROUP_NAMESPACE, &prefix)?)
@@ -202,7 +212,7 @@ impl KvStorageProvider {
 
     /// Every stored entry of one group (as the open transaction sees it), in key order: a
     /// snapshot of the group.
-    pub fn group_entries(&self, group_id: &GroupId) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
+    pub(crate) fn group_entries(&self, group_id: &GroupId) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
         self.scan(
             GROUP_NAMESPACE,
             &key_layout::group_prefix(group_id.as_slice()),
@@ -216,26 +226,27 @@ impl KvStorageProvider {
     ) -> Result<R, MlsError> {
         let mut slot = self.lock();
         let txn = slot.as_mut().ok_or(MlsError::NoTransaction { operation })?;
-        f(txn)
+        self.noted(f(txn))
     }
 
     fn read(&self, namespace: &str, key: &Key) -> Result<Option<Zeroizing<Vec<u8>>>, MlsError> {
         let slot = self.lock();
         let value = match slot.as_ref() {
-            Some(txn) => txn.get(namespace, key)?,
-            None => self.store.get(namespace, key)?,
+            Some(txn) => txn.get(namespace, key),
+            None => self.store.get(namespace, key),
         };
-        Ok(value.map(Zeroizing::new))
+        Ok(self.noted(value.map_err(MlsError::from))?.map(Zeroizing::new))
     }
 
     /// Entries under `prefix` in key order (sealed stores return them in an unspecified order,
     /// and OpenMLS lists must come back in insertion order).
     fn scan(&self, namespace: &str, prefix: &Key) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
         let slot = self.lock();
-        let mut entries = match slot.as_ref() {
-            Some(txn) => txn.scan_prefix(namespace, prefix)?,
-            None => self.store.scan_prefix(namespace, prefix)?,
+        let entries = match slot.as_ref() {
+            Some(txn) => txn.scan_prefix(namespace, prefix),
+            None => self.store.scan_prefix(namespace, prefix),
         };
+        let mut entries = self.noted(entries.map_err(MlsError::from))?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(entries)
     }
@@ -256,9 +267,11 @@ impl KvStorageProvider {
         namespace: &'static str,
         key: &Key,
     ) -> Result<Option<V>, MlsError> {
-        self.read(namespace, key)?
+        let value = self
+            .read(namespace, key)?
             .map(|bytes| codec::decode(namespace, &bytes))
-            .transpose()
+            .transpose();
+        self.noted(value)
     }
 
     fn delete_key(
@@ -288,10 +301,12 @@ impl KvStorageProvider {
         namespace: &'static str,
         prefix: &Key,
     ) -> Result<Vec<V>, MlsError> {
-        self.scan(namespace, prefix)?
+        let values = self
+            .scan(namespace, prefix)?
             .into_iter()
             .map(|(_, bytes)| codec::decode(namespace, &Zeroizing::new(bytes)))
-            .collect()
+            .collect();
+        self.noted(values)
     }
 
     /// The sequence number after the last entry under `prefix` (entries are `prefix ‖ seq`).
