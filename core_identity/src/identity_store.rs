@@ -17,6 +17,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rand::rngs::OsRng;
+use rand::{CryptoRng, RngCore};
 use spacepanda_core::{Clock, Key, SharedStore, Transaction};
 use tls_codec::{TlsByteVecU16, TlsDeserializeBytes, TlsSerializeBytes, TlsSize};
 use zeroize::{Zeroize, Zeroizing};
@@ -100,16 +102,28 @@ impl IdentityStore {
             return Ok(device);
         }
         let display_name = DisplayName::new(display_name)?;
-        self.set_up(txn, IdentityKeyPair::generate(), display_name)
+        let rng = &mut OsRng;
+        self.set_up(txn, IdentityKeyPair::generate_with(rng), display_name, rng)
     }
 
     /// Creates a new user identity and this device; [`IdentityError::AlreadyInitialized`] if
     /// the store already holds one.
     pub fn create(&self, display_name: &str) -> Result<DeviceIdentity, IdentityError> {
+        self.create_with(display_name, &mut OsRng)
+    }
+
+    /// [`create`](Self::create) with every key and id drawn from `rng`: for tests and
+    /// simulations that replay a seed exactly. Production uses [`create`](Self::create).
+    pub fn create_with<R: RngCore + CryptoRng>(
+        &self,
+        display_name: &str,
+        rng: &mut R,
+    ) -> Result<DeviceIdentity, IdentityError> {
         let display_name = DisplayName::new(display_name)?;
         let mut txn = Transaction::begin(&self.store);
         self.refuse_if_initialized(&txn)?;
-        let device = self.set_up(&mut txn, IdentityKeyPair::generate(), display_name)?;
+        let identity = IdentityKeyPair::generate_with(rng);
+        let device = self.set_up(&mut txn, identity, display_name, rng)?;
         txn.commit()?;
         Ok(device)
     }
@@ -122,11 +136,22 @@ impl IdentityStore {
         exported: &[u8],
         display_name: &str,
     ) -> Result<DeviceIdentity, IdentityError> {
+        self.import_with(exported, display_name, &mut OsRng)
+    }
+
+    /// [`import`](Self::import) with the device's id and keys drawn from `rng` (tests and
+    /// simulations; see [`create_with`](Self::create_with)).
+    pub fn import_with<R: RngCore + CryptoRng>(
+        &self,
+        exported: &[u8],
+        display_name: &str,
+        rng: &mut R,
+    ) -> Result<DeviceIdentity, IdentityError> {
         let identity = IdentityKeyPair::import(exported)?;
         let display_name = DisplayName::new(display_name)?;
         let mut txn = Transaction::begin(&self.store);
         self.refuse_if_initialized(&txn)?;
-        let device = self.set_up(&mut txn, identity, display_name)?;
+        let device = self.set_up(&mut txn, identity, display_name, rng)?;
         txn.commit()?;
         Ok(device)
     }
@@ -168,17 +193,18 @@ impl IdentityStore {
         }
     }
 
-    fn set_up(
+    fn set_up<R: RngCore + CryptoRng>(
         &self,
         txn: &mut Transaction,
         identity: IdentityKeyPair,
         display_name: DisplayName,
+        rng: &mut R,
     ) -> Result<DeviceIdentity, IdentityError> {
         let now = self.clock.now();
         let device = DeviceIdentity::certify(
             &identity,
-            DeviceId::generate(),
-            DeviceSignatureKeyPair::generate(),
+            DeviceId::generate_with(rng),
+            DeviceSignatureKeyPair::generate_with(rng),
             display_name,
             now,
         )?;

@@ -4,8 +4,10 @@
 //! outbox entries for the produced envelopes commit together before anything is returned.
 
 use core_identity::{DeviceId, UserId, VerifiedMember};
+use std::time::Duration;
+
 use openmls::prelude::{
-    LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvider as _,
+    LeafNodeIndex, LeafNodeParameters, Lifetime, MlsGroup, MlsMessageOut, OpenMlsProvider as _,
 };
 use openmls_traits::random::OpenMlsRand as _;
 use tls_codec::Serialize as _;
@@ -71,6 +73,14 @@ impl MlsClient {
                 .max_past_epochs(client.config.max_past_epochs)
                 .sender_ratchet_configuration(*client.join_config().sender_ratchet_configuration())
                 .use_ratchet_tree_extension(true)
+                // The founder's leaf lifetime from our clock, as for key packages: OpenMLS's
+                // default reads the system time, which would make the group's first epoch
+                // differ between two runs of one seed.
+                .lifetime(Lifetime::init(
+                    now.saturating_sub(Duration::from_secs(60 * 60)).unix_secs(),
+                    now.saturating_add(client.config.key_packages.lifetime)
+                        .unix_secs(),
+                ))
                 .build(
                     &client.provider,
                     &DeviceSigner(client.device.signature_key_pair()),

@@ -112,6 +112,18 @@ impl ManualClock {
         Self::new(SystemClock.now())
     }
 
+    /// A clock stopped at the start of the current UTC week (weeks counted from the Unix
+    /// epoch), for seeded tests and simulations: a replay must start at the same time to
+    /// reproduce every byte (lifetimes are signed into key packages and leaves), and OpenMLS
+    /// checks key package lifetimes against the real clock, so the start cannot be a fixed
+    /// date either. A seed replays exactly within one week; key packages made at the start
+    /// (valid 14 days by default) are still valid for OpenMLS all week.
+    pub fn starting_this_week() -> Self {
+        const WEEK_MILLIS: u64 = 7 * 24 * 60 * 60 * 1000;
+        let now = SystemClock.now().unix_millis();
+        Self::new(Timestamp(now - now % WEEK_MILLIS))
+    }
+
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
         let by = duration_millis(by);

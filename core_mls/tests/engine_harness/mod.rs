@@ -96,7 +96,7 @@ impl Harness {
 
     fn empty(seed: u64, dir: Option<tempfile::TempDir>) -> Self {
         Self {
-            clock: ManualClock::starting_now(),
+            clock: ManualClock::starting_this_week(),
             nodes: Vec::new(),
             config: MlsConfig::default(),
             rng: StdRng::seed_from_u64(seed),
@@ -133,15 +133,18 @@ impl Harness {
                     .display_name()
                     .as_str()
                     .to_owned();
-                identities.import(&exported, &display_name).unwrap()
+                identities
+                    .import_with(&exported, &display_name, &mut self.rng)
+                    .unwrap()
             }
-            None => identities.create(name).unwrap(),
+            None => identities.create_with(name, &mut self.rng).unwrap(),
         };
-        let client = MlsClient::open(
+        let client = MlsClient::open_seeded(
             store.clone(),
             self.clock(),
             identity.clone(),
             self.config.clone(),
+            self.rng.r#gen(),
         )
         .unwrap();
         self.nodes.push(Node {
@@ -293,8 +296,14 @@ impl Harness {
             .unwrap()
             .unwrap();
         assert_eq!(identity.user_id(), self.nodes[node].identity.user_id());
-        let client =
-            MlsClient::open(store.clone(), self.clock(), identity, self.config.clone()).unwrap();
+        let client = MlsClient::open_seeded(
+            store.clone(),
+            self.clock(),
+            identity,
+            self.config.clone(),
+            self.rng.r#gen(),
+        )
+        .unwrap();
         self.nodes[node].store = store;
         self.nodes[node].client = Some(client);
         let undelivered = self.nodes[node].client().pending_delivered().unwrap();

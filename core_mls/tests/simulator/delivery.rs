@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use core_identity::IdentityStore;
 use core_mls::{Disposition, MlsClient, MlsError, Output};
+use rand::Rng as _;
 use spacepanda_core::Clock;
 
 use crate::network::InFlight;
@@ -178,8 +179,10 @@ impl World {
             .load()
             .map_err(|e| fail("identity", &e))?
             .ok_or_else(|| fail("identity", &"missing"))?;
-        let client = MlsClient::open(store.clone(), clock, identity, self.config.clone())
-            .map_err(|e| fail("open", &e))?;
+        let seed = self.engine_rng.r#gen();
+        let client =
+            MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
+                .map_err(|e| fail("open", &e))?;
         let d = &mut self.devices[device];
         d.store = Some(store);
         d.client = Some(client);

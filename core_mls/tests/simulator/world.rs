@@ -13,8 +13,8 @@ use core_mls::{
     PublishableKeyPackage,
 };
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
 use tls_codec::Deserialize as _;
 
@@ -102,6 +102,8 @@ pub(crate) struct World {
     pub(crate) devices: Vec<Device>,
     by_address: HashMap<DeviceAddress, usize>,
     pub(crate) network: Network,
+    /// Seeds of the engines: one per open (a reopened engine must not repeat its draws).
+    pub(crate) engine_rng: StdRng,
     pub(crate) group: GroupId,
     /// Simulation step (one per operation).
     pub(crate) step: u64,
@@ -130,9 +132,11 @@ impl World {
         } else {
             None
         };
-        // OpenMLS checks key package lifetimes against the system clock, so the simulated clock
-        // starts at the real time; nothing in the simulation depends on its value.
-        let clock = ManualClock::starting_now();
+        // A replay must start at the same time, and OpenMLS checks key package lifetimes
+        // against the system clock: the start of this week is both (see `starting_this_week`).
+        let clock = ManualClock::starting_this_week();
+        // Every identity key, device id and engine seed of the run comes from here.
+        let mut engine_rng = StdRng::seed_from_u64(scenario.seed ^ 0xE4_61_4E_E5);
         let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
         // The network holds an envelope for up to 12 steps, and with concurrent commits (each
         // race adds the winner and the re-issued loser) that can span more than the defaults'
@@ -163,14 +167,23 @@ impl World {
                     let exported = IdentityStore::new(other_store, clock_arc.clone())
                         .export_identity_key()
                         .map_err(|e| Failure::new("setup", e.to_string()))?;
-                    identities.import(&exported, &scenario.devices[other].name)
+                    identities.import_with(
+                        &exported,
+                        &scenario.devices[other].name,
+                        &mut engine_rng,
+                    )
                 }
-                None => identities.create(&spec.name),
+                None => identities.create_with(&spec.name, &mut engine_rng),
             }
             .map_err(|e| Failure::new("setup", e.to_string()))?;
-            let client =
-                MlsClient::open(store.clone(), clock_arc.clone(), identity, config.clone())
-                    .map_err(|e| Failure::new("reopen failed", e.to_string()))?;
+            let client = MlsClient::open_seeded(
+                store.clone(),
+                clock_arc.clone(),
+                identity,
+                config.clone(),
+                engine_rng.r#gen(),
+            )
+            .map_err(|e| Failure::new("reopen failed", e.to_string()))?;
             let address = DeviceAddress {
                 user_id: client.device().user_id(),
                 device_id: client.device().device_id(),
@@ -209,6 +222,7 @@ impl World {
             devices,
             by_address,
             network: Network::new(StdRng::seed_from_u64(network_seed)),
+            engine_rng,
             group,
             step: 0,
             sent: Vec::new(),
