@@ -435,23 +435,24 @@ impl Harness {
     }
 }
 
-/// Runs `scenario` on fresh in-memory harnesses of `names` until alice's (node 0) commit has
-/// lost (`want_alice_lost`) or won, and returns that harness (the rule is a hash, so each try
-/// is a coin flip).
-pub fn until(
+/// Runs `scenario` on a fresh in-memory harness of `names` seeded with `seed`, and asserts
+/// that alice's (node 0) commit lost (`want_alice_lost`) or won. The rule is a hash of the
+/// commits, and with seeded engines each seed is one exact run, so each test names the seed
+/// that gives the outcome it is about; this assertion says so if the engines' draws change.
+#[track_caller]
+pub fn exactly(
+    seed: u64,
     want_alice_lost: bool,
     names: &[&str],
     scenario: impl Fn(&mut Harness) -> GroupId,
 ) -> (Harness, GroupId) {
-    for seed in 0..24 {
-        let mut h = Harness::memory(names, 100 + seed);
-        let group = scenario(&mut h);
-        if (h.superseded(0) > 0) == want_alice_lost {
-            return (h, group);
-        }
-    }
-    panic!(
-        "alice's commit never {}",
-        if want_alice_lost { "lost" } else { "won" }
+    let mut h = Harness::memory(names, seed);
+    let group = scenario(&mut h);
+    assert_eq!(
+        h.superseded(0) > 0,
+        want_alice_lost,
+        "seed {seed} no longer makes alice's commit {}: pick a seed that does",
+        if want_alice_lost { "lose" } else { "win" }
     );
+    (h, group)
 }
