@@ -41,6 +41,7 @@ pub const MAX_CONTEXT_LEN: usize = u16::MAX as usize;
 
 /// What an envelope carries. Receivers check it against the MLS message inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EnvelopeKind {
     /// A commit (handshake).
     Commit,

@@ -4,7 +4,7 @@
 use core_identity::{DeviceId, UserId, VerifiedMember};
 use spacepanda_core::Timestamp;
 
-use crate::envelope::{Envelope, MessageId};
+use crate::envelope::Envelope;
 use crate::group_id::GroupId;
 
 /// One device of one user: where an outbound envelope must go.
@@ -57,8 +57,22 @@ pub struct Outbound {
     pub envelope: Envelope,
 }
 
+impl Outbound {
+    /// The bytes to put on the wire: what [`MlsClient::handle_envelope`](crate::MlsClient::handle_envelope)
+    /// takes on every device in [`to`](Self::to).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.envelope.to_bytes()
+    }
+
+    /// What the envelope carries (a Welcome goes to new members, the rest to the group).
+    pub fn kind(&self) -> crate::envelope::EnvelopeKind {
+        self.envelope.kind()
+    }
+}
+
 /// What happened to an incoming envelope, when it was not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Disposition {
     /// Processed now.
     #[default]
@@ -75,6 +89,7 @@ pub enum Disposition {
 
 /// Something the application should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// This device joined a group from a Welcome.
     Joined {
@@ -204,13 +219,5 @@ impl Output {
     pub(crate) fn extend(&mut self, other: Output) {
         self.outbound.extend(other.outbound);
         self.events.extend(other.events);
-    }
-
-    /// The id of the first envelope of the given kind, for tests and tooling.
-    pub fn first_outbound_id(&self, kind: crate::envelope::EnvelopeKind) -> Option<MessageId> {
-        self.outbound
-            .iter()
-            .find(|o| o.envelope.kind() == kind)
-            .map(|o| o.envelope.id())
     }
 }

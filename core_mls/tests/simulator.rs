@@ -37,9 +37,7 @@
 //! - Adds are serialised by default: everything in flight is delivered before and after each
 //!   add, so a commit that adds a device never races another commit (the other commits still
 //!   race each other, restarts and crashes included). `SIM_RACE_ADDS=1` lets adds race too:
-//!   then about 2 seeds in 10 000 still fail, six-device seeds where removals and re-adds of
-//!   the same devices race over several epochs and a device ends on a branch that lost (the
-//!   cases understood so far are handled and tested in `fork_membership.rs`).
+//!   see docs/ARCHITECTURE.md for its results.
 //! - `SIM_NO_CONCURRENT=1`: no concurrent commits — one member commits at a time and
 //!   everything (closed devices included) is delivered after each commit, so network delays
 //!   never reorder commits of one epoch (concurrent-commit operations run one commit after
@@ -66,14 +64,17 @@
 //!
 //! # Determinism
 //!
-//! Every choice of the simulator — devices, operations, delays, duplicates, delivery order —
-//! comes from the seed, and time from one `ManualClock` (it starts at the real time, because
-//! OpenMLS checks key package lifetimes against the system clock; nothing depends on its
-//! value). The engine draws its own randomness from the operating system (group ids, keys,
-//! message ids): with concurrent commits, which commit wins (the smallest commit ref) differs
-//! from run to run, so a seed replays the same operations and network but not always the same
-//! outcome (shrinking keeps a removal whenever one run still fails the same way, and retries
-//! the final trace a few times). Without concurrent commits a seed replays exactly.
+//! A seed is one exact run. Every choice of the simulator — devices, operations, delays,
+//! duplicates, delivery order — comes from the seed; so does every random draw of the engines:
+//! identity keys and device ids (`IdentityStore::create_with`), and everything an engine draws
+//! (`MlsClient::open_seeded`: leaf and path secrets, HPKE ephemeral keys, key packages, group
+//! and message ids), with a fresh engine seed for every open so a restarted device does not
+//! repeat its draws. Time comes from one `ManualClock` that starts at the beginning of the
+//! current UTC week (`ManualClock::starting_this_week`: OpenMLS checks key package lifetimes
+//! against the system clock, so the start cannot be a fixed date). So within a week a seed
+//! replays byte for byte: the same envelopes, the same winner of every concurrent commit, the
+//! same epoch authenticators (`a_seed_replays_exactly` runs seeds twice and compares the
+//! traces), and a shrunk failure reproduces.
 //!
 //! # Reading a trace
 //!
@@ -410,18 +411,8 @@ fn describe_one(seed: u64, report: &Report, options: Options, redb: bool, budget
         report.tally
     );
     let (kept, attempts) = shrink(seed, options, &failure.class, budget);
-    // The engine's own randomness decides races: try a few times for a failing trace.
-    let mut shrunk = run(&scenario_for(seed, Some(&kept)), options, true);
-    for _ in 0..7 {
-        if shrunk
-            .result
-            .as_ref()
-            .is_err_and(|f| f.class == failure.class)
-        {
-            break;
-        }
-        shrunk = run(&scenario_for(seed, Some(&kept)), options, true);
-    }
+    // A seed is one exact run, so the shrunk operations fail again, the same way.
+    let shrunk = run(&scenario_for(seed, Some(&kept)), options, true);
     let keep: Vec<String> = kept.iter().map(usize::to_string).collect();
     let skip = skipped_kinds();
     let env = format!(

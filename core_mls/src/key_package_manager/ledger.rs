@@ -31,6 +31,7 @@ const MAX_RECORD_LEN: usize = 16 * 1024;
 /// A last-resort package follows the same states but stays usable after `Consumed` (it is
 /// multi-use) until its `not_after` + grace; a new one is made as soon as it is consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum KeyPackageState {
     /// Made, not yet handed to the network.
     Fresh,

@@ -122,6 +122,7 @@ pub struct PublishableKeyPackage {
 
 /// Why a Welcome's key package is not usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnknownKeyPackageHint {
     /// This device never made a key package with this ref.
     NeverOurs,
