@@ -1,0 +1,491 @@
+//! The world of the fault-injection test: devices on `FailingStore<MemoryStore>`, one
+//! `ManualClock`, seeded engines, and [`World::sweep`], which runs one operation with the
+//! store failing at its first, second, … call of each kind.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unreachable_pub
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use core_identity::{DeviceIdentity, IdentityStore};
+use core_mls::{
+    DeviceAddress, Envelope, EnvelopeKind, ErrorKind, Event, ForkReport, GroupId, MlsClient,
+    MlsConfig, MlsError, Output, PoolStatus,
+};
+use spacepanda_core::{
+    Clock, FailPoint, FailingStore, Key, ManualClock, MemoryStore, SharedStore,
+    WriteBatch,
+};
+
+/// More calls of one kind than any operation here makes: a sweep that reaches it is a bug
+/// (an operation that never stops touching the store), not a slow test.
+const MAX_CALLS: u64 = 10_000;
+
+pub type Store = Arc<FailingStore<MemoryStore>>;
+pub type Dump = Vec<(String, Key, Vec<u8>)>;
+
+pub struct Device {
+    pub name: &'static str,
+    pub identity: DeviceIdentity,
+    pub store: Store,
+    pub client: Option<MlsClient>,
+}
+
+impl Device {
+    pub fn address(&self) -> DeviceAddress {
+        DeviceAddress {
+            user_id: self.identity.user_id(),
+            device_id: self.identity.device_id(),
+        }
+    }
+}
+
+/// What one sweep measured.
+#[derive(Debug)]
+pub struct SweepReport {
+    pub operation: String,
+    /// Calls of each kind the operation makes (= faults injected, one per failing run).
+    pub applies: u64,
+    pub gets: u64,
+    pub scans: u64,
+    pub elapsed: Duration,
+}
+
+pub struct World {
+    pub clock: ManualClock,
+    pub config: MlsConfig,
+    pub devices: Vec<Device>,
+    next_seed: u64,
+    pub reports: Vec<SweepReport>,
+    pub violations: Vec<String>,
+}
+
+/// Everything an application can observe of a client without changing it.
+#[derive(Debug, PartialEq)]
+pub struct View {
+    pub groups: Vec<GroupView>,
+    pub outbound: Vec<(u64, Vec<u8>, Vec<DeviceAddress>)>,
+    pub delivered: Vec<Event>,
+    pub key_packages: PoolStatus,
+    pub publishable: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct GroupView {
+    pub id: GroupId,
+    pub epoch: u64,
+    pub authenticator: Vec<u8>,
+    pub members: Vec<DeviceAddress>,
+    pub fork: ForkReport,
+    pub deferred: usize,
+}
+
+pub fn observe(client: &mut MlsClient) -> View {
+    let mut groups = Vec::new();
+    for id in client.groups() {
+        let mut members: Vec<DeviceAddress> = client
+            .members(&id)
+            .unwrap()
+            .iter()
+            .map(DeviceAddress::from)
+            .collect();
+        members.sort();
+        groups.push(GroupView {
+            epoch: client.epoch(&id).unwrap(),
+            authenticator: client.epoch_authenticator(&id).unwrap(),
+            members,
+            fork: client.fork_report(&id).unwrap(),
+            deferred: client.pending_deferred_sends(&id).unwrap(),
+            id,
+        });
+    }
+    View {
+        groups,
+        outbound: client
+            .pending_outbound()
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.id.0, o.envelope.to_bytes(), o.to.devices))
+            .collect(),
+        delivered: client.pending_delivered().unwrap(),
+        key_packages: client.key_package_status().unwrap(),
+        publishable: client
+            .publishable_key_packages()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.key_package_ref)
+            .collect(),
+    }
+}
+
+/// A store holding exactly `dump`, disarmed.
+pub fn store_from(dump: &Dump) -> Store {
+    let memory = MemoryStore::new();
+    let mut batch = WriteBatch::new();
+    for (namespace, key, value) in dump {
+        batch.put(namespace, key.clone(), value.clone());
+    }
+    if !batch.is_empty() {
+        spacepanda_core::KeyValueStore::apply(&memory, batch).unwrap();
+    }
+    Arc::new(FailingStore::new(memory))
+}
+
+pub fn dump(store: &Store) -> Dump {
+    store.inner().dump().unwrap()
+}
+
+/// The event variant names and outbound kinds of an output: what any run of one operation from
+/// one state produces, whatever its random draws.
+pub fn shape(output: &Output) -> String {
+    let events: Vec<String> = output
+        .events
+        .iter()
+        .map(|e| {
+            format!("{e:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let outbound: Vec<String> = output
+        .outbound
+        .iter()
+        .map(|o| format!("{:?}x{}", o.envelope.kind(), o.to.devices.len()))
+        .collect();
+    format!("{:?} {events:?} {outbound:?}", output.disposition)
+}
+
+pub fn kinds(output: &Output) -> Vec<EnvelopeKind> {
+    output.outbound.iter().map(|o| o.envelope.kind()).collect()
+}
+
+/// The bytes of the only outbound envelope of `kind` in `output`.
+pub fn envelope(output: &Output, kind: EnvelopeKind) -> Vec<u8> {
+    let found: Vec<&Envelope> = output
+        .outbound
+        .iter()
+        .map(|o| &o.envelope)
+        .filter(|e| e.kind() == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind:?} in {}", shape(output));
+    found[0].to_bytes()
+}
+
+pub fn has_event(output: &Output, wanted: impl Fn(&Event) -> bool) -> bool {
+    output.events.iter().any(wanted)
+}
+
+fn point(kind: usize, n: u64) -> FailPoint {
+    match kind {
+        0 => FailPoint::Apply(n),
+        1 => FailPoint::Get(n),
+        _ => FailPoint::Scan(n),
+    }
+}
+
+impl World {
+    /// Devices with identities (kept in their own stores: the engine's store holds only what
+    /// the engine writes); none is opened yet.
+    pub fn new(names: &[&'static str]) -> Self {
+        // OpenMLS checks key package lifetimes against the system clock, so the world's clock
+        // starts at the real time (and moves only when told).
+        let clock = ManualClock::starting_now();
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let devices = names
+            .iter()
+            .map(|name| {
+                let identities: SharedStore = Arc::new(MemoryStore::new());
+                let identity = IdentityStore::new(identities, shared.clone())
+                    .create(name)
+                    .unwrap();
+                Device {
+                    name,
+                    identity,
+                    store: Arc::new(FailingStore::new(MemoryStore::new())),
+                    client: None,
+                }
+            })
+            .collect();
+        Self {
+            clock,
+            config: MlsConfig::default(),
+            devices,
+            next_seed: 0,
+            reports: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    fn seed(&mut self) -> [u8; 32] {
+        self.next_seed += 1;
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.next_seed.to_be_bytes());
+        seed
+    }
+
+    /// A client for `device` over `store`, with a seed never used before.
+    pub fn open_on(&mut self, device: usize, store: &Store) -> Result<MlsClient, MlsError> {
+        let seed = self.seed();
+        MlsClient::open_seeded(
+            store.clone(),
+            Arc::new(self.clock.clone()),
+            self.devices[device].identity.clone(),
+            self.config.clone(),
+            seed,
+        )
+    }
+
+    pub fn open(&mut self, device: usize) {
+        let store = self.devices[device].store.clone();
+        let client = self.open_on(device, &store).unwrap();
+        self.devices[device].client = Some(client);
+    }
+
+    pub fn client(&mut self, device: usize) -> &mut MlsClient {
+        self.devices[device].client.as_mut().expect("device is open")
+    }
+
+    pub fn address(&self, device: usize) -> DeviceAddress {
+        self.devices[device].address()
+    }
+
+    /// Hands `bytes` to `device` (no faults) and returns what it made of them.
+    pub fn handle(&mut self, device: usize, bytes: &[u8]) -> Output {
+        let output = self.client(device).handle_envelope(bytes).unwrap();
+        self.ack(device, &output);
+        output
+    }
+
+    /// Delivers every envelope of `output` to each of its recipients in `to` (no faults).
+    pub fn deliver(&mut self, output: &Output, to: &[usize]) {
+        for outbound in &output.outbound {
+            for &device in to {
+                if outbound.to.devices.contains(&self.address(device)) {
+                    self.handle(device, &outbound.envelope.to_bytes());
+                }
+            }
+        }
+    }
+
+    /// Acknowledges every envelope of `output` and every delivered message (no faults), so the
+    /// next operation starts from a tidy state.
+    pub fn ack(&mut self, device: usize, output: &Output) {
+        let client = self.client(device);
+        for outbound in &output.outbound {
+            client.ack_sent(outbound.id).unwrap();
+        }
+        for event in &output.events {
+            if let Event::Message { delivery, .. } = event {
+                client.ack_delivered(*delivery).unwrap();
+            }
+        }
+    }
+
+    /// A single-use key package of `device`, not offered before.
+    pub fn key_package(&mut self, device: usize, skip: usize) -> (Vec<u8>, Vec<u8>) {
+        let package = self
+            .client(device)
+            .publishable_key_packages()
+            .unwrap()
+            .into_iter()
+            .filter(|p| !p.last_resort)
+            .nth(skip)
+            .unwrap();
+        (package.key_package_ref, package.key_package)
+    }
+
+    /// Opening `device` on its store, with the store failing at each call in turn; the device
+    /// is open on the successful run afterwards.
+    pub fn sweep_open(&mut self, device: usize, name: &str) {
+        let started = Instant::now();
+        let before = dump(&self.devices[device].store);
+        let mut counts = [0u64; 3];
+        let mut opened = None;
+        for (kind, count) in counts.iter_mut().enumerate() {
+            for n in 1..=MAX_CALLS {
+                let store = store_from(&before);
+                store.fail_at(point(kind, n));
+                let result = self.open_on(device, &store);
+                store.disarm();
+                if store.faults_injected() == 0 {
+                    let client = result.unwrap_or_else(|e| panic!("{name}: no fault, {e}"));
+                    *count = n - 1;
+                    opened = Some((store, client));
+                    break;
+                }
+                let at = point(kind, n);
+                let failed = (|| {
+                    let error = result
+                        .err()
+                        .ok_or("the fault was swallowed: open succeeded".to_owned())?;
+                    check_error(&error)?;
+                    if dump(&store) != before {
+                        return Err("writes were left behind".to_owned());
+                    }
+                    Ok(())
+                })();
+                if let Err(violation) = failed {
+                    self.violation(format!("{name}: {at}: {violation}"));
+                }
+                let mut retried = self
+                    .open_on(device, &store)
+                    .unwrap_or_else(|e| panic!("{name}: retry after {at}: {e}"));
+                observe(&mut retried);
+                assert!(n < MAX_CALLS, "{name}: never ran without a fault");
+            }
+        }
+        let (store, client) = opened.expect("a run without a fault");
+        self.devices[device].store = store;
+        self.devices[device].client = Some(client);
+        self.report(name, counts, started);
+    }
+
+    /// Runs `op` on `device` from its current state once for every storage call it makes:
+    /// the n-th apply, get or scan fails, for n = 1, 2, … until a run makes fewer calls than
+    /// n. Each failing run must give a typed local-storage error that names the injected
+    /// fault, leave the store byte-identical and the client equal to a fresh reload, and then
+    /// succeed when retried with the fault gone, passing `check`. The device goes on from the
+    /// run without a fault (whose result is returned).
+    pub fn sweep<T>(
+        &mut self,
+        device: usize,
+        name: &str,
+        op: impl Fn(&mut MlsClient) -> Result<T, MlsError>,
+        check: impl Fn(&mut MlsClient, &T),
+    ) -> T {
+        let started = Instant::now();
+        let before = dump(&self.devices[device].store);
+        let live = observe(self.client(device));
+        // A fresh reload is the reference, unless opening refills the key package pool (then
+        // the reload differs from the stored state on purpose; the live client is it).
+        let reload_store = store_from(&before);
+        let mut reloaded = self.open_on(device, &reload_store).unwrap();
+        let fresh = observe(&mut reloaded);
+        let reference = if dump(&reload_store) == before {
+            assert_eq!(live, fresh, "{name}: the client before the operation is stale");
+            fresh
+        } else {
+            live
+        };
+        let mut counts = [0u64; 3];
+        let mut finished = None;
+        for (kind, count) in counts.iter_mut().enumerate() {
+            for n in 1..=MAX_CALLS {
+                let store = store_from(&before);
+                let mut client = self.open_on(device, &store).unwrap();
+                let at = point(kind, n);
+                store.fail_at(at);
+                let result = op(&mut client);
+                store.disarm();
+                if store.faults_injected() == 0 {
+                    let value = result.unwrap_or_else(|e| panic!("{name}: no fault, {e}"));
+                    check(&mut client, &value);
+                    *count = n - 1;
+                    finished = Some((store, client, value));
+                    break;
+                }
+                let failed = (|| {
+                    let error = match result {
+                        Ok(_) => return Err("the fault was swallowed: the operation succeeded".into()),
+                        Err(error) => error,
+                    };
+                    check_error(&error)?;
+                    if dump(&store) != before {
+                        return Err("writes were left behind".to_owned());
+                    }
+                    if observe(&mut client) != reference {
+                        return Err("the client differs from a fresh reload".to_owned());
+                    }
+                    let retried = op(&mut client)
+                        .map_err(|e| format!("the retry failed: {e}"))?;
+                    check(&mut client, &retried);
+                    Ok(())
+                })();
+                if let Err(violation) = failed {
+                    self.violation(format!("{name}: {at}: {violation}"));
+                }
+                assert!(n < MAX_CALLS, "{name}: never ran without a fault");
+            }
+        }
+        let (store, client, value) = finished.expect("a run without a fault");
+        self.devices[device].store = store;
+        self.devices[device].client = Some(client);
+        self.report(name, counts, started);
+        value
+    }
+
+    /// A broken promise: fails the test, or with `FAULT_SURVEY=1` is collected (the first one
+    /// per operation and call kind) so that one run lists every operation that breaks one.
+    fn violation(&mut self, message: String) {
+        if std::env::var_os("FAULT_SURVEY").is_none() {
+            panic!("{message}");
+        }
+        let key: String = message.split('#').next().unwrap_or_default().to_owned();
+        if !self.violations.iter().any(|v| v.starts_with(&key)) {
+            println!("VIOLATION {message}");
+            self.violations.push(message);
+        }
+    }
+
+    fn report(&mut self, name: &str, counts: [u64; 3], started: Instant) {
+        self.reports.push(SweepReport {
+            operation: name.to_owned(),
+            applies: counts[0],
+            gets: counts[1],
+            scans: counts[2],
+            elapsed: started.elapsed(),
+        });
+    }
+
+    pub fn print_reports(&self) {
+        let mut total = Duration::ZERO;
+        let mut points = 0;
+        println!(
+            "{:<62} {:>7} {:>6} {:>6} {:>8}",
+            "operation", "applies", "gets", "scans", "seconds"
+        );
+        for r in &self.reports {
+            println!(
+                "{:<62} {:>7} {:>6} {:>6} {:>8.2}",
+                r.operation,
+                r.applies,
+                r.gets,
+                r.scans,
+                r.elapsed.as_secs_f64()
+            );
+            total += r.elapsed;
+            points += r.applies + r.gets + r.scans;
+        }
+        println!(
+            "{} operations, {points} fault points, {:.1} s",
+            self.reports.len(),
+            total.as_secs_f64()
+        );
+    }
+}
+
+/// A failing run's error: typed, local storage, and about the fault we injected.
+fn check_error(error: &MlsError) -> Result<(), String> {
+    if error.kind() != ErrorKind::LocalStorage {
+        return Err(format!("reported as {:?}: {error}", error.kind()));
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if !text.contains("injected fault") {
+        return Err(format!("the error does not name the fault: {text}"));
+    }
+    Ok(())
+}
+
