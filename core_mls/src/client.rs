@@ -2,7 +2,7 @@
 //! outbox and time-driven policy live here; groups, Welcomes and incoming messages are handled
 //! in `group_manager`, `welcome_handler` and `message_processor`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, VerifiedMember};
@@ -40,6 +40,12 @@ pub struct MlsClient {
         std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
     /// Commits refused as older than the fork window, per group (reported by `tick`).
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
+    /// Groups whose in-memory state the open transaction may have changed: reloaded if it, or
+    /// a step of it, is rolled back.
+    touched: BTreeSet<GroupId>,
+    /// A reload after a rollback failed: memory may differ from storage until every group is
+    /// reloaded, which the next operation does first.
+    stale: bool,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -108,6 +114,8 @@ impl MlsClient {
             members: MemberCache::default(),
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
+            touched: BTreeSet::new(),
+            stale: false,
         };
         client.reload_all_groups()?;
         client.transaction(None, |client| {
@@ -143,48 +151,134 @@ impl MlsClient {
     }
 
     /// Runs `op` as one storage transaction: on success every write (OpenMLS's and ours) is
-    /// committed atomically and durably; on error nothing is written and `group` is reloaded
-    /// from storage, so memory and disk never disagree. A panic inside `op` rolls back too, and
-    /// reloads every group before it continues unwinding, so the engine stays usable.
+    /// committed atomically and durably; on error nothing is written and every group the
+    /// operation touched is reloaded from storage, so memory and disk never disagree. A panic
+    /// inside `op` rolls back too, and reloads every group before it continues unwinding, so the
+    /// engine stays usable.
+    ///
+    /// Called while a transaction is open — one step of a larger operation, such as a buffered
+    /// message replayed after a commit, or the commit a send makes first — it does not commit:
+    /// `op` runs from a savepoint of the open transaction, and an error rolls back to it (and
+    /// reloads the touched groups from what the transaction holds), so the caller can drop a
+    /// step that failed on bad input and go on. The whole public operation still commits once.
+    ///
+    /// A storage failure anywhere in the transaction fails it, even if the code that met it (in
+    /// OpenMLS, which turns some storage errors into its own refusals, or in a step that was
+    /// dropped) went on: what it wrote may rest on a read that never happened.
     pub(crate) fn transaction<R>(
         &mut self,
         group: Option<&GroupId>,
         op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
     ) -> Result<R, MlsError> {
+        if let Some(group) = group {
+            self.touched.insert(group.clone());
+        }
+        if self.provider.storage().in_transaction() {
+            return self.step(op);
+        }
+        if self.stale {
+            self.reload_all_groups()?;
+            self.stale = false;
+        }
+        self.touched.clear();
+        if let Some(group) = group {
+            self.touched.insert(group.clone());
+        }
         self.provider.storage().begin()?;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(self)));
         let result = match outcome {
-            Ok(result) => {
-                result.and_then(|value| self.provider.storage().commit().map(|()| value))
-            }
+            Ok(Ok(value)) => match self.provider.storage().take_failure() {
+                Some(failure) => Err(swallowed_failure(failure)),
+                None => self.provider.storage().commit().map(|()| value),
+            },
+            Ok(Err(error)) => Err(self.attribute(error)),
             Err(panic) => {
                 self.provider.storage().rollback();
-                // Whatever the operation changed in memory is gone with the rollback; if even
-                // the reload fails, the next operation's own reload reports it.
-                let _ = self.reload_all_groups();
+                self.touched.clear();
+                // Whatever the operation changed in memory is gone with the rollback.
+                if self.reload_all_groups().is_err() {
+                    self.stale = true;
+                }
                 std::panic::resume_unwind(panic);
             }
         };
-        let Err(error) = result else {
-            return result;
-        };
-        self.provider.storage().rollback();
-        let error = match self.provider.storage().take_failure() {
-            // OpenMLS reported our failing store as its own refusal: say what really failed.
+        if result.is_err() {
+            self.provider.storage().rollback();
+            self.provider.storage().take_failure();
+            self.reload_touched();
+        }
+        self.touched.clear();
+        result
+    }
+
+    /// One step inside the open transaction (see [`transaction`](Self::transaction)).
+    fn step<R>(&mut self, op: impl FnOnce(&mut Self) -> Result<R, MlsError>) -> Result<R, MlsError> {
+        let savepoint = self.provider.storage().savepoint()?;
+        match op(self) {
+            Ok(value) => {
+                self.provider.storage().release(savepoint)?;
+                Ok(value)
+            }
+            Err(error) => {
+                let error = self.attribute(error);
+                self.rollback_step(savepoint)?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Inside the open transaction: forgets what it wrote since `savepoint` and puts every
+    /// touched group back to what the transaction holds.
+    pub(crate) fn rollback_step(
+        &mut self,
+        savepoint: spacepanda_core::Savepoint,
+    ) -> Result<(), MlsError> {
+        self.provider.storage().rollback_to(savepoint)?;
+        for group in self.touched.clone() {
+            self.reload_group(&group)?;
+        }
+        Ok(())
+    }
+
+    /// Marks a savepoint of the open transaction (see `rollback_step`).
+    pub(crate) fn savepoint(&self) -> Result<spacepanda_core::Savepoint, MlsError> {
+        self.provider.storage().savepoint()
+    }
+
+    /// Keeps what the open transaction wrote since `savepoint`.
+    pub(crate) fn release_step(&self, savepoint: spacepanda_core::Savepoint) -> Result<(), MlsError> {
+        self.provider.storage().release(savepoint)
+    }
+
+    /// `error`, or the storage failure behind it: OpenMLS reports a failing store as its own
+    /// refusal (a "rejected" message, an "invalid" commit), which must not be taken for bad
+    /// input and dropped.
+    pub(crate) fn attribute(&self, error: MlsError) -> MlsError {
+        match self.provider.storage().failure() {
             Some(failure) if error.kind() != crate::error::ErrorKind::LocalStorage => {
-                MlsError::Storage(spacepanda_core::StoreError::Backend {
-                    backend: "store under OpenMLS",
-                    operation: "an OpenMLS read or write",
-                    source: failure.into(),
-                })
+                swallowed_failure(failure)
             }
             _ => error,
-        };
-        if let Some(group) = group {
-            // The in-memory MlsGroup may hold state the rolled-back transaction wrote.
-            self.reload_group(group)?;
         }
-        Err(error)
+    }
+
+    /// After a rollback: every touched group as storage holds it. If a reload fails too, the
+    /// group is dropped from memory and the next operation reloads everything first.
+    fn reload_touched(&mut self) {
+        for group in std::mem::take(&mut self.touched) {
+            if self.reload_group(&group).is_err() {
+                self.groups.remove(&group);
+                self.recipients.remove(&group);
+                self.stale = true;
+            }
+        }
+    }
+
+    /// Notes that `group`'s in-memory state is about to change inside the open transaction.
+    pub(crate) fn touch(&mut self, group: &GroupId) {
+        if self.provider.storage().in_transaction() {
+            self.touched.insert(group.clone());
+        }
     }
 
     /// Reloads every group from storage: the groups in memory become exactly what is stored.
@@ -225,6 +319,7 @@ impl MlsClient {
         &mut self,
         group: &GroupId,
     ) -> Result<(&SpacePandaProvider, &mut MlsGroup, DeviceSigner<'_>), MlsError> {
+        self.touch(group);
         let mls_group = self
             .groups
             .get_mut(group)
@@ -240,6 +335,9 @@ impl MlsClient {
 
     /// Reloads `group` from storage (or forgets it if storage has none).
     pub(crate) fn reload_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        // Loaded from an open transaction, it is what that transaction holds: a rollback of it
+        // reloads the group again.
+        self.touch(group);
         // A reloaded group may be a different state at the same epoch number.
         self.recipients.remove(group);
         match MlsGroup::load(self.provider.storage(), &group.to_openmls())
@@ -448,29 +546,22 @@ impl MlsClient {
     /// where our leaf is older than `self_update_after`. Call it periodically (e.g. every
     /// minute) and after the device wakes up.
     pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
+        // Reporting marks refusals as reported: undone if the tick fails and its events are lost.
+        let reported = self.outside_window.clone();
+        let result = self.transaction(None, |client| client.tick_steps(now));
+        if result.is_err() {
+            self.outside_window = reported;
+        }
+        result
+    }
+
+    fn tick_steps(&mut self, now: Timestamp) -> Result<Output, MlsError> {
         let mut output = Output::default();
         let policy = self.config.key_packages.clone();
-        let created = self.transaction(None, |client| {
-            client.with_txn(|txn| key_package_manager::rotate(txn, &policy, now))?;
-            key_package_manager::prune(&client.provider, &policy, client.config.fork_window, now)?;
-            client.expire_snapshots(now)?;
-            let dropped = client.with_txn(|txn| {
-                seen_messages::expire(txn, client.config.dedup_retention, now)?;
-                epoch_buffer::expire(txn, &client.config, now)
-            })?;
-            for (group, count) in dropped {
-                let group = client.groups.contains_key(&group).then_some(group);
-                output.events.push(Event::BufferedDropped { group, count });
-            }
-            client.replenish_key_packages_at(now)
-        })?;
-        if created > 0 {
-            output
-                .events
-                .push(Event::KeyPackagesReplenished { created });
-        }
+        client_key_package_upkeep(self, &policy, now, &mut output)?;
         output.events.extend(self.report_outside_window());
-        // Own commits queued by a rollback whose follow-up a crash interrupted.
+        // Own commits queued by a rollback and not re-issued yet (a store of an older build,
+        // which committed the rollback and the re-issue separately).
         for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {
             output.extend(self.reissue_commits(&group)?);
         }
@@ -481,4 +572,41 @@ impl MlsClient {
         }
         Ok(output)
     }
+}
+
+/// `tick`'s upkeep inside its transaction: key package rotation, pruning and refill, snapshot,
+/// de-duplication and buffer expiry.
+fn client_key_package_upkeep(
+    client: &mut MlsClient,
+    policy: &key_package_manager::PoolPolicy,
+    now: Timestamp,
+    output: &mut Output,
+) -> Result<(), MlsError> {
+    client.with_txn(|txn| key_package_manager::rotate(txn, policy, now))?;
+    key_package_manager::prune(&client.provider, policy, client.config.fork_window, now)?;
+    client.expire_snapshots(now)?;
+    let dropped = client.with_txn(|txn| {
+        seen_messages::expire(txn, client.config.dedup_retention, now)?;
+        epoch_buffer::expire(txn, &client.config, now)
+    })?;
+    for (group, count) in dropped {
+        let group = client.groups.contains_key(&group).then_some(group);
+        output.events.push(Event::BufferedDropped { group, count });
+    }
+    let created = client.replenish_key_packages_at(now)?;
+    if created > 0 {
+        output
+            .events
+            .push(Event::KeyPackagesReplenished { created });
+    }
+    Ok(())
+}
+
+/// The error for a storage failure that the code meeting it did not report as one.
+fn swallowed_failure(failure: String) -> MlsError {
+    MlsError::Storage(spacepanda_core::StoreError::Backend {
+        backend: "store under OpenMLS",
+        operation: "an OpenMLS read or write",
+        source: failure.into(),
+    })
 }

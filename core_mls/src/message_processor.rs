@@ -48,10 +48,12 @@ pub(crate) struct FollowUp {
 
 impl MlsClient {
     /// Processes one envelope from the network. Returns what happened; a rejected envelope is a
-    /// typed error and changes nothing.
+    /// typed error and changes nothing. One transaction, with everything the envelope sets off:
+    /// buffered messages it makes processable, own commits it makes re-issue, deferred sends
+    /// it releases.
     pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
         let envelope = Envelope::from_bytes(bytes, self.config.max_envelope_len)?;
-        self.handle_decoded(envelope, None)
+        self.transaction(None, |client| client.handle_decoded(envelope, None))
     }
 
     /// `buffered`: the buffer entry this envelope came from; it is deleted in the same
@@ -223,16 +225,19 @@ impl MlsClient {
         Ok(output)
     }
 
-    /// Handles one buffered envelope again. One that is rejected now is rejected for good: it
-    /// is dropped (`None`) rather than retried each time.
+    /// Handles one buffered envelope again, as a step of the operation that made it
+    /// processable. One rejected now for what it is is rejected for good: it is dropped
+    /// (`None`) rather than retried each time. A local failure (storage, a bug) says nothing
+    /// about the message: it fails the operation and the message stays buffered.
     pub(crate) fn replay_entry(
         &mut self,
         entry: &BufferedMessage,
     ) -> Result<Option<Output>, MlsError> {
         let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
-            .and_then(|envelope| self.handle_decoded(envelope, Some(entry)));
+            .and_then(|envelope| self.transaction(None, |c| c.handle_decoded(envelope, Some(entry))));
         match result {
             Ok(replayed) => Ok(Some(replayed)),
+            Err(error) if error.is_local() => Err(error),
             Err(_) => {
                 self.transaction(None, |client| {
                     client.with_txn(|txn| epoch_buffer::remove(txn, entry))

@@ -361,15 +361,29 @@ impl World {
         op: impl Fn(&mut MlsClient) -> Result<T, MlsError>,
         check: impl Fn(&mut MlsClient, &T),
     ) -> T {
+        self.sweep_after(device, name, |_| {}, op, check)
+    }
+
+    /// [`sweep`](Self::sweep), with `setup` run (without faults) on every freshly opened client
+    /// first: for a state that opening undoes (opening refills the key package pool). The
+    /// reference for each run is then the client right after `setup`.
+    pub fn sweep_after<T>(
+        &mut self,
+        device: usize,
+        name: &str,
+        setup: impl Fn(&mut MlsClient),
+        op: impl Fn(&mut MlsClient) -> Result<T, MlsError>,
+        check: impl Fn(&mut MlsClient, &T),
+    ) -> T {
         let started = Instant::now();
-        let before = dump(&self.devices[device].store);
+        let base = dump(&self.devices[device].store);
         let live = observe(self.client(device));
         // A fresh reload is the reference, unless opening refills the key package pool (then
         // the reload differs from the stored state on purpose; the live client is it).
-        let reload_store = store_from(&before);
+        let reload_store = store_from(&base);
         let mut reloaded = self.open_on(device, &reload_store).unwrap();
         let fresh = observe(&mut reloaded);
-        let reference = if dump(&reload_store) == before {
+        let base_reference = if dump(&reload_store) == base {
             assert_eq!(live, fresh, "{name}: the client before the operation is stale");
             fresh
         } else {
@@ -379,8 +393,15 @@ impl World {
         let mut finished = None;
         for (kind, count) in counts.iter_mut().enumerate() {
             for n in 1..=MAX_CALLS {
-                let store = store_from(&before);
+                let store = store_from(&base);
                 let mut client = self.open_on(device, &store).unwrap();
+                setup(&mut client);
+                let before = dump(&store);
+                let reference = if before == base {
+                    &base_reference
+                } else {
+                    &observe(&mut client)
+                };
                 let at = point(kind, n);
                 store.fail_at(at);
                 let result = op(&mut client);
@@ -401,7 +422,7 @@ impl World {
                     if dump(&store) != before {
                         return Err("writes were left behind".to_owned());
                     }
-                    if observe(&mut client) != reference {
+                    if observe(&mut client) != *reference {
                         return Err("the client differs from a fresh reload".to_owned());
                     }
                     let retried = op(&mut client)
