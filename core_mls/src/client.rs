@@ -212,7 +212,10 @@ impl MlsClient {
     }
 
     /// One step inside the open transaction (see [`transaction`](Self::transaction)).
-    fn step<R>(&mut self, op: impl FnOnce(&mut Self) -> Result<R, MlsError>) -> Result<R, MlsError> {
+    fn step<R>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
+    ) -> Result<R, MlsError> {
         let savepoint = self.provider.storage().savepoint()?;
         match op(self) {
             Ok(value) => {
@@ -246,7 +249,10 @@ impl MlsClient {
     }
 
     /// Keeps what the open transaction wrote since `savepoint`.
-    pub(crate) fn release_step(&self, savepoint: spacepanda_core::Savepoint) -> Result<(), MlsError> {
+    pub(crate) fn release_step(
+        &self,
+        savepoint: spacepanda_core::Savepoint,
+    ) -> Result<(), MlsError> {
         self.provider.storage().release(savepoint)
     }
 

@@ -377,6 +377,10 @@ impl MlsClient {
     /// so the leave does not wait for unrelated activity. This device keeps the group
     /// until that commit arrives (then `RemovedFromGroup`).
     pub fn leave_group(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        self.transaction(Some(group), |client| client.leave_group_steps(group))
+    }
+
+    fn leave_group_steps(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let recipients = self.other_member_devices(group)?;
         if recipients.is_empty() {
             // Alone: nobody could commit the proposal; just forget the group.

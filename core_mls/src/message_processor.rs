@@ -233,8 +233,9 @@ impl MlsClient {
         &mut self,
         entry: &BufferedMessage,
     ) -> Result<Option<Output>, MlsError> {
-        let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
-            .and_then(|envelope| self.transaction(None, |c| c.handle_decoded(envelope, Some(entry))));
+        let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX).and_then(|envelope| {
+            self.transaction(None, |c| c.handle_decoded(envelope, Some(entry)))
+        });
         match result {
             Ok(replayed) => Ok(Some(replayed)),
             Err(error) if error.is_local() => Err(error),

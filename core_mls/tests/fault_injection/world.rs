@@ -19,8 +19,7 @@ use core_mls::{
     MlsConfig, MlsError, Output, PoolStatus,
 };
 use spacepanda_core::{
-    Clock, FailPoint, FailingStore, Key, ManualClock, MemoryStore, SharedStore,
-    WriteBatch,
+    Clock, FailPoint, FailingStore, Key, ManualClock, MemoryStore, SharedStore, WriteBatch,
 };
 
 /// More calls of one kind than any operation here makes: a sweep that reaches it is a bug
@@ -64,6 +63,11 @@ pub struct World {
     next_seed: u64,
     pub reports: Vec<SweepReport>,
     pub violations: Vec<String>,
+    /// Faults stay: the n-th call of the kind fails and so does every later one until the
+    /// operation has returned (a disk that broke, rather than one call that failed).
+    pub sticky: bool,
+    /// Failing runs after which the client held fewer groups than storage (a reload failed).
+    pub dropped_until_next_operation: u64,
 }
 
 /// Everything an application can observe of a client without changing it.
@@ -74,6 +78,17 @@ pub struct View {
     pub delivered: Vec<Event>,
     pub key_packages: PoolStatus,
     pub publishable: Vec<Vec<u8>>,
+}
+
+impl View {
+    /// Equal to `reference`, except that groups may be missing.
+    fn within(&self, reference: &Self) -> bool {
+        self.groups.iter().all(|g| reference.groups.contains(g))
+            && self.outbound == reference.outbound
+            && self.delivered == reference.delivered
+            && self.key_packages == reference.key_packages
+            && self.publishable == reference.publishable
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -221,6 +236,8 @@ impl World {
             next_seed: 0,
             reports: Vec::new(),
             violations: Vec::new(),
+            sticky: false,
+            dropped_until_next_operation: 0,
         }
     }
 
@@ -250,7 +267,10 @@ impl World {
     }
 
     pub fn client(&mut self, device: usize) -> &mut MlsClient {
-        self.devices[device].client.as_mut().expect("device is open")
+        self.devices[device]
+            .client
+            .as_mut()
+            .expect("device is open")
     }
 
     pub fn address(&self, device: usize) -> DeviceAddress {
@@ -312,7 +332,11 @@ impl World {
         for (kind, count) in counts.iter_mut().enumerate() {
             for n in 1..=MAX_CALLS {
                 let store = store_from(&before);
-                store.fail_at(point(kind, n));
+                if self.sticky {
+                    store.fail_from(point(kind, n));
+                } else {
+                    store.fail_at(point(kind, n));
+                }
                 let result = self.open_on(device, &store);
                 store.disarm();
                 if store.faults_injected() == 0 {
@@ -384,7 +408,10 @@ impl World {
         let mut reloaded = self.open_on(device, &reload_store).unwrap();
         let fresh = observe(&mut reloaded);
         let base_reference = if dump(&reload_store) == base {
-            assert_eq!(live, fresh, "{name}: the client before the operation is stale");
+            assert_eq!(
+                live, fresh,
+                "{name}: the client before the operation is stale"
+            );
             fresh
         } else {
             live
@@ -403,7 +430,11 @@ impl World {
                     &observe(&mut client)
                 };
                 let at = point(kind, n);
-                store.fail_at(at);
+                if self.sticky {
+                    store.fail_from(at);
+                } else {
+                    store.fail_at(at);
+                }
                 let result = op(&mut client);
                 store.disarm();
                 if store.faults_injected() == 0 {
@@ -413,23 +444,41 @@ impl World {
                     finished = Some((store, client, value));
                     break;
                 }
-                let failed = (|| {
+                let failed: Result<(), String> = 'check: {
                     let error = match result {
-                        Ok(_) => return Err("the fault was swallowed: the operation succeeded".into()),
+                        Ok(_) => break 'check Err("the fault was swallowed: it succeeded".into()),
                         Err(error) => error,
                     };
-                    check_error(&error)?;
+                    if let Err(e) = check_error(&error) {
+                        break 'check Err(e);
+                    }
                     if dump(&store) != before {
-                        return Err("writes were left behind".to_owned());
+                        break 'check Err("writes were left behind".to_owned());
                     }
-                    if observe(&mut client) != *reference {
-                        return Err("the client differs from a fresh reload".to_owned());
+                    let view = observe(&mut client);
+                    let consistent = if self.sticky {
+                        // A reload that failed too drops the group from memory until the next
+                        // operation reloads it; what is left must be right.
+                        if view != *reference {
+                            self.dropped_until_next_operation += 1;
+                        }
+                        view.within(reference)
+                    } else {
+                        view == *reference
+                    };
+                    if !consistent {
+                        break 'check Err(format!(
+                            "the client differs from a fresh reload: {view:?} vs {reference:?}"
+                        ));
                     }
-                    let retried = op(&mut client)
-                        .map_err(|e| format!("the retry failed: {e}"))?;
+                    let retried = match op(&mut client) {
+                        Ok(retried) => retried,
+                        Err(e) => break 'check Err(format!("the retry failed: {e}")),
+                    };
                     check(&mut client, &retried);
+                    self.assert_reloads_equal(device, &store, &mut client, name);
                     Ok(())
-                })();
+                };
                 if let Err(violation) = failed {
                     self.violation(format!("{name}: {at}: {violation}"));
                 }
@@ -441,6 +490,26 @@ impl World {
         self.devices[device].client = Some(client);
         self.report(name, counts, started);
         value
+    }
+
+    /// The client after a successful operation equals a fresh reload of its store (unless
+    /// opening would refill the key package pool, which makes them differ on purpose).
+    fn assert_reloads_equal(
+        &mut self,
+        device: usize,
+        store: &Store,
+        client: &mut MlsClient,
+        name: &str,
+    ) {
+        let stored = dump(store);
+        let copy = store_from(&stored);
+        let mut reloaded = self.open_on(device, &copy).unwrap();
+        if dump(&copy) == stored {
+            assert!(
+                observe(client) == observe(&mut reloaded),
+                "{name}: after a successful retry the client differs from a fresh reload"
+            );
+        }
     }
 
     /// A broken promise: fails the test, or with `FAULT_SURVEY=1` is collected (the first one
@@ -509,4 +578,3 @@ fn check_error(error: &MlsError) -> Result<(), String> {
     }
     Ok(())
 }
-
