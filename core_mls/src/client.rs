@@ -1,8 +1,8 @@
-//! `MlsClient`: one device's MLS engine. Opening, the one-operation-one-transaction rule, the
-//! outbox and time-driven policy live here; groups, Welcomes and incoming messages are handled
+//! `MlsClient`: one device's MLS engine. Opening, the outbox and time-driven policy live here;
+//! the one-operation-one-transaction rule in `operation`; groups, Welcomes and incoming messages are handled
 //! in `group_manager`, `welcome_handler` and `message_processor`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, VerifiedMember};
@@ -40,12 +40,8 @@ pub struct MlsClient {
         std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
     /// Commits refused as older than the fork window, per group (reported by `tick`).
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
-    /// Groups whose in-memory state the open transaction may have changed: reloaded if it, or
-    /// a step of it, is rolled back.
-    touched: BTreeSet<GroupId>,
-    /// A reload after a rollback failed: memory may differ from storage until every group is
-    /// reloaded, which the next operation does first.
-    stale: bool,
+    /// What the open operation touched, for its rollback (see `operation`).
+    pub(crate) operation: crate::operation::Bookkeeping,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -114,8 +110,7 @@ impl MlsClient {
             members: MemberCache::default(),
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
-            touched: BTreeSet::new(),
-            stale: false,
+            operation: crate::operation::Bookkeeping::default(),
         };
         client.reload_all_groups()?;
         client.transaction(None, |client| {
@@ -148,143 +143,6 @@ impl MlsClient {
             ))
             .use_ratchet_tree_extension(true)
             .build()
-    }
-
-    /// Runs `op` as one storage transaction: on success every write (OpenMLS's and ours) is
-    /// committed atomically and durably; on error nothing is written and every group the
-    /// operation touched is reloaded from storage, so memory and disk never disagree. A panic
-    /// inside `op` rolls back too, and reloads every group before it continues unwinding, so the
-    /// engine stays usable.
-    ///
-    /// Called while a transaction is open — one step of a larger operation, such as a buffered
-    /// message replayed after a commit, or the commit a send makes first — it does not commit:
-    /// `op` runs from a savepoint of the open transaction, and an error rolls back to it (and
-    /// reloads the touched groups from what the transaction holds), so the caller can drop a
-    /// step that failed on bad input and go on. The whole public operation still commits once.
-    ///
-    /// A storage failure anywhere in the transaction fails it, even if the code that met it (in
-    /// OpenMLS, which turns some storage errors into its own refusals, or in a step that was
-    /// dropped) went on: what it wrote may rest on a read that never happened.
-    pub(crate) fn transaction<R>(
-        &mut self,
-        group: Option<&GroupId>,
-        op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
-    ) -> Result<R, MlsError> {
-        if let Some(group) = group {
-            self.touched.insert(group.clone());
-        }
-        if self.provider.storage().in_transaction() {
-            return self.step(op);
-        }
-        if self.stale {
-            self.reload_all_groups()?;
-            self.stale = false;
-        }
-        self.touched.clear();
-        if let Some(group) = group {
-            self.touched.insert(group.clone());
-        }
-        self.provider.storage().begin()?;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(self)));
-        let result = match outcome {
-            Ok(Ok(value)) => match self.provider.storage().take_failure() {
-                Some(failure) => Err(swallowed_failure(failure)),
-                None => self.provider.storage().commit().map(|()| value),
-            },
-            Ok(Err(error)) => Err(self.attribute(error)),
-            Err(panic) => {
-                self.provider.storage().rollback();
-                self.touched.clear();
-                // Whatever the operation changed in memory is gone with the rollback.
-                if self.reload_all_groups().is_err() {
-                    self.stale = true;
-                }
-                std::panic::resume_unwind(panic);
-            }
-        };
-        if result.is_err() {
-            self.provider.storage().rollback();
-            self.provider.storage().take_failure();
-            self.reload_touched();
-        }
-        self.touched.clear();
-        result
-    }
-
-    /// One step inside the open transaction (see [`transaction`](Self::transaction)).
-    fn step<R>(
-        &mut self,
-        op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
-    ) -> Result<R, MlsError> {
-        let savepoint = self.provider.storage().savepoint()?;
-        match op(self) {
-            Ok(value) => {
-                self.provider.storage().release(savepoint)?;
-                Ok(value)
-            }
-            Err(error) => {
-                let error = self.attribute(error);
-                self.rollback_step(savepoint)?;
-                Err(error)
-            }
-        }
-    }
-
-    /// Inside the open transaction: forgets what it wrote since `savepoint` and puts every
-    /// touched group back to what the transaction holds.
-    pub(crate) fn rollback_step(
-        &mut self,
-        savepoint: spacepanda_core::Savepoint,
-    ) -> Result<(), MlsError> {
-        self.provider.storage().rollback_to(savepoint)?;
-        for group in self.touched.clone() {
-            self.reload_group(&group)?;
-        }
-        Ok(())
-    }
-
-    /// Marks a savepoint of the open transaction (see `rollback_step`).
-    pub(crate) fn savepoint(&self) -> Result<spacepanda_core::Savepoint, MlsError> {
-        self.provider.storage().savepoint()
-    }
-
-    /// Keeps what the open transaction wrote since `savepoint`.
-    pub(crate) fn release_step(
-        &self,
-        savepoint: spacepanda_core::Savepoint,
-    ) -> Result<(), MlsError> {
-        self.provider.storage().release(savepoint)
-    }
-
-    /// `error`, or the storage failure behind it: OpenMLS reports a failing store as its own
-    /// refusal (a "rejected" message, an "invalid" commit), which must not be taken for bad
-    /// input and dropped.
-    pub(crate) fn attribute(&self, error: MlsError) -> MlsError {
-        match self.provider.storage().failure() {
-            Some(failure) if error.kind() != crate::error::ErrorKind::LocalStorage => {
-                swallowed_failure(failure)
-            }
-            _ => error,
-        }
-    }
-
-    /// After a rollback: every touched group as storage holds it. If a reload fails too, the
-    /// group is dropped from memory and the next operation reloads everything first.
-    fn reload_touched(&mut self) {
-        for group in std::mem::take(&mut self.touched) {
-            if self.reload_group(&group).is_err() {
-                self.groups.remove(&group);
-                self.recipients.remove(&group);
-                self.stale = true;
-            }
-        }
-    }
-
-    /// Notes that `group`'s in-memory state is about to change inside the open transaction.
-    pub(crate) fn touch(&mut self, group: &GroupId) {
-        if self.provider.storage().in_transaction() {
-            self.touched.insert(group.clone());
-        }
     }
 
     /// Reloads every group from storage: the groups in memory become exactly what is stored.
@@ -606,13 +464,4 @@ fn client_key_package_upkeep(
             .push(Event::KeyPackagesReplenished { created });
     }
     Ok(())
-}
-
-/// The error for a storage failure that the code meeting it did not report as one.
-fn swallowed_failure(failure: String) -> MlsError {
-    MlsError::Storage(spacepanda_core::StoreError::Backend {
-        backend: "store under OpenMLS",
-        operation: "an OpenMLS read or write",
-        source: failure.into(),
-    })
 }
