@@ -26,8 +26,8 @@ mod world;
 
 use std::time::Duration;
 
-use core_mls::{Disposition, EnvelopeKind, Event, MlsClient, Output};
-use spacepanda_core::Clock as _;
+use core_mls::{Disposition, EnvelopeKind, ErrorKind, Event, MlsClient, Output};
+use spacepanda_core::{Clock as _, FailPoint};
 use world::{World, dump, envelope, has_event, kinds, shape, store_from};
 
 const ALICE: usize = 0;
@@ -451,4 +451,101 @@ fn run(sticky: bool) {
         );
         assert!(w.dropped_until_next_operation > 0);
     }
+}
+
+/// The cases the issue names, as crashes: the operation's one write fails (the process dies
+/// before it lands), the device reopens from its store, and the same input comes again. A send
+/// whose due commit was made must not leave that commit behind; a deferred message must go out
+/// once, neither lost nor twice.
+#[test]
+fn a_crash_at_the_write_of_a_send_or_of_a_release_loses_and_doubles_nothing() {
+    let mut w = World::new(&["alice", "bob", "carol"]);
+    for device in [ALICE, BOB, CAROL] {
+        w.open(device);
+    }
+    let g = w.client(ALICE).create_group().unwrap();
+    for device in [BOB, CAROL] {
+        let (_, package) = w.key_package(device, 0);
+        let added = w.client(ALICE).add_members(&g, &[package]).unwrap();
+        w.ack(ALICE, &added);
+        w.deliver(&added, &[BOB, CAROL]);
+    }
+    let left = w.client(CAROL).leave_group(&g).unwrap();
+    w.ack(CAROL, &left);
+    w.deliver(&left, &[ALICE, BOB]);
+    let deferred = w.client(BOB).send(&g, b"deferred").unwrap();
+    assert!(deferred.outbound.is_empty());
+    let epoch = w.client(ALICE).epoch(&g).unwrap();
+
+    // Alice, the designated committer, sends: the commit and the message. Whichever of its
+    // writes fails, the restarted device has neither.
+    let committed = crash_at_every_write(
+        &mut w,
+        ALICE,
+        |c| c.send(&g, b"after the leave"),
+        |c| {
+            assert_eq!(c.epoch(&g).unwrap(), epoch, "the commit was left behind");
+            assert_eq!(c.members(&g).unwrap().len(), 3);
+            assert!(c.pending_outbound().unwrap().is_empty());
+        },
+    );
+    assert_eq!(
+        kinds(&committed),
+        [EnvelopeKind::Commit, EnvelopeKind::Application]
+    );
+    w.ack(ALICE, &committed);
+    let commit = envelope(&committed, EnvelopeKind::Commit);
+
+    // Bob's processing of that commit releases his deferred message: whichever write fails,
+    // the restarted device still holds it, unsent.
+    let released = crash_at_every_write(
+        &mut w,
+        BOB,
+        |c| c.handle_envelope(&commit),
+        |c| {
+            assert_eq!(c.epoch(&g).unwrap(), epoch);
+            assert_eq!(c.pending_deferred_sends(&g).unwrap(), 1);
+            assert!(c.pending_outbound().unwrap().is_empty());
+        },
+    );
+    assert_eq!(kinds(&released), [EnvelopeKind::Application]);
+    w.ack(BOB, &released);
+    w.reopen(BOB);
+    assert_eq!(w.client(BOB).pending_deferred_sends(&g).unwrap(), 0);
+
+    // Alice gets bob's deferred message exactly once, also when the network repeats it.
+    let message = envelope(&released, EnvelopeKind::Application);
+    let got = w.handle(ALICE, &message);
+    assert!(has_event(
+        &got,
+        |e| matches!(e, Event::Message { body, .. } if body == b"deferred")
+    ));
+    assert_eq!(
+        w.handle(ALICE, &message).disposition,
+        Disposition::Duplicate
+    );
+}
+
+/// Runs `op` on `device` with its n-th write failing, for n = 1, 2, … : after each failure the
+/// device restarts from its store and `after_crash` checks it; returns the output of the first
+/// run that made all its writes. Counting writes, not assuming one, is what makes this a test
+/// of the old two-transaction send too.
+fn crash_at_every_write(
+    w: &mut World,
+    device: usize,
+    op: impl Fn(&mut MlsClient) -> Result<Output, core_mls::MlsError>,
+    after_crash: impl Fn(&mut MlsClient),
+) -> Output {
+    for n in 1..100 {
+        w.devices[device].store.fail_at(FailPoint::Apply(n));
+        let result = op(w.client(device));
+        w.devices[device].store.disarm();
+        if w.devices[device].store.faults_injected() == 0 {
+            return result.unwrap();
+        }
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::LocalStorage);
+        w.reopen(device);
+        after_crash(w.client(device));
+    }
+    panic!("more than 99 writes");
 }

@@ -266,6 +266,12 @@ impl World {
         self.devices[device].client = Some(client);
     }
 
+    /// A restart: the client is dropped and opened again on the same store (new seed).
+    pub fn reopen(&mut self, device: usize) {
+        self.devices[device].client = None;
+        self.open(device);
+    }
+
     pub fn client(&mut self, device: usize) -> &mut MlsClient {
         self.devices[device]
             .client
