@@ -81,6 +81,31 @@ pub struct View {
 }
 
 impl View {
+    /// What differs from `other`, in short (group epochs, the names of other fields).
+    fn differences(&self, other: &Self) -> String {
+        let epochs = |v: &Self| -> Vec<(String, u64)> {
+            v.groups
+                .iter()
+                .map(|g| (g.id.to_string(), g.epoch))
+                .collect()
+        };
+        let mut found = Vec::new();
+        if self.groups != other.groups {
+            found.push(format!("groups {:?} vs {:?}", epochs(self), epochs(other)));
+        }
+        for (name, differs) in [
+            ("outbound", self.outbound != other.outbound),
+            ("delivered", self.delivered != other.delivered),
+            ("key packages", self.key_packages != other.key_packages),
+            ("publishable", self.publishable != other.publishable),
+        ] {
+            if differs {
+                found.push(name.to_owned());
+            }
+        }
+        found.join(", ")
+    }
+
     /// Equal to `reference`, except that groups may be missing.
     fn within(&self, reference: &Self) -> bool {
         self.groups.iter().all(|g| reference.groups.contains(g))
@@ -474,7 +499,8 @@ impl World {
                     };
                     if !consistent {
                         break 'check Err(format!(
-                            "the client differs from a fresh reload: {view:?} vs {reference:?}"
+                            "the client differs from a fresh reload in {}",
+                            view.differences(reference)
                         ));
                     }
                     let retried = match op(&mut client) {
