@@ -407,8 +407,9 @@ impl MlsClient {
 
     /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
     /// expired buffered messages and old de-duplication records, and self-updates in groups
-    /// where our leaf is older than `self_update_after`. Call it periodically (e.g. every
-    /// minute) and after the device wakes up.
+    /// where our leaf is older than `self_update_after` (or proposals wait for this device to
+    /// commit them), all in one transaction. Call it periodically (e.g. every minute) and after
+    /// the device wakes up.
     pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
         // Reporting marks refusals as reported: undone if the tick fails and its events are lost.
         let reported = self.outside_window.clone();

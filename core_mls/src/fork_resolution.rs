@@ -27,8 +27,8 @@
 //! `CommitSuperseded` is reported. Not smaller: the transaction is rolled back and the commit
 //! is [`Disposition::Superseded`](crate::Disposition::Superseded).
 //!
-//! **What the abandoned branch did is done again**, durably queued in the rollback's own
-//! transaction: this device's commits from the abandoned epochs are re-issued (adds of devices
+//! **What the abandoned branch did is done again**, in the transaction of the operation that
+//! rolled back: this device's commits from the abandoned epochs are re-issued (adds of devices
 //! not yet members, removes of devices still members, self-updates), and its application
 //! messages encrypted there are sent again (receivers drop copies they have by message id).
 //!
