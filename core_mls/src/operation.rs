@@ -179,11 +179,12 @@ impl MlsClient {
     }
 }
 
-/// The error for a storage failure that the code meeting it did not report as one.
+/// The error for a storage failure that the code meeting it did not report as one (OpenMLS
+/// wraps ours in its own errors, some without a source).
 fn swallowed_failure(failure: String) -> MlsError {
     MlsError::Storage(spacepanda_core::StoreError::Backend {
-        backend: "store under OpenMLS",
-        operation: "an OpenMLS read or write",
+        backend: "store",
+        operation: "a read or write inside the operation",
         source: failure.into(),
     })
 }
