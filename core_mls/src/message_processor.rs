@@ -47,10 +47,9 @@ pub(crate) struct FollowUp {
 }
 
 impl MlsClient {
-    /// Processes one envelope from the network. Returns what happened; a rejected envelope is a
-    /// typed error and changes nothing. One transaction, with everything the envelope sets off:
-    /// buffered messages it makes processable, own commits it makes re-issue, deferred sends
-    /// it releases.
+    /// Processes one envelope from the network, in one transaction with all it sets off (replays,
+    /// re-issues, deferred sends). Returns what happened; a rejected envelope is a typed error
+    /// and changes nothing.
     pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
         let envelope = Envelope::from_bytes(bytes, self.config.max_envelope_len)?;
         self.transaction(None, |client| client.handle_decoded(envelope, None))
@@ -225,10 +224,9 @@ impl MlsClient {
         Ok(output)
     }
 
-    /// Handles one buffered envelope again, as a step of the operation that made it
-    /// processable. One rejected now for what it is is rejected for good: it is dropped
-    /// (`None`) rather than retried each time. A local failure (storage, a bug) says nothing
-    /// about the message: it fails the operation and the message stays buffered.
+    /// Handles one buffered envelope again, as a step. One rejected now is rejected for good:
+    /// dropped (`None`), not retried each time — unless the failure is local (storage, a bug),
+    /// which says nothing about the message: the operation fails and the message stays.
     pub(crate) fn replay_entry(
         &mut self,
         entry: &BufferedMessage,

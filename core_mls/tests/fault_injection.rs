@@ -21,6 +21,8 @@
     clippy::panic
 )]
 
+#[path = "fault_injection/view.rs"]
+mod view;
 #[path = "fault_injection/world.rs"]
 mod world;
 
@@ -28,7 +30,8 @@ use std::time::Duration;
 
 use core_mls::{Disposition, EnvelopeKind, ErrorKind, Event, MlsClient, Output};
 use spacepanda_core::{Clock as _, FailPoint};
-use world::{World, dump, envelope, has_event, kinds, shape, store_from};
+use view::{envelope, has_event, kinds, shape};
+use world::{World, dump, store_from};
 
 const ALICE: usize = 0;
 const BOB: usize = 1;
