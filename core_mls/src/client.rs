@@ -1,6 +1,6 @@
 //! `MlsClient`: one device's MLS engine. Opening, the outbox and time-driven policy live here;
-//! the one-operation-one-transaction rule in `operation`; groups, Welcomes and incoming messages are handled
-//! in `group_manager`, `welcome_handler` and `message_processor`.
+//! the one-operation-one-transaction rule in `operation`; groups, Welcomes and incoming
+//! messages are handled in `group_manager`, `welcome_handler` and `message_processor`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -423,7 +423,7 @@ impl MlsClient {
     fn tick_steps(&mut self, now: Timestamp) -> Result<Output, MlsError> {
         let mut output = Output::default();
         let policy = self.config.key_packages.clone();
-        client_key_package_upkeep(self, &policy, now, &mut output)?;
+        upkeep(self, &policy, now, &mut output)?;
         output.events.extend(self.report_outside_window());
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,
         // which committed the rollback and the re-issue separately).
@@ -441,7 +441,7 @@ impl MlsClient {
 
 /// `tick`'s upkeep inside its transaction: key package rotation, pruning and refill, snapshot,
 /// de-duplication and buffer expiry.
-fn client_key_package_upkeep(
+fn upkeep(
     client: &mut MlsClient,
     policy: &key_package_manager::PoolPolicy,
     now: Timestamp,

@@ -115,8 +115,8 @@ impl KvStorageProvider {
 
     /// Starts the transaction every following write goes through.
     ///
-    /// Prefer [`SpacePandaProvider::transaction`](crate::provider::SpacePandaProvider::transaction),
-    /// which commits or rolls back for you.
+    /// Only `MlsClient::transaction` (in `operation`) calls it: it commits or rolls back, and
+    /// turns calls made while a transaction is open into savepoints.
     pub(crate) fn begin(&self) -> Result<(), MlsError> {
         let mut slot = self.lock();
         if slot.is_some() {
