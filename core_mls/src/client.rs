@@ -1,6 +1,6 @@
-//! `MlsClient`: one device's MLS engine. Opening, the one-operation-one-transaction rule, the
-//! outbox and time-driven policy live here; groups, Welcomes and incoming messages are handled
-//! in `group_manager`, `welcome_handler` and `message_processor`.
+//! `MlsClient`: one device's MLS engine. Opening, the outbox and time-driven policy live here;
+//! the one-operation-one-transaction rule in `operation`; groups, Welcomes and incoming
+//! messages are handled in `group_manager`, `welcome_handler` and `message_processor`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub struct MlsClient {
         std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
     /// Commits refused as older than the fork window, per group (reported by `tick`).
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
+    /// What the open operation touched, for its rollback (see `operation`).
+    pub(crate) operation: crate::operation::Bookkeeping,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -108,6 +110,7 @@ impl MlsClient {
             members: MemberCache::default(),
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
+            operation: crate::operation::Bookkeeping::default(),
         };
         client.reload_all_groups()?;
         client.transaction(None, |client| {
@@ -140,49 +143,6 @@ impl MlsClient {
             ))
             .use_ratchet_tree_extension(true)
             .build()
-    }
-
-    /// Runs `op` as one storage transaction: on success every write (OpenMLS's and ours) is
-    /// committed atomically and durably; on error nothing is written and `group` is reloaded
-    /// from storage, so memory and disk never disagree. A panic inside `op` rolls back too, and
-    /// reloads every group before it continues unwinding, so the engine stays usable.
-    pub(crate) fn transaction<R>(
-        &mut self,
-        group: Option<&GroupId>,
-        op: impl FnOnce(&mut Self) -> Result<R, MlsError>,
-    ) -> Result<R, MlsError> {
-        self.provider.storage().begin()?;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(self)));
-        let result = match outcome {
-            Ok(result) => result.and_then(|value| self.provider.storage().commit().map(|()| value)),
-            Err(panic) => {
-                self.provider.storage().rollback();
-                // Whatever the operation changed in memory is gone with the rollback; if even
-                // the reload fails, the next operation's own reload reports it.
-                let _ = self.reload_all_groups();
-                std::panic::resume_unwind(panic);
-            }
-        };
-        let Err(error) = result else {
-            return result;
-        };
-        self.provider.storage().rollback();
-        let error = match self.provider.storage().take_failure() {
-            // OpenMLS reported our failing store as its own refusal: say what really failed.
-            Some(failure) if error.kind() != crate::error::ErrorKind::LocalStorage => {
-                MlsError::Storage(spacepanda_core::StoreError::Backend {
-                    backend: "store under OpenMLS",
-                    operation: "an OpenMLS read or write",
-                    source: failure.into(),
-                })
-            }
-            _ => error,
-        };
-        if let Some(group) = group {
-            // The in-memory MlsGroup may hold state the rolled-back transaction wrote.
-            self.reload_group(group)?;
-        }
-        Err(error)
     }
 
     /// Reloads every group from storage: the groups in memory become exactly what is stored.
@@ -223,6 +183,7 @@ impl MlsClient {
         &mut self,
         group: &GroupId,
     ) -> Result<(&SpacePandaProvider, &mut MlsGroup, DeviceSigner<'_>), MlsError> {
+        self.touch(group);
         let mls_group = self
             .groups
             .get_mut(group)
@@ -238,6 +199,9 @@ impl MlsClient {
 
     /// Reloads `group` from storage (or forgets it if storage has none).
     pub(crate) fn reload_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        // Loaded from an open transaction, it is what that transaction holds: a rollback of it
+        // reloads the group again.
+        self.touch(group);
         // A reloaded group may be a different state at the same epoch number.
         self.recipients.remove(group);
         match MlsGroup::load(self.provider.storage(), &group.to_openmls())
@@ -443,32 +407,26 @@ impl MlsClient {
 
     /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
     /// expired buffered messages and old de-duplication records, and self-updates in groups
-    /// where our leaf is older than `self_update_after`. Call it periodically (e.g. every
-    /// minute) and after the device wakes up.
+    /// where our leaf is older than `self_update_after` (or proposals wait for this device to
+    /// commit them), all in one transaction. Call it periodically (e.g. every minute) and after
+    /// the device wakes up.
     pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
+        // Reporting marks refusals as reported: undone if the tick fails and its events are lost.
+        let reported = self.outside_window.clone();
+        let result = self.transaction(None, |client| client.tick_steps(now));
+        if result.is_err() {
+            self.outside_window = reported;
+        }
+        result
+    }
+
+    fn tick_steps(&mut self, now: Timestamp) -> Result<Output, MlsError> {
         let mut output = Output::default();
         let policy = self.config.key_packages.clone();
-        let created = self.transaction(None, |client| {
-            client.with_txn(|txn| key_package_manager::rotate(txn, &policy, now))?;
-            key_package_manager::prune(&client.provider, &policy, client.config.fork_window, now)?;
-            client.expire_snapshots(now)?;
-            let dropped = client.with_txn(|txn| {
-                seen_messages::expire(txn, client.config.dedup_retention, now)?;
-                epoch_buffer::expire(txn, &client.config, now)
-            })?;
-            for (group, count) in dropped {
-                let group = client.groups.contains_key(&group).then_some(group);
-                output.events.push(Event::BufferedDropped { group, count });
-            }
-            client.replenish_key_packages_at(now)
-        })?;
-        if created > 0 {
-            output
-                .events
-                .push(Event::KeyPackagesReplenished { created });
-        }
+        upkeep(self, &policy, now, &mut output)?;
         output.events.extend(self.report_outside_window());
-        // Own commits queued by a rollback whose follow-up a crash interrupted.
+        // Own commits queued by a rollback and not re-issued yet (a store of an older build,
+        // which committed the rollback and the re-issue separately).
         for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {
             output.extend(self.reissue_commits(&group)?);
         }
@@ -479,4 +437,32 @@ impl MlsClient {
         }
         Ok(output)
     }
+}
+
+/// `tick`'s upkeep inside its transaction: key package rotation, pruning and refill, snapshot,
+/// de-duplication and buffer expiry.
+fn upkeep(
+    client: &mut MlsClient,
+    policy: &key_package_manager::PoolPolicy,
+    now: Timestamp,
+    output: &mut Output,
+) -> Result<(), MlsError> {
+    client.with_txn(|txn| key_package_manager::rotate(txn, policy, now))?;
+    key_package_manager::prune(&client.provider, policy, client.config.fork_window, now)?;
+    client.expire_snapshots(now)?;
+    let dropped = client.with_txn(|txn| {
+        seen_messages::expire(txn, client.config.dedup_retention, now)?;
+        epoch_buffer::expire(txn, &client.config, now)
+    })?;
+    for (group, count) in dropped {
+        let group = client.groups.contains_key(&group).then_some(group);
+        output.events.push(Event::BufferedDropped { group, count });
+    }
+    let created = client.replenish_key_packages_at(now)?;
+    if created > 0 {
+        output
+            .events
+            .push(Event::KeyPackagesReplenished { created });
+    }
+    Ok(())
 }

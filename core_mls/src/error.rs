@@ -380,6 +380,13 @@ impl MlsError {
         self.kind() == ErrorKind::PeerInput
     }
 
+    /// True for [`ErrorKind::LocalStorage`] and [`ErrorKind::Internal`]: this device failed, not
+    /// the input. A buffered message or a queued re-issue that meets one is kept (the
+    /// operation fails, and a retry may succeed); any other error condemns the entry.
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self.kind(), ErrorKind::LocalStorage | ErrorKind::Internal)
+    }
+
     /// Wraps an OpenMLS error with what was being done.
     pub fn openmls(
         context: &'static str,

@@ -27,8 +27,8 @@
 //! `CommitSuperseded` is reported. Not smaller: the transaction is rolled back and the commit
 //! is [`Disposition::Superseded`](crate::Disposition::Superseded).
 //!
-//! **What the abandoned branch did is done again**, durably queued in the rollback's own
-//! transaction: this device's commits from the abandoned epochs are re-issued (adds of devices
+//! **What the abandoned branch did is done again**, in the transaction of the operation that
+//! rolled back: this device's commits from the abandoned epochs are re-issued (adds of devices
 //! not yet members, removes of devices still members, self-updates), and its application
 //! messages encrypted there are sent again (receivers drop copies they have by message id).
 //!
@@ -70,7 +70,7 @@ const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
 
 /// Fork bookkeeping kept in memory: commits refused as outside the window, per group, and how
 /// many of them `tick` has reported.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct OutsideWindowCounts {
     counts: std::collections::BTreeMap<GroupId, (u64, u64)>,
 }
@@ -196,7 +196,8 @@ impl MlsClient {
     ) -> Result<Output, MlsError> {
         let abandoned_epoch = self.groups.get(group).map(|g| g.epoch().as_u64());
         let now = self.now();
-        self.provider.storage().begin()?;
+        // A step of the operation's transaction: kept if the commit wins, rolled back if not.
+        let savepoint = self.savepoint()?;
         let attempt = (|| {
             if let Some(entry) = buffered {
                 self.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
@@ -214,11 +215,17 @@ impl MlsClient {
                 else {
                     continue;
                 };
-                if let Ok((stored, _)) =
-                    self.process_in_transaction(group, &proposal_envelope, proposal)
-                {
-                    self.with_txn(|txn| crate::epoch_buffer::remove(txn, &entry))?;
-                    output.extend(stored);
+                // Each proposal is a step of its own: an invalid one is skipped and leaves
+                // nothing behind; a local failure fails the whole attempt.
+                match self.transaction(Some(group), |client| {
+                    client.process_in_transaction(group, &proposal_envelope, proposal)
+                }) {
+                    Ok((stored, _)) => {
+                        self.with_txn(|txn| crate::epoch_buffer::remove(txn, &entry))?;
+                        output.extend(stored);
+                    }
+                    Err(error) if error.is_local() => return Err(error),
+                    Err(_) => {}
                 }
             }
             let (processed, follow_up) =
@@ -233,8 +240,8 @@ impl MlsClient {
             Ok(values) if values.3 < meta.merged_ref => values,
             other => {
                 // Lost (or failed): nothing of the attempt is kept.
-                self.provider.storage().rollback();
-                self.reload_group(group)?;
+                let other = other.map_err(|error| self.attribute(error));
+                self.rollback_step(savepoint)?;
                 let same = matches!(&other, Ok(values) if values.3 == meta.merged_ref);
                 match other {
                     // It references a proposal of that epoch not received yet: wait for it.
@@ -244,13 +251,11 @@ impl MlsClient {
                     Err(error) => return Err(error),
                     Ok(_) => {}
                 }
-                self.transaction(None, |client| {
-                    client.with_txn(|txn| {
-                        if let Some(entry) = buffered {
-                            crate::epoch_buffer::remove(txn, entry)?;
-                        }
-                        seen_messages::record_envelope(txn, envelope.id(), now)
-                    })
+                self.with_txn(|txn| {
+                    if let Some(entry) = buffered {
+                        crate::epoch_buffer::remove(txn, entry)?;
+                    }
+                    seen_messages::record_envelope(txn, envelope.id(), now)
                 })?;
                 return Ok(Output {
                     disposition: if same {
@@ -264,28 +269,27 @@ impl MlsClient {
         };
         let reissued_commits = abandoned.own_commits.len();
         let resent_messages = abandoned.sent.len();
-        let committed = (|| {
-            self.with_txn(|txn| {
-                for commit in &abandoned.own_commits {
-                    epoch_snapshots::queue_reissue(txn, group, commit)?;
-                }
-                for message in &abandoned.sent {
-                    deferred_sends::push(txn, group, message)?;
-                }
-                let count = read_counter(txn, group, SUPERSEDED_COUNTER)?;
-                txn.put(
-                    GROUP_META_NAMESPACE,
-                    Key::from_segments([group.as_slice(), SUPERSEDED_COUNTER]),
-                    (count + 1).to_be_bytes().to_vec(),
-                )?;
-                Ok(())
-            })?;
-            self.provider.storage().commit()
-        })();
-        if let Err(error) = committed {
-            self.provider.storage().rollback();
-            self.reload_group(group)?;
-            return Err(error);
+        let queued = self.with_txn(|txn| {
+            for commit in &abandoned.own_commits {
+                epoch_snapshots::queue_reissue(txn, group, commit)?;
+            }
+            for message in &abandoned.sent {
+                deferred_sends::push(txn, group, message)?;
+            }
+            let count = read_counter(txn, group, SUPERSEDED_COUNTER)?;
+            txn.put(
+                GROUP_META_NAMESPACE,
+                Key::from_segments([group.as_slice(), SUPERSEDED_COUNTER]),
+                (count + 1).to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        });
+        match queued {
+            Ok(()) => self.release_step(savepoint)?,
+            Err(error) => {
+                self.rollback_step(savepoint)?;
+                return Err(error);
+            }
         }
         tracing::info!(%group, epoch, "moved onto the winning branch of a concurrent commit");
         if let Some(winner) = follow_up.committer.clone() {
@@ -333,13 +337,16 @@ impl MlsClient {
     }
 
     /// Makes the queued own commits of `group` again on the current branch, each filtered by
-    /// what the branch already has; one that no longer applies is dropped.
+    /// what the branch already has, each a step of the operation that queued it (the rollback's,
+    /// or a `tick`'s). One that no longer applies is dropped; a local failure fails the
+    /// operation and keeps the queue.
     pub(crate) fn reissue_commits(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let mut output = Output::default();
         for (key, commit) in self.read(|txn| epoch_snapshots::reissues(txn, group))? {
             if self.groups.contains_key(group) {
                 match self.reissue(group, &commit) {
                     Ok(made) => output.extend(made),
+                    Err(error) if error.is_local() => return Err(error),
                     // The intent no longer applies on this branch (a package expired, the
                     // device is gone): drop it rather than retry forever.
                     Err(error) => {
@@ -347,11 +354,9 @@ impl MlsClient {
                     }
                 }
             }
-            self.transaction(None, |client| {
-                client.with_txn(|txn| {
-                    txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
-                    Ok(())
-                })
+            self.with_txn(|txn| {
+                txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
+                Ok(())
             })?;
         }
         Ok(output)

@@ -1,7 +1,9 @@
 //! Group operations this device starts: create, add, remove, self-update, leave, send.
 //!
 //! Each is one transaction ([`MlsClient::transaction`]): OpenMLS's writes, our metadata and the
-//! outbox entries for the produced envelopes commit together before anything is returned.
+//! outbox entries for the produced envelopes commit together before anything is returned —
+//! including what a commit sets off (messages deferred while proposals were pending, sent in the
+//! new epoch) and, for a send while proposals are pending, the commit that comes first.
 
 use core_identity::{DeviceId, UserId, VerifiedMember};
 use std::time::Duration;
@@ -87,6 +89,7 @@ impl MlsClient {
                     client.credential.clone(),
                 )
                 .map_err(|e| MlsError::openmls("create a group", e))?;
+            client.touch(&group_id);
             client.groups.insert(group_id.clone(), group);
             client.record_leaf_update(&group_id, now)?;
             Ok(())
@@ -99,6 +102,16 @@ impl MlsClient {
     /// clock, ciphersuite, SpacePanda identity binding — and a device already in the group is
     /// refused. Returns the commit for the current members and the Welcome for the new ones.
     pub fn add_members(
+        &mut self,
+        group: &GroupId,
+        key_packages: &[Vec<u8>],
+    ) -> Result<Output, MlsError> {
+        self.transaction(Some(group), |client| {
+            client.add_members_steps(group, key_packages)
+        })
+    }
+
+    fn add_members_steps(
         &mut self,
         group: &GroupId,
         key_packages: &[Vec<u8>],
@@ -219,6 +232,16 @@ impl MlsClient {
         group: &GroupId,
         selected: impl Fn(&VerifiedMember) -> bool,
     ) -> Result<Output, MlsError> {
+        self.transaction(Some(group), |client| {
+            client.remove_where_steps(group, selected)
+        })
+    }
+
+    fn remove_where_steps(
+        &mut self,
+        group: &GroupId,
+        selected: impl Fn(&VerifiedMember) -> bool,
+    ) -> Result<Output, MlsError> {
         self.ensure_can_commit(group)?;
         let own_index = self.group(group)?.own_leaf_index();
         let leaves: Vec<_> = self.group(group)?.members().collect();
@@ -298,6 +321,10 @@ impl MlsClient {
     /// Commits a fresh leaf for this device (post-compromise security); also commits any
     /// pending proposals (e.g. someone leaving).
     pub fn self_update(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        self.transaction(Some(group), |client| client.self_update_steps(group))
+    }
+
+    fn self_update_steps(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         self.ensure_can_commit(group)?;
         let recipients = self.other_member_devices(group)?;
         let removed_by_pending = self.pending_removals(group)?;
@@ -348,8 +375,8 @@ impl MlsClient {
         self.after_commit(group, output)
     }
 
-    /// After one of our commits: messages the app sent while proposals were pending go out in
-    /// the new epoch.
+    /// After one of our commits, in its transaction: messages the app sent while proposals were
+    /// pending go out in the new epoch.
     fn after_commit(&mut self, group: &GroupId, mut output: Output) -> Result<Output, MlsError> {
         output.extend(self.send_deferred(group)?);
         Ok(output)
@@ -360,6 +387,10 @@ impl MlsClient {
     /// so the leave does not wait for unrelated activity. This device keeps the group
     /// until that commit arrives (then `RemovedFromGroup`).
     pub fn leave_group(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        self.transaction(Some(group), |client| client.leave_group_steps(group))
+    }
+
+    fn leave_group_steps(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let recipients = self.other_member_devices(group)?;
         if recipients.is_empty() {
             // Alone: nobody could commit the proposal; just forget the group.
@@ -394,7 +425,8 @@ impl MlsClient {
     }
 
     /// Encrypts `body` for every other member. If proposals are pending (OpenMLS refuses to
-    /// send then), they are committed first, in their own transaction.
+    /// send then), the designated committer commits them first and any other member keeps the
+    /// message until the commit arrives; either way, one transaction.
     pub fn send(&mut self, group: &GroupId, body: &[u8]) -> Result<Output, MlsError> {
         if body.len() > self.config.max_application_len {
             return Err(MlsError::MessageTooLarge {
@@ -402,6 +434,10 @@ impl MlsClient {
                 max: self.config.max_application_len,
             });
         }
+        self.transaction(Some(group), |client| client.send_steps(group, body))
+    }
+
+    fn send_steps(&mut self, group: &GroupId, body: &[u8]) -> Result<Output, MlsError> {
         let now = self.now();
         let message_id: [u8; 16] = self
             .provider
@@ -417,9 +453,7 @@ impl MlsClient {
         if self.group(group)?.pending_proposals().next().is_some() {
             if !self.is_designated_committer(group)? {
                 // Another member commits the pending change; encrypt once it arrives.
-                self.transaction(Some(group), |client| {
-                    client.with_txn(|txn| deferred_sends::push(txn, group, &message))
-                })?;
+                self.with_txn(|txn| deferred_sends::push(txn, group, &message))?;
                 output.events.push(Event::MessageSent {
                     group: group.clone(),
                     message_id,
@@ -436,7 +470,8 @@ impl MlsClient {
         Ok(output)
     }
 
-    /// Encrypts and queues messages deferred while proposals were pending, once none are.
+    /// Inside the open transaction: encrypts and queues messages deferred while proposals were
+    /// pending, once none are. Each leaves the deferred queue in the step that encrypts it.
     pub(crate) fn send_deferred(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let mut output = Output::default();
         if !self.groups.contains_key(group)
@@ -445,11 +480,11 @@ impl MlsClient {
             return Ok(output);
         }
         for (key, message) in self.read(|txn| deferred_sends::for_group(txn, group))? {
-            let sent = self.encrypt_and_queue(group, &message)?;
-            self.transaction(None, |client| {
-                client.with_txn(|txn| deferred_sends::remove(txn, key))
-            })?;
-            output.extend(sent);
+            output.extend(self.transaction(Some(group), |client| {
+                let sent = client.encrypt_and_queue(group, &message)?;
+                client.with_txn(|txn| deferred_sends::remove(txn, key))?;
+                Ok(sent)
+            })?);
         }
         Ok(output)
     }

@@ -123,6 +123,7 @@ impl MlsClient {
     /// Deletes everything stored for `group` (OpenMLS state and our metadata) inside the open
     /// transaction, and forgets it in memory.
     pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
             // Where we joined from outlives the group: a rollback may restore it (see

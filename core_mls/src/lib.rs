@@ -23,8 +23,9 @@
 //!
 //! # Design
 //!
-//! - `client` opens the engine, owns the one-operation-one-transaction rule
-//!   ([`SpacePandaProvider::transaction`] underneath), the outbox and inbox, and `tick`;
+//! - `client` opens the engine, owns the outbox and inbox, and `tick`; `operation` the
+//!   one-operation-one-transaction rule (every public operation, with what it sets off, commits
+//!   once; steps that may fail on their own run from savepoints);
 //! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
 //!   on its own; `welcome_handler` joins; `message_processor` handles everything that arrives,
 //!   `group_removal` what arrives for a group this device does not hold (removed, perhaps by a
@@ -110,6 +111,7 @@ mod key_package_manager;
 mod key_package_validation;
 mod member_verification;
 mod message_processor;
+mod operation;
 mod outbox;
 mod seen_messages;
 mod snapshot_capture;

@@ -47,11 +47,12 @@ pub(crate) struct FollowUp {
 }
 
 impl MlsClient {
-    /// Processes one envelope from the network. Returns what happened; a rejected envelope is a
-    /// typed error and changes nothing.
+    /// Processes one envelope from the network, in one transaction with all it sets off (replays,
+    /// re-issues, deferred sends). Returns what happened; a rejected envelope is a typed error
+    /// and changes nothing.
     pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
         let envelope = Envelope::from_bytes(bytes, self.config.max_envelope_len)?;
-        self.handle_decoded(envelope, None)
+        self.transaction(None, |client| client.handle_decoded(envelope, None))
     }
 
     /// `buffered`: the buffer entry this envelope came from; it is deleted in the same
@@ -223,16 +224,19 @@ impl MlsClient {
         Ok(output)
     }
 
-    /// Handles one buffered envelope again. One that is rejected now is rejected for good: it
-    /// is dropped (`None`) rather than retried each time.
+    /// Handles one buffered envelope again, as a step. One rejected now is rejected for good:
+    /// dropped (`None`), not retried each time — unless the failure is local (storage, a bug),
+    /// which says nothing about the message: the operation fails and the message stays.
     pub(crate) fn replay_entry(
         &mut self,
         entry: &BufferedMessage,
     ) -> Result<Option<Output>, MlsError> {
-        let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX)
-            .and_then(|envelope| self.handle_decoded(envelope, Some(entry)));
+        let result = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX).and_then(|envelope| {
+            self.transaction(None, |c| c.handle_decoded(envelope, Some(entry)))
+        });
         match result {
             Ok(replayed) => Ok(Some(replayed)),
+            Err(error) if error.is_local() => Err(error),
             Err(_) => {
                 self.transaction(None, |client| {
                     client.with_txn(|txn| epoch_buffer::remove(txn, entry))

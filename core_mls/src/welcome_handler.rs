@@ -331,6 +331,7 @@ impl MlsClient {
             }
             other => other?,
         };
+        self.touch(&group_id);
         self.recipients.remove(&group_id);
         self.groups.insert(group_id.clone(), group);
         let mut output = Output {

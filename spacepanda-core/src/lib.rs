@@ -10,7 +10,11 @@
 //!   durable once [`apply`](KeyValueStore::apply) returns;
 //! - [`RedbStore`] (the durable default, one redb file per device) and [`MemoryStore`] (tests,
 //!   simulations, benchmarks);
+//! - [`FailingStore`]: any store with faults injected on purpose (the n-th `apply`, `get` or
+//!   `scan_prefix` fails), so the layers above can prove that a failed operation writes
+//!   nothing;
 //! - [`Transaction`]: a read-your-writes overlay committed as one batch; dropping it rolls back;
+//!   [`Savepoint`]s let one step of an operation fail without failing the operation;
 //! - [`SealedStore`]: XChaCha20-Poly1305 values and BLAKE3-blinded keys over any store, with the
 //!   master key from a passphrase (Argon2id) or from 32 raw bytes;
 //! - [`Key`]: segmented keys, so "everything of one group" is a prefix even when keys are
@@ -54,6 +58,7 @@
 
 mod clock;
 mod error;
+mod failing_store;
 mod key;
 mod key_value_store;
 mod memory_store;
@@ -63,9 +68,10 @@ mod transaction;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{BackendError, StoreError, StoreResult};
+pub use failing_store::{CallCounts, FailPoint, FailingStore, InjectedFault};
 pub use key::{Key, MAX_KEY_LEN, Segments};
 pub use key_value_store::{KeyValueStore, MAX_NAMESPACE_LEN, SharedStore, WriteBatch, WriteOp};
 pub use memory_store::MemoryStore;
 pub use redb_store::RedbStore;
 pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SealedStore};
-pub use transaction::{PriorValue, Transaction};
+pub use transaction::{PriorValue, Savepoint, Transaction};

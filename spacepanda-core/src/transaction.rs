@@ -5,19 +5,40 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::key_value_store::check_namespace;
-use crate::{Key, SharedStore, StoreResult, WriteBatch};
+use crate::{Key, SharedStore, StoreError, StoreResult, WriteBatch};
 
-type Overlay = BTreeMap<String, BTreeMap<Key, Option<Zeroizing<Vec<u8>>>>>;
+/// A buffered write: the new value, or `None` for a delete.
+type Pending = Option<Zeroizing<Vec<u8>>>;
+
+type Overlay = BTreeMap<String, BTreeMap<Key, Pending>>;
 
 /// What a key held before the first write since [`Transaction::start_undo_log`]: `None` if it
 /// did not exist.
 pub type PriorValue = Option<Zeroizing<Vec<u8>>>;
 
 /// Prior values of keys written since an undo log was started, for the namespaces it watches.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct UndoLog {
     namespaces: Vec<String>,
     priors: BTreeMap<(String, Key), PriorValue>,
+}
+
+/// A point inside a [`Transaction`] that its writes can be rolled back to
+/// ([`Transaction::rollback_to_savepoint`]) or kept from ([`Transaction::release_savepoint`]).
+#[derive(Debug)]
+#[must_use = "a savepoint is released or rolled back to"]
+pub struct Savepoint {
+    depth: usize,
+    id: u64,
+}
+
+/// One open savepoint: the overlay entry each key had before its first write since it was taken
+/// (`None`: the overlay had no entry), and the undo log and write count of that moment.
+struct Level {
+    id: u64,
+    overlay_before: BTreeMap<(String, Key), Option<Pending>>,
+    undo: Option<UndoLog>,
+    writes: usize,
 }
 
 /// Buffered writes over a store.
@@ -48,6 +69,8 @@ pub struct Transaction {
     overlay: Overlay,
     writes: usize,
     undo: Option<UndoLog>,
+    savepoints: Vec<Level>,
+    next_savepoint: u64,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -66,6 +89,8 @@ impl Transaction {
             overlay: Overlay::new(),
             writes: 0,
             undo: None,
+            savepoints: Vec::new(),
+            next_savepoint: 0,
         }
     }
 
@@ -175,11 +200,101 @@ impl Transaction {
                     .insert((namespace.to_owned(), key.clone()), prior);
             }
         }
+        if let Some(level) = self.savepoints.last_mut() {
+            let entry = (namespace.to_owned(), key.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                level.overlay_before.entry(entry)
+            {
+                slot.insert(
+                    self.overlay
+                        .get(namespace)
+                        .and_then(|table| table.get(&key))
+                        .cloned(),
+                );
+            }
+        }
         self.writes += 1;
         self.overlay
             .entry(namespace.to_owned())
             .or_default()
             .insert(key, value);
+        Ok(())
+    }
+
+    /// Marks the current state of the transaction, so that a step of a larger operation can
+    /// fail without failing the operation: [`rollback_to_savepoint`](Self::rollback_to_savepoint)
+    /// forgets what was written since (and restores the undo log of that moment),
+    /// [`release_savepoint`](Self::release_savepoint) keeps it. Savepoints nest; each is
+    /// released or rolled back to, innermost first. Costs nothing until a write, then one
+    /// copy of the overlay entry each key had before its first write since the savepoint.
+    pub fn savepoint(&mut self) -> Savepoint {
+        self.next_savepoint += 1;
+        self.savepoints.push(Level {
+            id: self.next_savepoint,
+            overlay_before: BTreeMap::new(),
+            undo: self.undo.clone(),
+            writes: self.writes,
+        });
+        Savepoint {
+            depth: self.savepoints.len(),
+            id: self.next_savepoint,
+        }
+    }
+
+    fn check_savepoint(&self, savepoint: &Savepoint) -> StoreResult<()> {
+        let open = savepoint
+            .depth
+            .checked_sub(1)
+            .and_then(|index| self.savepoints.get(index))
+            .is_some_and(|level| level.id == savepoint.id);
+        if open {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidArgument {
+                reason: "savepoint already released or rolled back, or of another transaction",
+            })
+        }
+    }
+
+    /// Forgets every write made since `savepoint` was taken, including those of savepoints taken
+    /// after it and not yet released, and restores the undo log of that moment.
+    pub fn rollback_to_savepoint(&mut self, savepoint: Savepoint) -> StoreResult<()> {
+        self.check_savepoint(&savepoint)?;
+        while self.savepoints.len() >= savepoint.depth {
+            let Some(level) = self.savepoints.pop() else {
+                break;
+            };
+            for ((namespace, key), before) in level.overlay_before {
+                let table = self.overlay.entry(namespace).or_default();
+                match before {
+                    Some(value) => table.insert(key, value),
+                    None => table.remove(&key),
+                };
+            }
+            self.undo = level.undo;
+            self.writes = level.writes;
+        }
+        self.overlay.retain(|_, table| !table.is_empty());
+        Ok(())
+    }
+
+    /// Keeps every write made since `savepoint` (the innermost one open) as part of the
+    /// enclosing savepoint, or of the transaction if there is none.
+    pub fn release_savepoint(&mut self, savepoint: Savepoint) -> StoreResult<()> {
+        self.check_savepoint(&savepoint)?;
+        if savepoint.depth != self.savepoints.len() {
+            return Err(StoreError::InvalidArgument {
+                reason: "savepoints are released innermost first",
+            });
+        }
+        if let Some(level) = self.savepoints.pop()
+            && let Some(parent) = self.savepoints.last_mut()
+        {
+            for (entry, before) in level.overlay_before {
+                // The enclosing savepoint keeps what the key held when *it* was taken.
+                parent.overlay_before.entry(entry).or_insert(before);
+            }
+        }
         Ok(())
     }
 
@@ -263,5 +378,54 @@ mod tests {
             ]
         );
         assert!(txn.take_undo_log().is_empty(), "taking the log stops it");
+    }
+
+    #[test]
+    fn a_savepoint_rolls_back_writes_and_the_undo_log_and_keeps_what_came_before() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let mut txn = Transaction::begin(&store);
+        txn.put("keys", Key::from_segment("a"), b"before".to_vec())
+            .unwrap();
+        txn.start_undo_log(&["keys"]);
+        let outer = txn.savepoint();
+        txn.put("keys", Key::from_segment("a"), b"step".to_vec())
+            .unwrap();
+        txn.put("keys", Key::from_segment("b"), b"step".to_vec())
+            .unwrap();
+        let inner = txn.savepoint();
+        txn.delete("keys", Key::from_segment("a")).unwrap();
+        txn.release_savepoint(inner).unwrap();
+        txn.rollback_to_savepoint(outer).unwrap();
+        assert_eq!(
+            txn.get("keys", &Key::from_segment("a")).unwrap(),
+            Some(b"before".to_vec())
+        );
+        assert_eq!(txn.get("keys", &Key::from_segment("b")).unwrap(), None);
+        // The undo log is as it was at the savepoint: nothing recorded yet.
+        assert!(txn.take_undo_log().is_empty());
+        assert_eq!(txn.to_batch().len(), 1);
+    }
+
+    #[test]
+    fn a_savepoint_is_used_once_and_released_innermost_first() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let mut txn = Transaction::begin(&store);
+        let outer = txn.savepoint();
+        let inner = txn.savepoint();
+        assert!(matches!(
+            txn.release_savepoint(outer),
+            Err(crate::StoreError::InvalidArgument { .. })
+        ));
+        // The failed release consumed the token; the inner savepoint is still open.
+        txn.put("keys", Key::from_segment("a"), b"1".to_vec())
+            .unwrap();
+        txn.rollback_to_savepoint(inner).unwrap();
+        assert!(txn.is_empty());
+        // A token of a savepoint that is gone does not roll back its successor at that depth.
+        let first = txn.savepoint();
+        txn.rollback_to_savepoint(first).unwrap();
+        let stale = Savepoint { depth: 2, id: 3 };
+        let _second = txn.savepoint();
+        assert!(txn.rollback_to_savepoint(stale).is_err());
     }
 }

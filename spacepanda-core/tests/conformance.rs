@@ -1,13 +1,13 @@
 //! One conformance suite, run against every backend: MemoryStore, RedbStore,
-//! SealedStore<MemoryStore> and SealedStore<RedbStore>.
+//! SealedStore<MemoryStore>, SealedStore<RedbStore> and a disarmed FailingStore<MemoryStore>.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
 use std::sync::Arc;
 
 use spacepanda_core::{
-    Key, KeyValueStore, MasterKey, MemoryStore, RedbStore, SealedStore, SharedStore, StoreError,
-    Transaction, WriteBatch,
+    FailPoint, FailingStore, Key, KeyValueStore, MasterKey, MemoryStore, RedbStore, SealedStore,
+    SharedStore, StoreError, Transaction, WriteBatch,
 };
 
 fn k(segments: &[&str]) -> Key {
@@ -245,4 +245,36 @@ fn redb_handles_share_one_database_within_a_process() {
         redb_at(&path).get("ns", &k(&["x"])).unwrap(),
         Some(b"seen by both".to_vec())
     );
+}
+
+#[test]
+fn failing_store_conforms_while_disarmed_and_counts_every_call() {
+    let store = Arc::new(FailingStore::new(MemoryStore::new()));
+    conformance(store.clone(), None);
+    let calls = store.calls();
+    assert!(calls.applies > 0 && calls.gets > 0 && calls.scans > 0);
+    assert_eq!(store.faults_injected(), 0);
+}
+
+#[test]
+fn failing_store_keeps_a_sealed_store_atomic_when_its_apply_fails() {
+    // The fault sits under the sealing layer, where a real disk error would.
+    let failing = Arc::new(FailingStore::new(MemoryStore::new()));
+    let sealed = SealedStore::open_with_key(failing.clone(), &MasterKey::generate()).unwrap();
+    put(&sealed, "ns", k(&["a"]), b"kept");
+    let before = failing.inner().dump().unwrap();
+    failing.fail_at(FailPoint::Apply(1));
+    let mut batch = WriteBatch::new();
+    batch
+        .put("ns", k(&["a"]), b"lost".to_vec())
+        .put("ns", k(&["b"]), b"lost".to_vec());
+    let error = sealed.apply(batch).unwrap_err();
+    assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
+    assert!(error.to_string().contains("injected fault at apply #1"));
+    assert_eq!(failing.inner().dump().unwrap(), before);
+    assert_eq!(
+        sealed.get("ns", &k(&["a"])).unwrap(),
+        Some(b"kept".to_vec())
+    );
+    assert_eq!(sealed.get("ns", &k(&["b"])).unwrap(), None);
 }

@@ -1,5 +1,5 @@
-//! Property test: `Transaction` behaves like a model map with a pending overlay, on a plain and
-//! on a sealed store.
+//! Property test: `Transaction` behaves like a model map with a pending overlay (and a stack of
+//! savepoints), on a plain and on a sealed store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -17,6 +17,11 @@ enum Op {
     Scan(usize, Vec<u8>),
     Commit,
     Rollback,
+    Savepoint,
+    /// Roll back to one of the open savepoints (index modulo how many are open), dropping the
+    /// ones inside it.
+    RollbackTo(usize),
+    ReleaseInnermost,
 }
 
 const NAMESPACES: [&str; 2] = ["alpha", "beta"];
@@ -41,6 +46,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (ns, proptest::collection::vec(0u8..3, 0..2)).prop_map(|(n, p)| Op::Scan(n, p)),
         1 => Just(Op::Commit),
         1 => Just(Op::Rollback),
+        2 => Just(Op::Savepoint),
+        1 => (0usize..4).prop_map(Op::RollbackTo),
+        1 => Just(Op::ReleaseInnermost),
     ]
 }
 
@@ -50,6 +58,8 @@ fn run(store: SharedStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut committed = Model::new();
     let mut pending = committed.clone();
     let mut txn = Transaction::begin(&store);
+    // Open savepoints, outermost first, with the model's pending state when each was taken.
+    let mut savepoints: Vec<(spacepanda_core::Savepoint, Model)> = Vec::new();
     for op in ops {
         match op {
             Op::Put(n, k, v) => {
@@ -85,11 +95,28 @@ fn run(store: SharedStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 txn.commit().unwrap();
                 committed = pending.clone();
                 txn = Transaction::begin(&store);
+                savepoints.clear();
             }
             Op::Rollback => {
                 drop(txn);
                 pending = committed.clone();
                 txn = Transaction::begin(&store);
+                savepoints.clear();
+            }
+            Op::Savepoint => savepoints.push((txn.savepoint(), pending.clone())),
+            Op::RollbackTo(choice) => {
+                if !savepoints.is_empty() {
+                    let index = choice % savepoints.len();
+                    savepoints.truncate(index + 1);
+                    let (savepoint, before) = savepoints.pop().unwrap();
+                    txn.rollback_to_savepoint(savepoint).unwrap();
+                    pending = before;
+                }
+            }
+            Op::ReleaseInnermost => {
+                if let Some((savepoint, _)) = savepoints.pop() {
+                    txn.release_savepoint(savepoint).unwrap();
+                }
             }
         }
         // The store itself only ever shows committed state.

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use openmls::prelude::GroupId;
 use serde::{Deserialize, Serialize};
-use spacepanda_core::{Key, SharedStore, Transaction};
+use spacepanda_core::{Key, Savepoint, SharedStore, Transaction};
 use zeroize::Zeroizing;
 
 use crate::error::MlsError;
@@ -45,6 +45,9 @@ struct FormatRecord {
 pub(crate) struct KvStorageProvider {
     store: SharedStore,
     txn: Mutex<Option<Transaction>>,
+    /// The format record of a store that has none yet: written by the first commit, in its
+    /// batch, so that opening a new store writes nothing on its own.
+    format_record: Mutex<Option<Vec<u8>>>,
     /// The first local-storage failure of the open transaction (see [`Self::take_failure`]).
     failure: Mutex<Option<String>>,
 }
@@ -58,10 +61,12 @@ impl std::fmt::Debug for KvStorageProvider {
 }
 
 impl KvStorageProvider {
-    /// Opens OpenMLS storage on `store`: writes the format record on first use, and refuses a
-    /// store written by a newer format ([`MlsError::UnsupportedStateVersion`]).
+    /// Opens OpenMLS storage on `store`: refuses a store written by a newer format
+    /// ([`MlsError::UnsupportedStateVersion`]); a store with no format record gets one with its
+    /// first commit.
     pub(crate) fn open(store: SharedStore) -> Result<Self, MlsError> {
         let key = key_layout::format_key();
+        let mut format_record = None;
         match store.get(META_NAMESPACE, &key)? {
             Some(bytes) => {
                 let record: FormatRecord = codec::decode(META_NAMESPACE, &bytes)?;
@@ -85,14 +90,13 @@ impl KvStorageProvider {
                     format: STORAGE_FORMAT_VERSION,
                     openmls_storage: openmls_traits::storage::CURRENT_VERSION,
                 };
-                let mut txn = Transaction::begin(&store);
-                txn.put(META_NAMESPACE, key, codec::encode(&record)?)?;
-                txn.commit()?;
+                format_record = Some(codec::encode(&record)?);
             }
         }
         Ok(Self {
             store,
             txn: Mutex::new(None),
+            format_record: Mutex::new(format_record),
             failure: Mutex::new(None),
         })
     }
@@ -111,8 +115,8 @@ impl KvStorageProvider {
 
     /// Starts the transaction every following write goes through.
     ///
-    /// Prefer [`SpacePandaProvider::transaction`](crate::provider::SpacePandaProvider::transaction),
-    /// which commits or rolls back for you.
+    /// Only `MlsClient::transaction` (in `operation`) calls it: it commits or rolls back, and
+    /// turns calls made while a transaction is open into savepoints.
     pub(crate) fn begin(&self) -> Result<(), MlsError> {
         let mut slot = self.lock();
         if slot.is_some() {
@@ -125,11 +129,40 @@ impl KvStorageProvider {
 
     /// Commits the open transaction as one atomic, durable batch.
     pub(crate) fn commit(&self) -> Result<(), MlsError> {
-        let txn = self.lock().take().ok_or(MlsError::NoTransaction {
+        let mut txn = self.lock().take().ok_or(MlsError::NoTransaction {
             operation: "commit",
         })?;
+        let mut format_record = self
+            .format_record
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(record) = format_record.as_ref() {
+            txn.put(META_NAMESPACE, key_layout::format_key(), record.clone())?;
+        }
         txn.commit()?;
+        *format_record = None;
         Ok(())
+    }
+
+    /// Marks the open transaction, so that one step of an operation can fail (a buffered
+    /// message that turns out invalid, a competing commit that loses) without failing the
+    /// operation; see [`Transaction::savepoint`].
+    pub(crate) fn savepoint(&self) -> Result<Savepoint, MlsError> {
+        self.with_txn("savepoint", |txn| Ok(txn.savepoint()))
+    }
+
+    /// Forgets what the open transaction wrote since `savepoint`.
+    pub(crate) fn rollback_to(&self, savepoint: Savepoint) -> Result<(), MlsError> {
+        self.with_txn("rollback_to_savepoint", |txn| {
+            Ok(txn.rollback_to_savepoint(savepoint)?)
+        })
+    }
+
+    /// Keeps what the open transaction wrote since `savepoint`.
+    pub(crate) fn release(&self, savepoint: Savepoint) -> Result<(), MlsError> {
+        self.with_txn("release_savepoint", |txn| {
+            Ok(txn.release_savepoint(savepoint)?)
+        })
     }
 
     /// Discards the open transaction, if any (nothing it wrote reaches the store).
@@ -146,6 +179,15 @@ impl KvStorageProvider {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+
+    /// The first storage failure of the open transaction, if any, without forgetting it: a
+    /// step that fails inside the operation reports it, and the operation as a whole fails.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn noted<T>(&self, result: Result<T, MlsError>) -> Result<T, MlsError> {
