@@ -354,9 +354,9 @@ impl MlsError {
             | Self::MessageTooLarge { .. }
             | Self::UnknownKeyPackage { .. }
             | Self::InvalidArgument { .. } => ErrorKind::ApiMisuse,
-            Self::Storage(_) | Self::CorruptedState { .. } | Self::UnsupportedStateVersion { .. } => {
-                ErrorKind::LocalStorage
-            }
+            Self::Storage(_)
+            | Self::CorruptedState { .. }
+            | Self::UnsupportedStateVersion { .. } => ErrorKind::LocalStorage,
             Self::OpenMls { source, .. } => {
                 // OpenMLS's errors wrap our storage error when the store failed under it.
                 let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());

@@ -212,7 +212,10 @@ impl KvStorageProvider {
 
     /// Every stored entry of one group (as the open transaction sees it), in key order: a
     /// snapshot of the group.
-    pub(crate) fn group_entries(&self, group_id: &GroupId) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
+    pub(crate) fn group_entries(
+        &self,
+        group_id: &GroupId,
+    ) -> Result<Vec<(Key, Vec<u8>)>, MlsError> {
         self.scan(
             GROUP_NAMESPACE,
             &key_layout::group_prefix(group_id.as_slice()),
@@ -235,7 +238,9 @@ impl KvStorageProvider {
             Some(txn) => txn.get(namespace, key),
             None => self.store.get(namespace, key),
         };
-        Ok(self.noted(value.map_err(MlsError::from))?.map(Zeroizing::new))
+        Ok(self
+            .noted(value.map_err(MlsError::from))?
+            .map(Zeroizing::new))
     }
 
     /// Entries under `prefix` in key order (sealed stores return them in an unspecified order,
