@@ -13,6 +13,8 @@ mod byte_strings;
 pub(crate) mod codec;
 pub(crate) mod key_layout;
 mod openmls_storage;
+#[cfg(test)]
+mod roundtrip_tests;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -111,8 +113,8 @@ impl KvStorageProvider {
 
     /// Starts the transaction every following write goes through.
     ///
-    /// Prefer [`SpacePandaProvider::transaction`](crate::provider::SpacePandaProvider::transaction),
-    /// which commits or rolls back for you.
+    /// Prefer [`MlsClient::transaction`](crate::MlsClient::transaction), which commits or
+    /// rolls back for you.
     pub(crate) fn begin(&self) -> Result<(), MlsError> {
         let mut slot = self.lock();
         if slot.is_some() {
