@@ -115,6 +115,9 @@ mod seen_messages;
 mod snapshot_capture;
 mod welcome_handler;
 
+#[cfg(test)]
+mod atomicity_tests;
+
 pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeKind, MessageId};
