@@ -23,8 +23,8 @@
 //!
 //! # Design
 //!
-//! - `client` opens the engine, owns the one-operation-one-transaction rule
-//!   ([`SpacePandaProvider::transaction`] underneath), the outbox and inbox, and `tick`;
+//! - `client` opens the engine, owns the one-operation-one-transaction rule (`transaction`,
+//!   which every operation runs in), the outbox and inbox, and `tick`;
 //! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
 //!   on its own; `welcome_handler` joins; `message_processor` handles everything that arrives,
 //!   `group_removal` what arrives for a group this device does not hold (removed, perhaps by a
@@ -34,7 +34,9 @@
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
 //! - `key_package_manager` keeps the ledger OpenMLS lacks; `key_package_validation` checks
 //!   other devices' packages; `member_verification` binds leaves to core_identity identities;
-//! - `storage` and `provider` put OpenMLS on any [`spacepanda_core::KeyValueStore`]: everything
+//! - `storage` and `provider` (crate-private: the engine is the only way to change MLS state,
+//!   so every change passes its identity checks) put OpenMLS on any
+//!   [`spacepanda_core::KeyValueStore`]: everything
 //!   of one group under the key prefix `["g", group_id]` in namespace `mls` (so listing,
 //!   deleting and snapshotting a group are prefix operations, also under `SealedStore`), other
 //!   state in `mls_key_package`, `mls_signature_key`, `mls_encryption_key`, `mls_psk`; values
