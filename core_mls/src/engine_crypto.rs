@@ -497,6 +497,8 @@ impl HpkeCrypto for EngineHpke {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
+
     use super::*;
 
     const CONFIG: HpkeConfig = HpkeConfig(

@@ -80,10 +80,10 @@ pub enum MlsError {
         supported: u32,
     },
 
-    /// OpenMLS state was written outside a transaction. Every mutating MLS operation must run
-    /// inside `SpacePandaProvider::transaction` (or `group_transaction`) so it commits atomically.
+    /// OpenMLS state was written outside a transaction: a bug in core_mls, whose every
+    /// operation runs inside `MlsClient::transaction`.
     #[error(
-        "MLS state written with no open storage transaction ({operation}); run the operation inside SpacePandaProvider::transaction"
+        "MLS state written with no open storage transaction ({operation}); this is a bug in core_mls, please report it"
     )]
     NoTransaction {
         /// The storage call that tried to write.

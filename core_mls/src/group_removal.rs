@@ -68,9 +68,9 @@ impl MlsClient {
                 .removed_at(group)?
                 .is_some_and(|removed_at| message_epoch <= removed_at)
         {
-            return Err(MlsError::NotAMember {
+            // Peer input: a late message to a device that no rollback can put back.
+            return Err(MlsError::NoLongerMember {
                 group: group.clone(),
-                what: "this device was removed from the group",
             });
         }
         self.buffer(envelope, group, message_epoch, buffered)

@@ -35,7 +35,9 @@
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
 //! - `key_package_manager` keeps the ledger OpenMLS lacks; `key_package_validation` checks
 //!   other devices' packages; `member_verification` binds leaves to core_identity identities;
-//! - `storage` and `provider` put OpenMLS on any [`spacepanda_core::KeyValueStore`]: everything
+//! - `storage` and `provider` (crate-private: the engine is the only way to change MLS state,
+//!   so every change passes its identity checks) put OpenMLS on any
+//!   [`spacepanda_core::KeyValueStore`]: everything
 //!   of one group under the key prefix `["g", group_id]` in namespace `mls` (so listing,
 //!   deleting and snapshotting a group are prefix operations, also under `SealedStore`), other
 //!   state in `mls_key_package`, `mls_signature_key`, `mls_encryption_key`, `mls_psk`; values
@@ -116,6 +118,9 @@ mod outbox;
 mod seen_messages;
 mod snapshot_capture;
 mod welcome_handler;
+
+#[cfg(test)]
+mod atomicity_tests;
 
 pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;

@@ -10,16 +10,17 @@
 mod engine_harness;
 
 use core_mls::{
-    CIPHERSUITE, Disposition, Envelope, EnvelopeKind, MlsConfig, MlsError, SpacePandaProvider,
-    UnknownKeyPackageHint,
+    CIPHERSUITE, Disposition, Envelope, EnvelopeKind, MlsConfig, MlsError, UnknownKeyPackageHint,
 };
 use engine_harness::Harness;
 use openmls::prelude::{
-    BasicCredential, CredentialWithKey, KeyPackage, MlsGroup, OpenMlsProvider as _, SignatureScheme,
+    BasicCredential, CredentialWithKey, KeyPackage, MlsGroupJoinConfig, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, SignatureScheme, StagedWelcome,
 };
 use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
 use spacepanda_core::Clock as _;
-use tls_codec::Serialize as _;
+use tls_codec::{Deserialize as _, Serialize as _};
 
 fn three() -> (Harness, core_mls::GroupId) {
     let mut h = Harness::memory(&["alice", "bob", "carol"], 21);
@@ -199,39 +200,74 @@ fn a_proposal_flood_is_cut_at_the_per_epoch_limit() {
 
 #[test]
 fn a_commit_adding_a_forged_member_is_rejected_whole() {
-    let (mut h, group) = three();
-    // Bob turns malicious: bypassing his engine, he commits an add of a key package whose
-    // credential is carol's (genuine bytes) but whose signature key is his own fresh key.
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 21);
+    // Bob turns malicious: he runs plain OpenMLS instead of an engine, with his genuine device
+    // identity, so alice adds him like anyone else. Once in, he commits an add of a key package
+    // whose credential is carol's (genuine bytes) but whose signature key is his own fresh key.
     h.close(1);
-    let provider = SpacePandaProvider::open(h.nodes[1].store.clone()).unwrap();
+    let provider = OpenMlsRustCrypto::default();
     let identity = h.nodes[1].identity.clone();
     let bob_signer = SignatureKeyPair::from_raw(
         SignatureScheme::ED25519,
         identity.signature_private_key_bytes().to_vec(),
         identity.signature_public_key().to_vec(),
     );
+    let bob_credential = CredentialWithKey {
+        credential: BasicCredential::new(identity.credential_bytes().to_vec()).into(),
+        signature_key: bob_signer.public().into(),
+    };
+    let bob_package = KeyPackage::builder()
+        .build(CIPHERSUITE, &provider, &bob_signer, bob_credential)
+        .unwrap();
+    let bob_package = MlsMessageOut::from(bob_package.key_package().clone())
+        .tls_serialize_detached()
+        .unwrap();
+    let group = h.nodes[0].client().create_group().unwrap();
+    let carol_package = h.key_package(2);
+    let g = group.clone();
+    h.run(0, move |c| c.add_members(&g, &[bob_package, carol_package]));
+    h.deliver_all();
+    let welcome = h.nodes[1]
+        .inbox
+        .iter()
+        .map(|bytes| Envelope::from_bytes(bytes, usize::MAX).unwrap())
+        .find(|envelope| envelope.kind() == EnvelopeKind::Welcome)
+        .expect("alice sent bob a Welcome");
+    let MlsMessageBodyIn::Welcome(welcome) = MlsMessageIn::tls_deserialize_exact(welcome.payload())
+        .unwrap()
+        .extract()
+    else {
+        panic!("the Welcome envelope does not hold a Welcome")
+    };
+    let join_config = MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .build();
+    let mut bob_group = StagedWelcome::new_from_welcome(&provider, &join_config, welcome, None)
+        .unwrap()
+        .into_group(&provider)
+        .unwrap();
+    assert_eq!(
+        bob_group.epoch_authenticator().as_slice(),
+        h.nodes[0].client().epoch_authenticator(&group).unwrap(),
+        "bob is a genuine member"
+    );
+
     let forged_signer = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
     let forged = CredentialWithKey {
         credential: BasicCredential::new(h.nodes[2].identity.credential_bytes().to_vec()).into(),
         signature_key: forged_signer.public().into(),
     };
-    let commit = provider
-        .transaction(|p| {
-            let key_package = KeyPackage::builder()
-                .build(CIPHERSUITE, p, &forged_signer, forged)
-                .map_err(|e| MlsError::openmls("forge", e))?;
-            let mut mls_group = MlsGroup::load(
-                p.storage(),
-                &openmls::prelude::GroupId::from_slice(group.as_slice()),
-            )?
-            .unwrap();
-            let (commit, _, _) = mls_group
-                .add_members(p, &bob_signer, &[key_package.key_package().clone()])
-                .map_err(|e| MlsError::openmls("add", e))?;
-            Ok(commit.tls_serialize_detached().unwrap())
-        })
+    let key_package = KeyPackage::builder()
+        .build(CIPHERSUITE, &provider, &forged_signer, forged)
         .unwrap();
-    let envelope = Envelope::new(EnvelopeKind::Commit, commit).to_bytes();
+    let (commit, _, _) = bob_group
+        .add_members(&provider, &bob_signer, &[key_package.key_package().clone()])
+        .unwrap();
+    let envelope = Envelope::new(
+        EnvelopeKind::Commit,
+        commit.tls_serialize_detached().unwrap(),
+    )
+    .to_bytes();
     let before = h.nodes[0].client().epoch_authenticator(&group).unwrap();
     let rejected = err(&mut h, 0, &envelope);
     assert!(

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use core_identity::IdentityStore;
-use core_mls::key_package_manager::ledger::LEDGER_NAMESPACE;
-use core_mls::storage::key_layout::KEY_PACKAGE_NAMESPACE;
 use core_mls::{
     CIPHERSUITE, Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsClient, MlsConfig,
     MlsError, PublishableKeyPackage, UnknownKeyPackageHint,
@@ -28,6 +26,13 @@ use spacepanda_core::{
     Clock, Key, KeyValueStore, ManualClock, MemoryStore, RedbStore, SharedStore, Timestamp,
 };
 use tls_codec::Serialize as _;
+
+// On-disk namespace names (docs/ARCHITECTURE.md, "Key layout"): stable across builds, so the
+// raw checks below name them as any reader of the store would.
+/// OpenMLS's key package bundles with their private init keys, keyed by key package ref.
+const KEY_PACKAGE_NAMESPACE: &str = "mls_key_package";
+/// The engine's key package ledger, one record per key package ref.
+const LEDGER_NAMESPACE: &str = "kp_ledger";
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const MINUTE: Duration = Duration::from_secs(60);

@@ -45,7 +45,8 @@ pub(crate) use ledger::LedgerEntry;
 
 use crate::error::MlsError;
 
-/// Pool policy. See the [module docs](self) for what each value does.
+/// Pool policy of this device's key packages; each field says what it does and its default
+/// (the whole lifecycle: docs/ARCHITECTURE.md, "Key package lifecycle").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolPolicy {
     /// Fresh (non-last-resort) packages to keep available (default 32).

@@ -13,6 +13,10 @@ mod byte_strings;
 pub(crate) mod codec;
 pub(crate) mod key_layout;
 mod openmls_storage;
+#[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
+mod roundtrip_tests;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -93,6 +93,9 @@ impl World {
                     {
                         format!("envelope error {name} (commit from before the device joined)")
                     }
+                    _ if !error.is_peer_input() => {
+                        format!("envelope error {name} ({:?}, not peer input)", error.kind())
+                    }
                     _ => format!("envelope error {name}"),
                 };
                 Err(Failure::new(

@@ -2,7 +2,8 @@
 //! duplicates, reorders and forks, which are failures; a tally of everything; the failure type.
 //!
 //! The rules (see also the crate docs):
-//! - errors from handling an envelope: `NotAMember` (the device was removed, or a message
+//! - errors from handling an envelope: any error whose `kind()` is not `PeerInput` is a
+//!   failure. Of the peer-input ones, `NoLongerMember` (the device was removed, or a message
 //!   reached it after its removal), `StaleEpoch` (a handshake for an epoch the device already
 //!   left: a lost commit race or a proposal overtaken by a commit), `OtherBranch`,
 //!   `AlreadyJoined` (a second Welcome for the group, e.g. two concurrent adds),
@@ -29,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use core_mls::MlsError;
+use core_mls::{ErrorKind, MlsError};
 
 /// Why a run failed. `class` groups failures for shrinking (a smaller run must fail with the
 /// same class) and for the summary; `detail` says what exactly went wrong.
@@ -75,8 +76,13 @@ pub(crate) enum EnvelopeVerdict {
 }
 
 pub(crate) fn judge_envelope_error(error: &MlsError) -> EnvelopeVerdict {
+    // The engine blames an envelope's error on the envelope, or it is a failure whatever the
+    // variant: the simulator only sends bytes the engine produced.
+    if error.kind() != ErrorKind::PeerInput {
+        return EnvelopeVerdict::Fatal;
+    }
     match error {
-        MlsError::NotAMember { .. } => EnvelopeVerdict::Accepted("to a removed device"),
+        MlsError::NoLongerMember { .. } => EnvelopeVerdict::Accepted("to a removed device"),
         MlsError::StaleEpoch { .. } => EnvelopeVerdict::Accepted("handshake of a past epoch"),
         MlsError::OtherBranch { .. } => EnvelopeVerdict::Accepted("from another branch"),
         MlsError::AlreadyJoined { .. } => EnvelopeVerdict::Accepted("Welcome for a held group"),

@@ -4,14 +4,11 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
-    missing_docs
+    clippy::panic
 )]
 
 use std::sync::Arc;
 
-use core_mls::storage::key_layout::{self, GROUP_NAMESPACE, META_NAMESPACE};
-use core_mls::{KvStorageProvider, MlsError};
 use openmls::prelude::GroupId;
 use openmls_traits::storage::{
     CURRENT_VERSION, Entity, Key as OpenMlsKey, StorageProvider, traits,
@@ -21,6 +18,10 @@ use spacepanda_core::{
     KdfParams, Key, KeyValueStore, MasterKey, MemoryStore, RedbStore, SealedStore, SharedStore,
     Transaction,
 };
+
+use super::KvStorageProvider;
+use super::key_layout::{self, GROUP_NAMESPACE, META_NAMESPACE};
+use crate::error::MlsError;
 
 // Stand-ins for OpenMLS's types: the provider is generic over them, so any serde type with the
 // marker traits exercises exactly the code OpenMLS's types go through. Keys have the shapes
@@ -312,7 +313,11 @@ fn round_trip(reopen: &dyn Fn() -> SharedStore) {
     check_all(&s, &alpha, "a");
     check_all(&s, &beta, "b");
     check_group_empty(&s, &gamma);
-    assert!(!s.touched_keys().is_empty());
+    // Everything written so far is held by the open transaction, none of it by the store.
+    let pending = s
+        .with_transaction(|txn| Ok(txn.to_batch().ops().len()))
+        .unwrap();
+    assert!(pending > 0);
     assert!(
         s.store()
             .scan_prefix(GROUP_NAMESPACE, &Key::empty())
@@ -320,7 +325,11 @@ fn round_trip(reopen: &dyn Fn() -> SharedStore) {
             .is_empty()
     );
     s.commit().unwrap();
-    assert!(s.touched_keys().is_empty());
+    assert!(!s.in_transaction());
+    assert!(matches!(
+        s.with_transaction(|txn| Ok(txn.to_batch().ops().len())),
+        Err(MlsError::NoTransaction { .. })
+    ));
     drop(s);
 
     // After a restart every value is there, read straight from the store.
@@ -421,11 +430,20 @@ fn round_trip_sealed_redb_passphrase() {
 #[test]
 fn future_storage_format_is_refused() {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    drop(KvStorageProvider::open(Arc::clone(&store)).unwrap());
-    let record = store
-        .get(META_NAMESPACE, &Key::from_segment("format"))
-        .unwrap();
-    assert!(record.is_some(), "format record written at first use");
+    let provider = KvStorageProvider::open(Arc::clone(&store)).unwrap();
+    let format_key = Key::from_segment("format");
+    assert!(
+        store.get(META_NAMESPACE, &format_key).unwrap().is_none(),
+        "opening writes nothing: the record commits with the first transaction"
+    );
+    provider.begin().unwrap();
+    provider.commit().unwrap();
+    drop(provider);
+    let record = store.get(META_NAMESPACE, &format_key).unwrap();
+    assert!(
+        record.is_some(),
+        "format record written by the first commit"
+    );
 
     let mut future = Vec::new();
     ciborium::into_writer(
