@@ -67,14 +67,14 @@
 //! let invite = alice.add_members(&group, &[bob_package])?;
 //! for outbound in &invite.outbound {
 //!     // The network layer would deliver `outbound.envelope` to `outbound.to.devices`.
-//!     if outbound.envelope.kind() == EnvelopeKind::Welcome {
-//!         bob.handle_envelope(&outbound.envelope.to_bytes())?;
+//!     if outbound.kind() == EnvelopeKind::Welcome {
+//!         bob.handle_envelope(&outbound.to_bytes())?;
 //!     }
 //!     alice.ack_sent(outbound.id)?;
 //! }
 //!
 //! let sent = alice.send(&group, b"hello bob")?;
-//! let received = bob.handle_envelope(&sent.outbound[0].envelope.to_bytes())?;
+//! let received = bob.handle_envelope(&sent.outbound[0].to_bytes())?;
 //! match &received.events[..] {
 //!     [Event::Message { sender, body, delivery, .. }] => {
 //!         assert_eq!(body, b"hello bob");
