@@ -66,7 +66,7 @@
 //! let group = alice.create_group()?;
 //! let invite = alice.add_members(&group, &[bob_package])?;
 //! for outbound in &invite.outbound {
-//!     // The network layer would deliver `outbound.envelope` to `outbound.to.devices`.
+//!     // The network layer would deliver `outbound.to_bytes()` to `outbound.to.devices`.
 //!     if outbound.kind() == EnvelopeKind::Welcome {
 //!         bob.handle_envelope(&outbound.to_bytes())?;
 //!     }
