@@ -541,14 +541,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("seal: {e:?}"));
         assert_ne!(a.kem_output.as_slice(), b.kem_output.as_slice());
         let opened = RustCrypto::default()
-            .hpke_open(CONFIG, &a, keys.private.as_slice(), b"info", b"aad")
+            .hpke_open(CONFIG, &a, &keys.private, b"info", b"aad")
             .unwrap_or_else(|e| panic!("open: {e:?}"));
         assert_eq!(opened, b"secret");
         let seeded = EngineCrypto::from_seed([9; 32])
             .hpke_seal(CONFIG, keys.public.as_slice(), b"info", b"aad", b"secret")
             .unwrap_or_else(|e| panic!("seal: {e:?}"));
         let opened = RustCrypto::default()
-            .hpke_open(CONFIG, &seeded, keys.private.as_slice(), b"info", b"aad")
+            .hpke_open(CONFIG, &seeded, &keys.private, b"info", b"aad")
             .unwrap_or_else(|e| panic!("open: {e:?}"));
         assert_eq!(opened, b"secret");
     }
