@@ -154,9 +154,7 @@ impl MlsClient {
         self.provider.storage().begin()?;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(self)));
         let result = match outcome {
-            Ok(result) => {
-                result.and_then(|value| self.provider.storage().commit().map(|()| value))
-            }
+            Ok(result) => result.and_then(|value| self.provider.storage().commit().map(|()| value)),
             Err(panic) => {
                 self.provider.storage().rollback();
                 // Whatever the operation changed in memory is gone with the rollback; if even

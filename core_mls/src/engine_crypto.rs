@@ -414,7 +414,11 @@ impl HpkeCrypto for EngineHpke {
         HpkeRustCrypto::kdf_expand(alg, prk, info, output_size)
     }
 
-    fn dh(alg: KemAlgorithm, pk: &[u8], sk: &[u8]) -> Result<Vec<u8>, hpke_rs_crypto::error::Error> {
+    fn dh(
+        alg: KemAlgorithm,
+        pk: &[u8],
+        sk: &[u8],
+    ) -> Result<Vec<u8>, hpke_rs_crypto::error::Error> {
         HpkeRustCrypto::dh(alg, pk, sk)
     }
 

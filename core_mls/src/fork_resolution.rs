@@ -35,8 +35,6 @@
 //! **Outside the window** a competing commit cannot be judged: [`MlsError::ForkOutsideWindow`],
 //! counted, and reported by the next `tick` as [`Event::ForkOutsideWindow`].
 
-
-
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 use spacepanda_core::Key;
 
