@@ -16,7 +16,8 @@
 //!
 //! **Branch tags.** Every group message this device makes carries, as its MLS authenticated
 //! data, a tag of the epoch state it was made in (a one-way hash of group id, epoch and epoch
-//! authenticator). A receiver tells a message of its own branch from one of a competing
+//! authenticator; the wire format, magic and version included, is in `branch_order`; other
+//! authenticated data is no tag). A receiver tells a message of its own branch from one of a competing
 //! branch before decrypting: a competing branch's messages are buffered while a rollback could
 //! still reach them, instead of failing to decrypt.
 //!
