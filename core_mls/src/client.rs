@@ -40,6 +40,10 @@ pub struct MlsClient {
         std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
     /// Commits refused as older than the fork window, per group (reported by `tick`).
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
+    /// Proposals refused in the current epochs (`tick` gives up on commits that reference one).
+    pub(crate) refused: crate::commit_wait::RefusedProposals,
+    /// The time of the public operation running, if one runs (see [`now`](Self::now)).
+    pub(crate) time: crate::deadlines::OperationTime,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -108,11 +112,15 @@ impl MlsClient {
             members: MemberCache::default(),
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
+            refused: crate::commit_wait::RefusedProposals::default(),
+            time: crate::deadlines::OperationTime::default(),
         };
+        let time = client.operation();
         client.reload_all_groups()?;
         client.transaction(None, |client| {
             client.replenish_key_packages_in_txn().map(|_| ())
         })?;
+        drop(time);
         Ok(client)
     }
 
@@ -126,9 +134,10 @@ impl MlsClient {
         &self.config
     }
 
-    /// The current time, from the client's clock.
+    /// The time the engine decides by: while an operation runs, the one time it started at
+    /// (the time given to [`tick`](Self::tick)); otherwise the clock's. See `deadlines`.
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.time.current().unwrap_or_else(|| self.clock.now())
     }
 
     pub(crate) fn join_config(&self) -> MlsGroupJoinConfig {
@@ -374,6 +383,7 @@ impl MlsClient {
     /// Tops the key package pool up to its target (one transaction) if it is below the low
     /// watermark or has no last-resort package. Returns how many fresh packages were made.
     pub fn replenish_key_packages(&mut self) -> Result<usize, MlsError> {
+        let _time = self.operation();
         self.transaction(None, Self::replenish_key_packages_in_txn)
     }
 
@@ -442,11 +452,21 @@ impl MlsClient {
     // ---- time-driven policy ---------------------------------------------------------------
 
     /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
-    /// expired buffered messages and old de-duplication records, and self-updates in groups
-    /// where our leaf is older than `self_update_after`. Call it periodically (e.g. every
-    /// minute) and after the device wakes up.
+    /// expired buffered messages and old de-duplication records, gives up on commits that wait
+    /// for a proposal that was refused or did not come, drops messages waiting for a group
+    /// that cannot come back, and self-updates in groups where our leaf is older than
+    /// `self_update_after` (or pending proposals are ours to commit). Everything it does,
+    /// including the commits it makes, happens at `now`.
+    ///
+    /// Call it at [`next_deadline`](Self::next_deadline) (and not in between: before the
+    /// deadline it has nothing to do). After the device was asleep, let the network deliver
+    /// what it holds first: a commit whose proposal is among it then completes instead of
+    /// being given up.
     pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
+        let _time = self.operation_at(now);
         let mut output = Output::default();
+        // Before expiry: a waiting commit that would expire is reported as abandoned.
+        output.events.extend(self.give_up_waiting_commits(now)?);
         let policy = self.config.key_packages.clone();
         let created = self.transaction(None, |client| {
             client.with_txn(|txn| key_package_manager::rotate(txn, &policy, now))?;
@@ -468,6 +488,7 @@ impl MlsClient {
                 .push(Event::KeyPackagesReplenished { created });
         }
         output.events.extend(self.report_outside_window());
+        output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback whose follow-up a crash interrupted.
         for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {
             output.extend(self.reissue_commits(&group)?);

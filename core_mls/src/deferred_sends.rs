@@ -56,3 +56,14 @@ pub(crate) fn remove(txn: &mut Transaction, key: Key) -> Result<(), MlsError> {
     txn.delete(DEFERRED_NAMESPACE, key)?;
     Ok(())
 }
+
+/// Every group with messages waiting, each once.
+pub(crate) fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
+    let mut groups: Vec<GroupId> = txn
+        .scan_prefix(DEFERRED_NAMESPACE, &Key::empty())?
+        .into_iter()
+        .filter_map(|(key, _)| key.segments().next().map(GroupId::from_slice))
+        .collect();
+    groups.dedup();
+    Ok(groups)
+}

@@ -82,6 +82,15 @@ struct Abandoned {
     sent: Vec<crate::app_message::AppMessage>,
 }
 
+impl OutsideWindowCounts {
+    /// Whether some group has refusals `tick` has not reported yet.
+    pub(crate) fn unreported(&self) -> bool {
+        self.counts
+            .values()
+            .any(|(count, reported)| count > reported)
+    }
+}
+
 impl MlsClient {
     /// How `group` fared with concurrent commits on this device.
     pub fn fork_report(&self, group: &GroupId) -> Result<ForkReport, MlsError> {
@@ -240,7 +249,7 @@ impl MlsClient {
                 match other {
                     // It references a proposal of that epoch not received yet: wait for it.
                     Err(MlsError::CommitAwaitsProposal { .. }) => {
-                        return self.buffer(envelope, group, epoch, buffered);
+                        return self.buffer_awaiting_proposal(envelope, group, epoch, buffered);
                     }
                     Err(error) => return Err(error),
                     Ok(_) => {}
@@ -338,15 +347,28 @@ impl MlsClient {
     pub(crate) fn reissue_commits(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let mut output = Output::default();
         for (key, commit) in self.read(|txn| epoch_snapshots::reissues(txn, group))? {
-            if self.groups.contains_key(group) {
+            let not_reissued = if self.groups.contains_key(group) {
                 match self.reissue(group, &commit) {
-                    Ok(made) => output.extend(made),
+                    Ok(made) => {
+                        output.extend(made);
+                        None
+                    }
                     // The intent no longer applies on this branch (a package expired, the
                     // device is gone): drop it rather than retry forever.
                     Err(error) => {
                         tracing::info!(%group, %error, "own commit not re-issued");
+                        Some(error.to_string())
                     }
                 }
+            } else {
+                Some("this device no longer holds the group".to_owned())
+            };
+            if let Some(reason) = not_reissued {
+                output.events.push(Event::CommitNotReissued {
+                    group: group.clone(),
+                    change: commit.change(),
+                    reason,
+                });
             }
             self.transaction(None, |client| {
                 client.with_txn(|txn| {

@@ -57,6 +57,7 @@ fn encode_with_context(
 impl MlsClient {
     /// Creates a group with this device as its only member. One transaction.
     pub fn create_group(&mut self) -> Result<GroupId, MlsError> {
+        let _time = self.operation();
         let raw_id = self
             .provider
             .rand()
@@ -93,6 +94,7 @@ impl MlsClient {
         group: &GroupId,
         key_packages: &[Vec<u8>],
     ) -> Result<Output, MlsError> {
+        let _time = self.operation();
         if key_packages.is_empty() {
             return Err(MlsError::InvalidArgument {
                 reason: "add_members needs at least one key package",
@@ -209,6 +211,7 @@ impl MlsClient {
         group: &GroupId,
         selected: impl Fn(&VerifiedMember) -> bool,
     ) -> Result<Output, MlsError> {
+        let _time = self.operation();
         self.ensure_can_commit(group)?;
         let own_index = self.group(group)?.own_leaf_index();
         let leaves: Vec<_> = self.group(group)?.members().collect();
@@ -288,6 +291,7 @@ impl MlsClient {
     /// Commits a fresh leaf for this device (post-compromise security); also commits any
     /// pending proposals (e.g. someone leaving).
     pub fn self_update(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let _time = self.operation();
         self.ensure_can_commit(group)?;
         let recipients = self.other_member_devices(group)?;
         let removed_by_pending = self.pending_removals(group)?;
@@ -350,6 +354,7 @@ impl MlsClient {
     /// so the leave does not wait for unrelated activity. This device keeps the group
     /// until that commit arrives (then `RemovedFromGroup`).
     pub fn leave_group(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let _time = self.operation();
         let recipients = self.other_member_devices(group)?;
         if recipients.is_empty() {
             // Alone: nobody could commit the proposal; just forget the group.
@@ -386,6 +391,7 @@ impl MlsClient {
     /// Encrypts `body` for every other member. If proposals are pending (OpenMLS refuses to
     /// send then), they are committed first, in their own transaction.
     pub fn send(&mut self, group: &GroupId, body: &[u8]) -> Result<Output, MlsError> {
+        let _time = self.operation();
         if body.len() > self.config.max_application_len {
             return Err(MlsError::MessageTooLarge {
                 size: body.len(),

@@ -95,7 +95,9 @@ mod app_message;
 mod branch_order;
 mod client;
 mod commit_policy;
+mod commit_wait;
 mod config;
+mod deadlines;
 mod deferred_sends;
 mod engine_crypto;
 pub mod envelope;
@@ -119,7 +121,8 @@ pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeKind, MessageId};
 pub use events::{
-    DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output, Recipients,
+    AbandonReason, DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output,
+    OwnChange, Recipients,
 };
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;
