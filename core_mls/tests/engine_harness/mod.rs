@@ -27,6 +27,8 @@ use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
 pub struct Node {
     pub name: String,
     pub store: SharedStore,
+    /// The same store as a `MemoryStore` (for byte-for-byte comparisons), if it is one.
+    pub memory: Option<Arc<MemoryStore>>,
     pub path: Option<std::path::PathBuf>,
     pub identity: DeviceIdentity,
     pub client: Option<MlsClient>,
@@ -66,6 +68,9 @@ pub struct Harness {
     dir: Option<tempfile::TempDir>,
     /// Probability that a delivered envelope is delivered twice.
     pub duplicate_probability: f64,
+    /// Open every engine with `MlsClient::open_seeded`, each open with its own seed drawn from
+    /// the harness's generator (set by [`Harness::seeded`]).
+    pub seeded_engines: bool,
 }
 
 impl Harness {
@@ -94,6 +99,28 @@ impl Harness {
         harness
     }
 
+    /// Devices on MemoryStores whose engines draw their randomness from `seed` too.
+    pub fn seeded(names: &[&str], seed: u64, config: MlsConfig) -> Self {
+        let mut harness = Self::empty(seed, None);
+        harness.config = config;
+        harness.seeded_engines = true;
+        for name in names {
+            harness.add_node(name, None);
+        }
+        harness
+    }
+
+    fn open_client(&mut self, store: SharedStore, identity: DeviceIdentity) -> MlsClient {
+        let clock = self.clock();
+        if self.seeded_engines {
+            // A seed per open: one store is never opened twice with the same seed.
+            let seed: [u8; 32] = self.rng.r#gen();
+            MlsClient::open_seeded(store, clock, identity, self.config.clone(), seed).unwrap()
+        } else {
+            MlsClient::open(store, clock, identity, self.config.clone()).unwrap()
+        }
+    }
+
     fn empty(seed: u64, dir: Option<tempfile::TempDir>) -> Self {
         Self {
             clock: ManualClock::starting_now(),
@@ -102,16 +129,27 @@ impl Harness {
             rng: StdRng::seed_from_u64(seed),
             dir,
             duplicate_probability: 0.3,
+            seeded_engines: false,
         }
     }
 
-    fn open_store(&self, name: &str) -> (SharedStore, Option<std::path::PathBuf>) {
+    fn open_store(
+        &self,
+        name: &str,
+    ) -> (
+        SharedStore,
+        Option<std::path::PathBuf>,
+        Option<Arc<MemoryStore>>,
+    ) {
         match &self.dir {
             Some(dir) => {
                 let path = dir.path().join(format!("{name}.redb"));
-                (Arc::new(RedbStore::open(&path).unwrap()), Some(path))
+                (Arc::new(RedbStore::open(&path).unwrap()), Some(path), None)
             }
-            None => (Arc::new(MemoryStore::new()), None),
+            None => {
+                let memory = Arc::new(MemoryStore::new());
+                (memory.clone(), None, Some(memory))
+            }
         }
     }
 
@@ -121,7 +159,7 @@ impl Harness {
 
     /// Adds a device; with `same_user_as`, a second device of that node's user.
     pub fn add_node(&mut self, name: &str, same_user_as: Option<usize>) -> usize {
-        let (store, path) = self.open_store(name);
+        let (store, path, memory) = self.open_store(name);
         let identities = IdentityStore::new(store.clone(), self.clock());
         let identity = match same_user_as {
             Some(index) => {
@@ -137,16 +175,11 @@ impl Harness {
             }
             None => identities.create(name).unwrap(),
         };
-        let client = MlsClient::open(
-            store.clone(),
-            self.clock(),
-            identity.clone(),
-            self.config.clone(),
-        )
-        .unwrap();
+        let client = self.open_client(store.clone(), identity.clone());
         self.nodes.push(Node {
             name: name.to_owned(),
             store,
+            memory,
             path,
             identity,
             client: Some(client),
@@ -293,8 +326,7 @@ impl Harness {
             .unwrap()
             .unwrap();
         assert_eq!(identity.user_id(), self.nodes[node].identity.user_id());
-        let client =
-            MlsClient::open(store.clone(), self.clock(), identity, self.config.clone()).unwrap();
+        let client = self.open_client(store.clone(), identity);
         self.nodes[node].store = store;
         self.nodes[node].client = Some(client);
         let undelivered = self.nodes[node].client().pending_delivered().unwrap();
