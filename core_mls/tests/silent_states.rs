@@ -239,6 +239,8 @@ fn drive(h: &mut Harness, node: usize, until: Timestamp) -> Vec<(Timestamp, Even
         h.clock.set(now);
         let output = h.run(node, move |c| c.tick(now));
         seen.extend(output.events.into_iter().map(|e| (now, e)));
+        let next = h.nodes[node].client().next_deadline().unwrap();
+        assert!(next.is_none_or(|next| next > now), "tick at {now} left work due");
     }
     seen
 }
