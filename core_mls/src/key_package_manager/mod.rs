@@ -45,7 +45,7 @@ pub(crate) use ledger::LedgerEntry;
 
 use crate::error::MlsError;
 
-/// Pool policy. See the [module docs](self) for what each value does.
+/// Pool policy (the lifecycle is drawn in docs/ARCHITECTURE.md, "Key package lifecycle").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolPolicy {
     /// Fresh (non-last-resort) packages to keep available (default 32).
