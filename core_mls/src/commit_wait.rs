@@ -102,6 +102,13 @@ impl RefusedProposals {
         self.groups.values().filter_map(|r| r.unchecked_since).min()
     }
 
+    /// Forgets the refusals of epochs their group has left (`current` is a group's epoch, if
+    /// this device holds it): no commit that waits in such an epoch can be checked any more.
+    fn forget_stale(&mut self, current: impl Fn(&GroupId) -> Option<u64>) {
+        self.groups
+            .retain(|group, refused| current(group) == Some(refused.epoch));
+    }
+
     /// The groups to check, with their epoch and refused proposals; marks them checked.
     fn take_unchecked(&mut self) -> Vec<(GroupId, u64, Vec<Vec<u8>>)> {
         self.groups
@@ -123,10 +130,10 @@ impl MlsClient {
         now: Timestamp,
     ) -> Result<Vec<Event>, MlsError> {
         let mut events = Vec::new();
+        let groups = &self.groups;
+        self.refused
+            .forget_stale(|group| groups.get(group).map(|g| g.epoch().as_u64()));
         for (group, epoch, refused) in self.refused.take_unchecked() {
-            if self.groups.get(&group).map(|g| g.epoch().as_u64()) != Some(epoch) {
-                continue;
-            }
             for entry in self.waiting_commits(|key| key_is(key, &group, epoch))? {
                 if self.references_refused(&group, &entry, &refused)? {
                     events.push(self.abandon(&entry, AbandonReason::ProposalRefused, now)?);

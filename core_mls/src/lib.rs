@@ -18,9 +18,9 @@
 //! bytes and a [`Clock`](spacepanda_core::Clock); outputs are [`Outbound`] envelopes with their
 //! recipient devices and [`Event`]s. The network layer (or the demo, or a test) drives it, and
 //! calls [`MlsClient::tick`] when [`MlsClient::next_deadline`] says (see [Time](#time)). It
-//! does not assume that anything orders the
-//! commits of an epoch: two members committing at once is resolved by a rule every member
-//! applies alike (the smaller commit ref wins; see `fork_resolution` and docs/ARCHITECTURE.md).
+//! does not assume that anything orders the commits of an epoch: two members committing at
+//! once is resolved by a rule every member applies alike (the smaller commit ref wins; see
+//! `fork_resolution` and docs/ARCHITECTURE.md).
 //!
 //! # Design
 //!

@@ -240,7 +240,10 @@ fn drive(h: &mut Harness, node: usize, until: Timestamp) -> Vec<(Timestamp, Even
         let output = h.run(node, move |c| c.tick(now));
         seen.extend(output.events.into_iter().map(|e| (now, e)));
         let next = h.nodes[node].client().next_deadline().unwrap();
-        assert!(next.is_none_or(|next| next > now), "tick at {now} left work due");
+        assert!(
+            next.is_none_or(|next| next > now),
+            "tick at {now} left work due"
+        );
     }
     seen
 }
