@@ -3,6 +3,7 @@
 //! one state an independent MLS client (mls-rs) or our own devices put the engine in, and shows
 //! the event. The independent client here is OpenMLS driven directly (`raw_peer`), which can
 //! send what the engine never sends: a standalone Add proposal, arbitrary authenticated data.
+//! The same states with mls-rs itself are in `benches/tests/mls_rs_interop.rs`.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
