@@ -20,9 +20,10 @@
 //!   queued for re-issue, messages to drop for a group that cannot come back, a leave request
 //!   that outlived its group.
 //!
-//! De-duplication records are not deadlines: forgetting one late only drops a duplicate a little
-//! longer, the next `tick` forgets it, and the key package pool alone brings a deadline at least
-//! every `rotate_after` (7 days).
+//! De-duplication records are not deadlines: one kept past `dedup_retention` only recognises a
+//! duplicate a little longer, the next `tick` forgets it, and the key package pool alone brings
+//! a deadline at least every `rotate_after` (7 days). Scanning them on every call would cost
+//! more than it could gain (there is one per message of the last 30 days).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,9 +32,8 @@ use spacepanda_core::{Key, Timestamp};
 
 use crate::client::MlsClient;
 use crate::error::MlsError;
-use crate::events::Event;
 use crate::key_package_manager::{self, ledger};
-use crate::{deferred_sends, epoch_buffer, epoch_snapshots};
+use crate::{epoch_buffer, epoch_snapshots};
 
 /// The time of the public operation running now, shared with the guards that end it.
 #[derive(Debug, Default)]
@@ -140,45 +140,6 @@ impl MlsClient {
             next.maybe(self.self_update_deadline(group, now)?);
         }
         Ok(next.0)
-    }
-
-    /// Groups this device does not hold and that no kept snapshot can restore, with messages
-    /// still waiting to be sent in them.
-    fn unrestorable_deferred_groups(&self) -> Result<Vec<crate::group_id::GroupId>, MlsError> {
-        self.read(|txn| {
-            let mut gone = Vec::new();
-            for group in deferred_sends::groups(txn)? {
-                if !self.groups.contains_key(&group)
-                    && epoch_snapshots::metas(txn, &group)?.is_empty()
-                {
-                    gone.push(group);
-                }
-            }
-            Ok(gone)
-        })
-    }
-
-    /// `tick`: drops the messages waiting to be sent in groups that cannot come back, each
-    /// group's with one [`Event::MessagesNotSent`].
-    pub(crate) fn drop_unsendable(&mut self) -> Result<Vec<Event>, MlsError> {
-        let mut events = Vec::new();
-        for group in self.unrestorable_deferred_groups()? {
-            let dropped = self.transaction(None, |client| {
-                client.with_txn(|txn| {
-                    let waiting = deferred_sends::for_group(txn, &group)?;
-                    for (key, _) in &waiting {
-                        deferred_sends::remove(txn, key.clone())?;
-                    }
-                    Ok(waiting)
-                })
-            })?;
-            tracing::info!(%group, count = dropped.len(), "messages for a group left for good dropped");
-            events.push(Event::MessagesNotSent {
-                group,
-                message_ids: dropped.iter().map(|(_, m)| m.message_id).collect(),
-            });
-        }
-        Ok(events)
     }
 
     /// Whether a leave request outlived both its group and every snapshot that could restore

@@ -17,9 +17,9 @@
 //! **Branch tags.** Every group message this device makes carries, as its MLS authenticated
 //! data, a tag of the epoch state it was made in (a one-way hash of group id, epoch and epoch
 //! authenticator; the wire format, magic and version included, is in `branch_order`; other
-//! authenticated data is no tag). A receiver tells a message of its own branch from one of a competing
-//! branch before decrypting: a competing branch's messages are buffered while a rollback could
-//! still reach them, instead of failing to decrypt.
+//! authenticated data is no tag). A receiver tells a message of its own branch from one of a
+//! competing branch before decrypting: a competing branch's messages are buffered while a
+//! rollback could still reach them, instead of failing to decrypt.
 //!
 //! **Rollback.** A commit for a past epoch whose snapshot is kept (and whose tag matches it) is
 //! a competing commit: in one transaction the group is put back in that epoch, the commit is
