@@ -144,6 +144,11 @@ impl MlsClient {
         let waiting = self.read(epoch_buffer::awaiting)?;
         for (key, since) in waiting {
             let Some(entry) = self.read(|txn| epoch_buffer::entry(txn, &key))? else {
+                // A mark without its entry (entries and marks are deleted together, so only a
+                // damaged store has one): it would be a deadline that never passes.
+                self.transaction(None, |client| {
+                    client.with_txn(|txn| epoch_buffer::unmark(txn, &key))
+                })?;
                 continue;
             };
             let waited_enough = now.duration_since(since) >= config.commit_proposal_wait;

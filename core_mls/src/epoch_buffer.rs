@@ -159,6 +159,12 @@ pub(crate) fn mark_awaiting(
     Ok(())
 }
 
+/// Removes the mark under `key` alone.
+pub(crate) fn unmark(txn: &mut Transaction, key: &Key) -> Result<(), MlsError> {
+    txn.delete(AWAITING_NAMESPACE, key.clone())?;
+    Ok(())
+}
+
 /// Every marked entry's key, with the time it started waiting (a damaged mark counts as
 /// waiting since the epoch: it is given up on at the next `tick`, not kept for ever).
 pub(crate) fn awaiting(txn: &Transaction) -> Result<Vec<(Key, Timestamp)>, MlsError> {
