@@ -17,6 +17,10 @@ pub const CREDENTIAL_VERSION: u16 = 1;
 /// Longest credential accepted from a peer, in bytes (a real one is at most 251).
 pub const MAX_CREDENTIAL_LEN: usize = 1024;
 
+/// The highest credential version any SpacePanda build will write: versions live in the low
+/// byte of the `u16` version field (see [`SpacePandaCredential`]).
+pub const MAX_CREDENTIAL_VERSION: u16 = 0x00ff;
+
 /// Domain separation for certificate signatures.
 const CERTIFICATE_LABEL: &[u8] = b"spacepanda device certificate v1";
 const WHAT: &str = "credential";
@@ -163,6 +167,13 @@ impl std::fmt::Debug for DeviceCertificate {
 /// } CertificateContent;
 /// ```
 ///
+/// **Recognising it.** Every version of this format, present and future, is in `1..=255`
+/// ([`MAX_CREDENTIAL_VERSION`]): the first byte is `0x00`, the second is not. The identity bytes
+/// of another MLS application's basic credential are usually text (a name, an email address),
+/// whose first byte is not zero; such bytes are [`IdentityError::NotSpacePandaCredential`], not a
+/// credential "from a newer version". A version in `2..=255` is
+/// [`IdentityError::UnsupportedVersion`] (a newer SpacePanda build).
+///
 /// The credential carries the certified MLS signature key (the design in `IDENTITY.md` left it
 /// out and let the signature check alone cover it). With it, a genuine credential moved into a
 /// leaf with another key is reported as [`IdentityError::SignatureKeyMismatch`] rather than as a
@@ -216,6 +227,7 @@ impl SpacePandaCredential {
     /// Decodes bytes from a peer, checking sizes, version and field validity (public keys are
     /// curve points, the display name follows the rules). Does **not** check the certificate.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
+        not_another_applications(bytes)?;
         let wire: CredentialWire = decode_versioned(bytes, MAX_CREDENTIAL_LEN, CREDENTIAL_VERSION)
             .map_err(|error| error.into_peer_error(WHAT))?;
         let identity_public_key = IdentityPublicKey::from_bytes(&wire.identity_public_key)
@@ -257,6 +269,23 @@ impl SpacePandaCredential {
     pub fn certificate(&self) -> &DeviceCertificate {
         &self.certificate
     }
+}
+
+/// Refuses bytes whose first two cannot be a SpacePanda version (see "Recognising it" on
+/// [`SpacePandaCredential`]). Shorter input is left to the decoder (truncated).
+fn not_another_applications(bytes: &[u8]) -> Result<(), IdentityError> {
+    let found = match bytes {
+        [high, low, ..] => match u16::from_be_bytes([*high, *low]) {
+            0 => "version field 0, which SpacePanda never writes",
+            version if version > MAX_CREDENTIAL_VERSION => {
+                "its first two bytes are no SpacePanda version (those are 1 to 255)"
+            }
+            _ => return Ok(()),
+        },
+        [high] if *high != 0 => "its first byte is not zero, as every SpacePanda version's is",
+        _ => return Ok(()),
+    };
+    Err(IdentityError::NotSpacePandaCredential { what: WHAT, found })
 }
 
 #[derive(TlsSerializeBytes, TlsDeserializeBytes, TlsSize)]
@@ -329,6 +358,44 @@ mod tests {
         assert!(matches!(
             credential.certificate().verify(&other),
             Err(IdentityError::BadCertificateSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn another_applications_identity_is_not_taken_for_a_newer_version() {
+        // "player-1" as the identity of another application's basic credential: its first two
+        // bytes read as version 28780.
+        for bytes in [
+            &b"player-1"[..],
+            b"alice@example.org",
+            &[0xff; 300],
+            &[0, 0, 1, 2],
+        ] {
+            let error = SpacePandaCredential::from_bytes(bytes).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    IdentityError::NotSpacePandaCredential {
+                        what: "credential",
+                        ..
+                    }
+                ),
+                "{bytes:?}: {error:?}"
+            );
+            let text = error.to_string();
+            assert!(text.contains("not a SpacePanda credential"), "{text}");
+            assert!(
+                !text.contains("version 28780") && !text.contains("upgrade"),
+                "{text}"
+            );
+        }
+        // A plausible newer SpacePanda version is still reported as one.
+        let (_, credential) = credential("erin", 5);
+        let mut newer = credential.to_bytes().unwrap();
+        newer[1] = 7;
+        assert!(matches!(
+            SpacePandaCredential::from_bytes(&newer),
+            Err(IdentityError::UnsupportedVersion { found: 7, .. })
         ));
     }
 

@@ -60,6 +60,7 @@ impl fmt::Display for CandidateList<'_> {
 /// Variants fall into the groups of [`ErrorKind`] (see [`IdentityError::kind`]):
 /// - **peer misbehaviour** — [`Truncated`](Self::Truncated), [`Oversized`](Self::Oversized),
 ///   [`Malformed`](Self::Malformed), [`UnsupportedVersion`](Self::UnsupportedVersion),
+///   [`NotSpacePandaCredential`](Self::NotSpacePandaCredential),
 ///   [`BadCertificateSignature`](Self::BadCertificateSignature),
 ///   [`SignatureKeyMismatch`](Self::SignatureKeyMismatch),
 ///   [`UserIdMismatch`](Self::UserIdMismatch);
@@ -115,6 +116,20 @@ pub enum IdentityError {
         found: u16,
         /// The version this build reads.
         supported: u16,
+    },
+
+    /// The bytes are not a SpacePanda credential at all: their first bytes cannot be the
+    /// version of any SpacePanda credential (see
+    /// [`SpacePandaCredential`](crate::SpacePandaCredential)), or the MLS credential is not a
+    /// basic one. Typically the member's device runs another MLS application.
+    #[error(
+        "{what} is not a SpacePanda credential ({found}); the device runs another MLS application, reject it"
+    )]
+    NotSpacePandaCredential {
+        /// What was being decoded (`credential`, `MLS credential`).
+        what: &'static str,
+        /// What was found instead.
+        found: &'static str,
     },
 
     /// The device certificate does not verify under the credential's identity key: it was
@@ -257,6 +272,7 @@ impl IdentityError {
             | Self::Oversized { .. }
             | Self::Malformed { .. }
             | Self::UnsupportedVersion { .. }
+            | Self::NotSpacePandaCredential { .. }
             | Self::BadCertificateSignature { .. }
             | Self::SignatureKeyMismatch { .. }
             | Self::UserIdMismatch { .. } => ErrorKind::PeerMisbehaviour,

@@ -79,7 +79,8 @@ mod verification;
 
 pub use address::Address;
 pub use credential::{
-    CREDENTIAL_VERSION, DeviceCertificate, MAX_CREDENTIAL_LEN, SpacePandaCredential,
+    CREDENTIAL_VERSION, DeviceCertificate, MAX_CREDENTIAL_LEN, MAX_CREDENTIAL_VERSION,
+    SpacePandaCredential,
 };
 pub use device::{DeviceId, DeviceSignatureKeyPair};
 pub use device_identity::DeviceIdentity;

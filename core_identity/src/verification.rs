@@ -63,9 +63,10 @@ impl VerifiedMember {
 /// leaf whose MLS signature public key is `leaf_signature_key` to a SpacePanda user and device.
 ///
 /// Checks, in order, each failure its own error:
-/// 1. the credential decodes within bounds ([`IdentityError::Oversized`],
-///    [`IdentityError::Truncated`], [`IdentityError::UnsupportedVersion`],
-///    [`IdentityError::Malformed`]);
+/// 1. the bytes are a SpacePanda credential at all ([`IdentityError::NotSpacePandaCredential`]:
+///    another MLS application's identity) and decode within bounds
+///    ([`IdentityError::Oversized`], [`IdentityError::Truncated`],
+///    [`IdentityError::UnsupportedVersion`], [`IdentityError::Malformed`]);
 /// 2. the user id is derived from the identity key in the credential (it is never read from the
 ///    bytes, so it cannot be claimed falsely);
 /// 3. the device certificate is the identity key's signature over (user id, device id, MLS

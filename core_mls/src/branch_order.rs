@@ -1,12 +1,40 @@
 //! How branches of a group are told apart and ordered: the branch tag every message carries,
 //! and the smallest-commit-ref rule applied to two branch histories (what a device that already
 //! holds a group uses to judge a second Welcome). Pure functions; `fork_resolution` uses them.
+//!
+//! # Wire format of the branch tag
+//!
+//! Every MLS message this device makes carries, as its MLS authenticated data
+//! (`PrivateMessage.authenticated_data`, which decryption verifies):
+//!
+//! ```text
+//! struct {
+//!     opaque magic[4] = "SPbt";  // 0x53 0x50 0x62 0x74: a SpacePanda branch tag
+//!     uint8  version = 1;
+//!     opaque tag[16];            // BLAKE3 derive_key("spacepanda branch tag v1",
+//!                                //   u64 BE len(group id) ‖ group id ‖ u64 BE epoch ‖
+//!                                //   epoch authenticator), first 16 bytes
+//! } BranchTag;                   // exactly 21 bytes
+//! ```
+//!
+//! Authenticated data that is not exactly this — absent, of another length, another magic or
+//! another version — is **no tag**: the message is taken to be of this device's branch and
+//! processed normally (if it is not, decryption says so). A peer that is not SpacePanda (or a
+//! newer build with another tag version) therefore never has its messages held back as "of
+//! another branch"; a tag can only be recognised as another branch's when it is one of ours.
+//! (Pre-release builds sent the 16 tag bytes alone; those now read as no tag.)
 
 use openmls::prelude::{MlsGroup, ProtocolMessage};
 
-/// Length of a branch tag.
+/// Length of a branch tag (the part that identifies the epoch state).
 const BRANCH_TAG_LEN: usize = 16;
 const BRANCH_TAG_CONTEXT: &str = "spacepanda branch tag v1";
+/// First bytes of the authenticated data that carries a branch tag.
+const BRANCH_TAG_MAGIC: [u8; 4] = *b"SPbt";
+/// Version of the branch tag format (see the module docs).
+const BRANCH_TAG_VERSION: u8 = 1;
+/// Length of the whole authenticated data: magic, version, tag.
+const BRANCH_TAG_WIRE_LEN: usize = BRANCH_TAG_MAGIC.len() + 1 + BRANCH_TAG_LEN;
 
 /// The tag of the group's current epoch state (see the module docs).
 ///
@@ -28,23 +56,43 @@ pub(crate) fn branch_tag(group: &MlsGroup) -> Vec<u8> {
         .collect()
 }
 
-/// Sets the branch tag as the authenticated data of the next message `group` makes.
+/// Sets the branch tag, in its wire format, as the authenticated data of the next message
+/// `group` makes.
 pub(crate) fn tag_outgoing(group: &mut MlsGroup) {
-    let tag = branch_tag(group);
-    group.set_aad(tag);
+    group.set_aad(encode_tag(&branch_tag(group)));
 }
 
-/// The branch tag an incoming message claims (its authenticated data, which decryption
-/// verifies), if it carries one.
+/// The authenticated data that carries `tag` (see the module docs).
+fn encode_tag(tag: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(BRANCH_TAG_WIRE_LEN);
+    wire.extend_from_slice(&BRANCH_TAG_MAGIC);
+    wire.push(BRANCH_TAG_VERSION);
+    wire.extend_from_slice(tag);
+    wire
+}
+
+/// The branch tag in authenticated data, if it is one of ours in the version this build
+/// writes; anything else is no tag.
+fn decode_tag(aad: &[u8]) -> Option<Vec<u8>> {
+    if aad.len() != BRANCH_TAG_WIRE_LEN {
+        return None;
+    }
+    let rest = aad.strip_prefix(&BRANCH_TAG_MAGIC)?;
+    let (version, tag) = rest.split_first()?;
+    (*version == BRANCH_TAG_VERSION).then(|| tag.to_vec())
+}
+
+/// The branch tag an incoming message claims (in its authenticated data, which decryption
+/// verifies), if it carries one of ours.
 pub(crate) fn message_tag(message: &ProtocolMessage) -> Option<Vec<u8>> {
-    let aad = match message {
-        ProtocolMessage::PrivateMessage(private) => private.aad(),
-        ProtocolMessage::PublicMessage(_) => return None,
-    };
-    (aad.len() == BRANCH_TAG_LEN).then(|| aad.to_vec())
+    match message {
+        ProtocolMessage::PrivateMessage(private) => decode_tag(private.aad()),
+        ProtocolMessage::PublicMessage(_) => None,
+    }
 }
 
-/// A message without a tag (from an older build) is taken to be of our branch.
+/// A message without a tag of ours (another application, or an older build) is taken to be of
+/// our branch.
 pub(crate) fn tag_matches(claimed: &Option<Vec<u8>>, ours: &[u8]) -> bool {
     claimed.as_deref().is_none_or(|claimed| claimed == ours)
 }
@@ -135,12 +183,42 @@ pub(crate) fn compare_branches(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use super::*;
 
     fn history(entries: &[(u64, u8)]) -> BranchHistory {
         entries.iter().map(|(e, r)| (*e, vec![*r; 32])).collect()
+    }
+
+    #[test]
+    fn only_our_prefixed_versioned_tag_is_a_tag() {
+        let tag = [7u8; BRANCH_TAG_LEN];
+        let wire = encode_tag(&tag);
+        assert_eq!(wire.len(), 21);
+        assert_eq!(&wire[..5], b"SPbt\x01");
+        assert_eq!(decode_tag(&wire).unwrap(), tag.to_vec());
+        // Another application's authenticated data, however long, is never a tag.
+        assert_eq!(decode_tag(&tag), None, "16 bare bytes");
+        assert_eq!(decode_tag(&[]), None);
+        assert_eq!(
+            decode_tag(&[0x53; BRANCH_TAG_WIRE_LEN]),
+            None,
+            "21 bytes, other magic"
+        );
+        let mut newer = wire.clone();
+        newer[4] = 2;
+        assert_eq!(
+            decode_tag(&newer),
+            None,
+            "a tag version this build does not know"
+        );
+        let mut longer = wire.clone();
+        longer.push(0);
+        assert_eq!(decode_tag(&longer), None);
+        assert_eq!(decode_tag(&wire[..20]), None);
+        assert!(tag_matches(&None, &tag));
+        assert!(!tag_matches(&Some(vec![1; 16]), &tag));
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct MlsClient {
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
     /// What the open operation touched, for its rollback (see `operation`).
     pub(crate) operation: crate::operation::Bookkeeping,
+    /// Proposals refused in the current epochs (`tick` gives up on commits that reference one).
+    pub(crate) refused: crate::commit_wait::RefusedProposals,
+    /// The time of the public operation running, if one runs (see [`now`](Self::now)).
+    pub(crate) time: crate::deadlines::OperationTime,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -111,11 +115,15 @@ impl MlsClient {
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
             operation: crate::operation::Bookkeeping::default(),
+            refused: crate::commit_wait::RefusedProposals::default(),
+            time: crate::deadlines::OperationTime::default(),
         };
+        let time = client.operation();
         client.reload_all_groups()?;
         client.transaction(None, |client| {
             client.replenish_key_packages_in_txn().map(|_| ())
         })?;
+        drop(time);
         Ok(client)
     }
 
@@ -129,9 +137,10 @@ impl MlsClient {
         &self.config
     }
 
-    /// The current time, from the client's clock.
+    /// The time the engine decides by: while an operation runs, the one time it started at
+    /// (the time given to [`tick`](Self::tick)); otherwise the clock's. See `deadlines`.
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.time.current().unwrap_or_else(|| self.clock.now())
     }
 
     pub(crate) fn join_config(&self) -> MlsGroupJoinConfig {
@@ -338,6 +347,7 @@ impl MlsClient {
     /// Tops the key package pool up to its target (one transaction) if it is below the low
     /// watermark or has no last-resort package. Returns how many fresh packages were made.
     pub fn replenish_key_packages(&mut self) -> Result<usize, MlsError> {
+        let _time = self.operation();
         self.transaction(None, Self::replenish_key_packages_in_txn)
     }
 
@@ -406,11 +416,18 @@ impl MlsClient {
     // ---- time-driven policy ---------------------------------------------------------------
 
     /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
-    /// expired buffered messages and old de-duplication records, and self-updates in groups
-    /// where our leaf is older than `self_update_after` (or proposals wait for this device to
-    /// commit them), all in one transaction. Call it periodically (e.g. every minute) and after
-    /// the device wakes up.
+    /// expired buffered messages and old de-duplication records, gives up on commits that wait
+    /// for a proposal that was refused or did not come, drops messages waiting for a group
+    /// that cannot come back, and self-updates in groups where our leaf is older than
+    /// `self_update_after` (or pending proposals are ours to commit), all in one transaction.
+    /// Everything it does, including the commits it makes, happens at `now`.
+    ///
+    /// Call it at [`next_deadline`](Self::next_deadline) (and not in between: before the
+    /// deadline it has nothing to do). After the device was asleep, let the network deliver
+    /// what it holds first: a commit whose proposal is among it then completes instead of
+    /// being given up.
     pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
+        let _time = self.operation_at(now);
         // Reporting marks refusals as reported: undone if the tick fails and its events are lost.
         let reported = self.outside_window.clone();
         let result = self.transaction(None, |client| client.tick_steps(now));
@@ -422,9 +439,12 @@ impl MlsClient {
 
     fn tick_steps(&mut self, now: Timestamp) -> Result<Output, MlsError> {
         let mut output = Output::default();
+        // Before expiry: a waiting commit that would expire is reported as abandoned.
+        output.events.extend(self.give_up_waiting_commits(now)?);
         let policy = self.config.key_packages.clone();
         upkeep(self, &policy, now, &mut output)?;
         output.events.extend(self.report_outside_window());
+        output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,
         // which committed the rollback and the re-issue separately).
         for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {

@@ -149,29 +149,41 @@ impl MlsClient {
         group: &GroupId,
         now: Timestamp,
     ) -> Result<bool, MlsError> {
-        let last = self.recorded_time(group, b"leaf_updated_at")?;
+        Ok(self
+            .self_update_deadline(group, now)?
+            .is_some_and(|deadline| deadline <= now))
+    }
+
+    /// When `tick` should commit in `group` (see [`self_update_due`](Self::self_update_due),
+    /// which is "this time has come"): `now` for what is due at once, `None` for never unless
+    /// something changes.
+    pub(crate) fn self_update_deadline(
+        &self,
+        group: &GroupId,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, MlsError> {
         // A device whose own removal is pending cannot commit (OpenMLS refuses a commit that
         // removes its committer); the others commit it.
         if self.groups.contains_key(group) && self.own_removal_pending(group)? {
-            return Ok(false);
+            return Ok(None);
         }
-        let leaf_stale = match last {
-            Some(last) => now.duration_since(last) >= self.config.self_update_after,
-            None => true,
+        let leaf_stale_at = match self.recorded_time(group, b"leaf_updated_at")? {
+            Some(last) => last.saturating_add(self.config.self_update_after),
+            None => now,
         };
-        if leaf_stale {
-            return Ok(true);
-        }
         if self.group(group)?.pending_proposals().next().is_none() {
-            return Ok(false);
+            return Ok(Some(leaf_stale_at));
         }
         // Pending proposals: the designated committer commits them at once; anyone else once the
         // designated committer has let them wait too long.
-        if self.is_designated_committer(group)? {
-            return Ok(true);
-        }
-        let first_proposal_at = self.recorded_time(group, b"first_proposal_at")?;
-        Ok(first_proposal_at
-            .is_none_or(|at| now.duration_since(at) >= self.config.pending_proposal_timeout))
+        let proposals_at = if self.is_designated_committer(group)? {
+            now
+        } else {
+            self.recorded_time(group, b"first_proposal_at")?
+                .map_or(now, |at| {
+                    at.saturating_add(self.config.pending_proposal_timeout)
+                })
+        };
+        Ok(Some(leaf_stale_at.min(proposals_at)))
     }
 }

@@ -38,6 +38,17 @@ pub struct MlsConfig {
     /// How long proposals (e.g. a member leaving) may wait for the designated committer before
     /// `tick` commits them itself (default 60 s). Messages sent meanwhile wait too.
     pub pending_proposal_timeout: Duration,
+    /// How long a received commit waits for a proposal it references before this device gives
+    /// up on it with [`Event::CommitAbandoned`](crate::Event::CommitAbandoned) (default 1 h).
+    ///
+    /// The proposal left its sender before the commit was made (the committer had it), so on
+    /// any network that eventually delivers it arrives within delivery jitter of the commit:
+    /// seconds, or a mailbox sync. An hour is far past that, and past the 60 s members wait for
+    /// the designated committer. Giving up too early splits the group for real (the commit is
+    /// dropped), giving up late only tells the user later, so the bound errs long; it stays well
+    /// under `buffer_max_age`, after which the commit would be dropped anyway, as an anonymous
+    /// [`BufferedDropped`](crate::Event::BufferedDropped).
+    pub commit_proposal_wait: Duration,
     /// Self-update our leaf when it is older than this (default 7 days): post-compromise
     /// security for quiet groups.
     pub self_update_after: Duration,
@@ -70,6 +81,7 @@ impl Default for MlsConfig {
             max_forward_distance: 1000,
             out_of_order_tolerance: 16,
             pending_proposal_timeout: Duration::from_secs(60),
+            commit_proposal_wait: Duration::from_secs(60 * 60),
             self_update_after: 7 * DAY,
             dedup_retention: 30 * DAY,
             fork_window_epochs: 8,

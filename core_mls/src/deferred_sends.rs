@@ -6,13 +6,20 @@
 //! app sends here, durably, and encrypt it as soon as the commit arrives (or, if the designated
 //! committer stays silent past `pending_proposal_timeout`, `tick` commits and sends).
 //!
+//! Messages of a group this device no longer holds (removed, or left) wait while a competing
+//! commit could still restore the group (a snapshot is kept); once none can, `tick` drops them
+//! with [`Event::MessagesNotSent`].
+//!
 //! Layout: namespace [`DEFERRED_NAMESPACE`], key `[group id, sequence (u64 BE)]`, value the
 //! encoded [`AppMessage`] (sealed at rest like everything else).
 
 use spacepanda_core::{Key, Transaction};
 
 use crate::app_message::AppMessage;
+use crate::client::MlsClient;
+use crate::epoch_snapshots;
 use crate::error::MlsError;
+use crate::events::Event;
 use crate::group_id::GroupId;
 use crate::outbox::next_sequence;
 
@@ -55,4 +62,61 @@ pub(crate) fn for_group(
 pub(crate) fn remove(txn: &mut Transaction, key: Key) -> Result<(), MlsError> {
     txn.delete(DEFERRED_NAMESPACE, key)?;
     Ok(())
+}
+
+/// Every group with messages waiting, each once.
+pub(crate) fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
+    let mut groups: Vec<GroupId> = txn
+        .scan_prefix(DEFERRED_NAMESPACE, &Key::empty())?
+        .into_iter()
+        .filter_map(|(key, _)| key.segments().next().map(GroupId::from_slice))
+        .collect();
+    // Sealed stores scan in no particular order.
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}
+
+impl MlsClient {
+    /// Groups this device does not hold and that no kept snapshot can restore, with messages
+    /// still waiting to be sent in them.
+    pub(crate) fn unrestorable_deferred_groups(&self) -> Result<Vec<GroupId>, MlsError> {
+        self.read(|txn| {
+            let mut gone = Vec::new();
+            for group in groups(txn)? {
+                if !self.groups.contains_key(&group)
+                    && epoch_snapshots::metas(txn, &group)?.is_empty()
+                {
+                    gone.push(group);
+                }
+            }
+            Ok(gone)
+        })
+    }
+
+    /// `tick`: drops the messages waiting to be sent in groups that cannot come back, each
+    /// group's with one [`Event::MessagesNotSent`].
+    pub(crate) fn drop_unsendable(&mut self) -> Result<Vec<Event>, MlsError> {
+        let mut events = Vec::new();
+        for group in self.unrestorable_deferred_groups()? {
+            let dropped = self.transaction(None, |client| {
+                client.with_txn(|txn| {
+                    let waiting = for_group(txn, &group)?;
+                    for (key, _) in &waiting {
+                        remove(txn, key.clone())?;
+                    }
+                    Ok(waiting)
+                })
+            })?;
+            if dropped.is_empty() {
+                continue;
+            }
+            tracing::info!(%group, count = dropped.len(), "messages for a group left for good dropped");
+            events.push(Event::MessagesNotSent {
+                group,
+                message_ids: dropped.iter().map(|(_, m)| m.message_id).collect(),
+            });
+        }
+        Ok(events)
+    }
 }

@@ -16,6 +16,10 @@
 //! duplicate without trusting anything the sender claims, and two different messages can never
 //! share an id (a copy with an altered context is the same message, and a duplicate).
 //!
+//! Inside the MLS message, a group message's authenticated data carries the sender's branch
+//! tag (`"SPbt"`, version 1, 16 bytes; the format is documented in `branch_order`). It is part
+//! of the MLS message, so it is covered by the message id and verified by decryption.
+//!
 //! The context carries what `fork_resolution` needs beyond the MLS message. For a commit: the
 //! committer's claim of its commit ref, for the one receiver that cannot compute it — a member
 //! the commit removes (OpenMLS does not compute the new epoch's confirmed transcript hash for

@@ -3,19 +3,27 @@
 //! bounded per group by count, bytes and age, and replayed automatically once the group reaches
 //! their epoch.
 //!
+//! A commit that references a proposal not received yet waits here too, marked with the time
+//! it started waiting: `tick` gives up on it after `commit_proposal_wait` (see `commit_wait`).
+//!
 //! Layout: namespace [`BUFFER_NAMESPACE`], key `[group id, epoch (u64 BE), message id]`, value
 //! `received_at (u64 BE ms) ‖ envelope bytes`. Epoch-major keys make "everything for epoch e"
-//! a prefix scan, in arrival-independent order.
+//! a prefix scan, in arrival-independent order. Namespace [`AWAITING_NAMESPACE`], same key:
+//! `since (u64 BE ms)`, for a buffered commit that waits for a proposal; deleted with its entry.
 
 use spacepanda_core::{Key, Timestamp, Transaction};
 
+use crate::client::MlsClient;
 use crate::config::MlsConfig;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
+use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 
 /// Namespace of buffered envelopes.
 pub(crate) const BUFFER_NAMESPACE: &str = "epoch_buffer";
+/// Namespace of the marks of buffered commits that wait for a proposal.
+pub(crate) const AWAITING_NAMESPACE: &str = "epoch_buffer_awaiting";
 
 /// One buffered envelope.
 #[derive(Debug, Clone)]
@@ -119,7 +127,7 @@ pub(crate) fn push(
         if count <= max_messages && total_bytes <= max_bytes {
             break;
         }
-        txn.delete(BUFFER_NAMESPACE, entry.key.clone())?;
+        remove(txn, entry)?;
         count -= 1;
         total_bytes -= entry.envelope_bytes.len();
         evicted += 1;
@@ -127,10 +135,56 @@ pub(crate) fn push(
     Ok(evicted)
 }
 
-/// Removes one entry (replayed or dropped).
+/// Removes one entry (replayed or dropped), and its mark if it waited for a proposal.
 pub(crate) fn remove(txn: &mut Transaction, message: &BufferedMessage) -> Result<(), MlsError> {
     txn.delete(BUFFER_NAMESPACE, message.key.clone())?;
+    txn.delete(AWAITING_NAMESPACE, message.key.clone())?;
     Ok(())
+}
+
+/// Marks the entry under `key` as a commit waiting for a proposal since `since`, unless it
+/// already is (the wait runs from the first time).
+pub(crate) fn mark_awaiting(
+    txn: &mut Transaction,
+    key: &Key,
+    since: Timestamp,
+) -> Result<(), MlsError> {
+    if txn.get(AWAITING_NAMESPACE, key)?.is_none() {
+        txn.put(
+            AWAITING_NAMESPACE,
+            key.clone(),
+            since.unix_millis().to_be_bytes().to_vec(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the mark under `key` alone.
+pub(crate) fn unmark(txn: &mut Transaction, key: &Key) -> Result<(), MlsError> {
+    txn.delete(AWAITING_NAMESPACE, key.clone())?;
+    Ok(())
+}
+
+/// Every marked entry's key, with the time it started waiting (a damaged mark counts as
+/// waiting since the epoch: it is given up on at the next `tick`, not kept for ever).
+pub(crate) fn awaiting(txn: &Transaction) -> Result<Vec<(Key, Timestamp)>, MlsError> {
+    Ok(txn
+        .scan_prefix(AWAITING_NAMESPACE, &Key::empty())?
+        .into_iter()
+        .map(|(key, value)| {
+            let since = <[u8; 8]>::try_from(value.as_slice()).map_or(Timestamp::EPOCH, |b| {
+                Timestamp::from_unix_millis(u64::from_be_bytes(b))
+            });
+            (key, since)
+        })
+        .collect())
+}
+
+/// The buffered entry under `key`, if there is one.
+pub(crate) fn entry(txn: &Transaction, key: &Key) -> Result<Option<BufferedMessage>, MlsError> {
+    txn.get(BUFFER_NAMESPACE, key)?
+        .map(|value| decode(key.clone(), &value))
+        .transpose()
 }
 
 /// Drops entries older than the configured age. Returns how many per group.
@@ -141,7 +195,7 @@ pub(crate) fn expire(
 ) -> Result<Vec<(GroupId, usize)>, MlsError> {
     let mut dropped: Vec<(GroupId, usize)> = Vec::new();
     for message in all(txn)? {
-        if now.duration_since(message.received_at) > config.buffer_max_age {
+        if now.duration_since(message.received_at) >= config.buffer_max_age {
             remove(txn, &message)?;
             match dropped.iter_mut().find(|(g, _)| *g == message.group) {
                 Some((_, count)) => *count += 1,
@@ -150,4 +204,79 @@ pub(crate) fn expire(
         }
     }
     Ok(dropped)
+}
+
+impl MlsClient {
+    /// Keeps `envelope` for `group` at `epoch` until the group can process it (one
+    /// transaction). `buffered`: it already is in the buffer and stays there.
+    pub(crate) fn buffer(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        self.buffer_marked(envelope, group, epoch, buffered, false)
+    }
+
+    /// [`buffer`](Self::buffer) for a commit that references a proposal not received yet: it
+    /// is marked, so that `tick` gives up on it after `commit_proposal_wait`.
+    pub(crate) fn buffer_awaiting_proposal(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let output = self.buffer_marked(envelope, group, epoch, buffered, true)?;
+        // A proposal refused in that epoch may be the one it waits for: `tick` checks.
+        let now = self.now();
+        self.refused.commit_waits(group, epoch, now);
+        Ok(output)
+    }
+
+    fn buffer_marked(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+        awaiting_proposal: bool,
+    ) -> Result<Output, MlsError> {
+        let mut output = Output {
+            disposition: Disposition::Buffered,
+            ..Output::default()
+        };
+        let now = self.now();
+        let entry_key = key(group, epoch, envelope);
+        if buffered.is_some() {
+            // Already in the buffer, still not processable: leave it there.
+            if awaiting_proposal {
+                self.transaction(None, |client| {
+                    client.with_txn(|txn| mark_awaiting(txn, &entry_key, now))
+                })?;
+            }
+            return Ok(output);
+        }
+        let evicted = self.transaction(None, |client| {
+            let member_of: Vec<GroupId> = client.groups.keys().cloned().collect();
+            let is_member = |g: &GroupId| member_of.contains(g);
+            let config = client.config.clone();
+            client.with_txn(|txn| {
+                let evicted = push(txn, &config, group, &is_member, epoch, envelope, now)?;
+                // Evicted at once when over the bounds: then there is nothing to mark.
+                if awaiting_proposal && txn.get(BUFFER_NAMESPACE, &entry_key)?.is_some() {
+                    mark_awaiting(txn, &entry_key, now)?;
+                }
+                Ok(evicted)
+            })
+        })?;
+        if evicted > 0 {
+            output.events.push(Event::BufferedDropped {
+                group: self.groups.contains_key(group).then(|| group.clone()),
+                count: evicted,
+            });
+        }
+        Ok(output)
+    }
 }

@@ -50,6 +50,17 @@ pub(crate) enum OwnCommit {
     SelfUpdate,
 }
 
+impl OwnCommit {
+    /// What it changes, as the application is told.
+    pub(crate) fn change(&self) -> crate::events::OwnChange {
+        match self {
+            Self::Add { .. } => crate::events::OwnChange::AddMembers,
+            Self::Remove { .. } => crate::events::OwnChange::RemoveMembers,
+            Self::SelfUpdate => crate::events::OwnChange::SelfUpdate,
+        }
+    }
+}
+
 /// What is known about one past epoch of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotMeta {

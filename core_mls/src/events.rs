@@ -4,7 +4,7 @@
 use core_identity::{DeviceId, UserId, VerifiedMember};
 use spacepanda_core::Timestamp;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, MessageId};
 use crate::group_id::GroupId;
 
 /// One device of one user: where an outbound envelope must go.
@@ -196,12 +196,70 @@ pub enum Event {
         /// How many such commits since the last report.
         count: u64,
     },
+    /// A commit this device received will never be applied here: it references a proposal this
+    /// device refused, or one that did not arrive within
+    /// [`commit_proposal_wait`](crate::MlsConfig::commit_proposal_wait). The members that
+    /// applied it are in an epoch this device will not reach: the group may have split. The
+    /// application should tell the user, and re-add this device from the other side (or the
+    /// devices of the other side from here). Reported once per commit; the commit is dropped.
+    CommitAbandoned {
+        /// The group.
+        group: GroupId,
+        /// The epoch the commit was made in.
+        epoch: u64,
+        /// The commit's envelope id.
+        commit: MessageId,
+        /// Why it will never be applied.
+        reason: AbandonReason,
+    },
+    /// Messages the application sent ([`Event::MessageSent`]) that will never be encrypted: they
+    /// waited for a pending membership change in a group this device no longer holds (it was
+    /// removed, or left), and no competing commit can restore it any more.
+    MessagesNotSent {
+        /// The group.
+        group: GroupId,
+        /// The message ids, as [`Event::MessageSent`] reported them.
+        message_ids: Vec<[u8; 16]>,
+    },
+    /// An own commit of an abandoned branch (counted in [`Event::CommitSuperseded`]) was not
+    /// made again on the winning branch: the change it made did not happen there. Make it again
+    /// if it is still wanted.
+    CommitNotReissued {
+        /// The group.
+        group: GroupId,
+        /// What the commit changed.
+        change: OwnChange,
+        /// Why it could not be made again.
+        reason: String,
+    },
     /// The key package pool went below its low watermark and was refilled; publish the new
     /// ones ([`publishable_key_packages`](crate::MlsClient::publishable_key_packages)).
     KeyPackagesReplenished {
         /// How many were made.
         created: usize,
     },
+}
+
+/// Why a received commit will never be applied ([`Event::CommitAbandoned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbandonReason {
+    /// It references a proposal this device refused (SpacePanda accepts only Remove and Update
+    /// proposals on their own, e.g. not a standalone Add).
+    ProposalRefused,
+    /// A proposal it references did not arrive within
+    /// [`commit_proposal_wait`](crate::MlsConfig::commit_proposal_wait).
+    ProposalMissing,
+}
+
+/// What an own commit changed ([`Event::CommitNotReissued`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnChange {
+    /// It added devices.
+    AddMembers,
+    /// It removed devices.
+    RemoveMembers,
+    /// It replaced this device's leaf.
+    SelfUpdate,
 }
 
 /// The result of one call into the engine.

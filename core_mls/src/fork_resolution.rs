@@ -16,9 +16,10 @@
 //!
 //! **Branch tags.** Every group message this device makes carries, as its MLS authenticated
 //! data, a tag of the epoch state it was made in (a one-way hash of group id, epoch and epoch
-//! authenticator). A receiver tells a message of its own branch from one of a competing
-//! branch before decrypting: a competing branch's messages are buffered while a rollback could
-//! still reach them, instead of failing to decrypt.
+//! authenticator; the wire format, magic and version included, is in `branch_order`; other
+//! authenticated data is no tag). A receiver tells a message of its own branch from one of a
+//! competing branch before decrypting: a competing branch's messages are buffered while a
+//! rollback could still reach them, instead of failing to decrypt.
 //!
 //! **Rollback.** A commit for a past epoch whose snapshot is kept (and whose tag matches it) is
 //! a competing commit: in one transaction the group is put back in that epoch, the commit is
@@ -79,6 +80,15 @@ pub(crate) struct OutsideWindowCounts {
 struct Abandoned {
     own_commits: Vec<OwnCommit>,
     sent: Vec<crate::app_message::AppMessage>,
+}
+
+impl OutsideWindowCounts {
+    /// Whether some group has refusals `tick` has not reported yet.
+    pub(crate) fn unreported(&self) -> bool {
+        self.counts
+            .values()
+            .any(|(count, reported)| count > reported)
+    }
 }
 
 impl MlsClient {
@@ -246,7 +256,7 @@ impl MlsClient {
                 match other {
                     // It references a proposal of that epoch not received yet: wait for it.
                     Err(MlsError::CommitAwaitsProposal { .. }) => {
-                        return self.buffer(envelope, group, epoch, buffered);
+                        return self.buffer_awaiting_proposal(envelope, group, epoch, buffered);
                     }
                     Err(error) => return Err(error),
                     Ok(_) => {}
@@ -343,16 +353,30 @@ impl MlsClient {
     pub(crate) fn reissue_commits(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         let mut output = Output::default();
         for (key, commit) in self.read(|txn| epoch_snapshots::reissues(txn, group))? {
-            if self.groups.contains_key(group) {
+            let not_reissued = if self.groups.contains_key(group) {
                 match self.reissue(group, &commit) {
-                    Ok(made) => output.extend(made),
+                    Ok(made) => {
+                        output.extend(made);
+                        None
+                    }
+                    // A local failure is not the intent's: keep it and fail the operation.
                     Err(error) if error.is_local() => return Err(error),
                     // The intent no longer applies on this branch (a package expired, the
                     // device is gone): drop it rather than retry forever.
                     Err(error) => {
                         tracing::info!(%group, %error, "own commit not re-issued");
+                        Some(error.to_string())
                     }
                 }
+            } else {
+                Some("this device no longer holds the group".to_owned())
+            };
+            if let Some(reason) = not_reissued {
+                output.events.push(Event::CommitNotReissued {
+                    group: group.clone(),
+                    change: commit.change(),
+                    reason,
+                });
             }
             self.with_txn(|txn| {
                 txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;

@@ -61,6 +61,7 @@ fn encode_with_context(
 impl MlsClient {
     /// Creates a group with this device as its only member. One transaction.
     pub fn create_group(&mut self) -> Result<GroupId, MlsError> {
+        let _time = self.operation();
         let raw_id = self
             .provider
             .rand()
@@ -106,6 +107,7 @@ impl MlsClient {
         group: &GroupId,
         key_packages: &[Vec<u8>],
     ) -> Result<Output, MlsError> {
+        let _time = self.operation();
         self.transaction(Some(group), |client| {
             client.add_members_steps(group, key_packages)
         })
@@ -232,6 +234,7 @@ impl MlsClient {
         group: &GroupId,
         selected: impl Fn(&VerifiedMember) -> bool,
     ) -> Result<Output, MlsError> {
+        let _time = self.operation();
         self.transaction(Some(group), |client| {
             client.remove_where_steps(group, selected)
         })
@@ -321,6 +324,7 @@ impl MlsClient {
     /// Commits a fresh leaf for this device (post-compromise security); also commits any
     /// pending proposals (e.g. someone leaving).
     pub fn self_update(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let _time = self.operation();
         self.transaction(Some(group), |client| client.self_update_steps(group))
     }
 
@@ -387,6 +391,7 @@ impl MlsClient {
     /// so the leave does not wait for unrelated activity. This device keeps the group
     /// until that commit arrives (then `RemovedFromGroup`).
     pub fn leave_group(&mut self, group: &GroupId) -> Result<Output, MlsError> {
+        let _time = self.operation();
         self.transaction(Some(group), |client| client.leave_group_steps(group))
     }
 
@@ -428,6 +433,7 @@ impl MlsClient {
     /// send then), the designated committer commits them first and any other member keeps the
     /// message until the commit arrives; either way, one transaction.
     pub fn send(&mut self, group: &GroupId, body: &[u8]) -> Result<Output, MlsError> {
+        let _time = self.operation();
         if body.len() > self.config.max_application_len {
             return Err(MlsError::MessageTooLarge {
                 size: body.len(),

@@ -16,7 +16,7 @@ use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
-use crate::events::Output;
+use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::{epoch_snapshots, fork_resolution, message_processor};
@@ -109,13 +109,21 @@ impl MlsClient {
             .into_iter()
             .filter(|m| wanted(m))
             .collect();
+        let mut dropped = 0;
         for entry in waiting {
             if until_held && self.groups.contains_key(group) {
                 break;
             }
-            if let Some(replayed) = self.replay_entry(&entry)? {
-                output.extend(replayed);
+            match self.replay_entry(&entry)? {
+                Some(replayed) => output.extend(replayed),
+                None => dropped += 1,
             }
+        }
+        if dropped > 0 {
+            output.events.push(Event::BufferedDropped {
+                group: self.groups.contains_key(group).then(|| group.clone()),
+                count: dropped,
+            });
         }
         Ok(output)
     }

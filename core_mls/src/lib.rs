@@ -17,9 +17,10 @@
 //! No network I/O, no threads, no async runtime, no reading of the system clock: inputs are
 //! bytes and a [`Clock`](spacepanda_core::Clock); outputs are [`Outbound`] envelopes with their
 //! recipient devices and [`Event`]s. The network layer (or the demo, or a test) drives it, and
-//! decides when to call [`MlsClient::tick`]. It does not assume that anything orders the
-//! commits of an epoch: two members committing at once is resolved by a rule every member
-//! applies alike (the smaller commit ref wins; see `fork_resolution` and docs/ARCHITECTURE.md).
+//! calls [`MlsClient::tick`] when [`MlsClient::next_deadline`] says (see [Time](#time)). It
+//! does not assume that anything orders the commits of an epoch: two members committing at
+//! once is resolved by a rule every member applies alike (the smaller commit ref wins; see
+//! `fork_resolution` and docs/ARCHITECTURE.md).
 //!
 //! # Design
 //!
@@ -43,6 +44,44 @@
 //!   state in `mls_key_package`, `mls_signature_key`, `mls_encryption_key`, `mls_psk`; values
 //!   are CBOR; a format record refuses stores from a newer build
 //!   ([`MlsError::UnsupportedStateVersion`]).
+//!
+//! # Time
+//!
+//! **One time per operation.** Every public operation reads the clock once, when it starts,
+//! and decides everything by that time ([`MlsClient::now`] returns it while the operation
+//! runs): key package lifetimes, when a message was buffered, a snapshot taken, a proposal
+//! received, a leaf replaced. [`MlsClient::tick`] runs at the time it is given, including the
+//! commits it makes; nested calls (a `send` that commits first) keep the outer time.
+//!
+//! **When to tick.** [`MlsClient::next_deadline`] is the earliest time `tick` has work, like
+//! quinn's `poll_timeout`: a self-update falling due (`self_update_after`), pending proposals
+//! to commit (at once for the designated committer, else after `pending_proposal_timeout`), a
+//! buffered message reaching `buffer_max_age`, a commit that waited `commit_proposal_wait` for
+//! a proposal (or references one this device refused), a snapshot reaching `fork_window`, a key
+//! package to rotate, expire, prune or forget, a pool to refill, and work already due (events
+//! to report, own commits to re-issue, messages to drop for a group that cannot come back).
+//! A driver sleeps until then or until the network brings something, ticks, and asks again
+//! after every call; `tick` before the deadline does nothing. De-duplication records are
+//! forgotten by whichever tick comes after their retention (holding one longer is harmless).
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use core_identity::IdentityStore;
+//! # use core_mls::{MlsClient, MlsConfig};
+//! # use spacepanda_core::{Clock, ManualClock, MemoryStore, SharedStore};
+//! # let clock = ManualClock::starting_now();
+//! # let store: SharedStore = Arc::new(MemoryStore::new());
+//! # let identity = IdentityStore::new(store.clone(), Arc::new(clock.clone())).create("a")?;
+//! let mut client = MlsClient::open(store, Arc::new(clock.clone()), identity, MlsConfig::default())?;
+//! // A driver's loop, with the network left out: sleep until the deadline, then tick.
+//! for _ in 0..3 {
+//!     let Some(deadline) = client.next_deadline()? else { break };
+//!     clock.set(deadline.max(clock.now())); // sleep until then
+//!     let _output = client.tick(clock.now())?; // send its `outbound`, show its `events`
+//!     assert!(client.next_deadline()?.is_none_or(|next| next > deadline));
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Getting started: two devices exchange a message
 //!
@@ -98,7 +137,9 @@ mod app_message;
 mod branch_order;
 mod client;
 mod commit_policy;
+mod commit_wait;
 mod config;
+mod deadlines;
 mod deferred_sends;
 mod engine_crypto;
 pub mod envelope;
@@ -126,7 +167,8 @@ pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeKind, MessageId};
 pub use events::{
-    DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output, Recipients,
+    AbandonReason, DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output,
+    OwnChange, Recipients,
 };
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;

@@ -44,9 +44,9 @@ impl MemberCache {
     ) -> Result<VerifiedMember, MlsError> {
         if credential.credential_type() != CredentialType::Basic {
             return Err(MlsError::UnverifiedMember {
-                reason: core_identity::IdentityError::Malformed {
+                reason: core_identity::IdentityError::NotSpacePandaCredential {
                     what: "MLS credential",
-                    reason: "not a basic credential",
+                    found: "a credential of another type than basic",
                 },
             });
         }

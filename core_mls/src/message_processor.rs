@@ -51,6 +51,7 @@ impl MlsClient {
     /// re-issues, deferred sends). Returns what happened; a rejected envelope is a typed error
     /// and changes nothing.
     pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
+        let _time = self.operation();
         let envelope = Envelope::from_bytes(bytes, self.config.max_envelope_len)?;
         self.transaction(None, |client| client.handle_decoded(envelope, None))
     }
@@ -207,9 +208,16 @@ impl MlsClient {
             }
         });
         let (output, follow_up) = match processed {
-            // The commit overtook a proposal it references: keep it until the proposal arrives.
+            // The commit overtook a proposal it references: keep it until the proposal arrives
+            // (or `commit_proposal_wait` passes).
             Err(MlsError::CommitAwaitsProposal { .. }) => {
-                return self.buffer(envelope, &group, message_epoch, buffered);
+                return self.buffer_awaiting_proposal(envelope, &group, message_epoch, buffered);
+            }
+            Err(error) if kind == EnvelopeKind::Proposal && error.is_peer_input() => {
+                // A commit that references it can never be applied here: `tick` recognises one.
+                let now = self.now();
+                self.refused.remember(&group, message_epoch, envelope, now);
+                return Err(error);
             }
             other => other?,
         };
@@ -260,42 +268,6 @@ impl MlsClient {
             self.finish_snapshot(group, snapshot, commit_ref.clone(), None)?;
         }
         Ok((output, follow_up))
-    }
-
-    pub(crate) fn buffer(
-        &mut self,
-        envelope: &Envelope,
-        group: &GroupId,
-        epoch: u64,
-        buffered: Option<&BufferedMessage>,
-    ) -> Result<Output, MlsError> {
-        if buffered.is_some() {
-            // Already in the buffer, still not processable: leave it there.
-            return Ok(Output {
-                disposition: Disposition::Buffered,
-                ..Output::default()
-            });
-        }
-        let now = self.now();
-        let evicted = self.transaction(None, |client| {
-            let member_of: Vec<GroupId> = client.groups.keys().cloned().collect();
-            let is_member = |g: &GroupId| member_of.contains(g);
-            let config = client.config.clone();
-            client.with_txn(|txn| {
-                epoch_buffer::push(txn, &config, group, &is_member, epoch, envelope, now)
-            })
-        })?;
-        let mut output = Output {
-            disposition: Disposition::Buffered,
-            ..Output::default()
-        };
-        if evicted > 0 {
-            output.events.push(Event::BufferedDropped {
-                group: self.groups.contains_key(group).then(|| group.clone()),
-                count: evicted,
-            });
-        }
-        Ok(output)
     }
 
     pub(crate) fn process_in_transaction(

@@ -344,6 +344,47 @@ pub(crate) fn prune(
     Ok(deleted)
 }
 
+/// The earliest time at which `rotate`, `prune` or a refill has something to do (`now` if a
+/// refill is due already); `retain_consumed` as for `prune`. Each time is the exact first
+/// instant the matching condition there holds.
+pub(crate) fn next_change(
+    entries: &[LedgerEntry],
+    policy: &PoolPolicy,
+    retain_consumed: Duration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let (fresh_needed, last_resort_needed) = replenish_plan(entries, policy, now);
+    let mut times = Vec::new();
+    if fresh_needed > 0 || last_resort_needed {
+        times.push(now);
+    }
+    for entry in entries {
+        if entry.keys_deleted {
+            times.push(
+                entry
+                    .state_changed_at
+                    .saturating_add(policy.tombstone_retention),
+            );
+            continue;
+        }
+        if entry.state.is_offered() {
+            times.push(entry.created_at.saturating_add(policy.rotate_after));
+        }
+        if !matches!(
+            entry.state,
+            KeyPackageState::Consumed | KeyPackageState::Expired
+        ) {
+            // Expires then; an offered package also stops counting towards the pool.
+            times.push(entry.not_after);
+        }
+        times.push(entry.not_after.saturating_add(policy.grace));
+        if entry.state == KeyPackageState::Consumed && !entry.last_resort {
+            times.push(entry.state_changed_at.saturating_add(retain_consumed));
+        }
+    }
+    times.into_iter().min()
+}
+
 /// Deletes the private bundle (init and leaf encryption keys) of one of our key packages, in
 /// the provider's open transaction. Deleting one that is already gone is not an error.
 pub(crate) fn delete_private_keys(

@@ -27,6 +27,8 @@ use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
 pub struct Node {
     pub name: String,
     pub store: SharedStore,
+    /// The same store as a `MemoryStore` (for byte-for-byte comparisons), if it is one.
+    pub memory: Option<Arc<MemoryStore>>,
     pub path: Option<std::path::PathBuf>,
     pub identity: DeviceIdentity,
     pub client: Option<MlsClient>,
@@ -94,6 +96,19 @@ impl Harness {
         harness
     }
 
+    /// Devices on MemoryStores with a custom configuration (every harness's engines draw
+    /// their randomness from `seed`: see `open_client`).
+    pub fn seeded(names: &[&str], seed: u64, config: MlsConfig) -> Self {
+        Self::memory_with(names, seed, config)
+    }
+
+    fn open_client(&mut self, store: SharedStore, identity: DeviceIdentity) -> MlsClient {
+        let clock = self.clock();
+        // A seed per open: one store is never opened twice with the same seed.
+        let seed: [u8; 32] = self.rng.r#gen();
+        MlsClient::open_seeded(store, clock, identity, self.config.clone(), seed).unwrap()
+    }
+
     fn empty(seed: u64, dir: Option<tempfile::TempDir>) -> Self {
         Self {
             clock: ManualClock::starting_this_week(),
@@ -105,13 +120,23 @@ impl Harness {
         }
     }
 
-    fn open_store(&self, name: &str) -> (SharedStore, Option<std::path::PathBuf>) {
+    fn open_store(
+        &self,
+        name: &str,
+    ) -> (
+        SharedStore,
+        Option<std::path::PathBuf>,
+        Option<Arc<MemoryStore>>,
+    ) {
         match &self.dir {
             Some(dir) => {
                 let path = dir.path().join(format!("{name}.redb"));
-                (Arc::new(RedbStore::open(&path).unwrap()), Some(path))
+                (Arc::new(RedbStore::open(&path).unwrap()), Some(path), None)
             }
-            None => (Arc::new(MemoryStore::new()), None),
+            None => {
+                let memory = Arc::new(MemoryStore::new());
+                (memory.clone(), None, Some(memory))
+            }
         }
     }
 
@@ -121,7 +146,7 @@ impl Harness {
 
     /// Adds a device; with `same_user_as`, a second device of that node's user.
     pub fn add_node(&mut self, name: &str, same_user_as: Option<usize>) -> usize {
-        let (store, path) = self.open_store(name);
+        let (store, path, memory) = self.open_store(name);
         let identities = IdentityStore::new(store.clone(), self.clock());
         let identity = match same_user_as {
             Some(index) => {
@@ -139,17 +164,11 @@ impl Harness {
             }
             None => identities.create_with(name, &mut self.rng).unwrap(),
         };
-        let client = MlsClient::open_seeded(
-            store.clone(),
-            self.clock(),
-            identity.clone(),
-            self.config.clone(),
-            self.rng.r#gen(),
-        )
-        .unwrap();
+        let client = self.open_client(store.clone(), identity.clone());
         self.nodes.push(Node {
             name: name.to_owned(),
             store,
+            memory,
             path,
             identity,
             client: Some(client),
@@ -296,14 +315,7 @@ impl Harness {
             .unwrap()
             .unwrap();
         assert_eq!(identity.user_id(), self.nodes[node].identity.user_id());
-        let client = MlsClient::open_seeded(
-            store.clone(),
-            self.clock(),
-            identity,
-            self.config.clone(),
-            self.rng.r#gen(),
-        )
-        .unwrap();
+        let client = self.open_client(store.clone(), identity);
         self.nodes[node].store = store;
         self.nodes[node].client = Some(client);
         let undelivered = self.nodes[node].client().pending_delivered().unwrap();
