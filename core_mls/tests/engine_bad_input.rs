@@ -14,7 +14,7 @@ use core_mls::{
 };
 use engine_harness::Harness;
 use openmls::prelude::{
-    BasicCredential, CredentialWithKey, KeyPackage, MlsGroupJoinConfig, MlsMessageBodyIn,
+    BasicCredential, CredentialWithKey, KeyPackage, Lifetime, MlsGroupJoinConfig, MlsMessageBodyIn,
     MlsMessageIn, MlsMessageOut, SignatureScheme, StagedWelcome,
 };
 use openmls_basic_credential::SignatureKeyPair;
@@ -216,7 +216,10 @@ fn a_commit_adding_a_forged_member_is_rejected_whole() {
         credential: BasicCredential::new(identity.credential_bytes().to_vec()).into(),
         signature_key: bob_signer.public().into(),
     };
+    // Valid by the harness's clock (which starts this week), as alice's engine checks it.
+    let now = h.clock.now().unix_secs();
     let bob_package = KeyPackage::builder()
+        .key_package_lifetime(Lifetime::init(now - 3600, now + 14 * 24 * 3600))
         .build(CIPHERSUITE, &provider, &bob_signer, bob_credential)
         .unwrap();
     let bob_package = MlsMessageOut::from(bob_package.key_package().clone())

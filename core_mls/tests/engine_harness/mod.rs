@@ -451,6 +451,8 @@ impl Harness {
 /// that alice's (node 0) commit lost (`want_alice_lost`) or won. The rule is a hash of the
 /// commits, and with seeded engines each seed is one exact run, so each test names the seed
 /// that gives the outcome it is about; this assertion says so if the engines' draws change.
+/// Then `FIND_SEEDS=1 cargo test -p core_mls --test NAME -- --nocapture` prints, for each
+/// call, the first seed from `seed` on that gives the outcome (and runs with it).
 #[track_caller]
 pub fn exactly(
     seed: u64,
@@ -458,13 +460,56 @@ pub fn exactly(
     names: &[&str],
     scenario: impl Fn(&mut Harness) -> GroupId,
 ) -> (Harness, GroupId) {
-    let mut h = Harness::memory(names, seed);
-    let group = scenario(&mut h);
-    assert_eq!(
-        h.superseded(0) > 0,
-        want_alice_lost,
-        "seed {seed} no longer makes alice's commit {}: pick a seed that does",
+    let caller = std::panic::Location::caller();
+    let tries = if std::env::var_os("FIND_SEEDS").is_some() {
+        200
+    } else {
+        1
+    };
+    for candidate in seed..seed + tries {
+        let mut h = Harness::memory(names, candidate);
+        let group = scenario(&mut h);
+        if (h.superseded(0) > 0) == want_alice_lost {
+            if candidate != seed {
+                println!(
+                    "FIND_SEEDS {}:{}: seed {candidate} instead of {seed}",
+                    caller.file(),
+                    caller.line()
+                );
+            }
+            return (h, group);
+        }
+    }
+    panic!(
+        "seed {seed} no longer makes alice's commit {} ({caller}): find one with FIND_SEEDS=1",
         if want_alice_lost { "lose" } else { "win" }
     );
-    (h, group)
+}
+
+/// `seed`, after checking that a run with it is the case a test is about (`wanted`): like
+/// [`exactly`], for cases that are not "alice's commit lost or won". With `FIND_SEEDS=1`, the
+/// first seed from `seed` on that is the case, printed.
+#[track_caller]
+pub fn seed_where(seed: u64, wanted: impl Fn(u64) -> bool) -> u64 {
+    let caller = std::panic::Location::caller();
+    let tries = if std::env::var_os("FIND_SEEDS").is_some() {
+        200
+    } else {
+        1
+    };
+    for candidate in seed..seed + tries {
+        if wanted(candidate) {
+            if candidate != seed {
+                println!(
+                    "FIND_SEEDS {}:{}: seed {candidate} instead of {seed}",
+                    caller.file(),
+                    caller.line()
+                );
+            }
+            return candidate;
+        }
+    }
+    panic!(
+        "seed {seed} is no longer the case the test is about ({caller}): find one with FIND_SEEDS=1"
+    );
 }
