@@ -11,7 +11,9 @@
 //! (see `fork_resolution`): it re-uses the single-use key package this device joined with, at
 //! a later epoch — a member re-added us on the winning branch after the commit that first added
 //! us lost; or it is for the same epoch with a smaller commit ref — two members added us
-//! concurrently. Otherwise it is [`MlsError::AlreadyJoined`].
+//! concurrently. Otherwise it is [`MlsError::AlreadyJoined`]. A Welcome for a group we were
+//! removed from, from a branch that lost to one we kept a snapshot of, is
+//! [`MlsError::OtherBranch`].
 
 use openmls::prelude::{OpenMlsProvider as _, StagedWelcome, Welcome};
 
@@ -202,6 +204,19 @@ impl MlsClient {
                 }
                 true
             } else {
+                // Removed, maybe not for good: the epochs we kept snapshots of are judged by
+                // the same rule. A Welcome from a branch that lost to ours is dead (its
+                // committer rolls back and re-adds us if we are still not a member), and
+                // joining it would drop the snapshots a rollback onto the winning branch needs.
+                let ours = client.branch_history(&group_id)?;
+                let our_epoch = ours.last().map_or(0, |(e, _)| e.saturating_add(1));
+                let order = fork_resolution::compare_branches(&ours, our_epoch, &theirs, epoch);
+                if order == BranchOrder::OursWins {
+                    return Err(MlsError::OtherBranch {
+                        group: group_id,
+                        message_epoch: epoch,
+                    });
+                }
                 false
             };
             // A package already used is only good for a re-add to the group it joined (after
