@@ -78,9 +78,8 @@ pub(crate) struct Rejection {
 pub(crate) struct Options {
     /// One commit at a time, everything delivered after each (`SIM_NO_CONCURRENT=1`).
     pub(crate) no_concurrent: bool,
-    /// Adds never race another commit: everything is delivered before and after each add (the
-    /// default; `SIM_RACE_ADDS=1` turns it off). A device added by a commit that races several
-    /// others can still end on a branch that lost — the open part of issue 7.
+    /// Adds never race another commit: everything is delivered before and after each add
+    /// (`SIM_SERIAL_ADDS=1`; by default adds race other commits like every commit).
     pub(crate) serial_adds: bool,
     /// RedbStore files for every seed (`SIM_REDB=1`).
     pub(crate) force_redb: bool,
