@@ -126,7 +126,7 @@ fn mls_rs_member_leaves_no_silent_state() {
     assert_eq!(received.disposition, Disposition::Processed);
     assert!(received.events.iter().any(|e| matches!(
         e,
-        Event::Message { body, message_id, .. } if body == b"hello from mls-rs" && *message_id == [7; 16]
+        Event::Message { body, message_id, .. } if body == b"hello from mls-rs" && *message_id == core_mls::MessageId([7; 16])
     )));
 
     // A standalone Add proposal (refused) and rita's commit of it (never applicable here).

@@ -105,7 +105,7 @@ pub(crate) fn pending(
         events.push(Event::Message {
             group: GroupId::from_slice(record.group.as_slice()),
             sender,
-            message_id: record.message_id,
+            message_id: crate::events::MessageId(record.message_id),
             sent_at: Timestamp::from_unix_millis(record.sent_at_ms),
             body: record.body.into_vec(),
             delivery,

@@ -114,7 +114,10 @@ impl MlsClient {
             tracing::info!(%group, count = dropped.len(), "messages for a group left for good dropped");
             events.push(Event::MessagesNotSent {
                 group,
-                message_ids: dropped.iter().map(|(_, m)| m.message_id).collect(),
+                message_ids: dropped
+                    .iter()
+                    .map(|(_, m)| crate::events::MessageId(m.message_id))
+                    .collect(),
             });
         }
         Ok(events)

@@ -12,7 +12,7 @@
 //! } Envelope;
 //! ```
 //!
-//! The envelope's [`MessageId`] is a hash of its kind and payload, so a receiver can drop a
+//! The envelope's [`EnvelopeId`] is a hash of its kind and payload, so a receiver can drop a
 //! duplicate without trusting anything the sender claims, and two different messages can never
 //! share an id (a copy with an altered context is the same message, and a duplicate).
 //!
@@ -88,9 +88,9 @@ impl EnvelopeKind {
 
 /// Content-derived identifier of an envelope (BLAKE3 of kind and payload).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId([u8; 32]);
+pub struct EnvelopeId([u8; 32]);
 
-impl MessageId {
+impl EnvelopeId {
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -102,13 +102,13 @@ impl MessageId {
     }
 }
 
-impl fmt::Debug for MessageId {
+impl fmt::Debug for EnvelopeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageId({})", self)
+        write!(f, "EnvelopeId({})", self)
     }
 }
 
-impl fmt::Display for MessageId {
+impl fmt::Display for EnvelopeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Eight bytes identify a message in logs; the full id is in `as_bytes`.
         for byte in self.0.iter().take(8) {
@@ -131,7 +131,7 @@ pub struct Envelope {
     kind: EnvelopeKind,
     payload: Vec<u8>,
     context: Vec<u8>,
-    id: MessageId,
+    id: EnvelopeId,
 }
 
 impl fmt::Debug for Envelope {
@@ -180,7 +180,7 @@ impl Envelope {
     }
 
     /// Its content-derived id.
-    pub fn id(&self) -> MessageId {
+    pub fn id(&self) -> EnvelopeId {
         self.id
     }
 
@@ -278,11 +278,11 @@ impl Envelope {
     }
 }
 
-fn compute_id(kind: EnvelopeKind, payload: &[u8]) -> MessageId {
+fn compute_id(kind: EnvelopeKind, payload: &[u8]) -> EnvelopeId {
     let mut hasher = blake3::Hasher::new_derive_key("spacepanda envelope id v1");
     hasher.update(&[kind.to_byte()]);
     hasher.update(payload);
-    MessageId(*hasher.finalize().as_bytes())
+    EnvelopeId(*hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]

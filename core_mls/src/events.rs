@@ -4,7 +4,7 @@
 use core_identity::{DeviceId, UserId, VerifiedMember};
 use spacepanda_core::Timestamp;
 
-use crate::envelope::{Envelope, MessageId};
+use crate::envelope::{Envelope, EnvelopeId};
 use crate::group_id::GroupId;
 
 /// One device of one user: where an outbound envelope must go.
@@ -44,6 +44,35 @@ pub struct DeliveryId(pub u64);
 /// Sequence number of an outbox entry; pass it to [`ack_sent`](crate::MlsClient::ack_sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OutboxId(pub u64);
+
+/// The id the sender gives an application message: 16 random bytes, carried inside the
+/// encrypted message, the same on every device that receives it and on every re-send after a
+/// rollback, so a receiver delivers it once. (An [`EnvelopeId`] names the bytes on the wire
+/// instead: a re-sent message is a new envelope with the same `MessageId`.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 16]);
+
+impl MessageId {
+    /// The raw 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
 
 /// An envelope the network layer must deliver. It stays in the durable outbox until
 /// acknowledged, so a crash between "state changed" and "bytes sent" loses nothing.
@@ -107,7 +136,7 @@ pub enum Event {
         /// Who sent it.
         sender: VerifiedMember,
         /// Sender-chosen id, unique per sender; delivered at most once.
-        message_id: [u8; 16],
+        message_id: MessageId,
         /// When the sender says it was sent (its clock; informational).
         sent_at: Timestamp,
         /// The plaintext.
@@ -122,7 +151,7 @@ pub enum Event {
         /// The group.
         group: GroupId,
         /// The message id.
-        message_id: [u8; 16],
+        message_id: MessageId,
     },
     /// Members were added by a commit.
     MembersAdded {
@@ -208,7 +237,7 @@ pub enum Event {
         /// The epoch the commit was made in.
         epoch: u64,
         /// The commit's envelope id.
-        commit: MessageId,
+        commit: EnvelopeId,
         /// Why it will never be applied.
         reason: AbandonReason,
     },
@@ -219,7 +248,7 @@ pub enum Event {
         /// The group.
         group: GroupId,
         /// The message ids, as [`Event::MessageSent`] reported them.
-        message_ids: Vec<[u8; 16]>,
+        message_ids: Vec<MessageId>,
     },
     /// An own commit of an abandoned branch (counted in [`Event::CommitSuperseded`]) was not
     /// made again on the winning branch: the change it made did not happen there. Make it again

@@ -19,7 +19,7 @@ use crate::client::{CIPHERSUITE, MlsClient};
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
-use crate::events::{DeviceAddress, Event, Output, Recipients};
+use crate::events::{DeviceAddress, Event, MessageId, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
 use crate::{deferred_sends, fork_resolution, key_package_validation};
@@ -462,7 +462,7 @@ impl MlsClient {
                 self.with_txn(|txn| deferred_sends::push(txn, group, &message))?;
                 output.events.push(Event::MessageSent {
                     group: group.clone(),
-                    message_id,
+                    message_id: MessageId(message_id),
                 });
                 return Ok(output);
             }
@@ -471,7 +471,7 @@ impl MlsClient {
         output.extend(self.encrypt_and_queue(group, &message)?);
         output.events.push(Event::MessageSent {
             group: group.clone(),
-            message_id,
+            message_id: MessageId(message_id),
         });
         Ok(output)
     }

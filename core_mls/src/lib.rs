@@ -165,10 +165,10 @@ mod atomicity_tests;
 
 pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
-pub use envelope::{Envelope, EnvelopeKind, MessageId};
+pub use envelope::{Envelope, EnvelopeId, EnvelopeKind};
 pub use events::{
-    AbandonReason, DeliveryId, DeviceAddress, Disposition, Event, Outbound, OutboxId, Output,
-    OwnChange, Recipients,
+    AbandonReason, DeliveryId, DeviceAddress, Disposition, Event, MessageId, Outbound, OutboxId,
+    Output, OwnChange, Recipients,
 };
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;

@@ -321,7 +321,7 @@ impl MlsClient {
                     output.events.push(Event::Message {
                         group: group.clone(),
                         sender,
-                        message_id: app.message_id,
+                        message_id: crate::events::MessageId(app.message_id),
                         sent_at: app.sent_at,
                         body: app.body,
                         delivery,

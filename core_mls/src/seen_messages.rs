@@ -6,14 +6,14 @@
 use core_identity::VerifiedMember;
 use spacepanda_core::{Key, Timestamp, Transaction};
 
-use crate::envelope::MessageId;
+use crate::envelope::EnvelopeId;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 
 /// Namespace of de-duplication records.
 pub(crate) const SEEN_NAMESPACE: &str = "seen";
 
-fn envelope_key(id: MessageId) -> Key {
+fn envelope_key(id: EnvelopeId) -> Key {
     Key::from_segments([&b"env"[..], id.as_bytes()])
 }
 
@@ -28,14 +28,14 @@ fn app_key(group: &GroupId, sender: &VerifiedMember, message_id: &[u8; 16]) -> K
 }
 
 /// Whether the envelope was processed (or sent) before.
-pub(crate) fn envelope_seen(txn: &Transaction, id: MessageId) -> Result<bool, MlsError> {
+pub(crate) fn envelope_seen(txn: &Transaction, id: EnvelopeId) -> Result<bool, MlsError> {
     Ok(txn.get(SEEN_NAMESPACE, &envelope_key(id))?.is_some())
 }
 
 /// Records an envelope as processed (or sent).
 pub(crate) fn record_envelope(
     txn: &mut Transaction,
-    id: MessageId,
+    id: EnvelopeId,
     now: Timestamp,
 ) -> Result<(), MlsError> {
     txn.put(

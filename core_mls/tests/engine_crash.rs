@@ -171,7 +171,7 @@ fn app_receives(device: &mut Device, index: usize, output: Output) {
             say(&format!(
                 "delivered {index} {} {}",
                 delivery.0,
-                hex::encode(message_id)
+                hex::encode(message_id.as_bytes())
             ));
             device.client.ack_delivered(delivery).unwrap();
         }
@@ -254,7 +254,7 @@ fn run(dir: &Path, seed: u64, finish: bool) {
                 .collect();
             say(&format!(
                 "sent {actor} {} {}",
-                hex::encode(id),
+                hex::encode(id.as_bytes()),
                 recipients.join(",")
             ));
         } else if roll < 88 {

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use core_identity::IdentityError;
 use core_mls::{
-    AbandonReason, Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsConfig, MlsError,
-    Output, OwnChange,
+    AbandonReason, Disposition, Envelope, EnvelopeKind, Event, GroupId, MessageId, MlsConfig,
+    MlsError, Output, OwnChange,
 };
 use engine_harness::Harness;
 use raw_peer::RawPeer;
@@ -37,11 +37,11 @@ fn welcome_in(output: &Output) -> Vec<u8> {
         .to_bytes()
 }
 
-fn id_of(envelope: &[u8]) -> core_mls::MessageId {
+fn id_of(envelope: &[u8]) -> core_mls::EnvelopeId {
     Envelope::from_bytes(envelope, usize::MAX).unwrap().id()
 }
 
-fn abandoned(output: &Output) -> Vec<(GroupId, u64, core_mls::MessageId, AbandonReason)> {
+fn abandoned(output: &Output) -> Vec<(GroupId, u64, core_mls::EnvelopeId, AbandonReason)> {
     output
         .events
         .iter()
@@ -188,7 +188,7 @@ fn an_application_message_whose_authenticated_data_is_not_our_tag_is_delivered()
             Ok(Disposition::Processed),
             "aad {aad:?}"
         );
-        assert_eq!(h.copies(0, &id), 1, "aad {aad:?}");
+        assert_eq!(h.copies(0, &MessageId(id)), 1, "aad {aad:?}");
     }
     // A tag of ours that is not our branch's is still recognised as another branch's.
     let other_branch = raw.application(
@@ -198,7 +198,7 @@ fn an_application_message_whose_authenticated_data_is_not_our_tag_is_delivered()
         b"other branch",
     );
     assert_eq!(h.handle(0, &other_branch), Ok(Disposition::Buffered));
-    assert_eq!(h.copies(0, &[9; 16]), 0);
+    assert_eq!(h.copies(0, &MessageId([9; 16])), 0);
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_identity::IdentityStore;
-use core_mls::{DeviceAddress, Disposition, Event, GroupId, MlsClient, MlsConfig, Output};
+use core_mls::{
+    DeviceAddress, Disposition, Event, GroupId, MessageId, MlsClient, MlsConfig, Output,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use spacepanda_core::{Clock, KdfParams, RedbStore, SealedStore, SharedStore, SystemClock};
@@ -22,7 +24,7 @@ struct Device {
     address: DeviceAddress,
     client: Option<MlsClient>,
     /// (sender display name, body, message id) in arrival order.
-    received: Vec<(String, String, [u8; 16])>,
+    received: Vec<(String, String, MessageId)>,
     removed: bool,
 }
 
@@ -63,7 +65,7 @@ struct Demo {
     /// The wire bytes of the last application message sent.
     last_application_envelope: Option<Vec<u8>>,
     /// Every message sent: (body, message id, the devices it was encrypted for).
-    sent: Vec<(String, [u8; 16], Vec<DeviceAddress>)>,
+    sent: Vec<(String, MessageId, Vec<DeviceAddress>)>,
 }
 
 fn passphrase(name: &str) -> String {
@@ -261,9 +263,9 @@ impl Demo {
                     Ok(output) => {
                         match output.disposition {
                             Disposition::Processed => processed += 1,
-                            // A losing concurrent commit is dropped like a duplicate.
-                            Disposition::Duplicate | Disposition::Superseded => duplicates += 1,
                             Disposition::Buffered => buffered += 1,
+                            // Duplicates, and losing concurrent commits dropped like them.
+                            _ => duplicates += 1,
                         }
                         self.absorb(index, output)?;
                     }

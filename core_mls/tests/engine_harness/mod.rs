@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, IdentityStore};
 use core_mls::{
-    DeviceAddress, Disposition, Event, GroupId, MlsClient, MlsConfig, MlsError, Output,
+    DeviceAddress, Disposition, Event, GroupId, MessageId, MlsClient, MlsConfig, MlsError, Output,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -35,7 +35,7 @@ pub struct Node {
     /// Envelopes waiting for this device.
     pub inbox: Vec<Vec<u8>>,
     /// (group, sender device, message id, body) in delivery order.
-    pub delivered: Vec<(GroupId, DeviceAddress, [u8; 16], Vec<u8>)>,
+    pub delivered: Vec<(GroupId, DeviceAddress, MessageId, Vec<u8>)>,
     pub events: Vec<Event>,
     pub errors: Vec<String>,
 }
@@ -357,7 +357,7 @@ impl Harness {
     }
 
     /// How many times `node` received message `id`.
-    pub fn copies(&self, node: usize, id: &[u8; 16]) -> usize {
+    pub fn copies(&self, node: usize, id: &MessageId) -> usize {
         self.nodes[node]
             .delivered
             .iter()
@@ -366,7 +366,7 @@ impl Harness {
     }
 
     /// The message id of the `MessageSent` event in an output.
-    pub fn sent_id(output: &Output) -> [u8; 16] {
+    pub fn sent_id(output: &Output) -> MessageId {
         output
             .events
             .iter()

@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use core_mls::{EnvelopeKind, MessageId};
+use core_mls::{EnvelopeId, EnvelopeKind};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -23,7 +23,7 @@ const DUPLICATE_PROBABILITY: f64 = 0.1;
 pub(crate) struct InFlight {
     pub(crate) to: usize,
     pub(crate) from: usize,
-    pub(crate) id: MessageId,
+    pub(crate) id: EnvelopeId,
     pub(crate) kind: EnvelopeKind,
     pub(crate) bytes: Rc<Vec<u8>>,
     ready_at: u64,
@@ -57,7 +57,7 @@ impl Network {
         now: u64,
         from: usize,
         to: &[usize],
-        id: MessageId,
+        id: EnvelopeId,
         kind: EnvelopeKind,
         bytes: &Rc<Vec<u8>>,
     ) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use core_identity::IdentityStore;
 use core_mls::{
-    DeviceAddress, Envelope, Event, GroupId, MessageId, MlsClient, MlsConfig, MlsError, Output,
+    DeviceAddress, Envelope, EnvelopeId, Event, GroupId, MlsClient, MlsConfig, MlsError, Output,
     PublishableKeyPackage,
 };
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
@@ -60,7 +60,7 @@ pub(crate) struct Sent {
     pub(crate) sender: usize,
     pub(crate) message_id: [u8; 16],
     /// The envelope carrying it, when it was encrypted in the same call.
-    pub(crate) envelope: Option<MessageId>,
+    pub(crate) envelope: Option<EnvelopeId>,
 }
 
 /// A `RejectedMessage`, with what is needed to judge it once the winning branch is known.
@@ -69,7 +69,7 @@ pub(crate) struct Rejection {
     pub(crate) receiver: usize,
     pub(crate) receiver_state: Option<(u64, Vec<u8>)>,
     pub(crate) receiver_joined_at: Option<u64>,
-    pub(crate) envelope: MessageId,
+    pub(crate) envelope: EnvelopeId,
     pub(crate) reason: String,
 }
 
@@ -107,7 +107,7 @@ pub(crate) struct World {
     /// Simulation step (one per operation).
     pub(crate) step: u64,
     pub(crate) sent: Vec<Sent>,
-    pub(crate) origins: HashMap<MessageId, Origin>,
+    pub(crate) origins: HashMap<EnvelopeId, Origin>,
     pub(crate) rejections: Vec<Rejection>,
     pub(crate) tally: Tally,
     /// Commits made so far (by operations, ticks, crashed operations).
@@ -415,7 +415,7 @@ impl World {
             match event {
                 Event::MessageSent { message_id, .. } => self.sent.push(Sent {
                     sender: device,
-                    message_id: *message_id,
+                    message_id: message_id.0,
                     envelope: application_envelope,
                 }),
                 Event::Joined { epoch, .. } => {
@@ -486,7 +486,7 @@ impl World {
             } => {
                 self.devices[device]
                     .app
-                    .push((DeviceAddress::from(&sender), message_id));
+                    .push((DeviceAddress::from(&sender), message_id.0));
                 let fresh = self.client(device)?.ack_delivered(delivery).map_err(|e| {
                     Failure::new("engine call failed", format!("ack_delivered: {e}"))
                 })?;
