@@ -206,8 +206,9 @@ impl MlsClient {
     }
 
     /// Whether the waiting commit `entry` of `group` (at its current epoch) references one of
-    /// the `refused` proposals: with them stored, it no longer misses a proposal. Tried in a
-    /// transaction that is always rolled back; the group is reloaded afterwards.
+    /// the `refused` proposals: with them stored, it no longer misses a proposal. Tried as a
+    /// step of the open transaction that is always rolled back; the group is reloaded
+    /// afterwards.
     fn references_refused(
         &mut self,
         group: &GroupId,
@@ -217,7 +218,8 @@ impl MlsClient {
         let Some(commit) = protocol_message(&entry.envelope_bytes) else {
             return Ok(false);
         };
-        self.provider.storage().begin()?;
+        // A step of the tick that runs this, always undone (see `operation`).
+        let savepoint = self.savepoint()?;
         let attempt = (|| {
             for proposal in refused.iter().filter_map(|bytes| protocol_message(bytes)) {
                 let (provider, mls_group, _) = self.openmls_parts(group)?;
@@ -239,20 +241,14 @@ impl MlsClient {
                 Ok(_) | Err(_) => true,
             })
         })();
-        let failure = self.provider.storage().take_failure();
-        self.provider.storage().rollback();
+        self.rollback_step(savepoint)?;
         self.reload_group(group)?;
-        match (attempt, failure) {
-            (Err(error), _) => Err(error),
-            (Ok(_), Some(failure)) => {
-                Err(MlsError::Storage(spacepanda_core::StoreError::Backend {
-                    backend: "store under OpenMLS",
-                    operation: "trying a waiting commit with the proposals refused",
-                    source: failure.into(),
-                }))
-            }
-            (Ok(references), None) => Ok(references),
+        let references = attempt.map_err(|error| self.attribute(error))?;
+        // Our store failed under OpenMLS while it judged the commit: the answer means nothing.
+        if let Some(failure) = self.provider.storage().failure() {
+            return Err(crate::operation::swallowed_failure(failure));
         }
+        Ok(references)
     }
 }
 

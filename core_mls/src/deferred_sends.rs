@@ -66,15 +66,7 @@ pub(crate) fn remove(txn: &mut Transaction, key: Key) -> Result<(), MlsError> {
 
 /// Every group with messages waiting, each once.
 pub(crate) fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
-    let mut groups: Vec<GroupId> = txn
-        .scan_prefix(DEFERRED_NAMESPACE, &Key::empty())?
-        .into_iter()
-        .filter_map(|(key, _)| key.segments().next().map(GroupId::from_slice))
-        .collect();
-    // Sealed stores scan in no particular order.
-    groups.sort();
-    groups.dedup();
-    Ok(groups)
+    crate::group_id::groups_with_entries(txn, DEFERRED_NAMESPACE)
 }
 
 impl MlsClient {

@@ -327,12 +327,5 @@ pub(crate) fn reissues(
 
 /// Groups with own commits waiting to be re-issued.
 pub(crate) fn groups_with_reissues(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
-    let mut groups: Vec<GroupId> = txn
-        .scan_prefix(REISSUE_NAMESPACE, &Key::empty())?
-        .into_iter()
-        .filter_map(|(key, _)| key.segments().next().map(GroupId::from_slice))
-        .collect();
-    groups.sort();
-    groups.dedup();
-    Ok(groups)
+    crate::group_id::groups_with_entries(txn, REISSUE_NAMESPACE)
 }

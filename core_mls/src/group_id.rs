@@ -41,3 +41,19 @@ impl fmt::Debug for GroupId {
         write!(f, "GroupId({self})")
     }
 }
+
+/// Every group with at least one entry in `namespace`, each once, in order: for our records
+/// whose keys start with the group id (sealed stores scan in no particular order).
+pub(crate) fn groups_with_entries(
+    txn: &spacepanda_core::Transaction,
+    namespace: &str,
+) -> Result<Vec<GroupId>, crate::error::MlsError> {
+    let mut groups: Vec<GroupId> = txn
+        .scan_prefix(namespace, &spacepanda_core::Key::empty())?
+        .into_iter()
+        .filter_map(|(key, _)| key.segments().next().map(GroupId::from_slice))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}

@@ -181,7 +181,7 @@ impl MlsClient {
 
 /// The error for a storage failure that the code meeting it did not report as one (OpenMLS
 /// wraps ours in its own errors, some without a source).
-fn swallowed_failure(failure: String) -> MlsError {
+pub(crate) fn swallowed_failure(failure: String) -> MlsError {
     MlsError::Storage(spacepanda_core::StoreError::Backend {
         backend: "store",
         operation: "a read or write inside the operation",

@@ -66,7 +66,7 @@ fn group_with_raw_peer(h: &mut Harness, others: &[usize]) -> (GroupId, RawPeer) 
     } else {
         h.group_with(0, others)
     };
-    let package = raw.key_package();
+    let package = raw.key_package(h.clock.now());
     let g = group.clone();
     let added = h.run(0, move |c| c.add_members(&g, &[package]));
     h.deliver_all();
@@ -206,7 +206,7 @@ fn a_key_package_with_another_applications_credential_is_named_as_such() {
     let mut h = Harness::seeded(&["alice"], 14, MlsConfig::default());
     let group = h.nodes[0].client().create_group().unwrap();
     // Its identity's first two bytes ("pl") read as version 28780.
-    let package = RawPeer::foreign(b"player-1").key_package();
+    let package = RawPeer::foreign(b"player-1").key_package(h.clock.now());
     let error = h.nodes[0]
         .client()
         .add_members(&group, &[package])

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use core_identity::{DeviceIdentity, IdentityStore};
 use core_mls::{CIPHERSUITE, Envelope, EnvelopeKind};
 use openmls::prelude::{
-    BasicCredential, CredentialWithKey, KeyPackage, KeyPackageIn, MlsGroup, MlsGroupJoinConfig,
-    MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProtocolVersion, StagedWelcome,
+    BasicCredential, CredentialWithKey, KeyPackage, KeyPackageIn, Lifetime, MlsGroup,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProtocolVersion,
+    StagedWelcome,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -77,9 +78,12 @@ impl RawPeer {
         }
     }
 
-    /// A key package, as published (a TLS-encoded MLS message).
-    pub fn key_package(&self) -> Vec<u8> {
+    /// A key package, as published (a TLS-encoded MLS message), valid from an hour before
+    /// `now` for 14 days: `now` is the engines' clock, which need not be the system's.
+    pub fn key_package(&self, now: Timestamp) -> Vec<u8> {
+        let now = now.unix_secs();
         let bundle = KeyPackage::builder()
+            .key_package_lifetime(Lifetime::init(now - 3600, now + 14 * 24 * 3600))
             .build(
                 CIPHERSUITE,
                 &self.provider,
