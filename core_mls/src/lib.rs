@@ -34,6 +34,12 @@
 //! - `fork_resolution` makes concurrent commits converge: epoch snapshots
 //!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
+//! - `commit_wait` gives up on a commit whose proposal was refused or never came
+//!   ([`Event::CommitAbandoned`]); `deadlines` pins one time per operation and computes
+//!   [`MlsClient::next_deadline`];
+//! - `engine_crypto` is OpenMLS's crypto provider: RustCrypto's primitives, and one generator
+//!   for every random draw, seeded from the OS ([`MlsClient::open`]) or by a test
+//!   ([`MlsClient::open_seeded`], so a run replays exactly);
 //! - `key_package_manager` keeps the ledger OpenMLS lacks; `key_package_validation` checks
 //!   other devices' packages; `member_verification` binds leaves to core_identity identities;
 //! - `storage` and `provider` (crate-private: the engine is the only way to change MLS state,
