@@ -2,7 +2,10 @@
 //! the crate-private provider): an operation OpenMLS rejects leaves storage byte-for-byte
 //! unchanged (including a key package OpenMLS deleted before rejecting a Welcome) and the group
 //! in memory reloaded; a panicking operation rolls back and leaves the client usable; writes
-//! outside a transaction are refused; transactions do not nest.
+//! outside a transaction are refused; a transaction inside an operation is one step of it.
+//!
+//! Test code, compiled only under `cfg(test)`: each `unwrap` here is an assertion that the
+//! step succeeds.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

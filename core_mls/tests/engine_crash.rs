@@ -1,8 +1,9 @@
 //! Crash safety of the engine with real processes: a child runs four `MlsClient`s on RedbStore
 //! files through a stream of sends, self-updates, adds (a commit and a Welcome the new member
-//! joins from) and removes, delivering through the durable outboxes; the parent SIGKILLs it at
-//! random moments, many times — most while the stream runs, every fourth at any moment from the
-//! spawn (while the devices open, or while they recover what the last run left undone). After
+//! joins from) and removes, delivering through the durable outboxes; the parent SIGKILLs it
+//! right after a line it prints, chosen from the seed, many times — most while the stream runs,
+//! every fourth from the spawn on (while a device opens, or while they recover what the last
+//! run left undone). After
 //! the last kill an uninterrupted child re-sends what is pending and checks convergence. The
 //! parent checks that:
 //! - no message was lost and none was delivered twice, to exactly the devices that were members
@@ -14,7 +15,8 @@
 //!   history; a committed epoch that was lost and made again differently would show).
 //!
 //! Output protocol of the child (one line each, `;` terminated so torn lines are ignored):
-//! `loaded <member> <state>;` for each device as it opened, before anything runs;
+//! `opening <name>;` before each device opens; `loaded <member> <state>;` for each device as it
+//! opened, before anything runs; `ready;` once the last run's leftovers are recovered;
 //! `state <member> <state>;` after an operation of that device, or an envelope it handled,
 //! committed; `sent <member> <message id> <recipients>;` after `send` returned (committed),
 //! the recipients as comma-separated member indices; `delivered <member> <delivery id>
@@ -24,7 +26,8 @@
 //! authenticator hex>`, or `- -` for a device that does not hold the group.
 //!
 //! `harness = false`: `main` is the parent unless the first argument names a child mode.
-//! Replay a failure with `CRASH_SEED=<seed>` (the kill times still vary).
+//! The seed (`CRASH_SEED`, default fixed) picks the operations and after which printed line each
+//! kill comes; where inside the next operation it lands is up to the machine.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -180,7 +183,12 @@ fn app_receives(device: &mut Device, index: usize, output: Output) {
 
 fn run(dir: &Path, seed: u64, finish: bool) {
     let group = GroupId::from_slice(&std::fs::read(group_file(dir)).unwrap());
-    let mut devices: Vec<Device> = MEMBERS.iter().map(|n| open(dir, n, false)).collect();
+    let mut devices = Vec::with_capacity(MEMBERS.len());
+    for name in MEMBERS {
+        // The parent may kill right after this line: during the open and its recovery.
+        say(&format!("opening {name}"));
+        devices.push(open(dir, name, false));
+    }
     for index in 0..devices.len() {
         say_state("loaded", &devices, index, &group);
     }
@@ -370,7 +378,7 @@ fn parent() {
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().r#gen());
+        .unwrap_or(0x00C0_FFEE);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut states = States::default();
     let mut lines = Vec::new();
@@ -384,27 +392,34 @@ fn parent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        // Every line the child prints, as it prints it: the kill comes right after a chosen
+        // line, so it lands inside whatever the child does next.
+        let (line_tx, line_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line == "ready;" {
-                    let _ = ready_tx.send(());
-                }
+                let _ = line_tx.send(line.clone());
                 lines.push(line);
             }
             lines
         });
-        if round % ANYTIME_EVERY == ANYTIME_EVERY - 1 {
-            // Any moment from the spawn: opening the stores, recovering, or the stream.
-            std::thread::sleep(Duration::from_millis(rng.gen_range(0..200)));
-        } else {
-            // During the stream of operations, not during start-up (which can be slow on a
-            // loaded machine), so that most kills test the stream.
-            ready_rx
+        let next_line = || {
+            line_rx
                 .recv_timeout(Duration::from_secs(60))
-                .expect("the child never became ready");
-            std::thread::sleep(Duration::from_millis(rng.gen_range(5..300)));
+                .expect("the child printed nothing for a minute")
+        };
+        if round % ANYTIME_EVERY == ANYTIME_EVERY - 1 {
+            // Any point from the spawn: opening a store, recovering, or the stream.
+            for _ in 0..rng.gen_range(0..12) {
+                next_line();
+            }
+        } else {
+            // During the stream of operations, not during start-up, so that most kills test
+            // the stream.
+            while next_line() != "ready;" {}
+            for _ in 0..rng.gen_range(0..150) {
+                next_line();
+            }
         }
         child.kill().unwrap();
         let status = child.wait().unwrap();
@@ -460,7 +475,7 @@ fn parent() {
             ["added", _] => added += 1,
             ["removed", _] => removed += 1,
             ["converged", _, _] => converged = true,
-            ["ready"] | ["loaded" | "state", _, _, _] => {}
+            ["ready"] | ["opening", _] | ["loaded" | "state", _, _, _] => {}
             _ => panic!("unexpected line {line:?}"),
         }
     }

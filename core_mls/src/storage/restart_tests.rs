@@ -6,6 +6,9 @@
 //! everything OpenMLS writes through [`KvStorageProvider`](super::KvStorageProvider) — groups,
 //! queued proposals, the private keys behind them, key packages, signers — comes back from the
 //! file after a restart.
+//!
+//! Test code, compiled only under `cfg(test)`: each `unwrap` here is an assertion that the
+//! step succeeds.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

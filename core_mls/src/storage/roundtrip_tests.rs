@@ -1,5 +1,8 @@
 //! Every `StorageProvider` method round-trips on every backend: MemoryStore, RedbStore, and
 //! SealedStore over both. One generic test body, run once per backend.
+//!
+//! Test code, compiled only under `cfg(test)`: each `unwrap` here is an assertion that the
+//! step succeeds.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
