@@ -25,6 +25,7 @@
 //! (Pre-release builds sent the 16 tag bytes alone; those now read as no tag.)
 
 use openmls::prelude::{MlsGroup, ProtocolMessage};
+use serde::{Deserialize, Serialize};
 
 /// Length of a branch tag (the part that identifies the epoch state).
 const BRANCH_TAG_LEN: usize = 16;
@@ -97,48 +98,78 @@ pub(crate) fn tag_matches(claimed: &Option<Vec<u8>>, ours: &[u8]) -> bool {
     claimed.as_deref().is_none_or(|claimed| claimed == ours)
 }
 
-/// A branch over the fork window: for each epoch, the ref of the commit that ended it.
-pub(crate) type BranchHistory = Vec<(u64, Vec<u8>)>;
+/// What decides between two commits made in one epoch (see `fork_resolution` for the rule).
+///
+/// Every field is something the committer cannot choose in order to win: its leaf index and
+/// the epoch it commits in are fixed before it commits, the priority is derived from both,
+/// and whom the commit removes is visible to every member. The commit ref (the confirmed
+/// transcript hash of the epoch the commit creates) decides only between two commits of one
+/// committer in one epoch — an equivocation, which is reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommitRank {
+    /// The commit ref.
+    pub(crate) commit_ref: Vec<u8>,
+    /// The committer's leaf index in the epoch the commit was made in.
+    pub(crate) committer: u32,
+    /// The leaf indices the commit removes, in that epoch.
+    pub(crate) removes: Vec<u32>,
+    /// [`priority`] of the committer in that epoch.
+    pub(crate) priority: [u8; PRIORITY_LEN],
+}
 
-/// Encodes a branch history for a Welcome's envelope context: `(epoch u64 BE, u8 length,
-/// ref)` repeated. Refs longer than 255 bytes (none: they are SHA-256 hashes) are left out.
-pub(crate) fn encode_history(history: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (epoch, commit_ref) in history {
-        let Ok(len) = u8::try_from(commit_ref.len()) else {
-            continue;
-        };
-        out.extend_from_slice(&epoch.to_be_bytes());
-        out.push(len);
-        out.extend_from_slice(commit_ref);
+/// Length of a committer's priority.
+pub(crate) const PRIORITY_LEN: usize = 16;
+const PRIORITY_CONTEXT: &str = "spacepanda commit priority v1";
+
+/// The committer's priority in an epoch: a hash of the epoch's branch tag and the committer's
+/// leaf index. A member cannot choose it when it commits (the epoch state is fixed by then),
+/// and it changes from epoch to epoch, so no leaf wins every race (a fixed order by leaf index
+/// would let the founder win them all).
+pub(crate) fn priority(epoch_tag: &[u8], committer: u32) -> [u8; PRIORITY_LEN] {
+    let mut hasher = blake3::Hasher::new_derive_key(PRIORITY_CONTEXT);
+    hasher.update(&(epoch_tag.len() as u64).to_be_bytes());
+    hasher.update(epoch_tag);
+    hasher.update(&committer.to_be_bytes());
+    let mut out = [0u8; PRIORITY_LEN];
+    for (byte, hashed) in out.iter_mut().zip(hasher.finalize().as_bytes()) {
+        *byte = *hashed;
     }
     out
 }
 
-/// Decodes a branch history; `None` if the bytes are not one (an unauthenticated claim: a
-/// malformed one is ignored, not fatal).
-pub(crate) fn decode_history(mut bytes: &[u8]) -> Option<BranchHistory> {
-    let mut history = Vec::new();
-    while !bytes.is_empty() {
-        let (epoch, rest) = bytes.split_first_chunk::<8>()?;
-        let (len, rest) = rest.split_first()?;
-        let len = usize::from(*len);
-        if rest.len() < len {
-            return None;
-        }
-        let (commit_ref, rest) = rest.split_at(len);
-        history.push((u64::from_be_bytes(*epoch), commit_ref.to_vec()));
-        bytes = rest;
-    }
-    Some(history)
+/// The commit that wins among `candidates`, all made in one epoch of one branch (the rule;
+/// its argument is in `fork_resolution`):
+/// 1. a commit whose committer another candidate's commit removes is out, unless every
+///    candidate is out (members removing each other);
+/// 2. of the rest, the committer with the smallest priority wins;
+/// 3. between two commits of one committer (equivocation), the smaller commit ref.
+///
+/// The result depends on the set, not on the order the candidates arrived in.
+pub(crate) fn winner(candidates: &[CommitRank]) -> Option<&CommitRank> {
+    let removed = |rank: &CommitRank| {
+        candidates.iter().any(|other| {
+            other.committer != rank.committer && other.removes.contains(&rank.committer)
+        })
+    };
+    let eligible: Vec<&CommitRank> = candidates.iter().filter(|c| !removed(c)).collect();
+    let pool: Vec<&CommitRank> = if eligible.is_empty() {
+        candidates.iter().collect()
+    } else {
+        eligible
+    };
+    pool.into_iter()
+        .min_by(|a, b| (a.priority, &a.commit_ref).cmp(&(b.priority, &b.commit_ref)))
 }
+
+/// A branch over the fork window: for each epoch, the commit that ended it.
+pub(crate) type BranchHistory = Vec<(u64, CommitRank)>;
 
 /// How a Welcome's branch relates to the branch this device holds the group on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BranchOrder {
-    /// They part at an epoch where the Welcome's commit ref is smaller: the Welcome wins.
+    /// They part at an epoch where the Welcome's commit wins: the Welcome wins.
     TheirsWins,
-    /// They part at an epoch where ours is smaller: the Welcome is from a losing branch.
+    /// They part at an epoch where ours wins: the Welcome is from a losing branch.
     OursWins,
     /// They agree wherever both know, and the Welcome is for a later epoch: the group went on
     /// without us (we were removed) and re-added us.
@@ -149,24 +180,25 @@ pub(crate) enum BranchOrder {
     Disjoint,
 }
 
-/// Applies the smallest-commit-ref rule to two branch histories; `our_epoch` and
-/// `their_epoch` are the epochs the two states are at.
+/// Applies the rule to two branch histories at the first epoch where they differ;
+/// `our_epoch` and `their_epoch` are the epochs the two states are at.
 pub(crate) fn compare_branches(
-    ours: &[(u64, Vec<u8>)],
+    ours: &[(u64, CommitRank)],
     our_epoch: u64,
-    theirs: &[(u64, Vec<u8>)],
+    theirs: &[(u64, CommitRank)],
     their_epoch: u64,
 ) -> BranchOrder {
-    let ours: std::collections::BTreeMap<u64, &Vec<u8>> =
+    let ours: std::collections::BTreeMap<u64, &CommitRank> =
         ours.iter().map(|(e, r)| (*e, r)).collect();
     let mut common = false;
-    let mut theirs_sorted: Vec<&(u64, Vec<u8>)> = theirs.iter().collect();
+    let mut theirs_sorted: Vec<&(u64, CommitRank)> = theirs.iter().collect();
     theirs_sorted.sort_by_key(|(e, _)| *e);
-    for (epoch, their_ref) in theirs_sorted {
-        if let Some(our_ref) = ours.get(epoch) {
+    for (epoch, their_rank) in theirs_sorted {
+        if let Some(our_rank) = ours.get(epoch) {
             common = true;
-            if our_ref.as_slice() != their_ref.as_slice() {
-                return if their_ref < *our_ref {
+            if our_rank.commit_ref != their_rank.commit_ref {
+                let pair = [(*our_rank).clone(), their_rank.clone()];
+                return if winner(&pair) == Some(their_rank) {
                     BranchOrder::TheirsWins
                 } else {
                     BranchOrder::OursWins
@@ -187,8 +219,80 @@ mod tests {
 
     use super::*;
 
+    fn rank(commit_ref: u8, committer: u32, removes: &[u32], priority: u8) -> CommitRank {
+        CommitRank {
+            commit_ref: vec![commit_ref; 32],
+            committer,
+            removes: removes.to_vec(),
+            priority: [priority; PRIORITY_LEN],
+        }
+    }
+
     fn history(entries: &[(u64, u8)]) -> BranchHistory {
-        entries.iter().map(|(e, r)| (*e, vec![*r; 32])).collect()
+        // Priority follows the ref here, so the smaller ref is the higher priority.
+        entries
+            .iter()
+            .map(|(e, r)| (*e, rank(*r, u32::from(*r), &[], *r)))
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_that_removes_the_other_committer_wins_whatever_the_priorities() {
+        let remover = rank(9, 0, &[2], 200);
+        let removed = rank(1, 2, &[], 1);
+        for candidates in [
+            [remover.clone(), removed.clone()],
+            [removed.clone(), remover.clone()],
+        ] {
+            assert_eq!(winner(&candidates), Some(&remover));
+        }
+        // Removing someone else does not help.
+        let other_removal = rank(1, 2, &[5], 1);
+        assert_eq!(
+            winner(&[remover.clone(), other_removal.clone()]),
+            Some(&remover)
+        );
+        assert_eq!(
+            winner(&[rank(9, 0, &[], 200), other_removal.clone()]),
+            Some(&other_removal),
+            "no removal between them: priority decides"
+        );
+        // Members removing each other: priority decides between them.
+        let counter = rank(1, 2, &[0], 1);
+        assert_eq!(winner(&[remover, counter.clone()]), Some(&counter));
+    }
+
+    #[test]
+    fn the_ref_decides_only_between_two_commits_of_one_committer() {
+        let a = rank(7, 3, &[], 50);
+        let b = rank(2, 3, &[], 50);
+        let c = rank(1, 4, &[], 60);
+        assert_eq!(winner(&[a.clone(), b.clone(), c.clone()]), Some(&b));
+        assert_eq!(winner(&[c, a.clone()]), Some(&a));
+        assert_eq!(winner(&[]), None);
+    }
+
+    #[test]
+    fn the_winner_of_a_set_does_not_depend_on_arrival_order() {
+        // a removes b, b outranks c, c outranks a: pairwise this is a cycle; over the set,
+        // b is out (a removes it) and c beats a.
+        let a = rank(1, 0, &[1], 90);
+        let b = rank(2, 1, &[], 10);
+        let c = rank(3, 2, &[], 50);
+        for set in [
+            [a.clone(), b.clone(), c.clone()],
+            [c.clone(), a.clone(), b.clone()],
+            [b.clone(), c.clone(), a.clone()],
+        ] {
+            assert_eq!(winner(&set), Some(&c));
+        }
+    }
+
+    #[test]
+    fn priorities_differ_by_epoch_and_committer() {
+        assert_ne!(priority(b"tag one", 0), priority(b"tag two", 0));
+        assert_ne!(priority(b"tag one", 0), priority(b"tag one", 1));
+        assert_eq!(priority(b"tag one", 1), priority(b"tag one", 1));
     }
 
     #[test]
@@ -222,17 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn branch_histories_round_trip_and_bad_bytes_are_none() {
-        let h = history(&[(3, 1), (4, 9)]);
-        assert_eq!(decode_history(&encode_history(&h)).unwrap(), h);
-        assert_eq!(decode_history(&[]).unwrap(), Vec::new());
-        let mut truncated = encode_history(&h);
-        truncated.pop();
-        assert!(decode_history(&truncated).is_none());
-    }
-
-    #[test]
-    fn the_smaller_ref_at_the_first_difference_wins() {
+    fn the_rule_applies_at_the_first_difference() {
         let ours = history(&[(3, 1), (4, 5), (5, 7)]);
         assert_eq!(
             compare_branches(&ours, 6, &history(&[(3, 1), (4, 2)]), 5),

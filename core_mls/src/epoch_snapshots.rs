@@ -4,8 +4,9 @@
 //!
 //! Layout (all sealed at rest like everything else):
 //! - [`META_NAMESPACE`] `[group id, epoch (u64 BE)]` → [`SnapshotMeta`] (CBOR): when it was taken,
-//!   the branch tag of that epoch, the commit ref this device merged out of it, and the commit
-//!   this device made in it, if any;
+//!   the branch tag of that epoch, the rank of the commit this device merged out of it, the
+//!   commit this device made in it, if any, and every commit of that epoch judged so far (rank
+//!   and envelope);
 //! - [`STATE_NAMESPACE`] `[group id, epoch, "p", key]` → every entry of the group's OpenMLS
 //!   prefix as it was in that epoch (`key` is the original key's encoding, one segment);
 //!   `[group id, epoch, "u", namespace, key]` → what a key outside the prefix held before the
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use spacepanda_core::{Key, PriorValue, Timestamp, Transaction};
 
 use crate::app_message::AppMessage;
+use crate::branch_order::CommitRank;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 use crate::outbox::next_sequence;
@@ -68,11 +70,45 @@ pub(crate) struct SnapshotMeta {
     pub(crate) taken_at_ms: u64,
     /// The branch tag of this epoch on our branch: messages made in it carry it.
     pub(crate) branch_tag: Vec<u8>,
-    /// The commit ref of the commit this device merged out of this epoch: the confirmed
-    /// transcript hash of the epoch it created. A competing commit wins if its ref is smaller.
-    pub(crate) merged_ref: Vec<u8>,
+    /// The commit this device merged out of this epoch.
+    pub(crate) merged: CommitRank,
     /// The commit this device made in this epoch, if the merged one was ours.
     pub(crate) own_commit: Option<OwnCommit>,
+    /// Every commit of this epoch this device has judged, the merged one included, with its
+    /// envelope: the winner is a function of the whole set (see `branch_order::winner`), and
+    /// one that lost may win again when a later commit removes the one that beat it.
+    pub(crate) candidates: Vec<Candidate>,
+}
+
+/// A commit of a kept epoch, as judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Candidate {
+    /// What decides between it and the others.
+    pub(crate) rank: CommitRank,
+    /// Its envelope bytes (empty when only its rank is known, from a Welcome's history).
+    pub(crate) envelope: Vec<u8>,
+}
+
+/// Most commits judged per kept epoch. Only members can make valid commits, and a member makes
+/// at most one per epoch unless it equivocates, so this bounds a misbehaving member.
+pub(crate) const MAX_CANDIDATES: usize = 16;
+
+/// Replaces the candidates of the snapshot of `epoch`, if it is kept.
+pub(crate) fn set_candidates(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    candidates: Vec<Candidate>,
+) -> Result<(), MlsError> {
+    if let Some(mut kept) = meta(txn, group, epoch)? {
+        kept.candidates = candidates;
+        txn.put(
+            META_NAMESPACE,
+            epoch_key(group, epoch),
+            codec::encode(&kept)?,
+        )?;
+    }
+    Ok(())
 }
 
 fn epoch_key(group: &GroupId, epoch: u64) -> Key {

@@ -217,6 +217,17 @@ pub enum Event {
         /// that already have them drop them by message id).
         resent_messages: usize,
     },
+    /// A member made two different commits in one epoch of this group (equivocation). Honest
+    /// clients never do; the commits were still judged by the rule, so every member ends on
+    /// the same one, but the member's device may be compromised or faulty.
+    Equivocation {
+        /// The group.
+        group: GroupId,
+        /// The epoch both commits were made in.
+        epoch: u64,
+        /// Who made them.
+        member: VerifiedMember,
+    },
     /// Commits older than the fork window arrived for this group (counted since the last
     /// report): the group may have forked for good. Devices on the other side must be re-added.
     ForkOutsideWindow {

@@ -39,15 +39,16 @@
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 use spacepanda_core::Key;
 
+use crate::branch_order::{self, CommitRank};
 pub(crate) use crate::branch_order::{
-    BranchHistory, BranchOrder, branch_tag, compare_branches, decode_history, encode_history,
-    message_tag, tag_matches, tag_outgoing,
+    BranchHistory, BranchOrder, branch_tag, compare_branches, message_tag, priority, tag_matches,
+    tag_outgoing,
 };
 use crate::client::MlsClient;
 use crate::deferred_sends;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
+use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
@@ -74,6 +75,22 @@ const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
 #[derive(Debug, Default, Clone)]
 pub(crate) struct OutsideWindowCounts {
     counts: std::collections::BTreeMap<GroupId, (u64, u64)>,
+}
+
+/// A competing commit processed on its restored epoch, in a step not yet kept or undone.
+struct Attempt {
+    savepoint: spacepanda_core::Savepoint,
+    abandoned: Abandoned,
+    output: Output,
+    follow_up: crate::message_processor::FollowUp,
+    rank: CommitRank,
+}
+
+/// The envelope id of a judged commit (none when only its rank is known).
+fn candidate_id(candidate: &Candidate) -> Option<crate::envelope::EnvelopeId> {
+    Envelope::from_bytes(&candidate.envelope, usize::MAX)
+        .ok()
+        .map(|e| e.id())
 }
 
 /// What a rollback abandoned.
@@ -114,10 +131,10 @@ impl MlsClient {
     /// This device's branch of `group` over the fork window: the commit refs of the snapshots it
     /// keeps, and before those what the Welcome it joined with said (the epochs it was not in).
     pub(crate) fn branch_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
-        let mut history: std::collections::BTreeMap<u64, Vec<u8>> =
+        let mut history: std::collections::BTreeMap<u64, CommitRank> =
             self.joined_history(group)?.into_iter().collect();
         for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
-            history.insert(epoch, meta.merged_ref);
+            history.insert(epoch, meta.merged);
         }
         Ok(history.into_iter().collect())
     }
@@ -195,6 +212,12 @@ impl MlsClient {
     }
 
     /// A commit for past epoch `epoch` of `group`, whose snapshot `meta` is kept: the rule.
+    ///
+    /// The commit is processed on the restored epoch (a step of the operation) to learn its
+    /// rank; then the winner of every commit judged in that epoch decides. If it is this
+    /// commit, the step is kept; if it is the one merged before, the step is undone; if it is
+    /// one that lost before and wins again (this commit removed the committer that beat it),
+    /// that one is processed instead.
     pub(crate) fn handle_competing_commit(
         &mut self,
         envelope: &Envelope,
@@ -205,16 +228,156 @@ impl MlsClient {
         buffered: Option<&BufferedMessage>,
     ) -> Result<Output, MlsError> {
         let abandoned_epoch = self.groups.get(group).map(|g| g.epoch().as_u64());
+        if meta
+            .candidates
+            .iter()
+            .any(|c| candidate_id(c) == Some(envelope.id()))
+        {
+            return self.judged_already(envelope, buffered, Disposition::Duplicate);
+        }
+        let attempt = match self.attempt_commit(envelope, message, group, epoch, buffered) {
+            Ok(attempt) => attempt,
+            // It references a proposal of that epoch not received yet: wait for it.
+            Err(MlsError::CommitAwaitsProposal { .. }) => {
+                return self.buffer_awaiting_proposal(envelope, group, epoch, buffered);
+            }
+            Err(error) => return Err(error),
+        };
+        let rank = attempt.rank.clone();
+        let mut candidates = meta.candidates.clone();
+        if candidates
+            .iter()
+            .any(|c| c.rank.commit_ref == rank.commit_ref)
+        {
+            self.rollback_step(attempt.savepoint)?;
+            return self.judged_already(envelope, buffered, Disposition::Duplicate);
+        }
+        if candidates.len() >= epoch_snapshots::MAX_CANDIDATES {
+            self.rollback_step(attempt.savepoint)?;
+            return Err(MlsError::RejectedMessage {
+                group: group.clone(),
+                reason: format!(
+                    "more than {} competing commits for epoch {epoch}",
+                    epoch_snapshots::MAX_CANDIDATES
+                ),
+            });
+        }
+        let mut events = Vec::new();
+        if let Some(committer) = &attempt.follow_up.committer
+            && candidates
+                .iter()
+                .any(|c| c.rank.committer == rank.committer)
+        {
+            tracing::warn!(%group, epoch, "a member made two commits in one epoch");
+            events.push(Event::Equivocation {
+                group: group.clone(),
+                epoch,
+                member: committer.clone(),
+            });
+        }
+        candidates.push(Candidate {
+            rank: rank.clone(),
+            envelope: envelope.to_bytes(),
+        });
+        let ranks: Vec<CommitRank> = candidates.iter().map(|c| c.rank.clone()).collect();
+        let winner = branch_order::winner(&ranks).cloned();
+        if winner.as_ref() == Some(&rank) {
+            let mut output =
+                self.keep_attempt(attempt, group, epoch, abandoned_epoch, candidates)?;
+            output.events.splice(0..0, events);
+            return Ok(output);
+        }
+        // Lost: nothing of the attempt is kept, but it was judged.
+        self.rollback_step(attempt.savepoint)?;
+        self.with_txn(|txn| {
+            epoch_snapshots::set_candidates(txn, group, epoch, candidates.clone())
+        })?;
+        let revived = winner
+            .filter(|w| *w != meta.merged)
+            .and_then(|w| candidates.iter().find(|c| c.rank == w).cloned());
+        let mut output = self.judged_already(envelope, buffered, Disposition::Superseded)?;
+        output.events.splice(0..0, events);
+        if let Some(revived) = revived {
+            // An earlier loser wins now: move onto its branch.
+            output.extend(self.revive(group, epoch, abandoned_epoch, revived, candidates)?);
+        }
+        Ok(output)
+    }
+
+    /// A competing commit judged before (or the same commit as the merged one): dropped from
+    /// the buffer and recorded as seen.
+    fn judged_already(
+        &mut self,
+        envelope: &Envelope,
+        buffered: Option<&BufferedMessage>,
+        disposition: Disposition,
+    ) -> Result<Output, MlsError> {
         let now = self.now();
-        // A step of the operation's transaction: kept if the commit wins, rolled back if not.
+        self.with_txn(|txn| {
+            if let Some(entry) = buffered {
+                crate::epoch_buffer::remove(txn, entry)?;
+            }
+            seen_messages::record_envelope(txn, envelope.id(), now)
+        })?;
+        Ok(Output {
+            disposition,
+            ..Output::default()
+        })
+    }
+
+    /// Moves onto the branch of `revived`, a commit of `epoch` that lost before and wins the
+    /// set now. One that no longer processes (a proposal it needs is gone) leaves the group
+    /// where it is, with a warning: the set's winner cannot be reached here.
+    fn revive(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        abandoned_epoch: Option<u64>,
+        revived: Candidate,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let decoded = Envelope::from_bytes(&revived.envelope, usize::MAX).and_then(|envelope| {
+            let message = crate::message_processor::protocol_message(&envelope)?;
+            Ok((envelope, message))
+        });
+        let attempt = decoded.and_then(|(envelope, message)| {
+            self.attempt_commit(&envelope, message, group, epoch, None)
+        });
+        match attempt {
+            Ok(attempt) if attempt.rank == revived.rank => {
+                self.keep_attempt(attempt, group, epoch, abandoned_epoch, candidates)
+            }
+            Ok(attempt) => {
+                self.rollback_step(attempt.savepoint)?;
+                Err(MlsError::Internal {
+                    what: "a revived commit ranks differently than when it was judged",
+                })
+            }
+            Err(error) if error.is_local() => Err(error),
+            Err(error) => {
+                tracing::warn!(%group, epoch, %error, "the winning commit of a fork point no longer applies here");
+                Ok(Output::default())
+            }
+        }
+    }
+
+    /// Inside a step of its own: puts `group` back in `epoch` and processes the commit there
+    /// (with the proposals of that epoch that arrived after we had left it). On an error the
+    /// step is already undone.
+    fn attempt_commit(
+        &mut self,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Attempt, MlsError> {
         let savepoint = self.savepoint()?;
         let attempt = (|| {
             if let Some(entry) = buffered {
                 self.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
             }
             let abandoned = self.restore_snapshot(group, epoch)?;
-            // Proposals of that epoch that arrived after we had left it: the commit may
-            // reference them.
             let mut output = Output::default();
             for entry in self.read(|txn| crate::epoch_buffer::for_group(txn, group))? {
                 if entry.epoch != epoch || buffered.is_some_and(|b| b.key == entry.key) {
@@ -241,45 +404,47 @@ impl MlsClient {
             let (processed, follow_up) =
                 self.process_commit_with_snapshot(group, envelope, message)?;
             output.extend(processed);
-            let commit_ref = follow_up.commit_ref.clone().ok_or(MlsError::Internal {
-                what: "a processed commit has no commit ref",
+            let rank = follow_up.rank.clone().ok_or(MlsError::Internal {
+                what: "a processed commit has no rank",
             })?;
-            Ok::<_, MlsError>((abandoned, output, follow_up, commit_ref))
+            Ok::<_, MlsError>((abandoned, output, follow_up, rank))
         })();
-        let (abandoned, mut output, follow_up, _) = match attempt {
-            Ok(values) if values.3 < meta.merged_ref => values,
-            other => {
-                // Lost (or failed): nothing of the attempt is kept.
-                let other = other.map_err(|error| self.attribute(error));
+        match attempt {
+            Ok((abandoned, output, follow_up, rank)) => Ok(Attempt {
+                savepoint,
+                abandoned,
+                output,
+                follow_up,
+                rank,
+            }),
+            Err(error) => {
+                let error = self.attribute(error);
                 self.rollback_step(savepoint)?;
-                let same = matches!(&other, Ok(values) if values.3 == meta.merged_ref);
-                match other {
-                    // It references a proposal of that epoch not received yet: wait for it.
-                    Err(MlsError::CommitAwaitsProposal { .. }) => {
-                        return self.buffer_awaiting_proposal(envelope, group, epoch, buffered);
-                    }
-                    Err(error) => return Err(error),
-                    Ok(_) => {}
-                }
-                self.with_txn(|txn| {
-                    if let Some(entry) = buffered {
-                        crate::epoch_buffer::remove(txn, entry)?;
-                    }
-                    seen_messages::record_envelope(txn, envelope.id(), now)
-                })?;
-                return Ok(Output {
-                    disposition: if same {
-                        Disposition::Duplicate
-                    } else {
-                        Disposition::Superseded
-                    },
-                    ..Output::default()
-                });
+                Err(error)
             }
-        };
+        }
+    }
+
+    /// The attempt won: keeps it, with everything the abandoned branch did queued again.
+    fn keep_attempt(
+        &mut self,
+        attempt: Attempt,
+        group: &GroupId,
+        epoch: u64,
+        abandoned_epoch: Option<u64>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let Attempt {
+            savepoint,
+            abandoned,
+            mut output,
+            follow_up,
+            ..
+        } = attempt;
         let reissued_commits = abandoned.own_commits.len();
         let resent_messages = abandoned.sent.len();
         let queued = self.with_txn(|txn| {
+            epoch_snapshots::set_candidates(txn, group, epoch, candidates)?;
             for commit in &abandoned.own_commits {
                 epoch_snapshots::queue_reissue(txn, group, commit)?;
             }

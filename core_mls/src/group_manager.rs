@@ -15,6 +15,7 @@ use openmls_traits::random::OpenMlsRand as _;
 use tls_codec::Serialize as _;
 
 use crate::app_message::AppMessage;
+use crate::branch_order::CommitRank;
 use crate::client::{CIPHERSUITE, MlsClient};
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_snapshots::{self, OwnCommit};
@@ -22,17 +23,25 @@ use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, MessageId, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
-use crate::{deferred_sends, fork_resolution, key_package_validation};
+use crate::{deferred_sends, fork_resolution, key_package_validation, signed_context};
 
-/// The commit ref of our pending commit: the confirmed transcript hash of the epoch it creates
-/// (see `fork_resolution`).
-fn commit_ref(group: &MlsGroup) -> Result<Vec<u8>, MlsError> {
-    group
-        .pending_commit()
-        .map(|commit| commit.group_context().confirmed_transcript_hash().to_vec())
-        .ok_or(MlsError::Internal {
-            what: "an own commit was made but none is pending",
-        })
+/// The rank of our pending commit (see `branch_order`): its commit ref is the confirmed
+/// transcript hash of the epoch it creates. Called before the commit is merged, in the epoch it
+/// was made in.
+fn own_rank(group: &MlsGroup) -> Result<CommitRank, MlsError> {
+    let commit = group.pending_commit().ok_or(MlsError::Internal {
+        what: "an own commit was made but none is pending",
+    })?;
+    let committer = group.own_leaf_index().u32();
+    Ok(CommitRank {
+        commit_ref: commit.group_context().confirmed_transcript_hash().to_vec(),
+        committer,
+        removes: commit
+            .remove_proposals()
+            .map(|r| r.remove_proposal().removed().u32())
+            .collect(),
+        priority: fork_resolution::priority(&fork_resolution::branch_tag(group), committer),
+    })
 }
 
 /// Namespace of per-group metadata of ours (not OpenMLS's).
@@ -160,15 +169,18 @@ impl MlsClient {
             let (commit, welcome, _) = mls_group
                 .add_members(provider, &signer, &key_packages)
                 .map_err(|e| MlsError::openmls("add members", e))?;
-            let commit_ref = commit_ref(mls_group)?;
+            let rank = own_rank(mls_group)?;
+            let commit_epoch = mls_group.epoch().as_u64();
             mls_group
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
+            let commit = client.commit_envelope(group, commit_epoch, &rank, &commit)?;
             client.finish_snapshot(
                 group,
                 snapshot,
-                commit_ref.clone(),
+                rank,
+                commit.to_bytes(),
                 Some(OwnCommit::Add {
                     key_packages: key_packages_bytes.clone(),
                 }),
@@ -181,7 +193,7 @@ impl MlsClient {
                         group: Some(group.clone()),
                         devices: recipients.clone(),
                     },
-                    encode_with_context(EnvelopeKind::Commit, &commit, &commit_ref)?,
+                    commit,
                 )?);
             }
             output.outbound.push(
@@ -193,11 +205,7 @@ impl MlsClient {
                             .map(|(_, m)| DeviceAddress::from(m))
                             .collect(),
                     },
-                    encode_with_context(
-                        EnvelopeKind::Welcome,
-                        &welcome,
-                        &fork_resolution::encode_history(&client.branch_history(group)?),
-                    )?,
+                    client.welcome_envelope(group, epoch, &welcome)?,
                 )?,
             );
             output.events.push(Event::MembersAdded {
@@ -288,19 +296,21 @@ impl MlsClient {
             let (commit, _, _) = mls_group
                 .remove_members(provider, &signer, &indices)
                 .map_err(|e| MlsError::openmls("remove members", e))?;
-            let commit_ref = commit_ref(mls_group)?;
+            let rank = own_rank(mls_group)?;
+            let commit_epoch = mls_group.epoch().as_u64();
             mls_group
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
-            client.finish_snapshot(group, snapshot, commit_ref.clone(), Some(intent))?;
+            let commit = client.commit_envelope(group, commit_epoch, &rank, &commit)?;
+            client.finish_snapshot(group, snapshot, rank, commit.to_bytes(), Some(intent))?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(
                 Recipients {
                     group: Some(group.clone()),
                     devices: recipients,
                 },
-                encode_with_context(EnvelopeKind::Commit, &commit, &commit_ref)?,
+                commit,
             )?;
             Ok(Output {
                 outbound: vec![outbound],
@@ -341,15 +351,18 @@ impl MlsClient {
             let bundle = mls_group
                 .self_update(provider, &signer, LeafNodeParameters::default())
                 .map_err(|e| MlsError::openmls("self-update", e))?;
-            let commit_ref = commit_ref(mls_group)?;
+            let rank = own_rank(mls_group)?;
+            let commit_epoch = mls_group.epoch().as_u64();
             mls_group
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
+            let commit = client.commit_envelope(group, commit_epoch, &rank, bundle.commit())?;
             client.finish_snapshot(
                 group,
                 snapshot,
-                commit_ref.clone(),
+                rank,
+                commit.to_bytes(),
                 Some(OwnCommit::SelfUpdate),
             )?;
             client.record_leaf_update(group, now)?;
@@ -360,7 +373,7 @@ impl MlsClient {
                         group: Some(group.clone()),
                         devices: recipients,
                     },
-                    encode_with_context(EnvelopeKind::Commit, bundle.commit(), &commit_ref)?,
+                    commit,
                 )?);
             }
             if !removed_by_pending.is_empty() {
@@ -564,5 +577,47 @@ impl MlsClient {
         self.device
             .verify_self()
             .map_err(|reason| MlsError::UnverifiedMember { reason })
+    }
+}
+
+impl MlsClient {
+    /// The envelope of our commit made in `commit_epoch`, with its signed commit ref claim
+    /// (read by the members it removes; see `signed_context`).
+    fn commit_envelope(
+        &self,
+        group: &GroupId,
+        commit_epoch: u64,
+        rank: &CommitRank,
+        commit: &MlsMessageOut,
+    ) -> Result<Envelope, MlsError> {
+        let claim = signed_context::encode_claim(
+            group.as_slice(),
+            commit_epoch,
+            &rank.commit_ref,
+            |payload| self.sign_context(payload),
+        )
+        .ok_or(MlsError::Internal {
+            what: "a commit ref does not fit a claim",
+        })?;
+        encode_with_context(EnvelopeKind::Commit, commit, &claim)
+    }
+
+    /// The envelope of a Welcome into `group` at `epoch`, with our branch history, signed.
+    fn welcome_envelope(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        welcome: &MlsMessageOut,
+    ) -> Result<Envelope, MlsError> {
+        let history = signed_context::encode_history(
+            group.as_slice(),
+            epoch,
+            &self.branch_history(group)?,
+            |payload| self.sign_context(payload),
+        )
+        .ok_or(MlsError::Internal {
+            what: "a branch history does not fit its format",
+        })?;
+        encode_with_context(EnvelopeKind::Welcome, welcome, &history)
     }
 }

@@ -163,6 +163,7 @@ mod message_processor;
 mod operation;
 mod outbox;
 mod seen_messages;
+mod signed_context;
 mod snapshot_capture;
 mod welcome_handler;
 

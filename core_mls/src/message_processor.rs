@@ -27,6 +27,7 @@ use openmls::prelude::{
 use tls_codec::Deserialize as _;
 
 use crate::app_message::AppMessage;
+use crate::branch_order::CommitRank;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::{self, BufferedMessage};
@@ -40,8 +41,9 @@ use openmls_traits::OpenMlsProvider as _;
 #[derive(Debug, Default)]
 pub(crate) struct FollowUp {
     replay: bool,
-    /// For a merged commit: its commit ref (the confirmed transcript hash of the new epoch).
-    pub(crate) commit_ref: Option<Vec<u8>>,
+    /// For a merged commit: what decides between it and competing commits of its epoch (its
+    /// commit ref is the confirmed transcript hash of the new epoch).
+    pub(crate) rank: Option<CommitRank>,
     /// For a merged commit: who made it.
     pub(crate) committer: Option<VerifiedMember>,
 }
@@ -264,8 +266,8 @@ impl MlsClient {
     ) -> Result<(Output, FollowUp), MlsError> {
         let snapshot = self.begin_snapshot(group)?;
         let (output, follow_up) = self.process_in_transaction(group, envelope, message)?;
-        if let Some(commit_ref) = &follow_up.commit_ref {
-            self.finish_snapshot(group, snapshot, commit_ref.clone(), None)?;
+        if let Some(rank) = &follow_up.rank {
+            self.finish_snapshot(group, snapshot, rank.clone(), envelope.to_bytes(), None)?;
         }
         Ok((output, follow_up))
     }
@@ -397,29 +399,27 @@ impl MlsClient {
                     .map(|r| r.remove_proposal().removed())
                     .collect();
                 let mut removed = Vec::new();
-                for index in removed_indices {
-                    removed.push(self.verified_leaf(group, index)?);
+                for index in &removed_indices {
+                    removed.push(self.verified_leaf(group, *index)?);
                 }
                 let self_removed = staged.self_removed();
-                let computed = staged.group_context().confirmed_transcript_hash().to_vec();
-                let claimed = envelope.context();
-                follow_up.commit_ref = Some(if self_removed {
+                let commit_ref = if self_removed {
                     // OpenMLS does not compute the new epoch's transcript hash for a member the
-                    // commit removes: order it by the committer's claim (see `envelope`).
-                    if claimed.is_empty() {
-                        computed
-                    } else {
-                        claimed.to_vec()
-                    }
+                    // commit removes: it takes the committer's signed claim (see
+                    // `signed_context`). Every other receiver computes the ref and ignores the
+                    // claim, so an altered claim changes nothing for them.
+                    let commit_epoch = self.group(group)?.epoch().as_u64();
+                    self.verified_claim(group, envelope, commit_epoch, &sender_signature_key)?
                 } else {
-                    if !claimed.is_empty() && claimed != computed.as_slice() {
-                        return Err(MlsError::RejectedMessage {
-                            group: group.clone(),
-                            reason: "the envelope's commit ref claim does not match the commit"
-                                .into(),
-                        });
-                    }
-                    computed
+                    staged.group_context().confirmed_transcript_hash().to_vec()
+                };
+                let epoch_tag = fork_resolution::branch_tag(self.group(group)?);
+
+                follow_up.rank = Some(CommitRank {
+                    commit_ref,
+                    committer: sender_index.u32(),
+                    removes: removed_indices.iter().map(|i| i.u32()).collect(),
+                    priority: fork_resolution::priority(&epoch_tag, sender_index.u32()),
                 });
                 follow_up.committer = Some(sender.clone());
                 let (provider, mls_group, _) = self.openmls_parts(group)?;
@@ -547,6 +547,22 @@ pub(crate) fn buffered_proposal(entry: &BufferedMessage) -> Option<(Envelope, Pr
         _ => return None,
     };
     Some((envelope, protocol))
+}
+
+/// The protocol message inside a stored envelope (a commit kept as a fork candidate).
+pub(crate) fn protocol_message(envelope: &Envelope) -> Result<ProtocolMessage, MlsError> {
+    let message = MlsMessageIn::tls_deserialize_exact(envelope.payload()).map_err(|e| {
+        MlsError::MalformedMessage {
+            reason: format!("payload is not an MLS message: {e}"),
+        }
+    })?;
+    match message.extract() {
+        MlsMessageBodyIn::PrivateMessage(m) => Ok(ProtocolMessage::from(m)),
+        MlsMessageBodyIn::PublicMessage(m) => Ok(ProtocolMessage::from(m)),
+        _ => Err(MlsError::MalformedEnvelope {
+            reason: "a stored commit is not a group message",
+        }),
+    }
 }
 
 pub(crate) fn is_commit(envelope_bytes: &[u8]) -> bool {

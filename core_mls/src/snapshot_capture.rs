@@ -7,8 +7,9 @@
 use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::{Key, Timestamp};
 
+use crate::branch_order::CommitRank;
 use crate::client::MlsClient;
-use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
+use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::fork_resolution::{LEAVE_NAMESPACE, branch_tag};
 use crate::group_id::GroupId;
@@ -59,13 +60,15 @@ impl MlsClient {
         })
     }
 
-    /// After the merge, in the same transaction: stores the snapshot with the ref of the
-    /// commit merged (and ours, if it was ours), and drops what the window no longer covers.
+    /// After the merge, in the same transaction: stores the snapshot with the rank and envelope
+    /// of the commit merged (and our intent, if it was ours), and drops what the window no
+    /// longer covers.
     pub(crate) fn finish_snapshot(
         &self,
         group: &GroupId,
         start: SnapshotStart,
-        merged_ref: Vec<u8>,
+        merged: CommitRank,
+        envelope: Vec<u8>,
         own_commit: Option<OwnCommit>,
     ) -> Result<(), MlsError> {
         let now = self.now();
@@ -76,7 +79,11 @@ impl MlsClient {
                 let meta = SnapshotMeta {
                     taken_at_ms: now.unix_millis(),
                     branch_tag: start.branch_tag.clone(),
-                    merged_ref,
+                    candidates: vec![Candidate {
+                        rank: merged.clone(),
+                        envelope,
+                    }],
+                    merged,
                     own_commit,
                 };
                 epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
@@ -93,12 +100,12 @@ impl MlsClient {
     }
 
     /// Inside the open transaction: keeps the group's current epoch as a snapshot, as if this
-    /// device had merged the commit `merged_ref` out of it (a Welcome says the group went on
-    /// from it with that commit, without us).
+    /// device had merged the commit `merged` out of it (a Welcome says the group went on from
+    /// it with that commit, without us).
     pub(crate) fn snapshot_as_ended_by(
         &self,
         group: &GroupId,
-        merged_ref: Vec<u8>,
+        merged: CommitRank,
     ) -> Result<(), MlsError> {
         if self.config.fork_window_epochs == 0 {
             return Ok(());
@@ -108,7 +115,11 @@ impl MlsClient {
         let meta = SnapshotMeta {
             taken_at_ms: self.now().unix_millis(),
             branch_tag: branch_tag(mls_group),
-            merged_ref,
+            candidates: vec![Candidate {
+                rank: merged.clone(),
+                envelope: Vec::new(),
+            }],
+            merged,
             own_commit: None,
         };
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;

@@ -22,7 +22,7 @@ use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
-use crate::fork_resolution::{self, BranchOrder};
+use crate::fork_resolution::{self, BranchHistory, BranchOrder};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
@@ -40,9 +40,9 @@ struct JoinRecord {
     epoch: u64,
     key_package_ref: Vec<u8>,
     commit_ref: Vec<u8>,
-    /// The inviter's branch history (epochs before `epoch`), from the Welcome's context.
+    /// The inviter's branch history (epochs before `epoch`), from the Welcome's signed context.
     #[serde(default)]
-    history: Vec<(u64, Vec<u8>)>,
+    history: BranchHistory,
     /// What stood before this join, when snapshots of an earlier membership were kept across
     /// it (see `handle_welcome`): a rollback to one of them undoes this join, and the record
     /// and leave request from before it stand again.
@@ -164,10 +164,37 @@ impl MlsClient {
             let epoch = staged.group_context().epoch().as_u64();
             let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
             let joined_key = join_record_key(&group_id);
-            let theirs = fork_resolution::decode_history(envelope.context()).unwrap_or_default();
+            // Who sent it, as the Welcome's group says; its branch history must be signed by
+            // that member's key (a relay may not alter what decides between branches).
+            let inviter_leaf = staged
+                .welcome_sender()
+                .map_err(|e| MlsError::InvalidWelcome {
+                    reason: e.to_string(),
+                })?
+                .clone();
+            let theirs = match client.verified_history(
+                &group_id,
+                envelope,
+                epoch,
+                inviter_leaf.signature_key().as_slice(),
+            )? {
+                Some(history) => history,
+                // A Welcome with no history (from an MLS client that is not SpacePanda) can
+                // only join a group this device holds nothing of: there is nothing to judge.
+                None if client.groups.contains_key(&group_id)
+                    || !client.branch_history(&group_id)?.is_empty() =>
+                {
+                    return Err(MlsError::InvalidWelcome {
+                        reason: "a Welcome for a group this device holds state of carries no \
+                                 signed branch history"
+                            .into(),
+                    });
+                }
+                None => Vec::new(),
+            };
             // For a Welcome that says the group went on without us: the commit that ended the
             // epoch we hold, on its branch.
-            let mut ended_by: Option<Vec<u8>> = None;
+            let mut ended_by: Option<crate::branch_order::CommitRank> = None;
             let replaces = if client.groups.contains_key(&group_id) {
                 let current = client.group(&group_id)?.epoch().as_u64();
                 let ours = client.branch_history(&group_id)?;
@@ -176,7 +203,7 @@ impl MlsClient {
                     ended_by = theirs
                         .iter()
                         .find(|(e, _)| *e == current)
-                        .map(|(_, r)| r.clone());
+                        .map(|(_, rank)| rank.clone());
                 }
                 let replaces = match order {
                     BranchOrder::TheirsWins | BranchOrder::TheirsLater => true,
@@ -241,11 +268,6 @@ impl MlsClient {
                     .members
                     .verify(&member.credential, &member.signature_key)?;
             }
-            let inviter_leaf = staged
-                .welcome_sender()
-                .map_err(|e| MlsError::InvalidWelcome {
-                    reason: e.to_string(),
-                })?;
             let inviter = client.members.verify(
                 inviter_leaf.credential(),
                 inviter_leaf.signature_key().as_slice(),
@@ -268,7 +290,7 @@ impl MlsClient {
                     let on_their_branch = kept < epoch
                         && theirs
                             .iter()
-                            .any(|(e, r)| *e == kept && *r == meta.merged_ref);
+                            .any(|(e, r)| *e == kept && r.commit_ref == meta.merged.commit_ref);
                     if on_their_branch {
                         kept_from = kept_from.or(Some(kept));
                     } else {
@@ -360,7 +382,7 @@ impl MlsClient {
     }
 
     /// The branch history the Welcome this device joined `group` with carried.
-    pub(crate) fn joined_history(&self, group: &GroupId) -> Result<Vec<(u64, Vec<u8>)>, MlsError> {
+    pub(crate) fn joined_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
         let record = self.read(|txn| join_record(txn, group))?;
         Ok(record.map(|r| r.history).unwrap_or_default())
     }

@@ -1,5 +1,5 @@
 //! Two members commit in the same epoch and nobody orders them: every member ends on the branch
-//! of the commit with the smaller commit ref, whatever order the envelopes arrive in, and what
+//! of the commit the fork rule picks, whatever order the envelopes arrive in, and what
 //! the losing side did (commits, messages, an invitation) is carried over to the winning branch.
 #![allow(
     clippy::unwrap_used,
@@ -215,28 +215,58 @@ fn the_fork_window_is_bounded_in_epochs_and_in_time() {
     }
 }
 
+/// Issue 16, item 2 at its root: a copy of a commit with an altered (unauthenticated) ref
+/// claim changes nothing for members, who compute the ref themselves, and is refused — without
+/// being recorded — by the member the commit removes, who checks the committer's signature.
 #[test]
-fn a_commit_whose_ref_claim_was_altered_is_rejected() {
+fn an_altered_ref_claim_changes_nothing_and_never_takes_the_genuine_commits_place() {
     let (mut h, group) = three(7);
-    let update = h.nodes[0].client().self_update(&group).unwrap();
-    let genuine = &update.outbound[0].envelope;
-    assert!(!genuine.context().is_empty(), "commits claim their ref");
+    let carol = h.nodes[2].address();
+    let removal = h.nodes[0]
+        .client()
+        .remove_device(&group, &carol.user_id, &carol.device_id)
+        .unwrap();
+    let genuine = removal.outbound[0].envelope.clone();
+    assert!(
+        !genuine.context().is_empty(),
+        "commits carry a signed claim"
+    );
     let mut claim = genuine.context().to_vec();
-    claim[0] ^= 1;
+    claim[10] ^= 1;
     let altered =
         core_mls::Envelope::with_context(EnvelopeKind::Commit, genuine.payload().to_vec(), &claim);
-    let before = h.nodes[1].client().epoch_authenticator(&group).unwrap();
-    let refused = h.nodes[1].client().handle_envelope(&altered.to_bytes());
+    assert_eq!(altered.id(), genuine.id(), "the context is outside the id");
+
+    // Bob computes the ref himself: the altered copy is processed like the genuine one.
+    let bob = h.nodes[1]
+        .client()
+        .handle_envelope(&altered.to_bytes())
+        .unwrap();
+    assert_eq!(bob.disposition, Disposition::Processed);
+    assert_eq!(
+        h.nodes[1].client().epoch(&group).unwrap(),
+        h.nodes[0].client().epoch(&group).unwrap()
+    );
+
+    // Carol must take the claim: a forged one is refused and leaves nothing behind...
+    let refused = h.nodes[2].client().handle_envelope(&altered.to_bytes());
     assert!(
         matches!(refused, Err(MlsError::RejectedMessage { .. })),
         "{refused:?}"
     );
-    assert_eq!(
-        h.nodes[1].client().epoch_authenticator(&group).unwrap(),
-        before
+    assert!(h.nodes[2].client().groups().contains(&group));
+    // ...so the genuine copy is still processed, not dropped as a duplicate.
+    let removed = h.nodes[2]
+        .client()
+        .handle_envelope(&genuine.to_bytes())
+        .unwrap();
+    assert_eq!(removed.disposition, Disposition::Processed);
+    assert!(
+        removed
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RemovedFromGroup { .. })),
+        "{removed:?}"
     );
-    // The genuine envelope still works afterwards.
-    h.absorb(0, update);
-    h.deliver_all();
-    h.assert_converged(&group, &[0, 1, 2]);
+    h.assert_converged(&group, &[0, 1]);
 }

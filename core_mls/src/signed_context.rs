@@ -1,0 +1,340 @@
+//! The envelope contexts this device writes, signed by its device key, so that a relay can
+//! neither forge nor alter what they say.
+//!
+//! The envelope's context is outside the MLS message (see `envelope`), so on its own it is an
+//! unauthenticated claim. Each context is therefore signed with the sender's leaf signature key
+//! (its certified device key), which the receiver reads from the group: a context whose
+//! signature fails is an error for that copy alone — it is never recorded as seen, so the
+//! genuine copy is still processed when it arrives.
+//!
+//! # Wire formats
+//!
+//! ```text
+//! CommitClaim (context of a commit) {
+//!     opaque magic[4] = "SPcc"; uint8 version = 1;
+//!     uint8 ref_len; opaque commit_ref[ref_len];
+//!     opaque signature[64];   // Ed25519 over "spacepanda commit claim v1" ‖ u64 BE len(group id)
+//!                             //   ‖ group id ‖ u64 BE epoch ‖ commit_ref
+//! }
+//! BranchHistory (context of a Welcome) {
+//!     opaque magic[4] = "SPbh"; uint8 version = 1;
+//!     uint16 count;
+//!     struct { uint64 epoch; uint8 ref_len; opaque commit_ref[ref_len]; uint32 committer;
+//!              opaque priority[16]; uint16 removes_count; uint32 removes[removes_count]; }
+//!         entries[count];
+//!     opaque signature[64];   // Ed25519 over "spacepanda branch history v1" ‖ u64 BE
+//!                             //   len(group id) ‖ group id ‖ u64 BE epoch ‖ everything above
+//!                             //   the signature
+//! }
+//! ```
+//!
+//! `epoch` in a commit claim is the epoch the commit was made in; in a branch history, the epoch
+//! the Welcome joins at. Only a member the commit removes reads the commit claim (it cannot
+//! compute the commit ref itself); every other receiver computes the ref and ignores the claim.
+
+use openmls::prelude::{OpenMlsProvider as _, SignatureScheme};
+use openmls_traits::crypto::OpenMlsCrypto as _;
+
+use crate::branch_order::{BranchHistory, CommitRank, PRIORITY_LEN};
+use crate::client::MlsClient;
+use crate::envelope::Envelope;
+use crate::error::MlsError;
+use crate::group_id::GroupId;
+
+const CLAIM_MAGIC: [u8; 4] = *b"SPcc";
+const HISTORY_MAGIC: [u8; 4] = *b"SPbh";
+const VERSION: u8 = 1;
+const SIGNATURE_LEN: usize = 64;
+const CLAIM_LABEL: &[u8] = b"spacepanda commit claim v1";
+const HISTORY_LABEL: &[u8] = b"spacepanda branch history v1";
+
+/// What a signature covers: a label, the group and epoch it is about, and the signed body.
+pub(crate) fn signed_payload(label: &[u8], group_id: &[u8], epoch: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(label.len() + 16 + group_id.len() + body.len());
+    out.extend_from_slice(label);
+    out.extend_from_slice(&(group_id.len() as u64).to_be_bytes());
+    out.extend_from_slice(group_id);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A signed context, split into what was signed and the signature, before it is verified.
+pub(crate) struct Unverified<T> {
+    /// What the context says, once the signature holds.
+    pub(crate) value: T,
+    /// The bytes the signature covers (see [`signed_payload`]).
+    pub(crate) payload: Vec<u8>,
+    /// The Ed25519 signature.
+    pub(crate) signature: Vec<u8>,
+}
+
+/// The body of a commit claim (before the signature).
+fn claim_body(commit_ref: &[u8]) -> Option<Vec<u8>> {
+    let len = u8::try_from(commit_ref.len()).ok()?;
+    let mut body = Vec::with_capacity(6 + commit_ref.len());
+    body.extend_from_slice(&CLAIM_MAGIC);
+    body.push(VERSION);
+    body.push(len);
+    body.extend_from_slice(commit_ref);
+    Some(body)
+}
+
+/// A commit claim, signed with `sign`. `None` if the ref does not fit (refs are 32 bytes).
+pub(crate) fn encode_claim(
+    group_id: &[u8],
+    epoch: u64,
+    commit_ref: &[u8],
+    sign: impl Fn(&[u8]) -> [u8; SIGNATURE_LEN],
+) -> Option<Vec<u8>> {
+    let mut body = claim_body(commit_ref)?;
+    let signature = sign(&signed_payload(CLAIM_LABEL, group_id, epoch, &body));
+    body.extend_from_slice(&signature);
+    Some(body)
+}
+
+/// Reads a commit claim; `None` if the bytes are not one.
+pub(crate) fn decode_claim(
+    context: &[u8],
+    group_id: &[u8],
+    epoch: u64,
+) -> Option<Unverified<Vec<u8>>> {
+    let body_len = context.len().checked_sub(SIGNATURE_LEN)?;
+    let (body, signature) = context.split_at(body_len);
+    let rest = body.strip_prefix(&CLAIM_MAGIC)?;
+    let (version, rest) = rest.split_first()?;
+    let (len, commit_ref) = rest.split_first()?;
+    if *version != VERSION || usize::from(*len) != commit_ref.len() {
+        return None;
+    }
+    Some(Unverified {
+        value: commit_ref.to_vec(),
+        payload: signed_payload(CLAIM_LABEL, group_id, epoch, body),
+        signature: signature.to_vec(),
+    })
+}
+
+fn history_body(history: &[(u64, CommitRank)]) -> Option<Vec<u8>> {
+    let count = u16::try_from(history.len()).ok()?;
+    let mut body = Vec::new();
+    body.extend_from_slice(&HISTORY_MAGIC);
+    body.push(VERSION);
+    body.extend_from_slice(&count.to_be_bytes());
+    for (epoch, rank) in history {
+        body.extend_from_slice(&epoch.to_be_bytes());
+        body.push(u8::try_from(rank.commit_ref.len()).ok()?);
+        body.extend_from_slice(&rank.commit_ref);
+        body.extend_from_slice(&rank.committer.to_be_bytes());
+        body.extend_from_slice(&rank.priority);
+        body.extend_from_slice(&u16::try_from(rank.removes.len()).ok()?.to_be_bytes());
+        for removed in &rank.removes {
+            body.extend_from_slice(&removed.to_be_bytes());
+        }
+    }
+    Some(body)
+}
+
+/// A branch history, signed with `sign`. `None` if it does not fit the format (more than
+/// 65 535 entries or removals: a fork window is a few epochs).
+pub(crate) fn encode_history(
+    group_id: &[u8],
+    epoch: u64,
+    history: &[(u64, CommitRank)],
+    sign: impl Fn(&[u8]) -> [u8; SIGNATURE_LEN],
+) -> Option<Vec<u8>> {
+    let mut body = history_body(history)?;
+    let signature = sign(&signed_payload(HISTORY_LABEL, group_id, epoch, &body));
+    body.extend_from_slice(&signature);
+    Some(body)
+}
+
+/// Reads a branch history; `None` if the bytes are not one.
+pub(crate) fn decode_history(
+    context: &[u8],
+    group_id: &[u8],
+    epoch: u64,
+) -> Option<Unverified<BranchHistory>> {
+    let body_len = context.len().checked_sub(SIGNATURE_LEN)?;
+    let (body, signature) = context.split_at(body_len);
+    let mut reader = Reader(body.strip_prefix(&HISTORY_MAGIC)?);
+    if reader.u8()? != VERSION {
+        return None;
+    }
+    let count = reader.u16()?;
+    let mut history = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        let entry_epoch = u64::from_be_bytes(reader.array()?);
+        let ref_len = usize::from(reader.u8()?);
+        let commit_ref = reader.take(ref_len)?.to_vec();
+        let committer = u32::from_be_bytes(reader.array()?);
+        let priority: [u8; PRIORITY_LEN] = reader.array()?;
+        let removes_count = reader.u16()?;
+        let mut removes = Vec::with_capacity(usize::from(removes_count).min(64));
+        for _ in 0..removes_count {
+            removes.push(u32::from_be_bytes(reader.array()?));
+        }
+        history.push((
+            entry_epoch,
+            CommitRank {
+                commit_ref,
+                committer,
+                removes,
+                priority,
+            },
+        ));
+    }
+    if !reader.0.is_empty() {
+        return None;
+    }
+    Some(Unverified {
+        value: history,
+        payload: signed_payload(HISTORY_LABEL, group_id, epoch, body),
+        signature: signature.to_vec(),
+    })
+}
+
+impl MlsClient {
+    /// Signs a context payload with this device's certified key (its leaf signature key).
+    pub(crate) fn sign_context(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.device.signature_key_pair().sign(payload)
+    }
+
+    /// Whether `signature_key` (a leaf's Ed25519 key) signed `unverified`.
+    fn context_signed_by<T>(&self, unverified: &Unverified<T>, signature_key: &[u8]) -> bool {
+        self.provider
+            .crypto()
+            .verify_signature(
+                SignatureScheme::ED25519,
+                &unverified.payload,
+                signature_key,
+                &unverified.signature,
+            )
+            .is_ok()
+    }
+
+    /// The commit ref `envelope` claims for a commit made in `epoch` of `group`, checked
+    /// against the committer's key. A missing, malformed or forged claim rejects this copy
+    /// (nothing is recorded: a genuine copy is still processed).
+    pub(crate) fn verified_claim(
+        &self,
+        group: &GroupId,
+        envelope: &Envelope,
+        epoch: u64,
+        committer_key: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let rejected = |reason: &str| MlsError::RejectedMessage {
+            group: group.clone(),
+            reason: reason.into(),
+        };
+        let claim = decode_claim(envelope.context(), group.as_slice(), epoch).ok_or_else(|| {
+            rejected("a commit that removes this device carries no commit ref claim")
+        })?;
+        if !self.context_signed_by(&claim, committer_key) {
+            return Err(rejected(
+                "the commit ref claim is not signed by the committer (altered in transit?)",
+            ));
+        }
+        Ok(claim.value)
+    }
+
+    /// The branch history a Welcome for `group` at `epoch` carries, checked against the key of
+    /// the member who sent it. `Ok(None)`: no history at all (a Welcome from an MLS client that
+    /// is not SpacePanda). A malformed or forged one rejects this copy.
+    pub(crate) fn verified_history(
+        &self,
+        group: &GroupId,
+        envelope: &Envelope,
+        epoch: u64,
+        sender_key: &[u8],
+    ) -> Result<Option<BranchHistory>, MlsError> {
+        if envelope.context().is_empty() {
+            return Ok(None);
+        }
+        let invalid = |reason: &str| MlsError::InvalidWelcome {
+            reason: reason.into(),
+        };
+        let history = decode_history(envelope.context(), group.as_slice(), epoch)
+            .ok_or_else(|| invalid("the Welcome's branch history is malformed"))?;
+        if !self.context_signed_by(&history, sender_key) {
+            return Err(invalid(
+                "the Welcome's branch history is not signed by its sender (altered in transit?)",
+            ));
+        }
+        Ok(Some(history.value))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.array::<2>().map(u16::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn fake_sign(payload: &[u8]) -> [u8; 64] {
+        let hash = blake3::hash(payload);
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(hash.as_bytes());
+        out
+    }
+
+    fn rank(r: u8) -> CommitRank {
+        CommitRank {
+            commit_ref: vec![r; 32],
+            committer: u32::from(r),
+            removes: vec![1, 2],
+            priority: [r; PRIORITY_LEN],
+        }
+    }
+
+    #[test]
+    fn histories_round_trip_and_the_payload_binds_group_and_epoch() {
+        let history = vec![(3, rank(1)), (4, rank(9))];
+        let context = encode_history(b"group", 5, &history, fake_sign).unwrap();
+        let read = decode_history(&context, b"group", 5).unwrap();
+        assert_eq!(read.value, history);
+        assert_eq!(read.signature, fake_sign(&read.payload).to_vec());
+        let elsewhere = decode_history(&context, b"other group", 5).unwrap();
+        assert_ne!(elsewhere.payload, read.payload);
+        let later = decode_history(&context, b"group", 6).unwrap();
+        assert_ne!(later.payload, read.payload);
+        let mut truncated = context.clone();
+        truncated.remove(10);
+        assert!(decode_history(&truncated, b"group", 5).is_none());
+        assert!(decode_history(&[], b"group", 5).is_none());
+    }
+
+    #[test]
+    fn claims_round_trip_and_bad_bytes_are_none() {
+        let context = encode_claim(b"g", 2, &[7; 32], fake_sign).unwrap();
+        let read = decode_claim(&context, b"g", 2).unwrap();
+        assert_eq!(read.value, vec![7; 32]);
+        assert_eq!(read.signature, fake_sign(&read.payload).to_vec());
+        assert!(decode_claim(&[7; 32], b"g", 2).is_none(), "a bare ref");
+        assert!(decode_claim(&context[1..], b"g", 2).is_none());
+    }
+}
