@@ -15,7 +15,11 @@
 //! - [`SENT_LOG_NAMESPACE`] `[group id, epoch, sequence]` → an encoded [`AppMessage`] this
 //!   device encrypted in that epoch;
 //! - [`REISSUE_NAMESPACE`] `[group id, sequence]` → an [`OwnCommit`] (CBOR) to make again on
-//!   the winning branch.
+//!   the winning branch;
+//! - [`OWN_RESULT_NAMESPACE`] `[group id, epoch, "m"]` → rank and intent of an own commit made
+//!   in that epoch, `[group id, epoch, "p", key]` → the group's prefix right after its merge,
+//!   `[group id, epoch, "u", namespace, key]` → what it wrote outside the prefix (`0` deleted,
+//!   `1 ‖ value`): the state to go back to if our commit loses and later wins again.
 //!
 //! Metadata lives apart from the (large) state so that listing snapshots reads no state.
 
@@ -37,6 +41,8 @@ pub(crate) const STATE_NAMESPACE: &str = "fork_snapshot";
 pub(crate) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
 /// Own commits to re-issue on the winning branch.
 pub(crate) const REISSUE_NAMESPACE: &str = "fork_reissue";
+/// What own commits produced (see [`OwnResult`]).
+pub(crate) const OWN_RESULT_NAMESPACE: &str = "fork_own_result";
 
 const PREFIX_ENTRY: &[u8] = b"p";
 const UNDO_ENTRY: &[u8] = b"u";
@@ -260,12 +266,154 @@ pub(crate) fn contents(
     Ok((prefix, undo))
 }
 
-/// Deletes the snapshot of `epoch`.
+/// Deletes the snapshot of `epoch`. What an own commit of that epoch produced is kept (a
+/// rollback to `epoch` may still lead back to it); [`expire`] drops it with the window.
 pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
     let base = epoch_key(group, epoch);
     txn.delete_prefix(STATE_NAMESPACE, &base)?;
     txn.delete(META_NAMESPACE, base)?;
     Ok(())
+}
+
+/// Deletes the snapshot of `epoch` and what an own commit of it produced: no rollback can
+/// reach that epoch any more.
+pub(crate) fn expire(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
+    delete(txn, group, epoch)?;
+    txn.delete_prefix(OWN_RESULT_NAMESPACE, &epoch_key(group, epoch))?;
+    Ok(())
+}
+
+/// Drops what own commits produced in epochs of `group` that have no snapshot any more.
+pub(crate) fn drop_orphan_own_results(
+    txn: &mut Transaction,
+    group: &GroupId,
+) -> Result<(), MlsError> {
+    let kept: Vec<u64> = metas(txn, group)?.into_iter().map(|(e, _)| e).collect();
+    for (key, _) in txn.scan_prefix(OWN_RESULT_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        if epoch_of(&key).is_none_or(|epoch| !kept.contains(&epoch)) {
+            txn.delete(OWN_RESULT_NAMESPACE, key)?;
+        }
+    }
+    Ok(())
+}
+
+/// What one of our commits produced, kept so that this device can go back to it: OpenMLS
+/// cannot process a device's own commit, so when ours lost and then wins again (the set's
+/// winner changed), the state it produced is put back instead.
+pub(crate) struct OwnResult {
+    /// The commit's rank.
+    pub(crate) rank: CommitRank,
+    /// Its intent.
+    pub(crate) intent: OwnCommit,
+    /// The group's OpenMLS prefix right after the merge.
+    pub(crate) prefix: Vec<(Key, Vec<u8>)>,
+    /// What the commit and its merge wrote outside the prefix: `(namespace, key, value)`.
+    pub(crate) outside: Vec<(String, Key, Option<Vec<u8>>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OwnResultMeta {
+    rank: CommitRank,
+    intent: OwnCommit,
+}
+
+const OWN_META_ENTRY: &[u8] = b"m";
+
+/// Stores what an own commit out of `epoch` produced (see [`OwnResult`]).
+pub(crate) fn store_own_result(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    result: &OwnResult,
+) -> Result<(), MlsError> {
+    let base = epoch_key(group, epoch);
+    txn.delete_prefix(OWN_RESULT_NAMESPACE, &base)?;
+    txn.put(
+        OWN_RESULT_NAMESPACE,
+        base.clone().with(OWN_META_ENTRY),
+        codec::encode(&OwnResultMeta {
+            rank: result.rank.clone(),
+            intent: result.intent.clone(),
+        })?,
+    )?;
+    for (key, value) in &result.prefix {
+        txn.put(
+            OWN_RESULT_NAMESPACE,
+            base.clone().with(PREFIX_ENTRY).with(key.as_bytes()),
+            value.clone(),
+        )?;
+    }
+    for (namespace, key, value) in &result.outside {
+        let mut stored = Vec::with_capacity(1 + value.as_ref().map_or(0, Vec::len));
+        match value {
+            Some(value) => {
+                stored.push(1);
+                stored.extend_from_slice(value);
+            }
+            None => stored.push(0),
+        }
+        txn.put(
+            OWN_RESULT_NAMESPACE,
+            base.clone()
+                .with(UNDO_ENTRY)
+                .with(namespace.as_bytes())
+                .with(key.as_bytes()),
+            stored,
+        )?;
+    }
+    Ok(())
+}
+
+/// What an own commit out of `epoch` produced, if kept.
+pub(crate) fn own_result(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<Option<OwnResult>, MlsError> {
+    let corrupted = |reason| MlsError::corrupted(OWN_RESULT_NAMESPACE, reason);
+    let base = epoch_key(group, epoch);
+    let Some(meta) = txn.get(OWN_RESULT_NAMESPACE, &base.clone().with(OWN_META_ENTRY))? else {
+        return Ok(None);
+    };
+    let meta: OwnResultMeta = codec::decode(OWN_RESULT_NAMESPACE, &meta)?;
+    let mut result = OwnResult {
+        rank: meta.rank,
+        intent: meta.intent,
+        prefix: Vec::new(),
+        outside: Vec::new(),
+    };
+    for (key, value) in txn.scan_prefix(OWN_RESULT_NAMESPACE, &base)? {
+        let mut segments = key.segments().skip(2);
+        match segments.next() {
+            Some(OWN_META_ENTRY) => {}
+            Some(PREFIX_ENTRY) => {
+                let original = segments
+                    .next()
+                    .and_then(|k| Key::from_encoded(k).ok())
+                    .ok_or_else(|| corrupted("own result entry has no key"))?;
+                result.prefix.push((original, value));
+            }
+            Some(UNDO_ENTRY) => {
+                let namespace = segments
+                    .next()
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .ok_or_else(|| corrupted("own result entry has no namespace"))?
+                    .to_owned();
+                let original = segments
+                    .next()
+                    .and_then(|k| Key::from_encoded(k).ok())
+                    .ok_or_else(|| corrupted("own result entry has no key"))?;
+                let value = match value.split_first() {
+                    Some((0, [])) => None,
+                    Some((1, rest)) => Some(rest.to_vec()),
+                    _ => return Err(corrupted("own result value malformed")),
+                };
+                result.outside.push((namespace, original, value));
+            }
+            _ => return Err(corrupted("own result entry of unknown kind")),
+        }
+    }
+    Ok(Some(result))
 }
 
 /// Records an application message this device encrypted in `epoch`.

@@ -2,11 +2,38 @@
 //! that moves a member onto the winning branch.
 //!
 //! There is no server to order the commits of an epoch, so two members can commit in the same
-//! epoch. **Rule:** of the valid commits made in one epoch, the one with the smallest *commit
-//! ref* wins, on every member. The commit ref is the confirmed transcript hash of the epoch the
-//! commit creates: every member that processes the commit computes it, the committer knows it,
-//! and a device the commit adds reads it from the group context in its Welcome — so a device
-//! added by two concurrent commits picks the same winner as everyone else.
+//! epoch. **Rule** (`branch_order::winner`), over every valid commit made in one epoch:
+//! 1. a commit whose committer another of those commits removes is out — unless every one is
+//!    out (members removing each other);
+//! 2. of the rest, the committer with the smallest *priority* wins: a hash of the epoch's
+//!    branch tag and the committer's leaf index;
+//! 3. between two commits of one committer (an equivocation, reported as
+//!    [`Event::Equivocation`]), the smaller *commit ref* wins: the confirmed transcript hash of
+//!    the epoch the commit creates.
+//!
+//! **Why it holds against members who play it.**
+//! - *Nobody wins by choosing a commit's content.* Steps 1 and 2 read only who commits and whom
+//!   the commit removes; a member cannot change its leaf index or the epoch it commits in, and
+//!   the priority is fixed by them before anyone commits. (The old rule, smallest ref first,
+//!   let a committer re-make its commit until the ref was small: about one try in two.) The ref
+//!   only orders one committer's own commits, where choosing between them gains nothing.
+//! - *A member a commit removes cannot win that epoch back*: her commit is out by step 1, whatever
+//!   it contains. The one exception is a member who removes her remover in the same epoch: two
+//!   members removing each other is a real conflict with no right answer and no server to ask;
+//!   priority decides, as it would between any two concurrent commits.
+//! - *The winner is a function of the set, not of arrival order.* Pairwise comparison with
+//!   step 1 is not transitive (a removes b, b outranks c, c outranks a), so each kept epoch
+//!   stores every commit judged in it with its envelope, and a commit that lost can win again
+//!   when a later one removes the committer that beat it.
+//! - *Priority is a fair draw, not a fixed order*: by leaf index alone the founder would win
+//!   every race. The committer of the previous epoch influences the next epoch's secrets and so,
+//!   by trying many commits, could favour its own priority in the next epoch; it gains at most
+//!   the races of that one epoch, never a removal race.
+//!
+//! Every member that processes a commit computes its rank, the committer knows it, and a device
+//! the commit adds reads it from the Welcome's branch history, which the sender signs with its
+//! device key (see `signed_context`); a member the commit removes cannot compute the ref and
+//! reads it from the committer's signed claim.
 //!
 //! **Snapshots.** Before merging any commit (its own or someone else's), a member copies the
 //! group's OpenMLS key prefix and records, through the transaction's undo log, what the merge
@@ -22,11 +49,12 @@
 //! rollback could still reach them, instead of failing to decrypt.
 //!
 //! **Rollback.** A commit for a past epoch whose snapshot is kept (and whose tag matches it) is
-//! a competing commit: in one transaction the group is put back in that epoch, the commit is
-//! processed as usual (identity checks included), and its ref is compared with the one merged
-//! before. Smaller: the transaction commits — the group is on the winning branch — and
-//! `CommitSuperseded` is reported. Not smaller: the transaction is rolled back and the commit
-//! is [`Disposition::Superseded`](crate::Disposition::Superseded).
+//! a competing commit: in a step of the operation's transaction the group is put back in that
+//! epoch, the commit is processed as usual (identity checks included), and the rule is applied
+//! to every commit judged in that epoch. This one wins: the step is kept — the group is on the
+//! winning branch — and `CommitSuperseded` is reported. The one merged before wins: the step is
+//! undone and the commit is [`Disposition::Superseded`](crate::Disposition::Superseded).
+//! Another one that lost before wins now: it is processed in its place.
 //!
 //! **What the abandoned branch did is done again**, in the transaction of the operation that
 //! rolled back: this device's commits from the abandoned epochs are re-issued (adds of devices
@@ -38,6 +66,7 @@
 
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 use spacepanda_core::Key;
+use zeroize::Zeroizing;
 
 use crate::branch_order::{self, CommitRank};
 pub(crate) use crate::branch_order::{
@@ -48,7 +77,7 @@ use crate::client::MlsClient;
 use crate::deferred_sends;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
+use crate::epoch_snapshots::{self, Candidate, OwnCommit, OwnResult, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
@@ -84,6 +113,15 @@ struct Attempt {
     output: Output,
     follow_up: crate::message_processor::FollowUp,
     rank: CommitRank,
+}
+
+/// A step that moved a group onto another branch, not yet kept.
+struct Moved {
+    savepoint: spacepanda_core::Savepoint,
+    abandoned: Abandoned,
+    output: Output,
+    winner: Option<core_identity::VerifiedMember>,
+    abandoned_epoch: Option<u64>,
 }
 
 /// The envelope id of a judged commit (none when only its rank is known).
@@ -336,6 +374,11 @@ impl MlsClient {
         revived: Candidate,
         candidates: Vec<Candidate>,
     ) -> Result<Output, MlsError> {
+        if let Some(own) = self.read(|txn| epoch_snapshots::own_result(txn, group, epoch))?
+            && own.rank == revived.rank
+        {
+            return self.revive_own(group, epoch, abandoned_epoch, own, candidates);
+        }
         let decoded = Envelope::from_bytes(&revived.envelope, usize::MAX).and_then(|envelope| {
             let message = crate::message_processor::protocol_message(&envelope)?;
             Ok((envelope, message))
@@ -359,6 +402,82 @@ impl MlsClient {
                 Ok(Output::default())
             }
         }
+    }
+
+    /// Moves back onto the branch of our own commit out of `epoch`, which lost and wins the set
+    /// now: OpenMLS cannot process a device's own commit, so the state it produced is put back.
+    fn revive_own(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        abandoned_epoch: Option<u64>,
+        own: OwnResult,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let savepoint = self.savepoint()?;
+        let moved = (|| {
+            let meta = self
+                .read(|txn| epoch_snapshots::meta(txn, group, epoch))?
+                .ok_or(MlsError::Internal {
+                    what: "a revived epoch has no snapshot",
+                })?;
+            let (prefix, _) = self.read(|txn| epoch_snapshots::contents(txn, group, epoch))?;
+            let abandoned = self.restore_snapshot(group, epoch)?;
+            // The snapshot of the epoch, ended by our commit now: its undo entries are what our
+            // commit changes outside the prefix, as they are in the epoch.
+            let mut undo = Vec::with_capacity(own.outside.len());
+            for (namespace, key, _) in &own.outside {
+                let prior = self.read(|txn| Ok(txn.get(namespace, key)?))?;
+                undo.push((namespace.clone(), key.clone(), prior.map(Zeroizing::new)));
+            }
+            let meta = SnapshotMeta {
+                merged: own.rank.clone(),
+                own_commit: Some(own.intent.clone()),
+                candidates: candidates.clone(),
+                ..meta
+            };
+            self.provider.storage().delete_group(&group.to_openmls())?;
+            self.with_txn(|txn| {
+                epoch_snapshots::store(txn, group, epoch, &prefix, undo, &meta)?;
+                epoch_snapshots::store_own_result(txn, group, epoch, &own)?;
+                for (key, value) in &own.prefix {
+                    txn.put(GROUP_NAMESPACE, key.clone(), value.clone())?;
+                }
+                for (namespace, key, value) in &own.outside {
+                    match value {
+                        Some(value) => txn.put(namespace, key.clone(), value.clone())?,
+                        None => txn.delete(namespace, key.clone())?,
+                    }
+                }
+                // It was queued to be made again when it lost: it stands as it was.
+                for (key, queued) in epoch_snapshots::reissues(txn, group)? {
+                    if queued == own.intent {
+                        txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
+                        break;
+                    }
+                }
+                Ok(())
+            })?;
+            self.reload_group(group)?;
+            Ok::<_, MlsError>(abandoned)
+        })();
+        let abandoned = match moved {
+            Ok(abandoned) => abandoned,
+            Err(error) => {
+                let error = self.attribute(error);
+                self.rollback_step(savepoint)?;
+                return Err(error);
+            }
+        };
+        let me = self.own_verified_member()?;
+        let moved = Moved {
+            savepoint,
+            abandoned,
+            output: Output::default(),
+            winner: Some(me),
+            abandoned_epoch,
+        };
+        self.keep_branch(moved, group, epoch, candidates)
     }
 
     /// Inside a step of its own: puts `group` back in `epoch` and processes the commit there
@@ -437,10 +556,36 @@ impl MlsClient {
         let Attempt {
             savepoint,
             abandoned,
-            mut output,
+            output,
             follow_up,
             ..
         } = attempt;
+        let moved = Moved {
+            savepoint,
+            abandoned,
+            output,
+            winner: follow_up.committer,
+            abandoned_epoch,
+        };
+        self.keep_branch(moved, group, epoch, candidates)
+    }
+
+    /// Keeps the step that moved `group` onto another branch at `epoch`, with everything the
+    /// abandoned branch did queued again.
+    fn keep_branch(
+        &mut self,
+        moved: Moved,
+        group: &GroupId,
+        epoch: u64,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let Moved {
+            savepoint,
+            abandoned,
+            mut output,
+            winner,
+            abandoned_epoch,
+        } = moved;
         let reissued_commits = abandoned.own_commits.len();
         let resent_messages = abandoned.sent.len();
         let queued = self.with_txn(|txn| {
@@ -467,7 +612,7 @@ impl MlsClient {
             }
         }
         tracing::info!(%group, epoch, "moved onto the winning branch of a concurrent commit");
-        if let Some(winner) = follow_up.committer.clone() {
+        if let Some(winner) = winner {
             output.events.insert(
                 0,
                 Event::CommitSuperseded {

@@ -9,7 +9,7 @@ use spacepanda_core::{Key, Timestamp};
 
 use crate::branch_order::CommitRank;
 use crate::client::MlsClient;
-use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
+use crate::epoch_snapshots::{self, Candidate, OwnCommit, OwnResult, SnapshotMeta};
 use crate::error::MlsError;
 use crate::fork_resolution::{LEAVE_NAMESPACE, branch_tag};
 use crate::group_id::GroupId;
@@ -73,8 +73,25 @@ impl MlsClient {
     ) -> Result<(), MlsError> {
         let now = self.now();
         let window = self.config.fork_window_epochs;
+        let own_prefix = match &own_commit {
+            Some(_) if window > 0 => self.provider.storage().group_entries(&group.to_openmls())?,
+            _ => Vec::new(),
+        };
         self.with_txn(|txn| {
             let undo = txn.take_undo_log();
+            if let Some(intent) = own_commit.clone().filter(|_| window > 0) {
+                let mut outside = Vec::with_capacity(undo.len());
+                for (namespace, key, _) in &undo {
+                    outside.push((namespace.clone(), key.clone(), txn.get(namespace, key)?));
+                }
+                let result = OwnResult {
+                    rank: merged.clone(),
+                    intent,
+                    prefix: own_prefix,
+                    outside,
+                };
+                epoch_snapshots::store_own_result(txn, group, start.epoch, &result)?;
+            }
             if window > 0 {
                 let meta = SnapshotMeta {
                     taken_at_ms: now.unix_millis(),
@@ -90,9 +107,10 @@ impl MlsClient {
             }
             for (epoch, _) in epoch_snapshots::metas(txn, group)? {
                 if epoch.saturating_add(window) <= start.epoch {
-                    epoch_snapshots::delete(txn, group, epoch)?;
+                    epoch_snapshots::expire(txn, group, epoch)?;
                 }
             }
+            epoch_snapshots::drop_orphan_own_results(txn, group)?;
             let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
             // Messages of epochs no kept snapshot precedes can never need sending again.
             epoch_snapshots::prune_sent_through(txn, group, oldest)
@@ -135,12 +153,13 @@ impl MlsClient {
             let mut touched: Vec<GroupId> = Vec::new();
             for (group, epoch, taken_at) in epoch_snapshots::all(txn)? {
                 if now.duration_since(taken_at) >= window {
-                    epoch_snapshots::delete(txn, &group, epoch)?;
+                    epoch_snapshots::expire(txn, &group, epoch)?;
                     touched.push(group);
                 }
             }
             touched.dedup();
             for group in touched {
+                epoch_snapshots::drop_orphan_own_results(txn, &group)?;
                 let oldest = epoch_snapshots::metas(txn, &group)?
                     .first()
                     .map(|(e, _)| *e);

@@ -294,7 +294,7 @@ impl MlsClient {
                     if on_their_branch {
                         kept_from = kept_from.or(Some(kept));
                     } else {
-                        epoch_snapshots::delete(txn, &group_id, kept)?;
+                        epoch_snapshots::expire(txn, &group_id, kept)?;
                     }
                 }
                 Ok(kept_from)
