@@ -21,6 +21,7 @@ use crate::key_package_manager::{
 };
 use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
+use crate::storage::key_layout::GROUP_NAMESPACE;
 use crate::{app_inbox, epoch_buffer, outbox, seen_messages};
 
 /// The one ciphersuite SpacePanda speaks.
@@ -206,7 +207,9 @@ impl MlsClient {
         ))
     }
 
-    /// Reloads `group` from storage (or forgets it if storage has none).
+    /// Reloads `group` from storage (or forgets it if storage has none of it). Storage that
+    /// holds some of the group's entries but not a loadable group is damaged or tampered with:
+    /// [`MlsError::CorruptedState`], never a group silently forgotten.
     pub(crate) fn reload_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
         // Loaded from an open transaction, it is what that transaction holds: a rollback of it
         // reloads the group again.
@@ -220,6 +223,18 @@ impl MlsClient {
                 self.groups.insert(group.clone(), loaded);
             }
             None => {
+                if !self
+                    .provider
+                    .storage()
+                    .group_entries(&group.to_openmls())?
+                    .is_empty()
+                {
+                    return Err(MlsError::CorruptedState {
+                        namespace: GROUP_NAMESPACE,
+                        reason: "a group's stored state is incomplete (an entry is missing); \
+                                 restore the device from a backup or rejoin the group",
+                    });
+                }
                 self.groups.remove(group);
             }
         }

@@ -4,9 +4,10 @@
 //!
 //! Layout (all sealed at rest like everything else):
 //! - [`META_NAMESPACE`] `[group id, epoch (u64 BE)]` → [`SnapshotMeta`] (CBOR): when it was taken,
-//!   the branch tag of that epoch, the rank of the commit this device merged out of it, the
-//!   commit this device made in it, if any, and every commit of that epoch judged so far (rank
-//!   and envelope);
+//!   the branch tag of that epoch, the rank of the commit this device merged out of it, and the
+//!   commit this device made in it, if any;
+//! - [`CANDIDATES_NAMESPACE`] `[group id, epoch]` → every commit of that epoch judged so far,
+//!   rank and envelope (CBOR list of [`Candidate`]);
 //! - [`STATE_NAMESPACE`] `[group id, epoch, "p", key]` → every entry of the group's OpenMLS
 //!   prefix as it was in that epoch (`key` is the original key's encoding, one segment);
 //!   `[group id, epoch, "u", namespace, key]` → what a key outside the prefix held before the
@@ -41,6 +42,8 @@ pub(crate) const STATE_NAMESPACE: &str = "fork_snapshot";
 pub(crate) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
 /// Own commits to re-issue on the winning branch.
 pub(crate) const REISSUE_NAMESPACE: &str = "fork_reissue";
+/// The commits judged in each kept epoch (see [`candidates`]).
+pub(crate) const CANDIDATES_NAMESPACE: &str = "fork_candidates";
 /// What own commits produced (see [`OwnResult`]).
 pub(crate) const OWN_RESULT_NAMESPACE: &str = "fork_own_result";
 
@@ -80,10 +83,6 @@ pub(crate) struct SnapshotMeta {
     pub(crate) merged: CommitRank,
     /// The commit this device made in this epoch, if the merged one was ours.
     pub(crate) own_commit: Option<OwnCommit>,
-    /// Every commit of this epoch this device has judged, the merged one included, with its
-    /// envelope: the winner is a function of the whole set (see `branch_order::winner`), and
-    /// one that lost may win again when a later commit removes the one that beat it.
-    pub(crate) candidates: Vec<Candidate>,
 }
 
 /// A commit of a kept epoch, as judged.
@@ -99,21 +98,32 @@ pub(crate) struct Candidate {
 /// at most one per epoch unless it equivocates, so this bounds a misbehaving member.
 pub(crate) const MAX_CANDIDATES: usize = 16;
 
-/// Replaces the candidates of the snapshot of `epoch`, if it is kept.
+/// Every commit of `epoch` this device has judged, the merged one included, with its envelope:
+/// the winner is a function of the whole set (see `branch_order::winner`), and one that lost
+/// may win again when a later commit removes the committer that beat it.
+pub(crate) fn candidates(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<Vec<Candidate>, MlsError> {
+    txn.get(CANDIDATES_NAMESPACE, &epoch_key(group, epoch))?
+        .map(|bytes| codec::decode(CANDIDATES_NAMESPACE, &bytes))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// Replaces the candidates of `epoch` (kept with its snapshot).
 pub(crate) fn set_candidates(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
-    candidates: Vec<Candidate>,
+    candidates: &[Candidate],
 ) -> Result<(), MlsError> {
-    if let Some(mut kept) = meta(txn, group, epoch)? {
-        kept.candidates = candidates;
-        txn.put(
-            META_NAMESPACE,
-            epoch_key(group, epoch),
-            codec::encode(&kept)?,
-        )?;
-    }
+    txn.put(
+        CANDIDATES_NAMESPACE,
+        epoch_key(group, epoch),
+        codec::encode(&candidates)?,
+    )?;
     Ok(())
 }
 
@@ -266,11 +276,13 @@ pub(crate) fn contents(
     Ok((prefix, undo))
 }
 
-/// Deletes the snapshot of `epoch`. What an own commit of that epoch produced is kept (a
-/// rollback to `epoch` may still lead back to it); [`expire`] drops it with the window.
+/// Deletes the snapshot of `epoch` and its candidates. What an own commit of that epoch
+/// produced is kept (a rollback to `epoch` may still lead back to it); [`expire`] drops it with
+/// the window.
 pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
     let base = epoch_key(group, epoch);
     txn.delete_prefix(STATE_NAMESPACE, &base)?;
+    txn.delete(CANDIDATES_NAMESPACE, base.clone())?;
     txn.delete(META_NAMESPACE, base)?;
     Ok(())
 }

@@ -266,8 +266,8 @@ impl MlsClient {
         buffered: Option<&BufferedMessage>,
     ) -> Result<Output, MlsError> {
         let abandoned_epoch = self.groups.get(group).map(|g| g.epoch().as_u64());
-        if meta
-            .candidates
+        let mut candidates = self.read(|txn| epoch_snapshots::candidates(txn, group, epoch))?;
+        if candidates
             .iter()
             .any(|c| candidate_id(c) == Some(envelope.id()))
         {
@@ -282,7 +282,6 @@ impl MlsClient {
             Err(error) => return Err(error),
         };
         let rank = attempt.rank.clone();
-        let mut candidates = meta.candidates.clone();
         if candidates
             .iter()
             .any(|c| c.rank.commit_ref == rank.commit_ref)
@@ -327,9 +326,7 @@ impl MlsClient {
         }
         // Lost: nothing of the attempt is kept, but it was judged.
         self.rollback_step(attempt.savepoint)?;
-        self.with_txn(|txn| {
-            epoch_snapshots::set_candidates(txn, group, epoch, candidates.clone())
-        })?;
+        self.with_txn(|txn| epoch_snapshots::set_candidates(txn, group, epoch, &candidates))?;
         let revived = winner
             .filter(|w| *w != meta.merged)
             .and_then(|w| candidates.iter().find(|c| c.rank == w).cloned());
@@ -433,7 +430,6 @@ impl MlsClient {
             let meta = SnapshotMeta {
                 merged: own.rank.clone(),
                 own_commit: Some(own.intent.clone()),
-                candidates: candidates.clone(),
                 ..meta
             };
             self.provider.storage().delete_group(&group.to_openmls())?;
@@ -589,7 +585,7 @@ impl MlsClient {
         let reissued_commits = abandoned.own_commits.len();
         let resent_messages = abandoned.sent.len();
         let queued = self.with_txn(|txn| {
-            epoch_snapshots::set_candidates(txn, group, epoch, candidates)?;
+            epoch_snapshots::set_candidates(txn, group, epoch, &candidates)?;
             for commit in &abandoned.own_commits {
                 epoch_snapshots::queue_reissue(txn, group, commit)?;
             }

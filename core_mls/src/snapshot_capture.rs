@@ -96,14 +96,15 @@ impl MlsClient {
                 let meta = SnapshotMeta {
                     taken_at_ms: now.unix_millis(),
                     branch_tag: start.branch_tag.clone(),
-                    candidates: vec![Candidate {
-                        rank: merged.clone(),
-                        envelope,
-                    }],
-                    merged,
+                    merged: merged.clone(),
                     own_commit,
                 };
                 epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
+                let merged = Candidate {
+                    rank: merged,
+                    envelope,
+                };
+                epoch_snapshots::set_candidates(txn, group, start.epoch, &[merged])?;
             }
             for (epoch, _) in epoch_snapshots::metas(txn, group)? {
                 if epoch.saturating_add(window) <= start.epoch {
@@ -133,15 +134,19 @@ impl MlsClient {
         let meta = SnapshotMeta {
             taken_at_ms: self.now().unix_millis(),
             branch_tag: branch_tag(mls_group),
-            candidates: vec![Candidate {
-                rank: merged.clone(),
-                envelope: Vec::new(),
-            }],
-            merged,
+            merged: merged.clone(),
             own_commit: None,
         };
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;
-        self.with_txn(|txn| epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta))
+        // Known from the Welcome's history only: it cannot be processed again here.
+        let merged = Candidate {
+            rank: merged,
+            envelope: Vec::new(),
+        };
+        self.with_txn(|txn| {
+            epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta)?;
+            epoch_snapshots::set_candidates(txn, group, epoch, &[merged])
+        })
     }
 
     /// `tick`: drops snapshots older than the fork window (also of groups this device was
