@@ -39,12 +39,13 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use spacepanda_core::{Key, MasterKey, RedbStore, SealedStore, SharedStore, Transaction};
+//! use spacepanda_core::{Key, KeyValueStore, MasterKey, RedbStore, SealedStore, SharedStore, Transaction};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let file = RedbStore::open(dir.path().join("device.redb"))?;
+//! let path = dir.path().join("device.redb");
 //! let key = MasterKey::generate(); // keep it in the OS keychain
-//! let store: SharedStore = Arc::new(SealedStore::open_with_key(file, &key)?);
+//! // First run: create. Every later start: open (a missing or damaged file is an error).
+//! let store: SharedStore = Arc::new(SealedStore::create_with_key(RedbStore::create(&path)?, &key)?);
 //!
 //! let mut txn = Transaction::begin(&store);
 //! txn.put("contacts", Key::from_segments(["bob", "name"]), b"Bob".to_vec())?;
@@ -53,6 +54,10 @@
 //!
 //! let bob = store.scan_prefix("contacts", &Key::from_segment("bob"))?;
 //! assert_eq!(bob.len(), 2);
+//! drop(store);
+//!
+//! let store = SealedStore::open_with_key(RedbStore::open(&path)?, &key)?;
+//! assert_eq!(store.get("contacts", &Key::from_segments(["bob", "name"]))?, Some(b"Bob".to_vec()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -73,5 +78,5 @@ pub use key::{Key, MAX_KEY_LEN, Segments};
 pub use key_value_store::{KeyValueStore, MAX_NAMESPACE_LEN, SharedStore, WriteBatch, WriteOp};
 pub use memory_store::MemoryStore;
 pub use redb_store::RedbStore;
-pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SealedStore};
+pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SEALED_NAMESPACE, SealedStore};
 pub use transaction::{PriorValue, Savepoint, Transaction};
