@@ -1,6 +1,11 @@
 //! Issue 16, "hostile disks": a sealed store in a real redb file, modified between sessions by
 //! someone who holds the file but not the key. Each test is one reported attack.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "support/hostile_api.rs"]
 mod api;
@@ -22,8 +27,11 @@ fn header_key() -> Key {
     Key::from_segment("header")
 }
 
+/// Raw entries of the wrapped store: stored key and stored bytes.
+type RawEntries = Vec<(Key, Vec<u8>)>;
+
 /// Every raw entry of the wrapped store's sealed namespace.
-fn raw_entries(path: &Path) -> Vec<(Key, Vec<u8>)> {
+fn raw_entries(path: &Path) -> RawEntries {
     open_plain(path)
         .unwrap()
         .scan_prefix(INNER_NS, &Key::empty())
@@ -168,7 +176,7 @@ fn a_plain_store_is_neither_opened_nor_created_as_sealed() {
 
 /// A sealed store with five entries written in batch 1 and `k3` rewritten in batches 2 and 3.
 /// Returns the raw entries after batch 1 and after batch 3.
-fn three_commits(path: &Path, key: &MasterKey) -> (Vec<(Key, Vec<u8>)>, Vec<(Key, Vec<u8>)>) {
+fn three_commits(path: &Path, key: &MasterKey) -> (RawEntries, RawEntries) {
     let store = create_sealed_key(path, key);
     write(
         &store,
