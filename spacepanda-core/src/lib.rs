@@ -15,8 +15,9 @@
 //!   nothing;
 //! - [`Transaction`]: a read-your-writes overlay committed as one batch; dropping it rolls back;
 //!   [`Savepoint`]s let one step of an operation fail without failing the operation;
-//! - [`SealedStore`]: XChaCha20-Poly1305 values and BLAKE3-blinded keys over any store, with the
-//!   master key from a passphrase (Argon2id) or from 32 raw bytes;
+//! - [`SealedStore`]: XChaCha20-Poly1305 values, BLAKE3-blinded keys and namespaces, and a
+//!   commitment over the whole set of entries, over any store, with the master key from a
+//!   passphrase (Argon2id) or from 32 raw bytes;
 //! - [`Key`]: segmented keys, so "everything of one group" is a prefix even when keys are
 //!   blinded;
 //! - [`Clock`], [`SystemClock`], [`ManualClock`]: the only way code above reads the time.
@@ -33,7 +34,19 @@
 //! against the same contract. Atomicity lives in the backend (`apply`), buffering lives in
 //! [`Transaction`], and encryption is a wrapper, so `SealedStore<RedbStore>`,
 //! `SealedStore<MemoryStore>` and the bare stores behave identically to the layers above.
-//! The storage format is documented in `docs/STORAGE.md`.
+//!
+//! # Storage format
+//!
+//! [`RedbStore`]: one redb table `spacepanda_kv`, key `len(ns) ‖ ns ‖ encoded key`.
+//! [`SealedStore`] (format version 2): every entry in one inner namespace
+//! [`SEALED_NAMESPACE`], under a stored key of the blinded namespace followed by the blinded
+//! segments; every value `0x02 ‖ nonce ‖ XChaCha20-Poly1305(counter ‖ key ‖ value)`; a clear
+//! header (version, Argon2id parameters bounded by [`KdfParams::MAX_ACCEPTED`], key check) and a
+//! sealed commitment record (batch counter and a keyed multiset hash of every entry) in
+//! [`HEADER_NAMESPACE`]. Files and sealed stores are created and opened by separate calls, so
+//! a missing, emptied or stripped file is an error and never a new device. The byte-level
+//! format and its invariants are in `docs/STORAGE.md`; the attacks they answer in
+//! `docs/THREAT_MODEL.md`.
 //!
 //! # Getting started
 //!
