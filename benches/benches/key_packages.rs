@@ -45,10 +45,10 @@ fn open_store(backend: &str, dir: &Path, serial: usize) -> SharedStore {
     let path = dir.join(format!("{backend}-{serial}.redb"));
     match backend {
         "mem" => Arc::new(MemoryStore::new()),
-        "redb" => Arc::new(RedbStore::open(path).expect("open redb")),
+        "redb" => Arc::new(RedbStore::create(path).expect("create redb")),
         "sealed" => Arc::new(
-            SealedStore::open_with_key(
-                RedbStore::open(path).expect("open redb"),
+            SealedStore::create_with_key(
+                RedbStore::create(path).expect("create redb"),
                 &MasterKey::from_bytes([7; 32]),
             )
             .expect("open sealed store"),

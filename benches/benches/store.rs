@@ -26,13 +26,13 @@ fn backends(dir: &tempfile::TempDir) -> Vec<(&'static str, SharedStore)> {
         ("mem", Arc::new(MemoryStore::new())),
         (
             "redb",
-            Arc::new(RedbStore::open(dir.path().join("plain.redb")).unwrap()),
+            Arc::new(RedbStore::create(dir.path().join("plain.redb")).unwrap()),
         ),
         (
             "sealed",
             Arc::new(
-                SealedStore::open_with_key(
-                    RedbStore::open(dir.path().join("sealed.redb")).unwrap(),
+                SealedStore::create_with_key(
+                    RedbStore::create(dir.path().join("sealed.redb")).unwrap(),
                     &key,
                 )
                 .unwrap(),
@@ -40,7 +40,7 @@ fn backends(dir: &tempfile::TempDir) -> Vec<(&'static str, SharedStore)> {
         ),
         (
             "sealed_mem",
-            Arc::new(SealedStore::open_with_key(MemoryStore::new(), &key).unwrap()),
+            Arc::new(SealedStore::create_with_key(MemoryStore::new(), &key).unwrap()),
         ),
     ]
 }

@@ -61,9 +61,9 @@ impl Backend {
     pub fn open(self, dir: &Path, name: &str) -> Result<SharedStore, BenchError> {
         Ok(match self {
             Backend::Mem => Arc::new(MemoryStore::new()),
-            Backend::Redb => Arc::new(RedbStore::open(dir.join(format!("{name}.redb")))?),
-            Backend::Sealed => Arc::new(SealedStore::open_with_key(
-                RedbStore::open(dir.join(format!("{name}.sealed.redb")))?,
+            Backend::Redb => Arc::new(RedbStore::create(dir.join(format!("{name}.redb")))?),
+            Backend::Sealed => Arc::new(SealedStore::create_with_key(
+                RedbStore::create(dir.join(format!("{name}.sealed.redb")))?,
                 &MasterKey::from_bytes([7; 32]),
             )?),
         })

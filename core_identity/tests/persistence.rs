@@ -19,12 +19,22 @@ fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)))
 }
 
+/// The device's file: created on its first start, opened on every later one (each test's
+/// first call is the first start).
 fn redb(path: &Path) -> SharedStore {
-    Arc::new(RedbStore::open(path).unwrap())
+    if path.exists() {
+        Arc::new(RedbStore::open(path).unwrap())
+    } else {
+        Arc::new(RedbStore::create(path).unwrap())
+    }
 }
 
 fn sealed(path: &Path, key: &MasterKey) -> SharedStore {
-    Arc::new(SealedStore::open_with_key(RedbStore::open(path).unwrap(), key).unwrap())
+    if path.exists() {
+        Arc::new(SealedStore::open_with_key(RedbStore::open(path).unwrap(), key).unwrap())
+    } else {
+        Arc::new(SealedStore::create_with_key(RedbStore::create(path).unwrap(), key).unwrap())
+    }
 }
 
 #[test]

@@ -75,7 +75,15 @@ struct Device {
 }
 
 fn open(dir: &Path, name: &str, create: bool) -> Device {
-    let store: SharedStore = Arc::new(RedbStore::open(dir.join(format!("{name}.redb"))).unwrap());
+    // Creation is atomic, so a child killed while creating leaves no file and the next one
+    // creates it again.
+    let path = dir.join(format!("{name}.redb"));
+    let file = if path.exists() {
+        RedbStore::open(&path).unwrap()
+    } else {
+        RedbStore::create(&path).unwrap()
+    };
+    let store: SharedStore = Arc::new(file);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let identities = IdentityStore::new(store.clone(), clock.clone());
     let identity = if create {

@@ -386,7 +386,7 @@ fn restart_keeps_ledger_and_private_keys() {
     let mut adder = Device::in_memory(&clock, "adder");
 
     let (before, used, user_id, group, welcome) = {
-        let store: SharedStore = Arc::new(RedbStore::open(&path).unwrap());
+        let store: SharedStore = Arc::new(RedbStore::create(&path).unwrap());
         let mut invitee = Device::create(store, &clock, "invitee");
         let before = invitee.publishable();
         let all_refs: Vec<_> = before.iter().map(|p| p.key_package_ref.clone()).collect();

@@ -6,8 +6,8 @@ use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use spacepanda_core::{
-    HEADER_NAMESPACE, Key, KeyValueStore, MasterKey, MemoryStore, SealedStore, StoreError,
-    WriteBatch,
+    HEADER_NAMESPACE, Key, KeyValueStore, MasterKey, MemoryStore, SEALED_NAMESPACE, SealedStore,
+    StoreError, WriteBatch,
 };
 
 const KEY: [u8; 32] = [0x5a; 32];
@@ -15,11 +15,11 @@ const KEY: [u8; 32] = [0x5a; 32];
 /// The blinded key under which the sealed store keeps `["g", "group", "tree"]` in `mls`.
 static STORED_KEY: LazyLock<Key> = LazyLock::new(|| {
     let inner = Arc::new(MemoryStore::new());
-    let sealed = SealedStore::open_with_key(inner.clone(), &MasterKey::from_bytes(KEY)).unwrap();
+    let sealed = SealedStore::create_with_key(inner.clone(), &MasterKey::from_bytes(KEY)).unwrap();
     let mut batch = WriteBatch::new();
     batch.put("mls", Key::from_segments(["g", "group", "tree"]), b"v".to_vec());
     sealed.apply(batch).unwrap();
-    inner.dump().unwrap().into_iter().find(|(ns, _, _)| ns == "mls").unwrap().1
+    inner.dump().unwrap().into_iter().find(|(ns, _, _)| ns == SEALED_NAMESPACE).unwrap().1
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -34,16 +34,16 @@ fuzz_target!(|data: &[u8]| {
         batch.put(HEADER_NAMESPACE, Key::from_segment("header"), bytes.to_vec());
         inner.apply(batch).unwrap();
         match SealedStore::open_with_key(inner.clone(), &MasterKey::from_bytes(KEY)) {
-            Ok(_) | Err(StoreError::WrongKey | StoreError::Corrupted { .. } | StoreError::UnsupportedFormat { .. }) => {}
+            Ok(_) | Err(StoreError::WrongKey | StoreError::Corrupted { .. } | StoreError::UnsupportedFormat { .. } | StoreError::NotSealed) => {}
             Err(other) => panic!("unexpected error for a bad header: {other}"),
         }
         return;
     }
-    let sealed = SealedStore::open_with_key(inner.clone(), &MasterKey::from_bytes(KEY)).unwrap();
+    let sealed = SealedStore::create_with_key(inner.clone(), &MasterKey::from_bytes(KEY)).unwrap();
     // Attacker-controlled value under a real blinded key (and under a second, made-up key).
     let mut batch = WriteBatch::new();
-    batch.put("mls", STORED_KEY.clone(), bytes.to_vec());
-    batch.put("mls", Key::from_segment(bytes.get(..16).unwrap_or(bytes)), bytes.to_vec());
+    batch.put(SEALED_NAMESPACE, STORED_KEY.clone(), bytes.to_vec());
+    batch.put(SEALED_NAMESPACE, Key::from_segment(bytes.get(..16).unwrap_or(bytes)), bytes.to_vec());
     inner.apply(batch).unwrap();
     let key = Key::from_segments(["g", "group", "tree"]);
     match sealed.get("mls", &key) {

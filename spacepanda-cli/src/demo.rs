@@ -73,12 +73,22 @@ fn passphrase(name: &str) -> String {
     format!("demo passphrase of {name}")
 }
 
+/// A new device's store: a new file, sealed with the device's passphrase.
+fn create_store(path: &Path, name: &str) -> DemoResult<SharedStore> {
+    let file = RedbStore::create(path)?;
+    Ok(Arc::new(SealedStore::create_with_passphrase(
+        file,
+        passphrase(name).as_bytes(),
+        KdfParams::default(),
+    )?))
+}
+
+/// A restarted device's store: its existing file (missing or damaged is an error).
 fn open_store(path: &Path, name: &str) -> DemoResult<SharedStore> {
     let file = RedbStore::open(path)?;
     Ok(Arc::new(SealedStore::open_with_passphrase(
         file,
         passphrase(name).as_bytes(),
-        KdfParams::default(),
     )?))
 }
 
@@ -109,7 +119,7 @@ impl Demo {
             ("carol", "carol"),
         ] {
             let path = dir.join(format!("{name}.redb"));
-            let store = open_store(&path, name)?;
+            let store = create_store(&path, name)?;
             let identities = IdentityStore::new(store.clone(), demo.clock.clone());
             let identity = if name == "alice-phone" {
                 let exported = alice_export

@@ -10,8 +10,11 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Variants fall into three groups, so callers can react without parsing messages:
 /// - **storage failure** (the disk, the file, the backend): [`StoreError::Backend`],
 ///   [`StoreError::AlreadyOpen`];
-/// - **data that is not what we wrote** (tampering, truncation, wrong key, future format):
-///   [`StoreError::WrongKey`], [`StoreError::Corrupted`], [`StoreError::UnsupportedFormat`];
+/// - **data that is not what we wrote** (tampering, truncation, deletion, wrong key, another
+///   format): [`StoreError::WrongKey`], [`StoreError::Corrupted`],
+///   [`StoreError::CorruptedFile`], [`StoreError::UnsupportedFormat`], [`StoreError::NotSealed`];
+/// - **the wrong call for what is on disk** (opening what does not exist, creating over what
+///   does): [`StoreError::NotFound`], [`StoreError::AlreadyExists`], [`StoreError::NotEmpty`];
 /// - **API misuse** by the caller: [`StoreError::InvalidKey`], [`StoreError::InvalidArgument`].
 ///
 /// No variant ever carries key material, plaintext values or passphrases.
@@ -41,6 +44,51 @@ pub enum StoreError {
         path: PathBuf,
     },
 
+    /// [`RedbStore::open`](crate::RedbStore::open) of a file that does not exist. Opening never
+    /// creates: a missing file on a device that had one means data was lost, not a first run.
+    #[error(
+        "database file {path} does not exist; on first run create it with RedbStore::create, otherwise restore it from a backup"
+    )]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// [`RedbStore::create`](crate::RedbStore::create) of a file that already exists. Creating
+    /// never reuses a file, so existing data is never mistaken for a new device.
+    #[error(
+        "database file {path} already exists; open it with RedbStore::open, or move it away yourself to start a new device"
+    )]
+    AlreadyExists {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The database file is empty, damaged, or not a SpacePanda database. It was not modified.
+    #[error(
+        "database file {path} is damaged or not a SpacePanda database ({reason}); it was not opened or changed, restore it from a backup"
+    )]
+    CorruptedFile {
+        /// The file.
+        path: PathBuf,
+        /// What check failed (the storage engine's own words when it found the damage).
+        reason: String,
+    },
+
+    /// [`SealedStore::open_with_passphrase`](crate::SealedStore::open_with_passphrase) or
+    /// [`open_with_key`](crate::SealedStore::open_with_key) found no sealed-store header.
+    #[error(
+        "the store has no sealed-store header: it is a new or plain store, or its header was removed; create a new sealed store only over an empty store, otherwise restore the file from a backup"
+    )]
+    NotSealed,
+
+    /// [`SealedStore::create_with_passphrase`](crate::SealedStore::create_with_passphrase) or
+    /// [`create_with_key`](crate::SealedStore::create_with_key) over a store that holds data.
+    #[error(
+        "cannot create a new sealed store over a store that already holds data; open the existing store instead, or start from an empty one"
+    )]
+    NotEmpty,
+
     /// The passphrase or raw key does not open this store.
     #[error(
         "the key or passphrase does not open this encrypted store; supply the one it was created with"
@@ -59,9 +107,10 @@ pub enum StoreError {
         reason: &'static str,
     },
 
-    /// The store was written by a newer (or unknown) format version.
+    /// The store was written in another format version (newer, or an older pre-release one
+    /// that is not migrated).
     #[error(
-        "{what} has format version {found}, this build understands up to {supported}; upgrade SpacePanda to open it"
+        "{what} has format version {found}, this build reads version {supported} only; a newer file needs a newer SpacePanda, an older pre-release file cannot be migrated and must be recreated"
     )]
     UnsupportedFormat {
         /// Which format (`sealed store header`, …).

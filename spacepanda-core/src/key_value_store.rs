@@ -19,6 +19,7 @@ pub const MAX_NAMESPACE_LEN: usize = 64;
 /// - `scan_prefix` returns entries whose key starts with `prefix` (whole segments), in key order
 ///   of the *plain* keys for unsealed backends and in an unspecified but stable order for sealed
 ///   ones;
+/// - `is_empty` is true exactly when no namespace holds an entry;
 /// - `apply` makes all writes of the batch visible together or none of them, and when it returns
 ///   `Ok` they survive a crash of the process or the machine.
 pub trait KeyValueStore: Send + Sync {
@@ -30,6 +31,10 @@ pub trait KeyValueStore: Send + Sync {
 
     /// Applies every write of `batch` atomically and durably.
     fn apply(&self, batch: WriteBatch) -> StoreResult<()>;
+
+    /// True when no namespace holds any entry. A sealed store is only ever created over an empty
+    /// store, so that existing data is never taken for a new device.
+    fn is_empty(&self) -> StoreResult<bool>;
 }
 
 /// A store shared by the layers of one device.
@@ -47,6 +52,10 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for Arc<S> {
 
     fn apply(&self, batch: WriteBatch) -> StoreResult<()> {
         (**self).apply(batch)
+    }
+
+    fn is_empty(&self) -> StoreResult<bool> {
+        (**self).is_empty()
     }
 }
 

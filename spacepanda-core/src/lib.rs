@@ -15,8 +15,9 @@
 //!   nothing;
 //! - [`Transaction`]: a read-your-writes overlay committed as one batch; dropping it rolls back;
 //!   [`Savepoint`]s let one step of an operation fail without failing the operation;
-//! - [`SealedStore`]: XChaCha20-Poly1305 values and BLAKE3-blinded keys over any store, with the
-//!   master key from a passphrase (Argon2id) or from 32 raw bytes;
+//! - [`SealedStore`]: XChaCha20-Poly1305 values, BLAKE3-blinded keys and namespaces, and a
+//!   commitment over the whole set of entries, over any store, with the master key from a
+//!   passphrase (Argon2id) or from 32 raw bytes;
 //! - [`Key`]: segmented keys, so "everything of one group" is a prefix even when keys are
 //!   blinded;
 //! - [`Clock`], [`SystemClock`], [`ManualClock`]: the only way code above reads the time.
@@ -33,18 +34,31 @@
 //! against the same contract. Atomicity lives in the backend (`apply`), buffering lives in
 //! [`Transaction`], and encryption is a wrapper, so `SealedStore<RedbStore>`,
 //! `SealedStore<MemoryStore>` and the bare stores behave identically to the layers above.
-//! The storage format is documented in `docs/STORAGE.md`.
+//!
+//! # Storage format
+//!
+//! [`RedbStore`]: one redb table `spacepanda_kv`, key `len(ns) ‖ ns ‖ encoded key`.
+//! [`SealedStore`] (format version 2): every entry in one inner namespace
+//! [`SEALED_NAMESPACE`], under a stored key of the blinded namespace followed by the blinded
+//! segments; every value `0x02 ‖ nonce ‖ XChaCha20-Poly1305(counter ‖ key ‖ value)`; a clear
+//! header (version, Argon2id parameters bounded by [`KdfParams::MAX_ACCEPTED`], key check) and a
+//! sealed commitment record (batch counter and a keyed multiset hash of every entry) in
+//! [`HEADER_NAMESPACE`]. Files and sealed stores are created and opened by separate calls, so
+//! a missing, emptied or stripped file is an error and never a new device. The byte-level
+//! format and its invariants are in `docs/STORAGE.md`; the attacks they answer in
+//! `docs/THREAT_MODEL.md`.
 //!
 //! # Getting started
 //!
 //! ```
 //! use std::sync::Arc;
-//! use spacepanda_core::{Key, MasterKey, RedbStore, SealedStore, SharedStore, Transaction};
+//! use spacepanda_core::{Key, KeyValueStore, MasterKey, RedbStore, SealedStore, SharedStore, Transaction};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let file = RedbStore::open(dir.path().join("device.redb"))?;
+//! let path = dir.path().join("device.redb");
 //! let key = MasterKey::generate(); // keep it in the OS keychain
-//! let store: SharedStore = Arc::new(SealedStore::open_with_key(file, &key)?);
+//! // First run: create. Every later start: open (a missing or damaged file is an error).
+//! let store: SharedStore = Arc::new(SealedStore::create_with_key(RedbStore::create(&path)?, &key)?);
 //!
 //! let mut txn = Transaction::begin(&store);
 //! txn.put("contacts", Key::from_segments(["bob", "name"]), b"Bob".to_vec())?;
@@ -53,6 +67,10 @@
 //!
 //! let bob = store.scan_prefix("contacts", &Key::from_segment("bob"))?;
 //! assert_eq!(bob.len(), 2);
+//! drop(store);
+//!
+//! let store = SealedStore::open_with_key(RedbStore::open(&path)?, &key)?;
+//! assert_eq!(store.get("contacts", &Key::from_segments(["bob", "name"]))?, Some(b"Bob".to_vec()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -73,5 +91,5 @@ pub use key::{Key, MAX_KEY_LEN, Segments};
 pub use key_value_store::{KeyValueStore, MAX_NAMESPACE_LEN, SharedStore, WriteBatch, WriteOp};
 pub use memory_store::MemoryStore;
 pub use redb_store::RedbStore;
-pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SealedStore};
+pub use sealed_store::{HEADER_NAMESPACE, KdfParams, MasterKey, SEALED_NAMESPACE, SealedStore};
 pub use transaction::{PriorValue, Savepoint, Transaction};

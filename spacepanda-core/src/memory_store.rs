@@ -104,4 +104,8 @@ impl KeyValueStore for MemoryStore {
         }
         Ok(())
     }
+
+    fn is_empty(&self) -> StoreResult<bool> {
+        Ok(self.lock()?.values().all(BTreeMap::is_empty))
+    }
 }

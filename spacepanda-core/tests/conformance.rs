@@ -203,17 +203,19 @@ fn memory_store_conforms() {
 fn redb_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
+    let first = RedbStore::create(&path).unwrap();
     let reopen = || -> SharedStore { Arc::new(redb_at(&path)) };
-    conformance(Arc::new(redb_at(&path)), Some(&reopen));
+    conformance(Arc::new(first), Some(&reopen));
 }
 
 #[test]
 fn sealed_memory_store_conforms() {
     let inner = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
+    let first = SealedStore::create_with_key(inner.clone(), &key).unwrap();
     let reopen =
         || -> SharedStore { Arc::new(SealedStore::open_with_key(inner.clone(), &key).unwrap()) };
-    conformance(reopen(), Some(&reopen));
+    conformance(Arc::new(first), Some(&reopen));
 }
 
 #[test]
@@ -221,16 +223,17 @@ fn sealed_redb_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sealed.redb");
     let key = MasterKey::generate();
+    let first = SealedStore::create_with_key(RedbStore::create(&path).unwrap(), &key).unwrap();
     let reopen =
         || -> SharedStore { Arc::new(SealedStore::open_with_key(redb_at(&path), &key).unwrap()) };
-    conformance(reopen(), Some(&reopen));
+    conformance(Arc::new(first), Some(&reopen));
 }
 
 #[test]
 fn redb_handles_share_one_database_within_a_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.redb");
-    let first = redb_at(&path);
+    let first = RedbStore::create(&path).unwrap();
     // A second open in the same process must not fail with "already open": it shares.
     let second = RedbStore::open(dir.path().join(".").join("shared.redb")).unwrap();
     put(&first, "ns", k(&["x"]), b"seen by both");
@@ -260,7 +263,7 @@ fn failing_store_conforms_while_disarmed_and_counts_every_call() {
 fn failing_store_keeps_a_sealed_store_atomic_when_its_apply_fails() {
     // The fault sits under the sealing layer, where a real disk error would.
     let failing = Arc::new(FailingStore::new(MemoryStore::new()));
-    let sealed = SealedStore::open_with_key(failing.clone(), &MasterKey::generate()).unwrap();
+    let sealed = SealedStore::create_with_key(failing.clone(), &MasterKey::generate()).unwrap();
     put(&sealed, "ns", k(&["a"]), b"kept");
     let before = failing.inner().dump().unwrap();
     failing.fail_at(FailPoint::Apply(1));

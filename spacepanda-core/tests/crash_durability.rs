@@ -58,7 +58,13 @@ fn read_last(store: &RedbStore) -> Option<u64> {
 }
 
 fn child(path: &Path) {
-    let store = RedbStore::open(path).unwrap();
+    // The first child creates the file; every later one finds it (creation is atomic, so a
+    // child killed while creating leaves no file).
+    let store = if path.exists() {
+        RedbStore::open(path).unwrap()
+    } else {
+        RedbStore::create(path).unwrap()
+    };
     let mut next = read_last(&store).map_or(0, |last| last + 1);
     let stdout = std::io::stdout();
     {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use spacepanda_core::{
     HEADER_NAMESPACE, KdfParams, Key, KeyValueStore, MasterKey, MemoryStore, RedbStore,
-    SealedStore, StoreError, WriteBatch,
+    SEALED_NAMESPACE, SealedStore, StoreError, WriteBatch,
 };
 
 const MARKER: &str = "MARKER-7f3a9c-group-id-and-secret";
@@ -21,7 +21,7 @@ fn marker_never_reaches_the_database_file() {
     let path = dir.path().join("sealed.redb");
     {
         let sealed =
-            SealedStore::open_with_passphrase(RedbStore::open(&path).unwrap(), b"pass", PARAMS)
+            SealedStore::create_with_passphrase(RedbStore::create(&path).unwrap(), b"pass", PARAMS)
                 .unwrap();
         let mut batch = WriteBatch::new();
         // As a key segment, as a value, and both in a prefix-scanned layout.
@@ -53,7 +53,7 @@ fn marker_never_reaches_the_database_file() {
     // Sanity check of the check: the same data written without sealing is visible.
     let plain_path = dir.path().join("plain.redb");
     {
-        let plain = RedbStore::open(&plain_path).unwrap();
+        let plain = RedbStore::create(&plain_path).unwrap();
         let mut batch = WriteBatch::new();
         batch.put("mls", Key::from_segment("k"), MARKER.as_bytes().to_vec());
         plain.apply(batch).unwrap();
@@ -69,30 +69,22 @@ fn wrong_passphrase_is_reported_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sealed.redb");
     drop(
-        SealedStore::open_with_passphrase(RedbStore::open(&path).unwrap(), b"right", PARAMS)
+        SealedStore::create_with_passphrase(RedbStore::create(&path).unwrap(), b"right", PARAMS)
             .unwrap(),
     );
-    let wrong =
-        SealedStore::open_with_passphrase(RedbStore::open(&path).unwrap(), b"wrong", PARAMS);
+    let wrong = SealedStore::open_with_passphrase(RedbStore::open(&path).unwrap(), b"wrong");
     assert!(matches!(wrong, Err(StoreError::WrongKey)));
     // A raw key does not open a passphrase store either.
     let raw = SealedStore::open_with_key(RedbStore::open(&path).unwrap(), &MasterKey::generate());
     assert!(matches!(raw, Err(StoreError::WrongKey)));
-    // The right one still does, with the parameters from the header (not the ones passed).
-    let other_params = KdfParams {
-        memory_kib: 16 * 1024,
-        ..PARAMS
-    };
-    assert!(
-        SealedStore::open_with_passphrase(RedbStore::open(&path).unwrap(), b"right", other_params)
-            .is_ok()
-    );
+    // The right one still does, with the parameters from the header.
+    assert!(SealedStore::open_with_passphrase(RedbStore::open(&path).unwrap(), b"right").is_ok());
 }
 
 #[test]
 fn wrong_raw_key_is_reported_at_open() {
     let inner = Arc::new(MemoryStore::new());
-    drop(SealedStore::open_with_key(inner.clone(), &MasterKey::generate()).unwrap());
+    drop(SealedStore::create_with_key(inner.clone(), &MasterKey::generate()).unwrap());
     assert!(matches!(
         SealedStore::open_with_key(inner, &MasterKey::generate()),
         Err(StoreError::WrongKey)
@@ -105,7 +97,7 @@ fn raw_mls_entries(inner: &MemoryStore) -> Vec<(Key, Vec<u8>)> {
         .dump()
         .unwrap()
         .into_iter()
-        .filter(|(ns, _, _)| ns == "mls")
+        .filter(|(ns, _, _)| ns == SEALED_NAMESPACE)
         .map(|(_, k, v)| (k, v))
         .collect()
 }
@@ -113,7 +105,7 @@ fn raw_mls_entries(inner: &MemoryStore) -> Vec<(Key, Vec<u8>)> {
 #[test]
 fn tampered_truncated_and_moved_values_are_corrupted() {
     let inner = Arc::new(MemoryStore::new());
-    let sealed = SealedStore::open_with_key(inner.clone(), &MasterKey::generate()).unwrap();
+    let sealed = SealedStore::create_with_key(inner.clone(), &MasterKey::generate()).unwrap();
     let key_a = Key::from_segment("a");
     let mut batch = WriteBatch::new();
     batch.put("mls", key_a.clone(), b"precious state".to_vec());
@@ -127,7 +119,7 @@ fn tampered_truncated_and_moved_values_are_corrupted() {
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
     let mut batch = WriteBatch::new();
-    batch.put("mls", stored_a.clone(), tampered);
+    batch.put(SEALED_NAMESPACE, stored_a.clone(), tampered);
     inner.apply(batch).unwrap();
     assert!(corrupted(sealed.get("mls", &key_a)));
     assert!(sealed.scan_prefix("mls", &Key::empty()).is_err());
@@ -135,7 +127,7 @@ fn tampered_truncated_and_moved_values_are_corrupted() {
     // Truncated, at every length from empty to one byte short.
     for len in [0, 1, 10, 25, value_a.len() - 1] {
         let mut batch = WriteBatch::new();
-        batch.put("mls", stored_a.clone(), value_a[..len].to_vec());
+        batch.put(SEALED_NAMESPACE, stored_a.clone(), value_a[..len].to_vec());
         inner.apply(batch).unwrap();
         assert!(corrupted(sealed.get("mls", &key_a)), "length {len}");
     }
@@ -151,7 +143,7 @@ fn tampered_truncated_and_moved_values_are_corrupted() {
         .find(|k| *k != stored_a)
         .unwrap();
     let mut batch = WriteBatch::new();
-    batch.put("mls", stored_b, value_a.clone());
+    batch.put(SEALED_NAMESPACE, stored_b, value_a.clone());
     inner.apply(batch).unwrap();
     assert!(corrupted(sealed.get("mls", &key_b)));
 
@@ -159,15 +151,17 @@ fn tampered_truncated_and_moved_values_are_corrupted() {
     let mut batch = WriteBatch::new();
     batch.put("other", key_a.clone(), b"other namespace".to_vec());
     sealed.apply(batch).unwrap();
-    let stored_other = inner
-        .dump()
-        .unwrap()
+    let stored_other = raw_mls_entries(&inner)
         .into_iter()
-        .find(|(ns, _, _)| ns == "other")
-        .map(|(_, k, _)| k)
+        .map(|(k, _)| k)
+        .find(|k| {
+            *k != stored_a && !k.starts_with(&stored_a) && k.segment_count() == 2 && {
+                k.segments().next() != stored_a.segments().next()
+            }
+        })
         .unwrap();
     let mut batch = WriteBatch::new();
-    batch.put("other", stored_other, value_a.clone());
+    batch.put(SEALED_NAMESPACE, stored_other, value_a.clone());
     inner.apply(batch).unwrap();
     assert!(matches!(
         sealed.get("other", &key_a),
@@ -176,7 +170,7 @@ fn tampered_truncated_and_moved_values_are_corrupted() {
 
     // Restoring the original bytes restores the value: nothing else was damaged.
     let mut batch = WriteBatch::new();
-    batch.put("mls", stored_a, value_a);
+    batch.put(SEALED_NAMESPACE, stored_a, value_a);
     inner.apply(batch).unwrap();
     assert_eq!(
         sealed.get("mls", &key_a).unwrap(),
@@ -187,7 +181,7 @@ fn tampered_truncated_and_moved_values_are_corrupted() {
 #[test]
 fn damaged_or_future_header_is_a_typed_error() {
     let inner = Arc::new(MemoryStore::new());
-    drop(SealedStore::open_with_passphrase(inner.clone(), b"p", PARAMS).unwrap());
+    drop(SealedStore::create_with_passphrase(inner.clone(), b"p", PARAMS).unwrap());
     let header = inner
         .get(HEADER_NAMESPACE, &Key::from_segment("header"))
         .unwrap()
@@ -199,8 +193,22 @@ fn damaged_or_future_header_is_a_typed_error() {
     batch.put(HEADER_NAMESPACE, Key::from_segment("header"), future);
     inner.apply(batch).unwrap();
     assert!(matches!(
-        SealedStore::open_with_passphrase(inner.clone(), b"p", PARAMS),
+        SealedStore::open_with_passphrase(inner.clone(), b"p"),
         Err(StoreError::UnsupportedFormat { found: 99, .. })
+    ));
+    // Version 1 (pre-release, no set commitment) is refused too, not migrated.
+    let mut old = header.clone();
+    old[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let mut batch = WriteBatch::new();
+    batch.put(HEADER_NAMESPACE, Key::from_segment("header"), old);
+    inner.apply(batch).unwrap();
+    assert!(matches!(
+        SealedStore::open_with_passphrase(inner.clone(), b"p"),
+        Err(StoreError::UnsupportedFormat {
+            found: 1,
+            supported: 2,
+            ..
+        })
     ));
 
     // A planted header asking for 4 GiB of Argon2 memory is refused, not obeyed.
@@ -210,7 +218,7 @@ fn damaged_or_future_header_is_a_typed_error() {
     batch.put(HEADER_NAMESPACE, Key::from_segment("header"), greedy);
     inner.apply(batch).unwrap();
     assert!(matches!(
-        SealedStore::open_with_passphrase(inner.clone(), b"p", PARAMS),
+        SealedStore::open_with_passphrase(inner.clone(), b"p"),
         Err(StoreError::Corrupted { .. })
     ));
 
@@ -222,24 +230,33 @@ fn damaged_or_future_header_is_a_typed_error() {
     );
     inner.apply(batch).unwrap();
     assert!(matches!(
-        SealedStore::open_with_passphrase(inner, b"p", PARAMS),
+        SealedStore::open_with_passphrase(inner, b"p"),
         Err(StoreError::Corrupted { .. })
     ));
 }
 
 #[test]
-fn header_namespace_is_reserved() {
-    let sealed = SealedStore::open_with_key(MemoryStore::new(), &MasterKey::generate()).unwrap();
+fn the_header_namespace_name_through_the_sealed_store_is_an_ordinary_namespace() {
+    // Every sealed namespace is blinded into the wrapped store's `sealed` namespace, so a
+    // caller's namespace can never reach the clear header.
+    let inner = Arc::new(MemoryStore::new());
+    let key = MasterKey::generate();
+    let sealed = SealedStore::create_with_key(inner.clone(), &key).unwrap();
     let mut batch = WriteBatch::new();
     batch.put(
         HEADER_NAMESPACE,
         Key::from_segment("header"),
         b"evil".to_vec(),
     );
-    assert!(matches!(
-        sealed.apply(batch),
-        Err(StoreError::InvalidArgument { .. })
-    ));
+    sealed.apply(batch).unwrap();
+    drop(sealed);
+    let reopened = SealedStore::open_with_key(inner, &key).unwrap();
+    assert_eq!(
+        reopened
+            .get(HEADER_NAMESPACE, &Key::from_segment("header"))
+            .unwrap(),
+        Some(b"evil".to_vec())
+    );
 }
 
 #[test]
@@ -250,7 +267,7 @@ fn secrets_do_not_appear_in_debug() {
         !printed.contains("42") && !printed.contains("66"),
         "{printed}"
     );
-    let sealed = SealedStore::open_with_key(MemoryStore::new(), &key).unwrap();
+    let sealed = SealedStore::create_with_key(MemoryStore::new(), &key).unwrap();
     assert_eq!(format!("{sealed:?}"), "SealedStore { .. }");
     let mut batch = WriteBatch::new();
     batch.put("mls", Key::from_segment("k"), b"hunter2-secret".to_vec());

@@ -144,7 +144,7 @@ proptest! {
 
     #[test]
     fn transaction_matches_model_on_sealed_memory(ops in proptest::collection::vec(op_strategy(), 1..40)) {
-        let sealed = SealedStore::open_with_key(MemoryStore::new(), &MasterKey::from_bytes([7; 32])).unwrap();
+        let sealed = SealedStore::create_with_key(MemoryStore::new(), &MasterKey::from_bytes([7; 32])).unwrap();
         run(Arc::new(sealed), ops)?;
     }
 }

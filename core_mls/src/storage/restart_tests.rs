@@ -292,8 +292,14 @@ fn pub_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pub"))
 }
 
+/// The member's file: created on its first start, opened after every restart.
 fn redb(dir: &Path, name: &str) -> SharedStore {
-    Arc::new(RedbStore::open(dir.join(format!("{name}.redb"))).unwrap())
+    let path = dir.join(format!("{name}.redb"));
+    if path.exists() {
+        Arc::new(RedbStore::open(path).unwrap())
+    } else {
+        Arc::new(RedbStore::create(path).unwrap())
+    }
 }
 
 /// Asserts every group is at the same epoch with the same epoch authenticator.

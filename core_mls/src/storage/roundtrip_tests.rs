@@ -403,14 +403,27 @@ fn round_trip_memory() {
 fn round_trip_redb() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.redb");
-    round_trip(&|| Arc::new(RedbStore::open(&path).unwrap()));
+    // round_trip reopens after each step: the first call creates the file, later ones open it.
+    round_trip(&|| {
+        if path.exists() {
+            Arc::new(RedbStore::open(&path).unwrap())
+        } else {
+            Arc::new(RedbStore::create(&path).unwrap())
+        }
+    });
 }
 
 #[test]
 fn round_trip_sealed_memory_raw_key() {
     let inner = Arc::new(MemoryStore::new());
     let key = MasterKey::from_bytes([7; 32]);
-    round_trip(&|| Arc::new(SealedStore::open_with_key(Arc::clone(&inner), &key).unwrap()));
+    round_trip(&|| {
+        if inner.is_empty().unwrap() {
+            Arc::new(SealedStore::create_with_key(Arc::clone(&inner), &key).unwrap())
+        } else {
+            Arc::new(SealedStore::open_with_key(Arc::clone(&inner), &key).unwrap())
+        }
+    });
 }
 
 #[test]
@@ -418,15 +431,20 @@ fn round_trip_sealed_redb_passphrase() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sealed.redb");
     round_trip(&|| {
-        let file = RedbStore::open(&path).unwrap();
-        Arc::new(
-            SealedStore::open_with_passphrase(
-                file,
-                b"correct horse",
-                KdfParams::INSECURE_FOR_TESTS,
+        if path.exists() {
+            let file = RedbStore::open(&path).unwrap();
+            Arc::new(SealedStore::open_with_passphrase(file, b"correct horse").unwrap())
+        } else {
+            let file = RedbStore::create(&path).unwrap();
+            Arc::new(
+                SealedStore::create_with_passphrase(
+                    file,
+                    b"correct horse",
+                    KdfParams::INSECURE_FOR_TESTS,
+                )
+                .unwrap(),
             )
-            .unwrap(),
-        )
+        }
     });
 }
 

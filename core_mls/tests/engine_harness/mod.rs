@@ -131,7 +131,11 @@ impl Harness {
         match &self.dir {
             Some(dir) => {
                 let path = dir.path().join(format!("{name}.redb"));
-                (Arc::new(RedbStore::open(&path).unwrap()), Some(path), None)
+                (
+                    Arc::new(RedbStore::create(&path).unwrap()),
+                    Some(path),
+                    None,
+                )
             }
             None => {
                 let memory = Arc::new(MemoryStore::new());

@@ -156,7 +156,7 @@ impl World {
             let path = dir
                 .as_ref()
                 .map(|d| d.path().join(format!("{}.redb", spec.name)));
-            let store = open_store(path.as_ref())?;
+            let store = create_store(path.as_ref())?;
             let identities = IdentityStore::new(store.clone(), clock_arc.clone());
             let identity = match spec.same_user_as {
                 Some(other) => {
@@ -582,6 +582,17 @@ impl World {
     }
 }
 
+/// A new device's store: a new file, or memory.
+pub(crate) fn create_store(path: Option<&PathBuf>) -> Result<SharedStore, Failure> {
+    Ok(match path {
+        Some(path) => Arc::new(
+            RedbStore::create(path).map_err(|e| Failure::new("create failed", e.to_string()))?,
+        ),
+        None => Arc::new(MemoryStore::new()),
+    })
+}
+
+/// A restarted device's store: its existing file.
 pub(crate) fn open_store(path: Option<&PathBuf>) -> Result<SharedStore, Failure> {
     Ok(match path {
         Some(path) => Arc::new(
