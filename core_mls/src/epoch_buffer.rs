@@ -6,7 +6,8 @@
 //! A commit that references a proposal not received yet waits here too, marked with the time
 //! it started waiting: `tick` gives up on it after `commit_proposal_wait` (see `commit_wait`).
 //!
-//! Layout: namespace [`BUFFER_NAMESPACE`], key `[group id, epoch (u64 BE), message id]`, value
+//! Layout: namespace [`BUFFER_NAMESPACE`], key `[group id, epoch (u64 BE), envelope id,
+//! context hash (16 bytes)]` (one entry per context a copy came with: see `context_hash`), value
 //! `received_at (u64 BE ms) ‖ envelope bytes`. Epoch-major keys make "everything for epoch e"
 //! a prefix scan, in arrival-independent order. Namespace [`AWAITING_NAMESPACE`], same key:
 //! `since (u64 BE ms)`, for a buffered commit that waits for a proposal; deleted with its entry.
@@ -40,7 +41,17 @@ fn key(group: &GroupId, epoch: u64, envelope: &Envelope) -> Key {
         group.as_slice(),
         &epoch.to_be_bytes(),
         envelope.id().as_bytes(),
+        &context_hash(envelope),
     ])
+}
+
+/// The envelope id leaves out the unauthenticated context, so anyone can make a copy of a
+/// buffered envelope with the same id: keyed by id alone, the copy would replace the genuine
+/// entry, and when it failed on replay the genuine one would be gone. Each context is an entry
+/// of its own, judged on its own.
+fn context_hash(envelope: &Envelope) -> [u8; 16] {
+    let hash = blake3::derive_key("spacepanda epoch buffer context v1", envelope.context());
+    hash.first_chunk::<16>().copied().unwrap_or_default()
 }
 
 fn decode(key: Key, value: &[u8]) -> Result<BufferedMessage, MlsError> {
