@@ -21,7 +21,7 @@ use crate::key_package_manager::{
 };
 use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
-use crate::{app_inbox, epoch_buffer, outbox, seen_messages};
+use crate::{app_inbox, commit_log, epoch_buffer, outbox, seen_messages};
 
 /// The one ciphersuite SpacePanda speaks.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -234,6 +234,13 @@ impl MlsClient {
         envelope: crate::envelope::Envelope,
     ) -> Result<Outbound, MlsError> {
         let now = self.now();
+        // Every own commit is queued here, in the transaction that merged it.
+        if envelope.kind() == crate::envelope::EnvelopeKind::Commit
+            && let Some(group) = &to.group
+            && let Some(epoch) = commit_log::commit_epoch(&envelope)
+        {
+            self.log_merged_commit(group, epoch, &envelope)?;
+        }
         self.with_txn(|txn| {
             seen_messages::record_envelope(txn, envelope.id(), now)?;
             outbox::push(txn, to, envelope)
@@ -470,6 +477,7 @@ fn upkeep(
     client.with_txn(|txn| key_package_manager::rotate(txn, policy, now))?;
     key_package_manager::prune(&client.provider, policy, client.config.fork_window, now)?;
     client.expire_snapshots(now)?;
+    client.forget_dead_commit_logs()?;
     let dropped = client.with_txn(|txn| {
         seen_messages::expire(txn, client.config.dedup_retention, now)?;
         epoch_buffer::expire(txn, &client.config, now)

@@ -265,6 +265,7 @@ impl MlsClient {
                     if let Some(entry) = buffered {
                         crate::epoch_buffer::remove(txn, entry)?;
                     }
+                    crate::commit_log::record_judged(txn, group, epoch, envelope.id())?;
                     seen_messages::record_envelope(txn, envelope.id(), now)
                 })?;
                 return Ok(Output {

@@ -142,6 +142,7 @@ mod app_inbox;
 mod app_message;
 mod branch_order;
 mod client;
+mod commit_log;
 mod commit_policy;
 mod commit_wait;
 mod config;

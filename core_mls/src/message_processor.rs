@@ -155,6 +155,12 @@ impl MlsClient {
                             buffered,
                         ),
                     Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
+                    // Judged here before, its de-duplication record expired since: not a fork.
+                    None if let Some(duplicate) =
+                        self.judged_before(&group, message_epoch, envelope, buffered)? =>
+                    {
+                        Ok(duplicate)
+                    }
                     // Kept in the buffer as another branch's and never reached: its branch is
                     // beyond the window now, but it was judged when it arrived.
                     None if buffered.is_some() => Err(MlsError::OtherBranch {
@@ -255,17 +261,20 @@ impl MlsClient {
     }
 
     /// Inside the open transaction: snapshot of the current epoch, then the commit processed
-    /// and merged as usual, then the snapshot stored with the merged commit's ref.
+    /// and merged as usual, then the snapshot stored with the merged commit's ref, and the
+    /// commit in the commit log (`commit_log`).
     pub(crate) fn process_commit_with_snapshot(
         &mut self,
         group: &GroupId,
         envelope: &Envelope,
         message: ProtocolMessage,
     ) -> Result<(Output, FollowUp), MlsError> {
+        let epoch = message.epoch().as_u64();
         let snapshot = self.begin_snapshot(group)?;
         let (output, follow_up) = self.process_in_transaction(group, envelope, message)?;
         if let Some(commit_ref) = &follow_up.commit_ref {
             self.finish_snapshot(group, snapshot, commit_ref.clone(), None)?;
+            self.log_merged_commit(group, epoch, envelope)?;
         }
         Ok((output, follow_up))
     }

@@ -77,3 +77,44 @@ fn a_forged_copy_of_a_buffered_commit_does_not_replace_the_genuine_one() {
     assert_eq!(h.handle(1, &c2), Ok(Disposition::Duplicate));
     assert_eq!(h.handle(1, &forged), Ok(Disposition::Duplicate));
 }
+
+fn outside_window_events(h: &Harness, node: usize) -> usize {
+    h.nodes[node]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::ForkOutsideWindow { .. }))
+        .count()
+}
+
+#[test]
+fn an_old_commit_replayed_after_its_dedup_record_expired_is_a_duplicate_not_a_fork() {
+    let (mut h, group) = pair(23);
+    let g = group.clone();
+    let own = h.run(0, move |c| c.self_update(&g));
+    let commit = own.outbound[0].to_bytes();
+    h.deliver_all();
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.deliver_all();
+    h.assert_converged(&group, &[0, 1]);
+
+    // Long after: snapshots (fork window) and de-duplication records are gone.
+    let config = h.config.clone();
+    h.clock
+        .advance(config.dedup_retention.max(config.fork_window) + std::time::Duration::from_secs(1));
+    let now = spacepanda_core::Clock::now(&h.clock);
+    for node in [0, 1] {
+        h.run(node, move |c| c.tick(now));
+    }
+    // Whoever kept the envelope replays it: to the member that merged it and to its author.
+    for node in [1, 0] {
+        assert_eq!(h.handle(node, &commit), Ok(Disposition::Duplicate), "node {node}");
+        h.run(node, move |c| c.tick(now));
+        assert_eq!(outside_window_events(&h, node), 0, "node {node}");
+        assert_eq!(
+            h.nodes[node].client().fork_report(&group).unwrap().outside_window,
+            0,
+            "node {node}"
+        );
+    }
+}
