@@ -46,6 +46,9 @@ pub struct MlsClient {
     pub(crate) refused: crate::commit_wait::RefusedProposals,
     /// The time of the public operation running, if one runs (see [`now`](Self::now)).
     pub(crate) time: crate::deadlines::OperationTime,
+    /// Who delivered the envelope being handled, for its share of the epoch buffer (set by
+    /// `handle_envelope_from` for the operation, like `time`).
+    pub(crate) source: Option<crate::events::DeliverySource>,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -117,6 +120,7 @@ impl MlsClient {
             operation: crate::operation::Bookkeeping::default(),
             refused: crate::commit_wait::RefusedProposals::default(),
             time: crate::deadlines::OperationTime::default(),
+            source: None,
         };
         let time = client.operation();
         client.reload_all_groups()?;

@@ -174,7 +174,7 @@ pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeId, EnvelopeKind};
 pub use events::{
-    AbandonReason, DeliveryId, DeviceAddress, Disposition, Event, MessageId, Outbound, OutboxId,
+    AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId, Outbound, OutboxId,
     Output, OwnChange, Recipients,
 };
 pub use fork_resolution::ForkReport;
