@@ -454,6 +454,8 @@ impl MlsClient {
         output.events.extend(self.give_up_waiting_commits(now)?);
         let policy = self.config.key_packages.clone();
         upkeep(self, &policy, now, &mut output)?;
+        // After buffer expiry: what expired no longer waits for a commit.
+        output.events.extend(self.report_missing_commits(now)?);
         output.events.extend(self.report_outside_window());
         output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,

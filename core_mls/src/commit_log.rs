@@ -10,18 +10,22 @@
 //!   find no snapshot of its epoch, and raise [`MlsError::ForkOutsideWindow`]: a false "the
 //!   group may have forked for good" at an attacker's will. With it, a commit already judged
 //!   is a [`Disposition::Duplicate`] whatever its age. One key of ≈ 50 bytes per epoch.
-//! - **the log**, key `[group id, "env", epoch (u64 BE)]`, value the envelope bytes of the
-//!   commit merged in that epoch (the one that ended it, on our branch), kept for the last
+//! - **the log**, key `[group id, "env", epoch (u64 BE)]`, value `merged_at (u64 BE ms) ‖`
+//!   the envelope bytes of the commit merged in that epoch (the one that ended it, on our branch), kept for the last
 //!   `fork_window_epochs` epochs: what [`MlsClient::recent_commits`] hands to a member that
 //!   asks for a commit it missed (see [`Event::MissingCommit`](crate::Event::MissingCommit)).
 //!   A rollback leaves entries of the abandoned branch behind; they are cut off by the current
 //!   epoch when read and overwritten when the winning branch's commits are merged.
 //!
-//! Both are written in the transaction that merges (or refuses) the commit. `tick` forgets a
+//! - **the alert mark**, key `[group id, "alert"]`, value the epoch (u64 BE) that
+//!   [`Event::MissingCommit`](crate::Event::MissingCommit) was last reported for (see
+//!   `missing_commit`).
+//!
+//! All are written in the transaction that merges (or refuses) the commit. `tick` forgets a
 //! group's records once the group is neither held nor restorable (no snapshot left).
 
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
-use spacepanda_core::{Key, Transaction};
+use spacepanda_core::{Key, Timestamp, Transaction};
 use tls_codec::Deserialize as _;
 
 use crate::client::MlsClient;
@@ -76,6 +80,7 @@ pub(crate) fn record_merged(
     epoch: u64,
     envelope: &Envelope,
     keep_epochs: u64,
+    now: Timestamp,
 ) -> Result<(), MlsError> {
     record_judged(txn, group, epoch, envelope.id())?;
     let oldest_kept = epoch.saturating_sub(keep_epochs.saturating_sub(1));
@@ -85,11 +90,9 @@ pub(crate) fn record_merged(
             txn.delete(COMMIT_LOG_NAMESPACE, key)?;
         }
     }
-    txn.put(
-        COMMIT_LOG_NAMESPACE,
-        log_key(group, epoch),
-        envelope.to_bytes(),
-    )?;
+    let mut value = now.unix_millis().to_be_bytes().to_vec();
+    value.extend_from_slice(&envelope.to_bytes());
+    txn.put(COMMIT_LOG_NAMESPACE, log_key(group, epoch), value)?;
     Ok(())
 }
 
@@ -105,8 +108,24 @@ pub(crate) fn judged(
         .is_some())
 }
 
+/// When the group reached `epoch` by a commit merged here (`None`: it did not, e.g. it was
+/// joined at that epoch, or the record is gone).
+pub(crate) fn reached_at(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<Option<Timestamp>, MlsError> {
+    let Some(previous) = epoch.checked_sub(1) else {
+        return Ok(None);
+    };
+    Ok(txn
+        .get(COMMIT_LOG_NAMESPACE, &log_key(group, previous))?
+        .and_then(|value| value.first_chunk::<8>().copied())
+        .map(|ms| Timestamp::from_unix_millis(u64::from_be_bytes(ms))))
+}
+
 /// Every group with records.
-fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
+pub(crate) fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
     let mut groups: Vec<GroupId> = Vec::new();
     for (key, _) in txn.scan_prefix(COMMIT_LOG_NAMESPACE, &Key::empty())? {
         if let Some(group) = key.segments().next().map(GroupId::from_slice)
@@ -159,7 +178,10 @@ impl MlsClient {
             if epoch != next || epoch >= current {
                 break;
             }
-            commits.push(bytes);
+            // A damaged value has no envelope to give.
+            if let Some((_, envelope)) = bytes.split_first_chunk::<8>() {
+                commits.push(envelope.to_vec());
+            }
             next += 1;
         }
         Ok(commits)
@@ -173,7 +195,8 @@ impl MlsClient {
         envelope: &Envelope,
     ) -> Result<(), MlsError> {
         let keep = self.config.fork_window_epochs;
-        self.with_txn(|txn| record_merged(txn, group, epoch, envelope, keep))
+        let now = self.now();
+        self.with_txn(|txn| record_merged(txn, group, epoch, envelope, keep, now))
     }
 
     /// A commit of past epoch `epoch` with no snapshot left: if this device judged it before
