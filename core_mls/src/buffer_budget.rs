@@ -93,10 +93,8 @@ pub(crate) fn make_room(
         });
     }
     // What may go: strictly lower priority only, oldest first.
-    let mut candidates: Vec<&BufferedMessage> = scope
-        .iter()
-        .filter(|m| rank(m.epoch) > new_rank)
-        .collect();
+    let mut candidates: Vec<&BufferedMessage> =
+        scope.iter().filter(|m| rank(m.epoch) > new_rank).collect();
     candidates.sort_by_key(|m| m.received_at);
     let mut evicted: Vec<&BufferedMessage> = Vec::new();
     let full = || MlsError::BufferFull {
@@ -104,9 +102,8 @@ pub(crate) fn make_room(
         epoch: arrival.epoch,
     };
     for bound in &bounds {
-        let kept = |m: &&BufferedMessage| {
-            (bound.covers)(m) && !evicted.iter().any(|e| e.key == m.key)
-        };
+        let kept =
+            |m: &&BufferedMessage| (bound.covers)(m) && !evicted.iter().any(|e| e.key == m.key);
         let mut count = scope.iter().filter(kept).count().saturating_add(1);
         let mut bytes = scope
             .iter()

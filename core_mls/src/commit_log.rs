@@ -68,7 +68,11 @@ pub(crate) fn record_judged(
     epoch: u64,
     id: EnvelopeId,
 ) -> Result<(), MlsError> {
-    txn.put(COMMIT_LOG_NAMESPACE, index_key(group, epoch, id), Vec::new())?;
+    txn.put(
+        COMMIT_LOG_NAMESPACE,
+        index_key(group, epoch, id),
+        Vec::new(),
+    )?;
     Ok(())
 }
 
@@ -162,9 +166,8 @@ impl MlsClient {
         from_epoch: u64,
     ) -> Result<Vec<Vec<u8>>, MlsError> {
         let current = self.epoch(group)?;
-        let entries = self.read(|txn| {
-            Ok(txn.scan_prefix(COMMIT_LOG_NAMESPACE, &log_prefix(group))?)
-        })?;
+        let entries =
+            self.read(|txn| Ok(txn.scan_prefix(COMMIT_LOG_NAMESPACE, &log_prefix(group))?))?;
         let mut commits = Vec::new();
         let mut next = from_epoch;
         for (key, bytes) in entries {
@@ -228,8 +231,7 @@ impl MlsClient {
         let held: Vec<GroupId> = self.groups.keys().cloned().collect();
         self.with_txn(|txn| {
             for group in groups(txn)? {
-                if !held.contains(&group)
-                    && crate::epoch_snapshots::metas(txn, &group)?.is_empty()
+                if !held.contains(&group) && crate::epoch_snapshots::metas(txn, &group)?.is_empty()
                 {
                     for (key, _) in
                         txn.scan_prefix(COMMIT_LOG_NAMESPACE, &Key::from_segment(group.as_slice()))?

@@ -334,3 +334,48 @@ impl MlsClient {
         Ok(output)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // test assertions
+mod tests {
+    use std::sync::Arc;
+
+    use spacepanda_core::{MemoryStore, SharedStore};
+
+    use super::*;
+    use crate::envelope::EnvelopeKind;
+
+    #[test]
+    fn copies_with_other_contexts_are_entries_of_their_own_whatever_the_kind() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let mut txn = Transaction::begin(&store);
+        let group = GroupId::from_slice(b"group");
+        let now = Timestamp::from_unix_millis(1_000);
+        for kind in [EnvelopeKind::Welcome, EnvelopeKind::Commit] {
+            let payload = vec![kind as u8; 40];
+            let genuine = Envelope::with_context(kind, payload.clone(), b"branch history");
+            let forged = Envelope::with_context(kind, payload, b"forged history");
+            assert_eq!(genuine.id(), forged.id());
+            for envelope in [&genuine, &forged, &genuine] {
+                let not_held = |_: &GroupId| None;
+                push(
+                    &mut txn,
+                    &MlsConfig::default(),
+                    &not_held,
+                    &group,
+                    7,
+                    envelope,
+                    None,
+                    now,
+                )
+                .unwrap();
+            }
+        }
+        let entries = for_group(&txn, &group).unwrap();
+        assert_eq!(entries.len(), 4, "one entry per kind and context");
+        let mut bytes: Vec<Vec<u8>> = entries.into_iter().map(|e| e.envelope_bytes).collect();
+        bytes.sort();
+        bytes.dedup();
+        assert_eq!(bytes.len(), 4, "each context kept as it came");
+    }
+}

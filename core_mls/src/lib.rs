@@ -176,8 +176,8 @@ pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeId, EnvelopeKind};
 pub use events::{
-    AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId, Outbound, OutboxId,
-    Output, OwnChange, Recipients,
+    AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId,
+    Outbound, OutboxId, Output, OwnChange, Recipients,
 };
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;

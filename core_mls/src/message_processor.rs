@@ -79,9 +79,10 @@ impl MlsClient {
         let _time = self.operation();
         // Restored on every return: nested operations (none today) keep the outer source.
         let outer = std::mem::replace(&mut self.source, source);
-        let result = Envelope::from_bytes(bytes, self.config.max_envelope_len).and_then(
-            |envelope| self.transaction(None, |client| client.handle_decoded(envelope, None)),
-        );
+        let result =
+            Envelope::from_bytes(bytes, self.config.max_envelope_len).and_then(|envelope| {
+                self.transaction(None, |client| client.handle_decoded(envelope, None))
+            });
         self.source = outer;
         result
     }

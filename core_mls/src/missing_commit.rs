@@ -51,7 +51,11 @@ impl MlsClient {
                     .get(COMMIT_LOG_NAMESPACE, &alert_key(group))?
                     .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
                     .is_some_and(|b| u64::from_be_bytes(b) == epoch);
-                Ok(Some((later.len(), reached.map_or(oldest, |r| r.max(oldest)), reported)))
+                Ok(Some((
+                    later.len(),
+                    reached.map_or(oldest, |r| r.max(oldest)),
+                    reported,
+                )))
             })?;
             if let Some((waiting, since, reported)) = found {
                 stuck.push(Stuck {
@@ -78,7 +82,10 @@ impl MlsClient {
     }
 
     /// `tick`: reports each group stuck for `missing_commit_alert` at an epoch not reported yet.
-    pub(crate) fn report_missing_commits(&mut self, now: Timestamp) -> Result<Vec<Event>, MlsError> {
+    pub(crate) fn report_missing_commits(
+        &mut self,
+        now: Timestamp,
+    ) -> Result<Vec<Event>, MlsError> {
         let alert = self.config.missing_commit_alert;
         let mut events = Vec::new();
         for stuck in self.stuck_groups()? {

@@ -12,9 +12,7 @@
 mod engine_harness;
 mod raw_peer;
 
-use core_mls::{
-    DeliverySource, Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsError,
-};
+use core_mls::{DeliverySource, Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsError};
 use engine_harness::Harness;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -39,7 +37,8 @@ fn with_forged_context(bytes: &[u8], rng: &mut StdRng) -> Vec<u8> {
     let forged_context: Vec<u8> = (0..genuine.context().len().max(32))
         .map(|_| rng.r#gen())
         .collect();
-    let forged = Envelope::with_context(genuine.kind(), genuine.payload().to_vec(), &forged_context);
+    let forged =
+        Envelope::with_context(genuine.kind(), genuine.payload().to_vec(), &forged_context);
     assert_eq!(forged.id(), genuine.id());
     assert_ne!(forged.to_bytes(), bytes);
     forged.to_bytes()
@@ -76,7 +75,10 @@ fn a_forged_copy_of_a_buffered_commit_does_not_replace_the_genuine_one() {
     let g = group.clone();
     h.run(0, move |c| c.send(&g, b"after both commits"));
     h.deliver_all();
-    assert_eq!(delivered_bodies(&h, 1), vec![b"after both commits".to_vec()]);
+    assert_eq!(
+        delivered_bodies(&h, 1),
+        vec![b"after both commits".to_vec()]
+    );
     // Neither copy is processed again.
     assert_eq!(h.handle(1, &c2), Ok(Disposition::Duplicate));
     assert_eq!(h.handle(1, &forged), Ok(Disposition::Duplicate));
@@ -104,19 +106,28 @@ fn an_old_commit_replayed_after_its_dedup_record_expired_is_a_duplicate_not_a_fo
 
     // Long after: snapshots (fork window) and de-duplication records are gone.
     let config = h.config.clone();
-    h.clock
-        .advance(config.dedup_retention.max(config.fork_window) + std::time::Duration::from_secs(1));
+    h.clock.advance(
+        config.dedup_retention.max(config.fork_window) + std::time::Duration::from_secs(1),
+    );
     let now = h.clock.now();
     for node in [0, 1] {
         h.run(node, move |c| c.tick(now));
     }
     // Whoever kept the envelope replays it: to the member that merged it and to its author.
     for node in [1, 0] {
-        assert_eq!(h.handle(node, &commit), Ok(Disposition::Duplicate), "node {node}");
+        assert_eq!(
+            h.handle(node, &commit),
+            Ok(Disposition::Duplicate),
+            "node {node}"
+        );
         h.run(node, move |c| c.tick(now));
         assert_eq!(outside_window_events(&h, node), 0, "node {node}");
         assert_eq!(
-            h.nodes[node].client().fork_report(&group).unwrap().outside_window,
+            h.nodes[node]
+                .client()
+                .fork_report(&group)
+                .unwrap()
+                .outside_window,
             0,
             "node {node}"
         );
@@ -308,7 +319,10 @@ fn a_group_stuck_behind_a_missing_commit_says_so_once_and_recent_commits_answer_
     h.clock.set(due);
     let now = h.clock.now();
     h.run(1, move |c| c.tick(now));
-    assert_eq!(missing_commits(&h, 1), vec![(group.clone(), start, 1, since)]);
+    assert_eq!(
+        missing_commits(&h, 1),
+        vec![(group.clone(), start, 1, since)]
+    );
     h.clock.advance(alert);
     let now = h.clock.now();
     h.run(1, move |c| c.tick(now));
@@ -321,5 +335,8 @@ fn a_group_stuck_behind_a_missing_commit_says_so_once_and_recent_commits_answer_
         assert_eq!(h.handle(1, commit), Ok(Disposition::Processed));
     }
     h.assert_converged(&group, &[0, 1]);
-    assert_eq!(delivered_bodies(&h, 1), vec![b"after the lost commit".to_vec()]);
+    assert_eq!(
+        delivered_bodies(&h, 1),
+        vec![b"after the lost commit".to_vec()]
+    );
 }
