@@ -34,6 +34,12 @@
 //! - `fork_resolution` makes concurrent commits converge: epoch snapshots
 //!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
+//! - `delivery` is where envelopes enter, with the [`DeliverySource`] that delivered them;
+//!   `epoch_buffer` keeps what cannot be processed yet, within `buffer_budget`'s shares per
+//!   source (junk from one peer cannot push out what others delivered; a full share is
+//!   [`MlsError::BufferFull`]); `commit_log` remembers every commit judged (an old one replayed
+//!   is a duplicate, not a fork) and the recent merged ones ([`MlsClient::recent_commits`]);
+//!   `missing_commit` reports a group stuck behind a commit it lacks ([`Event::MissingCommit`]);
 //! - `commit_wait` gives up on a commit whose proposal was refused or never came
 //!   ([`Event::CommitAbandoned`]); `deadlines` pins one time per operation and computes
 //!   [`MlsClient::next_deadline`];
@@ -62,7 +68,8 @@
 //! **When to tick.** [`MlsClient::next_deadline`] is the earliest time `tick` has work, like
 //! quinn's `poll_timeout`: a self-update falling due (`self_update_after`), pending proposals
 //! to commit (at once for the designated committer, else after `pending_proposal_timeout`), a
-//! buffered message reaching `buffer_max_age`, a commit that waited `commit_proposal_wait` for
+//! buffered message reaching `buffer_max_age`, a group waiting `missing_commit_alert` behind a
+//! commit it lacks, a commit that waited `commit_proposal_wait` for
 //! a proposal (or references one this device refused), a snapshot reaching `fork_window`, a key
 //! package to rotate, expire, prune or forget, a pool to refill, and work already due (events
 //! to report, own commits to re-issue, messages to drop for a group that cannot come back).
@@ -149,6 +156,7 @@ mod commit_wait;
 mod config;
 mod deadlines;
 mod deferred_sends;
+mod delivery;
 mod engine_crypto;
 pub mod envelope;
 mod epoch_buffer;

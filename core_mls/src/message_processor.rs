@@ -31,7 +31,7 @@ use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
-use crate::events::{DeliverySource, Disposition, Event, Output};
+use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::{app_inbox, epoch_snapshots, fork_resolution, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
@@ -47,49 +47,9 @@ pub(crate) struct FollowUp {
 }
 
 impl MlsClient {
-    /// Processes one envelope from the network, in one transaction with all it sets off (replays,
-    /// re-issues, deferred sends). Returns what happened; a rejected envelope is a typed error
-    /// and changes nothing.
-    ///
-    /// Without a source: what it may buffer counts against the one share of the buffer that
-    /// every envelope of unknown origin shares (see
-    /// [`handle_envelope_from`](Self::handle_envelope_from)).
-    pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
-        self.handle_from(bytes, None)
-    }
-
-    /// [`handle_envelope`](Self::handle_envelope) for an envelope delivered by `source` (the
-    /// peer the network layer got it from). What it buffers counts against that source's own
-    /// share of the epoch buffer, so junk from one peer cannot push out what others delivered;
-    /// an envelope that finds its source's share full is refused with
-    /// [`MlsError::BufferFull`].
-    pub fn handle_envelope_from(
-        &mut self,
-        bytes: &[u8],
-        source: &DeliverySource,
-    ) -> Result<Output, MlsError> {
-        self.handle_from(bytes, Some(source.clone()))
-    }
-
-    fn handle_from(
-        &mut self,
-        bytes: &[u8],
-        source: Option<DeliverySource>,
-    ) -> Result<Output, MlsError> {
-        let _time = self.operation();
-        // Restored on every return: nested operations (none today) keep the outer source.
-        let outer = std::mem::replace(&mut self.source, source);
-        let result =
-            Envelope::from_bytes(bytes, self.config.max_envelope_len).and_then(|envelope| {
-                self.transaction(None, |client| client.handle_decoded(envelope, None))
-            });
-        self.source = outer;
-        result
-    }
-
     /// `buffered`: the buffer entry this envelope came from; it is deleted in the same
     /// transaction that processes it.
-    fn handle_decoded(
+    pub(crate) fn handle_decoded(
         &mut self,
         envelope: Envelope,
         buffered: Option<&BufferedMessage>,
