@@ -22,7 +22,7 @@ use crate::key_package_manager::{
 use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
 use crate::storage::key_layout::GROUP_NAMESPACE;
-use crate::{app_inbox, epoch_buffer, outbox, seen_messages};
+use crate::{app_inbox, commit_log, epoch_buffer, outbox, seen_messages};
 
 /// The one ciphersuite SpacePanda speaks.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -47,6 +47,9 @@ pub struct MlsClient {
     pub(crate) refused: crate::commit_wait::RefusedProposals,
     /// The time of the public operation running, if one runs (see [`now`](Self::now)).
     pub(crate) time: crate::deadlines::OperationTime,
+    /// Who delivered the envelope being handled, for its share of the epoch buffer (set by
+    /// `handle_envelope_from` for the operation, like `time`).
+    pub(crate) source: Option<crate::events::DeliverySource>,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -118,6 +121,7 @@ impl MlsClient {
             operation: crate::operation::Bookkeeping::default(),
             refused: crate::commit_wait::RefusedProposals::default(),
             time: crate::deadlines::OperationTime::default(),
+            source: None,
         };
         let time = client.operation();
         client.reload_all_groups()?;
@@ -249,6 +253,13 @@ impl MlsClient {
         envelope: crate::envelope::Envelope,
     ) -> Result<Outbound, MlsError> {
         let now = self.now();
+        // Every own commit is queued here, in the transaction that merged it.
+        if envelope.kind() == crate::envelope::EnvelopeKind::Commit
+            && let Some(group) = &to.group
+            && let Some(epoch) = commit_log::commit_epoch(&envelope)
+        {
+            self.log_merged_commit(group, epoch, &envelope)?;
+        }
         self.with_txn(|txn| {
             seen_messages::record_envelope(txn, envelope.id(), now)?;
             outbox::push(txn, to, envelope)
@@ -458,6 +469,8 @@ impl MlsClient {
         output.events.extend(self.give_up_waiting_commits(now)?);
         let policy = self.config.key_packages.clone();
         upkeep(self, &policy, now, &mut output)?;
+        // After buffer expiry: what expired no longer waits for a commit.
+        output.events.extend(self.report_missing_commits(now)?);
         output.events.extend(self.report_outside_window());
         output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,
@@ -485,6 +498,7 @@ fn upkeep(
     client.with_txn(|txn| key_package_manager::rotate(txn, policy, now))?;
     key_package_manager::prune(&client.provider, policy, client.config.fork_window, now)?;
     client.expire_snapshots(now)?;
+    client.forget_dead_commit_logs()?;
     let dropped = client.with_txn(|txn| {
         seen_messages::expire(txn, client.config.dedup_retention, now)?;
         epoch_buffer::expire(txn, &client.config, now)

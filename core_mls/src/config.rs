@@ -16,15 +16,46 @@ pub struct MlsConfig {
     /// Largest application message body [`send`](crate::MlsClient::send) accepts
     /// (default 256 KiB).
     pub max_application_len: usize,
-    /// Future-epoch messages kept per group (default 256). Beyond it the oldest is dropped.
+    /// Buffered envelopes kept per group *for each delivering source* (default 256; see
+    /// [`handle_envelope_from`](crate::MlsClient::handle_envelope_from); envelopes without a
+    /// source share one source). An envelope that cannot be authenticated before its epoch
+    /// is reached (or its group joined) costs an attacker nothing, so no source can take
+    /// another's room: one that fills its share gets
+    /// [`MlsError::BufferFull`](crate::MlsError::BufferFull) for the next one, and only its own
+    /// lower-priority entries ever make room. 256 is a few minutes of a busy group's traffic
+    /// behind one missing commit.
     pub buffer_max_messages: usize,
-    /// Bytes of future-epoch messages kept per group (default 8 MiB).
+    /// Bytes of buffered envelopes kept per group for each delivering source (default 8 MiB).
     pub buffer_max_bytes: usize,
+    /// Of a source's share in a group, how many envelopes may be for *far-future* epochs —
+    /// beyond the next one (default 16). A genuine member is at most one commit ahead of us
+    /// most of the time: the commit that moves us on and the messages of the epoch after it
+    /// (priority entries) matter; a longer chain is rare, and catching up on it is what
+    /// [`Event::MissingCommit`](crate::Event::MissingCommit) and
+    /// [`recent_commits`](crate::MlsClient::recent_commits) are for.
+    pub buffer_far_future_max_messages: usize,
+    /// Buffered envelopes kept per group over all sources together (default 1 024): the bound
+    /// of what many sources can make this device store. When it is reached, a priority entry
+    /// (for the next epoch or earlier) pushes out the oldest far-future one of any source, and
+    /// anything else is refused.
+    pub buffer_group_max_messages: usize,
+    /// Bytes kept per group over all sources together (default 32 MiB).
+    pub buffer_group_max_bytes: usize,
     /// How long a buffered message waits for its epoch (default 24 h); `tick` drops older ones.
     pub buffer_max_age: Duration,
-    /// Buffered messages kept for groups this device has not joined yet — a Welcome may still
-    /// be on its way (default 64, across all unknown groups).
+    /// Buffered envelopes kept for groups this device does not hold — a Welcome may still be on
+    /// its way — for each delivering source, across all such groups (default 64). Anyone can
+    /// invent group ids, so this is the low-priority room: nothing here pushes anything out.
     pub unknown_group_max_messages: usize,
+    /// The same over all sources together (default 256).
+    pub unknown_group_total_max_messages: usize,
+    /// How long a group may wait at one epoch while envelopes of later epochs wait in the
+    /// buffer before `tick` reports [`Event::MissingCommit`](crate::Event::MissingCommit)
+    /// (default 10 min). A commit and the messages after it leave their senders seconds
+    /// apart; later-epoch messages that wait minutes mean the commit was lost or withheld, and
+    /// asking for it again costs one request. Much shorter would ask on every reordering of a
+    /// slow link; much longer leaves the user reading nothing new in an active group.
+    pub missing_commit_alert: Duration,
     /// Proposals accepted from others per group and epoch (default 64); more is a flood.
     pub max_proposals_per_epoch: usize,
     /// Past epochs whose application secrets are kept, so late messages still decrypt
@@ -74,8 +105,13 @@ impl Default for MlsConfig {
             max_application_len: 256 * 1024,
             buffer_max_messages: 256,
             buffer_max_bytes: 8 * 1024 * 1024,
+            buffer_far_future_max_messages: 16,
+            buffer_group_max_messages: 1024,
+            buffer_group_max_bytes: 32 * 1024 * 1024,
             buffer_max_age: DAY,
             unknown_group_max_messages: 64,
+            unknown_group_total_max_messages: 256,
+            missing_commit_alert: Duration::from_secs(10 * 60),
             max_proposals_per_epoch: 64,
             max_past_epochs: 3,
             max_forward_distance: 1000,

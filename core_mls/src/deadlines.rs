@@ -15,6 +15,7 @@
 //! - a buffered message reaching `buffer_max_age`, a commit waiting for a proposal reaching
 //!   `commit_proposal_wait`, a refused proposal to check waiting commits against;
 //! - a snapshot reaching `fork_window`;
+//! - a group waiting `missing_commit_alert` behind a commit it lacks (`missing_commit`);
 //! - a key package to rotate, expire, prune, forget, or a pool to refill;
 //! - work already due: commits refused as outside the fork window not reported yet, own commits
 //!   queued for re-issue, messages to drop for a group that cannot come back, a leave request
@@ -129,6 +130,7 @@ impl MlsClient {
             next.at(since.saturating_add(config.commit_proposal_wait));
         }
         next.maybe(self.refused.next_check());
+        next.maybe(self.missing_commit_deadline()?);
         if self.outside_window.unreported()
             || !self.read(epoch_snapshots::groups_with_reissues)?.is_empty()
             || !self.unrestorable_deferred_groups()?.is_empty()

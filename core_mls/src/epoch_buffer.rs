@@ -6,18 +6,24 @@
 //! A commit that references a proposal not received yet waits here too, marked with the time
 //! it started waiting: `tick` gives up on it after `commit_proposal_wait` (see `commit_wait`).
 //!
-//! Layout: namespace [`BUFFER_NAMESPACE`], key `[group id, epoch (u64 BE), message id]`, value
-//! `received_at (u64 BE ms) ‖ envelope bytes`. Epoch-major keys make "everything for epoch e"
-//! a prefix scan, in arrival-independent order. Namespace [`AWAITING_NAMESPACE`], same key:
-//! `since (u64 BE ms)`, for a buffered commit that waits for a proposal; deleted with its entry.
+//! Layout: namespace [`BUFFER_NAMESPACE`], key `[group id, epoch (u64 BE), envelope id,
+//! context hash (16 bytes)]` (one entry per context a copy came with: see `context_hash`), value
+//! `received_at (u64 BE ms) ‖ source length (u8, 0 = unknown) ‖ source ‖ envelope bytes` (the
+//! source that delivered it, whose share of the buffer it counts against: `buffer_budget`).
+//! Entries of earlier builds have a three-segment key `[group id, epoch, envelope id]` and the
+//! value `received_at ‖ envelope bytes`; they are still read, as of the unknown source, and
+//! age out like any entry. Epoch-major keys make "everything for epoch e" a prefix scan, in
+//! arrival-independent order. Namespace [`AWAITING_NAMESPACE`], same key: `since (u64 BE ms)`,
+//! for a buffered commit that waits for a proposal; deleted with its entry.
 
 use spacepanda_core::{Key, Timestamp, Transaction};
 
+use crate::buffer_budget::{self, Arrival};
 use crate::client::MlsClient;
 use crate::config::MlsConfig;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
-use crate::events::{Disposition, Event, Output};
+use crate::events::{DeliverySource, Disposition, Event, Output};
 use crate::group_id::GroupId;
 
 /// Namespace of buffered envelopes.
@@ -32,6 +38,8 @@ pub(crate) struct BufferedMessage {
     pub(crate) group: GroupId,
     pub(crate) epoch: u64,
     pub(crate) received_at: Timestamp,
+    /// The source that delivered it (`None`: unknown).
+    pub(crate) source: Option<Vec<u8>>,
     pub(crate) envelope_bytes: Vec<u8>,
 }
 
@@ -40,7 +48,17 @@ fn key(group: &GroupId, epoch: u64, envelope: &Envelope) -> Key {
         group.as_slice(),
         &epoch.to_be_bytes(),
         envelope.id().as_bytes(),
+        &context_hash(envelope),
     ])
+}
+
+/// The envelope id leaves out the unauthenticated context, so anyone can make a copy of a
+/// buffered envelope with the same id: keyed by id alone, the copy would replace the genuine
+/// entry, and when it failed on replay the genuine one would be gone. Each context is an entry
+/// of its own, judged on its own.
+fn context_hash(envelope: &Envelope) -> [u8; 16] {
+    let hash = blake3::derive_key("spacepanda epoch buffer context v1", envelope.context());
+    hash.first_chunk::<16>().copied().unwrap_or_default()
 }
 
 fn decode(key: Key, value: &[u8]) -> Result<BufferedMessage, MlsError> {
@@ -59,14 +77,27 @@ fn decode(key: Key, value: &[u8]) -> Result<BufferedMessage, MlsError> {
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
         .map(u64::from_be_bytes)
         .ok_or_else(|| corrupted("buffer key has no epoch"))?;
-    let (received_at, envelope_bytes) = value
+    let (received_at, rest) = value
         .split_first_chunk::<8>()
         .ok_or_else(|| corrupted("buffer value truncated"))?;
+    // Keys of earlier builds had no context hash, and their values no source.
+    let (source, envelope_bytes) = if key.segments().count() == 3 {
+        (None, rest)
+    } else {
+        let (&len, rest) = rest
+            .split_first()
+            .ok_or_else(|| corrupted("buffer value has no source"))?;
+        let (source, envelope) = rest
+            .split_at_checked(usize::from(len))
+            .ok_or_else(|| corrupted("buffer value's source truncated"))?;
+        ((len > 0).then(|| source.to_vec()), envelope)
+    };
     Ok(BufferedMessage {
         key: key.clone(),
         group,
         epoch,
         received_at: Timestamp::from_unix_millis(u64::from_be_bytes(*received_at)),
+        source,
         envelope_bytes: envelope_bytes.to_vec(),
     })
 }
@@ -90,49 +121,58 @@ pub(crate) fn all(txn: &Transaction) -> Result<Vec<BufferedMessage>, MlsError> {
         .collect()
 }
 
-/// Buffers `envelope` for `group` at `epoch`, evicting the oldest entries beyond the bounds.
-/// Groups we are in have a bound each; groups we are not in (`is_member` false) share one small
-/// bound, because anyone can invent group ids. Returns how many entries were evicted.
+/// Buffers `envelope` for `group` at `epoch`, delivered by `source`, within the budgets of
+/// `buffer_budget`: it pushes out only entries of lower priority, or is refused with
+/// [`MlsError::BufferFull`]. `held_epoch` is the current epoch of a group this device holds.
+/// Returns how many entries were pushed out. An entry already under its key stays as it is.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn push(
     txn: &mut Transaction,
     config: &MlsConfig,
+    held_epoch: &dyn Fn(&GroupId) -> Option<u64>,
     group: &GroupId,
-    is_member: &dyn Fn(&GroupId) -> bool,
     epoch: u64,
     envelope: &Envelope,
+    source: Option<&DeliverySource>,
     now: Timestamp,
 ) -> Result<usize, MlsError> {
-    let bytes = envelope.to_bytes();
-    let mut value = Vec::with_capacity(8 + bytes.len());
-    value.extend_from_slice(&now.unix_millis().to_be_bytes());
-    value.extend_from_slice(&bytes);
-    txn.put(BUFFER_NAMESPACE, key(group, epoch, envelope), value)?;
-
-    let (mut entries, max_messages) = if is_member(group) {
-        (for_group(txn, group)?, config.buffer_max_messages)
-    } else {
-        let strangers: Vec<_> = all(txn)?
-            .into_iter()
-            .filter(|m| !is_member(&m.group))
-            .collect();
-        (strangers, config.unknown_group_max_messages)
-    };
-    let max_bytes = config.buffer_max_bytes;
-    // Oldest first; evict from the front until within bounds.
-    entries.sort_by_key(|m| m.received_at);
-    let mut total_bytes: usize = entries.iter().map(|m| m.envelope_bytes.len()).sum();
-    let mut count = entries.len();
-    let mut evicted = 0;
-    for entry in &entries {
-        if count <= max_messages && total_bytes <= max_bytes {
-            break;
-        }
-        remove(txn, entry)?;
-        count -= 1;
-        total_bytes -= entry.envelope_bytes.len();
-        evicted += 1;
+    let entry_key = key(group, epoch, envelope);
+    if txn.get(BUFFER_NAMESPACE, &entry_key)?.is_some() {
+        return Ok(0);
     }
-    Ok(evicted)
+    let bytes = envelope.to_bytes();
+    let current = held_epoch(group);
+    let scope: Vec<BufferedMessage> = if current.is_some() {
+        for_group(txn, group)?
+    } else {
+        all(txn)?
+            .into_iter()
+            .filter(|m| held_epoch(&m.group).is_none())
+            .collect()
+    };
+    let source = source.map(DeliverySource::as_bytes);
+    let arrival = Arrival {
+        group,
+        epoch,
+        source,
+        bytes: bytes.len(),
+    };
+    let evicted = buffer_budget::make_room(config, current, &scope, &arrival)?;
+    for key in &evicted {
+        txn.delete(BUFFER_NAMESPACE, key.clone())?;
+        txn.delete(AWAITING_NAMESPACE, key.clone())?;
+    }
+    let source = source.unwrap_or_default();
+    let mut value = Vec::with_capacity(9 + source.len() + bytes.len());
+    value.extend_from_slice(&now.unix_millis().to_be_bytes());
+    // `DeliverySource` is at most 64 bytes.
+    value.push(u8::try_from(source.len()).map_err(|_| MlsError::Internal {
+        what: "a delivery source longer than 255 bytes",
+    })?);
+    value.extend_from_slice(source);
+    value.extend_from_slice(&bytes);
+    txn.put(BUFFER_NAMESPACE, entry_key, value)?;
+    Ok(evicted.len())
 }
 
 /// Removes one entry (replayed or dropped), and its mark if it waited for a proposal.
@@ -259,11 +299,25 @@ impl MlsClient {
             return Ok(output);
         }
         let evicted = self.transaction(None, |client| {
-            let member_of: Vec<GroupId> = client.groups.keys().cloned().collect();
-            let is_member = |g: &GroupId| member_of.contains(g);
+            let held: std::collections::BTreeMap<GroupId, u64> = client
+                .groups
+                .iter()
+                .map(|(id, g)| (id.clone(), g.epoch().as_u64()))
+                .collect();
+            let held_epoch = |g: &GroupId| held.get(g).copied();
             let config = client.config.clone();
+            let source = client.source.clone();
             client.with_txn(|txn| {
-                let evicted = push(txn, &config, group, &is_member, epoch, envelope, now)?;
+                let evicted = push(
+                    txn,
+                    &config,
+                    &held_epoch,
+                    group,
+                    epoch,
+                    envelope,
+                    source.as_ref(),
+                    now,
+                )?;
                 // Evicted at once when over the bounds: then there is nothing to mark.
                 if awaiting_proposal && txn.get(BUFFER_NAMESPACE, &entry_key)?.is_some() {
                     mark_awaiting(txn, &entry_key, now)?;
@@ -278,5 +332,50 @@ impl MlsClient {
             });
         }
         Ok(output)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // test assertions
+mod tests {
+    use std::sync::Arc;
+
+    use spacepanda_core::{MemoryStore, SharedStore};
+
+    use super::*;
+    use crate::envelope::EnvelopeKind;
+
+    #[test]
+    fn copies_with_other_contexts_are_entries_of_their_own_whatever_the_kind() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let mut txn = Transaction::begin(&store);
+        let group = GroupId::from_slice(b"group");
+        let now = Timestamp::from_unix_millis(1_000);
+        for kind in [EnvelopeKind::Welcome, EnvelopeKind::Commit] {
+            let payload = vec![kind as u8; 40];
+            let genuine = Envelope::with_context(kind, payload.clone(), b"branch history");
+            let forged = Envelope::with_context(kind, payload, b"forged history");
+            assert_eq!(genuine.id(), forged.id());
+            for envelope in [&genuine, &forged, &genuine] {
+                let not_held = |_: &GroupId| None;
+                push(
+                    &mut txn,
+                    &MlsConfig::default(),
+                    &not_held,
+                    &group,
+                    7,
+                    envelope,
+                    None,
+                    now,
+                )
+                .unwrap();
+            }
+        }
+        let entries = for_group(&txn, &group).unwrap();
+        assert_eq!(entries.len(), 4, "one entry per kind and context");
+        let mut bytes: Vec<Vec<u8>> = entries.into_iter().map(|e| e.envelope_bytes).collect();
+        bytes.sort();
+        bytes.dedup();
+        assert_eq!(bytes.len(), 4, "each context kept as it came");
     }
 }

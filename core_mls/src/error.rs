@@ -203,6 +203,22 @@ pub enum MlsError {
         /// The message's epoch.
         message_epoch: u64,
     },
+    /// An envelope that would have waited in the epoch buffer (its epoch not reached yet, its
+    /// group not joined yet) was refused: its delivering source's share of the buffer is full,
+    /// and nothing of lower priority can make room. What is already buffered stays (see
+    /// [`MlsConfig`](crate::MlsConfig)'s buffer limits). Peer input: whoever sent this much
+    /// that cannot be processed yet is flooding, or the group is stuck behind a missing commit
+    /// ([`Event::MissingCommit`](crate::Event::MissingCommit)); the envelope may be delivered
+    /// again later.
+    #[error(
+        "buffer full: an envelope for epoch {epoch} of group {group} cannot wait for its epoch; refused"
+    )]
+    BufferFull {
+        /// The group it is for.
+        group: GroupId,
+        /// Its epoch.
+        epoch: u64,
+    },
     /// A commit references a proposal this device has not received yet; it is kept in the
     /// epoch buffer until the proposal arrives.
     #[error("a commit for group {group} references a proposal not received yet; it waits for it")]
@@ -340,6 +356,7 @@ impl MlsError {
             | Self::ForkOutsideWindow { .. }
             | Self::OtherBranch { .. }
             | Self::CommitAwaitsProposal { .. }
+            | Self::BufferFull { .. }
             | Self::TooManyProposals { .. }
             | Self::UnverifiedMember { .. }
             | Self::InvalidKeyPackage { .. }

@@ -116,6 +116,41 @@ pub enum Disposition {
     Superseded,
 }
 
+/// Who delivered an envelope, in the network layer's terms: opaque bytes of at most
+/// [`MAX_LEN`](Self::MAX_LEN) (e.g. a libp2p `PeerId`'s bytes), given to
+/// [`handle_envelope_from`](crate::MlsClient::handle_envelope_from). Not authenticated and not
+/// trusted for anything but this: each source has its own share of the epoch buffer, so a
+/// peer that floods it with messages that cannot be authenticated yet only crowds out its own.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliverySource(Vec<u8>);
+
+impl DeliverySource {
+    /// Longest source accepted, in bytes (a multihash `PeerId` is 38 bytes).
+    pub const MAX_LEN: usize = 64;
+
+    /// A source named by `bytes`: 1 to [`MAX_LEN`](Self::MAX_LEN) bytes, else
+    /// [`MlsError::InvalidArgument`](crate::MlsError::InvalidArgument).
+    pub fn new(bytes: &[u8]) -> Result<Self, crate::MlsError> {
+        if bytes.is_empty() || bytes.len() > Self::MAX_LEN {
+            return Err(crate::MlsError::InvalidArgument {
+                reason: "a delivery source is 1 to 64 bytes",
+            });
+        }
+        Ok(Self(bytes.to_vec()))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DeliverySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeliverySource({})", hex::encode(&self.0))
+    }
+}
+
 /// Something the application should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -271,6 +306,27 @@ pub enum Event {
         change: OwnChange,
         /// Why it could not be made again.
         reason: String,
+    },
+    /// The group has waited [`missing_commit_alert`](crate::MlsConfig::missing_commit_alert)
+    /// at `epoch` while messages of later epochs wait in the buffer: the commit that ends
+    /// `epoch` did not reach this device (lost, or withheld). Reported once per group and epoch.
+    ///
+    /// The application should ask the group's members (any that is online) to send the
+    /// commits again from `epoch` on: a member answers with
+    /// [`recent_commits(group, epoch)`](crate::MlsClient::recent_commits), and this device
+    /// handles what it gets like any envelope. If nobody can (the commits are older than every
+    /// member's `fork_window_epochs`), this device must be re-added to the group (recovery by
+    /// an external commit is future work).
+    MissingCommit {
+        /// The group.
+        group: GroupId,
+        /// The epoch this device is stuck at (the missing commit is the one that ends it).
+        epoch: u64,
+        /// Buffered envelopes of later epochs waiting for it.
+        waiting: usize,
+        /// Since when the group has been waiting at `epoch` (the later of: reaching it, the
+        /// first later envelope buffered).
+        since: Timestamp,
     },
     /// The key package pool went below its low watermark and was refilled; publish the new
     /// ones ([`publishable_key_packages`](crate::MlsClient::publishable_key_packages)).

@@ -271,7 +271,7 @@ impl MlsClient {
             .iter()
             .any(|c| candidate_id(c) == Some(envelope.id()))
         {
-            return self.judged_already(envelope, buffered, Disposition::Duplicate);
+            return self.judged_already(envelope, group, epoch, buffered, Disposition::Duplicate);
         }
         let attempt = match self.attempt_commit(envelope, message, group, epoch, buffered) {
             Ok(attempt) => attempt,
@@ -287,7 +287,7 @@ impl MlsClient {
             .any(|c| c.rank.commit_ref == rank.commit_ref)
         {
             self.rollback_step(attempt.savepoint)?;
-            return self.judged_already(envelope, buffered, Disposition::Duplicate);
+            return self.judged_already(envelope, group, epoch, buffered, Disposition::Duplicate);
         }
         if candidates.len() >= epoch_snapshots::MAX_CANDIDATES {
             self.rollback_step(attempt.savepoint)?;
@@ -330,7 +330,8 @@ impl MlsClient {
         let revived = winner
             .filter(|w| *w != meta.merged)
             .and_then(|w| candidates.iter().find(|c| c.rank == w).cloned());
-        let mut output = self.judged_already(envelope, buffered, Disposition::Superseded)?;
+        let mut output =
+            self.judged_already(envelope, group, epoch, buffered, Disposition::Superseded)?;
         output.events.splice(0..0, events);
         if let Some(revived) = revived {
             // An earlier loser wins now: move onto its branch.
@@ -344,6 +345,8 @@ impl MlsClient {
     fn judged_already(
         &mut self,
         envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
         buffered: Option<&BufferedMessage>,
         disposition: Disposition,
     ) -> Result<Output, MlsError> {
@@ -352,6 +355,8 @@ impl MlsClient {
             if let Some(entry) = buffered {
                 crate::epoch_buffer::remove(txn, entry)?;
             }
+            // Recognised as judged whatever the de-duplication retention (see `commit_log`).
+            crate::commit_log::record_judged(txn, group, epoch, envelope.id())?;
             seen_messages::record_envelope(txn, envelope.id(), now)
         })?;
         Ok(Output {

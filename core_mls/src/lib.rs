@@ -34,6 +34,12 @@
 //! - `fork_resolution` makes concurrent commits converge: epoch snapshots
 //!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
+//! - `delivery` is where envelopes enter, with the [`DeliverySource`] that delivered them;
+//!   `epoch_buffer` keeps what cannot be processed yet, within `buffer_budget`'s shares per
+//!   source (junk from one peer cannot push out what others delivered; a full share is
+//!   [`MlsError::BufferFull`]); `commit_log` remembers every commit judged (an old one replayed
+//!   is a duplicate, not a fork) and the recent merged ones ([`MlsClient::recent_commits`]);
+//!   `missing_commit` reports a group stuck behind a commit it lacks ([`Event::MissingCommit`]);
 //! - `commit_wait` gives up on a commit whose proposal was refused or never came
 //!   ([`Event::CommitAbandoned`]); `deadlines` pins one time per operation and computes
 //!   [`MlsClient::next_deadline`];
@@ -62,7 +68,8 @@
 //! **When to tick.** [`MlsClient::next_deadline`] is the earliest time `tick` has work, like
 //! quinn's `poll_timeout`: a self-update falling due (`self_update_after`), pending proposals
 //! to commit (at once for the designated committer, else after `pending_proposal_timeout`), a
-//! buffered message reaching `buffer_max_age`, a commit that waited `commit_proposal_wait` for
+//! buffered message reaching `buffer_max_age`, a group waiting `missing_commit_alert` behind a
+//! commit it lacks, a commit that waited `commit_proposal_wait` for
 //! a proposal (or references one this device refused), a snapshot reaching `fork_window`, a key
 //! package to rotate, expire, prune or forget, a pool to refill, and work already due (events
 //! to report, own commits to re-issue, messages to drop for a group that cannot come back).
@@ -141,12 +148,15 @@ pub use error::{ErrorKind, MlsError};
 mod app_inbox;
 mod app_message;
 mod branch_order;
+mod buffer_budget;
 mod client;
+mod commit_log;
 mod commit_policy;
 mod commit_wait;
 mod config;
 mod deadlines;
 mod deferred_sends;
+mod delivery;
 mod engine_crypto;
 pub mod envelope;
 mod epoch_buffer;
@@ -160,6 +170,7 @@ mod key_package_manager;
 mod key_package_validation;
 mod member_verification;
 mod message_processor;
+mod missing_commit;
 mod operation;
 mod outbox;
 mod seen_messages;
@@ -174,8 +185,8 @@ pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;
 pub use envelope::{Envelope, EnvelopeId, EnvelopeKind};
 pub use events::{
-    AbandonReason, DeliveryId, DeviceAddress, Disposition, Event, MessageId, Outbound, OutboxId,
-    Output, OwnChange, Recipients,
+    AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId,
+    Outbound, OutboxId, Output, OwnChange, Recipients,
 };
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;

@@ -49,18 +49,9 @@ pub(crate) struct FollowUp {
 }
 
 impl MlsClient {
-    /// Processes one envelope from the network, in one transaction with all it sets off (replays,
-    /// re-issues, deferred sends). Returns what happened; a rejected envelope is a typed error
-    /// and changes nothing.
-    pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
-        let _time = self.operation();
-        let envelope = Envelope::from_bytes(bytes, self.config.max_envelope_len)?;
-        self.transaction(None, |client| client.handle_decoded(envelope, None))
-    }
-
     /// `buffered`: the buffer entry this envelope came from; it is deleted in the same
     /// transaction that processes it.
-    fn handle_decoded(
+    pub(crate) fn handle_decoded(
         &mut self,
         envelope: Envelope,
         buffered: Option<&BufferedMessage>,
@@ -157,6 +148,12 @@ impl MlsClient {
                             buffered,
                         ),
                     Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
+                    // Judged here before, its de-duplication record expired since: not a fork.
+                    None if let Some(duplicate) =
+                        self.judged_before(&group, message_epoch, envelope, buffered)? =>
+                    {
+                        Ok(duplicate)
+                    }
                     // Kept in the buffer as another branch's and never reached: its branch is
                     // beyond the window now, but it was judged when it arrived.
                     None if buffered.is_some() => Err(MlsError::OtherBranch {
@@ -257,17 +254,20 @@ impl MlsClient {
     }
 
     /// Inside the open transaction: snapshot of the current epoch, then the commit processed
-    /// and merged as usual, then the snapshot stored with the merged commit's ref.
+    /// and merged as usual, then the snapshot stored with the merged commit's ref, and the
+    /// commit in the commit log (`commit_log`).
     pub(crate) fn process_commit_with_snapshot(
         &mut self,
         group: &GroupId,
         envelope: &Envelope,
         message: ProtocolMessage,
     ) -> Result<(Output, FollowUp), MlsError> {
+        let epoch = message.epoch().as_u64();
         let snapshot = self.begin_snapshot(group)?;
         let (output, follow_up) = self.process_in_transaction(group, envelope, message)?;
         if let Some(rank) = &follow_up.rank {
             self.finish_snapshot(group, snapshot, rank.clone(), envelope.to_bytes(), None)?;
+            self.log_merged_commit(group, epoch, envelope)?;
         }
         Ok((output, follow_up))
     }

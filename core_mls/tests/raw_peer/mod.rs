@@ -179,3 +179,35 @@ impl RawPeer {
         self.group().epoch().as_u64()
     }
 }
+
+/// A syntactically valid MLS PrivateMessage for `group` at `epoch` with random content: what
+/// anyone can send, and nobody can authenticate before reaching `epoch` (the key to decrypt it
+/// does not exist yet). Wrapped in an application envelope.
+pub fn junk_private_message(group: &[u8], epoch: u64, rng: &mut impl rand::RngCore) -> Vec<u8> {
+    fn opaque(out: &mut Vec<u8>, bytes: &[u8]) {
+        // RFC 9000 variable-length integer (MLS `<V>`), 1 or 2 bytes here.
+        let len = u16::try_from(bytes.len()).unwrap();
+        assert!(len < 0x4000);
+        if len < 0x40 {
+            out.push(len as u8);
+        } else {
+            out.extend_from_slice(&(0x4000 | len).to_be_bytes());
+        }
+        out.extend_from_slice(bytes);
+    }
+    let mut random = |n: usize| {
+        let mut bytes = vec![0u8; n];
+        rng.fill_bytes(&mut bytes);
+        bytes
+    };
+    let mut message = Vec::new();
+    message.extend_from_slice(&1u16.to_be_bytes()); // mls10
+    message.extend_from_slice(&2u16.to_be_bytes()); // mls_private_message
+    opaque(&mut message, group);
+    message.extend_from_slice(&epoch.to_be_bytes());
+    message.push(1); // application
+    opaque(&mut message, &[]);
+    opaque(&mut message, &random(28));
+    opaque(&mut message, &random(120));
+    Envelope::new(EnvelopeKind::Application, message).to_bytes()
+}

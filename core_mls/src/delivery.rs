@@ -1,0 +1,51 @@
+//! Where envelopes from the network enter the engine, with who delivered them: the source is
+//! carried in [`MlsClient`] for the one operation (like its time), so that what the pipeline
+//! buffers counts against that source's share of the epoch buffer (`buffer_budget`) without
+//! every step passing it along.
+
+use crate::client::MlsClient;
+use crate::envelope::Envelope;
+use crate::error::MlsError;
+use crate::events::{DeliverySource, Output};
+
+impl MlsClient {
+    /// Processes one envelope from the network, in one transaction with all it sets off (replays,
+    /// re-issues, deferred sends). Returns what happened; a rejected envelope is a typed error
+    /// and changes nothing.
+    ///
+    /// Without a source: what it may buffer counts against the one share of the buffer that
+    /// every envelope of unknown origin shares (see
+    /// [`handle_envelope_from`](Self::handle_envelope_from)).
+    pub fn handle_envelope(&mut self, bytes: &[u8]) -> Result<Output, MlsError> {
+        self.handle_from(bytes, None)
+    }
+
+    /// [`handle_envelope`](Self::handle_envelope) for an envelope delivered by `source` (the
+    /// peer the network layer got it from). What it buffers counts against that source's own
+    /// share of the epoch buffer, so junk from one peer cannot push out what others delivered;
+    /// an envelope that finds its source's share full is refused with
+    /// [`MlsError::BufferFull`].
+    pub fn handle_envelope_from(
+        &mut self,
+        bytes: &[u8],
+        source: &DeliverySource,
+    ) -> Result<Output, MlsError> {
+        self.handle_from(bytes, Some(source.clone()))
+    }
+
+    fn handle_from(
+        &mut self,
+        bytes: &[u8],
+        source: Option<DeliverySource>,
+    ) -> Result<Output, MlsError> {
+        let _time = self.operation();
+        // Restored on every return: nested operations (none today) keep the outer source.
+        let outer = std::mem::replace(&mut self.source, source);
+        let result =
+            Envelope::from_bytes(bytes, self.config.max_envelope_len).and_then(|envelope| {
+                self.transaction(None, |client| client.handle_decoded(envelope, None))
+            });
+        self.source = outer;
+        result
+    }
+}
