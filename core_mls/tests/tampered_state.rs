@@ -32,7 +32,10 @@ fn a_group_with_a_deleted_entry_is_corrupted_state_never_forgotten() {
             .map(|(key, _)| key)
             .collect()
     };
-    assert!(entries.len() >= 5, "a group is several entries: {entries:?}");
+    assert!(
+        entries.len() >= 5,
+        "a group is several entries: {entries:?}"
+    );
 
     let open = |file: &std::path::Path| {
         let store: SharedStore = Arc::new(RedbStore::open(file).unwrap());

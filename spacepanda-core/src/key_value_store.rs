@@ -35,6 +35,12 @@ pub trait KeyValueStore: Send + Sync {
     /// True when no namespace holds any entry. A sealed store is only ever created over an empty
     /// store, so that existing data is never taken for a new device.
     fn is_empty(&self) -> StoreResult<bool>;
+
+    /// The values under each of `keys` in `namespace`, in order, as one consistent read.
+    /// Backends where each `get` has a fixed cost (a read transaction) read them together.
+    fn get_many(&self, namespace: &str, keys: &[Key]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(namespace, key)).collect()
+    }
 }
 
 /// A store shared by the layers of one device.
@@ -56,6 +62,10 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for Arc<S> {
 
     fn is_empty(&self) -> StoreResult<bool> {
         (**self).is_empty()
+    }
+
+    fn get_many(&self, namespace: &str, keys: &[Key]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        (**self).get_many(namespace, keys)
     }
 }
 

@@ -272,6 +272,23 @@ impl KeyValueStore for RedbStore {
         })
     }
 
+    fn get_many(&self, namespace: &str, keys: &[Key]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        check_namespace(namespace)?;
+        guarded(namespace, || {
+            let read = |e: redb::Error| read_error(namespace, "get", e);
+            let txn = self.database.begin_read().map_err(|e| read(e.into()))?;
+            let table = txn.open_table(TABLE).map_err(|e| read(e.into()))?;
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                let value = table
+                    .get(table_key(namespace, key).as_slice())
+                    .map_err(|e| read(e.into()))?;
+                values.push(value.map(|guard| guard.value().to_vec()));
+            }
+            Ok(values)
+        })
+    }
+
     fn scan_prefix(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<(Key, Vec<u8>)>> {
         check_namespace(namespace)?;
         guarded(namespace, || {

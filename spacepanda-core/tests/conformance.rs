@@ -41,6 +41,18 @@ fn conformance(store: SharedStore, reopen: Option<&dyn Fn() -> SharedStore>) {
     store.apply(batch).unwrap();
     assert_eq!(store.get("ns", &k(&["empty"])).unwrap(), Some(Vec::new()));
 
+    // get_many answers like one get per key, in order, missing keys included.
+    assert_eq!(
+        store
+            .get_many("ns", &[k(&["empty"]), k(&["never"]), k(&["empty"])])
+            .unwrap(),
+        vec![Some(Vec::new()), None, Some(Vec::new())]
+    );
+    assert_eq!(
+        store.get_many("ns", &[]).unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+
     // Namespaces are separate.
     put(&*store, "other", k(&["a"]), b"other");
     assert_eq!(store.get("ns", &k(&["a"])).unwrap(), None);

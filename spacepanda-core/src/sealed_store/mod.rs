@@ -331,15 +331,24 @@ impl<S: KeyValueStore> KeyValueStore for SealedStore<S> {
         // The term of each stored key as this batch leaves it so far; later writes to the same
         // key replace what earlier ones of the batch wrote, not what is on disk.
         let mut written: HashMap<Key, Option<[u8; 32]>> = HashMap::new();
+        let stored_keys: Vec<Key> = batch
+            .ops()
+            .iter()
+            .map(|op| self.sealer.blind(op.namespace(), op.key()))
+            .collect();
+        // What each key holds on disk now, in one read (its term leaves the digest).
+        let mut on_disk: HashMap<Key, Option<[u8; 32]>> = HashMap::new();
+        for (key, old) in stored_keys
+            .iter()
+            .zip(self.inner.get_many(SEALED_NAMESPACE, &stored_keys)?)
+        {
+            on_disk.insert(key.clone(), old.map(|old| self.sealer.term(key, &old)));
+        }
         let mut sealed = WriteBatch::new();
-        for op in batch.ops() {
-            let stored_key = self.sealer.blind(op.namespace(), op.key());
+        for (op, stored_key) in batch.ops().iter().zip(stored_keys) {
             let old_term = match written.get(&stored_key) {
                 Some(term) => *term,
-                None => self
-                    .inner
-                    .get(SEALED_NAMESPACE, &stored_key)?
-                    .map(|old| self.sealer.term(&stored_key, &old)),
+                None => on_disk.get(&stored_key).copied().flatten(),
             };
             if let Some(old_term) = old_term {
                 digest.sub(&old_term);
