@@ -153,6 +153,7 @@ mod client;
 mod commit_log;
 mod commit_policy;
 mod commit_wait;
+mod competing_commit;
 mod config;
 mod deadlines;
 mod deferred_sends;

@@ -2,7 +2,12 @@
 //! store, where nothing below notices, the engine must not open as if the group never existed.
 //! (Through `SealedStore` the deletion is already caught at open: spacepanda-core
 //! `tests/hostile_disk.rs`.)
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod engine_harness;
 

@@ -1,0 +1,434 @@
+//! Judging a competing commit: the rule of `fork_resolution` applied to every commit judged in
+//! one kept epoch, and the step that moves the group onto the winner's branch — this commit, an
+//! earlier one that wins again, or our own (put back from the state it produced, since OpenMLS
+//! cannot process a device's own commit).
+
+use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
+use zeroize::Zeroizing;
+
+use crate::branch_order::{self, CommitRank};
+use crate::client::MlsClient;
+use crate::deferred_sends;
+use crate::envelope::Envelope;
+use crate::epoch_buffer::BufferedMessage;
+use crate::epoch_snapshots::{self, Candidate, OwnResult, SnapshotMeta};
+use crate::error::MlsError;
+use crate::events::{Disposition, Event, Output};
+use crate::fork_resolution::{Abandoned, SUPERSEDED_COUNTER, read_counter};
+use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::seen_messages;
+use crate::storage::key_layout::GROUP_NAMESPACE;
+use spacepanda_core::Key;
+
+/// A competing commit processed on its restored epoch, in a step not yet kept or undone.
+struct Attempt {
+    savepoint: spacepanda_core::Savepoint,
+    abandoned: Abandoned,
+    output: Output,
+    follow_up: crate::message_processor::FollowUp,
+    rank: CommitRank,
+}
+
+/// A step that moved a group onto another branch, not yet kept.
+struct Moved {
+    savepoint: spacepanda_core::Savepoint,
+    abandoned: Abandoned,
+    output: Output,
+    winner: Option<core_identity::VerifiedMember>,
+    abandoned_epoch: Option<u64>,
+}
+
+/// The envelope id of a judged commit (none when only its rank is known).
+fn candidate_id(candidate: &Candidate) -> Option<crate::envelope::EnvelopeId> {
+    Envelope::from_bytes(&candidate.envelope, usize::MAX)
+        .ok()
+        .map(|e| e.id())
+}
+
+impl MlsClient {
+    /// A commit for past epoch `epoch` of `group`, whose snapshot `meta` is kept: the rule.
+    ///
+    /// The commit is processed on the restored epoch (a step of the operation) to learn its
+    /// rank; then the winner of every commit judged in that epoch decides. If it is this
+    /// commit, the step is kept; if it is the one merged before, the step is undone; if it is
+    /// one that lost before and wins again (this commit removed the committer that beat it),
+    /// that one is processed instead.
+    pub(crate) fn handle_competing_commit(
+        &mut self,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        group: &GroupId,
+        epoch: u64,
+        meta: SnapshotMeta,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let abandoned_epoch = self.groups.get(group).map(|g| g.epoch().as_u64());
+        let mut candidates = self.read(|txn| epoch_snapshots::candidates(txn, group, epoch))?;
+        if candidates
+            .iter()
+            .any(|c| candidate_id(c) == Some(envelope.id()))
+        {
+            return self.judged_already(envelope, group, epoch, buffered, Disposition::Duplicate);
+        }
+        let attempt = match self.attempt_commit(envelope, message, group, epoch, buffered) {
+            Ok(attempt) => attempt,
+            // It references a proposal of that epoch not received yet: wait for it.
+            Err(MlsError::CommitAwaitsProposal { .. }) => {
+                return self.buffer_awaiting_proposal(envelope, group, epoch, buffered);
+            }
+            Err(error) => return Err(error),
+        };
+        let rank = attempt.rank.clone();
+        if candidates
+            .iter()
+            .any(|c| c.rank.commit_ref == rank.commit_ref)
+        {
+            self.rollback_step(attempt.savepoint)?;
+            return self.judged_already(envelope, group, epoch, buffered, Disposition::Duplicate);
+        }
+        if candidates.len() >= epoch_snapshots::MAX_CANDIDATES {
+            self.rollback_step(attempt.savepoint)?;
+            return Err(MlsError::RejectedMessage {
+                group: group.clone(),
+                reason: format!(
+                    "more than {} competing commits for epoch {epoch}",
+                    epoch_snapshots::MAX_CANDIDATES
+                ),
+            });
+        }
+        let mut events = Vec::new();
+        if let Some(committer) = &attempt.follow_up.committer
+            && candidates
+                .iter()
+                .any(|c| c.rank.committer == rank.committer)
+        {
+            tracing::warn!(%group, epoch, "a member made two commits in one epoch");
+            events.push(Event::Equivocation {
+                group: group.clone(),
+                epoch,
+                member: committer.clone(),
+            });
+        }
+        candidates.push(Candidate {
+            rank: rank.clone(),
+            envelope: envelope.to_bytes(),
+        });
+        let ranks: Vec<CommitRank> = candidates.iter().map(|c| c.rank.clone()).collect();
+        let winner = branch_order::winner(&ranks).cloned();
+        if winner.as_ref() == Some(&rank) {
+            let mut output =
+                self.keep_attempt(attempt, group, epoch, abandoned_epoch, candidates)?;
+            output.events.splice(0..0, events);
+            return Ok(output);
+        }
+        // Lost: nothing of the attempt is kept, but it was judged.
+        self.rollback_step(attempt.savepoint)?;
+        self.with_txn(|txn| epoch_snapshots::set_candidates(txn, group, epoch, &candidates))?;
+        let revived = winner
+            .filter(|w| *w != meta.merged)
+            .and_then(|w| candidates.iter().find(|c| c.rank == w).cloned());
+        let mut output =
+            self.judged_already(envelope, group, epoch, buffered, Disposition::Superseded)?;
+        output.events.splice(0..0, events);
+        if let Some(revived) = revived {
+            // An earlier loser wins now: move onto its branch.
+            output.extend(self.revive(group, epoch, abandoned_epoch, revived, candidates)?);
+        }
+        Ok(output)
+    }
+
+    /// A competing commit judged before (or the same commit as the merged one): dropped from
+    /// the buffer and recorded as seen.
+    fn judged_already(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+        disposition: Disposition,
+    ) -> Result<Output, MlsError> {
+        let now = self.now();
+        self.with_txn(|txn| {
+            if let Some(entry) = buffered {
+                crate::epoch_buffer::remove(txn, entry)?;
+            }
+            // Recognised as judged whatever the de-duplication retention (see `commit_log`).
+            crate::commit_log::record_judged(txn, group, epoch, envelope.id())?;
+            seen_messages::record_envelope(txn, envelope.id(), now)
+        })?;
+        Ok(Output {
+            disposition,
+            ..Output::default()
+        })
+    }
+
+    /// Moves onto the branch of `revived`, a commit of `epoch` that lost before and wins the
+    /// set now. One that no longer processes (a proposal it needs is gone) leaves the group
+    /// where it is, with a warning: the set's winner cannot be reached here.
+    fn revive(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        abandoned_epoch: Option<u64>,
+        revived: Candidate,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        if let Some(own) = self.read(|txn| epoch_snapshots::own_result(txn, group, epoch))?
+            && own.rank == revived.rank
+        {
+            return self.revive_own(group, epoch, abandoned_epoch, own, candidates);
+        }
+        let decoded = Envelope::from_bytes(&revived.envelope, usize::MAX).and_then(|envelope| {
+            let message = crate::message_processor::protocol_message(&envelope)?;
+            Ok((envelope, message))
+        });
+        let attempt = decoded.and_then(|(envelope, message)| {
+            self.attempt_commit(&envelope, message, group, epoch, None)
+        });
+        match attempt {
+            Ok(attempt) if attempt.rank == revived.rank => {
+                self.keep_attempt(attempt, group, epoch, abandoned_epoch, candidates)
+            }
+            Ok(attempt) => {
+                self.rollback_step(attempt.savepoint)?;
+                Err(MlsError::Internal {
+                    what: "a revived commit ranks differently than when it was judged",
+                })
+            }
+            Err(error) if error.is_local() => Err(error),
+            Err(error) => {
+                tracing::warn!(%group, epoch, %error, "the winning commit of a fork point no longer applies here");
+                Ok(Output::default())
+            }
+        }
+    }
+
+    /// Moves back onto the branch of our own commit out of `epoch`, which lost and wins the set
+    /// now: OpenMLS cannot process a device's own commit, so the state it produced is put back.
+    fn revive_own(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        abandoned_epoch: Option<u64>,
+        own: OwnResult,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let savepoint = self.savepoint()?;
+        let moved = (|| {
+            let meta = self
+                .read(|txn| epoch_snapshots::meta(txn, group, epoch))?
+                .ok_or(MlsError::Internal {
+                    what: "a revived epoch has no snapshot",
+                })?;
+            let (prefix, _) = self.read(|txn| epoch_snapshots::contents(txn, group, epoch))?;
+            let abandoned = self.restore_snapshot(group, epoch)?;
+            // The snapshot of the epoch, ended by our commit now: its undo entries are what our
+            // commit changes outside the prefix, as they are in the epoch.
+            let mut undo = Vec::with_capacity(own.outside.len());
+            for (namespace, key, _) in &own.outside {
+                let prior = self.read(|txn| Ok(txn.get(namespace, key)?))?;
+                undo.push((namespace.clone(), key.clone(), prior.map(Zeroizing::new)));
+            }
+            let meta = SnapshotMeta {
+                merged: own.rank.clone(),
+                own_commit: Some(own.intent.clone()),
+                ..meta
+            };
+            self.provider.storage().delete_group(&group.to_openmls())?;
+            self.with_txn(|txn| {
+                epoch_snapshots::store(txn, group, epoch, &prefix, undo, &meta)?;
+                epoch_snapshots::store_own_result(txn, group, epoch, &own)?;
+                for (key, value) in &own.prefix {
+                    txn.put(GROUP_NAMESPACE, key.clone(), value.clone())?;
+                }
+                for (namespace, key, value) in &own.outside {
+                    match value {
+                        Some(value) => txn.put(namespace, key.clone(), value.clone())?,
+                        None => txn.delete(namespace, key.clone())?,
+                    }
+                }
+                // It was queued to be made again when it lost: it stands as it was.
+                for (key, queued) in epoch_snapshots::reissues(txn, group)? {
+                    if queued == own.intent {
+                        txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
+                        break;
+                    }
+                }
+                Ok(())
+            })?;
+            self.reload_group(group)?;
+            Ok::<_, MlsError>(abandoned)
+        })();
+        let abandoned = match moved {
+            Ok(abandoned) => abandoned,
+            Err(error) => {
+                let error = self.attribute(error);
+                self.rollback_step(savepoint)?;
+                return Err(error);
+            }
+        };
+        let me = self.own_verified_member()?;
+        let moved = Moved {
+            savepoint,
+            abandoned,
+            output: Output::default(),
+            winner: Some(me),
+            abandoned_epoch,
+        };
+        self.keep_branch(moved, group, epoch, candidates)
+    }
+
+    /// Inside a step of its own: puts `group` back in `epoch` and processes the commit there
+    /// (with the proposals of that epoch that arrived after we had left it). On an error the
+    /// step is already undone.
+    fn attempt_commit(
+        &mut self,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        group: &GroupId,
+        epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Attempt, MlsError> {
+        let savepoint = self.savepoint()?;
+        let attempt = (|| {
+            if let Some(entry) = buffered {
+                self.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
+            }
+            let abandoned = self.restore_snapshot(group, epoch)?;
+            let mut output = Output::default();
+            for entry in self.read(|txn| crate::epoch_buffer::for_group(txn, group))? {
+                if entry.epoch != epoch || buffered.is_some_and(|b| b.key == entry.key) {
+                    continue;
+                }
+                let Some((proposal_envelope, proposal)) =
+                    crate::message_processor::buffered_proposal(&entry)
+                else {
+                    continue;
+                };
+                // Each proposal is a step of its own: an invalid one is skipped and leaves
+                // nothing behind; a local failure fails the whole attempt.
+                match self.transaction(Some(group), |client| {
+                    client.process_in_transaction(group, &proposal_envelope, proposal)
+                }) {
+                    Ok((stored, _)) => {
+                        self.with_txn(|txn| crate::epoch_buffer::remove(txn, &entry))?;
+                        output.extend(stored);
+                    }
+                    Err(error) if error.is_local() => return Err(error),
+                    Err(_) => {}
+                }
+            }
+            let (processed, follow_up) =
+                self.process_commit_with_snapshot(group, envelope, message)?;
+            output.extend(processed);
+            let rank = follow_up.rank.clone().ok_or(MlsError::Internal {
+                what: "a processed commit has no rank",
+            })?;
+            Ok::<_, MlsError>((abandoned, output, follow_up, rank))
+        })();
+        match attempt {
+            Ok((abandoned, output, follow_up, rank)) => Ok(Attempt {
+                savepoint,
+                abandoned,
+                output,
+                follow_up,
+                rank,
+            }),
+            Err(error) => {
+                let error = self.attribute(error);
+                self.rollback_step(savepoint)?;
+                Err(error)
+            }
+        }
+    }
+
+    /// The attempt won: keeps it, with everything the abandoned branch did queued again.
+    fn keep_attempt(
+        &mut self,
+        attempt: Attempt,
+        group: &GroupId,
+        epoch: u64,
+        abandoned_epoch: Option<u64>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let Attempt {
+            savepoint,
+            abandoned,
+            output,
+            follow_up,
+            ..
+        } = attempt;
+        let moved = Moved {
+            savepoint,
+            abandoned,
+            output,
+            winner: follow_up.committer,
+            abandoned_epoch,
+        };
+        self.keep_branch(moved, group, epoch, candidates)
+    }
+
+    /// Keeps the step that moved `group` onto another branch at `epoch`, with everything the
+    /// abandoned branch did queued again.
+    fn keep_branch(
+        &mut self,
+        moved: Moved,
+        group: &GroupId,
+        epoch: u64,
+        candidates: Vec<Candidate>,
+    ) -> Result<Output, MlsError> {
+        let Moved {
+            savepoint,
+            abandoned,
+            mut output,
+            winner,
+            abandoned_epoch,
+        } = moved;
+        let reissued_commits = abandoned.own_commits.len();
+        let resent_messages = abandoned.sent.len();
+        let queued = self.with_txn(|txn| {
+            epoch_snapshots::set_candidates(txn, group, epoch, &candidates)?;
+            for commit in &abandoned.own_commits {
+                epoch_snapshots::queue_reissue(txn, group, commit)?;
+            }
+            for message in &abandoned.sent {
+                deferred_sends::push(txn, group, message)?;
+            }
+            let count = read_counter(txn, group, SUPERSEDED_COUNTER)?;
+            txn.put(
+                GROUP_META_NAMESPACE,
+                Key::from_segments([group.as_slice(), SUPERSEDED_COUNTER]),
+                (count + 1).to_be_bytes().to_vec(),
+            )?;
+            Ok(())
+        });
+        match queued {
+            Ok(()) => self.release_step(savepoint)?,
+            Err(error) => {
+                self.rollback_step(savepoint)?;
+                return Err(error);
+            }
+        }
+        tracing::info!(%group, epoch, "moved onto the winning branch of a concurrent commit");
+        if let Some(winner) = winner {
+            output.events.insert(
+                0,
+                Event::CommitSuperseded {
+                    group: group.clone(),
+                    epoch,
+                    abandoned_epoch: abandoned_epoch.unwrap_or(epoch + 1),
+                    winner,
+                    reissued_commits,
+                    resent_messages,
+                },
+            );
+        }
+        if self.groups.contains_key(group) {
+            output.extend(self.after_branch_change(group)?);
+        } else {
+            output.extend(self.replay_buffered_welcomes(group)?);
+        }
+        Ok(output)
+    }
+}
