@@ -149,31 +149,14 @@ pub(crate) fn store(
     let base = epoch_key(group, epoch);
     // A retaken snapshot (after a rollback to this epoch) replaces the old one whole.
     txn.delete_prefix(STATE_NAMESPACE, &base)?;
-    for (key, value) in prefix_entries {
-        txn.put(
-            STATE_NAMESPACE,
-            base.clone().with(PREFIX_ENTRY).with(key.as_bytes()),
-            value.clone(),
-        )?;
-    }
-    for (namespace, key, prior) in undo {
-        let mut value = Vec::with_capacity(1 + prior.as_ref().map_or(0, |p| p.len()));
-        match prior {
-            Some(prior) => {
-                value.push(1);
-                value.extend_from_slice(&prior);
-            }
-            None => value.push(0),
-        }
-        txn.put(
-            STATE_NAMESPACE,
-            base.clone()
-                .with(UNDO_ENTRY)
-                .with(namespace.as_bytes())
-                .with(key.as_bytes()),
-            value,
-        )?;
-    }
+    let undo = undo.iter().map(|(namespace, key, prior)| {
+        (
+            namespace.as_str(),
+            key,
+            prior.as_ref().map(|p| p.as_slice()),
+        )
+    });
+    write_state(txn, STATE_NAMESPACE, &base, prefix_entries, undo)?;
     txn.put(META_NAMESPACE, base, codec::encode(meta)?)?;
     Ok(())
 }
@@ -237,43 +220,91 @@ pub(crate) fn contents(
     group: &GroupId,
     epoch: u64,
 ) -> Result<(Vec<(Key, Vec<u8>)>, Vec<(String, Key, Option<Vec<u8>>)>), MlsError> {
-    let corrupted = |reason| MlsError::corrupted(STATE_NAMESPACE, reason);
-    let base = epoch_key(group, epoch);
+    read_state(txn, STATE_NAMESPACE, &epoch_key(group, epoch))
+}
+
+/// Writes a kept group state under `base` in `namespace`: `[base, "p", key]` → an entry of the
+/// group's OpenMLS prefix, `[base, "u", namespace, key]` → a value outside it (`0` absent,
+/// `1 ‖ value`).
+fn write_state<'a>(
+    txn: &mut Transaction,
+    namespace: &str,
+    base: &Key,
+    prefix: &[(Key, Vec<u8>)],
+    outside: impl IntoIterator<Item = (&'a str, &'a Key, Option<&'a [u8]>)>,
+) -> Result<(), MlsError> {
+    for (key, value) in prefix {
+        txn.put(
+            namespace,
+            base.clone().with(PREFIX_ENTRY).with(key.as_bytes()),
+            value.clone(),
+        )?;
+    }
+    for (outside_namespace, key, value) in outside {
+        let mut stored = Vec::with_capacity(1 + value.map_or(0, <[u8]>::len));
+        match value {
+            Some(value) => {
+                stored.push(1);
+                stored.extend_from_slice(value);
+            }
+            None => stored.push(0),
+        }
+        txn.put(
+            namespace,
+            base.clone()
+                .with(UNDO_ENTRY)
+                .with(outside_namespace.as_bytes())
+                .with(key.as_bytes()),
+            stored,
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads what [`write_state`] wrote under `base` (other entry kinds under it are skipped only
+/// if they are [`OWN_META_ENTRY`]).
+#[allow(clippy::type_complexity)]
+fn read_state(
+    txn: &Transaction,
+    namespace: &'static str,
+    base: &Key,
+) -> Result<(Vec<(Key, Vec<u8>)>, Vec<(String, Key, Option<Vec<u8>>)>), MlsError> {
+    let corrupted = |reason| MlsError::corrupted(namespace, reason);
+    let depth = base.segments().count();
     let mut prefix = Vec::new();
-    let mut undo = Vec::new();
-    for (key, value) in txn.scan_prefix(STATE_NAMESPACE, &base)? {
-        let mut segments = key.segments().skip(2);
+    let mut outside = Vec::new();
+    for (key, value) in txn.scan_prefix(namespace, base)? {
+        let mut segments = key.segments().skip(depth);
         match segments.next() {
             Some(PREFIX_ENTRY) => {
                 let original = segments
                     .next()
-                    .ok_or_else(|| corrupted("snapshot entry has no key"))?;
-                let original =
-                    Key::from_encoded(original).map_err(|_| corrupted("snapshot key malformed"))?;
+                    .and_then(|k| Key::from_encoded(k).ok())
+                    .ok_or_else(|| corrupted("state entry has no valid key"))?;
                 prefix.push((original, value));
             }
             Some(UNDO_ENTRY) => {
-                let namespace = segments
+                let outside_namespace = segments
                     .next()
                     .and_then(|n| std::str::from_utf8(n).ok())
-                    .ok_or_else(|| corrupted("undo entry has no namespace"))?
+                    .ok_or_else(|| corrupted("outside entry has no namespace"))?
                     .to_owned();
                 let original = segments
                     .next()
-                    .ok_or_else(|| corrupted("undo entry has no key"))?;
-                let original =
-                    Key::from_encoded(original).map_err(|_| corrupted("undo key malformed"))?;
-                let prior = match value.split_first() {
+                    .and_then(|k| Key::from_encoded(k).ok())
+                    .ok_or_else(|| corrupted("outside entry has no valid key"))?;
+                let value = match value.split_first() {
                     Some((0, [])) => None,
                     Some((1, rest)) => Some(rest.to_vec()),
-                    _ => return Err(corrupted("undo entry value malformed")),
+                    _ => return Err(corrupted("outside entry value malformed")),
                 };
-                undo.push((namespace, original, prior));
+                outside.push((outside_namespace, original, value));
             }
-            _ => return Err(corrupted("snapshot entry of unknown kind")),
+            Some(OWN_META_ENTRY) => {}
+            _ => return Err(corrupted("state entry of unknown kind")),
         }
     }
-    Ok((prefix, undo))
+    Ok((prefix, outside))
 }
 
 /// Deletes the snapshot of `epoch` and its candidates. What an own commit of that epoch
@@ -323,6 +354,20 @@ pub(crate) struct OwnResult {
     pub(crate) outside: Vec<(String, Key, Option<Vec<u8>>)>,
 }
 
+impl Drop for OwnResult {
+    fn drop(&mut self) {
+        // The state holds the epoch's secrets.
+        for (_, value) in &mut self.prefix {
+            zeroize::Zeroize::zeroize(value);
+        }
+        for (_, _, value) in &mut self.outside {
+            if let Some(value) = value {
+                zeroize::Zeroize::zeroize(value);
+            }
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct OwnResultMeta {
     rank: CommitRank,
@@ -348,32 +393,11 @@ pub(crate) fn store_own_result(
             intent: result.intent.clone(),
         })?,
     )?;
-    for (key, value) in &result.prefix {
-        txn.put(
-            OWN_RESULT_NAMESPACE,
-            base.clone().with(PREFIX_ENTRY).with(key.as_bytes()),
-            value.clone(),
-        )?;
-    }
-    for (namespace, key, value) in &result.outside {
-        let mut stored = Vec::with_capacity(1 + value.as_ref().map_or(0, Vec::len));
-        match value {
-            Some(value) => {
-                stored.push(1);
-                stored.extend_from_slice(value);
-            }
-            None => stored.push(0),
-        }
-        txn.put(
-            OWN_RESULT_NAMESPACE,
-            base.clone()
-                .with(UNDO_ENTRY)
-                .with(namespace.as_bytes())
-                .with(key.as_bytes()),
-            stored,
-        )?;
-    }
-    Ok(())
+    let outside = result
+        .outside
+        .iter()
+        .map(|(namespace, key, value)| (namespace.as_str(), key, value.as_deref()));
+    write_state(txn, OWN_RESULT_NAMESPACE, &base, &result.prefix, outside)
 }
 
 /// What an own commit out of `epoch` produced, if kept.
@@ -382,50 +406,18 @@ pub(crate) fn own_result(
     group: &GroupId,
     epoch: u64,
 ) -> Result<Option<OwnResult>, MlsError> {
-    let corrupted = |reason| MlsError::corrupted(OWN_RESULT_NAMESPACE, reason);
     let base = epoch_key(group, epoch);
     let Some(meta) = txn.get(OWN_RESULT_NAMESPACE, &base.clone().with(OWN_META_ENTRY))? else {
         return Ok(None);
     };
     let meta: OwnResultMeta = codec::decode(OWN_RESULT_NAMESPACE, &meta)?;
-    let mut result = OwnResult {
+    let (prefix, outside) = read_state(txn, OWN_RESULT_NAMESPACE, &base)?;
+    Ok(Some(OwnResult {
         rank: meta.rank,
         intent: meta.intent,
-        prefix: Vec::new(),
-        outside: Vec::new(),
-    };
-    for (key, value) in txn.scan_prefix(OWN_RESULT_NAMESPACE, &base)? {
-        let mut segments = key.segments().skip(2);
-        match segments.next() {
-            Some(OWN_META_ENTRY) => {}
-            Some(PREFIX_ENTRY) => {
-                let original = segments
-                    .next()
-                    .and_then(|k| Key::from_encoded(k).ok())
-                    .ok_or_else(|| corrupted("own result entry has no key"))?;
-                result.prefix.push((original, value));
-            }
-            Some(UNDO_ENTRY) => {
-                let namespace = segments
-                    .next()
-                    .and_then(|n| std::str::from_utf8(n).ok())
-                    .ok_or_else(|| corrupted("own result entry has no namespace"))?
-                    .to_owned();
-                let original = segments
-                    .next()
-                    .and_then(|k| Key::from_encoded(k).ok())
-                    .ok_or_else(|| corrupted("own result entry has no key"))?;
-                let value = match value.split_first() {
-                    Some((0, [])) => None,
-                    Some((1, rest)) => Some(rest.to_vec()),
-                    _ => return Err(corrupted("own result value malformed")),
-                };
-                result.outside.push((namespace, original, value));
-            }
-            _ => return Err(corrupted("own result entry of unknown kind")),
-        }
-    }
-    Ok(Some(result))
+        prefix,
+        outside,
+    }))
 }
 
 /// Records an application message this device encrypted in `epoch`.

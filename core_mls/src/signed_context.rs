@@ -69,6 +69,12 @@ pub(crate) struct Unverified<T> {
     pub(crate) signature: Vec<u8>,
 }
 
+/// A signed context split into its body and the signature that ends it.
+fn split_signature(context: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body_len = context.len().checked_sub(SIGNATURE_LEN)?;
+    Some(context.split_at(body_len))
+}
+
 /// The body of a commit claim (before the signature).
 fn claim_body(commit_ref: &[u8]) -> Option<Vec<u8>> {
     let len = u8::try_from(commit_ref.len()).ok()?;
@@ -99,8 +105,7 @@ pub(crate) fn decode_claim(
     group_id: &[u8],
     epoch: u64,
 ) -> Option<Unverified<Vec<u8>>> {
-    let body_len = context.len().checked_sub(SIGNATURE_LEN)?;
-    let (body, signature) = context.split_at(body_len);
+    let (body, signature) = split_signature(context)?;
     let rest = body.strip_prefix(&CLAIM_MAGIC)?;
     let (version, rest) = rest.split_first()?;
     let (len, commit_ref) = rest.split_first()?;
@@ -154,8 +159,7 @@ pub(crate) fn decode_history(
     group_id: &[u8],
     epoch: u64,
 ) -> Option<Unverified<BranchHistory>> {
-    let body_len = context.len().checked_sub(SIGNATURE_LEN)?;
-    let (body, signature) = context.split_at(body_len);
+    let (body, signature) = split_signature(context)?;
     let mut reader = Reader(body.strip_prefix(&HISTORY_MAGIC)?);
     if reader.u8()? != VERSION {
         return None;
