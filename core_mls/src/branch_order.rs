@@ -1,6 +1,7 @@
 //! How branches of a group are told apart and ordered: the branch tag every message carries,
-//! and the smallest-commit-ref rule applied to two branch histories (what a device that already
-//! holds a group uses to judge a second Welcome). Pure functions; `fork_resolution` uses them.
+//! the fork rule that picks one commit among those made in one epoch ([`winner`]; its argument
+//! is in `fork_resolution`), and that rule applied to two branch histories (what a device that
+//! already holds a group uses to judge a second Welcome). Pure functions.
 //!
 //! # Wire format of the branch tag
 //!

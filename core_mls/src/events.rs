@@ -234,8 +234,9 @@ pub enum Event {
         /// How many.
         count: usize,
     },
-    /// A competing commit for an earlier epoch had a smaller commit ref than the one this device
-    /// had merged: the group was rolled back to that epoch and moved onto the winning branch.
+    /// A competing commit for an earlier epoch won over the one this device had merged (the
+    /// fork rule, over every commit of that epoch seen so far): the group was rolled back to
+    /// that epoch and moved onto the winning branch.
     /// What this device did on the abandoned branch was re-issued there (see the fields).
     CommitSuperseded {
         /// The group.

@@ -19,8 +19,9 @@
 //! recipient devices and [`Event`]s. The network layer (or the demo, or a test) drives it, and
 //! calls [`MlsClient::tick`] when [`MlsClient::next_deadline`] says (see [Time](#time)). It
 //! does not assume that anything orders the commits of an epoch: two members committing at
-//! once is resolved by a rule every member applies alike (the smaller commit ref wins; see
-//! `fork_resolution` and docs/ARCHITECTURE.md).
+//! once is resolved by a rule every member applies alike, which no member can play by choosing
+//! what its commit contains (a commit that removes the other committer wins, then a per-epoch
+//! priority of the committer; see `fork_resolution` and docs/ARCHITECTURE.md).
 //!
 //! # Design
 //!

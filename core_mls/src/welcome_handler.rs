@@ -10,8 +10,9 @@
 //! A Welcome for a group this device already holds replaces the held state in two cases only
 //! (see `fork_resolution`): it re-uses the single-use key package this device joined with, at
 //! a later epoch — a member re-added us on the winning branch after the commit that first added
-//! us lost; or it is for the same epoch with a smaller commit ref — two members added us
-//! concurrently. Otherwise it is [`MlsError::AlreadyJoined`]. A Welcome for a group we were
+//! us lost; or its branch wins by the fork rule at the first epoch where the two branches differ
+//! — two members added us concurrently (with no common epoch, a window of 0: the same epoch and
+//! a smaller commit ref). Otherwise it is [`MlsError::AlreadyJoined`]. A Welcome for a group we were
 //! removed from, from a branch that lost to one we kept a snapshot of, is
 //! [`MlsError::OtherBranch`].
 
@@ -34,7 +35,7 @@ use spacepanda_core::Key;
 
 /// Where this device joined a group from: kept so that a later Welcome for the same group can
 /// be recognised as a re-add on the winning branch (same key package, later epoch) or as a
-/// concurrent add with a smaller commit ref (same epoch).
+/// concurrent add that wins (same epoch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct JoinRecord {
     epoch: u64,
