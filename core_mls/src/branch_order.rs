@@ -162,8 +162,18 @@ pub(crate) fn winner(candidates: &[CommitRank]) -> Option<&CommitRank> {
         .min_by(|a, b| (a.priority, &a.commit_ref).cmp(&(b.priority, &b.commit_ref)))
 }
 
-/// A branch over the fork window: for each epoch, the commit that ended it.
-pub(crate) type BranchHistory = Vec<(u64, CommitRank)>;
+/// What a branch says of one epoch: the commit that ended it, and the other commits of that
+/// epoch it judged (they lost there, but the winner is a function of the whole set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EpochBranch {
+    /// The commit merged out of the epoch on this branch.
+    pub(crate) merged: CommitRank,
+    /// The other commits of the epoch judged on this branch.
+    pub(crate) others: Vec<CommitRank>,
+}
+
+/// A branch over the fork window, epoch by epoch.
+pub(crate) type BranchHistory = Vec<(u64, EpochBranch)>;
 
 /// How a Welcome's branch relates to the branch this device holds the group on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,25 +191,38 @@ pub(crate) enum BranchOrder {
     Disjoint,
 }
 
-/// Applies the rule to two branch histories at the first epoch where they differ;
-/// `our_epoch` and `their_epoch` are the epochs the two states are at.
+/// Applies the rule to two branch histories at the first epoch where they differ, over every
+/// commit of that epoch either side judged; `our_epoch` and `their_epoch` are the epochs the
+/// two states are at. If a third commit wins there, neither branch is the winner's: ours is
+/// kept (a Welcome from the winning branch replaces it when it comes).
 pub(crate) fn compare_branches(
-    ours: &[(u64, CommitRank)],
+    ours: &[(u64, EpochBranch)],
     our_epoch: u64,
-    theirs: &[(u64, CommitRank)],
+    theirs: &[(u64, EpochBranch)],
     their_epoch: u64,
 ) -> BranchOrder {
-    let ours: std::collections::BTreeMap<u64, &CommitRank> =
-        ours.iter().map(|(e, r)| (*e, r)).collect();
+    let ours: std::collections::BTreeMap<u64, &EpochBranch> =
+        ours.iter().map(|(e, b)| (*e, b)).collect();
     let mut common = false;
-    let mut theirs_sorted: Vec<&(u64, CommitRank)> = theirs.iter().collect();
+    let mut theirs_sorted: Vec<&(u64, EpochBranch)> = theirs.iter().collect();
     theirs_sorted.sort_by_key(|(e, _)| *e);
-    for (epoch, their_rank) in theirs_sorted {
-        if let Some(our_rank) = ours.get(epoch) {
+    for (epoch, their_branch) in theirs_sorted {
+        if let Some(our_branch) = ours.get(epoch) {
             common = true;
-            if our_rank.commit_ref != their_rank.commit_ref {
-                let pair = [(*our_rank).clone(), their_rank.clone()];
-                return if winner(&pair) == Some(their_rank) {
+            if our_branch.merged.commit_ref != their_branch.merged.commit_ref {
+                let mut set: Vec<CommitRank> = Vec::new();
+                for rank in [&our_branch.merged, &their_branch.merged]
+                    .into_iter()
+                    .chain(&our_branch.others)
+                    .chain(&their_branch.others)
+                {
+                    if !set.iter().any(|known| known.commit_ref == rank.commit_ref) {
+                        set.push(rank.clone());
+                    }
+                }
+                return if winner(&set).map(|w| &w.commit_ref)
+                    == Some(&their_branch.merged.commit_ref)
+                {
                     BranchOrder::TheirsWins
                 } else {
                     BranchOrder::OursWins
@@ -233,8 +256,48 @@ mod tests {
         // Priority follows the ref here, so the smaller ref is the higher priority.
         entries
             .iter()
-            .map(|(e, r)| (*e, rank(*r, u32::from(*r), &[], *r)))
+            .map(|(e, r)| {
+                let merged = rank(*r, u32::from(*r), &[], *r);
+                (
+                    *e,
+                    EpochBranch {
+                        merged,
+                        others: Vec::new(),
+                    },
+                )
+            })
             .collect()
+    }
+
+    #[test]
+    fn a_third_commit_either_side_judged_decides_too() {
+        // Ours merged a (priority 5), theirs merged b (priority 9); we also judged c, which
+        // removes a's committer: over the set, b wins.
+        let a = rank(1, 1, &[], 5);
+        let b = rank(2, 2, &[], 9);
+        let c = rank(3, 3, &[1], 200);
+        let ours = vec![(
+            4,
+            EpochBranch {
+                merged: a,
+                others: vec![c],
+            },
+        )];
+        let theirs = vec![(
+            4,
+            EpochBranch {
+                merged: b,
+                others: Vec::new(),
+            },
+        )];
+        assert_eq!(
+            compare_branches(&ours, 5, &theirs, 5),
+            BranchOrder::TheirsWins
+        );
+        assert_eq!(
+            compare_branches(&theirs, 5, &ours, 5),
+            BranchOrder::OursWins
+        );
     }
 
     #[test]

@@ -3,22 +3,20 @@
 //! earlier one that wins again, or our own (put back from the state it produced, since OpenMLS
 //! cannot process a device's own commit).
 
-use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
-use zeroize::Zeroizing;
+use openmls::prelude::ProtocolMessage;
 
 use crate::branch_order::{self, CommitRank};
 use crate::client::MlsClient;
 use crate::deferred_sends;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots::{self, Candidate, OwnResult, SnapshotMeta};
+use crate::epoch_snapshots::{self, Candidate, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::fork_resolution::{Abandoned, SUPERSEDED_COUNTER, read_counter};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::seen_messages;
-use crate::storage::key_layout::GROUP_NAMESPACE;
 use spacepanda_core::Key;
 
 /// A competing commit processed on its restored epoch, in a step not yet kept or undone.
@@ -174,10 +172,11 @@ impl MlsClient {
         revived: Candidate,
         candidates: Vec<Candidate>,
     ) -> Result<Output, MlsError> {
-        if let Some(own) = self.read(|txn| epoch_snapshots::own_result(txn, group, epoch))?
-            && own.rank == revived.rank
+        // A branch this device was on: back to it as it was left.
+        if let Some(output) =
+            self.wake_branch(group, epoch, abandoned_epoch, &revived, &candidates)?
         {
-            return self.revive_own(group, epoch, abandoned_epoch, own, candidates);
+            return Ok(output);
         }
         let decoded = Envelope::from_bytes(&revived.envelope, usize::MAX).and_then(|envelope| {
             let message = crate::message_processor::protocol_message(&envelope)?;
@@ -204,79 +203,50 @@ impl MlsClient {
         }
     }
 
-    /// Moves back onto the branch of our own commit out of `epoch`, which lost and wins the set
-    /// now: OpenMLS cannot process a device's own commit, so the state it produced is put back.
-    fn revive_own(
+    /// Moves back onto the branch this device left at `epoch` with the commit `revived`, if it
+    /// keeps it (see `dormant_branches`); `None` if it does not.
+    fn wake_branch(
         &mut self,
         group: &GroupId,
         epoch: u64,
         abandoned_epoch: Option<u64>,
-        own: OwnResult,
-        candidates: Vec<Candidate>,
-    ) -> Result<Output, MlsError> {
+        revived: &Candidate,
+        candidates: &[Candidate],
+    ) -> Result<Option<Output>, MlsError> {
         let savepoint = self.savepoint()?;
-        let moved = (|| {
-            let meta = self
-                .read(|txn| epoch_snapshots::meta(txn, group, epoch))?
-                .ok_or(MlsError::Internal {
-                    what: "a revived epoch has no snapshot",
-                })?;
-            let (prefix, _) = self.read(|txn| epoch_snapshots::contents(txn, group, epoch))?;
+        let woke = (|| {
             let abandoned = self.restore_snapshot(group, epoch)?;
-            // The snapshot of the epoch, ended by our commit now: its undo entries are what our
-            // commit changes outside the prefix, as they are in the epoch.
-            let mut undo = Vec::with_capacity(own.outside.len());
-            for (namespace, key, _) in &own.outside {
-                let prior = self.read(|txn| Ok(txn.get(namespace, key)?))?;
-                undo.push((namespace.clone(), key.clone(), prior.map(Zeroizing::new)));
-            }
-            let meta = SnapshotMeta {
-                merged: own.rank.clone(),
-                own_commit: Some(own.intent.clone()),
-                ..meta
-            };
-            self.provider.storage().delete_group(&group.to_openmls())?;
-            self.with_txn(|txn| {
-                epoch_snapshots::store(txn, group, epoch, &prefix, undo, &meta)?;
-                epoch_snapshots::store_own_result(txn, group, epoch, &own)?;
-                for (key, value) in &own.prefix {
-                    txn.put(GROUP_NAMESPACE, key.clone(), value.clone())?;
-                }
-                for (namespace, key, value) in &own.outside {
-                    match value {
-                        Some(value) => txn.put(namespace, key.clone(), value.clone())?,
-                        None => txn.delete(namespace, key.clone())?,
-                    }
-                }
-                // It was queued to be made again when it lost: it stands as it was.
-                for (key, queued) in epoch_snapshots::reissues(txn, group)? {
-                    if queued == own.intent {
-                        txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
-                        break;
-                    }
-                }
-                Ok(())
-            })?;
-            self.reload_group(group)?;
-            Ok::<_, MlsError>(abandoned)
+            let woke = self.wake_dormant(group, epoch, &revived.rank.commit_ref)?;
+            Ok::<_, MlsError>((abandoned, woke))
         })();
-        let abandoned = match moved {
-            Ok(abandoned) => abandoned,
+        let abandoned = match woke {
+            Ok((abandoned, true)) => abandoned,
+            Ok((_, false)) => {
+                self.rollback_step(savepoint)?;
+                return Ok(None);
+            }
             Err(error) => {
                 let error = self.attribute(error);
                 self.rollback_step(savepoint)?;
                 return Err(error);
             }
         };
-        let me = self.own_verified_member()?;
+        // Who made the commit, as the branch knows the leaf now (for the event).
+        let winner = self
+            .verified_leaf(
+                group,
+                openmls::prelude::LeafNodeIndex::new(revived.rank.committer),
+            )
+            .ok();
         let moved = Moved {
             savepoint,
             abandoned,
             output: Output::default(),
-            winner: Some(me),
+            winner,
             abandoned_epoch,
         };
-        self.keep_branch(moved, group, epoch, candidates)
+        self.keep_branch(moved, group, epoch, candidates.to_vec())
+            .map(Some)
     }
 
     /// Inside a step of its own: puts `group` back in `epoch` and processes the commit there

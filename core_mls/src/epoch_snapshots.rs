@@ -16,11 +16,9 @@
 //! - [`SENT_LOG_NAMESPACE`] `[group id, epoch, sequence]` → an encoded [`AppMessage`] this
 //!   device encrypted in that epoch;
 //! - [`REISSUE_NAMESPACE`] `[group id, sequence]` → an [`OwnCommit`] (CBOR) to make again on
-//!   the winning branch;
-//! - [`OWN_RESULT_NAMESPACE`] `[group id, epoch, "m"]` → rank and intent of an own commit made
-//!   in that epoch, `[group id, epoch, "p", key]` → the group's prefix right after its merge,
-//!   `[group id, epoch, "u", namespace, key]` → what it wrote outside the prefix (`0` deleted,
-//!   `1 ‖ value`): the state to go back to if our commit loses and later wins again.
+//!   the winning branch.
+//!
+//! Branches this device left are kept by `dormant_branches`.
 //!
 //! Metadata lives apart from the (large) state so that listing snapshots reads no state.
 
@@ -44,8 +42,6 @@ pub(crate) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
 pub(crate) const REISSUE_NAMESPACE: &str = "fork_reissue";
 /// The commits judged in each kept epoch (see [`candidates`]).
 pub(crate) const CANDIDATES_NAMESPACE: &str = "fork_candidates";
-/// What own commits produced (see [`OwnResult`]).
-pub(crate) const OWN_RESULT_NAMESPACE: &str = "fork_own_result";
 
 const PREFIX_ENTRY: &[u8] = b"p";
 const UNDO_ENTRY: &[u8] = b"u";
@@ -127,11 +123,11 @@ pub(crate) fn set_candidates(
     Ok(())
 }
 
-fn epoch_key(group: &GroupId, epoch: u64) -> Key {
+pub(crate) fn epoch_key(group: &GroupId, epoch: u64) -> Key {
     Key::from_segments([group.as_slice(), &epoch.to_be_bytes()])
 }
 
-fn epoch_of(key: &Key) -> Option<u64> {
+pub(crate) fn epoch_of(key: &Key) -> Option<u64> {
     let segment = key.segments().nth(1)?;
     Some(u64::from_be_bytes(segment.try_into().ok()?))
 }
@@ -226,7 +222,7 @@ pub(crate) fn contents(
 /// Writes a kept group state under `base` in `namespace`: `[base, "p", key]` → an entry of the
 /// group's OpenMLS prefix, `[base, "u", namespace, key]` → a value outside it (`0` absent,
 /// `1 ‖ value`).
-fn write_state<'a>(
+pub(crate) fn write_state<'a>(
     txn: &mut Transaction,
     namespace: &str,
     base: &Key,
@@ -261,10 +257,9 @@ fn write_state<'a>(
     Ok(())
 }
 
-/// Reads what [`write_state`] wrote under `base` (other entry kinds under it are skipped only
-/// if they are [`OWN_META_ENTRY`]).
+/// Reads what [`write_state`] wrote under `base`.
 #[allow(clippy::type_complexity)]
-fn read_state(
+pub(crate) fn read_state(
     txn: &Transaction,
     namespace: &'static str,
     base: &Key,
@@ -300,16 +295,13 @@ fn read_state(
                 };
                 outside.push((outside_namespace, original, value));
             }
-            Some(OWN_META_ENTRY) => {}
             _ => return Err(corrupted("state entry of unknown kind")),
         }
     }
     Ok((prefix, outside))
 }
 
-/// Deletes the snapshot of `epoch` and its candidates. What an own commit of that epoch
-/// produced is kept (a rollback to `epoch` may still lead back to it); [`expire`] drops it with
-/// the window.
+/// Deletes the snapshot of `epoch` and its candidates.
 pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
     let base = epoch_key(group, epoch);
     txn.delete_prefix(STATE_NAMESPACE, &base)?;
@@ -318,106 +310,11 @@ pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Resu
     Ok(())
 }
 
-/// Deletes the snapshot of `epoch` and what an own commit of it produced: no rollback can
-/// reach that epoch any more.
+/// Deletes the snapshot of `epoch` and the branches left from it (`dormant_branches`): no
+/// rollback can reach that epoch any more.
 pub(crate) fn expire(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
     delete(txn, group, epoch)?;
-    txn.delete_prefix(OWN_RESULT_NAMESPACE, &epoch_key(group, epoch))?;
-    Ok(())
-}
-
-/// Drops what own commits produced in epochs of `group` that have no snapshot any more.
-pub(crate) fn drop_orphan_own_results(
-    txn: &mut Transaction,
-    group: &GroupId,
-) -> Result<(), MlsError> {
-    let kept: Vec<u64> = metas(txn, group)?.into_iter().map(|(e, _)| e).collect();
-    for (key, _) in txn.scan_prefix(OWN_RESULT_NAMESPACE, &Key::from_segment(group.as_slice()))? {
-        if epoch_of(&key).is_none_or(|epoch| !kept.contains(&epoch)) {
-            txn.delete(OWN_RESULT_NAMESPACE, key)?;
-        }
-    }
-    Ok(())
-}
-
-/// What one of our commits produced, kept so that this device can go back to it: OpenMLS
-/// cannot process a device's own commit, so when ours lost and then wins again (the set's
-/// winner changed), the state it produced is put back instead.
-pub(crate) struct OwnResult {
-    /// The commit's rank.
-    pub(crate) rank: CommitRank,
-    /// Its intent.
-    pub(crate) intent: OwnCommit,
-    /// The group's OpenMLS prefix right after the merge.
-    pub(crate) prefix: Vec<(Key, Vec<u8>)>,
-    /// What the commit and its merge wrote outside the prefix: `(namespace, key, value)`.
-    pub(crate) outside: Vec<(String, Key, Option<Vec<u8>>)>,
-}
-
-impl Drop for OwnResult {
-    fn drop(&mut self) {
-        // The state holds the epoch's secrets.
-        for (_, value) in &mut self.prefix {
-            zeroize::Zeroize::zeroize(value);
-        }
-        for (_, _, value) in &mut self.outside {
-            if let Some(value) = value {
-                zeroize::Zeroize::zeroize(value);
-            }
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct OwnResultMeta {
-    rank: CommitRank,
-    intent: OwnCommit,
-}
-
-const OWN_META_ENTRY: &[u8] = b"m";
-
-/// Stores what an own commit out of `epoch` produced (see [`OwnResult`]).
-pub(crate) fn store_own_result(
-    txn: &mut Transaction,
-    group: &GroupId,
-    epoch: u64,
-    result: &OwnResult,
-) -> Result<(), MlsError> {
-    let base = epoch_key(group, epoch);
-    txn.delete_prefix(OWN_RESULT_NAMESPACE, &base)?;
-    txn.put(
-        OWN_RESULT_NAMESPACE,
-        base.clone().with(OWN_META_ENTRY),
-        codec::encode(&OwnResultMeta {
-            rank: result.rank.clone(),
-            intent: result.intent.clone(),
-        })?,
-    )?;
-    let outside = result
-        .outside
-        .iter()
-        .map(|(namespace, key, value)| (namespace.as_str(), key, value.as_deref()));
-    write_state(txn, OWN_RESULT_NAMESPACE, &base, &result.prefix, outside)
-}
-
-/// What an own commit out of `epoch` produced, if kept.
-pub(crate) fn own_result(
-    txn: &Transaction,
-    group: &GroupId,
-    epoch: u64,
-) -> Result<Option<OwnResult>, MlsError> {
-    let base = epoch_key(group, epoch);
-    let Some(meta) = txn.get(OWN_RESULT_NAMESPACE, &base.clone().with(OWN_META_ENTRY))? else {
-        return Ok(None);
-    };
-    let meta: OwnResultMeta = codec::decode(OWN_RESULT_NAMESPACE, &meta)?;
-    let (prefix, outside) = read_state(txn, OWN_RESULT_NAMESPACE, &base)?;
-    Ok(Some(OwnResult {
-        rank: meta.rank,
-        intent: meta.intent,
-        prefix,
-        outside,
-    }))
+    crate::dormant_branches::forget_epoch(txn, group, epoch)
 }
 
 /// Records an application message this device encrypted in `epoch`.

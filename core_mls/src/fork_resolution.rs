@@ -67,7 +67,7 @@
 use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::Key;
 
-use crate::branch_order::CommitRank;
+use crate::branch_order::EpochBranch;
 pub(crate) use crate::branch_order::{
     BranchHistory, BranchOrder, branch_tag, compare_branches, message_tag, priority, tag_matches,
     tag_outgoing,
@@ -142,10 +142,22 @@ impl MlsClient {
     /// This device's branch of `group` over the fork window: the commit refs of the snapshots it
     /// keeps, and before those what the Welcome it joined with said (the epochs it was not in).
     pub(crate) fn branch_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
-        let mut history: std::collections::BTreeMap<u64, CommitRank> =
+        let mut history: std::collections::BTreeMap<u64, EpochBranch> =
             self.joined_history(group)?.into_iter().collect();
         for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
-            history.insert(epoch, meta.merged);
+            let others = self
+                .read(|txn| epoch_snapshots::candidates(txn, group, epoch))?
+                .into_iter()
+                .map(|c| c.rank)
+                .filter(|rank| rank.commit_ref != meta.merged.commit_ref)
+                .collect();
+            history.insert(
+                epoch,
+                EpochBranch {
+                    merged: meta.merged,
+                    others,
+                },
+            );
         }
         Ok(history.into_iter().collect())
     }
@@ -336,6 +348,8 @@ impl MlsClient {
         group: &GroupId,
         epoch: u64,
     ) -> Result<Abandoned, MlsError> {
+        // The branch being left may win again: it is kept as it is (see `dormant_branches`).
+        self.keep_dormant(group, epoch)?;
         let metas = self.read(|txn| epoch_snapshots::metas(txn, group))?;
         let mut own_commits = Vec::new();
         // Newest first: each undo puts back what its merge found.

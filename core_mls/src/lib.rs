@@ -159,6 +159,7 @@ mod config;
 mod deadlines;
 mod deferred_sends;
 mod delivery;
+mod dormant_branches;
 mod engine_crypto;
 pub mod envelope;
 mod epoch_buffer;

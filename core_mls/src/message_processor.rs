@@ -503,7 +503,7 @@ impl MlsClient {
         Ok(output)
     }
 
-    fn verified_leaf(
+    pub(crate) fn verified_leaf(
         &mut self,
         group: &GroupId,
         index: LeafNodeIndex,

@@ -19,9 +19,10 @@
 //! BranchHistory (context of a Welcome) {
 //!     opaque magic[4] = "SPbh"; uint8 version = 1;
 //!     uint16 count;
-//!     struct { uint64 epoch; uint8 ref_len; opaque commit_ref[ref_len]; uint32 committer;
-//!              opaque priority[16]; uint16 removes_count; uint32 removes[removes_count]; }
-//!         entries[count];
+//!     struct { uint64 epoch; Rank merged; uint16 others_count; Rank others[others_count]; }
+//!         entries[count];     // Rank: uint8 ref_len; opaque commit_ref[ref_len];
+//!                             //   uint32 committer; opaque priority[16];
+//!                             //   uint16 removes_count; uint32 removes[removes_count]
 //!     opaque signature[64];   // Ed25519 over "spacepanda branch history v1" ‖ u64 BE
 //!                             //   len(group id) ‖ group id ‖ u64 BE epoch ‖ everything above
 //!                             //   the signature
@@ -35,7 +36,7 @@
 use openmls::prelude::{OpenMlsProvider as _, SignatureScheme};
 use openmls_traits::crypto::OpenMlsCrypto as _;
 
-use crate::branch_order::{BranchHistory, CommitRank, PRIORITY_LEN};
+use crate::branch_order::{BranchHistory, CommitRank, EpochBranch, PRIORITY_LEN};
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
@@ -119,24 +120,51 @@ pub(crate) fn decode_claim(
     })
 }
 
-fn history_body(history: &[(u64, CommitRank)]) -> Option<Vec<u8>> {
+fn history_body(history: &[(u64, EpochBranch)]) -> Option<Vec<u8>> {
     let count = u16::try_from(history.len()).ok()?;
     let mut body = Vec::new();
     body.extend_from_slice(&HISTORY_MAGIC);
     body.push(VERSION);
     body.extend_from_slice(&count.to_be_bytes());
-    for (epoch, rank) in history {
+    for (epoch, branch) in history {
         body.extend_from_slice(&epoch.to_be_bytes());
-        body.push(u8::try_from(rank.commit_ref.len()).ok()?);
-        body.extend_from_slice(&rank.commit_ref);
-        body.extend_from_slice(&rank.committer.to_be_bytes());
-        body.extend_from_slice(&rank.priority);
-        body.extend_from_slice(&u16::try_from(rank.removes.len()).ok()?.to_be_bytes());
-        for removed in &rank.removes {
-            body.extend_from_slice(&removed.to_be_bytes());
+        put_rank(&mut body, &branch.merged)?;
+        body.extend_from_slice(&u16::try_from(branch.others.len()).ok()?.to_be_bytes());
+        for other in &branch.others {
+            put_rank(&mut body, other)?;
         }
     }
     Some(body)
+}
+
+fn put_rank(body: &mut Vec<u8>, rank: &CommitRank) -> Option<()> {
+    body.push(u8::try_from(rank.commit_ref.len()).ok()?);
+    body.extend_from_slice(&rank.commit_ref);
+    body.extend_from_slice(&rank.committer.to_be_bytes());
+    body.extend_from_slice(&rank.priority);
+    body.extend_from_slice(&u16::try_from(rank.removes.len()).ok()?.to_be_bytes());
+    for removed in &rank.removes {
+        body.extend_from_slice(&removed.to_be_bytes());
+    }
+    Some(())
+}
+
+fn read_rank(reader: &mut Reader<'_>) -> Option<CommitRank> {
+    let ref_len = usize::from(reader.u8()?);
+    let commit_ref = reader.take(ref_len)?.to_vec();
+    let committer = u32::from_be_bytes(reader.array()?);
+    let priority: [u8; PRIORITY_LEN] = reader.array()?;
+    let removes_count = reader.u16()?;
+    let mut removes = Vec::with_capacity(usize::from(removes_count).min(64));
+    for _ in 0..removes_count {
+        removes.push(u32::from_be_bytes(reader.array()?));
+    }
+    Some(CommitRank {
+        commit_ref,
+        committer,
+        removes,
+        priority,
+    })
 }
 
 /// A branch history, signed with `sign`. `None` if it does not fit the format (more than
@@ -144,7 +172,7 @@ fn history_body(history: &[(u64, CommitRank)]) -> Option<Vec<u8>> {
 pub(crate) fn encode_history(
     group_id: &[u8],
     epoch: u64,
-    history: &[(u64, CommitRank)],
+    history: &[(u64, EpochBranch)],
     sign: impl Fn(&[u8]) -> [u8; SIGNATURE_LEN],
 ) -> Option<Vec<u8>> {
     let mut body = history_body(history)?;
@@ -168,24 +196,13 @@ pub(crate) fn decode_history(
     let mut history = Vec::with_capacity(usize::from(count).min(64));
     for _ in 0..count {
         let entry_epoch = u64::from_be_bytes(reader.array()?);
-        let ref_len = usize::from(reader.u8()?);
-        let commit_ref = reader.take(ref_len)?.to_vec();
-        let committer = u32::from_be_bytes(reader.array()?);
-        let priority: [u8; PRIORITY_LEN] = reader.array()?;
-        let removes_count = reader.u16()?;
-        let mut removes = Vec::with_capacity(usize::from(removes_count).min(64));
-        for _ in 0..removes_count {
-            removes.push(u32::from_be_bytes(reader.array()?));
+        let merged = read_rank(&mut reader)?;
+        let others_count = reader.u16()?;
+        let mut others = Vec::with_capacity(usize::from(others_count).min(16));
+        for _ in 0..others_count {
+            others.push(read_rank(&mut reader)?);
         }
-        history.push((
-            entry_epoch,
-            CommitRank {
-                commit_ref,
-                committer,
-                removes,
-                priority,
-            },
-        ));
+        history.push((entry_epoch, EpochBranch { merged, others }));
     }
     if !reader.0.is_empty() {
         return None;
@@ -315,9 +332,16 @@ mod tests {
         }
     }
 
+    fn branch(r: u8, others: &[u8]) -> EpochBranch {
+        EpochBranch {
+            merged: rank(r),
+            others: others.iter().map(|o| rank(*o)).collect(),
+        }
+    }
+
     #[test]
     fn histories_round_trip_and_the_payload_binds_group_and_epoch() {
-        let history = vec![(3, rank(1)), (4, rank(9))];
+        let history = vec![(3, branch(1, &[])), (4, branch(9, &[2, 7]))];
         let context = encode_history(b"group", 5, &history, fake_sign).unwrap();
         let read = decode_history(&context, b"group", 5).unwrap();
         assert_eq!(read.value, history);

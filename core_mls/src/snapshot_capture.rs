@@ -7,9 +7,9 @@
 use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::{Key, Timestamp};
 
-use crate::branch_order::CommitRank;
+use crate::branch_order::{CommitRank, EpochBranch};
 use crate::client::MlsClient;
-use crate::epoch_snapshots::{self, Candidate, OwnCommit, OwnResult, SnapshotMeta};
+use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::fork_resolution::{LEAVE_NAMESPACE, branch_tag};
 use crate::group_id::GroupId;
@@ -73,25 +73,8 @@ impl MlsClient {
     ) -> Result<(), MlsError> {
         let now = self.now();
         let window = self.config.fork_window_epochs;
-        let own_prefix = match &own_commit {
-            Some(_) if window > 0 => self.provider.storage().group_entries(&group.to_openmls())?,
-            _ => Vec::new(),
-        };
         self.with_txn(|txn| {
             let undo = txn.take_undo_log();
-            if let Some(intent) = own_commit.clone().filter(|_| window > 0) {
-                let mut outside = Vec::with_capacity(undo.len());
-                for (namespace, key, _) in &undo {
-                    outside.push((namespace.clone(), key.clone(), txn.get(namespace, key)?));
-                }
-                let result = OwnResult {
-                    rank: merged.clone(),
-                    intent,
-                    prefix: own_prefix,
-                    outside,
-                };
-                epoch_snapshots::store_own_result(txn, group, start.epoch, &result)?;
-            }
             if window > 0 {
                 let meta = SnapshotMeta {
                     taken_at_ms: now.unix_millis(),
@@ -111,8 +94,8 @@ impl MlsClient {
                     epoch_snapshots::expire(txn, group, epoch)?;
                 }
             }
-            epoch_snapshots::drop_orphan_own_results(txn, group)?;
             let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
+            crate::dormant_branches::forget_before(txn, group, oldest)?;
             // Messages of epochs no kept snapshot precedes can never need sending again.
             epoch_snapshots::prune_sent_through(txn, group, oldest)
         })
@@ -124,7 +107,7 @@ impl MlsClient {
     pub(crate) fn snapshot_as_ended_by(
         &self,
         group: &GroupId,
-        merged: CommitRank,
+        ended: EpochBranch,
     ) -> Result<(), MlsError> {
         if self.config.fork_window_epochs == 0 {
             return Ok(());
@@ -134,18 +117,22 @@ impl MlsClient {
         let meta = SnapshotMeta {
             taken_at_ms: self.now().unix_millis(),
             branch_tag: branch_tag(mls_group),
-            merged: merged.clone(),
+            merged: ended.merged.clone(),
             own_commit: None,
         };
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;
-        // Known from the Welcome's history only: it cannot be processed again here.
-        let merged = Candidate {
-            rank: merged,
-            envelope: Vec::new(),
-        };
+        // Known from the Welcome's history only: they cannot be processed again here, but they
+        // count in the set a later competing commit is judged against.
+        let candidates: Vec<Candidate> = std::iter::once(ended.merged)
+            .chain(ended.others)
+            .map(|rank| Candidate {
+                rank,
+                envelope: Vec::new(),
+            })
+            .collect();
         self.with_txn(|txn| {
             epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta)?;
-            epoch_snapshots::set_candidates(txn, group, epoch, &[merged])
+            epoch_snapshots::set_candidates(txn, group, epoch, &candidates)
         })
     }
 
@@ -164,10 +151,10 @@ impl MlsClient {
             }
             touched.dedup();
             for group in touched {
-                epoch_snapshots::drop_orphan_own_results(txn, &group)?;
                 let oldest = epoch_snapshots::metas(txn, &group)?
                     .first()
                     .map(|(e, _)| *e);
+                crate::dormant_branches::forget_before(txn, &group, oldest)?;
                 epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
             }
             // A leave request outlives the group only while a rollback could restore it.

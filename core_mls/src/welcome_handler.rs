@@ -195,7 +195,7 @@ impl MlsClient {
             };
             // For a Welcome that says the group went on without us: the commit that ended the
             // epoch we hold, on its branch.
-            let mut ended_by: Option<crate::branch_order::CommitRank> = None;
+            let mut ended_by: Option<crate::branch_order::EpochBranch> = None;
             let replaces = if client.groups.contains_key(&group_id) {
                 let current = client.group(&group_id)?.epoch().as_u64();
                 let ours = client.branch_history(&group_id)?;
@@ -289,9 +289,9 @@ impl MlsClient {
                 let mut kept_from = None;
                 for (kept, meta) in epoch_snapshots::metas(txn, &group_id)? {
                     let on_their_branch = kept < epoch
-                        && theirs
-                            .iter()
-                            .any(|(e, r)| *e == kept && r.commit_ref == meta.merged.commit_ref);
+                        && theirs.iter().any(|(e, b)| {
+                            *e == kept && b.merged.commit_ref == meta.merged.commit_ref
+                        });
                     if on_their_branch {
                         kept_from = kept_from.or(Some(kept));
                     } else {

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use core_identity::IdentityStore;
-use core_mls::{Disposition, MlsClient, MlsError, Output};
+use core_mls::{DeliverySource, Disposition, MlsClient, MlsError, Output};
 use rand::Rng as _;
 use spacepanda_core::Clock;
 
@@ -16,12 +16,19 @@ use crate::world::{Rejection, World, open_store};
 /// Deliveries one flush may make before the network is declared stuck in a loop.
 const MAX_FLUSH_DELIVERIES: usize = 200_000;
 
+/// The network delivers each envelope from the device that sent it, as a libp2p peer would be
+/// named: every device has its own share of a receiver's buffer.
+pub(crate) fn peer_source(device: usize) -> DeliverySource {
+    DeliverySource::new(&(device as u64).to_be_bytes()).expect("eight bytes are a valid source")
+}
+
 impl World {
     /// Hands one envelope to its device and absorbs the result.
     pub(crate) fn deliver(&mut self, item: InFlight) -> Result<(), Failure> {
         let bytes = Rc::clone(&item.bytes);
         let before = self.verbose().then(|| self.state(item.to));
-        let result = self.call(item.to, |c| c.handle_envelope(&bytes));
+        let source = peer_source(item.from);
+        let result = self.call(item.to, |c| c.handle_envelope_from(&bytes, &source));
         match result {
             Ok(output) => {
                 let disposition = output.disposition;

@@ -323,7 +323,8 @@ impl World {
                 None => "nothing in flight for it".to_owned(),
                 Some(item) => {
                     let bytes = std::rc::Rc::clone(&item.bytes);
-                    let result = self.call(device, |c| c.handle_envelope(&bytes));
+                    let source = crate::delivery::peer_source(item.from);
+                    let result = self.call(device, |c| c.handle_envelope_from(&bytes, &source));
                     if let Err(error) = &result {
                         self.envelope_error(&item, error)?;
                     }

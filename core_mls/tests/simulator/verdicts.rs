@@ -90,6 +90,9 @@ pub(crate) fn judge_envelope_error(error: &MlsError) -> EnvelopeVerdict {
             EnvelopeVerdict::Accepted("Welcome for a used key package")
         }
         MlsError::TooManyProposals { .. } => EnvelopeVerdict::Accepted("proposal flood limit"),
+        // A device far behind: what it cannot hold is refused, as junk would be; whether that
+        // keeps it from converging is judged at the end.
+        MlsError::BufferFull { .. } => EnvelopeVerdict::Accepted("buffer full"),
         MlsError::RejectedMessage { .. } => EnvelopeVerdict::Judged,
         _ => EnvelopeVerdict::Fatal,
     }

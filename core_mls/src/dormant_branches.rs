@@ -1,0 +1,211 @@
+//! Branches this device left, kept so that it can go back to one exactly as it left it.
+//!
+//! The fork rule picks the winner of a *set* of commits (see `fork_resolution`), so a device
+//! can leave a branch and later have to return to it: a commit that arrives late removes the
+//! committer that had beaten the branch. Rebuilding the branch would not do. The device may
+//! have processed later commits on it (recorded as seen, never delivered again), made commits
+//! on it itself (which OpenMLS cannot process, and which must not be made a second time: two
+//! commits of one member in one epoch state are an equivocation), and sent messages in it (a
+//! rebuilt state would use the same ratchet generations again). So when a rollback leaves a
+//! branch at a fork epoch, everything the branch holds from that epoch on is kept *dormant*:
+//! the group's state at the head, what its merges changed outside the group's prefix, and its
+//! snapshots with their judged commits. Going back puts all of it back.
+//!
+//! Layout, under namespace [`DORMANT_NAMESPACE`] and base `[group id, fork epoch u64 BE, ref of
+//! the commit the branch merged there]`:
+//! - `[base, "m"]` → CBOR: whether the device held the group at the head, the head's epoch,
+//!   and the metadata and judged commits of each kept snapshot;
+//! - `[base, "h", "p", key]` → an entry of the group's `mls` prefix at the head;
+//!   `[base, "h", "u", namespace, key]` → a value outside the prefix at the head (`0` absent,
+//!   `1 ‖ value`);
+//! - `[base, "s", epoch, "p" | "u", …]` → the state of the branch's snapshot of that epoch.
+//!
+//! Dormant branches are dropped with the snapshot of their fork epoch (the fork window).
+
+use std::collections::BTreeMap;
+
+use openmls::prelude::OpenMlsProvider as _;
+use serde::{Deserialize, Serialize};
+use spacepanda_core::{Key, Transaction};
+use zeroize::Zeroizing;
+
+use crate::client::MlsClient;
+use crate::epoch_snapshots::{self, Candidate, SnapshotMeta, epoch_key};
+use crate::error::MlsError;
+use crate::group_id::GroupId;
+use crate::storage::codec;
+use crate::storage::key_layout::GROUP_NAMESPACE;
+
+/// Namespace of dormant branches.
+pub(crate) const DORMANT_NAMESPACE: &str = "fork_dormant";
+
+const META_ENTRY: &[u8] = b"m";
+const HEAD_ENTRY: &[u8] = b"h";
+const SNAPSHOT_ENTRY: &[u8] = b"s";
+
+#[derive(Serialize, Deserialize)]
+struct DormantMeta {
+    held: bool,
+    head_epoch: u64,
+    snapshots: Vec<(u64, SnapshotMeta, Vec<Candidate>)>,
+}
+
+fn base(group: &GroupId, epoch: u64, merged_ref: &[u8]) -> Key {
+    epoch_key(group, epoch).with(merged_ref)
+}
+
+/// Forgets the branches left at `epoch`.
+pub(crate) fn forget_epoch(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<(), MlsError> {
+    txn.delete_prefix(DORMANT_NAMESPACE, &epoch_key(group, epoch))?;
+    Ok(())
+}
+
+/// Forgets the branches left at epochs before `oldest` (all if `None`: no snapshot is kept, so
+/// no rollback can lead back to any).
+pub(crate) fn forget_before(
+    txn: &mut Transaction,
+    group: &GroupId,
+    oldest: Option<u64>,
+) -> Result<(), MlsError> {
+    for (key, _) in txn.scan_prefix(DORMANT_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        let epoch = epoch_snapshots::epoch_of(&key).unwrap_or(0);
+        if oldest.is_none_or(|oldest| epoch < oldest) {
+            txn.delete(DORMANT_NAMESPACE, key)?;
+        }
+    }
+    Ok(())
+}
+
+impl MlsClient {
+    /// Inside the open transaction, before `group` is put back in `epoch`: keeps the branch it
+    /// is on from that epoch on, under the commit it merged there.
+    pub(crate) fn keep_dormant(&mut self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
+        let metas: Vec<(u64, SnapshotMeta)> = self
+            .read(|txn| epoch_snapshots::metas(txn, group))?
+            .into_iter()
+            .filter(|(e, _)| *e >= epoch)
+            .collect();
+        let Some((_, fork)) = metas.first() else {
+            return Ok(());
+        };
+        let base = base(group, epoch, &fork.merged.commit_ref);
+        let held = self.groups.contains_key(group);
+        let head_epoch = match self.groups.get(group) {
+            Some(state) => state.epoch().as_u64(),
+            None => self.removed_at(group)?.unwrap_or(epoch.saturating_add(1)),
+        };
+        let head_prefix = if held {
+            self.provider.storage().group_entries(&group.to_openmls())?
+        } else {
+            Vec::new()
+        };
+        self.with_txn(|txn| {
+            txn.delete_prefix(DORMANT_NAMESPACE, &base)?;
+            let mut snapshots = Vec::with_capacity(metas.len());
+            // Every key outside the prefix the branch's merges changed, as the head has it.
+            let mut outside: BTreeMap<(String, Key), Option<Vec<u8>>> = BTreeMap::new();
+            for (snapshot_epoch, meta) in &metas {
+                let (prefix, undo) = epoch_snapshots::contents(txn, group, *snapshot_epoch)?;
+                for (namespace, key, _) in &undo {
+                    let now = txn.get(namespace, key)?;
+                    outside.insert((namespace.clone(), key.clone()), now);
+                }
+                let undo = undo
+                    .iter()
+                    .map(|(namespace, key, prior)| (namespace.as_str(), key, prior.as_deref()));
+                let at = base
+                    .clone()
+                    .with(SNAPSHOT_ENTRY)
+                    .with(snapshot_epoch.to_be_bytes());
+                epoch_snapshots::write_state(txn, DORMANT_NAMESPACE, &at, &prefix, undo)?;
+                let candidates = epoch_snapshots::candidates(txn, group, *snapshot_epoch)?;
+                snapshots.push((*snapshot_epoch, meta.clone(), candidates));
+            }
+            let head_outside = outside
+                .iter()
+                .map(|((namespace, key), value)| (namespace.as_str(), key, value.as_deref()));
+            let head = base.clone().with(HEAD_ENTRY);
+            epoch_snapshots::write_state(
+                txn,
+                DORMANT_NAMESPACE,
+                &head,
+                &head_prefix,
+                head_outside,
+            )?;
+            let meta = DormantMeta {
+                held,
+                head_epoch,
+                snapshots,
+            };
+            txn.put(
+                DORMANT_NAMESPACE,
+                base.clone().with(META_ENTRY),
+                codec::encode(&meta)?,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Inside the open transaction, with `group` put back in `epoch`: makes the branch left
+    /// there with the commit `merged_ref` the group's again, as it was left. False if no such
+    /// branch is kept (the device was never on it, or it is older than the window).
+    pub(crate) fn wake_dormant(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        merged_ref: &[u8],
+    ) -> Result<bool, MlsError> {
+        let base = base(group, epoch, merged_ref);
+        let Some(meta) = self.read(|txn| {
+            txn.get(DORMANT_NAMESPACE, &base.clone().with(META_ENTRY))?
+                .map(|bytes| codec::decode::<DormantMeta>(DORMANT_NAMESPACE, &bytes))
+                .transpose()
+        })?
+        else {
+            return Ok(false);
+        };
+        self.provider.storage().delete_group(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            let (prefix, outside) = epoch_snapshots::read_state(
+                txn,
+                DORMANT_NAMESPACE,
+                &base.clone().with(HEAD_ENTRY),
+            )?;
+            for (key, value) in prefix {
+                txn.put(GROUP_NAMESPACE, key, value)?;
+            }
+            for (namespace, key, value) in outside {
+                match value {
+                    Some(value) => txn.put(&namespace, key, value)?,
+                    None => txn.delete(&namespace, key)?,
+                }
+            }
+            for (snapshot_epoch, snapshot_meta, candidates) in &meta.snapshots {
+                let at = base
+                    .clone()
+                    .with(SNAPSHOT_ENTRY)
+                    .with(snapshot_epoch.to_be_bytes());
+                let (prefix, undo) = epoch_snapshots::read_state(txn, DORMANT_NAMESPACE, &at)?;
+                let undo = undo
+                    .into_iter()
+                    .map(|(namespace, key, prior)| (namespace, key, prior.map(Zeroizing::new)))
+                    .collect();
+                epoch_snapshots::store(txn, group, *snapshot_epoch, &prefix, undo, snapshot_meta)?;
+                epoch_snapshots::set_candidates(txn, group, *snapshot_epoch, candidates)?;
+            }
+            txn.delete_prefix(DORMANT_NAMESPACE, &base)?;
+            Ok(())
+        })?;
+        if !meta.held {
+            // Left while removed on that branch: removed again.
+            self.forget_group(group)?;
+            self.mark_removed(group, meta.head_epoch)?;
+        }
+        self.reload_group(group)?;
+        Ok(true)
+    }
+}
