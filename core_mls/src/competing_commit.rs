@@ -1,7 +1,7 @@
 //! Judging a competing commit: the rule of `fork_resolution` applied to every commit judged in
-//! one kept epoch, and the step that moves the group onto the winner's branch — this commit, an
-//! earlier one that wins again, or our own (put back from the state it produced, since OpenMLS
-//! cannot process a device's own commit).
+//! one kept epoch, and the step that moves the group onto the winner's branch — this commit, a
+//! branch this device left and now goes back to as it left it (`dormant_branches`), or an
+//! earlier loser it never merged, processed now.
 
 use openmls::prelude::ProtocolMessage;
 

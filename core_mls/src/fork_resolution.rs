@@ -24,7 +24,8 @@
 //! - *The winner is a function of the set, not of arrival order.* Pairwise comparison with
 //!   step 1 is not transitive (a removes b, b outranks c, c outranks a), so each kept epoch
 //!   stores every commit judged in it with its envelope, and a commit that lost can win again
-//!   when a later one removes the committer that beat it.
+//!   when a later one removes the committer that beat it. A branch this device leaves is kept
+//!   whole (`dormant_branches`) and woken as it was left if its commit wins again.
 //! - *Priority is a fair draw, not a fixed order*: by leaf index alone the founder would win
 //!   every race. The committer of the previous epoch influences the next epoch's secrets and so,
 //!   by trying many commits, could favour its own priority in the next epoch; it gains at most
@@ -54,7 +55,8 @@
 //! to every commit judged in that epoch. This one wins: the step is kept — the group is on the
 //! winning branch — and `CommitSuperseded` is reported. The one merged before wins: the step is
 //! undone and the commit is [`Disposition::Superseded`](crate::Disposition::Superseded).
-//! Another one that lost before wins now: it is processed in its place.
+//! Another one wins now: the branch this device left with it is woken (`dormant_branches`), or,
+//! if the device never merged it, it is processed in its place.
 //!
 //! **What the abandoned branch did is done again**, in the transaction of the operation that
 //! rolled back: this device's commits from the abandoned epochs are re-issued (adds of devices
