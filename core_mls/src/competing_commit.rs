@@ -245,8 +245,9 @@ impl MlsClient {
             winner,
             abandoned_epoch,
         };
-        self.keep_branch(moved, group, epoch, candidates.to_vec())
-            .map(Some)
+        let mut output = self.keep_branch(moved, group, epoch, candidates.to_vec())?;
+        output.outbound.extend(self.resend_welcomes(group, epoch)?);
+        Ok(Some(output))
     }
 
     /// Inside a step of its own: puts `group` back in `epoch` and processes the commit there

@@ -79,6 +79,38 @@ pub(crate) struct SnapshotMeta {
     pub(crate) merged: CommitRank,
     /// The commit this device made in this epoch, if the merged one was ours.
     pub(crate) own_commit: Option<OwnCommit>,
+    /// The Welcome that commit sent, if it added devices: sent again, with the branch history
+    /// as this device knows it then, if the device comes back to this branch (the invited
+    /// devices may have refused it on what the history said when it was first sent).
+    #[serde(default)]
+    pub(crate) welcome: Option<SentWelcome>,
+}
+
+/// A Welcome this device sent: the MLS message and the devices it went to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SentWelcome {
+    /// The TLS-encoded MLS Welcome.
+    pub(crate) payload: Vec<u8>,
+    /// `(user id, device id)` of each invited device.
+    pub(crate) to: Vec<([u8; 32], [u8; 16])>,
+}
+
+/// Records the Welcome the own commit out of `epoch` sent.
+pub(crate) fn set_welcome(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    welcome: SentWelcome,
+) -> Result<(), MlsError> {
+    if let Some(mut kept) = meta(txn, group, epoch)? {
+        kept.welcome = Some(welcome);
+        txn.put(
+            META_NAMESPACE,
+            epoch_key(group, epoch),
+            codec::encode(&kept)?,
+        )?;
+    }
+    Ok(())
 }
 
 /// A commit of a kept epoch, as judged.

@@ -20,7 +20,7 @@ use crate::client::{CIPHERSUITE, MlsClient};
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
-use crate::events::{DeviceAddress, Event, MessageId, Output, Recipients};
+use crate::events::{DeviceAddress, Event, MessageId, Outbound, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
 use crate::{deferred_sends, fork_resolution, key_package_validation, signed_context};
@@ -196,18 +196,28 @@ impl MlsClient {
                     commit,
                 )?);
             }
-            output.outbound.push(
-                client.queue_outbound(
-                    Recipients {
-                        group: Some(group.clone()),
-                        devices: validated
-                            .iter()
-                            .map(|(_, m)| DeviceAddress::from(m))
-                            .collect(),
-                    },
-                    client.welcome_envelope(group, epoch, &welcome)?,
-                )?,
-            );
+            let welcome = client.welcome_envelope(group, epoch, &welcome)?;
+            let invited: Vec<DeviceAddress> = validated
+                .iter()
+                .map(|(_, m)| DeviceAddress::from(m))
+                .collect();
+            client.with_txn(|txn| {
+                let sent = epoch_snapshots::SentWelcome {
+                    payload: welcome.payload().to_vec(),
+                    to: invited
+                        .iter()
+                        .map(|d| (*d.user_id.as_bytes(), *d.device_id.as_bytes()))
+                        .collect(),
+                };
+                epoch_snapshots::set_welcome(txn, group, commit_epoch, sent)
+            })?;
+            output.outbound.push(client.queue_outbound(
+                Recipients {
+                    group: Some(group.clone()),
+                    devices: invited,
+                },
+                welcome,
+            )?);
             output.events.push(Event::MembersAdded {
                 group: group.clone(),
                 by: me.clone(),
@@ -609,15 +619,71 @@ impl MlsClient {
         epoch: u64,
         welcome: &MlsMessageOut,
     ) -> Result<Envelope, MlsError> {
-        let history = signed_context::encode_history(
-            group.as_slice(),
-            epoch,
-            &self.branch_history(group)?,
-            |payload| self.sign_context(payload),
-        )
-        .ok_or(MlsError::Internal {
-            what: "a branch history does not fit its format",
-        })?;
-        encode_with_context(EnvelopeKind::Welcome, welcome, &history)
+        let payload = welcome
+            .tls_serialize_detached()
+            .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
+        self.welcome_with_history(group, epoch, payload)
+    }
+
+    /// A Welcome (TLS-encoded) into `group` at `epoch`, with our branch history over the
+    /// epochs before it as this device knows it now, signed.
+    fn welcome_with_history(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        payload: Vec<u8>,
+    ) -> Result<Envelope, MlsError> {
+        let history: Vec<_> = self
+            .branch_history(group)?
+            .into_iter()
+            .filter(|(e, _)| *e < epoch)
+            .collect();
+        let history =
+            signed_context::encode_history(group.as_slice(), epoch, &history, |payload| {
+                self.sign_context(payload)
+            })
+            .ok_or(MlsError::Internal {
+                what: "a branch history does not fit its format",
+            })?;
+        Ok(Envelope::with_context(
+            EnvelopeKind::Welcome,
+            payload,
+            &history,
+        ))
+    }
+
+    /// Inside the open transaction, after `group` went back to a branch this device had left at
+    /// `fork_epoch`: the Welcomes it sent on that branch go out again with the branch history
+    /// it knows now. The invited devices may have refused them on what the history said then
+    /// (it did not yet know the commit that made this branch win again).
+    pub(crate) fn resend_welcomes(
+        &self,
+        group: &GroupId,
+        fork_epoch: u64,
+    ) -> Result<Vec<Outbound>, MlsError> {
+        let mut outbound = Vec::new();
+        for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
+            let Some(sent) = meta.welcome.filter(|_| epoch >= fork_epoch) else {
+                continue;
+            };
+            let envelope =
+                self.welcome_with_history(group, epoch.saturating_add(1), sent.payload)?;
+            let devices = sent
+                .to
+                .iter()
+                .map(|(user, device)| DeviceAddress {
+                    user_id: UserId::from_bytes(*user),
+                    device_id: DeviceId::from_bytes(*device),
+                })
+                .collect();
+            outbound.push(self.queue_outbound(
+                Recipients {
+                    group: Some(group.clone()),
+                    devices,
+                },
+                envelope,
+            )?);
+        }
+        Ok(outbound)
     }
 }

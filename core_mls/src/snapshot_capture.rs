@@ -81,6 +81,7 @@ impl MlsClient {
                     branch_tag: start.branch_tag.clone(),
                     merged: merged.clone(),
                     own_commit,
+                    welcome: None,
                 };
                 epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
                 let merged = Candidate {
@@ -119,6 +120,7 @@ impl MlsClient {
             branch_tag: branch_tag(mls_group),
             merged: ended.merged.clone(),
             own_commit: None,
+            welcome: None,
         };
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;
         // Known from the Welcome's history only: they cannot be processed again here, but they

@@ -184,3 +184,62 @@ fn a_welcome_whose_branch_history_was_altered_is_refused_and_the_genuine_one_sti
     let refused = h.nodes[3].client().handle_envelope(&stripped.to_bytes());
     assert!(refused.is_err() || refused.unwrap().disposition == Disposition::Duplicate);
 }
+
+/// Three commits in one epoch: bob and carol update, alice removes bob. Bob's commit is out
+/// whatever its priority, so the winner is alice's or carol's — and a member that had moved
+/// onto bob's branch, or from carol's to bob's, has to go back to one it judged or left before.
+/// Every delivery order ends on the same branch.
+#[test]
+fn a_branch_left_for_one_whose_committer_is_then_removed_wins_again_in_every_order() {
+    let orders: [[usize; 3]; 3] = [[0, 1, 2], [1, 2, 0], [2, 1, 0]];
+    let mut went_back = 0;
+    for seed in 0..8 {
+        let mut h = Harness::memory(&NAMES, seed);
+        h.duplicate_probability = 0.0;
+        let group = h.group_with(0, &[1, 2, 3]);
+        let bob = h.nodes[1].address();
+        let g = group.clone();
+        h.run(0, move |c| {
+            c.remove_device(&g, &bob.user_id, &bob.device_id)
+        });
+        let alice = h.take_inboxes();
+        let g = group.clone();
+        h.run(1, move |c| c.self_update(&g));
+        let bobs = h.take_inboxes();
+        let g = group.clone();
+        h.run(2, move |c| c.self_update(&g));
+        let carols = h.take_inboxes();
+        let commits = [&alice, &bobs, &carols];
+        // Dave sees them in each order in turn (one device, one order per seed).
+        let order = orders[seed as usize % orders.len()];
+        for index in order {
+            let _ = h.handle(3, &commits[index][3][0]);
+        }
+        for node in [0, 2] {
+            for (index, held) in commits.iter().enumerate() {
+                if index != node
+                    && let Some(bytes) = held[node].first()
+                {
+                    let _ = h.handle(node, bytes);
+                }
+            }
+        }
+        for held in [&alice, &carols] {
+            if let Some(bytes) = held[1].first() {
+                let _ = h.handle(1, bytes);
+            }
+        }
+        h.deliver_all();
+        h.tick_members(&group, 2);
+        h.assert_converged(&group, &[0, 2, 3]);
+        let members = h.nodes[3].client().members(&group).unwrap();
+        assert!(
+            members.iter().all(|m| m.user_id() != bob.user_id),
+            "seed {seed}: bob's removal stands"
+        );
+        if h.superseded(3) >= 2 {
+            went_back += 1;
+        }
+    }
+    assert!(went_back > 0, "no seed made dave change branch twice");
+}
