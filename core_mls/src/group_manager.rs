@@ -20,10 +20,10 @@ use crate::client::{CIPHERSUITE, MlsClient};
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
-use crate::events::{DeviceAddress, Event, MessageId, Outbound, Output, Recipients};
+use crate::events::{DeviceAddress, Event, MessageId, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
-use crate::{deferred_sends, fork_resolution, key_package_validation, signed_context};
+use crate::{deferred_sends, fork_resolution, key_package_validation};
 
 /// The rank of our pending commit (see `branch_order`): its commit ref is the confirmed
 /// transcript hash of the epoch it creates. Called before the commit is merged, in the epoch it
@@ -56,7 +56,7 @@ pub(crate) fn encode_message(
 
 /// An envelope with a context (see `envelope`): for commits our claim of the commit ref, for
 /// Welcomes our branch history (see `fork_resolution`).
-fn encode_with_context(
+pub(crate) fn encode_with_context(
     kind: EnvelopeKind,
     message: &MlsMessageOut,
     context: &[u8],
@@ -587,103 +587,5 @@ impl MlsClient {
         self.device
             .verify_self()
             .map_err(|reason| MlsError::UnverifiedMember { reason })
-    }
-}
-
-impl MlsClient {
-    /// The envelope of our commit made in `commit_epoch`, with its signed commit ref claim
-    /// (read by the members it removes; see `signed_context`).
-    fn commit_envelope(
-        &self,
-        group: &GroupId,
-        commit_epoch: u64,
-        rank: &CommitRank,
-        commit: &MlsMessageOut,
-    ) -> Result<Envelope, MlsError> {
-        let claim = signed_context::encode_claim(
-            group.as_slice(),
-            commit_epoch,
-            &rank.commit_ref,
-            |payload| self.sign_context(payload),
-        )
-        .ok_or(MlsError::Internal {
-            what: "a commit ref does not fit a claim",
-        })?;
-        encode_with_context(EnvelopeKind::Commit, commit, &claim)
-    }
-
-    /// The envelope of a Welcome into `group` at `epoch`, with our branch history, signed.
-    fn welcome_envelope(
-        &self,
-        group: &GroupId,
-        epoch: u64,
-        welcome: &MlsMessageOut,
-    ) -> Result<Envelope, MlsError> {
-        let payload = welcome
-            .tls_serialize_detached()
-            .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-        self.welcome_with_history(group, epoch, payload)
-    }
-
-    /// A Welcome (TLS-encoded) into `group` at `epoch`, with our branch history over the
-    /// epochs before it as this device knows it now, signed.
-    fn welcome_with_history(
-        &self,
-        group: &GroupId,
-        epoch: u64,
-        payload: Vec<u8>,
-    ) -> Result<Envelope, MlsError> {
-        let history: Vec<_> = self
-            .branch_history(group)?
-            .into_iter()
-            .filter(|(e, _)| *e < epoch)
-            .collect();
-        let history =
-            signed_context::encode_history(group.as_slice(), epoch, &history, |payload| {
-                self.sign_context(payload)
-            })
-            .ok_or(MlsError::Internal {
-                what: "a branch history does not fit its format",
-            })?;
-        Ok(Envelope::with_context(
-            EnvelopeKind::Welcome,
-            payload,
-            &history,
-        ))
-    }
-
-    /// Inside the open transaction, after `group` went back to a branch this device had left at
-    /// `fork_epoch`: the Welcomes it sent on that branch go out again with the branch history
-    /// it knows now. The invited devices may have refused them on what the history said then
-    /// (it did not yet know the commit that made this branch win again).
-    pub(crate) fn resend_welcomes(
-        &self,
-        group: &GroupId,
-        fork_epoch: u64,
-    ) -> Result<Vec<Outbound>, MlsError> {
-        let mut outbound = Vec::new();
-        for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
-            let Some(sent) = meta.welcome.filter(|_| epoch >= fork_epoch) else {
-                continue;
-            };
-            let envelope =
-                self.welcome_with_history(group, epoch.saturating_add(1), sent.payload)?;
-            let devices = sent
-                .to
-                .iter()
-                .map(|(user, device)| DeviceAddress {
-                    user_id: UserId::from_bytes(*user),
-                    device_id: DeviceId::from_bytes(*device),
-                })
-                .collect();
-            outbound.push(self.queue_outbound(
-                Recipients {
-                    group: Some(group.clone()),
-                    devices,
-                },
-                envelope,
-            )?);
-        }
-        Ok(outbound)
     }
 }

@@ -1,5 +1,6 @@
 //! The envelope contexts this device writes, signed by its device key, so that a relay can
-//! neither forge nor alter what they say.
+//! neither forge nor alter what they say: building them (commit and Welcome envelopes, and
+//! Welcomes sent again when a left branch wins again) and checking them.
 //!
 //! The envelope's context is outside the MLS message (see `envelope`), so on its own it is an
 //! unauthenticated claim. Each context is therefore signed with the sender's leaf signature key
@@ -36,10 +37,17 @@
 use openmls::prelude::{OpenMlsProvider as _, SignatureScheme};
 use openmls_traits::crypto::OpenMlsCrypto as _;
 
+use core_identity::{DeviceId, UserId};
+use openmls::prelude::MlsMessageOut;
+use tls_codec::Serialize as _;
+
 use crate::branch_order::{BranchHistory, CommitRank, EpochBranch, PRIORITY_LEN};
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
+use crate::envelope::EnvelopeKind;
+use crate::epoch_snapshots;
 use crate::error::MlsError;
+use crate::events::{DeviceAddress, Outbound, Recipients};
 use crate::group_id::GroupId;
 
 const CLAIM_MAGIC: [u8; 4] = *b"SPcc";
@@ -282,6 +290,103 @@ impl MlsClient {
             ));
         }
         Ok(Some(history.value))
+    }
+}
+
+impl MlsClient {
+    /// The envelope of our commit made in `commit_epoch`, with its signed commit ref claim
+    /// (read by the members it removes; see `signed_context`).
+    pub(crate) fn commit_envelope(
+        &self,
+        group: &GroupId,
+        commit_epoch: u64,
+        rank: &CommitRank,
+        commit: &MlsMessageOut,
+    ) -> Result<Envelope, MlsError> {
+        let claim = encode_claim(
+            group.as_slice(),
+            commit_epoch,
+            &rank.commit_ref,
+            |payload| self.sign_context(payload),
+        )
+        .ok_or(MlsError::Internal {
+            what: "a commit ref does not fit a claim",
+        })?;
+        crate::group_manager::encode_with_context(EnvelopeKind::Commit, commit, &claim)
+    }
+
+    /// The envelope of a Welcome into `group` at `epoch`, with our branch history, signed.
+    pub(crate) fn welcome_envelope(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        welcome: &MlsMessageOut,
+    ) -> Result<Envelope, MlsError> {
+        let payload = welcome
+            .tls_serialize_detached()
+            .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
+        self.welcome_with_history(group, epoch, payload)
+    }
+
+    /// A Welcome (TLS-encoded) into `group` at `epoch`, with our branch history over the
+    /// epochs before it as this device knows it now, signed.
+    fn welcome_with_history(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        payload: Vec<u8>,
+    ) -> Result<Envelope, MlsError> {
+        let history: Vec<_> = self
+            .branch_history(group)?
+            .into_iter()
+            .filter(|(e, _)| *e < epoch)
+            .collect();
+        let history = encode_history(group.as_slice(), epoch, &history, |payload| {
+            self.sign_context(payload)
+        })
+        .ok_or(MlsError::Internal {
+            what: "a branch history does not fit its format",
+        })?;
+        Ok(Envelope::with_context(
+            EnvelopeKind::Welcome,
+            payload,
+            &history,
+        ))
+    }
+
+    /// Inside the open transaction, after `group` went back to a branch this device had left at
+    /// `fork_epoch`: the Welcomes it sent on that branch go out again with the branch history
+    /// it knows now. The invited devices may have refused them on what the history said then
+    /// (it did not yet know the commit that made this branch win again).
+    pub(crate) fn resend_welcomes(
+        &self,
+        group: &GroupId,
+        fork_epoch: u64,
+    ) -> Result<Vec<Outbound>, MlsError> {
+        let mut outbound = Vec::new();
+        for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
+            let Some(sent) = meta.welcome.filter(|_| epoch >= fork_epoch) else {
+                continue;
+            };
+            let envelope =
+                self.welcome_with_history(group, epoch.saturating_add(1), sent.payload)?;
+            let devices = sent
+                .to
+                .iter()
+                .map(|(user, device)| DeviceAddress {
+                    user_id: UserId::from_bytes(*user),
+                    device_id: DeviceId::from_bytes(*device),
+                })
+                .collect();
+            outbound.push(self.queue_outbound(
+                Recipients {
+                    group: Some(group.clone()),
+                    devices,
+                },
+                envelope,
+            )?);
+        }
+        Ok(outbound)
     }
 }
 
