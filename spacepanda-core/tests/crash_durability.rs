@@ -1,6 +1,8 @@
 //! Crash safety with a real process: a child writes numbered batches to a RedbStore and reports
-//! each one after `apply` returns; the parent SIGKILLs it at random moments, reopens the file,
-//! and checks that every batch is all-or-nothing and every reported batch is there.
+//! each one after `apply` returns; the parent SIGKILLs it right after the n-th reported batch of
+//! a run (n drawn from a fixed seed, `CRASH_SEED` to change it), while it writes the next one,
+//! reopens the file, and checks that every batch is all-or-nothing and every reported batch is
+//! there.
 //!
 //! `harness = false`: `main` is the parent unless its first argument is `child`, in which case
 //! it is the writer (the parent re-executes this same binary).
@@ -16,11 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use spacepanda_core::{Key, KeyValueStore, RedbStore, WriteBatch};
 
 const KEYS_PER_BATCH: u32 = 64;
 const KILLS: usize = 40;
+/// Default seed of the kill points.
+const DEFAULT_SEED: u64 = 0x00C0_FFEE;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -129,7 +133,11 @@ fn parent() {
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("crash.redb");
     let exe = std::env::current_exe().unwrap();
-    let mut rng = rand::thread_rng();
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut last = None;
     let mut kills_mid_stream = 0;
     for round in 0..KILLS {
@@ -141,14 +149,22 @@ fn parent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        // The kill lands right after this many batches of the run were reported.
+        let kill_after: u32 = rng.gen_range(1..=20);
+        let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut last = None;
+            let mut reported = 0;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line == "ready" {
                     let _ = ready_tx.send(());
                 } else if let Ok(batch) = line.trim().parse::<u64>() {
                     last = Some(batch);
+                    reported += 1;
+                    if reported == kill_after {
+                        let _ = kill_tx.send(());
+                    }
                 }
             }
             last
@@ -157,7 +173,11 @@ fn parent() {
         ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the child never became ready");
-        std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
+        kill_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!("round {round}: the child reported fewer than {kill_after} batches")
+            });
         child.kill().unwrap(); // SIGKILL on unix
         let status = child.wait().unwrap();
         assert!(
@@ -176,7 +196,7 @@ fn parent() {
         "only {kills_mid_stream} of {KILLS} rounds got any batch written: the test is not exercising crashes"
     );
     println!(
-        "crash_durability: {KILLS} SIGKILLs, {} batches of {KEYS_PER_BATCH} keys survived intact",
+        "crash_durability: {KILLS} SIGKILLs (seed {seed}), {} batches of {KEYS_PER_BATCH} keys survived intact",
         last.map_or(0, |l| l + 1)
     );
     println!("test result: ok. 1 passed; 0 failed");
