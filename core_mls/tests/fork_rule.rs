@@ -243,3 +243,63 @@ fn a_branch_left_for_one_whose_committer_is_then_removed_wins_again_in_every_ord
     }
     assert!(went_back > 0, "no seed made dave change branch twice");
 }
+
+/// A member that makes commit after commit in one epoch (each valid, each a different one) is
+/// reported, and what a device keeps of that epoch is bounded: past 16 judged commits, the next
+/// is refused and changes nothing.
+#[test]
+fn a_member_flooding_one_epoch_with_commits_is_bounded() {
+    let mut h = Harness::redb(&NAMES[..3], 9);
+    let group = h.group_with(0, &[1, 2]);
+    let carol_file = h.nodes[2].path.clone().unwrap();
+    let copy = carol_file.with_extension("copy");
+    let close = |h: &mut Harness| {
+        h.close(2);
+        h.nodes[2].store = Arc::new(MemoryStore::new());
+    };
+    close(&mut h);
+    std::fs::copy(&carol_file, &copy).unwrap();
+    let mut commits = Vec::new();
+    for _ in 0..17 {
+        std::fs::copy(&copy, &carol_file).unwrap();
+        h.reopen(2);
+        let made = h.nodes[2].client().self_update(&group).unwrap();
+        commits.push(made.outbound[0].envelope.to_bytes());
+        close(&mut h);
+    }
+    h.take_inboxes();
+
+    let mut equivocations = 0;
+    for (index, bytes) in commits.iter().enumerate() {
+        match h.nodes[1].client().handle_envelope(bytes) {
+            Ok(output) => {
+                assert!(
+                    index < 16,
+                    "commit {index} was judged: {:?}",
+                    output.disposition
+                );
+                equivocations += output
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Equivocation { .. }))
+                    .count();
+            }
+            Err(error) => {
+                assert_eq!(index, 16, "commit {index}: {error}");
+                assert!(
+                    matches!(error, MlsError::RejectedMessage { .. }),
+                    "{error:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        equivocations, 15,
+        "every commit after the first is reported"
+    );
+    // Bob still works with alice once she has judged the same commits.
+    for bytes in &commits {
+        let _ = h.nodes[0].client().handle_envelope(bytes);
+    }
+    h.assert_converged(&group, &[0, 1]);
+}
