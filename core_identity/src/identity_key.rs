@@ -63,8 +63,10 @@ impl IdentityKeyPair {
         self.public_key().user_id()
     }
 
-    /// Signs `message` (used for device certificates).
-    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs `message` with the identity key: device certificates, and the records a user
+    /// publishes about itself (its directory record). Each use puts its own domain label at the
+    /// start of `message`, so a signature made for one use never verifies as another.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }
 
@@ -148,7 +150,7 @@ impl IdentityPublicKey {
     }
 
     /// True when `signature` is this key's strict Ed25519 signature of `message`.
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         self.0
             .verify_strict(message, &Signature::from_bytes(signature))
             .is_ok()

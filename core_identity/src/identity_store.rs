@@ -165,6 +165,15 @@ impl IdentityStore {
         identity.export()
     }
 
+    /// Signs `message` with the user's identity key, for records the user publishes about
+    /// itself (the network directory's user record). The secret is read for this call only and
+    /// zeroizes when it returns. `message` must start with its use's own domain label.
+    pub fn sign_as_user(&self, message: &[u8]) -> Result<[u8; 64], IdentityError> {
+        let txn = Transaction::begin(&self.store);
+        let (identity, _) = load_records(&txn)?.ok_or(IdentityError::NotInitialized)?;
+        Ok(identity.sign(message))
+    }
+
     /// Replaces this device's MLS signature key pair with a fresh one and certifies it (same
     /// device id and display name, created now). The old key stops verifying as this device;
     /// `core_mls` must publish the new credential (an MLS update) in the same transaction.

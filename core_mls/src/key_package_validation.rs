@@ -89,3 +89,46 @@ pub(crate) fn validate(
 
 /// Largest key package accepted (a SpacePanda one is ≈ 400 bytes).
 pub(crate) const MAX_KEY_PACKAGE_LEN: usize = 16 * 1024;
+
+/// Someone else's key package that passed every check of [`validate_key_package`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedKeyPackage {
+    /// Whose device it is: the identity-verified leaf of the package.
+    pub member: VerifiedMember,
+    /// Its ref (RFC 9420 `KeyPackageRef`), what a claim names.
+    pub key_package_ref: Vec<u8>,
+    /// End of its lifetime.
+    pub not_after: Timestamp,
+    /// Whether it carries the last-resort extension (usable more than once).
+    pub last_resort: bool,
+}
+
+/// Checks a key package someone published, without an engine: bounded decode, OpenMLS
+/// validation (signatures, ciphersuite, extensions), lifetime against `now`, and the
+/// SpacePanda identity binding of its leaf. The same checks [`MlsClient::add_members`]
+/// applies before it uses a package, for the directory that carries packages between devices.
+///
+/// [`MlsClient::add_members`]: crate::MlsClient::add_members
+pub fn validate_key_package(bytes: &[u8], now: Timestamp) -> Result<ValidatedKeyPackage, MlsError> {
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let (key_package, member) = validate(
+        bytes,
+        &provider,
+        now,
+        MAX_KEY_PACKAGE_LEN,
+        &mut MemberCache::default(),
+    )?;
+    let key_package_ref = key_package
+        .hash_ref(provider.crypto())
+        .map_err(|e| MlsError::InvalidKeyPackage {
+            reason: format!("its ref cannot be computed: {e}"),
+        })?
+        .as_slice()
+        .to_vec();
+    Ok(ValidatedKeyPackage {
+        member,
+        key_package_ref,
+        not_after: Timestamp::from_unix_secs(key_package.life_time().not_after()),
+        last_resort: key_package.last_resort(),
+    })
+}

@@ -196,3 +196,4 @@ pub use group_id::GroupId;
 pub use key_package_manager::{
     KeyPackageState, PoolPolicy, PoolStatus, PublishableKeyPackage, UnknownKeyPackageHint,
 };
+pub use key_package_validation::{ValidatedKeyPackage, validate_key_package};

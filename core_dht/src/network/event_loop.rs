@@ -1,0 +1,510 @@
+//! The one task that owns the `Swarm`: it runs commands from handles, drives kad's queries to
+//! their end, checks what peers store and return, and answers every command exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use libp2p::core::transport::ListenerId;
+use libp2p::kad::store::RecordStore as _;
+use libp2p::kad::{self, QueryId, QueryResult, Quorum, Record};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify};
+use spacepanda_core::Clock;
+use tokio::sync::{mpsc, oneshot};
+
+use super::node_store::NodeStore;
+use super::{Behaviour, BehaviourEvent};
+use crate::config::{DhtConfig, KAD_PROTOCOL};
+use crate::error::{DhtError, DhtResult, Rejection};
+use crate::records::{Checks, RecordKey, ValidValue, validate_value};
+
+/// What a handle asks of the network task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Listen {
+        address: Multiaddr,
+        reply: oneshot::Sender<DhtResult<Multiaddr>>,
+    },
+    AddPeer {
+        peer: PeerId,
+        address: Multiaddr,
+        reply: oneshot::Sender<DhtResult<()>>,
+    },
+    Bootstrap {
+        reply: oneshot::Sender<DhtResult<usize>>,
+    },
+    Put {
+        key: RecordKey,
+        value: Vec<u8>,
+        reply: oneshot::Sender<DhtResult<PutOutcome>>,
+    },
+    Get {
+        key: RecordKey,
+        reply: oneshot::Sender<GetOutcome>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    Shutdown,
+}
+
+/// How a put went: to how many of the closest peers it was sent, and how many acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PutOutcome {
+    pub(crate) asked: usize,
+    pub(crate) acked: usize,
+}
+
+/// Every valid answer a lookup gathered, and what it refused.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GetOutcome {
+    /// Valid values, with the peer that returned each (`None`: this node's own store).
+    pub(crate) found: Vec<(Option<PeerId>, ValidValue)>,
+    /// Values refused (forged, stale, expired, malformed).
+    pub(crate) rejected: usize,
+    /// Peers that answered the query.
+    pub(crate) reached: usize,
+    /// Whether the query ran out of time.
+    pub(crate) timed_out: bool,
+}
+
+/// A node's view of the network, for tests and status lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub peer_id: PeerId,
+    /// Addresses it listens on.
+    pub listen_addresses: Vec<Multiaddr>,
+    /// Peers in its routing table.
+    pub routing_peers: usize,
+    /// Peers it has a connection to.
+    pub connected_peers: usize,
+    /// Records it stores for the network.
+    pub stored_records: usize,
+    /// Peers it ignores for having sent or returned forged records.
+    pub ignored_peers: usize,
+    /// Records it refused to store.
+    pub refused_puts: u64,
+}
+
+enum Pending {
+    Bootstrap(oneshot::Sender<DhtResult<usize>>),
+    FindHolders {
+        record: Record,
+        reply: oneshot::Sender<DhtResult<PutOutcome>>,
+    },
+    Put {
+        asked: usize,
+        reply: oneshot::Sender<DhtResult<PutOutcome>>,
+    },
+    Get {
+        key: RecordKey,
+        outcome: GetOutcome,
+        reply: oneshot::Sender<GetOutcome>,
+    },
+}
+
+/// The task's state: the swarm, and one entry per command in flight.
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    config: DhtConfig,
+    clock: Arc<dyn Clock>,
+    store: NodeStore,
+    pending: HashMap<QueryId, Pending>,
+    listening: HashMap<ListenerId, oneshot::Sender<DhtResult<Multiaddr>>>,
+    /// Peers that sent or returned a forged record: their answers and routing info are
+    /// ignored from then on.
+    ignored: HashSet<PeerId>,
+    refused_puts: u64,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        config: DhtConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            config,
+            clock,
+            store: NodeStore::default(),
+            pending: HashMap::new(),
+            listening: HashMap::new(),
+            ignored: HashSet::new(),
+            refused_puts: 0,
+        }
+    }
+
+    /// Runs until every handle is dropped or one asks to shut down. Dropping the swarm closes
+    /// every connection, which is what a killed node looks like to its peers.
+    pub(crate) async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(command),
+                },
+            }
+        }
+    }
+
+    fn checks(&self) -> Checks {
+        Checks {
+            now: self.clock.now(),
+            max_clock_skew_ms: u64::try_from(self.config.max_clock_skew.as_millis())
+                .unwrap_or(u64::MAX),
+            max_record_len: self.config.max_record_len,
+        }
+    }
+
+    fn kad(&mut self) -> &mut kad::Behaviour<libp2p::kad::store::MemoryStore> {
+        &mut self.swarm.behaviour_mut().kad
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Listen { address, reply } => match self.swarm.listen_on(address) {
+                Ok(id) => {
+                    self.listening.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(DhtError::Transport {
+                        reason: format!("cannot listen: {e}"),
+                    }));
+                }
+            },
+            Command::AddPeer {
+                peer,
+                address,
+                reply,
+            } => {
+                self.kad().add_address(&peer, address.clone());
+                let result = self.swarm.dial(address).map_err(|e| DhtError::Transport {
+                    reason: format!("cannot dial {peer}: {e}"),
+                });
+                let _ = reply.send(result);
+            }
+            Command::Bootstrap { reply } => match self.kad().bootstrap() {
+                Ok(id) => {
+                    self.pending.insert(id, Pending::Bootstrap(reply));
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(DhtError::Unreachable {
+                        reason: "no known peers to bootstrap from".into(),
+                    }));
+                }
+            },
+            Command::Put { key, value, reply } => self.start_put(key, value, reply),
+            Command::Get { key, reply } => {
+                let id = self.kad().get_record(key.to_kad());
+                self.pending.insert(
+                    id,
+                    Pending::Get {
+                        key,
+                        outcome: GetOutcome::default(),
+                        reply,
+                    },
+                );
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            // Handled by `run`.
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Stores our own value locally (through the same checks as anyone's), then finds the
+    /// closest peers to send it to.
+    fn start_put(
+        &mut self,
+        key: RecordKey,
+        value: Vec<u8>,
+        reply: oneshot::Sender<DhtResult<PutOutcome>>,
+    ) {
+        let checks = self.checks();
+        let local = self.swarm.local_peer_id().to_owned();
+        let record = Record {
+            key: key.to_kad(),
+            value,
+            publisher: Some(local),
+            expires: None,
+        };
+        let quota = self.config.publisher_quota;
+        let kad_store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Err(rejection) = self.store.offer(kad_store, &record, &checks, quota) {
+            let _ = reply.send(Err(rejection.into()));
+            return;
+        }
+        // Send peers the value we now hold (for a merged record, the merge).
+        let record = match self.kad().store_mut().get(&record.key) {
+            Some(held) => Record {
+                key: record.key.clone(),
+                value: held.value.clone(),
+                publisher: Some(local),
+                expires: held.expires,
+            },
+            None => record,
+        };
+        let id = self.kad().get_closest_peers(record.key.to_vec());
+        self.pending
+            .insert(id, Pending::FindHolders { record, reply });
+    }
+
+    fn status(&mut self) -> NodeStatus {
+        let routing_peers = self
+            .kad()
+            .kbuckets()
+            .map(|bucket| bucket.num_entries())
+            .sum();
+        let stored_records = self.kad().store_mut().records().count();
+        NodeStatus {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addresses: self.swarm.listeners().cloned().collect(),
+            routing_peers,
+            connected_peers: self.swarm.connected_peers().count(),
+            stored_records,
+            ignored_peers: self.ignored.len(),
+            refused_puts: self.refused_puts,
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                if let Some(reply) = self.listening.remove(&listener_id) {
+                    let _ = reply.send(Ok(address));
+                }
+            }
+            SwarmEvent::ListenerError { listener_id, error }
+            | SwarmEvent::ListenerClosed {
+                listener_id,
+                reason: Err(error),
+                ..
+            } => {
+                if let Some(reply) = self.listening.remove(&listener_id) {
+                    let _ = reply.send(Err(DhtError::Transport {
+                        reason: format!("listener failed: {error}"),
+                    }));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            // Connections, dial failures and the rest: kad tracks what it needs.
+            _ => {}
+        }
+    }
+
+    /// identify is not wired into kad by libp2p: the addresses a peer reports go into the
+    /// routing table here, if the peer speaks our Kademlia protocol and is not ignored.
+    fn on_identify(&mut self, event: identify::Event) {
+        if let identify::Event::Received { peer_id, info, .. } = event {
+            if self.ignored.contains(&peer_id) || !info.protocols.contains(&KAD_PROTOCOL) {
+                return;
+            }
+            for address in info.listen_addrs {
+                self.kad().add_address(&peer_id, address);
+            }
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => self.on_inbound_put(source, record),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                stats,
+                step,
+            } => self.on_query_progress(id, result, stats, step.last),
+            _ => {}
+        }
+    }
+
+    fn on_inbound_put(&mut self, source: PeerId, record: Record) {
+        if self.ignored.contains(&source) {
+            self.refused_puts += 1;
+            return;
+        }
+        let checks = self.checks();
+        let quota = self.config.publisher_quota;
+        let kad_store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Err(rejection) = self.store.offer(kad_store, &record, &checks, quota) {
+            self.refused_puts += 1;
+            tracing::debug!(%source, %rejection, "refused a record");
+            if is_forgery(&rejection) {
+                self.ignore(source);
+            }
+        }
+    }
+
+    /// A peer that sends or returns a forged record is dropped from the routing table and
+    /// never asked or believed again. (Stale and expired records come from honest peers too,
+    /// and are only refused.)
+    fn ignore(&mut self, peer: PeerId) {
+        tracing::info!(%peer, "ignoring a peer that sent a forged record");
+        self.ignored.insert(peer);
+        self.kad().remove_peer(&peer);
+    }
+
+    fn on_query_progress(
+        &mut self,
+        id: QueryId,
+        result: QueryResult,
+        stats: kad::QueryStats,
+        last: bool,
+    ) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match (pending, result) {
+            (Pending::Bootstrap(reply), QueryResult::Bootstrap(result)) => {
+                if last {
+                    let _ = reply.send(match result {
+                        Ok(_) => Ok(self.status().routing_peers),
+                        Err(e) => Err(DhtError::Unreachable {
+                            reason: format!("bootstrap: {e}"),
+                        }),
+                    });
+                } else {
+                    self.pending.insert(id, Pending::Bootstrap(reply));
+                }
+            }
+            (Pending::FindHolders { record, reply }, QueryResult::GetClosestPeers(result)) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let local = *self.swarm.local_peer_id();
+                let holders: Vec<PeerId> = peers
+                    .into_iter()
+                    .map(|p| p.peer_id)
+                    .filter(|p| *p != local && !self.ignored.contains(p))
+                    .collect();
+                if holders.is_empty() {
+                    let _ = reply.send(Err(DhtError::Unreachable {
+                        reason: "no peer to store the record at".into(),
+                    }));
+                    return;
+                }
+                let asked = holders.len();
+                let put = self
+                    .kad()
+                    .put_record_to(record, holders.into_iter(), Quorum::All);
+                self.pending.insert(put, Pending::Put { asked, reply });
+            }
+            (Pending::Put { asked, reply }, QueryResult::PutRecord(result)) => {
+                let acked = match result {
+                    Ok(_) => asked,
+                    Err(
+                        kad::PutRecordError::QuorumFailed { success, .. }
+                        | kad::PutRecordError::Timeout { success, .. },
+                    ) => success.len(),
+                };
+                let _ = reply.send(Ok(PutOutcome { asked, acked }));
+            }
+            (
+                Pending::Get {
+                    key,
+                    mut outcome,
+                    reply,
+                },
+                QueryResult::GetRecord(result),
+            ) => {
+                match result {
+                    Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                        self.on_found(&key, &mut outcome, found.peer, &found.record);
+                    }
+                    Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. })
+                    | Err(kad::GetRecordError::NotFound { .. }) => {}
+                    Err(kad::GetRecordError::Timeout { .. }) => outcome.timed_out = true,
+                }
+                outcome.reached = stats.num_successes() as usize;
+                if last {
+                    let _ = reply.send(outcome);
+                } else {
+                    self.pending.insert(
+                        id,
+                        Pending::Get {
+                            key,
+                            outcome,
+                            reply,
+                        },
+                    );
+                }
+            }
+            // A result of another kind for this id cannot happen; drop it.
+            (pending, _) => drop(pending),
+        }
+    }
+
+    /// Checks one record a lookup returned; a forged one gets its peer ignored.
+    fn on_found(
+        &mut self,
+        key: &RecordKey,
+        outcome: &mut GetOutcome,
+        peer: Option<PeerId>,
+        record: &Record,
+    ) {
+        if peer.is_some_and(|p| self.ignored.contains(&p)) {
+            outcome.rejected += 1;
+            return;
+        }
+        let checks = self.checks();
+        let checked = if record.key == key.to_kad() {
+            validate_value(key, &record.value, &checks)
+        } else {
+            Err(Rejection::KeyMismatch)
+        };
+        match checked {
+            Ok((value, dropped)) => {
+                outcome.rejected += dropped;
+                outcome.found.push((peer, value));
+            }
+            Err(rejection) => {
+                outcome.rejected += 1;
+                tracing::debug!(?peer, %rejection, "a lookup returned an invalid record");
+                if let Some(peer) = peer
+                    && is_forgery(&rejection)
+                {
+                    self.ignore(peer);
+                }
+            }
+        }
+    }
+}
+
+/// Rejections no honest node causes: it checks what it stores, so it never holds, sends or
+/// returns these. (Stale, expired and over-quota records can come from honest nodes.)
+fn is_forgery(rejection: &Rejection) -> bool {
+    matches!(
+        rejection,
+        Rejection::Malformed { .. }
+            | Rejection::KeyMismatch
+            | Rejection::BadSignature
+            | Rejection::BadIdentity { .. }
+            | Rejection::BadKeyPackage { .. }
+            | Rejection::Oversized { .. }
+            | Rejection::TooMany { .. }
+    )
+}
+
+/// Bound on how long a handle waits for the task to answer, past the query timeout.
+pub(crate) const REPLY_GRACE: Duration = Duration::from_secs(5);

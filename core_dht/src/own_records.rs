@@ -1,0 +1,427 @@
+//! This device's own records: built, signed, kept in the device's store with the highest
+//! `seq` used, and republished from there, so a restart never publishes a lower `seq` and a
+//! record outlives the process that made it.
+//!
+//! Storage: namespace `dht_own` of the device's (sealed) store; `["seq", key]` holds the
+//! highest seq used at a record key (8 bytes, big-endian), `["value", key]` the last value
+//! published there. Both are written in one transaction *before* the value leaves the device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use core_identity::{DeviceIdentity, IdentityStore};
+use core_mls::{MlsClient, PublishableKeyPackage};
+use libp2p::{Multiaddr, PeerId};
+use spacepanda_core::{Clock, Key, SharedStore, Timestamp, Transaction};
+
+use crate::config::DhtConfig;
+use crate::directory::{Publication, PublishReport};
+use crate::error::{DhtError, DhtResult};
+use crate::network::handle::DhtHandle;
+use crate::records::{
+    CLAIM_LIFETIME, KeyPackageRecord, Lifetime, RecordKey, RecordKind, UserBodyDevice, UserRecord,
+    WireEntry, claim_body, encode_value, key_package_body, name_body, user_body,
+};
+
+/// The device store namespace of this module.
+pub const OWN_RECORDS_NAMESPACE: &str = "dht_own";
+
+/// Builds, keeps and publishes the records of one device (and of its user).
+pub struct DevicePublisher {
+    store: SharedStore,
+    identities: IdentityStore,
+    device: DeviceIdentity,
+    clock: Arc<dyn Clock>,
+    lifetime: Duration,
+    margin: Duration,
+    max_clock_skew: Duration,
+    max_record_len: usize,
+}
+
+impl std::fmt::Debug for DevicePublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevicePublisher")
+            .field("user", &self.device.user_id())
+            .field("device", &self.device.device_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`DevicePublisher::sync_claims`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimSync {
+    /// Claims found on this device's packages that it still offered (now marked claimed).
+    pub newly_claimed: usize,
+    /// The republished key package record, if anything changed.
+    pub republished: Option<PublishReport>,
+}
+
+impl DevicePublisher {
+    /// The publisher of `device`, whose identity and records live in `store`.
+    pub fn new(
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        device: DeviceIdentity,
+        config: &DhtConfig,
+    ) -> Self {
+        Self {
+            identities: IdentityStore::new(store.clone(), clock.clone()),
+            store,
+            device,
+            clock,
+            lifetime: config.record_lifetime,
+            margin: config.republish_margin,
+            max_clock_skew: config.max_clock_skew,
+            max_record_len: config.max_record_len,
+        }
+    }
+
+    /// The device this publisher speaks for.
+    pub fn device(&self) -> &DeviceIdentity {
+        &self.device
+    }
+
+    /// The user record: the devices `current` lists (the user's other devices, from a
+    /// lookup), with this device (`peer_id`, `addresses`) in place of its own old entry,
+    /// signed by the identity key, with a `seq` above both `current`'s and any this device
+    /// used before.
+    pub fn user_record(
+        &self,
+        current: Option<&UserRecord>,
+        peer_id: PeerId,
+        addresses: &[Multiaddr],
+    ) -> DhtResult<Publication> {
+        let user = self.device.user_id();
+        let key = RecordKey::user(&user);
+        let mut devices: Vec<UserBodyDevice> = Vec::new();
+        if let Some(current) = current.filter(|c| c.user_id == user) {
+            for other in &current.devices {
+                if other.member.device_id() == self.device.device_id() {
+                    continue;
+                }
+                devices.push(UserBodyDevice::new(
+                    other.credential.clone(),
+                    other.peer_id,
+                    &other.addresses,
+                ));
+            }
+        }
+        devices.truncate(crate::records::MAX_DEVICES - 1);
+        devices.push(UserBodyDevice::new(
+            self.device.credential_bytes().to_vec(),
+            peer_id,
+            addresses,
+        ));
+        let floor = current.map_or(0, |c| c.seq);
+        self.sign_and_keep(
+            key,
+            RecordKind::User,
+            "user record",
+            floor,
+            |seq, lifetime| {
+                let body = user_body(self.device.display_name(), devices, seq, lifetime);
+                self.sign_as_user(RecordKind::User, &key, body)
+            },
+        )
+    }
+
+    /// The name and address index entries of this user.
+    pub fn name_entries(&self) -> DhtResult<Vec<Publication>> {
+        let name = self.device.display_name();
+        let keys = [
+            (RecordKey::name(name), RecordKind::Names, "name entry"),
+            (
+                RecordKey::address(name, &self.device.user_id().fingerprint()),
+                RecordKind::Addresses,
+                "address entry",
+            ),
+        ];
+        keys.into_iter()
+            .map(|(key, kind, what)| {
+                self.sign_and_keep(key, kind, what, 0, |seq, lifetime| {
+                    self.sign_as_user(kind, &key, name_body(name, seq, lifetime))
+                })
+            })
+            .collect()
+    }
+
+    /// This device's key package record, with `packages` (from
+    /// [`MlsClient::publishable_key_packages`]); it expires no later than the first package.
+    pub fn key_package_record(&self, packages: &[PublishableKeyPackage]) -> DhtResult<Publication> {
+        let key = RecordKey::key_packages(&self.device.user_id(), &self.device.device_id());
+        let first_end = packages.iter().map(|p| p.not_after).min();
+        let bytes: Vec<Vec<u8>> = packages
+            .iter()
+            .take(crate::records::MAX_KEY_PACKAGES)
+            .map(|p| p.key_package.clone())
+            .collect();
+        self.sign_and_keep_until(
+            key,
+            RecordKind::KeyPackages,
+            "key package record",
+            0,
+            first_end,
+            |seq, lifetime| {
+                let body = key_package_body(self.device.credential_bytes(), &bytes, seq, lifetime);
+                Ok(self.sign_as_device(RecordKind::KeyPackages, &key, body))
+            },
+        )
+    }
+
+    /// A claim on `key_package_ref` of the device `record` belongs to: "this device used that
+    /// package". Not kept (a claim is a hint; losing one costs its owner nothing but a
+    /// package).
+    pub fn claim(
+        &self,
+        record: &KeyPackageRecord,
+        key_package_ref: &[u8],
+    ) -> DhtResult<Publication> {
+        let user = record.device.user_id();
+        let device = record.device.device_id();
+        let key = RecordKey::claims(&user, &device);
+        let now = self.clock.now();
+        let lifetime = Lifetime {
+            issued_at: now,
+            expires_at: now.saturating_add(CLAIM_LIFETIME),
+        };
+        let body = claim_body(
+            &user,
+            &device,
+            key_package_ref,
+            self.device.credential_bytes(),
+            lifetime,
+        );
+        let entry = self.sign_as_device(RecordKind::Claims, &key, body);
+        Ok(Publication {
+            key,
+            kind: RecordKind::Claims,
+            value: encode_value(RecordKind::Claims, vec![entry]),
+            what: "claim".into(),
+        })
+    }
+
+    /// The records this device published before, as kept in its store, that are still valid
+    /// now (what to republish at start).
+    pub fn stored(&self) -> DhtResult<Vec<Publication>> {
+        let txn = Transaction::begin(&self.store);
+        let checks = self.checks();
+        let mut out = Vec::new();
+        for (key, value) in txn.scan_prefix(OWN_RECORDS_NAMESPACE, &Key::from_segment("value"))? {
+            let Some(record_key) = key
+                .segments()
+                .nth(1)
+                .and_then(|s| <[u8; 32]>::try_from(s).ok())
+                .map(RecordKey::from_bytes)
+            else {
+                continue;
+            };
+            if let Ok((valid, _)) = crate::records::validate_value(&record_key, &value, &checks) {
+                out.push(Publication {
+                    key: record_key,
+                    kind: valid.kind(),
+                    what: format!("stored {:?} record", valid.kind()),
+                    value,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the first kept record enters its republish margin (`None`: nothing kept).
+    pub fn next_republish(&self) -> DhtResult<Option<Timestamp>> {
+        let checks = self.checks();
+        let mut next: Option<Timestamp> = None;
+        for publication in self.stored()? {
+            if let Ok((valid, _)) =
+                crate::records::validate_value(&publication.key, &publication.value, &checks)
+            {
+                let due = valid.expires_at().saturating_sub(self.margin);
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Publishes the user record (merged with the devices the network lists), and the name
+    /// and address entries. A user record nobody holds yet is not an error; an unreachable
+    /// network is.
+    pub async fn publish_identity(
+        &self,
+        dht: &DhtHandle,
+        addresses: &[Multiaddr],
+    ) -> DhtResult<PublishReport> {
+        let current = match dht.lookup_user(&self.device.user_id()).await {
+            Ok(record) => Some(record),
+            Err(DhtError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let user = self.user_record(current.as_ref(), dht.peer_id(), addresses)?;
+        let report = dht.publish(&user).await?;
+        for entry in self.name_entries()? {
+            dht.publish(&entry).await?;
+        }
+        Ok(report)
+    }
+
+    /// Publishes this device's key packages (after a start, a replenish, a rotation or a
+    /// claim), and tells the engine they are published.
+    pub async fn publish_key_packages(
+        &self,
+        dht: &DhtHandle,
+        client: &mut MlsClient,
+    ) -> DhtResult<PublishReport> {
+        let packages = client.publishable_key_packages()?;
+        let record = self.key_package_record(&packages)?;
+        let report = dht.publish(&record).await?;
+        let refs: Vec<Vec<u8>> = packages.iter().map(|p| p.key_package_ref.clone()).collect();
+        client.mark_key_packages_published(&refs)?;
+        Ok(report)
+    }
+
+    /// Looks for claims on this device's packages: the claimed ones stop being offered, the
+    /// pool is replenished, and the record republished without them.
+    pub async fn sync_claims(
+        &self,
+        dht: &DhtHandle,
+        client: &mut MlsClient,
+    ) -> DhtResult<ClaimSync> {
+        let claims = dht
+            .lookup_claims(&self.device.user_id(), &self.device.device_id())
+            .await?;
+        let offered = client.publishable_key_packages()?;
+        let claimed: Vec<Vec<u8>> = offered
+            .iter()
+            .filter(|p| !p.last_resort)
+            .filter(|p| {
+                claims
+                    .iter()
+                    .any(|c| c.key_package_ref == p.key_package_ref)
+            })
+            .map(|p| p.key_package_ref.clone())
+            .collect();
+        if claimed.is_empty() {
+            return Ok(ClaimSync {
+                newly_claimed: 0,
+                republished: None,
+            });
+        }
+        let newly_claimed = client.mark_key_packages_claimed(&claimed)?;
+        client.replenish_key_packages()?;
+        let republished = Some(self.publish_key_packages(dht, client).await?);
+        Ok(ClaimSync {
+            newly_claimed,
+            republished,
+        })
+    }
+
+    /// Republishes every kept record that is still valid. Returns one result per record.
+    pub async fn republish(
+        &self,
+        dht: &DhtHandle,
+    ) -> DhtResult<Vec<(RecordKind, DhtResult<PublishReport>)>> {
+        let mut results = Vec::new();
+        for publication in self.stored()? {
+            results.push((publication.kind, dht.publish(&publication).await));
+        }
+        Ok(results)
+    }
+
+    fn checks(&self) -> crate::records::Checks {
+        crate::records::Checks {
+            now: self.clock.now(),
+            max_clock_skew_ms: u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+            max_record_len: self.max_record_len,
+        }
+    }
+
+    fn sign_as_user(
+        &self,
+        kind: RecordKind,
+        key: &RecordKey,
+        body: Vec<u8>,
+    ) -> DhtResult<WireEntry> {
+        let identity_key = *self.device.identity_public_key().as_bytes();
+        let mut failure = None;
+        let entry = WireEntry::sign(kind, key, body, identity_key, |message| {
+            self.identities.sign_as_user(message).unwrap_or_else(|e| {
+                failure = Some(e);
+                [0; 64]
+            })
+        });
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(entry),
+        }
+    }
+
+    fn sign_as_device(&self, kind: RecordKind, key: &RecordKey, body: Vec<u8>) -> WireEntry {
+        let keys = self.device.signature_key_pair();
+        WireEntry::sign(kind, key, body, keys.public_key_bytes(), |message| {
+            keys.sign(message)
+        })
+    }
+
+    fn sign_and_keep(
+        &self,
+        key: RecordKey,
+        kind: RecordKind,
+        what: &str,
+        floor: u64,
+        sign: impl FnOnce(u64, Lifetime) -> DhtResult<WireEntry>,
+    ) -> DhtResult<Publication> {
+        self.sign_and_keep_until(key, kind, what, floor, None, sign)
+    }
+
+    /// Takes the next `seq` at `key` (above `floor` and every one used before), signs the
+    /// record with it, and keeps both in one transaction before anything is published.
+    fn sign_and_keep_until(
+        &self,
+        key: RecordKey,
+        kind: RecordKind,
+        what: &str,
+        floor: u64,
+        until: Option<Timestamp>,
+        sign: impl FnOnce(u64, Lifetime) -> DhtResult<WireEntry>,
+    ) -> DhtResult<Publication> {
+        let mut txn = Transaction::begin(&self.store);
+        let seq_key = Key::from_segment("seq").with(key.as_bytes());
+        let used = match txn.get(OWN_RECORDS_NAMESPACE, &seq_key)? {
+            Some(bytes) => {
+                u64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
+                    DhtError::CorruptedOwnRecord {
+                        what: "highest seq",
+                        reason: format!("{} bytes, not 8", bytes.len()),
+                    }
+                })?)
+            }
+            None => 0,
+        };
+        let seq = used.max(floor).saturating_add(1);
+        let now = self.clock.now();
+        let mut expires_at = now.saturating_add(self.lifetime);
+        if let Some(until) = until {
+            expires_at = expires_at.min(until);
+        }
+        let entry = sign(
+            seq,
+            Lifetime {
+                issued_at: now,
+                expires_at,
+            },
+        )?;
+        let value = encode_value(kind, vec![entry]);
+        txn.put(OWN_RECORDS_NAMESPACE, seq_key, seq.to_be_bytes().to_vec())?;
+        txn.put(
+            OWN_RECORDS_NAMESPACE,
+            Key::from_segment("value").with(key.as_bytes()),
+            value.clone(),
+        )?;
+        txn.commit()?;
+        Ok(Publication {
+            key,
+            kind,
+            value,
+            what: what.to_owned(),
+        })
+    }
+}

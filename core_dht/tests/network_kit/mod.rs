@@ -1,0 +1,166 @@
+//! A test network: nodes on libp2p's memory transport in one process, seeded keys, and
+//! devices (identity + engine + publisher) on their own stores. Every wait is bounded.
+
+#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use core_dht::{DevicePublisher, DhtConfig, DhtHandle};
+use core_identity::{DeviceIdentity, IdentityStore};
+use core_mls::{MlsClient, MlsConfig};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use spacepanda_core::{Clock, MemoryStore, SharedStore, SystemClock};
+
+/// Settings for test networks: short timeouts, replication every two seconds.
+pub fn test_config() -> DhtConfig {
+    DhtConfig {
+        query_timeout: Duration::from_secs(5),
+        replication_interval: Duration::from_secs(2),
+        ..DhtConfig::default()
+    }
+}
+
+/// A seeded random source for keys and ids.
+pub fn rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// A libp2p keypair from the test's rng.
+pub fn keypair(rng: &mut ChaCha20Rng) -> Keypair {
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    Keypair::ed25519_from_bytes(secret).expect("32 bytes make an ed25519 key")
+}
+
+pub fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// One running node and where it listens.
+#[derive(Clone)]
+pub struct TestNode {
+    pub dht: DhtHandle,
+    pub address: Multiaddr,
+}
+
+impl TestNode {
+    pub fn peer_id(&self) -> PeerId {
+        self.dht.peer_id()
+    }
+}
+
+/// Starts a node listening on a fresh memory address.
+pub async fn start_node(rng: &mut ChaCha20Rng, config: DhtConfig) -> TestNode {
+    let dht = DhtHandle::spawn(&keypair(rng), config, clock()).expect("node starts");
+    let address = dht
+        .listen("/memory/0".parse().expect("memory address"))
+        .await
+        .expect("listens");
+    TestNode { dht, address }
+}
+
+/// Joins `node` to the network through `bootstrap`.
+pub async fn join(node: &TestNode, bootstrap: &TestNode) {
+    node.dht
+        .add_peer(bootstrap.peer_id(), bootstrap.address.clone())
+        .await
+        .expect("dial bootstrap");
+    node.dht.bootstrap().await.expect("bootstrap");
+}
+
+/// `n` nodes, each joined through the first, then every node bootstrapped once more so the
+/// routing tables fill.
+pub async fn start_network(rng: &mut ChaCha20Rng, n: usize) -> Vec<TestNode> {
+    let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
+    for i in 0..n {
+        let node = start_node(rng, test_config()).await;
+        if i > 0 {
+            join(&node, &nodes[0]).await;
+        }
+        nodes.push(node);
+    }
+    for node in &nodes[1..] {
+        let _ = node.dht.bootstrap().await;
+    }
+    nodes
+}
+
+/// One device: its store, identity, engine and publisher, on a node.
+pub struct TestDevice {
+    pub store: SharedStore,
+    pub identity: DeviceIdentity,
+    pub client: MlsClient,
+    pub publisher: DevicePublisher,
+    pub node: TestNode,
+}
+
+impl TestDevice {
+    /// A new user with one device, called `name`, on `node`.
+    pub fn new(name: &str, node: TestNode, seed: u64) -> Self {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        Self::on_store(name, node, seed, store)
+    }
+
+    pub fn on_store(name: &str, node: TestNode, seed: u64, store: SharedStore) -> Self {
+        let mut r = rng(seed);
+        let identities = IdentityStore::new(store.clone(), clock());
+        let identity = match identities.load().expect("load identity") {
+            Some(identity) => identity,
+            None => identities.create_with(name, &mut r).expect("identity"),
+        };
+        let mut engine_seed = [0u8; 32];
+        r.fill_bytes(&mut engine_seed);
+        let client = MlsClient::open_seeded(
+            store.clone(),
+            clock(),
+            identity.clone(),
+            MlsConfig::default(),
+            engine_seed,
+        )
+        .expect("engine opens");
+        let publisher =
+            DevicePublisher::new(store.clone(), clock(), identity.clone(), node.dht.config());
+        Self {
+            store,
+            identity,
+            client,
+            publisher,
+            node,
+        }
+    }
+
+    /// Publishes the user record, names and key packages.
+    pub async fn publish_all(&mut self) -> core_dht::DhtResult<()> {
+        self.publisher
+            .publish_identity(&self.node.dht, std::slice::from_ref(&self.node.address))
+            .await?;
+        self.publisher
+            .publish_key_packages(&self.node.dht, &mut self.client)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Waits until `check` returns `Some`, polling at most `tries` times within `bound`.
+pub async fn wait_for<T, F, Fut>(bound: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut tries = 0u32;
+    while start.elapsed() < bound && tries < 1000 {
+        tries += 1;
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
