@@ -9,15 +9,12 @@ use libp2p::PeerId;
 use crate::error::{DhtError, DhtResult};
 use crate::network::event_loop::GetOutcome;
 use crate::network::handle::DhtHandle;
-use crate::records::{
-    Claim, KeyPackageRecord, NameEntry, RecordKey, RecordKind, UserRecord, ValidValue,
-};
+use crate::records::{Claim, KeyPackageRecord, NameEntry, RecordKey, UserRecord, ValidValue};
 
 /// A record ready to publish: its key, its signed value, and what it is (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
     pub(crate) key: RecordKey,
-    pub(crate) kind: RecordKind,
     pub(crate) value: Vec<u8>,
     pub(crate) what: String,
 }
@@ -28,9 +25,9 @@ impl Publication {
         self.key
     }
 
-    /// What kind of record it is.
-    pub fn kind(&self) -> RecordKind {
-        self.kind
+    /// What it is, in words ("user record", "name entry", …).
+    pub fn what(&self) -> &str {
+        &self.what
     }
 
     /// The signed value as it travels.
@@ -38,14 +35,13 @@ impl Publication {
         &self.value
     }
 
-    /// A raw publication, for tools and tests that build values themselves (a forged one is
-    /// refused by every node, including this one).
-    pub fn raw(key: RecordKey, kind: RecordKind, value: Vec<u8>) -> Self {
+    /// A publication of bytes built elsewhere (a tool, a test, a value kept by hand). It is
+    /// checked like any other: a forged one is refused by this node before it leaves.
+    pub fn from_raw_parts(key: [u8; 32], value: Vec<u8>) -> Self {
         Self {
-            key,
-            kind,
+            key: RecordKey::from_bytes(key),
             value,
-            what: format!("{kind:?} record"),
+            what: "record".into(),
         }
     }
 }

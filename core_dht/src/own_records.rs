@@ -23,6 +23,9 @@ use crate::records::{
     WireEntry, claim_body, encode_value, key_package_body, name_body, user_body,
 };
 
+/// Room a key package record needs besides its packages (credential, times, signature).
+const RECORD_OVERHEAD: usize = 2048;
+
 /// The device store namespace of this module.
 pub const OWN_RECORDS_NAMESPACE: &str = "dht_own";
 
@@ -149,12 +152,19 @@ impl DevicePublisher {
     /// [`MlsClient::publishable_key_packages`]); it expires no later than the first package.
     pub fn key_package_record(&self, packages: &[PublishableKeyPackage]) -> DhtResult<Publication> {
         let key = RecordKey::key_packages(&self.device.user_id(), &self.device.device_id());
-        let first_end = packages.iter().map(|p| p.not_after).min();
-        let bytes: Vec<Vec<u8>> = packages
-            .iter()
-            .take(crate::records::MAX_KEY_PACKAGES)
-            .map(|p| p.key_package.clone())
-            .collect();
+        // The last-resort package always goes in; fresh ones (longest-lived first) while the
+        // record stays within its bounds.
+        let mut chosen: Vec<&PublishableKeyPackage> = packages.iter().collect();
+        chosen.sort_by_key(|p| (!p.last_resort, std::cmp::Reverse(p.not_after)));
+        let mut size = 0;
+        let budget = self.max_record_len.saturating_sub(RECORD_OVERHEAD);
+        chosen.retain(|p| {
+            size += p.key_package.len() + 4;
+            size <= budget
+        });
+        chosen.truncate(crate::records::MAX_KEY_PACKAGES);
+        let first_end = chosen.iter().map(|p| p.not_after).min();
+        let bytes: Vec<Vec<u8>> = chosen.iter().map(|p| p.key_package.clone()).collect();
         self.sign_and_keep_until(
             key,
             RecordKind::KeyPackages,
@@ -194,7 +204,6 @@ impl DevicePublisher {
         let entry = self.sign_as_device(RecordKind::Claims, &key, body);
         Ok(Publication {
             key,
-            kind: RecordKind::Claims,
             value: encode_value(RecordKind::Claims, vec![entry]),
             what: "claim".into(),
         })
@@ -218,8 +227,7 @@ impl DevicePublisher {
             if let Ok((valid, _)) = crate::records::validate_value(&record_key, &value, &checks) {
                 out.push(Publication {
                     key: record_key,
-                    kind: valid.kind(),
-                    what: format!("stored {:?} record", valid.kind()),
+                    what: format!("kept {:?} record", valid.kind()),
                     value,
                 });
             }
@@ -318,10 +326,10 @@ impl DevicePublisher {
     pub async fn republish(
         &self,
         dht: &DhtHandle,
-    ) -> DhtResult<Vec<(RecordKind, DhtResult<PublishReport>)>> {
+    ) -> DhtResult<Vec<(String, DhtResult<PublishReport>)>> {
         let mut results = Vec::new();
         for publication in self.stored()? {
-            results.push((publication.kind, dht.publish(&publication).await));
+            results.push((publication.what.clone(), dht.publish(&publication).await));
         }
         Ok(results)
     }
@@ -419,7 +427,6 @@ impl DevicePublisher {
         txn.commit()?;
         Ok(Publication {
             key,
-            kind,
             value,
             what: what.to_owned(),
         })

@@ -1,11 +1,17 @@
-//! The directory on a network of in-process nodes (memory transport): every user is found.
+//! The directory on networks of in-process nodes (memory transport): every user is found by
+//! every node, and still after a third of the network is replaced.
 
 mod network_kit;
 
+use std::time::{Duration, Instant};
+
+use core_dht::records::RecordKey;
+
+use core_dht::DhtError;
 use network_kit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_publish_and_find_each_other() {
+async fn a_small_network_publishes_finds_and_resolves() {
     let mut r = rng(1);
     let nodes = start_network(&mut r, 4).await;
     let mut alice = TestDevice::new("alice", nodes[1].clone(), 11);
@@ -20,12 +26,22 @@ async fn three_nodes_publish_and_find_each_other() {
         .expect("bob's user record");
     assert_eq!(found.devices.len(), 1);
     assert_eq!(found.devices[0].peer_id, nodes[2].peer_id());
+    assert_eq!(found.devices[0].addresses, vec![nodes[2].address.clone()]);
     let packages = nodes[1]
         .dht
         .lookup_key_packages(&bob.identity.user_id(), &bob.identity.device_id())
         .await
         .expect("bob's key packages");
-    assert!(!packages.key_packages.is_empty());
+    let published = bob.client.publishable_key_packages().expect("bob's pool");
+    assert_eq!(packages.key_packages.len(), published.len());
+    assert!(
+        packages
+            .key_packages
+            .iter()
+            .any(|p| p.validated.last_resort)
+    );
+    assert_eq!(packages.device.device_id(), bob.identity.device_id());
+
     let resolved = nodes[3].dht.resolve("bob").await.expect("bob resolves");
     assert_eq!(resolved.user.user_id, bob.identity.user_id());
     let address = bob.identity.address().to_string();
@@ -35,4 +51,192 @@ async fn three_nodes_publish_and_find_each_other() {
         .await
         .expect("address resolves");
     assert_eq!(resolved.user.user_id, bob.identity.user_id());
+    match nodes[0].dht.resolve("carol").await {
+        Err(DhtError::NotFound { .. }) => {}
+        other => panic!("an unknown name must be NotFound, got {other:?}"),
+    }
+}
+
+/// Looks up every device's user record and key packages from every node in `lookers` (the
+/// lookers in parallel, each one's lookups in turn); returns how many of the
+/// `lookers × devices × 2` lookups found the right record, and how many were made.
+async fn find_everyone(lookers: &[TestNode], devices: &[&TestDevice]) -> (usize, usize) {
+    let per_looker = lookers.iter().map(|looker| async move {
+        let mut found = 0;
+        for device in devices {
+            if let Ok(user) = looker.dht.lookup_user(&device.identity.user_id()).await
+                && user
+                    .devices
+                    .iter()
+                    .any(|d| d.member.device_id() == device.identity.device_id())
+            {
+                found += 1;
+            }
+            if let Ok(record) = looker
+                .dht
+                .lookup_key_packages(&device.identity.user_id(), &device.identity.device_id())
+                .await
+                && !record.key_packages.is_empty()
+            {
+                found += 1;
+            }
+        }
+        found
+    });
+    let found = futures::future::join_all(per_looker)
+        .await
+        .into_iter()
+        .sum();
+    (found, lookers.len() * devices.len() * 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_nodes_each_find_every_user_even_after_a_third_is_replaced() {
+    const NODES: usize = 30;
+    let started = Instant::now();
+    let mut r = rng(30);
+    let nodes = start_network(&mut r, NODES).await;
+    let mut devices: Vec<TestDevice> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut device = TestDevice::new(&format!("user{i}"), node.clone(), 1000 + i as u64);
+        device.publish_all().await.expect("every device publishes");
+        devices.push(device);
+    }
+    eprintln!("{NODES} nodes up and published in {:?}", started.elapsed());
+    let everyone: Vec<&TestDevice> = devices.iter().collect();
+    let (found, total) = find_everyone(&nodes, &everyone).await;
+    eprintln!(
+        "{NODES} nodes: {found}/{total} lookups found (set up and searched in {:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        found, total,
+        "every node finds every user and key package record"
+    );
+
+    // Churn: a third of the nodes (and their devices) go away; as many new nodes join.
+    let killed: Vec<usize> = (0..NODES).filter(|i| i % 3 == 1).collect();
+    for &i in &killed {
+        nodes[i].dht.shutdown().await;
+    }
+    let mut live_nodes: Vec<TestNode> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !killed.contains(i))
+        .map(|(_, n)| n.clone())
+        .collect();
+    for _ in 0..killed.len() {
+        let node = start_node(&mut r, test_config()).await;
+        join(&node, &live_nodes[0]).await;
+        live_nodes.push(node);
+    }
+    for node in &live_nodes {
+        let _ = node.dht.bootstrap().await;
+    }
+    let live_devices: Vec<&TestDevice> = devices
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !killed.contains(i))
+        .map(|(_, d)| d)
+        .collect();
+    // Owners republish from their stores; holders replicate to the new closest peers.
+    for device in &live_devices {
+        for (what, result) in device
+            .publisher
+            .republish(&device.node.dht)
+            .await
+            .expect("kept records")
+        {
+            result.unwrap_or_else(|e| panic!("republish of {what} failed: {e}"));
+        }
+    }
+    let (found, total) = find_everyone(&live_nodes, &live_devices).await;
+    eprintln!(
+        "churn: {} of {NODES} nodes replaced; {} live users; {found}/{total} lookups found from {} nodes",
+        killed.len(),
+        live_devices.len(),
+        live_nodes.len()
+    );
+    assert_eq!(found, total, "every live user is still found after churn");
+
+    // The users whose nodes left cannot republish; their records live on at the holders
+    // that stayed (ten holders each, a third of them gone).
+    let gone: Vec<&TestDevice> = devices
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| killed.contains(i))
+        .map(|(_, d)| d)
+        .collect();
+    let (found, total) = find_everyone(&live_nodes[..5], &gone).await;
+    eprintln!(
+        "departed: records of the {} users whose nodes left: {found}/{total} lookups found from 5 nodes",
+        gone.len()
+    );
+    assert_eq!(
+        found, total,
+        "surviving holders keep records of users who left"
+    );
+    eprintln!("total {:?}", started.elapsed());
+}
+
+/// Holders hand a record to the new closest peers when old holders leave: with three holders,
+/// the publisher gone and every original holder shut down one by one (each time after the
+/// others have replicated), the record is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_replicate_a_record_as_they_leave() {
+    let mut r = rng(40);
+    let nodes = start_network_with(&mut r, 10, replication_test_config).await;
+    let alice = TestDevice::new("alice", nodes[0].clone(), 41);
+    alice
+        .publisher
+        .publish_identity(&alice.node.dht, &[])
+        .await
+        .expect("alice publishes");
+    let user = alice.identity.user_id();
+    let key = RecordKey::user(&user);
+    nodes[0].dht.shutdown().await;
+    let mut live: Vec<TestNode> = nodes[1..].to_vec();
+    let holders = |live: Vec<TestNode>| async move {
+        let mut holding = Vec::new();
+        for node in &live {
+            if node.dht.local_record(&key).await.ok().flatten().is_some() {
+                holding.push(node.peer_id());
+            }
+        }
+        holding
+    };
+    let original = holders(live.clone()).await;
+    eprintln!(
+        "replication: {} nodes hold alice's record after publishing",
+        original.len()
+    );
+    assert!(original.len() >= 2, "the publish reached its quorum");
+    let mut departed = 0;
+    for leaving in original {
+        // Wait until some node that is not an original holder has a copy, then the next
+        // original holder leaves.
+        let copies = wait_for(Duration::from_secs(30), || {
+            let live = live.clone();
+            async move {
+                let holding = holders(live).await;
+                (holding.len() >= 3).then_some(holding.len())
+            }
+        })
+        .await;
+        assert!(copies.is_some(), "holders replicate to three peers");
+        let index = live
+            .iter()
+            .position(|n| n.peer_id() == leaving)
+            .expect("an original holder is live");
+        live.remove(index).dht.shutdown().await;
+        departed += 1;
+    }
+    drop(alice.client);
+    let found = live[0].dht.lookup_user(&user).await.expect("still found");
+    eprintln!(
+        "replication: {departed} original holders left, one by one; {} live nodes; found seq {}",
+        live.len(),
+        found.seq
+    );
+    assert_eq!(found.user_id, user);
 }

@@ -18,7 +18,7 @@ use super::node_store::NodeStore;
 use super::{Behaviour, BehaviourEvent};
 use crate::config::{DhtConfig, KAD_PROTOCOL};
 use crate::error::{DhtError, DhtResult, Rejection};
-use crate::records::{Checks, RecordKey, ValidValue, validate_value};
+use crate::records::{Checks, RecordKey, ValidValue};
 
 /// What a handle asks of the network task.
 #[derive(Debug)]
@@ -46,6 +46,10 @@ pub(crate) enum Command {
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
+    },
+    LocalRecord {
+        key: RecordKey,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
     },
     Shutdown,
 }
@@ -216,6 +220,14 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::LocalRecord { key, reply } => {
+                let held = self
+                    .kad()
+                    .store_mut()
+                    .get(&key.to_kad())
+                    .map(|record| record.value.clone());
+                let _ = reply.send(held);
+            }
             // Handled by `run`.
             Command::Shutdown => {}
         }
@@ -253,7 +265,8 @@ impl EventLoop {
             },
             None => record,
         };
-        let id = self.kad().get_closest_peers(record.key.to_vec());
+        let holders = self.config.replication_factor;
+        let id = self.kad().get_n_closest_peers(record.key.to_vec(), holders);
         self.pending
             .insert(id, Pending::FindHolders { record, reply });
     }
@@ -469,7 +482,7 @@ impl EventLoop {
         }
         let checks = self.checks();
         let checked = if record.key == key.to_kad() {
-            validate_value(key, &record.value, &checks)
+            self.store.cache.validate(key, &record.value, &checks)
         } else {
             Err(Rejection::KeyMismatch)
         };

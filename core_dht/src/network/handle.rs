@@ -97,6 +97,13 @@ impl DhtHandle {
         self.ask(|reply| Command::Status { reply }).await
     }
 
+    /// The value this node itself holds at `key` (as a replica or as the publisher), without
+    /// asking the network.
+    pub async fn local_record(&self, key: &RecordKey) -> DhtResult<Option<Vec<u8>>> {
+        let key = *key;
+        self.ask(|reply| Command::LocalRecord { key, reply }).await
+    }
+
     /// Stops the node: its task ends and its connections close. Other handles then get
     /// [`DhtError::Stopped`].
     pub async fn shutdown(&self) {

@@ -11,12 +11,25 @@ use libp2p::kad::{self, Record};
 use spacepanda_core::Timestamp;
 
 use crate::error::Rejection;
-use crate::records::{Checks, RecordKey, StoreDecision, decide_store};
+use crate::records::{Checks, RecordKey, StoreDecision, ValidationCache, decide_store};
 
 /// The bookkeeping next to kad's store: whose signatures each stored key holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct NodeStore {
     publishers: HashMap<RecordKey, Vec<UserId>>,
+    pub(crate) cache: ValidationCache,
+}
+
+/// Validated values remembered per node (a few MiB at most).
+const VALIDATION_CACHE: usize = 512;
+
+impl Default for NodeStore {
+    fn default() -> Self {
+        Self {
+            publishers: HashMap::new(),
+            cache: ValidationCache::new(VALIDATION_CACHE),
+        }
+    }
 }
 
 /// What happened to a record offered for storage.
@@ -39,16 +52,21 @@ impl NodeStore {
     ) -> Result<Stored, Rejection> {
         let key = RecordKey::from_kad(&record.key).ok_or(Rejection::KeyMismatch)?;
         let held = store.get(&record.key).map(|r| r.value.clone());
-        let (value, publishers, expires_at) =
-            match decide_store(&key, &record.value, held.as_deref(), checks) {
-                StoreDecision::Store {
-                    value,
-                    publishers,
-                    expires_at,
-                } => (value, publishers, expires_at),
-                StoreDecision::AlreadyHeld => return Ok(Stored::AlreadyHeld),
-                StoreDecision::Refuse(rejection) => return Err(rejection),
-            };
+        let (value, publishers, expires_at) = match decide_store(
+            &key,
+            &record.value,
+            held.as_deref(),
+            checks,
+            &mut self.cache,
+        ) {
+            StoreDecision::Store {
+                value,
+                publishers,
+                expires_at,
+            } => (value, publishers, expires_at),
+            StoreDecision::AlreadyHeld => return Ok(Stored::AlreadyHeld),
+            StoreDecision::Refuse(rejection) => return Err(rejection),
+        };
         self.check_quota(store, &key, &publishers, quota)?;
         let stored = Record {
             key: record.key.clone(),

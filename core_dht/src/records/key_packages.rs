@@ -11,7 +11,7 @@ use super::{Lifetime, RecordKey, RecordKind, WireEntry, decode_body, encode_body
 use crate::error::Rejection;
 
 /// Most key packages one record carries.
-pub const MAX_KEY_PACKAGES: usize = 32;
+pub const MAX_KEY_PACKAGES: usize = 48;
 
 #[derive(Serialize, Deserialize)]
 struct KeyPackageBody {

@@ -37,7 +37,9 @@ pub(crate) use names::name_body;
 pub use names::{MAX_ADDRESS_ENTRIES, MAX_NAME_ENTRIES, NameEntry};
 pub use user::{DeviceRecord, MAX_ADDRESSES_PER_DEVICE, MAX_DEVICES, UserRecord};
 pub(crate) use user::{UserBodyDevice, user_body};
-pub(crate) use validation::{Checks, StoreDecision, ValidValue, decide_store, validate_value};
+pub(crate) use validation::{
+    Checks, StoreDecision, ValidValue, ValidationCache, decide_store, validate_value,
+};
 
 /// The record format this build writes and reads.
 pub const RECORD_VERSION: u8 = 1;

@@ -1,6 +1,8 @@
 //! The checks every node applies to a record, on an inbound put *and* on every value a lookup
 //! returns (Kademlia checks neither), and what a storing node keeps.
 
+use std::collections::HashMap;
+
 use core_identity::UserId;
 use spacepanda_core::Timestamp;
 
@@ -86,6 +88,50 @@ pub(crate) fn validate_value(
     Ok((value.merged_with(None), total - kept))
 }
 
+/// Values already validated, by a hash of key and bytes: the ten replicas a lookup returns are
+/// usually the same bytes, and a key package record's packages cost an OpenMLS verification
+/// each. Only successes are kept (a peer that sends a forgery is ignored after the first), and
+/// a hit is re-checked against the time, so a cached value still expires.
+#[derive(Debug)]
+pub(crate) struct ValidationCache {
+    entries: HashMap<[u8; 32], (ValidValue, usize)>,
+    capacity: usize,
+}
+
+impl ValidationCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// [`validate_value`], remembered.
+    pub(crate) fn validate(
+        &mut self,
+        key: &RecordKey,
+        bytes: &[u8],
+        checks: &Checks,
+    ) -> Result<(ValidValue, usize), Rejection> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(key.as_bytes());
+        hasher.update(bytes);
+        let id = *hasher.finalize().as_bytes();
+        if let Some((value, dropped)) = self.entries.get(&id)
+            && value.first_expiry() > checks.now
+        {
+            return Ok((value.clone(), *dropped));
+        }
+        let checked = validate_value(key, bytes, checks)?;
+        if self.entries.len() >= self.capacity {
+            // Simple and bounded: start over rather than track recency.
+            self.entries.clear();
+        }
+        self.entries.insert(id, checked.clone());
+        Ok(checked)
+    }
+}
+
 fn merged_cap(kind: RecordKind) -> usize {
     match kind {
         RecordKind::Addresses => MAX_ADDRESS_ENTRIES,
@@ -129,6 +175,24 @@ impl ValidValue {
                 .iter()
                 .map(|c| c.lifetime.expires_at)
                 .max()
+                .unwrap_or(Timestamp::EPOCH),
+        }
+    }
+
+    /// When the first of its entries expires (after it, the value must be checked again).
+    fn first_expiry(&self) -> Timestamp {
+        match self {
+            Self::User(r) => r.lifetime.expires_at,
+            Self::KeyPackages(r) => r.lifetime.expires_at,
+            Self::Names(e) | Self::Addresses(e) => e
+                .iter()
+                .map(|e| e.lifetime.expires_at)
+                .min()
+                .unwrap_or(Timestamp::EPOCH),
+            Self::Claims(c) => c
+                .iter()
+                .map(|c| c.lifetime.expires_at)
+                .min()
                 .unwrap_or(Timestamp::EPOCH),
         }
     }
@@ -259,14 +323,15 @@ pub(crate) fn decide_store(
     incoming: &[u8],
     held: Option<&[u8]>,
     checks: &Checks,
+    cache: &mut ValidationCache,
 ) -> StoreDecision {
-    let incoming = match validate_value(key, incoming, checks) {
+    let incoming = match cache.validate(key, incoming, checks) {
         Ok((value, _)) => value,
         Err(rejection) => return StoreDecision::Refuse(rejection),
     };
     // What we hold passed these checks when it came; it may have expired since, and then it is
     // as good as absent.
-    let held = held.and_then(|bytes| validate_value(key, bytes, checks).ok().map(|(v, _)| v));
+    let held = held.and_then(|bytes| cache.validate(key, bytes, checks).ok().map(|(v, _)| v));
     let Some(held) = held else {
         return StoreDecision::Store {
             value: incoming.encode(),

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod forge;
+pub mod malicious;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +19,24 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use spacepanda_core::{Clock, MemoryStore, SharedStore, SystemClock};
 
-/// Settings for test networks: short timeouts, replication every two seconds.
+/// Settings for test networks: short timeouts, and no periodic replication within a test's
+/// time (each node re-puts every record it holds each interval; in a 30-node network in one
+/// process that costs more than the test). `replication_test_config` turns it on.
 pub fn test_config() -> DhtConfig {
     DhtConfig {
         query_timeout: Duration::from_secs(5),
-        replication_interval: Duration::from_secs(2),
+        replication_interval: Duration::from_secs(3600),
         ..DhtConfig::default()
+    }
+}
+
+/// Settings for a small network that replicates every second to 3 holders.
+pub fn replication_test_config() -> DhtConfig {
+    DhtConfig {
+        replication_factor: std::num::NonZeroUsize::new(3).expect("3 > 0"),
+        publish_quorum: 2,
+        replication_interval: Duration::from_secs(1),
+        ..test_config()
     }
 }
 
@@ -76,9 +91,18 @@ pub async fn join(node: &TestNode, bootstrap: &TestNode) {
 /// `n` nodes, each joined through the first, then every node bootstrapped once more so the
 /// routing tables fill.
 pub async fn start_network(rng: &mut ChaCha20Rng, n: usize) -> Vec<TestNode> {
+    start_network_with(rng, n, test_config).await
+}
+
+/// [`start_network`] with other settings.
+pub async fn start_network_with(
+    rng: &mut ChaCha20Rng,
+    n: usize,
+    config: fn() -> DhtConfig,
+) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
     for i in 0..n {
-        let node = start_node(rng, test_config()).await;
+        let node = start_node(rng, config()).await;
         if i > 0 {
             join(&node, &nodes[0]).await;
         }
