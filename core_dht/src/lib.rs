@@ -11,3 +11,6 @@ pub use error::*;
 pub use network::event_loop::NodeStatus;
 pub use network::handle::DhtHandle;
 pub use own_records::{ClaimSync, DevicePublisher, OWN_RECORDS_NAMESPACE};
+pub use records::{
+    Claim, DeviceRecord, KeyPackageRecord, NameEntry, PublishedKeyPackage, UserRecord,
+};

@@ -152,17 +152,7 @@ impl DevicePublisher {
     /// [`MlsClient::publishable_key_packages`]); it expires no later than the first package.
     pub fn key_package_record(&self, packages: &[PublishableKeyPackage]) -> DhtResult<Publication> {
         let key = RecordKey::key_packages(&self.device.user_id(), &self.device.device_id());
-        // The last-resort package always goes in; fresh ones (longest-lived first) while the
-        // record stays within its bounds.
-        let mut chosen: Vec<&PublishableKeyPackage> = packages.iter().collect();
-        chosen.sort_by_key(|p| (!p.last_resort, std::cmp::Reverse(p.not_after)));
-        let mut size = 0;
-        let budget = self.max_record_len.saturating_sub(RECORD_OVERHEAD);
-        chosen.retain(|p| {
-            size += p.key_package.len() + 4;
-            size <= budget
-        });
-        chosen.truncate(crate::records::MAX_KEY_PACKAGES);
+        let chosen = self.choose(packages);
         let first_end = chosen.iter().map(|p| p.not_after).min();
         let bytes: Vec<Vec<u8>> = chosen.iter().map(|p| p.key_package.clone()).collect();
         self.sign_and_keep_until(
@@ -174,6 +164,45 @@ impl DevicePublisher {
             |seq, lifetime| {
                 let body = key_package_body(self.device.credential_bytes(), &bytes, seq, lifetime);
                 Ok(self.sign_as_device(RecordKind::KeyPackages, &key, body))
+            },
+        )
+    }
+
+    /// The packages a record carries: the last-resort package always, fresh ones
+    /// (longest-lived first) while the record stays within its bounds.
+    fn choose<'a>(&self, packages: &'a [PublishableKeyPackage]) -> Vec<&'a PublishableKeyPackage> {
+        let mut chosen: Vec<&PublishableKeyPackage> = packages.iter().collect();
+        chosen.sort_by_key(|p| (!p.last_resort, std::cmp::Reverse(p.not_after)));
+        let mut size = 0;
+        let budget = self.max_record_len.saturating_sub(RECORD_OVERHEAD);
+        chosen.retain(|p| {
+            size += p.key_package.len() + 4;
+            size <= budget
+        });
+        chosen.truncate(crate::records::MAX_KEY_PACKAGES);
+        chosen
+    }
+
+    /// The refs of the key packages in the record this device last published (empty if it
+    /// kept none, or the kept one is no longer valid).
+    fn published_refs(&self) -> DhtResult<Vec<Vec<u8>>> {
+        let key = RecordKey::key_packages(&self.device.user_id(), &self.device.device_id());
+        let txn = Transaction::begin(&self.store);
+        let Some(value) = txn.get(
+            OWN_RECORDS_NAMESPACE,
+            &Key::from_segment("value").with(key.as_bytes()),
+        )?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(
+            match crate::records::validate_value(&key, &value, &self.checks()) {
+                Ok((crate::records::ValidValue::KeyPackages(record), _)) => record
+                    .key_packages
+                    .into_iter()
+                    .map(|p| p.validated.key_package_ref)
+                    .collect(),
+                _ => Vec::new(),
             },
         )
     }
@@ -286,8 +315,33 @@ impl DevicePublisher {
         Ok(report)
     }
 
+    /// Tops the pool up and republishes the key package record if what it would carry differs
+    /// from what was last published (a package claimed, consumed by a Welcome, rotated,
+    /// expired or added). Returns the report if it published.
+    pub async fn refresh_key_packages(
+        &self,
+        dht: &DhtHandle,
+        client: &mut MlsClient,
+    ) -> DhtResult<Option<PublishReport>> {
+        client.replenish_key_packages()?;
+        let packages = client.publishable_key_packages()?;
+        let mut offered: Vec<Vec<u8>> = self
+            .choose(&packages)
+            .iter()
+            .map(|p| p.key_package_ref.clone())
+            .collect();
+        let mut published = self.published_refs()?;
+        offered.sort();
+        published.sort();
+        if offered == published {
+            return Ok(None);
+        }
+        self.publish_key_packages(dht, client).await.map(Some)
+    }
+
     /// Looks for claims on this device's packages: the claimed ones stop being offered, the
-    /// pool is replenished, and the record republished without them.
+    /// pool is replenished, and the record republished if what it offers changed (claimed
+    /// here, or consumed by a Welcome since the last publish).
     pub async fn sync_claims(
         &self,
         dht: &DhtHandle,
@@ -307,15 +361,12 @@ impl DevicePublisher {
             })
             .map(|p| p.key_package_ref.clone())
             .collect();
-        if claimed.is_empty() {
-            return Ok(ClaimSync {
-                newly_claimed: 0,
-                republished: None,
-            });
-        }
-        let newly_claimed = client.mark_key_packages_claimed(&claimed)?;
-        client.replenish_key_packages()?;
-        let republished = Some(self.publish_key_packages(dht, client).await?);
+        let newly_claimed = if claimed.is_empty() {
+            0
+        } else {
+            client.mark_key_packages_claimed(&claimed)?
+        };
+        let republished = self.refresh_key_packages(dht, client).await?;
         Ok(ClaimSync {
             newly_claimed,
             republished,
