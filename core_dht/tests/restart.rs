@@ -1,0 +1,96 @@
+//! A device's own records survive restarts: they are kept, with the highest `seq` used, in its
+//! sealed redb file, republished from there into a network that lost them, and a restart never
+//! publishes a lower `seq`.
+
+mod network_kit;
+
+use std::sync::Arc;
+
+use core_dht::records::RecordKey;
+use network_kit::*;
+use spacepanda_core::{MasterKey, RedbStore, SealedStore, SharedStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bob.redb");
+    let key = MasterKey::from_bytes([7; 32]);
+    let mut r = rng(70);
+
+    // First life: publish twice into network A.
+    let (user, device, seqs) = {
+        let nodes = start_network(&mut r, 4).await;
+        let store: SharedStore = Arc::new(
+            SealedStore::create_with_key(RedbStore::create(&path).expect("create"), &key)
+                .expect("sealed"),
+        );
+        let mut bob = TestDevice::on_store("bob", nodes[1].clone(), 71, store);
+        bob.publish_all().await.expect("publish");
+        bob.publish_all().await.expect("publish again");
+        let user = bob.identity.user_id();
+        let device = bob.identity.device_id();
+        let found = nodes[2].dht.lookup_user(&user).await.expect("found");
+        let packages = nodes[3]
+            .dht
+            .lookup_key_packages(&user, &device)
+            .await
+            .expect("found");
+        for node in &nodes {
+            node.dht.shutdown().await;
+        }
+        (user, device, (found.seq, packages.seq))
+    };
+    assert_eq!(seqs, (2, 2));
+
+    // Second life: the file reopened, a new network that holds nothing.
+    let nodes = start_network(&mut r, 4).await;
+    match nodes[2].dht.lookup_user(&user).await {
+        Err(core_dht::DhtError::NotFound { .. }) => {}
+        other => panic!("the new network starts empty, got {other:?}"),
+    }
+    let store: SharedStore = Arc::new(
+        SealedStore::open_with_key(RedbStore::open(&path).expect("open"), &key).expect("sealed"),
+    );
+    let bob = TestDevice::on_store("bob", nodes[1].clone(), 72, store);
+    assert_eq!(bob.identity.user_id(), user, "the same device came back");
+    let kept = bob.publisher.stored().expect("kept records");
+    assert_eq!(
+        kept.len(),
+        4,
+        "user record, name, address and key packages are kept"
+    );
+    let next = bob
+        .publisher
+        .next_republish()
+        .expect("republish time")
+        .expect("something to republish");
+    assert!(next > clock().now(), "fresh records are not due yet");
+    for (what, result) in bob
+        .publisher
+        .republish(&bob.node.dht)
+        .await
+        .expect("republish")
+    {
+        result.unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    let found = nodes[3].dht.lookup_user(&user).await.expect("republished");
+    assert_eq!(found.seq, 2, "the kept record itself, not a rebuilt one");
+    let packages = nodes[0]
+        .dht
+        .lookup_key_packages(&user, &device)
+        .await
+        .expect("republished");
+    assert_eq!(packages.seq, 2);
+
+    // A new record after the restart continues above every seq used before, even when the
+    // network offers nothing to compare with.
+    let next_record = bob
+        .publisher
+        .user_record(None, bob.node.peer_id(), &[])
+        .expect("record");
+    assert_eq!(next_record.key(), RecordKey::user(&user));
+    let report = bob.node.dht.publish(&next_record).await.expect("published");
+    assert!(report.confirmed >= 3);
+    let found = nodes[2].dht.lookup_user(&user).await.expect("found");
+    assert_eq!(found.seq, 3);
+}
