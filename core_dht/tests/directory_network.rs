@@ -1,5 +1,11 @@
 //! The directory on networks of in-process nodes (memory transport): every user is found by
 //! every node, and still after a third of the network is replaced.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod network_kit;
 

@@ -1,6 +1,12 @@
 //! Outcomes a user can act on: "not found" told apart from "unreachable", a publication that
 //! falls short of its quorum reported with its counts (an acknowledgement is not storage),
 //! and a node's per-publisher quota.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod network_kit;
 

@@ -1,6 +1,12 @@
 //! A device's own records survive restarts: they are kept, with the highest `seq` used, in its
 //! sealed redb file, republished from there into a network that lost them, and a restart never
 //! publishes a lower `seq`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod network_kit;
 

@@ -1,7 +1,14 @@
 //! A test network: nodes on libp2p's memory transport in one process, seeded keys, and
 //! devices (identity + engine + publisher) on their own stores. Every wait is bounded.
 
-#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 pub mod forge;
 pub mod malicious;
