@@ -22,6 +22,9 @@ mod names;
 mod user;
 mod validation;
 
+#[cfg(test)]
+mod tests;
+
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use spacepanda_core::Timestamp;
