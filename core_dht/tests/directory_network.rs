@@ -246,3 +246,39 @@ async fn holders_replicate_a_record_as_they_leave() {
     );
     assert_eq!(found.user_id, user);
 }
+
+/// The same directory over real sockets: loopback TCP with noise and yamux.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_works_over_loopback_tcp() {
+    let mut r = rng(45);
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node_on(&mut r, test_config(), "/ip4/127.0.0.1/tcp/0").await);
+    }
+    for node in &nodes[1..] {
+        join(node, &nodes[0]).await;
+    }
+    assert!(
+        nodes[0]
+            .address
+            .to_string()
+            .starts_with("/ip4/127.0.0.1/tcp/")
+    );
+    let mut bob = TestDevice::new("bob", nodes[1].clone(), 46);
+    bob.publish_all().await.expect("bob publishes over TCP");
+    let found = nodes[3]
+        .dht
+        .lookup_key_packages(&bob.identity.user_id(), &bob.identity.device_id())
+        .await
+        .expect("found over TCP");
+    assert!(found.pick().is_some());
+    let resolved = nodes[2]
+        .dht
+        .resolve("bob")
+        .await
+        .expect("resolves over TCP");
+    assert_eq!(
+        resolved.user.devices[0].addresses,
+        vec![nodes[1].address.clone()]
+    );
+}

@@ -138,3 +138,29 @@ async fn an_acknowledged_put_that_nobody_stored_falls_short_of_the_quorum() {
         other => panic!("expected the local quota refusal, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_from_a_list_of_bootstrap_addresses() {
+    let mut r = rng(67);
+    let nodes = start_network(&mut r, 3).await;
+    let newcomer = start_node(&mut r, test_config()).await;
+    let with_peer_id = |n: &TestNode| {
+        n.address
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(n.peer_id()))
+    };
+    // One address without a peer id is skipped; the others are enough.
+    let list = vec![
+        nodes[0].address.clone(),
+        with_peer_id(&nodes[1]),
+        with_peer_id(&nodes[2]),
+    ];
+    let peers = newcomer.dht.join(&list).await.expect("joins");
+    assert!(peers >= 2, "the routing table holds the network: {peers}");
+    // Nothing usable: unreachable, with the reason.
+    let lonely = start_node(&mut r, test_config()).await;
+    match lonely.dht.join(&[nodes[0].address.clone()]).await {
+        Err(DhtError::Unreachable { reason }) => assert!(reason.contains("no /p2p/ peer id")),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}

@@ -86,6 +86,32 @@ impl DhtHandle {
         .await?
     }
 
+    /// Joins the network from a list of bootstrap addresses, each ending in `/p2p/<peer id>`
+    /// (`/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo…`): adds and dials every one, then
+    /// [`bootstrap`](Self::bootstrap)s. Addresses without a peer id, or that cannot be dialed,
+    /// are skipped; if none is left the node is [`DhtError::Unreachable`]. Returns how many
+    /// peers the routing table then holds.
+    pub async fn join(&self, bootstrap: &[Multiaddr]) -> DhtResult<usize> {
+        let mut added = 0;
+        let mut skipped = Vec::new();
+        for address in bootstrap {
+            let Some(libp2p::multiaddr::Protocol::P2p(peer)) = address.iter().last() else {
+                skipped.push(format!("{address} (no /p2p/ peer id)"));
+                continue;
+            };
+            match self.add_peer(peer, address.clone()).await {
+                Ok(()) => added += 1,
+                Err(e) => skipped.push(format!("{address} ({e})")),
+            }
+        }
+        if added == 0 {
+            return Err(DhtError::Unreachable {
+                reason: format!("no usable bootstrap address: {}", skipped.join(", ")),
+            });
+        }
+        self.bootstrap().await
+    }
+
     /// Joins the network through the peers added so far: looks itself up, filling the
     /// routing table. Returns how many peers the table then holds.
     pub async fn bootstrap(&self) -> DhtResult<usize> {

@@ -78,9 +78,14 @@ impl TestNode {
 
 /// Starts a node listening on a fresh memory address.
 pub async fn start_node(rng: &mut ChaCha20Rng, config: DhtConfig) -> TestNode {
+    start_node_on(rng, config, "/memory/0").await
+}
+
+/// Starts a node listening on `address` (`/memory/0`, `/ip4/127.0.0.1/tcp/0`).
+pub async fn start_node_on(rng: &mut ChaCha20Rng, config: DhtConfig, address: &str) -> TestNode {
     let dht = DhtHandle::spawn(&keypair(rng), config, clock()).expect("node starts");
     let address = dht
-        .listen("/memory/0".parse().expect("memory address"))
+        .listen(address.parse().expect("listen address"))
         .await
         .expect("listens");
     TestNode { dht, address }
