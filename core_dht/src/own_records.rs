@@ -373,7 +373,72 @@ impl DevicePublisher {
         })
     }
 
-    /// Republishes every kept record that is still valid. Returns one result per record.
+    /// Keeps this device's records fresh, what a driver calls at start and whenever
+    /// [`next_republish`](Self::next_republish) comes: records within their republish margin
+    /// (or gone) are rebuilt with a higher `seq` and a new lifetime, the key package record
+    /// also when the pool changed, and the rest are republished as kept, so holders that
+    /// joined since have them. Returns one result per publication.
+    pub async fn keep_fresh(
+        &self,
+        dht: &DhtHandle,
+        client: &mut MlsClient,
+        addresses: &[Multiaddr],
+    ) -> DhtResult<Vec<(String, DhtResult<PublishReport>)>> {
+        let now = self.clock.now();
+        let checks = self.checks();
+        let user = self.device.user_id();
+        let identity_keys = [
+            RecordKey::user(&user),
+            RecordKey::name(self.device.display_name()),
+            RecordKey::address(self.device.display_name(), &user.fingerprint()),
+        ];
+        let kp_key = RecordKey::key_packages(&user, &self.device.device_id());
+        let mut fresh = Vec::new();
+        let mut identity_due = false;
+        let mut packages_due = false;
+        let kept = self.stored()?;
+        for key in identity_keys.iter().chain(std::iter::once(&kp_key)) {
+            let kept_fresh = kept.iter().find(|p| p.key == *key).filter(|p| {
+                crate::records::validate_value(&p.key, &p.value, &checks)
+                    .is_ok_and(|(v, _)| v.expires_at().saturating_sub(self.margin) > now)
+            });
+            match kept_fresh {
+                Some(publication) => fresh.push(publication.clone()),
+                None if *key == kp_key => packages_due = true,
+                None => identity_due = true,
+            }
+        }
+        let mut results = Vec::new();
+        if identity_due {
+            fresh.retain(|p| p.key == kp_key);
+            results.push((
+                "user record and names".to_owned(),
+                self.publish_identity(dht, addresses).await,
+            ));
+        }
+        if packages_due {
+            results.push((
+                "key package record".to_owned(),
+                self.publish_key_packages(dht, client).await,
+            ));
+        } else {
+            match self.refresh_key_packages(dht, client).await {
+                Ok(Some(report)) => {
+                    fresh.retain(|p| p.key != kp_key);
+                    results.push(("key package record".to_owned(), Ok(report)));
+                }
+                Ok(None) => {}
+                Err(e) => results.push(("key package record".to_owned(), Err(e))),
+            }
+        }
+        for publication in fresh {
+            results.push((publication.what.clone(), dht.publish(&publication).await));
+        }
+        Ok(results)
+    }
+
+    /// Republishes every kept record that is still valid, as it is. Returns one result per
+    /// record.
     pub async fn republish(
         &self,
         dht: &DhtHandle,

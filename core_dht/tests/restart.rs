@@ -100,3 +100,66 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
     let found = nodes[2].dht.lookup_user(&user).await.expect("found");
     assert_eq!(found.seq, 3);
 }
+
+/// Records are rebuilt before they expire: a week into their two-week lifetime (the republish
+/// margin), `keep_fresh` publishes every record anew with a higher `seq` and a later end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_renewed_before_they_expire() {
+    let manual = spacepanda_core::ManualClock::starting_now();
+    let shared: Arc<dyn spacepanda_core::Clock> = Arc::new(manual.clone());
+    let mut r = rng(75);
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start_node_with_clock(&mut r, test_config(), "/memory/0", shared.clone()).await);
+    }
+    for node in &nodes[1..] {
+        join(node, &nodes[0]).await;
+    }
+    let store: SharedStore = Arc::new(spacepanda_core::MemoryStore::new());
+    let mut bob = TestDevice::with_clock("bob", nodes[1].clone(), 76, store, shared.clone());
+    let first = bob
+        .publisher
+        .keep_fresh(&bob.node.dht, &mut bob.client, &[])
+        .await
+        .expect("first publication");
+    assert!(first.iter().all(|(_, r)| r.is_ok()), "{first:?}");
+    let user = bob.identity.user_id();
+    let before = nodes[2].dht.lookup_user(&user).await.expect("found");
+
+    // Nothing is due yet: the same records go out again, unchanged.
+    let again = bob
+        .publisher
+        .keep_fresh(&bob.node.dht, &mut bob.client, &[])
+        .await
+        .expect("republished");
+    assert!(again.iter().all(|(_, r)| r.is_ok()));
+    assert_eq!(
+        nodes[2].dht.lookup_user(&user).await.expect("found").seq,
+        before.seq
+    );
+
+    // Past the margin, everything is rebuilt.
+    manual.advance(std::time::Duration::from_secs(7 * 24 * 3600 + 60));
+    let renewed = bob
+        .publisher
+        .keep_fresh(&bob.node.dht, &mut bob.client, &[])
+        .await
+        .expect("renewed");
+    assert!(renewed.iter().all(|(_, r)| r.is_ok()), "{renewed:?}");
+    let after = nodes[3].dht.lookup_user(&user).await.expect("found");
+    assert!(after.seq > before.seq);
+    assert!(after.lifetime.expires_at > before.lifetime.expires_at);
+    let names = nodes[0]
+        .dht
+        .lookup_name(bob.identity.display_name())
+        .await
+        .expect("name");
+    assert!(names[0].lifetime.expires_at > before.lifetime.expires_at);
+    let margin = bob.node.dht.config().republish_margin;
+    assert!(
+        after.lifetime.expires_at.saturating_sub(margin) > shared.now(),
+        "the next renewal of the user record is in the future"
+    );
+    // (The key package record ends with its first package, whose lifetime OpenMLS sets from
+    // the system clock, not this test's: the engine's rotation renews those.)
+}

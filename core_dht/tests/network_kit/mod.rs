@@ -83,7 +83,17 @@ pub async fn start_node(rng: &mut ChaCha20Rng, config: DhtConfig) -> TestNode {
 
 /// Starts a node listening on `address` (`/memory/0`, `/ip4/127.0.0.1/tcp/0`).
 pub async fn start_node_on(rng: &mut ChaCha20Rng, config: DhtConfig, address: &str) -> TestNode {
-    let dht = DhtHandle::spawn(&keypair(rng), config, clock()).expect("node starts");
+    start_node_with_clock(rng, config, address, clock()).await
+}
+
+/// [`start_node_on`] with the clock records are checked against.
+pub async fn start_node_with_clock(
+    rng: &mut ChaCha20Rng,
+    config: DhtConfig,
+    address: &str,
+    clock: Arc<dyn Clock>,
+) -> TestNode {
+    let dht = DhtHandle::spawn(&keypair(rng), config, clock).expect("node starts");
     let address = dht
         .listen(address.parse().expect("listen address"))
         .await
@@ -143,8 +153,19 @@ impl TestDevice {
     }
 
     pub fn on_store(name: &str, node: TestNode, seed: u64, store: SharedStore) -> Self {
+        Self::with_clock(name, node, seed, store, clock())
+    }
+
+    /// A device whose engine and publisher run on `clock`.
+    pub fn with_clock(
+        name: &str,
+        node: TestNode,
+        seed: u64,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let mut r = rng(seed);
-        let identities = IdentityStore::new(store.clone(), clock());
+        let identities = IdentityStore::new(store.clone(), clock.clone());
         let identity = match identities.load().expect("load identity") {
             Some(identity) => identity,
             None => identities.create_with(name, &mut r).expect("identity"),
@@ -153,14 +174,14 @@ impl TestDevice {
         r.fill_bytes(&mut engine_seed);
         let client = MlsClient::open_seeded(
             store.clone(),
-            clock(),
+            clock.clone(),
             identity.clone(),
             MlsConfig::default(),
             engine_seed,
         )
         .expect("engine opens");
         let publisher =
-            DevicePublisher::new(store.clone(), clock(), identity.clone(), node.dht.config());
+            DevicePublisher::new(store.clone(), clock, identity.clone(), node.dht.config());
         Self {
             store,
             identity,
