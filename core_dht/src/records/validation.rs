@@ -161,40 +161,32 @@ impl ValidValue {
         }
     }
 
+    /// When each of its entries expires.
+    fn expiries(&self) -> Vec<Timestamp> {
+        match self {
+            Self::User(r) => vec![r.lifetime.expires_at],
+            Self::KeyPackages(r) => vec![r.lifetime.expires_at],
+            Self::Names(e) | Self::Addresses(e) => {
+                e.iter().map(|e| e.lifetime.expires_at).collect()
+            }
+            Self::Claims(c) => c.iter().map(|c| c.lifetime.expires_at).collect(),
+        }
+    }
+
     /// When the last of its entries expires.
     pub(crate) fn expires_at(&self) -> Timestamp {
-        match self {
-            Self::User(r) => r.lifetime.expires_at,
-            Self::KeyPackages(r) => r.lifetime.expires_at,
-            Self::Names(e) | Self::Addresses(e) => e
-                .iter()
-                .map(|e| e.lifetime.expires_at)
-                .max()
-                .unwrap_or(Timestamp::EPOCH),
-            Self::Claims(c) => c
-                .iter()
-                .map(|c| c.lifetime.expires_at)
-                .max()
-                .unwrap_or(Timestamp::EPOCH),
-        }
+        self.expiries()
+            .into_iter()
+            .max()
+            .unwrap_or(Timestamp::EPOCH)
     }
 
     /// When the first of its entries expires (after it, the value must be checked again).
     fn first_expiry(&self) -> Timestamp {
-        match self {
-            Self::User(r) => r.lifetime.expires_at,
-            Self::KeyPackages(r) => r.lifetime.expires_at,
-            Self::Names(e) | Self::Addresses(e) => e
-                .iter()
-                .map(|e| e.lifetime.expires_at)
-                .min()
-                .unwrap_or(Timestamp::EPOCH),
-            Self::Claims(c) => c
-                .iter()
-                .map(|c| c.lifetime.expires_at)
-                .min()
-                .unwrap_or(Timestamp::EPOCH),
-        }
+        self.expiries()
+            .into_iter()
+            .min()
+            .unwrap_or(Timestamp::EPOCH)
     }
 
     /// The value as it is stored and sent.
