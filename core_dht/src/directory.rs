@@ -211,12 +211,7 @@ impl DhtHandle {
     }
 
     pub(crate) fn checks_now(&self) -> crate::records::Checks {
-        crate::records::Checks {
-            now: self.clock().now(),
-            max_clock_skew_ms: u64::try_from(self.config().max_clock_skew.as_millis())
-                .unwrap_or(u64::MAX),
-            max_record_len: self.config().max_record_len,
-        }
+        crate::records::Checks::new(self.clock().now(), self.config())
     }
 }
 

@@ -7,7 +7,6 @@
 //! published there. Both are written in one transaction *before* the value leaves the device.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use core_identity::{DeviceIdentity, IdentityStore};
 use core_mls::{MlsClient, PublishableKeyPackage};
@@ -35,10 +34,7 @@ pub struct DevicePublisher {
     identities: IdentityStore,
     device: DeviceIdentity,
     clock: Arc<dyn Clock>,
-    lifetime: Duration,
-    margin: Duration,
-    max_clock_skew: Duration,
-    max_record_len: usize,
+    config: DhtConfig,
 }
 
 impl std::fmt::Debug for DevicePublisher {
@@ -72,10 +68,7 @@ impl DevicePublisher {
             store,
             device,
             clock,
-            lifetime: config.record_lifetime,
-            margin: config.republish_margin,
-            max_clock_skew: config.max_clock_skew,
-            max_record_len: config.max_record_len,
+            config: config.clone(),
         }
     }
 
@@ -174,7 +167,7 @@ impl DevicePublisher {
         let mut chosen: Vec<&PublishableKeyPackage> = packages.iter().collect();
         chosen.sort_by_key(|p| (!p.last_resort, std::cmp::Reverse(p.not_after)));
         let mut size = 0;
-        let budget = self.max_record_len.saturating_sub(RECORD_OVERHEAD);
+        let budget = self.config.max_record_len.saturating_sub(RECORD_OVERHEAD);
         chosen.retain(|p| {
             size += p.key_package.len() + 4;
             size <= budget
@@ -272,7 +265,9 @@ impl DevicePublisher {
             if let Ok((valid, _)) =
                 crate::records::validate_value(&publication.key, &publication.value, &checks)
             {
-                let due = valid.expires_at().saturating_sub(self.margin);
+                let due = valid
+                    .expires_at()
+                    .saturating_sub(self.config.republish_margin);
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -399,8 +394,9 @@ impl DevicePublisher {
         let kept = self.stored()?;
         for key in identity_keys.iter().chain(std::iter::once(&kp_key)) {
             let kept_fresh = kept.iter().find(|p| p.key == *key).filter(|p| {
-                crate::records::validate_value(&p.key, &p.value, &checks)
-                    .is_ok_and(|(v, _)| v.expires_at().saturating_sub(self.margin) > now)
+                crate::records::validate_value(&p.key, &p.value, &checks).is_ok_and(|(v, _)| {
+                    v.expires_at().saturating_sub(self.config.republish_margin) > now
+                })
             });
             match kept_fresh {
                 Some(publication) => fresh.push(publication.clone()),
@@ -451,11 +447,7 @@ impl DevicePublisher {
     }
 
     fn checks(&self) -> crate::records::Checks {
-        crate::records::Checks {
-            now: self.clock.now(),
-            max_clock_skew_ms: u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
-            max_record_len: self.max_record_len,
-        }
+        crate::records::Checks::new(self.clock.now(), &self.config)
     }
 
     fn sign_as_user(
@@ -522,7 +514,7 @@ impl DevicePublisher {
         };
         let seq = used.max(floor).saturating_add(1);
         let now = self.clock.now();
-        let mut expires_at = now.saturating_add(self.lifetime);
+        let mut expires_at = now.saturating_add(self.config.record_lifetime);
         if let Some(until) = until {
             expires_at = expires_at.min(until);
         }

@@ -160,12 +160,7 @@ impl EventLoop {
     }
 
     fn checks(&self) -> Checks {
-        Checks {
-            now: self.clock.now(),
-            max_clock_skew_ms: u64::try_from(self.config.max_clock_skew.as_millis())
-                .unwrap_or(u64::MAX),
-            max_record_len: self.config.max_record_len,
-        }
+        Checks::new(self.clock.now(), &self.config)
     }
 
     fn kad(&mut self) -> &mut kad::Behaviour<libp2p::kad::store::MemoryStore> {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use core_identity::{DeviceId, SpacePandaCredential, UserId, VerifiedMember, verify_credential};
 use serde::{Deserialize, Serialize};
-use spacepanda_core::Timestamp;
 
 use super::validation::Checks;
 use super::{Lifetime, RecordKey, RecordKind, WireEntry, decode_body, encode_body};
@@ -91,11 +90,7 @@ impl Claim {
                 reason: format!("a key package ref of {} bytes", body.key_package_ref.len()),
             });
         }
-        let lifetime = Lifetime {
-            issued_at: Timestamp::from_unix_millis(body.issued_at),
-            expires_at: Timestamp::from_unix_millis(body.expires_at),
-        }
-        .check(checks)?;
+        let lifetime = Lifetime::from_millis(body.issued_at, body.expires_at).check(checks)?;
         Ok(Self {
             claimer,
             key_package_ref: body.key_package_ref,

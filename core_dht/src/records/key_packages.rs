@@ -4,7 +4,6 @@
 use core_identity::{SpacePandaCredential, VerifiedMember, verify_credential};
 use core_mls::{ValidatedKeyPackage, validate_key_package};
 use serde::{Deserialize, Serialize};
-use spacepanda_core::Timestamp;
 
 use super::validation::Checks;
 use super::{Lifetime, RecordKey, RecordKind, WireEntry, decode_body, encode_body};
@@ -80,11 +79,7 @@ impl KeyPackageRecord {
         if RecordKey::key_packages(&device.user_id(), &device.device_id()) != *key {
             return Err(Rejection::KeyMismatch);
         }
-        let lifetime = Lifetime {
-            issued_at: Timestamp::from_unix_millis(body.issued_at),
-            expires_at: Timestamp::from_unix_millis(body.expires_at),
-        }
-        .check(checks)?;
+        let lifetime = Lifetime::from_millis(body.issued_at, body.expires_at).check(checks)?;
         if body.key_packages.len() > MAX_KEY_PACKAGES {
             return Err(Rejection::TooMany {
                 what: "key packages",

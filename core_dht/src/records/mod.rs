@@ -227,6 +227,13 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
+    fn from_millis(issued_at: u64, expires_at: u64) -> Self {
+        Self {
+            issued_at: Timestamp::from_unix_millis(issued_at),
+            expires_at: Timestamp::from_unix_millis(expires_at),
+        }
+    }
+
     fn check(self, checks: &Checks) -> Result<Self, Rejection> {
         let now = checks.now.unix_millis();
         let issued = self.issued_at.unix_millis();

@@ -8,7 +8,6 @@
 
 use core_identity::{DisplayName, IdentityPublicKey, UserId};
 use serde::{Deserialize, Serialize};
-use spacepanda_core::Timestamp;
 
 use super::validation::Checks;
 use super::{Lifetime, RecordKey, RecordKind, WireEntry, decode_body, encode_body};
@@ -70,11 +69,7 @@ impl NameEntry {
         if expected != *key {
             return Err(Rejection::KeyMismatch);
         }
-        let lifetime = Lifetime {
-            issued_at: Timestamp::from_unix_millis(body.issued_at),
-            expires_at: Timestamp::from_unix_millis(body.expires_at),
-        }
-        .check(checks)?;
+        let lifetime = Lifetime::from_millis(body.issued_at, body.expires_at).check(checks)?;
         Ok(Self {
             identity_key,
             user_id,

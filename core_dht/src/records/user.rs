@@ -6,7 +6,6 @@ use core_identity::{
 };
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
-use spacepanda_core::Timestamp;
 
 use super::validation::Checks;
 use super::{Lifetime, RecordKey, WireEntry, decode_body, encode_body};
@@ -116,11 +115,7 @@ impl UserRecord {
             return Err(Rejection::KeyMismatch);
         }
         let body: UserBody = decode_body(&entry.body)?;
-        let lifetime = Lifetime {
-            issued_at: Timestamp::from_unix_millis(body.issued_at),
-            expires_at: Timestamp::from_unix_millis(body.expires_at),
-        }
-        .check(checks)?;
+        let lifetime = Lifetime::from_millis(body.issued_at, body.expires_at).check(checks)?;
         let display_name =
             DisplayName::new(&body.display_name).map_err(|e| Rejection::Malformed {
                 reason: format!("display name: {e}"),

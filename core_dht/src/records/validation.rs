@@ -24,6 +24,17 @@ pub(crate) struct Checks {
     pub(crate) max_record_len: usize,
 }
 
+impl Checks {
+    /// The checks of a node running `config`, at `now`.
+    pub(crate) fn new(now: Timestamp, config: &crate::config::DhtConfig) -> Self {
+        Self {
+            now,
+            max_clock_skew_ms: u64::try_from(config.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+            max_record_len: config.max_record_len,
+        }
+    }
+}
+
 /// A value that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ValidValue {
