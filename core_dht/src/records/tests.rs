@@ -336,3 +336,36 @@ fn malformed_values_are_typed_rejections() {
         Err(Rejection::Malformed { .. })
     ));
 }
+
+mod any_input {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a peer sends decodes to a typed rejection (or, by astronomical luck, a
+        /// valid record); it never panics.
+        #[test]
+        fn any_bytes_are_checked_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let key = RecordKey::from_bytes([3; 32]);
+            let _ = validate_value(&key, &bytes, &checks_at(NOW));
+        }
+
+        /// A valid record with one byte changed is refused, or still the same record (the
+        /// change fell where the encoding allows it): never a different record.
+        #[test]
+        fn a_changed_byte_never_yields_another_record(index in any::<usize>(), byte in any::<u8>()) {
+            let u = user(12, "alice");
+            let (key, value) = user_value(&u, 1, lifetime(NOW, NOW + DAY));
+            let (original, _) = validate_value(&key, &value, &checks_at(NOW)).unwrap();
+            let mut changed = value.clone();
+            let at = index % changed.len();
+            changed[at] = byte;
+            if let Ok((valid, _)) = validate_value(&key, &changed, &checks_at(NOW)) {
+                prop_assert_eq!(valid, original);
+            }
+        }
+    }
+}
