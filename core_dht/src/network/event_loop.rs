@@ -500,7 +500,8 @@ impl EventLoop {
 }
 
 /// Rejections no honest node causes: it checks what it stores, so it never holds, sends or
-/// returns these. (Stale, expired and over-quota records can come from honest nodes.)
+/// returns these. (Stale, expired and over-quota records can come from honest nodes, and so
+/// can a value over this node's size bound, if the sender runs with a larger one.)
 fn is_forgery(rejection: &Rejection) -> bool {
     matches!(
         rejection,
@@ -509,7 +510,6 @@ fn is_forgery(rejection: &Rejection) -> bool {
             | Rejection::BadSignature
             | Rejection::BadIdentity { .. }
             | Rejection::BadKeyPackage { .. }
-            | Rejection::Oversized { .. }
             | Rejection::TooMany { .. }
     )
 }
