@@ -25,9 +25,19 @@ pub struct DhtConfig {
     /// count (default 3, a majority of a small community's always-on nodes). Smaller networks
     /// count at most the peers they have.
     pub publish_quorum: usize,
-    /// Largest record value (default 32 KiB). The largest legitimate record is a key package
-    /// record of 32 packages of about 700 bytes each; a user record with 16 devices is about 8
-    /// KiB.
+    /// One-time key packages a key package record carries, besides the last-resort one
+    /// (default 8). Every lookup validates every package it receives (about 0.2 ms each), and
+    /// an inviter needs one: eight cover a burst of invitations while the owner is offline,
+    /// the last-resort package covers the rest, and the owner republishes as soon as one is
+    /// claimed or used. The engine's pool (32) stays on the device.
+    pub published_key_packages: usize,
+    /// Peers a lookup asks at once (Kademlia's α; default 10, libp2p's is 3). With α equal to
+    /// the replication factor, a node whose routing table already knows a record's holders
+    /// asks them all in one round trip instead of four; the price is up to ten requests in
+    /// flight per lookup, small at our record sizes.
+    pub lookup_parallelism: NonZeroUsize,
+    /// Largest record value (default 32 KiB). A key package record of 33 packages is about 15
+    /// KB (450 bytes a package); a user record with 16 devices about 8 KiB.
     pub max_record_len: usize,
     /// Largest Kademlia message (default 64 KiB): one record at its bound plus the 20 closer
     /// peers a response lists. libp2p's default of 16 KiB would cut off full key package
@@ -67,6 +77,8 @@ impl Default for DhtConfig {
         Self {
             replication_factor: NonZeroUsize::new(10).unwrap_or(NonZeroUsize::MIN),
             publish_quorum: 3,
+            published_key_packages: 8,
+            lookup_parallelism: NonZeroUsize::new(10).unwrap_or(NonZeroUsize::MIN),
             max_record_len: 32 * 1024,
             max_packet_size: 64 * 1024,
             max_stored_records: 4096,

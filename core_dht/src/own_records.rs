@@ -141,8 +141,9 @@ impl DevicePublisher {
             .collect()
     }
 
-    /// This device's key package record, with `packages` (from
-    /// [`MlsClient::publishable_key_packages`]); it expires no later than the first package.
+    /// This device's key package record, with the last-resort package and the freshest of
+    /// `packages` (from [`MlsClient::publishable_key_packages`]; see
+    /// [`DhtConfig::published_key_packages`]); it expires no later than the first of them.
     pub fn key_package_record(&self, packages: &[PublishableKeyPackage]) -> DhtResult<Publication> {
         let key = RecordKey::key_packages(&self.device.user_id(), &self.device.device_id());
         let chosen = self.choose(packages);
@@ -161,14 +162,22 @@ impl DevicePublisher {
         )
     }
 
-    /// The packages a record carries: the last-resort package always, fresh ones
-    /// (longest-lived first) while the record stays within its bounds.
+    /// The packages a record carries: the last-resort package, and the
+    /// `published_key_packages` longest-lived fresh ones that fit the record's bounds.
     fn choose<'a>(&self, packages: &'a [PublishableKeyPackage]) -> Vec<&'a PublishableKeyPackage> {
         let mut chosen: Vec<&PublishableKeyPackage> = packages.iter().collect();
         chosen.sort_by_key(|p| (!p.last_resort, std::cmp::Reverse(p.not_after)));
+        let fresh_allowed = self.config.published_key_packages;
+        let mut fresh = 0;
         let mut size = 0;
         let budget = self.config.max_record_len.saturating_sub(RECORD_OVERHEAD);
         chosen.retain(|p| {
+            if !p.last_resort {
+                fresh += 1;
+                if fresh > fresh_allowed {
+                    return false;
+                }
+            }
             size += p.key_package.len() + 4;
             size <= budget
         });
@@ -305,7 +314,11 @@ impl DevicePublisher {
         let packages = client.publishable_key_packages()?;
         let record = self.key_package_record(&packages)?;
         let report = dht.publish(&record).await?;
-        let refs: Vec<Vec<u8>> = packages.iter().map(|p| p.key_package_ref.clone()).collect();
+        let refs: Vec<Vec<u8>> = self
+            .choose(&packages)
+            .iter()
+            .map(|p| p.key_package_ref.clone())
+            .collect();
         client.mark_key_packages_published(&refs)?;
         Ok(report)
     }

@@ -45,6 +45,7 @@ pub(crate) fn build_swarm(keypair: &Keypair, config: &DhtConfig) -> DhtResult<Sw
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
         .set_replication_factor(config.replication_factor)
+        .set_parallelism(config.lookup_parallelism)
         .set_query_timeout(config.query_timeout)
         .set_max_packet_size(config.max_packet_size)
         // Every record is checked before it is stored (FilterBoth): Kademlia checks nothing.
