@@ -286,3 +286,47 @@ async fn the_directory_works_over_loopback_tcp() {
         vec![nodes[1].address.clone()]
     );
 }
+
+/// A user's second device joins the user record the first one published: the record lists
+/// both, each with its own peer, and each device's key packages are found under its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_device_of_a_user_is_added_to_the_user_record() {
+    let mut r = rng(47);
+    let nodes = start_network(&mut r, 4).await;
+    let mut laptop = TestDevice::new("alice", nodes[1].clone(), 48);
+    laptop.publish_all().await.expect("the laptop publishes");
+    let exported = core_identity::IdentityStore::new(laptop.store.clone(), clock())
+        .export_identity_key()
+        .expect("export");
+    let phone_store: spacepanda_core::SharedStore =
+        std::sync::Arc::new(spacepanda_core::MemoryStore::new());
+    core_identity::IdentityStore::new(phone_store.clone(), clock())
+        .import_with(&exported, "alice", &mut rng(49))
+        .expect("import");
+    let mut phone = TestDevice::on_store("alice", nodes[2].clone(), 50, phone_store);
+    assert_eq!(phone.identity.user_id(), laptop.identity.user_id());
+    phone.publish_all().await.expect("the phone publishes");
+
+    let user = nodes[3]
+        .dht
+        .lookup_user(&laptop.identity.user_id())
+        .await
+        .expect("alice's record");
+    assert_eq!(user.seq, 2, "the phone's record follows the laptop's");
+    let mut peers: Vec<_> = user.devices.iter().map(|d| d.peer_id).collect();
+    peers.sort();
+    let mut expected = vec![nodes[1].peer_id(), nodes[2].peer_id()];
+    expected.sort();
+    assert_eq!(peers, expected, "both devices, each on its own peer");
+    for device in [&laptop, &phone] {
+        let packages = nodes[0]
+            .dht
+            .lookup_key_packages(&device.identity.user_id(), &device.identity.device_id())
+            .await
+            .expect("each device's packages");
+        assert_eq!(packages.device.device_id(), device.identity.device_id());
+    }
+    // Resolution finds one user with two devices, not two users.
+    let resolved = nodes[0].dht.resolve("alice").await.expect("one alice");
+    assert_eq!(resolved.user.devices.len(), 2);
+}

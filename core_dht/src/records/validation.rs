@@ -280,7 +280,14 @@ fn merge_names(held: Vec<NameEntry>, incoming: Vec<NameEntry>, cap: usize) -> Ve
     for entry in held.into_iter().chain(incoming) {
         let room = merged.len() < cap;
         match merged.iter_mut().find(|e| e.user_id == entry.user_id) {
-            Some(existing) if entry.seq > existing.seq => *existing = entry,
+            // Two devices of one user keep their own counters for these entries: on a tie the
+            // longer-lived entry wins, so a renewal from either device extends the listing.
+            Some(existing)
+                if (entry.seq, entry.lifetime.expires_at)
+                    > (existing.seq, existing.lifetime.expires_at) =>
+            {
+                *existing = entry
+            }
             Some(_) => {}
             None if room => merged.push(entry),
             None => {}
