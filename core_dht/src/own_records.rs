@@ -15,7 +15,7 @@ use spacepanda_core::{Clock, Key, SharedStore, Timestamp, Transaction};
 
 use crate::config::DhtConfig;
 use crate::directory::{Publication, PublishReport};
-use crate::error::{DhtError, DhtResult};
+use crate::error::{DhtError, DhtResult, Rejection};
 use crate::network::handle::DhtHandle;
 use crate::records::{
     CLAIM_LIFETIME, KeyPackageRecord, Lifetime, RecordKey, RecordKind, UserBodyDevice, UserRecord,
@@ -440,8 +440,23 @@ impl DevicePublisher {
                 Err(e) => results.push(("key package record".to_owned(), Err(e))),
             }
         }
+        let mut superseded = false;
         for publication in fresh {
-            results.push((publication.what.clone(), dht.publish(&publication).await));
+            let result = dht.publish(&publication).await;
+            // Another device of the user published a newer user record (or entry) since this
+            // one was kept: build ours again on top of it.
+            superseded |= publication.key != kp_key
+                && matches!(
+                    result,
+                    Err(DhtError::InvalidRecord(Rejection::StaleSeq { .. }))
+                );
+            results.push((publication.what.clone(), result));
+        }
+        if superseded && !identity_due {
+            results.push((
+                "user record and names, on top of a newer one".to_owned(),
+                self.publish_identity(dht, addresses).await,
+            ));
         }
         Ok(results)
     }

@@ -329,4 +329,25 @@ async fn a_second_device_of_a_user_is_added_to_the_user_record() {
     // Resolution finds one user with two devices, not two users.
     let resolved = nodes[0].dht.resolve("alice").await.expect("one alice");
     assert_eq!(resolved.user.devices.len(), 2);
+
+    // The laptop's kept user record (seq 1, laptop only) is now stale: keeping fresh builds
+    // a new one on top of the phone's, and the record still lists both devices.
+    let results = laptop
+        .publisher
+        .keep_fresh(&laptop.node.dht, &mut laptop.client, &[])
+        .await
+        .expect("kept");
+    assert!(
+        results
+            .iter()
+            .any(|(what, r)| what.contains("newer") && r.is_ok()),
+        "{results:?}"
+    );
+    let user = nodes[3]
+        .dht
+        .lookup_user(&laptop.identity.user_id())
+        .await
+        .expect("alice's record");
+    assert_eq!(user.seq, 3);
+    assert_eq!(user.devices.len(), 2);
 }
