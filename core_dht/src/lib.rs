@@ -95,6 +95,7 @@ mod config;
 mod directory;
 mod error;
 mod network;
+mod node_key;
 mod own_records;
 pub mod records;
 
@@ -103,6 +104,7 @@ pub use directory::{Publication, PublishReport, ResolvedRecord};
 pub use error::{DhtError, DhtResult, ErrorKind, Rejection};
 pub use network::event_loop::NodeStatus;
 pub use network::handle::DhtHandle;
+pub use node_key::{NODE_KEY_NAMESPACE, load_or_create_node_keypair};
 pub use own_records::{ClaimSync, DevicePublisher, OWN_RECORDS_NAMESPACE};
 pub use records::{
     Claim, DeviceRecord, KeyPackageRecord, NameEntry, PublishedKeyPackage, UserRecord,

@@ -411,6 +411,11 @@ impl DevicePublisher {
                     v.expires_at().saturating_sub(self.config.republish_margin) > now
                 })
             });
+            // A user record that lists this device at another peer or other addresses (a new
+            // node key, a new listen address) is rebuilt whatever its age.
+            let kept_fresh = kept_fresh.filter(|p| {
+                *key != identity_keys[0] || self.lists_this_device(p, dht.peer_id(), addresses)
+            });
             match kept_fresh {
                 Some(publication) => fresh.push(publication.clone()),
                 None if *key == kp_key => packages_due = true,
@@ -459,6 +464,26 @@ impl DevicePublisher {
             ));
         }
         Ok(results)
+    }
+
+    fn lists_this_device(
+        &self,
+        user_record: &Publication,
+        peer_id: PeerId,
+        addresses: &[Multiaddr],
+    ) -> bool {
+        let checks = self.checks();
+        match crate::records::validate_value(&user_record.key, &user_record.value, &checks) {
+            Ok((crate::records::ValidValue::User(record), _)) => record.devices.iter().any(|d| {
+                d.member.device_id() == self.device.device_id()
+                    && d.peer_id == peer_id
+                    && addresses
+                        .iter()
+                        .take(crate::records::MAX_ADDRESSES_PER_DEVICE)
+                        .eq(d.addresses.iter())
+            }),
+            _ => false,
+        }
     }
 
     /// Republishes every kept record that is still valid, as it is. Returns one result per

@@ -24,13 +24,18 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
     let mut r = rng(70);
 
     // First life: publish twice into network A.
-    let (user, device, seqs) = {
+    let (user, device, seqs, first_peer) = {
         let nodes = start_network(&mut r, 4).await;
         let store: SharedStore = Arc::new(
             SealedStore::create_with_key(RedbStore::create(&path).expect("create"), &key)
                 .expect("sealed"),
         );
-        let mut bob = TestDevice::on_store("bob", nodes[1].clone(), 71, store);
+        // Bob's own node, with a node key kept in his store.
+        let seeded = keypair(&mut r);
+        let node_key = core_dht::load_or_create_node_keypair(&store, || seeded).expect("node key");
+        let bob_node = start_node_with_keypair(&node_key, test_config()).await;
+        join(&bob_node, &nodes[0]).await;
+        let mut bob = TestDevice::on_store("bob", bob_node.clone(), 71, store);
         bob.publish_all().await.expect("publish");
         bob.publish_all().await.expect("publish again");
         let user = bob.identity.user_id();
@@ -41,10 +46,10 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
             .lookup_key_packages(&user, &device)
             .await
             .expect("found");
-        for node in &nodes {
+        for node in nodes.iter().chain([&bob_node]) {
             node.dht.shutdown().await;
         }
-        (user, device, (found.seq, packages.seq))
+        (user, device, (found.seq, packages.seq), bob_node.peer_id())
     };
     assert_eq!(seqs, (2, 2));
 
@@ -57,7 +62,15 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
     let store: SharedStore = Arc::new(
         SealedStore::open_with_key(RedbStore::open(&path).expect("open"), &key).expect("sealed"),
     );
-    let bob = TestDevice::on_store("bob", nodes[1].clone(), 72, store);
+    let node_key = core_dht::load_or_create_node_keypair(&store, || panic!("kept")).expect("kept");
+    assert_eq!(
+        node_key.public().to_peer_id(),
+        first_peer,
+        "the same node identity"
+    );
+    let bob_node = start_node_with_keypair(&node_key, test_config()).await;
+    join(&bob_node, &nodes[0]).await;
+    let mut bob = TestDevice::on_store("bob", bob_node, 72, store);
     assert_eq!(bob.identity.user_id(), user, "the same device came back");
     let kept = bob.publisher.stored().expect("kept records");
     assert_eq!(
@@ -88,8 +101,26 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
         .expect("republished");
     assert_eq!(packages.seq, 2);
 
-    // A new record after the restart continues above every seq used before, even when the
-    // network offers nothing to compare with.
+    // Keeping fresh on the new listen address rebuilds the user record (seq 3) with it; the
+    // rest is republished as kept.
+    let address = bob.node.address.clone();
+    let results = bob
+        .publisher
+        .keep_fresh(
+            &bob.node.dht,
+            &mut bob.client,
+            std::slice::from_ref(&address),
+        )
+        .await
+        .expect("kept fresh");
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let found = nodes[3].dht.lookup_user(&user).await.expect("rebuilt");
+    assert_eq!(found.seq, 3);
+    assert_eq!(found.devices[0].addresses, vec![address]);
+    assert_eq!(found.devices[0].peer_id, first_peer);
+
+    // A new record continues above every seq used before, even when the network offers
+    // nothing to compare with.
     let next_record = bob
         .publisher
         .user_record(None, bob.node.peer_id(), &[])
@@ -98,7 +129,7 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
     let report = bob.node.dht.publish(&next_record).await.expect("published");
     assert!(report.confirmed >= 3);
     let found = nodes[2].dht.lookup_user(&user).await.expect("found");
-    assert_eq!(found.seq, 3);
+    assert_eq!(found.seq, 4);
 }
 
 /// Records are rebuilt before they expire: a week into their two-week lifetime (the republish

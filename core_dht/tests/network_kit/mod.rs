@@ -86,6 +86,16 @@ pub async fn start_node_on(rng: &mut ChaCha20Rng, config: DhtConfig, address: &s
     start_node_with_clock(rng, config, address, clock()).await
 }
 
+/// A node with a given libp2p identity, listening on a fresh memory address.
+pub async fn start_node_with_keypair(keypair: &Keypair, config: DhtConfig) -> TestNode {
+    let dht = DhtHandle::spawn(keypair, config, clock()).expect("node starts");
+    let address = dht
+        .listen("/memory/0".parse().expect("memory address"))
+        .await
+        .expect("listens");
+    TestNode { dht, address }
+}
+
 /// [`start_node_on`] with the clock records are checked against.
 pub async fn start_node_with_clock(
     rng: &mut ChaCha20Rng,
