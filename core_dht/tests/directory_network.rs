@@ -332,9 +332,10 @@ async fn a_second_device_of_a_user_is_added_to_the_user_record() {
 
     // The laptop's kept user record (seq 1, laptop only) is now stale: keeping fresh builds
     // a new one on top of the phone's, and the record still lists both devices.
+    let address = laptop.node.address.clone();
     let results = laptop
         .publisher
-        .keep_fresh(&laptop.node.dht, &mut laptop.client, &[])
+        .keep_fresh(&laptop.node.dht, &mut laptop.client, &[address])
         .await
         .expect("kept");
     assert!(
