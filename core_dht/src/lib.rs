@@ -85,7 +85,7 @@
 //! let bob = serve.resolve("bob").await?.user;
 //! let device = &bob.devices[0];
 //! let packages = serve.lookup_key_packages(&bob.user_id, &device.member.device_id()).await?;
-//! let package = packages.pick().expect("bob published packages");
+//! let package = packages.pick().ok_or("bob published no key package")?;
 //! assert_eq!(package.validated.member.user_id(), identity.user_id());
 //! # Ok(())
 //! # }

@@ -213,7 +213,9 @@ impl TestDevice {
     }
 }
 
-/// Waits until `check` returns `Some`, polling at most `tries` times within `bound`.
+/// Waits until `check` returns `Some`, polling at most 1000 times within `bound`. The pause
+/// between polls only spaces them out (a busy loop would take the CPU the nodes need to make
+/// the condition true); nothing assumes how long anything takes.
 pub async fn wait_for<T, F, Fut>(bound: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
