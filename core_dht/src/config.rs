@@ -70,6 +70,41 @@ pub struct DhtConfig {
     /// they are peers, not clients of a service. Set it off only for a device on a network it
     /// cannot be reached from.
     pub server_mode: bool,
+    /// How many peers hold a device's mailbox (default 5). A deposit counts once a majority
+    /// (3) confirmed it, so it survives losing any two of the holders that stored it before
+    /// they hand it over; 3 holders would survive one, and every holder more costs each
+    /// deposit to an offline device one more request and one more disk write. Autonomi uses
+    /// the same close group of 5.
+    pub mailbox_holders: usize,
+    /// How long a holder keeps an envelope nobody fetched (default 14 days, the lifetime of
+    /// a key package and of our records: a device offline longer has to be re-added anyway).
+    pub mailbox_ttl: Duration,
+    /// Envelopes a holder keeps for one device (default 10,000: two weeks of a busy group).
+    pub mailbox_max_envelopes: u64,
+    /// Bytes a holder keeps for one device (default 64 MiB).
+    pub mailbox_max_bytes: u64,
+    /// Envelopes one sender may have waiting in one device's mailbox (default 2,000), so one
+    /// peer cannot fill a mailbox for everyone else.
+    pub mailbox_max_per_sender: u64,
+    /// Bytes a holder keeps in all (default 1 GiB): what a node operator lends the network.
+    pub holder_max_bytes: u64,
+    /// Largest envelope carried (default 1 MiB, core_mls's `max_envelope_len`).
+    pub max_envelope_len: usize,
+    /// Bound on one request of the delivery protocol (default 10 s).
+    pub request_timeout: Duration,
+    /// How often a holder checks that it is still among a mailbox's closest peers and hands
+    /// envelopes to new ones (default 5 minutes).
+    pub handoff_interval: Duration,
+    /// Bytes of envelopes one fetch response carries at most (default 4 MiB).
+    pub fetch_page_bytes: usize,
+}
+
+impl DhtConfig {
+    /// Holders that must confirm a deposit when `reachable` of them could be asked: a majority
+    /// of the holders, or of those reachable when the network is smaller.
+    pub fn deposit_quorum(&self, reachable: usize) -> usize {
+        self.mailbox_holders.min(reachable) / 2 + 1
+    }
 }
 
 impl Default for DhtConfig {
@@ -90,6 +125,16 @@ impl Default for DhtConfig {
             replication_interval: Duration::from_secs(600),
             idle_connection_timeout: Duration::from_secs(60),
             server_mode: true,
+            mailbox_holders: 5,
+            mailbox_ttl: Duration::from_secs(14 * 24 * 3600),
+            mailbox_max_envelopes: 10_000,
+            mailbox_max_bytes: 64 * 1024 * 1024,
+            mailbox_max_per_sender: 2_000,
+            holder_max_bytes: 1024 * 1024 * 1024,
+            max_envelope_len: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            handoff_interval: Duration::from_secs(300),
+            fetch_page_bytes: 4 * 1024 * 1024,
         }
     }
 }

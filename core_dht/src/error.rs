@@ -216,6 +216,37 @@ pub enum DhtError {
     /// The network task stopped (shut down, or the node was dropped).
     #[error("the network node is stopped; open a new one")]
     Stopped,
+    /// Mailbox holders refused a deposit (the first reason is given); the envelope stays in
+    /// the sender's outbox and is tried again.
+    #[error(
+        "mailbox holders refused the envelope ({refusal}); {stored} of the {needed} needed stored it; it stays queued and is retried"
+    )]
+    DepositRefused {
+        /// A holder's reason.
+        refusal: crate::mailbox::MailboxRefusal,
+        /// Holders that stored it.
+        stored: usize,
+        /// Holders needed.
+        needed: usize,
+    },
+    /// Too few mailbox holders could be reached to deposit an envelope.
+    #[error(
+        "only {stored} of the {needed} mailbox holders needed stored the envelope ({asked} asked); it stays queued and is retried"
+    )]
+    MailboxUnreachable {
+        /// Holders that stored it.
+        stored: usize,
+        /// Holders needed.
+        needed: usize,
+        /// Holders asked.
+        asked: usize,
+    },
+    /// The node could not be opened or used as asked (a missing identity, a bad argument).
+    #[error("{reason}")]
+    Node {
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// libp2p refused a local operation (listening on an address, dialing one).
     #[error("libp2p refused: {reason}")]
     Transport {
@@ -229,7 +260,11 @@ impl DhtError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::NotFound { .. } => ErrorKind::NotFound,
-            Self::Unreachable { .. } | Self::Transport { .. } => ErrorKind::Network,
+            Self::Unreachable { .. } | Self::Transport { .. } | Self::MailboxUnreachable { .. } => {
+                ErrorKind::Network
+            }
+            Self::DepositRefused { .. } => ErrorKind::Quorum,
+            Self::Node { .. } => ErrorKind::Misuse,
             Self::QuorumNotReached { .. } => ErrorKind::Quorum,
             Self::InvalidRecord(_) => ErrorKind::InvalidRecord,
             Self::Identity(e) => match e.kind() {

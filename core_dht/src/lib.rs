@@ -94,16 +94,21 @@
 mod config;
 mod directory;
 mod error;
+pub mod mailbox;
 mod network;
+mod node;
 mod node_key;
 mod own_records;
 pub mod records;
+pub mod wire;
 
 pub use config::{DhtConfig, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 pub use directory::{Publication, PublishReport, ResolvedRecord};
 pub use error::{DhtError, DhtResult, ErrorKind, Rejection};
+pub use mailbox::client::DepositReport;
 pub use network::event_loop::NodeStatus;
-pub use network::handle::DhtHandle;
+pub use network::handle::{DhtHandle, MailboxUsage};
+pub use node::{DEVICE_FILE, FetchSummary, MemberInfo, Node, NodeConfig, NodeEvent};
 pub use node_key::{NODE_KEY_NAMESPACE, load_or_create_node_keypair};
 pub use own_records::{ClaimSync, DevicePublisher, OWN_RECORDS_NAMESPACE};
 pub use records::{

@@ -9,6 +9,7 @@ use futures::StreamExt as _;
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::store::RecordStore as _;
 use libp2p::kad::{self, QueryId, QueryResult, Quorum, Record};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use spacepanda_core::Clock;
@@ -19,6 +20,19 @@ use super::{Behaviour, BehaviourEvent};
 use crate::config::{DhtConfig, KAD_PROTOCOL};
 use crate::error::{DhtError, DhtResult, Rejection};
 use crate::records::{Checks, RecordKey, ValidValue};
+use crate::wire::{Request, Response};
+
+/// A request a peer sent this node, handed to whoever answers it (the device's node for a
+/// push, the mailbox service for the rest), which replies with [`Command::Respond`].
+#[derive(Debug)]
+pub(crate) struct InboundRequest {
+    /// Names the response channel the event loop keeps.
+    pub(crate) token: u64,
+    /// Who asked (authenticated by noise).
+    pub(crate) peer: PeerId,
+    /// What it asked.
+    pub(crate) request: Request,
+}
 
 /// What a handle asks of the network task.
 #[derive(Debug)]
@@ -50,6 +64,24 @@ pub(crate) enum Command {
     LocalRecord {
         key: RecordKey,
         reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    Request {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Request,
+        reply: oneshot::Sender<DhtResult<Response>>,
+    },
+    Respond {
+        token: u64,
+        response: Response,
+    },
+    ClosestPeers {
+        key: Vec<u8>,
+        count: std::num::NonZeroUsize,
+        reply: oneshot::Sender<DhtResult<Vec<PeerId>>>,
+    },
+    ReceivePushes {
+        sender: mpsc::Sender<InboundRequest>,
     },
     Shutdown,
 }
@@ -108,6 +140,7 @@ enum Pending {
         outcome: GetOutcome,
         reply: oneshot::Sender<GetOutcome>,
     },
+    Closest(oneshot::Sender<DhtResult<Vec<PeerId>>>),
 }
 
 /// The task's state: the swarm, and one entry per command in flight.
@@ -123,6 +156,15 @@ pub(crate) struct EventLoop {
     /// ignored from then on.
     ignored: HashSet<PeerId>,
     refused_puts: u64,
+    /// Our requests in flight, each answered once (response or failure).
+    requests: HashMap<OutboundRequestId, oneshot::Sender<DhtResult<Response>>>,
+    /// Peers' requests waiting for our answer, by token.
+    responders: HashMap<u64, ResponseChannel<Response>>,
+    next_token: u64,
+    /// Where pushes go (set by the device's node; none on a serve node).
+    pushes: Option<mpsc::Sender<InboundRequest>>,
+    /// Where mailbox requests go (none: this node keeps no mailboxes).
+    mailbox: Option<mpsc::Sender<InboundRequest>>,
 }
 
 impl EventLoop {
@@ -131,6 +173,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         config: DhtConfig,
         clock: Arc<dyn Clock>,
+        mailbox: Option<mpsc::Sender<InboundRequest>>,
     ) -> Self {
         Self {
             swarm,
@@ -142,6 +185,11 @@ impl EventLoop {
             listening: HashMap::new(),
             ignored: HashSet::new(),
             refused_puts: 0,
+            requests: HashMap::new(),
+            responders: HashMap::new(),
+            next_token: 0,
+            pushes: None,
+            mailbox,
         }
     }
 
@@ -223,6 +271,40 @@ impl EventLoop {
                     .map(|record| record.value.clone());
                 let _ = reply.send(held);
             }
+            Command::Request {
+                peer,
+                addresses,
+                request,
+                reply,
+            } => {
+                if self.ignored.contains(&peer) {
+                    let _ = reply.send(Err(DhtError::Unreachable {
+                        reason: format!("{peer} is ignored for sending forged data"),
+                    }));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .delivery
+                    .send_request_with_addresses(&peer, request, addresses);
+                self.requests.insert(id, reply);
+            }
+            Command::Respond { token, response } => {
+                if let Some(channel) = self.responders.remove(&token) {
+                    // The peer may have given up (timeout, closed connection): nothing to do.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .delivery
+                        .send_response(channel, response);
+                }
+            }
+            Command::ClosestPeers { key, count, reply } => {
+                let id = self.kad().get_n_closest_peers(key, count);
+                self.pending.insert(id, Pending::Closest(reply));
+            }
+            Command::ReceivePushes { sender } => self.pushes = Some(sender),
             // Handled by `run`.
             Command::Shutdown => {}
         }
@@ -308,6 +390,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Delivery(event)) => self.on_delivery(event),
             // Connections, dial failures and the rest: kad tracks what it needs.
             _ => {}
         }
@@ -343,6 +426,91 @@ impl EventLoop {
                 step,
             } => self.on_query_progress(id, result, stats, step.last),
             _ => {}
+        }
+    }
+
+    fn on_delivery(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_inbound_request(peer, request, channel),
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Err(DhtError::Unreachable {
+                        reason: format!("{peer} did not answer: {error}"),
+                    }));
+                }
+            }
+            // A response we could not send: the requester times out and retries.
+            request_response::Event::InboundFailure { .. }
+            | request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Hands a peer's request to whoever answers it; if nobody can take it now, answers at
+    /// once so the peer can go elsewhere.
+    fn on_inbound_request(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    ) {
+        if self.ignored.contains(&peer) {
+            return;
+        }
+        let (target, unavailable) = match request {
+            Request::Push { .. } => (
+                self.pushes.as_ref(),
+                Response::PushRefused(crate::wire::PushRefusal::NotHere),
+            ),
+            _ => (self.mailbox.as_ref(), Response::NoMailboxes),
+        };
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        let handed = target.is_some_and(|sender| {
+            sender
+                .try_send(InboundRequest {
+                    token,
+                    peer,
+                    request,
+                })
+                .is_ok()
+        });
+        if handed {
+            if self.responders.len() >= MAX_WAITING_RESPONSES {
+                // A handler that stopped (a node shut down mid-request) never answers; its
+                // requesters have given up, so their channels are closed.
+                self.responders.retain(|_, channel| channel.is_open());
+            }
+            self.responders.insert(token, channel);
+        } else {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .delivery
+                .send_response(channel, unavailable);
         }
     }
 
@@ -458,6 +626,24 @@ impl EventLoop {
                     );
                 }
             }
+            (Pending::Closest(reply), QueryResult::GetClosestPeers(result)) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let peers: Vec<PeerId> = peers
+                    .into_iter()
+                    .map(|p| p.peer_id)
+                    .filter(|p| !self.ignored.contains(p))
+                    .collect();
+                let _ = reply.send(if peers.is_empty() {
+                    Err(DhtError::Unreachable {
+                        reason: "no peer known near the key".into(),
+                    })
+                } else {
+                    Ok(peers)
+                });
+            }
             // A result of another kind for this id cannot happen; drop it.
             (pending, _) => drop(pending),
         }
@@ -513,6 +699,9 @@ fn is_forgery(rejection: &Rejection) -> bool {
             | Rejection::TooMany { .. }
     )
 }
+
+/// Peers' requests waiting for an answer before closed ones are swept out.
+const MAX_WAITING_RESPONSES: usize = 1024;
 
 /// Bound on how long a handle waits for the task to answer, past the query timeout.
 pub(crate) const REPLY_GRACE: Duration = Duration::from_secs(5);

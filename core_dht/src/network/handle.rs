@@ -8,10 +8,18 @@ use spacepanda_core::Clock;
 use tokio::sync::{mpsc, oneshot};
 
 use super::build_swarm;
-use super::event_loop::{Command, EventLoop, GetOutcome, NodeStatus, PutOutcome, REPLY_GRACE};
+use super::event_loop::{
+    Command, EventLoop, GetOutcome, InboundRequest, NodeStatus, PutOutcome, REPLY_GRACE,
+};
 use crate::config::DhtConfig;
 use crate::error::{DhtError, DhtResult};
+use crate::mailbox::holder_store::HolderStore;
+use crate::mailbox::service::MailboxService;
 use crate::records::RecordKey;
+use crate::wire::{Request, Response};
+
+/// Requests from peers waiting for a handler; past this, new ones are answered "not now".
+pub(crate) const INBOUND_QUEUE: usize = 256;
 
 /// Commands waiting for the network task; past this, callers wait for room (backpressure).
 const COMMAND_QUEUE: usize = 256;
@@ -27,6 +35,16 @@ pub struct DhtHandle {
     peer_id: PeerId,
     config: Arc<DhtConfig>,
     clock: Arc<dyn Clock>,
+    holder: Option<Arc<HolderStore>>,
+}
+
+/// What a node holds in mailboxes for others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxUsage {
+    /// Mailboxes with at least one envelope.
+    pub mailboxes: usize,
+    /// Envelope bytes held in all.
+    pub bytes: u64,
 }
 
 impl std::fmt::Debug for DhtHandle {
@@ -41,18 +59,95 @@ impl DhtHandle {
     /// Starts a node on the current tokio runtime: builds its swarm for `keypair` (its libp2p
     /// identity) and spawns the task that owns it. The node listens nowhere until
     /// [`listen`](Self::listen) and knows no peer until [`add_peer`](Self::add_peer).
+    ///
+    /// Such a node routes and stores records but keeps no mailboxes (it answers mailbox
+    /// requests with "no mailboxes"); see [`spawn_with_mailboxes`](Self::spawn_with_mailboxes).
     pub fn spawn(keypair: &Keypair, config: DhtConfig, clock: Arc<dyn Clock>) -> DhtResult<Self> {
+        Self::start(keypair, config, clock, None)
+    }
+
+    /// Like [`spawn`](Self::spawn), and the node holds mailboxes for the devices it is among
+    /// the closest peers of, in `store` (namespace `mailbox`; a serve node's own redb file, or
+    /// a device's sealed store). Every node of a network should: the more holders, the less
+    /// each one carries.
+    pub fn spawn_with_mailboxes(
+        keypair: &Keypair,
+        config: DhtConfig,
+        clock: Arc<dyn Clock>,
+        store: spacepanda_core::SharedStore,
+    ) -> DhtResult<Self> {
+        let holder = HolderStore::open(store, crate::mailbox::holder_limits(&config))?;
+        Self::start(keypair, config, clock, Some(Arc::new(holder)))
+    }
+
+    fn start(
+        keypair: &Keypair,
+        config: DhtConfig,
+        clock: Arc<dyn Clock>,
+        holder: Option<Arc<HolderStore>>,
+    ) -> DhtResult<Self> {
         let swarm = build_swarm(keypair, &config)?;
         let peer_id = *swarm.local_peer_id();
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
-        let event_loop = EventLoop::new(swarm, receiver, config.clone(), clock.clone());
+        let (mailbox_sender, mailbox_requests) = match holder {
+            Some(holder) => {
+                let (sender, requests) = mpsc::channel(INBOUND_QUEUE);
+                (Some(sender), Some((holder, requests)))
+            }
+            None => (None, None),
+        };
+        let event_loop = EventLoop::new(
+            swarm,
+            receiver,
+            config.clone(),
+            clock.clone(),
+            mailbox_sender,
+        );
         tokio::spawn(event_loop.run());
-        Ok(Self {
+        let handle = Self {
             commands,
             peer_id,
             config: Arc::new(config),
             clock,
+            holder: mailbox_requests.as_ref().map(|(holder, _)| holder.clone()),
+        };
+        if let Some((holder, requests)) = mailbox_requests {
+            tokio::spawn(MailboxService::new(handle.downgrade(), holder).run(requests));
+        }
+        Ok(handle)
+    }
+
+    /// What this node holds for others' mailboxes (`None`: it keeps none).
+    pub async fn mailbox_usage(&self) -> DhtResult<Option<MailboxUsage>> {
+        let Some(holder) = self.holder.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || {
+            Ok(Some(MailboxUsage {
+                mailboxes: holder.mailboxes()?.len(),
+                bytes: holder.total_bytes(),
+            }))
         })
+        .await
+        .map_err(|e| DhtError::Transport {
+            reason: format!("the mailbox store task failed: {e}"),
+        })?
+    }
+
+    /// The mailbox store of this node, if it keeps mailboxes.
+    pub(crate) fn holder(&self) -> Option<&Arc<HolderStore>> {
+        self.holder.as_ref()
+    }
+
+    /// A handle that does not keep the node running (for the node's own helper tasks).
+    pub(crate) fn downgrade(&self) -> WeakDhtHandle {
+        WeakDhtHandle {
+            commands: self.commands.downgrade(),
+            peer_id: self.peer_id,
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            holder: self.holder.clone(),
+        }
     }
 
     /// This node's libp2p peer id.
@@ -136,6 +231,57 @@ impl DhtHandle {
         let _ = self.commands.send(Command::Shutdown).await;
     }
 
+    /// Sends `request` to `peer` (dialing `addresses` if not connected) and waits for the
+    /// answer, at most the request timeout.
+    pub(crate) async fn request(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Request,
+    ) -> DhtResult<Response> {
+        self.ask(|reply| Command::Request {
+            peer,
+            addresses,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers the peer's request `token` (see [`InboundRequest`]).
+    pub(crate) async fn respond(&self, token: u64, response: Response) -> DhtResult<()> {
+        self.commands
+            .send(Command::Respond { token, response })
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// The `count` peers closest to `key` that kad finds (this node excluded), closest first.
+    pub(crate) async fn closest_peers(&self, key: Vec<u8>, count: usize) -> DhtResult<Vec<PeerId>> {
+        let count = std::num::NonZeroUsize::new(count).unwrap_or(std::num::NonZeroUsize::MIN);
+        let mut peers = self
+            .ask(|reply| Command::ClosestPeers {
+                key: key.clone(),
+                count,
+                reply,
+            })
+            .await??;
+        let target = libp2p::kad::KBucketKey::new(key);
+        peers.sort_by_key(|peer| target.distance(&libp2p::kad::KBucketKey::from(*peer)));
+        Ok(peers)
+    }
+
+    /// Pushes from peers go to `sender` from now on (the device's node).
+    pub(crate) async fn receive_pushes(
+        &self,
+        sender: mpsc::Sender<InboundRequest>,
+    ) -> DhtResult<()> {
+        self.commands
+            .send(Command::ReceivePushes { sender })
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
     pub(crate) async fn put(&self, key: RecordKey, value: Vec<u8>) -> DhtResult<PutOutcome> {
         self.ask(|reply| Command::Put { key, value, reply }).await?
     }
@@ -153,7 +299,7 @@ impl DhtHandle {
             .await
             .map_err(|_| DhtError::Stopped)?;
         // A put is two queries (closest peers, then the put).
-        let bound = self.config.query_timeout * 2 + REPLY_GRACE;
+        let bound = (self.config.query_timeout * 2).max(self.config.request_timeout) + REPLY_GRACE;
         match tokio::time::timeout(bound, answer).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(DhtError::Stopped),
@@ -161,5 +307,34 @@ impl DhtHandle {
                 reason: format!("the network task did not answer within {bound:?}"),
             }),
         }
+    }
+}
+
+/// A [`DhtHandle`] that does not keep the node alive: the node's own tasks (the mailbox
+/// service) hold this, so the node stops when the application drops its last handle.
+#[derive(Clone)]
+pub(crate) struct WeakDhtHandle {
+    commands: mpsc::WeakSender<Command>,
+    peer_id: PeerId,
+    config: Arc<DhtConfig>,
+    clock: Arc<dyn Clock>,
+    holder: Option<Arc<HolderStore>>,
+}
+
+impl WeakDhtHandle {
+    /// The handle, while the node runs.
+    pub(crate) fn upgrade(&self) -> Option<DhtHandle> {
+        Some(DhtHandle {
+            commands: self.commands.upgrade()?,
+            peer_id: self.peer_id,
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            holder: self.holder.clone(),
+        })
+    }
+
+    /// The node's settings.
+    pub(crate) fn config(&self) -> &DhtConfig {
+        &self.config
     }
 }

@@ -11,19 +11,26 @@ use std::time::Duration;
 use libp2p::core::transport::{MemoryTransport, Transport as _};
 use libp2p::core::upgrade::Version;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Swarm, identify, identity::Keypair, kad, noise, tcp, yamux};
 
 use crate::config::{DhtConfig, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use crate::error::{DhtError, DhtResult};
 use crate::records::MAX_RECORD_LIFETIME_MS;
+use crate::wire::{DELIVERY_PROTOCOL, Request, Response};
 
-/// The protocols one node speaks: Kademlia (routing and records) and identify (addresses).
+/// The protocols one node speaks: Kademlia (routing and records), identify (addresses), and
+/// delivery (pushes to devices, mailboxes; [`crate::wire`]).
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<MemoryStore>,
     pub(crate) identify: identify::Behaviour,
+    pub(crate) delivery: request_response::cbor::Behaviour<Request, Response>,
 }
+
+/// Room a request or a response needs besides its envelopes (ids, keys, a credential).
+const MESSAGE_OVERHEAD: u64 = 16 * 1024;
 
 /// Builds the swarm of one node: TCP and the in-process memory transport (tests, and several
 /// nodes in one process), both with noise and yamux.
@@ -78,9 +85,25 @@ pub(crate) fn build_swarm(keypair: &Keypair, config: &DhtConfig) -> DhtResult<Sw
         identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
             .with_agent_version(format!("spacepanda/{}", env!("CARGO_PKG_VERSION"))),
     );
+    // A request carries at most one envelope; a response at most one fetch page (plus one
+    // envelope, since a page always holds at least one).
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(config.max_envelope_len as u64 + MESSAGE_OVERHEAD)
+        .set_response_size_maximum(
+            (config.fetch_page_bytes + config.max_envelope_len) as u64 + MESSAGE_OVERHEAD,
+        );
+    let delivery = request_response::cbor::Behaviour::with_codec(
+        codec,
+        [(DELIVERY_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
     Ok(Swarm::new(
         transport,
-        Behaviour { kad, identify },
+        Behaviour {
+            kad,
+            identify,
+            delivery,
+        },
         peer_id,
         libp2p::swarm::Config::with_tokio_executor()
             .with_idle_connection_timeout(config.idle_connection_timeout),

@@ -12,6 +12,7 @@
 
 pub mod forge;
 pub mod malicious;
+pub mod nodes;
 
 use std::future::Future;
 use std::sync::Arc;

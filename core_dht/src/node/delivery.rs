@@ -1,0 +1,224 @@
+//! Getting the engine's outbox to every recipient device: pushed directly when the device is
+//! online (its user record names its peer), deposited in its mailbox otherwise. An outbox
+//! entry is acknowledged to the engine (`ack_sent`) only when every device has it or its
+//! mailbox holders confirmed it; until then it stays in the durable outbox and is retried
+//! with backoff, so neither a crash nor a network failure loses it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+
+use core_identity::UserId;
+use core_mls::{DeviceAddress, OutboxId};
+use futures::future::join_all;
+use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
+
+use super::{NodeEvent, Shared};
+use crate::error::{DhtError, DhtResult};
+use crate::mailbox::{MailboxKey, client};
+use crate::records::UserRecord;
+use crate::wire::{PushRefusal, Request, Response, WireDevice};
+
+/// What the node remembers about entries it could not finish (memory only: after a restart
+/// every pending entry is sent again to every device, and receivers drop the copies).
+#[derive(Default)]
+pub(crate) struct DeliveryState {
+    inner: Mutex<StateInner>,
+}
+
+#[derive(Default)]
+struct StateInner {
+    entries: HashMap<OutboxId, Attempts>,
+    users: HashMap<UserId, (UserRecord, Instant)>,
+}
+
+struct Attempts {
+    delivered: HashSet<DeviceAddress>,
+    failures: u32,
+    retry_at: Instant,
+}
+
+impl DeliveryState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The earliest retry due.
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        self.lock()
+            .entries
+            .values()
+            .filter(|attempts| attempts.failures > 0)
+            .map(|attempts| attempts.retry_at)
+            .min()
+    }
+}
+
+/// How one device's copy went.
+enum DeviceOutcome {
+    Done,
+    Failed(DhtError),
+}
+
+/// Delivers every pending outbox entry that is due. Returns whether some remain to retry.
+pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
+    let pending = match shared.engine(|engine| engine.pending_outbound()).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(error = %e, "the outbox could not be read");
+            return None;
+        }
+    };
+    let now = Instant::now();
+    for outbound in pending {
+        let (delivered, due) = {
+            let state = shared.delivery.lock();
+            match state.entries.get(&outbound.id) {
+                Some(attempts) => (attempts.delivered.clone(), attempts.retry_at <= now),
+                None => (HashSet::new(), true),
+            }
+        };
+        if !due {
+            continue;
+        }
+        let bytes = outbound.to_bytes();
+        let own = DeviceAddress {
+            user_id: shared.device.user_id(),
+            device_id: shared.device.device_id(),
+        };
+        let waiting: Vec<DeviceAddress> = outbound
+            .to
+            .devices
+            .iter()
+            .filter(|device| **device != own && !delivered.contains(device))
+            .copied()
+            .collect();
+        let outcomes = join_all(
+            waiting
+                .iter()
+                .map(|device| deliver_to_device(shared, *device, &bytes)),
+        )
+        .await;
+        let mut last_error = None;
+        let mut still_waiting = 0;
+        {
+            let mut state = shared.delivery.lock();
+            let attempts = state.entries.entry(outbound.id).or_insert(Attempts {
+                delivered,
+                failures: 0,
+                retry_at: now,
+            });
+            for (device, outcome) in waiting.iter().zip(outcomes) {
+                match outcome {
+                    DeviceOutcome::Done => {
+                        attempts.delivered.insert(*device);
+                    }
+                    DeviceOutcome::Failed(e) => {
+                        still_waiting += 1;
+                        last_error = Some(e);
+                    }
+                }
+            }
+            if still_waiting > 0 {
+                attempts.failures += 1;
+                let backoff = shared
+                    .config
+                    .retry_base
+                    .saturating_mul(1 << attempts.failures.min(16).saturating_sub(1))
+                    .min(shared.config.retry_max);
+                attempts.retry_at = Instant::now() + backoff;
+            }
+        }
+        if still_waiting == 0 {
+            let id = outbound.id;
+            match shared.engine(move |engine| engine.ack_sent(id)).await {
+                Ok(_) => {
+                    shared.delivery.lock().entries.remove(&id);
+                }
+                Err(e) => tracing::warn!(error = %e, "ack_sent failed; the entry is sent again"),
+            }
+        } else if let Some(e) = last_error {
+            let first = shared
+                .delivery
+                .lock()
+                .entries
+                .get(&outbound.id)
+                .is_some_and(|attempts| attempts.failures == 1);
+            if first {
+                let _ = shared.events.send(NodeEvent::DeliveryDelayed {
+                    group: outbound.to.group.clone(),
+                    waiting: still_waiting,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    shared.delivery.next_retry()
+}
+
+/// Pushes to the device if it is online, else deposits in its mailbox.
+async fn deliver_to_device(shared: &Shared, device: DeviceAddress, bytes: &[u8]) -> DeviceOutcome {
+    if let Some((peer, addresses)) = route(shared, &device.user_id, &device).await {
+        let request = Request::Push {
+            recipient: WireDevice {
+                user: *device.user_id.as_bytes(),
+                device: *device.device_id.as_bytes(),
+            },
+            envelope: bytes.to_vec(),
+        };
+        match shared.dht.request(peer, addresses, request).await {
+            Ok(Response::Delivered) => return DeviceOutcome::Done,
+            Ok(Response::PushRefused(PushRefusal::Refused { reason })) => {
+                // The device's engine refused these bytes for good: another copy through
+                // its mailbox would be refused too.
+                tracing::debug!(reason, "a device refused an envelope");
+                return DeviceOutcome::Done;
+            }
+            Ok(_) => {}
+            Err(_) => forget_route(shared, &device.user_id),
+        }
+    }
+    let mailbox = MailboxKey::of(&device.user_id, &device.device_id);
+    match client::deposit(&shared.dht, mailbox, bytes).await {
+        Ok(_) => DeviceOutcome::Done,
+        Err(e) => DeviceOutcome::Failed(e),
+    }
+}
+
+/// The peer a device runs as, from its user's record (cached for `user_cache`).
+async fn route(
+    shared: &Shared,
+    user: &UserId,
+    device: &DeviceAddress,
+) -> Option<(PeerId, Vec<Multiaddr>)> {
+    let cached = {
+        let state = shared.delivery.lock();
+        state
+            .users
+            .get(user)
+            .filter(|(_, at)| at.elapsed() < shared.config.user_cache)
+            .map(|(record, _)| record.clone())
+    };
+    let record = match cached {
+        Some(record) => record,
+        None => {
+            let record: DhtResult<UserRecord> = shared.dht.lookup_user(user).await;
+            let record = record.ok()?;
+            shared
+                .delivery
+                .lock()
+                .users
+                .insert(*user, (record.clone(), Instant::now()));
+            record
+        }
+    };
+    record
+        .devices
+        .iter()
+        .find(|d| d.member.device_id() == device.device_id)
+        .map(|d| (d.peer_id, d.addresses.clone()))
+}
+
+fn forget_route(shared: &Shared, user: &UserId) {
+    shared.delivery.lock().users.remove(user);
+}

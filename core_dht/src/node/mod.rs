@@ -1,0 +1,545 @@
+//! [`Node`]: one device, running. It owns the device's sealed store, its identity, its MLS
+//! engine and its network node, and keeps them working together: it publishes and refreshes
+//! the device's records, delivers what the engine produces (pushed to online devices,
+//! deposited in mailboxes for the others), feeds what arrives to the engine, fetches the
+//! device's mailbox, and ticks the engine at its deadlines.
+//!
+//! Nothing here blocks the async runtime: every store and engine call runs on
+//! `spawn_blocking`, behind one lock around the engine (the engine is one device's state
+//! machine; its operations are short transactions).
+
+mod delivery;
+mod driver;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use core_identity::{
+    DeviceId, DeviceIdentity, IdentityStore, SafetyNumber, UserId, VerifiedMember,
+};
+use core_mls::{
+    DeliveryId, Event, GroupId, MessageId, MlsClient, MlsConfig, MlsError, Output, PoolStatus,
+};
+use libp2p::Multiaddr;
+use spacepanda_core::{Clock, KdfParams, RedbStore, SealedStore, SharedStore, SystemClock};
+use tokio::sync::{Notify, mpsc, watch};
+use zeroize::Zeroizing;
+
+use crate::error::{DhtError, DhtResult};
+use crate::network::handle::DhtHandle;
+use crate::own_records::DevicePublisher;
+use crate::{DhtConfig, load_or_create_node_keypair};
+
+/// The file a node keeps its device in, inside its data directory.
+pub const DEVICE_FILE: &str = "device.redb";
+
+/// How a [`Node`] is set up. [`NodeConfig::new`] has the defaults.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The display name of a new device (needed only when the data directory holds none).
+    pub display_name: Option<String>,
+    /// An identity key exported by another device of the same user
+    /// ([`Node::export_identity_key`]): a new device becomes that user's next device.
+    pub link: Option<Zeroizing<Vec<u8>>>,
+    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0`, `/memory/0`).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through, each ending in `/p2p/<peer id>`. Empty: the first node.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The network's settings.
+    pub dht: DhtConfig,
+    /// The engine's settings.
+    pub mls: MlsConfig,
+    /// Argon2id settings for a new store.
+    pub kdf: KdfParams,
+    /// The clock (the system clock in an app).
+    pub clock: Arc<dyn Clock>,
+    /// How often the mailbox is fetched after the one at start (default 30 s).
+    pub fetch_interval: Duration,
+    /// How often records are checked for freshness and claims synced (default 60 s).
+    pub maintenance_interval: Duration,
+    /// First wait before an envelope that could not be delivered is tried again; it doubles
+    /// up to `retry_max` (defaults 1 s and 5 minutes).
+    pub retry_base: Duration,
+    /// Longest wait between two tries.
+    pub retry_max: Duration,
+    /// How long a looked-up user record is trusted for routing pushes (default 30 s).
+    pub user_cache: Duration,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("display_name", &self.display_name)
+            .field("link", &self.link.as_ref().map(|_| "<identity key>"))
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeConfig {
+    /// Defaults: the system clock, default network and engine settings, no listen address.
+    pub fn new() -> Self {
+        Self {
+            display_name: None,
+            link: None,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            dht: DhtConfig::default(),
+            mls: MlsConfig::default(),
+            kdf: KdfParams::default(),
+            clock: Arc::new(SystemClock),
+            fetch_interval: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(60),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            user_cache: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a [`Node`] tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// Something the engine reported (a message, a join, a removal, a fork, …). An
+    /// [`Event::Message`] stays in the durable inbox until [`Node::ack_delivered`].
+    Engine(Event),
+    /// An envelope could not reach some of its devices yet, neither directly nor through
+    /// their mailboxes. It stays queued and is retried with backoff; reported at the first
+    /// failure of each envelope.
+    DeliveryDelayed {
+        /// The group, if any.
+        group: Option<GroupId>,
+        /// Devices still waiting for it.
+        waiting: usize,
+        /// The last error.
+        reason: String,
+    },
+    /// A mailbox holder returned envelopes that are not what was deposited (their names do
+    /// not match their bytes): it was ignored for them, and the other holders' copies used.
+    AlteredByHolder {
+        /// How many.
+        envelopes: usize,
+    },
+}
+
+/// A member of a group, with the safety number to compare with that user.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    /// The verified member device.
+    pub member: VerifiedMember,
+    /// The safety number between this device's user and the member's user.
+    pub safety_number: SafetyNumber,
+}
+
+/// How one fetch of the mailbox went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchSummary {
+    /// Holders asked.
+    pub holders_asked: usize,
+    /// Holders that let this device read.
+    pub holders_read: usize,
+    /// Distinct envelopes fetched.
+    pub envelopes: usize,
+    /// Envelopes the engine took (new or duplicate) and that were acknowledged.
+    pub acknowledged: usize,
+    /// Envelopes a holder had altered.
+    pub altered: usize,
+}
+
+/// The state a node's tasks share.
+pub(crate) struct Shared {
+    pub(crate) engine: Arc<Mutex<MlsClient>>,
+    pub(crate) dht: DhtHandle,
+    pub(crate) publisher: Arc<DevicePublisher>,
+    pub(crate) identities: IdentityStore,
+    pub(crate) device: DeviceIdentity,
+    pub(crate) config: NodeConfig,
+    pub(crate) addresses: Vec<Multiaddr>,
+    pub(crate) events: mpsc::UnboundedSender<NodeEvent>,
+    /// The outbox has new entries.
+    pub(crate) outbox_changed: Notify,
+    /// The key packages changed (claimed, used, refilled): republish.
+    pub(crate) packages_changed: Notify,
+    /// The engine's next deadline may have moved.
+    pub(crate) deadline_changed: Notify,
+    pub(crate) delivery: delivery::DeliveryState,
+}
+
+impl Shared {
+    /// Runs `work` on the engine, off the async runtime.
+    pub(crate) async fn engine<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut MlsClient) -> Result<T, MlsError> + Send + 'static,
+    ) -> DhtResult<T> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut engine)
+        })
+        .await
+        .map_err(|e| DhtError::Node {
+            reason: format!("the engine task failed: {e}"),
+        })?
+        .map_err(DhtError::from)
+    }
+
+    /// Passes on what an engine call produced: events to the application, new envelopes to
+    /// the delivery task.
+    pub(crate) fn report(&self, output: Output) {
+        if !output.outbound.is_empty() {
+            self.outbox_changed.notify_one();
+        }
+        for event in output.events {
+            if matches!(
+                event,
+                Event::KeyPackagesReplenished { .. } | Event::Joined { .. }
+            ) {
+                self.packages_changed.notify_one();
+            }
+            let _ = self.events.send(NodeEvent::Engine(event));
+        }
+        self.deadline_changed.notify_one();
+    }
+}
+
+/// One device, running: see the [module docs](self).
+pub struct Node {
+    shared: Arc<Shared>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<NodeEvent>>>,
+    stop: watch::Sender<bool>,
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("address", &self.shared.device.address())
+            .field("peer_id", &self.shared.dht.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_store(path: &Path, passphrase: &[u8], kdf: KdfParams) -> DhtResult<SharedStore> {
+    if path.exists() {
+        let file = RedbStore::open(path)?;
+        Ok(Arc::new(SealedStore::open_with_passphrase(
+            file, passphrase,
+        )?))
+    } else {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| DhtError::Node {
+                reason: format!("cannot create the data directory {}: {e}", dir.display()),
+            })?;
+        }
+        let file = RedbStore::create(path)?;
+        Ok(Arc::new(SealedStore::create_with_passphrase(
+            file, passphrase, kdf,
+        )?))
+    }
+}
+
+impl Node {
+    /// Opens the device kept in `data_dir` (creating it on first use, from
+    /// [`NodeConfig::display_name`] or [`NodeConfig::link`]), starts its network node,
+    /// joins the network, publishes the device's records, and starts delivering.
+    ///
+    /// A wrong passphrase is [`StoreError::WrongKey`](spacepanda_core::StoreError) inside
+    /// [`DhtError::Store`]; a directory another process uses is a store error too; nothing
+    /// is changed by a failed open.
+    pub async fn open(
+        data_dir: impl AsRef<Path>,
+        passphrase: &[u8],
+        config: NodeConfig,
+    ) -> DhtResult<Self> {
+        let path = data_dir.as_ref().join(DEVICE_FILE);
+        let passphrase = Zeroizing::new(passphrase.to_vec());
+        let clock = config.clock.clone();
+        let setup = config.clone();
+        let (store, identities, device, keypair, engine) =
+            tokio::task::spawn_blocking(move || -> DhtResult<_> {
+                let store = open_store(&path, &passphrase, setup.kdf)?;
+                let identities = IdentityStore::new(store.clone(), setup.clock.clone());
+                let device = match (identities.load()?, &setup.link, &setup.display_name) {
+                    (Some(device), _, _) => device,
+                    (None, Some(exported), Some(name)) => identities.import(exported, name)?,
+                    (None, None, Some(name)) => identities.create(name)?,
+                    (None, _, None) => {
+                        return Err(DhtError::Node {
+                            reason: "this data directory holds no device yet: give a display name to create one".into(),
+                        });
+                    }
+                };
+                let keypair = load_or_create_node_keypair(&store, libp2p::identity::Keypair::generate_ed25519)?;
+                let engine = MlsClient::open(
+                    store.clone(),
+                    setup.clock.clone(),
+                    device.clone(),
+                    setup.mls.clone(),
+                )?;
+                Ok((store, identities, device, keypair, engine))
+            })
+            .await
+            .map_err(|e| DhtError::Node {
+                reason: format!("opening the device failed: {e}"),
+            })??;
+
+        let dht = DhtHandle::spawn_with_mailboxes(
+            &keypair,
+            config.dht.clone(),
+            clock.clone(),
+            store.clone(),
+        )?;
+        let mut addresses = Vec::new();
+        for address in &config.listen {
+            addresses.push(dht.listen(address.clone()).await?);
+        }
+        if !config.bootstrap.is_empty() {
+            dht.join(&config.bootstrap).await?;
+        }
+        let publisher = DevicePublisher::new(store, clock, device.clone(), &config.dht);
+        let (events, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            engine: Arc::new(Mutex::new(engine)),
+            dht,
+            publisher: Arc::new(publisher),
+            identities,
+            device,
+            config,
+            addresses,
+            events,
+            outbox_changed: Notify::new(),
+            packages_changed: Notify::new(),
+            deadline_changed: Notify::new(),
+            delivery: delivery::DeliveryState::default(),
+        });
+        // What the application has not acknowledged yet is handed to it again.
+        for event in shared.engine(|engine| engine.pending_delivered()).await? {
+            let _ = shared.events.send(NodeEvent::Engine(event));
+        }
+        let (pushes, push_requests) = mpsc::channel(crate::network::handle::INBOUND_QUEUE);
+        shared.dht.receive_pushes(pushes).await?;
+        let (stop, stopped) = watch::channel(false);
+        let driver = tokio::spawn(driver::run(shared.clone(), push_requests, stopped));
+        Ok(Self {
+            shared,
+            events: Mutex::new(Some(receiver)),
+            stop,
+            driver: Mutex::new(Some(driver)),
+        })
+    }
+
+    /// The events of this node (once: later calls get `None`).
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<NodeEvent>> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// This device's identity.
+    pub fn device(&self) -> &DeviceIdentity {
+        &self.shared.device
+    }
+
+    /// The network node.
+    pub fn dht(&self) -> &DhtHandle {
+        &self.shared.dht
+    }
+
+    /// Where this node listens (as bound).
+    pub fn listen_addresses(&self) -> &[Multiaddr] {
+        &self.shared.addresses
+    }
+
+    /// Creates a group with this device as its only member.
+    pub async fn create_group(&self) -> DhtResult<GroupId> {
+        self.shared.engine(|engine| engine.create_group()).await
+    }
+
+    /// Invites the user at `address` (`bob@1a2b3c4d`, or a bare name that resolves to one
+    /// user): resolves it over the network, fetches and claims a key package of each of the
+    /// user's devices, and adds them all in one commit. Returns the devices added.
+    pub async fn invite(&self, group: &GroupId, address: &str) -> DhtResult<Vec<VerifiedMember>> {
+        let user = self.shared.dht.resolve(address).await?.user;
+        let mut packages = Vec::new();
+        let mut claims = Vec::new();
+        for device in &user.devices {
+            if device.member.device_id() == self.shared.device.device_id() {
+                continue;
+            }
+            let record = self
+                .shared
+                .dht
+                .lookup_key_packages(&user.user_id, &device.member.device_id())
+                .await?;
+            let Some(package) = record.pick() else {
+                continue;
+            };
+            claims.push(
+                self.shared
+                    .publisher
+                    .claim(&record, &package.validated.key_package_ref)?,
+            );
+            packages.push(package.bytes.clone());
+        }
+        if packages.is_empty() {
+            return Err(DhtError::Node {
+                reason: format!(
+                    "{address} has no device with a key package to invite; ask them to come online"
+                ),
+            });
+        }
+        // A claim tells the owner (and other inviters) the package is used; it is a hint, so
+        // one that does not reach the network does not stop the invite.
+        for claim in &claims {
+            if let Err(e) = self.shared.dht.publish(claim).await {
+                tracing::debug!(error = %e, "a key package claim was not confirmed");
+            }
+        }
+        let group_id = group.clone();
+        let output = self
+            .shared
+            .engine(move |engine| engine.add_members(&group_id, &packages))
+            .await?;
+        let added = output
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                Event::MembersAdded { members, .. } => Some(members.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        self.shared.report(output);
+        Ok(added)
+    }
+
+    /// Removes every device of `user` from `group`.
+    pub async fn remove_user(&self, group: &GroupId, user: &UserId) -> DhtResult<()> {
+        let (group, user) = (group.clone(), *user);
+        let output = self
+            .shared
+            .engine(move |engine| engine.remove_user(&group, &user))
+            .await?;
+        self.shared.report(output);
+        Ok(())
+    }
+
+    /// Removes one device of `user` from `group`.
+    pub async fn remove_device(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> DhtResult<()> {
+        let (group, user, device) = (group.clone(), *user, *device);
+        let output = self
+            .shared
+            .engine(move |engine| engine.remove_device(&group, &user, &device))
+            .await?;
+        self.shared.report(output);
+        Ok(())
+    }
+
+    /// Sends `body` to `group`. Returns the message's id (what receivers see), once it is in
+    /// the durable outbox (or waiting for a pending commit, see core_mls).
+    pub async fn send(&self, group: &GroupId, body: &[u8]) -> DhtResult<MessageId> {
+        let (group, body) = (group.clone(), body.to_vec());
+        let output = self
+            .shared
+            .engine(move |engine| engine.send(&group, &body))
+            .await?;
+        let id = output.events.iter().find_map(|event| match event {
+            Event::MessageSent { message_id, .. } => Some(*message_id),
+            _ => None,
+        });
+        self.shared.report(output);
+        id.ok_or_else(|| DhtError::Node {
+            reason: "the engine sent no message; report this as a bug".into(),
+        })
+    }
+
+    /// The application stored message `id` ([`Event::Message`]): forget it.
+    pub async fn ack_delivered(&self, id: DeliveryId) -> DhtResult<bool> {
+        self.shared
+            .engine(move |engine| engine.ack_delivered(id))
+            .await
+    }
+
+    /// The groups this device is in.
+    pub async fn groups(&self) -> DhtResult<Vec<GroupId>> {
+        self.shared.engine(|engine| Ok(engine.groups())).await
+    }
+
+    /// The members of `group`, each with the safety number to compare with its user.
+    pub async fn members(&self, group: &GroupId) -> DhtResult<Vec<MemberInfo>> {
+        let group = group.clone();
+        let members = self
+            .shared
+            .engine(move |engine| engine.members(&group))
+            .await?;
+        let own = self.shared.device.identity_public_key();
+        Ok(members
+            .into_iter()
+            .map(|member| MemberInfo {
+                safety_number: SafetyNumber::between(own, member.identity_public_key()),
+                member,
+            })
+            .collect())
+    }
+
+    /// The state of this device's key package pool.
+    pub async fn key_package_status(&self) -> DhtResult<PoolStatus> {
+        self.shared
+            .engine(|engine| engine.key_package_status())
+            .await
+    }
+
+    /// Envelopes produced and not yet delivered (to every device, or to mailboxes).
+    pub async fn undelivered(&self) -> DhtResult<usize> {
+        self.shared
+            .engine(|engine| engine.pending_outbound().map(|pending| pending.len()))
+            .await
+    }
+
+    /// Fetches this device's mailbox now (it is also fetched at start and periodically).
+    pub async fn fetch_mailbox(&self) -> DhtResult<FetchSummary> {
+        driver::fetch_mailbox(&self.shared).await
+    }
+
+    /// The identity key in its export format, to set up another device of this user
+    /// ([`NodeConfig::link`]). Whoever holds it can add devices as this user.
+    pub fn export_identity_key(&self) -> DhtResult<Zeroizing<Vec<u8>>> {
+        Ok(self.shared.identities.export_identity_key()?)
+    }
+
+    /// Publishes this device's records now (also done at start and kept fresh).
+    pub async fn publish(&self) -> DhtResult<()> {
+        driver::maintain(&self.shared).await
+    }
+
+    /// Stops delivering and receiving, waits for the work in flight (bounded), and stops
+    /// the network node. What is not delivered stays in the durable outbox for next time.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let driver = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(driver) = driver {
+            let _ =
+                tokio::time::timeout(self.shared.dht.config().request_timeout * 2, driver).await;
+        }
+        self.shared.dht.shutdown().await;
+    }
+}
