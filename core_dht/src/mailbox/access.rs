@@ -57,9 +57,20 @@ pub(crate) fn prove(
     nonce: [u8; 32],
 ) -> AccessProof {
     let mailbox = MailboxKey::of(&device.user_id(), &device.device_id());
+    prove_for(device, holder, requester, &mailbox, nonce)
+}
+
+/// A proof signed by `device` for any `mailbox` (only its own is accepted anywhere).
+pub(crate) fn prove_for(
+    device: &DeviceIdentity,
+    holder: &PeerId,
+    requester: &PeerId,
+    mailbox: &MailboxKey,
+    nonce: [u8; 32],
+) -> AccessProof {
     let signature = device
         .signature_key_pair()
-        .sign(&access_message(holder, requester, &mailbox, &nonce));
+        .sign(&access_message(holder, requester, mailbox, &nonce));
     AccessProof {
         credential: device.credential_bytes().to_vec(),
         nonce,

@@ -170,6 +170,19 @@ pub(crate) fn holder_limits(config: &crate::DhtConfig) -> holder_store::HolderLi
     }
 }
 
+/// The proof `device`, running as peer `requester`, gives `holder` for `mailbox` with the
+/// holder's challenge `nonce` (see [`access`]). A device proves only its own mailbox; a proof
+/// for another is refused by every holder.
+pub fn prove_access(
+    device: &core_identity::DeviceIdentity,
+    holder: &libp2p::PeerId,
+    requester: &libp2p::PeerId,
+    mailbox: &MailboxKey,
+    nonce: [u8; 32],
+) -> crate::wire::AccessProof {
+    access::prove_for(device, holder, requester, mailbox, nonce)
+}
+
 /// How a holder took a deposit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DepositOutcome {

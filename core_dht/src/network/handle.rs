@@ -231,6 +231,13 @@ impl DhtHandle {
         let _ = self.commands.send(Command::Shutdown).await;
     }
 
+    /// Sends one request of the delivery protocol ([`crate::wire`]) to `peer` and waits for
+    /// the answer, at most the request timeout. [`Node`](crate::Node) does this for an
+    /// application; this is for tools and tests that speak the protocol themselves.
+    pub async fn send_request(&self, peer: PeerId, request: Request) -> DhtResult<Response> {
+        self.request(peer, Vec::new(), request).await
+    }
+
     /// Sends `request` to `peer` (dialing `addresses` if not connected) and waits for the
     /// answer, at most the request timeout.
     pub(crate) async fn request(

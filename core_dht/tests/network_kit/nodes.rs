@@ -82,6 +82,8 @@ pub struct Device {
     pub node: Node,
     pub events: UnboundedReceiver<NodeEvent>,
     pub seen: Vec<Event>,
+    /// The node's own events (delivery delayed, altered envelopes).
+    pub notices: Vec<NodeEvent>,
 }
 
 impl Device {
@@ -100,6 +102,7 @@ impl Device {
             node,
             events,
             seen: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -111,11 +114,14 @@ impl Device {
     /// stored them.
     pub async fn pump(&mut self) {
         while let Ok(event) = self.events.try_recv() {
-            if let NodeEvent::Engine(event) = event {
-                if let Event::Message { delivery, .. } = &event {
-                    self.node.ack_delivered(*delivery).await.expect("ack");
+            match event {
+                NodeEvent::Engine(event) => {
+                    if let Event::Message { delivery, .. } = &event {
+                        self.node.ack_delivered(*delivery).await.expect("ack");
+                    }
+                    self.seen.push(event);
                 }
-                self.seen.push(event);
+                notice => self.notices.push(notice),
             }
         }
     }
