@@ -2,7 +2,12 @@
 //! and replaced (in two waves, with hand-over rounds between) while a device is offline and
 //! its sender is gone. Nothing is lost, nothing arrives twice.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod network_kit;
 
@@ -21,7 +26,7 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
     let mut r = rng(2890);
     let mut serves = start_serves(&mut r, dir.path(), 21).await;
     let bootstrap = vec![dial_address(&serves[0]), dial_address(&serves[1])];
-    let mut alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
+    let alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
     let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;
     alice.node.publish().await.unwrap();
     bob.node.publish().await.unwrap();
@@ -34,7 +39,13 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
     drop(bob);
     let mut sent = HashSet::new();
     for i in 0..MESSAGES {
-        sent.insert(alice.node.send(&group, format!("m{i}").as_bytes()).await.unwrap());
+        sent.insert(
+            alice
+                .node
+                .send(&group, format!("m{i}").as_bytes())
+                .await
+                .unwrap(),
+        );
     }
     assert!(alice.flushed(BOUND).await, "every envelope is deposited");
     alice.node.shutdown().await;
@@ -49,7 +60,13 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
     for wave in 0..2 {
         let mut usage = Vec::new();
         for (i, node) in serves.iter().enumerate().skip(2) {
-            let bytes = node.dht.mailbox_usage().await.unwrap().unwrap_or_default().bytes;
+            let bytes = node
+                .dht
+                .mailbox_usage()
+                .await
+                .unwrap()
+                .unwrap_or_default()
+                .bytes;
             usage.push((bytes, i));
         }
         usage.sort_unstable_by(|a, b| b.cmp(a));
@@ -87,7 +104,10 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
             (holding >= 3).then_some(holding)
         })
         .await;
-        assert!(settled.is_some(), "wave {wave}: envelopes are held again by a majority");
+        assert!(
+            settled.is_some(),
+            "wave {wave}: envelopes are held again by a majority"
+        );
     }
     println!(
         "churn: {killed} of {} serve nodes killed and replaced ({holders_killed} of them mailbox holders); {} envelopes in flight",

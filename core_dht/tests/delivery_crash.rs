@@ -4,7 +4,12 @@
 //! arrives, and none is handed to the application again after the application acknowledged
 //! it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod network_kit;
 
@@ -49,17 +54,32 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-fn start(name: &str, dir: &PathBuf, bootstrap: &[Multiaddr], received: Option<Arc<Mutex<Received>>>) -> Process {
+fn start(
+    name: &str,
+    dir: &PathBuf,
+    bootstrap: &[Multiaddr],
+    received: Option<Arc<Mutex<Received>>>,
+) -> Process {
     let runtime = runtime();
     let node = runtime.block_on(async {
-        Arc::new(Node::open(dir, PASSPHRASE, node_config(name, bootstrap)).await.unwrap())
+        Arc::new(
+            Node::open(dir, PASSPHRASE, node_config(name, bootstrap))
+                .await
+                .unwrap(),
+        )
     });
     let mut events = node.take_events().unwrap();
     let listener = node.clone();
     runtime.spawn(async move {
         while let Some(event) = events.recv().await {
-            let (Some(received), NodeEvent::Engine(Event::Message { message_id, delivery, .. })) =
-                (received.as_ref(), event)
+            let (Some(received), NodeEvent::Engine(event)) = (received.as_ref(), event) else {
+                continue;
+            };
+            let Event::Message {
+                message_id,
+                delivery,
+                ..
+            } = *event
             else {
                 continue;
             };
@@ -167,7 +187,10 @@ fn killed_at_random_points_nothing_lost_nothing_twice() {
     );
     assert!(!sent.is_empty());
     assert!(all_arrived, "every sent message arrived");
-    assert_eq!(received.duplicates, 0, "nothing delivered twice after acknowledgement");
+    assert_eq!(
+        received.duplicates, 0,
+        "nothing delivered twice after acknowledgement"
+    );
     drop(received);
     kill(alice);
     kill(bob);

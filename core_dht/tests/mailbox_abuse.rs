@@ -2,7 +2,12 @@
 //! a fetch signed by the wrong key, a replayed proof, a deposit over quota, an oversized
 //! envelope, and a holder whose stored envelopes were altered.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod network_kit;
 
@@ -45,7 +50,11 @@ async fn only_the_owner_reads_its_mailbox() {
         handover: None,
     };
     assert_eq!(
-        eve.node.dht().send_request(holder.peer_id(), deposit).await.unwrap(),
+        eve.node
+            .dht()
+            .send_request(holder.peer_id(), deposit)
+            .await
+            .unwrap(),
         Response::Deposited(DepositOutcome::Stored)
     );
 
@@ -67,21 +76,35 @@ async fn only_the_owner_reads_its_mailbox() {
             .dht()
             .send_request(
                 holder.peer_id(),
-                Request::Fetch { mailbox: bob_mailbox, proof: proof.clone(), after: None },
+                Request::Fetch {
+                    mailbox: bob_mailbox,
+                    proof: proof.clone(),
+                    after: None,
+                },
             )
             .await
             .unwrap();
-        assert!(matches!(answer, Response::AccessDenied { .. }), "{answer:?}");
+        assert!(
+            matches!(answer, Response::AccessDenied { .. }),
+            "{answer:?}"
+        );
         let answer = eve
             .node
             .dht()
             .send_request(
                 holder.peer_id(),
-                Request::Ack { mailbox: bob_mailbox, proof, ids: Vec::new() },
+                Request::Ack {
+                    mailbox: bob_mailbox,
+                    proof,
+                    ids: Vec::new(),
+                },
             )
             .await
             .unwrap();
-        assert!(matches!(answer, Response::AccessDenied { .. }), "{answer:?}");
+        assert!(
+            matches!(answer, Response::AccessDenied { .. }),
+            "{answer:?}"
+        );
     }
 
     // Bob's own proof works for bob, and replayed from eve's connection it does not.
@@ -93,10 +116,28 @@ async fn only_the_owner_reads_its_mailbox() {
         &bob_mailbox,
         nonce,
     );
-    let fetch = Request::Fetch { mailbox: bob_mailbox, proof, after: None };
-    let replayed = eve.node.dht().send_request(holder.peer_id(), fetch.clone()).await.unwrap();
-    assert!(matches!(replayed, Response::AccessDenied { .. }), "{replayed:?}");
-    match bob.node.dht().send_request(holder.peer_id(), fetch).await.unwrap() {
+    let fetch = Request::Fetch {
+        mailbox: bob_mailbox,
+        proof,
+        after: None,
+    };
+    let replayed = eve
+        .node
+        .dht()
+        .send_request(holder.peer_id(), fetch.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(replayed, Response::AccessDenied { .. }),
+        "{replayed:?}"
+    );
+    match bob
+        .node
+        .dht()
+        .send_request(holder.peer_id(), fetch)
+        .await
+        .unwrap()
+    {
         Response::Envelopes { envelopes, more } => {
             assert_eq!(envelopes.len(), 1);
             assert_eq!(envelopes[0].bytes, b"an envelope for bob");
@@ -105,7 +146,10 @@ async fn only_the_owner_reads_its_mailbox() {
         other => panic!("bob reads his mailbox: {other:?}"),
     }
     // Eve's drain attempt deleted nothing: the envelope is still there for bob.
-    assert_eq!(holder.dht.mailbox_usage().await.unwrap().unwrap().mailboxes, 1);
+    assert_eq!(
+        holder.dht.mailbox_usage().await.unwrap().unwrap().mailboxes,
+        1
+    );
     bob.node.shutdown().await;
     eve.node.shutdown().await;
 }
@@ -120,15 +164,21 @@ async fn quotas_and_sizes_are_refused_with_their_reason() {
         ..delivery_config()
     };
     let store = Arc::new(RedbStore::create(dir.path().join("holder.redb")).unwrap());
-    let holder = DhtHandle::spawn_with_mailboxes(&keypair(&mut r), config.clone(), clock(), store)
-        .unwrap();
+    let holder =
+        DhtHandle::spawn_with_mailboxes(&keypair(&mut r), config.clone(), clock(), store).unwrap();
     let holder_address = holder.listen("/memory/0".parse().unwrap()).await.unwrap();
-    let holder = TestNode { dht: holder, address: holder_address };
+    let holder = TestNode {
+        dht: holder,
+        address: holder_address,
+    };
     let mut senders = Vec::new();
     for _ in 0..2 {
         let sender = DhtHandle::spawn(&keypair(&mut r), config.clone(), clock()).unwrap();
         sender.listen("/memory/0".parse().unwrap()).await.unwrap();
-        sender.add_peer(holder.peer_id(), holder.address.clone()).await.unwrap();
+        sender
+            .add_peer(holder.peer_id(), holder.address.clone())
+            .await
+            .unwrap();
         senders.push(sender);
     }
     let mailbox = MailboxKey::from_bytes([7; 32]);
@@ -139,28 +189,46 @@ async fn quotas_and_sizes_are_refused_with_their_reason() {
     };
     for n in 0..3 {
         assert_eq!(
-            senders[0].send_request(holder.peer_id(), deposit(n, 100)).await.unwrap(),
+            senders[0]
+                .send_request(holder.peer_id(), deposit(n, 100))
+                .await
+                .unwrap(),
             Response::Deposited(DepositOutcome::Stored)
         );
     }
     assert_eq!(
-        senders[0].send_request(holder.peer_id(), deposit(3, 100)).await.unwrap(),
+        senders[0]
+            .send_request(holder.peer_id(), deposit(3, 100))
+            .await
+            .unwrap(),
         Response::DepositRefused(MailboxRefusal::SenderQuota { held: 3, max: 3 })
     );
     // The same envelope again is stored once, not refused.
     assert_eq!(
-        senders[0].send_request(holder.peer_id(), deposit(0, 100)).await.unwrap(),
+        senders[0]
+            .send_request(holder.peer_id(), deposit(0, 100))
+            .await
+            .unwrap(),
         Response::Deposited(DepositOutcome::AlreadyHeld)
     );
     // Another sender still gets in.
     assert_eq!(
-        senders[1].send_request(holder.peer_id(), deposit(9, 100)).await.unwrap(),
+        senders[1]
+            .send_request(holder.peer_id(), deposit(9, 100))
+            .await
+            .unwrap(),
         Response::Deposited(DepositOutcome::Stored)
     );
     // One byte over the holder's bound: refused by the holder, with the sizes.
     assert_eq!(
-        senders[1].send_request(holder.peer_id(), deposit(10, 64 * 1024 + 1)).await.unwrap(),
-        Response::DepositRefused(MailboxRefusal::Oversized { len: 64 * 1024 + 1, max: 64 * 1024 })
+        senders[1]
+            .send_request(holder.peer_id(), deposit(10, 64 * 1024 + 1))
+            .await
+            .unwrap(),
+        Response::DepositRefused(MailboxRefusal::Oversized {
+            len: 64 * 1024 + 1,
+            max: 64 * 1024
+        })
     );
     // Far over the protocol's bound: the request never reaches the holder (the codec refuses
     // it), the sender gets an error, and the holder keeps working.
@@ -170,7 +238,10 @@ async fn quotas_and_sizes_are_refused_with_their_reason() {
         .expect_err("a request over the codec's bound fails");
     assert_eq!(error.kind(), core_dht::ErrorKind::Network, "{error}");
     assert_eq!(
-        senders[1].send_request(holder.peer_id(), deposit(12, 100)).await.unwrap(),
+        senders[1]
+            .send_request(holder.peer_id(), deposit(12, 100))
+            .await
+            .unwrap(),
         Response::Deposited(DepositOutcome::Stored)
     );
     assert_eq!(
@@ -203,7 +274,7 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
         serves.push((node, store));
     }
     let bootstrap = vec![dial_address(&serves[0].0)];
-    let mut alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
+    let alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
     let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;
     alice.node.publish().await.unwrap();
     bob.node.publish().await.unwrap();
@@ -213,16 +284,28 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
     bob.node.shutdown().await;
     let bob_dir = bob.dir.clone();
     drop(bob);
-    let sent = alice.node.send(&group, b"kept by honest holders").await.unwrap();
+    let sent = alice
+        .node
+        .send(&group, b"kept by honest holders")
+        .await
+        .unwrap();
     assert!(alice.flushed(BOUND).await);
 
     // One holder alters every envelope it keeps (same names, other bytes).
     let (liar, store) = serves
         .iter()
-        .find(|(_, store)| !store.scan_prefix("mailbox", &spacepanda_core::Key::from_segment("e")).unwrap().is_empty())
+        .find(|(_, store)| {
+            !store
+                .scan_prefix("mailbox", &spacepanda_core::Key::from_segment("e"))
+                .unwrap()
+                .is_empty()
+        })
         .expect("some serve node holds bob's mailbox");
     let mut batch = WriteBatch::new();
-    for (key, mut value) in store.scan_prefix("mailbox", &spacepanda_core::Key::from_segment("e")).unwrap() {
+    for (key, mut value) in store
+        .scan_prefix("mailbox", &spacepanda_core::Key::from_segment("e"))
+        .unwrap()
+    {
         let mut entry: ciborium::Value = ciborium::from_reader(value.as_slice()).unwrap();
         let fields = entry.as_map_mut().expect("an entry is a map");
         let (_, bytes) = fields
@@ -241,7 +324,10 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
 
     let mut bob = Device::open("bob", bob_dir, &bootstrap).await;
     assert!(
-        bob.wait_until(BOUND, |d| d.messages(&group).iter().any(|(id, _)| *id == sent))
+        bob.wait_until(BOUND, |d| d
+            .messages(&group)
+            .iter()
+            .any(|(id, _)| *id == sent))
             .await,
         "the honest holders' copy arrives"
     );

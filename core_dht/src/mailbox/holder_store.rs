@@ -518,6 +518,7 @@ impl HolderStore {
     }
 
     /// (envelopes, bytes) held for `mailbox`, expired ones not swept yet included.
+    #[cfg(test)]
     pub(crate) fn usage(&self, mailbox: &MailboxKey) -> (u64, u64) {
         let (envelopes, bytes, _) = self.lock().of(mailbox, &[]);
         (envelopes, bytes)

@@ -16,7 +16,7 @@ use tempfile::TempDir;
 
 use super::*;
 
-const SEED: u64 = 0x6d61_696c_626f_78;
+const SEED: u64 = 20_240_611;
 const NOW: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 const HOUR_MS: u64 = 60 * 60 * 1000;
 const TTL_MS: u64 = 24 * HOUR_MS;
@@ -498,6 +498,29 @@ fn counters_and_entries_survive_a_reopen() {
         f.holder.deposit(&mailbox(1), &[6u8; 40], ALICE, None, NOW),
         Err(MailboxRefusal::SenderQuota { held: 3, max: 3 })
     );
+}
+
+#[test]
+fn entries_that_do_not_decode_are_dropped_at_open() {
+    let f = Fixture::new(limits());
+    deposit(&f.holder, &mailbox(1), b"good", ALICE);
+    let mut batch = WriteBatch::new();
+    let garbage = entry_key(&mailbox(1), &EntryId::of(b"garbage"));
+    batch.put(MAILBOX_NAMESPACE, garbage.clone(), vec![0xff; 9]);
+    let misshapen = Key::from_segments([&b"e"[..], b"short", b"key"]);
+    let valid = StoredEntry {
+        bytes: b"x".to_vec(),
+        sender: ALICE.to_vec(),
+        expires_at: u64::MAX,
+    };
+    batch.put(MAILBOX_NAMESPACE, misshapen.clone(), valid.encode());
+    f.store.apply(batch).unwrap();
+
+    let f = f.reopen(limits());
+    assert_eq!(f.holder.usage(&mailbox(1)), (1, 4));
+    assert_eq!(f.holder.all_in(&mailbox(1), NOW).unwrap().len(), 1);
+    assert_eq!(f.store.get(MAILBOX_NAMESPACE, &garbage).unwrap(), None);
+    assert_eq!(f.store.get(MAILBOX_NAMESPACE, &misshapen).unwrap(), None);
 }
 
 #[test]

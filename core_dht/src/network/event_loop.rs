@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::store::RecordStore as _;
 use libp2p::kad::{self, QueryId, QueryResult, Quorum, Record};
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use spacepanda_core::Clock;
@@ -21,6 +21,8 @@ use crate::config::{DhtConfig, KAD_PROTOCOL};
 use crate::error::{DhtError, DhtResult, Rejection};
 use crate::records::{Checks, RecordKey, ValidValue};
 use crate::wire::{Request, Response};
+
+mod delivery_requests;
 
 /// A request a peer sent this node, handed to whoever answers it (the device's node for a
 /// push, the mailbox service for the rest), which replies with [`Command::Respond`].
@@ -429,91 +431,6 @@ impl EventLoop {
         }
     }
 
-    fn on_delivery(&mut self, event: request_response::Event<Request, Response>) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => self.on_inbound_request(peer, request, channel),
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.requests.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.requests.remove(&request_id) {
-                    let _ = reply.send(Err(DhtError::Unreachable {
-                        reason: format!("{peer} did not answer: {error}"),
-                    }));
-                }
-            }
-            // A response we could not send: the requester times out and retries.
-            request_response::Event::InboundFailure { .. }
-            | request_response::Event::ResponseSent { .. } => {}
-        }
-    }
-
-    /// Hands a peer's request to whoever answers it; if nobody can take it now, answers at
-    /// once so the peer can go elsewhere.
-    fn on_inbound_request(
-        &mut self,
-        peer: PeerId,
-        request: Request,
-        channel: ResponseChannel<Response>,
-    ) {
-        if self.ignored.contains(&peer) {
-            return;
-        }
-        let (target, unavailable) = match request {
-            Request::Push { .. } => (
-                self.pushes.as_ref(),
-                Response::PushRefused(crate::wire::PushRefusal::NotHere),
-            ),
-            _ => (self.mailbox.as_ref(), Response::NoMailboxes),
-        };
-        let token = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1);
-        let handed = target.is_some_and(|sender| {
-            sender
-                .try_send(InboundRequest {
-                    token,
-                    peer,
-                    request,
-                })
-                .is_ok()
-        });
-        if handed {
-            if self.responders.len() >= MAX_WAITING_RESPONSES {
-                // A handler that stopped (a node shut down mid-request) never answers; its
-                // requesters have given up, so their channels are closed.
-                self.responders.retain(|_, channel| channel.is_open());
-            }
-            self.responders.insert(token, channel);
-        } else {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .delivery
-                .send_response(channel, unavailable);
-        }
-    }
-
     fn on_inbound_put(&mut self, source: PeerId, record: Record) {
         if self.ignored.contains(&source) {
             self.refused_puts += 1;
@@ -699,9 +616,6 @@ fn is_forgery(rejection: &Rejection) -> bool {
             | Rejection::TooMany { .. }
     )
 }
-
-/// Peers' requests waiting for an answer before closed ones are swept out.
-const MAX_WAITING_RESPONSES: usize = 1024;
 
 /// Bound on how long a handle waits for the task to answer, past the query timeout.
 pub(crate) const REPLY_GRACE: Duration = Duration::from_secs(5);

@@ -111,7 +111,7 @@ impl Default for NodeConfig {
 pub enum NodeEvent {
     /// Something the engine reported (a message, a join, a removal, a fork, …). An
     /// [`Event::Message`] stays in the durable inbox until [`Node::ack_delivered`].
-    Engine(Event),
+    Engine(Box<Event>),
     /// An envelope could not reach some of its devices yet, neither directly nor through
     /// their mailboxes. It stays queued and is retried with backoff; reported at the first
     /// failure of each envelope.
@@ -205,7 +205,7 @@ impl Shared {
             ) {
                 self.packages_changed.notify_one();
             }
-            let _ = self.events.send(NodeEvent::Engine(event));
+            let _ = self.events.send(NodeEvent::Engine(Box::new(event)));
         }
         self.deadline_changed.notify_one();
     }
@@ -323,7 +323,7 @@ impl Node {
         });
         // What the application has not acknowledged yet is handed to it again.
         for event in shared.engine(|engine| engine.pending_delivered()).await? {
-            let _ = shared.events.send(NodeEvent::Engine(event));
+            let _ = shared.events.send(NodeEvent::Engine(Box::new(event)));
         }
         let (pushes, push_requests) = mpsc::channel(crate::network::handle::INBOUND_QUEUE);
         shared.dht.receive_pushes(pushes).await?;

@@ -116,6 +116,7 @@ impl Device {
         while let Ok(event) = self.events.try_recv() {
             match event {
                 NodeEvent::Engine(event) => {
+                    let event = *event;
                     if let Event::Message { delivery, .. } = &event {
                         self.node.ack_delivered(*delivery).await.expect("ack");
                     }
