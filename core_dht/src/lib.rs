@@ -1,5 +1,7 @@
-//! SpacePanda's network, part 1: a rust-libp2p Kademlia network that carries a signed,
-//! self-certifying directory of users, devices and key packages.
+//! SpacePanda's network: a rust-libp2p Kademlia network that carries a signed,
+//! self-certifying directory of users, devices and key packages, delivers MLS envelopes to
+//! devices that are online and keeps them in mailboxes for devices that are not, and the
+//! [`Node`] that runs one device on it.
 //!
 //! # What it does
 //!
@@ -23,18 +25,34 @@
 //! - **own records that outlive the process** ([`DevicePublisher`]): built and signed from the
 //!   device's identity and engine, kept with the highest `seq` used in the device's (sealed)
 //!   store before they leave it, republished from there at start and before they expire, and
-//!   after the key packages change (a claim, a Welcome, a refill).
+//!   after the key packages change (a claim, a Welcome, a refill);
+//! - **delivery** ([`wire`], `node`): each envelope the engine produces is pushed to every
+//!   recipient device that is online (request-response on [`wire::DELIVERY_PROTOCOL`]; the
+//!   receiver answers only after its engine's transaction committed), or deposited in the
+//!   device's [`mailbox`] (the `mailbox_holders` peers closest to its mailbox key; counted once
+//!   a majority stored it durably). The outbox entry is acknowledged to the engine only then;
+//!   until then it is retried with backoff. At least once on the wire, exactly once to the
+//!   application (the engine drops copies by envelope and message id);
+//! - **mailboxes**: holders keep envelopes in their own redb store with a lifetime (14 days)
+//!   and quotas per recipient and per sender; only the owner device reads and deletes, by
+//!   signing a fresh challenge with its certified key; holders hand envelopes to new closest
+//!   peers as the network churns;
+//! - **the [`Node`]**: one object per device — its sealed store, identity, engine and network
+//!   node — with the async API an application wants (create, invite by address, remove, send,
+//!   events, members with safety numbers, key package status, shutdown).
 //!
 //! # What it does not do
 //!
 //! - It does not decrypt anything and never sees a group's content: records are public by
-//!   design (identity keys, names, key packages), and MLS traffic is not its business yet.
-//! - It does not order or judge commits: that is core_mls's fork rule. Part 2 of the network
-//!   (delivery, mailboxes, the `Node` that runs a device) delivers at least once, unordered.
+//!   design (identity keys, names, key packages), and envelopes are MLS ciphertext it carries
+//!   and stores as opaque bytes (only the `Node` hands them to its own engine).
+//! - It does not order or judge commits: that is core_mls's fork rule. Delivery is at least
+//!   once and unordered.
 //! - It does not write a DHT, a transport or any crypto of its own: Kademlia, noise, yamux and
 //!   TCP are rust-libp2p's, signatures are Ed25519 (ed25519-dalek), hashes BLAKE3.
 //! - It does not keep other users' records on disk: what a node holds for the network lives in
-//!   memory and comes back through replication and republishing.
+//!   memory and comes back through replication and republishing. (Mailboxes are on disk: an
+//!   envelope must survive its holder's restart.)
 //!
 //! # Design
 //!
@@ -48,6 +66,13 @@
 //! - `directory`: publishing with a storage check, lookups that combine every valid answer,
 //!   and name resolution with core_identity's rule.
 //! - `own_records`: this device's records, their durable `seq`, and republishing.
+//! - `wire`: the delivery protocol's requests and responses.
+//! - `mailbox`: keys and names (`mod`), the holder's store (`holder_store`) and task
+//!   (`service`: deposits, challenges, fetches, acknowledgements, hand-over), the owner's proof
+//!   (`access`), and the sender's and owner's side (`client`).
+//! - `node`: the [`Node`] (`mod`), its scheduler (`driver`: pushes in, ticks, fetches,
+//!   record upkeep; it never waits on the network itself) and the outbox's way out
+//!   (`delivery`: push or deposit per device, backoff).
 //!
 //! # Getting started
 //!
