@@ -69,6 +69,18 @@ pub struct WireEnvelope {
 /// A request of the delivery protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
+    /// The commits of `group` from epoch `from_epoch` on, for a member device stuck behind a
+    /// commit it never received (core_mls's `MissingCommit`). Answered by a member device
+    /// only to a peer that runs a member device of the group, as its user record says.
+    RecentCommits {
+        /// The group id's bytes.
+        #[serde(with = "serde_bytes")]
+        group: Vec<u8>,
+        /// The epoch the requester is stuck at.
+        from_epoch: u64,
+        /// The requesting device.
+        requester: WireDevice,
+    },
     /// Deliver `envelope` to `recipient`, which this peer should run.
     Push {
         /// The device it is for.
@@ -178,6 +190,12 @@ pub enum Response {
     Acked {
         /// How many were held.
         deleted: u64,
+    },
+    /// The commits a [`Request::RecentCommits`] asked for (oldest first; possibly fewer, to
+    /// fit one response).
+    Commits {
+        /// Envelope bytes, each an ordinary envelope for the engine.
+        envelopes: Vec<serde_bytes::ByteBuf>,
     },
     /// The ids of a [`Request::Holds`] this holder lacks.
     Missing {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use core_dht::mailbox::{DepositOutcome, MailboxKey, MailboxRefusal, prove_access};
 use core_dht::wire::{Request, Response};
 use core_dht::{DhtHandle, NodeEvent};
-use network_kit::nodes::{Device, delivery_config, dial_address, start_serves};
+use network_kit::nodes::{Device, delivery_config, dial_address, start_serves, start_serves_with};
 use network_kit::{TestNode, clock, keypair, rng};
 use spacepanda_core::{KeyValueStore, RedbStore, WriteBatch};
 
@@ -256,23 +256,7 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
     let dir = tempfile::tempdir().unwrap();
     let mut r = rng(2690);
     // Serve nodes whose stores the test keeps, to play a dishonest holder with one of them.
-    let mut serves: Vec<(TestNode, Arc<RedbStore>)> = Vec::new();
-    for i in 0..8 {
-        let store = Arc::new(RedbStore::create(dir.path().join(format!("s{i}.redb"))).unwrap());
-        let dht = DhtHandle::spawn_with_mailboxes(
-            &keypair(&mut r),
-            delivery_config(),
-            clock(),
-            store.clone(),
-        )
-        .unwrap();
-        let address = dht.listen("/memory/0".parse().unwrap()).await.unwrap();
-        let node = TestNode { dht, address };
-        if let Some((first, _)) = serves.first() {
-            network_kit::join(&node, first).await;
-        }
-        serves.push((node, store));
-    }
+    let serves = start_serves_with(&mut r, dir.path(), 8, delivery_config()).await;
     let bootstrap = vec![dial_address(&serves[0].0)];
     let alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
     let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;

@@ -84,7 +84,9 @@ async fn answer(
     let now = node.clock().now();
     let peer = request.peer;
     match request.request {
-        Request::Push { .. } => Response::PushRefused(PushRefusal::NotHere),
+        Request::Push { .. } | Request::RecentCommits { .. } => {
+            Response::PushRefused(PushRefusal::NotHere)
+        }
         Request::Deposit {
             mailbox,
             envelope,

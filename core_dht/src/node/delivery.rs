@@ -145,9 +145,14 @@ pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
                 .get(&outbound.id)
                 .is_some_and(|attempts| attempts.failures == 1);
             if first {
+                let refusal = match &e {
+                    DhtError::DepositRefused { refusal, .. } => Some(refusal.clone()),
+                    _ => None,
+                };
                 let _ = shared.events.send(NodeEvent::DeliveryDelayed {
                     group: outbound.to.group.clone(),
                     waiting: still_waiting,
+                    refusal,
                     reason: e.to_string(),
                 });
             }
@@ -186,7 +191,7 @@ async fn deliver_to_device(shared: &Shared, device: DeviceAddress, bytes: &[u8])
 }
 
 /// The peer a device runs as, from its user's record (cached for `user_cache`).
-async fn route(
+pub(super) async fn route(
     shared: &Shared,
     user: &UserId,
     device: &DeviceAddress,

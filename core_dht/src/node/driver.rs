@@ -22,6 +22,7 @@ const MAILBOX_SOURCE: &[u8] = b"mailbox";
 pub(super) async fn run(
     shared: Arc<Shared>,
     mut pushes: mpsc::Receiver<InboundRequest>,
+    mut missing: mpsc::UnboundedReceiver<(core_mls::GroupId, u64)>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let once = |lock: &Arc<AsyncMutex<()>>| lock.clone().try_lock_owned().ok();
@@ -47,6 +48,10 @@ pub(super) async fn run(
                 }
                 None => break,
             },
+            Some((group, epoch)) = missing.recv() => {
+                let shared = shared.clone();
+                tokio::spawn(async move { super::catch_up::ask_members(&shared, group, epoch).await });
+            }
             _ = shared.outbox_changed.notified() => drain_again = true,
             _ = async { if let Some(wait) = retry_wait { wait.await } else { std::future::pending().await } } => {
                 retry_at = None;
@@ -129,6 +134,11 @@ async fn next_tick_wait(shared: &Shared) -> Duration {
 /// does the peer hear "delivered".
 async fn handle_push(shared: &Shared, push: InboundRequest) {
     let response = match push.request {
+        Request::RecentCommits {
+            group,
+            from_epoch,
+            requester,
+        } => super::catch_up::answer(shared, push.peer, group, from_epoch, requester).await,
         Request::Push {
             recipient,
             envelope,

@@ -8,6 +8,7 @@
 //! `spawn_blocking`, behind one lock around the engine (the engine is one device's state
 //! machine; its operations are short transactions).
 
+mod catch_up;
 mod delivery;
 mod driver;
 
@@ -65,6 +66,10 @@ pub struct NodeConfig {
     pub retry_max: Duration,
     /// How long a looked-up user record is trusted for routing pushes (default 30 s).
     pub user_cache: Duration,
+    /// Whether this device holds mailboxes for others in its store (default true: every
+    /// node carries a share). A device short of disk or battery turns it off; senders then
+    /// use the next closest peers.
+    pub hold_mailboxes: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -95,6 +100,7 @@ impl NodeConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             user_cache: Duration::from_secs(30),
+            hold_mailboxes: true,
         }
     }
 }
@@ -120,7 +126,10 @@ pub enum NodeEvent {
         group: Option<GroupId>,
         /// Devices still waiting for it.
         waiting: usize,
-        /// The last error.
+        /// Why mailbox holders refused it, when they did (a full mailbox, a sender over its
+        /// quota, an envelope too large): what the user can act on.
+        refusal: Option<crate::mailbox::MailboxRefusal>,
+        /// The last error, in words.
         reason: String,
     },
     /// A mailbox holder returned envelopes that are not what was deposited (their names do
@@ -172,6 +181,8 @@ pub(crate) struct Shared {
     /// The engine's next deadline may have moved.
     pub(crate) deadline_changed: Notify,
     pub(crate) delivery: delivery::DeliveryState,
+    /// Groups stuck behind a commit this device lacks, to ask members for (`catch_up`).
+    pub(crate) missing: mpsc::UnboundedSender<(GroupId, u64)>,
 }
 
 impl Shared {
@@ -199,11 +210,14 @@ impl Shared {
             self.outbox_changed.notify_one();
         }
         for event in output.events {
-            if matches!(
-                event,
-                Event::KeyPackagesReplenished { .. } | Event::Joined { .. }
-            ) {
-                self.packages_changed.notify_one();
+            match &event {
+                Event::KeyPackagesReplenished { .. } | Event::Joined { .. } => {
+                    self.packages_changed.notify_one();
+                }
+                Event::MissingCommit { group, epoch, .. } => {
+                    let _ = self.missing.send((group.clone(), *epoch));
+                }
+                _ => {}
             }
             let _ = self.events.send(NodeEvent::Engine(Box::new(event)));
         }
@@ -292,12 +306,16 @@ impl Node {
                 reason: format!("opening the device failed: {e}"),
             })??;
 
-        let dht = DhtHandle::spawn_with_mailboxes(
-            &keypair,
-            config.dht.clone(),
-            clock.clone(),
-            store.clone(),
-        )?;
+        let dht = if config.hold_mailboxes {
+            DhtHandle::spawn_with_mailboxes(
+                &keypair,
+                config.dht.clone(),
+                clock.clone(),
+                store.clone(),
+            )?
+        } else {
+            DhtHandle::spawn(&keypair, config.dht.clone(), clock.clone())?
+        };
         let mut addresses = Vec::new();
         for address in &config.listen {
             addresses.push(dht.listen(address.clone()).await?);
@@ -307,6 +325,7 @@ impl Node {
         }
         let publisher = DevicePublisher::new(store, clock, device.clone(), &config.dht);
         let (events, receiver) = mpsc::unbounded_channel();
+        let (missing, missing_groups) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             engine: Arc::new(Mutex::new(engine)),
             dht,
@@ -320,6 +339,7 @@ impl Node {
             packages_changed: Notify::new(),
             deadline_changed: Notify::new(),
             delivery: delivery::DeliveryState::default(),
+            missing,
         });
         // What the application has not acknowledged yet is handed to it again.
         for event in shared.engine(|engine| engine.pending_delivered()).await? {
@@ -328,7 +348,12 @@ impl Node {
         let (pushes, push_requests) = mpsc::channel(crate::network::handle::INBOUND_QUEUE);
         shared.dht.receive_pushes(pushes).await?;
         let (stop, stopped) = watch::channel(false);
-        let driver = tokio::spawn(driver::run(shared.clone(), push_requests, stopped));
+        let driver = tokio::spawn(driver::run(
+            shared.clone(),
+            push_requests,
+            missing_groups,
+            stopped,
+        ));
         Ok(Self {
             shared,
             events: Mutex::new(Some(receiver)),

@@ -44,15 +44,46 @@ pub fn node_config(name: &str, bootstrap: &[Multiaddr]) -> NodeConfig {
 
 /// A serve node holding mailboxes in its own redb file under `dir`.
 pub async fn start_serve(rng: &mut ChaCha20Rng, dir: &Path, index: usize) -> TestNode {
+    start_serve_with(rng, dir, index, delivery_config()).await.0
+}
+
+/// A serve node with `config`, and its store (for tests that play a dishonest holder).
+pub async fn start_serve_with(
+    rng: &mut ChaCha20Rng,
+    dir: &Path,
+    index: usize,
+    config: DhtConfig,
+) -> (TestNode, Arc<RedbStore>) {
     let file = dir.join(format!("serve-{index}-{}.redb", rand::random::<u32>()));
     let store = Arc::new(RedbStore::create(&file).expect("serve store"));
-    let dht = DhtHandle::spawn_with_mailboxes(&keypair(rng), delivery_config(), clock(), store)
+    let dht = DhtHandle::spawn_with_mailboxes(&keypair(rng), config, clock(), store.clone())
         .expect("serve node starts");
     let address = dht
         .listen("/memory/0".parse().expect("memory address"))
         .await
         .expect("listens");
-    TestNode { dht, address }
+    (TestNode { dht, address }, store)
+}
+
+/// `n` serve nodes with `config`, joined through the first, with their stores.
+pub async fn start_serves_with(
+    rng: &mut ChaCha20Rng,
+    dir: &Path,
+    n: usize,
+    config: DhtConfig,
+) -> Vec<(TestNode, Arc<RedbStore>)> {
+    let mut nodes: Vec<(TestNode, Arc<RedbStore>)> = Vec::with_capacity(n);
+    for i in 0..n {
+        let (node, store) = start_serve_with(rng, dir, i, config.clone()).await;
+        if let Some((first, _)) = nodes.first() {
+            super::join(&node, first).await;
+        }
+        nodes.push((node, store));
+    }
+    for (node, _) in nodes.iter().skip(1) {
+        let _ = node.dht.bootstrap().await;
+    }
+    nodes
 }
 
 /// `n` serve nodes joined through the first.

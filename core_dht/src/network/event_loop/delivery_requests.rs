@@ -64,7 +64,7 @@ impl EventLoop {
             return;
         }
         let (target, unavailable) = match request {
-            Request::Push { .. } => (
+            Request::Push { .. } | Request::RecentCommits { .. } => (
                 self.pushes.as_ref(),
                 Response::PushRefused(PushRefusal::NotHere),
             ),
