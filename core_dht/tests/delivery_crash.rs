@@ -149,7 +149,14 @@ fn killed_at_random_points_nothing_lost_nothing_twice() {
                 }
             }
         });
-        std::thread::sleep(Duration::from_millis(r.gen_range(0..200)));
+        // The crash falls at a random point once this round's sending is under way (a
+        // restarted node first republishes its records, which holds its engine a while).
+        let before = sent.lock().unwrap().len();
+        let started = Instant::now();
+        while sent.lock().unwrap().len() == before && started.elapsed() < BOUND {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(r.gen_range(0..150)));
         if r.gen_bool(0.5) {
             kill(bob);
             std::thread::sleep(Duration::from_millis(r.gen_range(0..100)));

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use core_mls::{DeliverySource, ErrorKind as MlsErrorKind};
-use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::{FetchSummary, NodeEvent, Shared};
 use crate::error::{DhtError, DhtResult};
@@ -19,102 +21,137 @@ const MAX_TICK_WAIT: Duration = Duration::from_secs(60);
 /// The source the engine is told for envelopes fetched from the mailbox.
 const MAILBOX_SOURCE: &[u8] = b"mailbox";
 
+/// What a task of the node finished.
+enum Done {
+    Drain(Option<Instant>),
+    Fetch,
+    Maintenance,
+    Tick,
+    Other,
+}
+
+/// Runs until the node stops. Each piece of work is a task in one `JoinSet` (at most one
+/// drain, fetch, upkeep and tick at a time; pushes and catch-ups as they come), so stopping
+/// ends them all.
 pub(super) async fn run(
     shared: Arc<Shared>,
     mut pushes: mpsc::Receiver<InboundRequest>,
     mut missing: mpsc::UnboundedReceiver<(core_mls::GroupId, u64)>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let once = |lock: &Arc<AsyncMutex<()>>| lock.clone().try_lock_owned().ok();
-    let draining = Arc::new(AsyncMutex::new(()));
-    let fetching = Arc::new(AsyncMutex::new(()));
-    let maintaining = Arc::new(AsyncMutex::new(()));
+    let mut tasks: JoinSet<Done> = JoinSet::new();
     let mut fetch = tokio::time::interval(shared.config.fetch_interval);
     let mut maintenance = tokio::time::interval(shared.config.maintenance_interval);
     for timer in [&mut fetch, &mut maintenance] {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
-    let mut retry_at: Option<tokio::time::Instant> = None;
+    let (mut draining, mut fetching, mut maintaining, mut ticking) = (false, false, false, false);
     let mut drain_again = true;
+    let mut retry_at: Option<Instant> = None;
+    let mut tick_at = Instant::now();
+    let mut deadline_stale = true;
     loop {
-        let tick_wait = next_tick_wait(&shared).await;
-        let retry_wait = retry_at.map(tokio::time::sleep_until);
+        if deadline_stale && !ticking {
+            tick_at = Instant::now() + next_tick_wait(&shared).await;
+            deadline_stale = false;
+        }
+        if drain_again && !draining {
+            (draining, drain_again) = (true, false);
+            let shared = shared.clone();
+            tasks.spawn(async move { Done::Drain(super::delivery::drain(&shared).await) });
+        }
         tokio::select! {
             _ = stopped.changed() => break,
-            push = pushes.recv() => match push {
-                Some(push) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { handle_push(&shared, push).await });
-                }
-                None => break,
-            },
+            push = pushes.recv() => {
+                let Some(push) = push else { break };
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    handle_push(&shared, push).await;
+                    Done::Other
+                });
+            }
             Some((group, epoch)) = missing.recv() => {
                 let shared = shared.clone();
-                tokio::spawn(async move { super::catch_up::ask_members(&shared, group, epoch).await });
+                tasks.spawn(async move {
+                    super::catch_up::ask_members(&shared, group, epoch).await;
+                    Done::Other
+                });
             }
             _ = shared.outbox_changed.notified() => drain_again = true,
-            _ = async { if let Some(wait) = retry_wait { wait.await } else { std::future::pending().await } } => {
+            _ = sleep_until_some(retry_at) => {
                 retry_at = None;
                 drain_again = true;
             }
-            _ = shared.deadline_changed.notified() => {}
-            _ = tokio::time::sleep(tick_wait) => {
-                let outcome = shared.engine(|engine| {
-                    let now = engine.now();
-                    engine.tick(now)
-                }).await;
-                match outcome {
-                    Ok(output) => shared.report(output),
-                    Err(e) => tracing::warn!(error = %e, "the engine's tick failed"),
-                }
+            _ = shared.deadline_changed.notified() => deadline_stale = true,
+            _ = tokio::time::sleep_until(tick_at), if !ticking && !deadline_stale => {
+                ticking = true;
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    let outcome = shared.engine(|engine| {
+                        let now = engine.now();
+                        engine.tick(now)
+                    }).await;
+                    match outcome {
+                        Ok(output) => shared.report(output),
+                        Err(e) => tracing::warn!(error = %e, "the engine's tick failed"),
+                    }
+                    Done::Tick
+                });
             }
-            _ = fetch.tick() => {
-                if let Some(guard) = once(&fetching) {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = fetch_mailbox(&shared).await {
-                            tracing::debug!(error = %e, "mailbox fetch failed");
-                        }
-                        drop(guard);
-                    });
-                }
+            _ = fetch.tick(), if !fetching => {
+                fetching = true;
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = fetch_mailbox(&shared).await {
+                        tracing::debug!(error = %e, "mailbox fetch failed");
+                    }
+                    Done::Fetch
+                });
             }
-            _ = async { maintenance.tick().await } => start_maintenance(&shared, &maintaining),
-            _ = shared.packages_changed.notified() => start_maintenance(&shared, &maintaining),
-        }
-        if drain_again && let Some(guard) = once(&draining) {
-            drain_again = false;
-            let draining_shared = shared.clone();
-            let (done, result) = tokio::sync::oneshot::channel();
-            tokio::spawn(async move {
-                let next = super::delivery::drain(&draining_shared).await;
-                let _ = done.send(next);
-                drop(guard);
-            });
-            // The drain reports when it next wants to retry; the loop picks it up then.
-            let wake = shared.clone();
-            tokio::spawn(async move {
-                if let Ok(Some(_)) = result.await {
-                    wake.deadline_changed.notify_one();
+            _ = maintenance.tick(), if !maintaining => {
+                maintaining = true;
+                tasks.spawn(maintenance_task(shared.clone()));
+            }
+            _ = shared.packages_changed.notified(), if !maintaining => {
+                maintaining = true;
+                tasks.spawn(maintenance_task(shared.clone()));
+            }
+            Some(done) = tasks.join_next() => match done {
+                Ok(Done::Drain(next)) => {
+                    draining = false;
+                    retry_at = match (retry_at, next) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
-            });
+                Ok(Done::Fetch) => fetching = false,
+                Ok(Done::Maintenance) => maintaining = false,
+                Ok(Done::Tick) => {
+                    ticking = false;
+                    deadline_stale = true;
+                }
+                Ok(Done::Other) => {}
+                Err(e) => tracing::warn!(error = %e, "a node task failed"),
+            },
         }
-        if retry_at.is_none() {
-            retry_at = shared.delivery.next_retry();
-        }
+    }
+    // Work in flight ends here; what it did not finish is in the durable outbox, the
+    // mailbox, or the sender's retry.
+    tasks.shutdown().await;
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
-fn start_maintenance(shared: &Arc<Shared>, lock: &Arc<AsyncMutex<()>>) {
-    if let Ok(guard) = lock.clone().try_lock_owned() {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = maintain(&shared).await {
-                tracing::debug!(error = %e, "keeping records fresh failed; retried later");
-            }
-            drop(guard);
-        });
+async fn maintenance_task(shared: Arc<Shared>) -> Done {
+    if let Err(e) = maintain(&shared).await {
+        tracing::debug!(error = %e, "keeping records fresh failed; retried later");
     }
+    Done::Maintenance
 }
 
 /// How long until the engine's next deadline (bounded).

@@ -149,6 +149,16 @@ pub struct MemberInfo {
     pub safety_number: SafetyNumber,
 }
 
+/// What an invitation did.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    /// The devices added (their Welcome is on its way).
+    pub added: Vec<VerifiedMember>,
+    /// Devices of the user that were not added, with why (no key package found, the network
+    /// did not answer). Invite again later to add them.
+    pub skipped: Vec<(DeviceId, String)>,
+}
+
 /// How one fetch of the mailbox went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchSummary {
@@ -392,21 +402,35 @@ impl Node {
 
     /// Invites the user at `address` (`bob@1a2b3c4d`, or a bare name that resolves to one
     /// user): resolves it over the network, fetches and claims a key package of each of the
-    /// user's devices, and adds them all in one commit. Returns the devices added.
-    pub async fn invite(&self, group: &GroupId, address: &str) -> DhtResult<Vec<VerifiedMember>> {
+    /// user's devices, and adds them all in one commit. A device whose key packages cannot be
+    /// found is left out and listed in [`Invitation::skipped`]; if none can be, nothing
+    /// changes and the error says why.
+    pub async fn invite(&self, group: &GroupId, address: &str) -> DhtResult<Invitation> {
         let user = self.shared.dht.resolve(address).await?.user;
         let mut packages = Vec::new();
         let mut claims = Vec::new();
+        let mut skipped = Vec::new();
+        let mut last_error = None;
         for device in &user.devices {
-            if device.member.device_id() == self.shared.device.device_id() {
+            let device_id = device.member.device_id();
+            if device_id == self.shared.device.device_id() {
                 continue;
             }
-            let record = self
+            let record = match self
                 .shared
                 .dht
-                .lookup_key_packages(&user.user_id, &device.member.device_id())
-                .await?;
+                .lookup_key_packages(&user.user_id, &device_id)
+                .await
+            {
+                Ok(record) => record,
+                Err(e) => {
+                    skipped.push((device_id, e.to_string()));
+                    last_error = Some(e);
+                    continue;
+                }
+            };
             let Some(package) = record.pick() else {
+                skipped.push((device_id, "it offers no key package".to_owned()));
                 continue;
             };
             claims.push(
@@ -417,11 +441,11 @@ impl Node {
             packages.push(package.bytes.clone());
         }
         if packages.is_empty() {
-            return Err(DhtError::Node {
+            return Err(last_error.unwrap_or_else(|| DhtError::Node {
                 reason: format!(
                     "{address} has no device with a key package to invite; ask them to come online"
                 ),
-            });
+            }));
         }
         // A claim tells the owner (and other inviters) the package is used; it is a hint, so
         // one that does not reach the network does not stop the invite.
@@ -445,7 +469,7 @@ impl Node {
             .flatten()
             .collect();
         self.shared.report(output);
-        Ok(added)
+        Ok(Invitation { added, skipped })
     }
 
     /// Removes every device of `user` from `group`.
