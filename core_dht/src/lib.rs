@@ -135,7 +135,7 @@ pub use network::event_loop::NodeStatus;
 pub use network::handle::{DhtHandle, MailboxUsage};
 pub use node::{DEVICE_FILE, FetchSummary, Invitation, MemberInfo, Node, NodeConfig, NodeEvent};
 pub use node_key::{NODE_KEY_NAMESPACE, load_or_create_node_keypair};
-pub use own_records::{ClaimSync, DevicePublisher, OWN_RECORDS_NAMESPACE};
+pub use own_records::{ClaimSync, DevicePublisher, KeyPackageSource, OWN_RECORDS_NAMESPACE};
 pub use records::{
     Claim, DeviceRecord, KeyPackageRecord, NameEntry, PublishedKeyPackage, UserRecord,
 };

@@ -10,6 +10,41 @@ use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, IdentityStore};
 use core_mls::{MlsClient, PublishableKeyPackage};
+
+/// What publishing needs from the device's engine: four short calls, each one engine
+/// operation. [`MlsClient`] is one; the [`Node`](crate::Node) passes one that runs each call on
+/// a blocking thread, so the engine is free while records travel.
+// The futures' auto traits follow the implementing type (ours are `Send`); nothing here needs
+// to name them.
+#[allow(async_fn_in_trait)]
+pub trait KeyPackageSource {
+    /// [`MlsClient::publishable_key_packages`].
+    async fn publishable(&mut self) -> DhtResult<Vec<PublishableKeyPackage>>;
+    /// [`MlsClient::replenish_key_packages`].
+    async fn replenish(&mut self) -> DhtResult<usize>;
+    /// [`MlsClient::mark_key_packages_published`].
+    async fn mark_published(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize>;
+    /// [`MlsClient::mark_key_packages_claimed`].
+    async fn mark_claimed(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize>;
+}
+
+impl KeyPackageSource for MlsClient {
+    async fn publishable(&mut self) -> DhtResult<Vec<PublishableKeyPackage>> {
+        Ok(self.publishable_key_packages()?)
+    }
+
+    async fn replenish(&mut self) -> DhtResult<usize> {
+        Ok(self.replenish_key_packages()?)
+    }
+
+    async fn mark_published(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize> {
+        Ok(self.mark_key_packages_published(&refs)?)
+    }
+
+    async fn mark_claimed(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize> {
+        Ok(self.mark_key_packages_claimed(&refs)?)
+    }
+}
 use libp2p::{Multiaddr, PeerId};
 use spacepanda_core::{Clock, Key, SharedStore, Timestamp, Transaction};
 
@@ -309,9 +344,9 @@ impl DevicePublisher {
     pub async fn publish_key_packages(
         &self,
         dht: &DhtHandle,
-        client: &mut MlsClient,
+        client: &mut impl KeyPackageSource,
     ) -> DhtResult<PublishReport> {
-        let packages = client.publishable_key_packages()?;
+        let packages = client.publishable().await?;
         let record = self.key_package_record(&packages)?;
         let report = dht.publish(&record).await?;
         let refs: Vec<Vec<u8>> = self
@@ -319,7 +354,7 @@ impl DevicePublisher {
             .iter()
             .map(|p| p.key_package_ref.clone())
             .collect();
-        client.mark_key_packages_published(&refs)?;
+        client.mark_published(refs).await?;
         Ok(report)
     }
 
@@ -329,10 +364,10 @@ impl DevicePublisher {
     pub async fn refresh_key_packages(
         &self,
         dht: &DhtHandle,
-        client: &mut MlsClient,
+        client: &mut impl KeyPackageSource,
     ) -> DhtResult<Option<PublishReport>> {
-        client.replenish_key_packages()?;
-        let packages = client.publishable_key_packages()?;
+        client.replenish().await?;
+        let packages = client.publishable().await?;
         let mut offered: Vec<Vec<u8>> = self
             .choose(&packages)
             .iter()
@@ -353,12 +388,12 @@ impl DevicePublisher {
     pub async fn sync_claims(
         &self,
         dht: &DhtHandle,
-        client: &mut MlsClient,
+        client: &mut impl KeyPackageSource,
     ) -> DhtResult<ClaimSync> {
         let claims = dht
             .lookup_claims(&self.device.user_id(), &self.device.device_id())
             .await?;
-        let offered = client.publishable_key_packages()?;
+        let offered = client.publishable().await?;
         let claimed: Vec<Vec<u8>> = offered
             .iter()
             .filter(|p| !p.last_resort)
@@ -372,7 +407,7 @@ impl DevicePublisher {
         let newly_claimed = if claimed.is_empty() {
             0
         } else {
-            client.mark_key_packages_claimed(&claimed)?
+            client.mark_claimed(claimed).await?
         };
         let republished = self.refresh_key_packages(dht, client).await?;
         Ok(ClaimSync {
@@ -389,7 +424,7 @@ impl DevicePublisher {
     pub async fn keep_fresh(
         &self,
         dht: &DhtHandle,
-        client: &mut MlsClient,
+        client: &mut impl KeyPackageSource,
         addresses: &[Multiaddr],
     ) -> DhtResult<Vec<(String, DhtResult<PublishReport>)>> {
         let now = self.clock.now();

@@ -105,7 +105,7 @@ pub enum Request {
         /// The mailbox.
         mailbox: MailboxKey,
     },
-    /// Return envelopes of `mailbox` after `after` (id order).
+    /// Return envelopes of `mailbox` after `after`, in the order the holder received them.
     Fetch {
         /// The mailbox.
         mailbox: MailboxKey,

@@ -14,7 +14,7 @@ mod network_kit;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use network_kit::nodes::{Device, dial_address, start_serve, start_serves};
+use network_kit::nodes::{Device, dial_address, group_with, start_serve, start_serves};
 use network_kit::{join, rng, wait_for};
 
 const BOUND: Duration = Duration::from_secs(40);
@@ -28,25 +28,10 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
     let bootstrap = vec![dial_address(&serves[0]), dial_address(&serves[1])];
     let alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
     let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;
-    alice.node.publish().await.unwrap();
-    bob.node.publish().await.unwrap();
-    let group = alice.node.create_group().await.unwrap();
-    alice.node.invite(&group, &bob.address()).await.unwrap();
-    assert!(bob.wait_until(BOUND, |d| d.joined().is_some()).await);
+    let group = group_with(&alice, &mut [&mut bob]).await;
 
-    bob.node.shutdown().await;
-    let bob_dir = bob.dir.clone();
-    drop(bob);
-    let mut sent = HashSet::new();
-    for i in 0..MESSAGES {
-        sent.insert(
-            alice
-                .node
-                .send(&group, format!("m{i}").as_bytes())
-                .await
-                .unwrap(),
-        );
-    }
+    let bob_dir = bob.go_offline().await;
+    let sent = alice.send_numbered(&group, MESSAGES).await;
     assert!(alice.flushed(BOUND).await, "every envelope is deposited");
     alice.node.shutdown().await;
     drop(alice);

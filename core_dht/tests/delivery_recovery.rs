@@ -17,7 +17,9 @@ use std::time::Duration;
 use core_dht::NodeEvent;
 use core_dht::mailbox::MailboxRefusal;
 use core_mls::Event;
-use network_kit::nodes::{Device, delivery_config, dial_address, node_config, start_serves_with};
+use network_kit::nodes::{
+    Device, delivery_config, dial_address, group_with, node_config, start_serves_with,
+};
 use network_kit::rng;
 use spacepanda_core::{Key, KeyValueStore, WriteBatch};
 
@@ -147,26 +149,11 @@ async fn full_mailboxes_delay_with_their_reason_and_lose_nothing() {
         device_config("bob", &bootstrap),
     )
     .await;
-    alice.node.publish().await.unwrap();
-    bob.node.publish().await.unwrap();
-    let group = alice.node.create_group().await.unwrap();
-    alice.node.invite(&group, &bob.address()).await.unwrap();
-    assert!(bob.wait_until(BOUND, |d| d.joined().is_some()).await);
+    let group = group_with(&alice, &mut [&mut bob]).await;
     assert!(alice.flushed(BOUND).await);
-    bob.node.shutdown().await;
-    let bob_dir = bob.dir.clone();
-    drop(bob);
+    let bob_dir = bob.go_offline().await;
 
-    let mut sent = HashSet::new();
-    for i in 0..4 {
-        sent.insert(
-            alice
-                .node
-                .send(&group, format!("m{i}").as_bytes())
-                .await
-                .unwrap(),
-        );
-    }
+    let sent = alice.send_numbered(&group, 4).await;
     assert!(
         alice
             .wait_until(BOUND, |d| d.notices.iter().any(|n| matches!(
@@ -200,6 +187,50 @@ async fn full_mailboxes_delay_with_their_reason_and_lose_nothing() {
     let ids: HashSet<_> = bob.messages(&group).iter().map(|(id, _)| *id).collect();
     assert_eq!(bob.messages(&group).len(), 4, "none twice");
     assert_eq!(ids, sent);
+    alice.node.shutdown().await;
+    bob.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backlog_arrives_whole_and_in_order() {
+    // Far more than the engine's out-of-order tolerance (16) within one sender's ratchet:
+    // mailboxes must give envelopes back in the order they were deposited.
+    const BACKLOG: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(5886);
+    let serves = start_serves_with(&mut r, dir.path(), 6, delivery_config()).await;
+    let bootstrap = vec![dial_address(&serves[0].0)];
+    let alice = Device::open_with(
+        "alice",
+        dir.path().join("alice"),
+        device_config("alice", &bootstrap),
+    )
+    .await;
+    let mut bob = Device::open_with(
+        "bob",
+        dir.path().join("bob"),
+        device_config("bob", &bootstrap),
+    )
+    .await;
+    let group = group_with(&alice, &mut [&mut bob]).await;
+    let bob_dir = bob.go_offline().await;
+
+    let mut order = Vec::new();
+    for i in 0..BACKLOG {
+        let body = format!("backlog {i}");
+        alice.node.send(&group, body.as_bytes()).await.unwrap();
+        order.push(body.into_bytes());
+    }
+    assert!(alice.flushed(BOUND).await);
+    let mut bob = Device::open_with("bob", bob_dir, device_config("bob", &bootstrap)).await;
+    assert!(
+        bob.wait_until(BOUND, |d| d.messages(&group).len() == BACKLOG)
+            .await,
+        "the whole backlog arrives: {} of {BACKLOG}",
+        bob.messages(&group).len()
+    );
+    let bodies: Vec<Vec<u8>> = bob.messages(&group).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(bodies, order, "in the order alice sent them");
     alice.node.shutdown().await;
     bob.node.shutdown().await;
 }

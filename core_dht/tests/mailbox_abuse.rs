@@ -17,7 +17,9 @@ use std::time::Duration;
 use core_dht::mailbox::{DepositOutcome, MailboxKey, MailboxRefusal, prove_access};
 use core_dht::wire::{Request, Response};
 use core_dht::{DhtHandle, NodeEvent};
-use network_kit::nodes::{Device, delivery_config, dial_address, start_serves, start_serves_with};
+use network_kit::nodes::{
+    Device, delivery_config, dial_address, group_with, start_serves, start_serves_with,
+};
 use network_kit::{TestNode, clock, keypair, rng};
 use spacepanda_core::{KeyValueStore, RedbStore, WriteBatch};
 
@@ -260,14 +262,8 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
     let bootstrap = vec![dial_address(&serves[0].0)];
     let alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
     let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;
-    alice.node.publish().await.unwrap();
-    bob.node.publish().await.unwrap();
-    let group = alice.node.create_group().await.unwrap();
-    alice.node.invite(&group, &bob.address()).await.unwrap();
-    assert!(bob.wait_until(BOUND, |d| d.joined().is_some()).await);
-    bob.node.shutdown().await;
-    let bob_dir = bob.dir.clone();
-    drop(bob);
+    let group = group_with(&alice, &mut [&mut bob]).await;
+    let bob_dir = bob.go_offline().await;
     let sent = alice
         .node
         .send(&group, b"kept by honest holders")

@@ -1,7 +1,7 @@
 //! The mailbox from the other two sides: a sender depositing, and the owner fetching and
 //! acknowledging.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use core_identity::DeviceIdentity;
 use futures::StreamExt as _;
@@ -102,7 +102,7 @@ pub(crate) struct Fetched {
 /// What one fetch gathered.
 #[derive(Debug, Default)]
 pub(crate) struct FetchRound {
-    /// Every distinct envelope, in id order.
+    /// Every distinct envelope, in the order the holders received them.
     pub(crate) envelopes: Vec<Fetched>,
     /// Holders asked.
     pub(crate) asked: usize,
@@ -132,7 +132,7 @@ pub(crate) async fn fetch(node: &DhtHandle, device: &DeviceIdentity) -> DhtResul
         .into_iter()
         .map(|holder| read_holder(node, device, mailbox, holder))
         .collect();
-    let mut merged: BTreeMap<EntryId, Vec<u8>> = BTreeMap::new();
+    let mut lists: Vec<Vec<(EntryId, Vec<u8>)>> = Vec::new();
     while let Some(read) = reads.next().await {
         match read {
             HolderRead::Read {
@@ -142,20 +142,58 @@ pub(crate) async fn fetch(node: &DhtHandle, device: &DeviceIdentity) -> DhtResul
                 altered,
             } => {
                 round.altered += altered;
-                for (id, bytes) in envelopes {
-                    merged.entry(id).or_insert(bytes);
-                }
+                lists.push(envelopes);
                 round.sessions.push((holder, proof));
             }
             HolderRead::Denied(reason) => round.denied.push(reason),
             HolderRead::Unavailable => {}
         }
     }
-    round.envelopes = merged
+    round.envelopes = merge_in_order(lists)
         .into_iter()
         .map(|(id, bytes)| Fetched { id, bytes })
         .collect();
     Ok(round)
+}
+
+/// Merges the holders' lists, each in its holder's arrival order, into one list that keeps
+/// every list's order where they agree: the longest is the base, and an envelope it lacks goes
+/// right after the envelope that precedes it in the list that has it. (A sender deposits one
+/// envelope after the other, so honest holders agree; the engine tolerates the little
+/// disorder that remains.)
+fn merge_in_order(mut lists: Vec<Vec<(EntryId, Vec<u8>)>>) -> Vec<(EntryId, Vec<u8>)> {
+    lists.sort_by_key(|list| std::cmp::Reverse(list.len()));
+    let mut lists = lists.into_iter();
+    let mut merged: Vec<(EntryId, Vec<u8>)> = Vec::new();
+    let mut positions: HashMap<EntryId, usize> = HashMap::new();
+    if let Some(base) = lists.next() {
+        for (id, bytes) in base {
+            if let std::collections::hash_map::Entry::Vacant(slot) = positions.entry(id) {
+                slot.insert(merged.len());
+                merged.push((id, bytes));
+            }
+        }
+    }
+    for list in lists {
+        let mut previous: Option<usize> = None;
+        for (id, bytes) in list {
+            if let Some(position) = positions.get(&id) {
+                previous = Some(*position);
+                continue;
+            }
+            let at = previous.map_or(0, |p| p + 1);
+            merged.insert(at, (id, bytes));
+            // Positions at and after `at` moved by one.
+            for position in positions.values_mut() {
+                if *position >= at {
+                    *position += 1;
+                }
+            }
+            positions.insert(id, at);
+            previous = Some(at);
+        }
+    }
+    merged
 }
 
 enum HolderRead {
@@ -267,4 +305,30 @@ pub(crate) async fn acknowledge(
         confirmed += usize::from(ok);
     }
     confirmed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn ids(n: u8) -> (EntryId, Vec<u8>) {
+        (EntryId::of(&[n]), vec![n])
+    }
+
+    fn order(merged: &[(EntryId, Vec<u8>)]) -> Vec<u8> {
+        merged.iter().map(|(_, bytes)| bytes[0]).collect()
+    }
+
+    #[test]
+    fn merging_keeps_each_holders_order() {
+        let a = vec![ids(1), ids(2), ids(4), ids(5)];
+        let b = vec![ids(1), ids(3), ids(4), ids(6)];
+        let c = vec![ids(0), ids(2)];
+        let merged = merge_in_order(vec![c, a, b]);
+        assert_eq!(order(&merged), vec![0, 1, 3, 2, 4, 6, 5]);
+        let merged = merge_in_order(vec![vec![ids(7), ids(8)], vec![ids(7), ids(8)]]);
+        assert_eq!(order(&merged), vec![7, 8], "duplicates across holders once");
+        assert!(merge_in_order(Vec::new()).is_empty());
+    }
 }

@@ -109,6 +109,11 @@ struct StoredEntry {
     #[serde(with = "serde_bytes")]
     sender: Vec<u8>,
     expires_at: u64,
+    /// Arrival order at this holder. Envelopes of one sender must reach the recipient's
+    /// engine close to the order they were sent (MLS tolerates only a small reordering
+    /// within a sender's ratchet), so pages and hand-overs follow it.
+    #[serde(default)]
+    arrival: u64,
 }
 
 impl StoredEntry {
@@ -154,6 +159,8 @@ struct MailboxUsage {
 struct Usage {
     mailboxes: HashMap<MailboxKey, MailboxUsage>,
     total_bytes: u64,
+    /// The last arrival number given.
+    arrival: u64,
 }
 
 impl Usage {
@@ -211,6 +218,7 @@ impl HolderStore {
         for (key, value) in store.scan_prefix(MAILBOX_NAMESPACE, &Key::from_segment(ENTRY))? {
             match (parse_key(&key), StoredEntry::decode(&value)) {
                 (Some((mailbox, _)), Some(entry)) => {
+                    usage.arrival = usage.arrival.max(entry.arrival);
                     usage.add(&mailbox, &entry.sender, entry.len())
                 }
                 _ => {
@@ -322,6 +330,7 @@ impl HolderStore {
             bytes: envelope.to_vec(),
             sender: sender.to_vec(),
             expires_at: expires_at.unix_millis(),
+            arrival: usage.arrival.saturating_add(1),
         };
         batch.put(MAILBOX_NAMESPACE, entry_key, entry.encode());
         self.store
@@ -331,10 +340,12 @@ impl HolderStore {
             usage.remove(mailbox, &old_sender, len);
         }
         usage.add(mailbox, sender, len);
+        usage.arrival = entry.arrival;
         Ok(DepositOutcome::Stored)
     }
 
-    /// The unexpired envelopes of `mailbox` with ids after `after`, in id order: at most
+    /// The unexpired envelopes of `mailbox` after `after`, in arrival order (from the
+    /// start if `after` is no longer held): at most
     /// `max_count` of them (at least one) and, past the first, at most `max_bytes` in all, so a
     /// walk always progresses. The flag says whether unexpired envelopes remain after the page.
     pub(crate) fn page(
@@ -348,10 +359,14 @@ impl HolderStore {
         let max_count = max_count.max(1);
         let mut page: Vec<HeldEnvelope> = Vec::new();
         let mut size = 0usize;
-        let remaining = self
-            .read_mailbox(mailbox)?
+        let entries = self.read_mailbox(mailbox)?;
+        let start = after
+            .and_then(|after| entries.iter().position(|(id, _)| *id == after))
+            .map_or(0, |position| position + 1);
+        let remaining = entries
             .into_iter()
-            .filter(|(id, entry)| after.is_none_or(|after| *id > after) && entry.live_at(now));
+            .skip(start)
+            .filter(|(_, entry)| entry.live_at(now));
         for (id, entry) in remaining {
             let fits = page.is_empty()
                 || (page.len() < max_count && size.saturating_add(entry.bytes.len()) <= max_bytes);
@@ -442,7 +457,7 @@ impl HolderStore {
         Ok(mailboxes)
     }
 
-    /// Every unexpired envelope of `mailbox`, in id order (what a new holder is handed).
+    /// Every unexpired envelope of `mailbox`, in arrival order (what a new holder is handed).
     pub(crate) fn all_in(
         &self,
         mailbox: &MailboxKey,
@@ -535,7 +550,7 @@ impl HolderStore {
         self.usage.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The decodable envelopes of `mailbox`, sorted by id.
+    /// The decodable envelopes of `mailbox`, in arrival order.
     fn read_mailbox(&self, mailbox: &MailboxKey) -> DhtResult<Vec<(EntryId, StoredEntry)>> {
         let mut entries: Vec<(EntryId, StoredEntry)> = self
             .store
@@ -546,7 +561,7 @@ impl HolderStore {
                 Some((id, StoredEntry::decode(&value)?))
             })
             .collect();
-        entries.sort_unstable_by_key(|(id, _)| *id);
+        entries.sort_unstable_by_key(|(id, entry)| (entry.arrival, *id));
         Ok(entries)
     }
 }

@@ -60,7 +60,12 @@ enum DeviceOutcome {
     Failed(DhtError),
 }
 
-/// Delivers every pending outbox entry that is due. Returns whether some remain to retry.
+/// Delivers every pending outbox entry that is due, oldest first. Returns when it next wants
+/// to retry.
+///
+/// Order per device: MLS tolerates only a little reordering within one sender's ratchet
+/// (`out_of_order_tolerance`), so an entry is not sent to a device while an older entry still
+/// waits for that device; it goes when the older one has.
 pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
     let pending = match shared.engine(|engine| engine.pending_outbound()).await {
         Ok(pending) => pending,
@@ -70,6 +75,12 @@ pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
         }
     };
     let now = Instant::now();
+    let own = DeviceAddress {
+        user_id: shared.device.user_id(),
+        device_id: shared.device.device_id(),
+    };
+    // Devices an older entry still waits for.
+    let mut blocked: HashSet<DeviceAddress> = HashSet::new();
     for outbound in pending {
         let (delivered, due) = {
             let state = shared.delivery.lock();
@@ -78,25 +89,22 @@ pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
                 None => (HashSet::new(), true),
             }
         };
-        if !due {
-            continue;
-        }
-        let bytes = outbound.to_bytes();
-        let own = DeviceAddress {
-            user_id: shared.device.user_id(),
-            device_id: shared.device.device_id(),
-        };
-        let waiting: Vec<DeviceAddress> = outbound
+        let (waiting, held_back): (Vec<DeviceAddress>, Vec<DeviceAddress>) = outbound
             .to
             .devices
             .iter()
             .filter(|device| **device != own && !delivered.contains(device))
             .copied()
-            .collect();
+            .partition(|device| due && !blocked.contains(device));
+        blocked.extend(held_back.iter().copied());
+        if waiting.is_empty() && !held_back.is_empty() {
+            continue;
+        }
+        let bytes = outbound.to_bytes();
         let outcomes = join_all(
             waiting
                 .iter()
-                .map(|device| deliver_to_device(shared, *device, &bytes)),
+                .map(|device| deliver_to_device(shared, &outbound.to.group, *device, &bytes)),
         )
         .await;
         let mut last_error = None;
@@ -115,6 +123,7 @@ pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
                     }
                     DeviceOutcome::Failed(e) => {
                         still_waiting += 1;
+                        blocked.insert(*device);
                         last_error = Some(e);
                     }
                 }
@@ -129,7 +138,7 @@ pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
                 attempts.retry_at = Instant::now() + backoff;
             }
         }
-        if still_waiting == 0 {
+        if still_waiting == 0 && held_back.is_empty() {
             let id = outbound.id;
             match shared.engine(move |engine| engine.ack_sent(id)).await {
                 Ok(_) => {
@@ -162,7 +171,12 @@ pub(crate) async fn drain(shared: &Shared) -> Option<Instant> {
 }
 
 /// Pushes to the device if it is online, else deposits in its mailbox.
-async fn deliver_to_device(shared: &Shared, device: DeviceAddress, bytes: &[u8]) -> DeviceOutcome {
+async fn deliver_to_device(
+    shared: &Shared,
+    group: &Option<core_mls::GroupId>,
+    device: DeviceAddress,
+    bytes: &[u8],
+) -> DeviceOutcome {
     if let Some((peer, addresses)) = route(shared, &device.user_id, &device).await {
         let request = Request::Push {
             recipient: WireDevice {
@@ -175,8 +189,12 @@ async fn deliver_to_device(shared: &Shared, device: DeviceAddress, bytes: &[u8])
             Ok(Response::Delivered) => return DeviceOutcome::Done,
             Ok(Response::PushRefused(PushRefusal::Refused { reason })) => {
                 // The device's engine refused these bytes for good: another copy through
-                // its mailbox would be refused too.
-                tracing::debug!(reason, "a device refused an envelope");
+                // its mailbox would be refused too. The application hears of it.
+                let _ = shared.events.send(NodeEvent::DeliveryRefused {
+                    group: group.clone(),
+                    device,
+                    reason,
+                });
                 return DeviceOutcome::Done;
             }
             Ok(_) => {}

@@ -13,6 +13,7 @@ use super::{FetchSummary, NodeEvent, Shared};
 use crate::error::{DhtError, DhtResult};
 use crate::mailbox::client;
 use crate::network::event_loop::InboundRequest;
+use crate::own_records::KeyPackageSource;
 use crate::wire::{PushRefusal, Request, Response};
 
 /// Bound on a wait for the engine's next deadline, so a clock that jumps is noticed.
@@ -288,34 +289,53 @@ pub(super) async fn fetch_mailbox(shared: &Shared) -> DhtResult<FetchSummary> {
     Ok(summary)
 }
 
-/// Keeps this device's records fresh and its claims in sync. The publisher's calls need the
-/// engine for their whole length, so they run on a blocking thread with the engine held.
+/// Keeps this device's records fresh and its claims in sync. The engine is taken only for
+/// each short call ([`EngineSource`]), never while records travel.
 pub(super) async fn maintain(shared: &Arc<Shared>) -> DhtResult<()> {
-    let runtime = tokio::runtime::Handle::current();
-    let shared = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut engine = shared
-            .engine
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        runtime.block_on(async {
-            let results = shared
-                .publisher
-                .keep_fresh(&shared.dht, &mut engine, &shared.addresses)
-                .await?;
-            for (what, result) in results {
-                if let Err(e) = result {
-                    tracing::debug!(what, error = %e, "a record was not republished");
-                }
-            }
-            match shared.publisher.sync_claims(&shared.dht, &mut engine).await {
-                Ok(_) | Err(DhtError::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
-    })
-    .await
-    .map_err(|e| DhtError::Node {
-        reason: format!("the maintenance task failed: {e}"),
-    })?
+    let mut engine = EngineSource(shared);
+    let results = shared
+        .publisher
+        .keep_fresh(&shared.dht, &mut engine, &shared.addresses)
+        .await?;
+    for (what, result) in results {
+        if let Err(e) = result {
+            tracing::debug!(what, error = %e, "a record was not republished");
+        }
+    }
+    match shared.publisher.sync_claims(&shared.dht, &mut engine).await {
+        Ok(_) | Err(DhtError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The node's engine as the publisher uses it: one `spawn_blocking` call each.
+struct EngineSource<'a>(&'a Shared);
+
+impl KeyPackageSource for EngineSource<'_> {
+    async fn publishable(&mut self) -> DhtResult<Vec<core_mls::PublishableKeyPackage>> {
+        self.0
+            .engine(|engine| engine.publishable_key_packages())
+            .await
+    }
+
+    async fn replenish(&mut self) -> DhtResult<usize> {
+        let output = self
+            .0
+            .engine(|engine| engine.replenish_key_packages())
+            .await;
+        self.0.deadline_changed.notify_one();
+        output
+    }
+
+    async fn mark_published(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize> {
+        self.0
+            .engine(move |engine| engine.mark_key_packages_published(&refs))
+            .await
+    }
+
+    async fn mark_claimed(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize> {
+        self.0
+            .engine(move |engine| engine.mark_key_packages_claimed(&refs))
+            .await
+    }
 }

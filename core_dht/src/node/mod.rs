@@ -132,6 +132,17 @@ pub enum NodeEvent {
         /// The last error, in words.
         reason: String,
     },
+    /// A recipient device's engine refused an envelope for good (it could not decrypt or
+    /// verify it, or the message arrived too far out of order): that device will not have
+    /// it. Sending it again would be refused too.
+    DeliveryRefused {
+        /// The group, if any.
+        group: Option<GroupId>,
+        /// The device.
+        device: core_mls::DeviceAddress,
+        /// What its engine said.
+        reason: String,
+    },
     /// A mailbox holder returned envelopes that are not what was deposited (their names do
     /// not match their bytes): it was ignored for them, and the other holders' copies used.
     AlteredByHolder {
@@ -354,6 +365,12 @@ impl Node {
         // What the application has not acknowledged yet is handed to it again.
         for event in shared.engine(|engine| engine.pending_delivered()).await? {
             let _ = shared.events.send(NodeEvent::Engine(Box::new(event)));
+        }
+        // The mailbox first, then pushes: what waited for this device is older than what
+        // arrives now, and a sender's ratchet tolerates little reordering. (Pushes meanwhile
+        // are answered "not here" and go to the mailbox, behind the rest.)
+        if let Err(e) = driver::fetch_mailbox(&shared).await {
+            tracing::debug!(error = %e, "the first mailbox fetch failed; retried periodically");
         }
         let (pushes, push_requests) = mpsc::channel(crate::network::handle::INBOUND_QUEUE);
         shared.dht.receive_pushes(pushes).await?;

@@ -1,6 +1,7 @@
 //! Nodes that run devices (`core_dht::Node`, each on its own sealed redb file) and serve
 //! nodes that hold mailboxes (their own redb file), on the memory transport.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,6 +197,22 @@ impl Device {
         }
     }
 
+    /// Shuts the node down cleanly and gives back its data directory, to reopen later.
+    pub async fn go_offline(self) -> PathBuf {
+        self.node.shutdown().await;
+        self.dir
+    }
+
+    /// Sends `count` numbered messages to `group`; their ids.
+    pub async fn send_numbered(&self, group: &GroupId, count: usize) -> HashSet<MessageId> {
+        let mut sent = HashSet::new();
+        for i in 0..count {
+            let body = format!("{} {i}", self.name);
+            sent.insert(self.node.send(group, body.as_bytes()).await.expect("send"));
+        }
+        sent
+    }
+
     /// Waits until its outbox is empty (everything pushed or deposited).
     pub async fn flushed(&self, bound: Duration) -> bool {
         wait_for(bound, || async {
@@ -204,4 +221,28 @@ impl Device {
         .await
         .is_some()
     }
+}
+
+/// Publishes every device's records, then `inviter` creates a group and invites each of
+/// `invitees` by address; returns once each has joined.
+pub async fn group_with(inviter: &Device, invitees: &mut [&mut Device]) -> GroupId {
+    const BOUND: Duration = Duration::from_secs(30);
+    inviter.node.publish().await.expect("inviter publishes");
+    for invitee in invitees.iter() {
+        invitee.node.publish().await.expect("invitee publishes");
+    }
+    let group = inviter.node.create_group().await.expect("group");
+    for invitee in invitees.iter_mut() {
+        inviter
+            .node
+            .invite(&group, &invitee.address())
+            .await
+            .expect("invite by address");
+        let name = invitee.name.clone();
+        assert!(
+            invitee.wait_until(BOUND, |d| d.joined().is_some()).await,
+            "{name} joined"
+        );
+    }
+    group
 }
