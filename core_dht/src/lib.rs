@@ -119,6 +119,7 @@
 mod config;
 mod directory;
 mod error;
+mod key_package_source;
 pub mod mailbox;
 mod network;
 mod node;
@@ -131,7 +132,7 @@ pub use config::{DhtConfig, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 pub use directory::{Publication, PublishReport, ResolvedRecord};
 pub use error::{DhtError, DhtResult, ErrorKind, Rejection};
 pub use mailbox::client::DepositReport;
-pub use network::event_loop::NodeStatus;
+pub use network::commands::NodeStatus;
 pub use network::handle::{DhtHandle, MailboxUsage};
 pub use node::{DEVICE_FILE, FetchSummary, Invitation, MemberInfo, Node, NodeConfig, NodeEvent};
 pub use node_key::{NODE_KEY_NAMESPACE, load_or_create_node_keypair};

@@ -9,42 +9,9 @@
 use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, IdentityStore};
-use core_mls::{MlsClient, PublishableKeyPackage};
+use core_mls::PublishableKeyPackage;
 
-/// What publishing needs from the device's engine: four short calls, each one engine
-/// operation. [`MlsClient`] is one; the [`Node`](crate::Node) passes one that runs each call on
-/// a blocking thread, so the engine is free while records travel.
-// The futures' auto traits follow the implementing type (ours are `Send`); nothing here needs
-// to name them.
-#[allow(async_fn_in_trait)]
-pub trait KeyPackageSource {
-    /// [`MlsClient::publishable_key_packages`].
-    async fn publishable(&mut self) -> DhtResult<Vec<PublishableKeyPackage>>;
-    /// [`MlsClient::replenish_key_packages`].
-    async fn replenish(&mut self) -> DhtResult<usize>;
-    /// [`MlsClient::mark_key_packages_published`].
-    async fn mark_published(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize>;
-    /// [`MlsClient::mark_key_packages_claimed`].
-    async fn mark_claimed(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize>;
-}
-
-impl KeyPackageSource for MlsClient {
-    async fn publishable(&mut self) -> DhtResult<Vec<PublishableKeyPackage>> {
-        Ok(self.publishable_key_packages()?)
-    }
-
-    async fn replenish(&mut self) -> DhtResult<usize> {
-        Ok(self.replenish_key_packages()?)
-    }
-
-    async fn mark_published(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize> {
-        Ok(self.mark_key_packages_published(&refs)?)
-    }
-
-    async fn mark_claimed(&mut self, refs: Vec<Vec<u8>>) -> DhtResult<usize> {
-        Ok(self.mark_key_packages_claimed(&refs)?)
-    }
-}
+pub use crate::key_package_source::KeyPackageSource;
 use libp2p::{Multiaddr, PeerId};
 use spacepanda_core::{Clock, Key, SharedStore, Timestamp, Transaction};
 
@@ -177,7 +144,7 @@ impl DevicePublisher {
     }
 
     /// This device's key package record, with the last-resort package and the freshest of
-    /// `packages` (from [`MlsClient::publishable_key_packages`]; see
+    /// `packages` (from [`MlsClient::publishable_key_packages`](core_mls::MlsClient::publishable_key_packages); see
     /// [`DhtConfig::published_key_packages`]); it expires no later than the first of them.
     pub fn key_package_record(&self, packages: &[PublishableKeyPackage]) -> DhtResult<Publication> {
         let key = RecordKey::key_packages(&self.device.user_id(), &self.device.device_id());

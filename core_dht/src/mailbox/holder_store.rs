@@ -19,13 +19,14 @@
 //! after the write they describe succeeded. Scans of a sealed store are not in key order, so
 //! everything is sorted here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use spacepanda_core::{Key, SharedStore, StoreError, Timestamp, WriteBatch};
 
+use super::quota_usage::Usage;
 use super::{DepositOutcome, EntryId, MailboxKey, MailboxRefusal};
 use crate::error::DhtResult;
 
@@ -143,60 +144,6 @@ impl StoredEntry {
             sender: self.sender,
             expires_at: Timestamp::from_unix_millis(self.expires_at),
         }
-    }
-}
-
-/// What one mailbox takes.
-#[derive(Debug, Default)]
-struct MailboxUsage {
-    envelopes: u64,
-    bytes: u64,
-    per_sender: HashMap<Vec<u8>, u64>,
-}
-
-/// What the store holds, kept in step with every write.
-#[derive(Debug, Default)]
-struct Usage {
-    mailboxes: HashMap<MailboxKey, MailboxUsage>,
-    total_bytes: u64,
-    /// The last arrival number given.
-    arrival: u64,
-}
-
-impl Usage {
-    fn add(&mut self, mailbox: &MailboxKey, sender: &[u8], len: u64) {
-        let usage = self.mailboxes.entry(*mailbox).or_default();
-        usage.envelopes = usage.envelopes.saturating_add(1);
-        usage.bytes = usage.bytes.saturating_add(len);
-        let count = usage.per_sender.entry(sender.to_vec()).or_default();
-        *count = count.saturating_add(1);
-        self.total_bytes = self.total_bytes.saturating_add(len);
-    }
-
-    fn remove(&mut self, mailbox: &MailboxKey, sender: &[u8], len: u64) {
-        self.total_bytes = self.total_bytes.saturating_sub(len);
-        let Some(usage) = self.mailboxes.get_mut(mailbox) else {
-            return;
-        };
-        usage.envelopes = usage.envelopes.saturating_sub(1);
-        usage.bytes = usage.bytes.saturating_sub(len);
-        if let Some(count) = usage.per_sender.get_mut(sender) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                usage.per_sender.remove(sender);
-            }
-        }
-        if usage.envelopes == 0 {
-            self.mailboxes.remove(mailbox);
-        }
-    }
-
-    /// (envelopes, bytes, envelopes of `sender`) held for `mailbox`.
-    fn of(&self, mailbox: &MailboxKey, sender: &[u8]) -> (u64, u64, u64) {
-        self.mailboxes.get(mailbox).map_or((0, 0, 0), |usage| {
-            let of_sender = usage.per_sender.get(sender).copied().unwrap_or(0);
-            (usage.envelopes, usage.bytes, of_sender)
-        })
     }
 }
 

@@ -12,6 +12,7 @@
 pub(crate) mod access;
 pub(crate) mod client;
 pub(crate) mod holder_store;
+mod quota_usage;
 pub(crate) mod service;
 
 use std::fmt;

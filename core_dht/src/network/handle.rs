@@ -8,9 +8,8 @@ use spacepanda_core::Clock;
 use tokio::sync::{mpsc, oneshot};
 
 use super::build_swarm;
-use super::event_loop::{
-    Command, EventLoop, GetOutcome, InboundRequest, NodeStatus, PutOutcome, REPLY_GRACE,
-};
+use super::commands::NodeStatus;
+use super::event_loop::{Command, EventLoop, GetOutcome, InboundRequest, PutOutcome, REPLY_GRACE};
 use crate::config::DhtConfig;
 use crate::error::{DhtError, DhtResult};
 use crate::mailbox::holder_store::HolderStore;

@@ -2,6 +2,7 @@
 //! a cloneable [`DhtHandle`](handle::DhtHandle) (commands on a bounded `mpsc`, replies on
 //! `oneshot`s).
 
+pub(crate) mod commands;
 pub(crate) mod event_loop;
 pub(crate) mod handle;
 mod node_store;
