@@ -43,12 +43,14 @@ impl DeliveryState {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The earliest retry due.
+    /// The earliest retry still ahead. (One already due was just tried, or waits behind an
+    /// older entry for the same device, whose own retry comes first.)
     pub(crate) fn next_retry(&self) -> Option<Instant> {
+        let now = Instant::now();
         self.lock()
             .entries
             .values()
-            .filter(|attempts| attempts.failures > 0)
+            .filter(|attempts| attempts.failures > 0 && attempts.retry_at > now)
             .map(|attempts| attempts.retry_at)
             .min()
     }
