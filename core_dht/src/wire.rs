@@ -88,6 +88,11 @@ pub enum Request {
         /// The envelope's bytes.
         #[serde(with = "serde_bytes")]
         envelope: Vec<u8>,
+        /// The sender deposited envelopes for this device since its last push went through:
+        /// the device reads its mailbox first, so they reach its engine before this newer
+        /// one (MLS tolerates little reordering within a sender's ratchet).
+        #[serde(default)]
+        after_deposits: bool,
     },
     /// Keep `envelope` in `mailbox`.
     Deposit {

@@ -48,23 +48,21 @@ async fn three_users_four_devices_online_offline_and_removed() {
     bob.node.publish().await.expect("bob publishes");
     carol.node.publish().await.expect("carol publishes");
 
-    // Bob invites by address: both of alice's devices, then carol.
+    // Bob invites by address, alice and carol in one commit: both of alice's devices.
     let group = bob.node.create_group().await.unwrap();
-    let added = bob
+    let invited = bob
         .node
-        .invite(&group, &alice.address())
+        .invite_all(&group, &[&alice.address(), &carol.address()])
         .await
-        .expect("invite alice");
-    assert_eq!(
-        added.added.len(),
-        2,
-        "an invite to alice adds both her devices"
-    );
-    assert!(added.skipped.is_empty());
-    bob.node
-        .invite(&group, &carol.address())
-        .await
-        .expect("invite carol");
+        .expect("invite alice and carol");
+    let alice_devices = invited
+        .added
+        .iter()
+        .filter(|m| m.user_id() == alice.node.device().user_id())
+        .count();
+    assert_eq!(alice_devices, 2, "an invite to alice adds both her devices");
+    assert_eq!(invited.added.len(), 3);
+    assert!(invited.skipped.is_empty());
     for device in [&mut alice, &mut alice2, &mut carol] {
         let name = device.name.clone();
         assert!(

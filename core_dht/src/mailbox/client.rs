@@ -27,27 +27,44 @@ pub struct DepositReport {
     pub needed: usize,
 }
 
-/// Deposits `envelope` in `mailbox`: with the closest
-/// [`mailbox_holders`](crate::DhtConfig::mailbox_holders) peers, moving on to the next
-/// closest for each that cannot be reached, until that many confirmed or the candidates ran
-/// out. Counts once a majority confirmed ([`DhtConfig::deposit_quorum`](crate::DhtConfig::deposit_quorum)).
+/// The peers a deposit in `mailbox` goes to, closest first: twice
+/// [`mailbox_holders`](crate::DhtConfig::mailbox_holders), so there are replacements for
+/// holders that cannot be reached.
+pub(crate) async fn deposit_candidates(
+    node: &DhtHandle,
+    mailbox: MailboxKey,
+) -> DhtResult<Vec<PeerId>> {
+    node.closest_peers(
+        mailbox.as_bytes().to_vec(),
+        node.config().mailbox_holders * 2,
+    )
+    .await
+}
+
+/// Deposits `envelope` in `mailbox` with `candidates` (from [`deposit_candidates`]): with the
+/// first [`mailbox_holders`](crate::DhtConfig::mailbox_holders), moving on to the next for
+/// each that cannot be reached or refuses. Returns as soon as a majority confirmed
+/// ([`DhtConfig::deposit_quorum`](crate::DhtConfig::deposit_quorum)): the deposits still in
+/// flight finish on their own, and hand-over fills in holders that missed it.
 pub(crate) async fn deposit(
     node: &DhtHandle,
     mailbox: MailboxKey,
     envelope: &[u8],
+    candidates: Vec<PeerId>,
 ) -> DhtResult<DepositReport> {
     let wanted = node.config().mailbox_holders;
-    let candidates = node
-        .closest_peers(mailbox.as_bytes().to_vec(), wanted * 2)
-        .await?;
     let needed = node.config().deposit_quorum(candidates.len());
+    let envelope = std::sync::Arc::new(envelope.to_vec());
     let ask = |peer: PeerId| {
-        let request = Request::Deposit {
-            mailbox,
-            envelope: envelope.to_vec(),
-            handover: None,
-        };
-        async move { node.request(peer, Vec::new(), request).await }
+        let (node, envelope) = (node.clone(), envelope.clone());
+        async move {
+            let request = Request::Deposit {
+                mailbox,
+                envelope: envelope.as_ref().clone(),
+                handover: None,
+            };
+            node.request(peer, Vec::new(), request).await
+        }
     };
     let mut remaining = candidates.into_iter();
     let mut in_flight = FuturesUnordered::new();
@@ -57,7 +74,9 @@ pub(crate) async fn deposit(
     let mut asked = in_flight.len();
     let mut stored = 0;
     let mut refusals: Vec<MailboxRefusal> = Vec::new();
-    while let Some(result) = in_flight.next().await {
+    while stored < needed
+        && let Some(result) = in_flight.next().await
+    {
         match result {
             Ok(Response::Deposited(_)) => stored += 1,
             other => {
@@ -70,6 +89,9 @@ pub(crate) async fn deposit(
                 }
             }
         }
+    }
+    if !in_flight.is_empty() {
+        tokio::spawn(async move { while in_flight.next().await.is_some() {} });
     }
     if stored >= needed {
         return Ok(DepositReport {

@@ -42,8 +42,13 @@ pub struct NodeConfig {
     pub retry_base: Duration,
     /// Longest wait between two tries.
     pub retry_max: Duration,
-    /// How long a looked-up user record is trusted for routing pushes (default 30 s).
+    /// How long a looked-up user record is trusted for routing pushes, and a mailbox's
+    /// holders for deposits (default 30 s).
     pub user_cache: Duration,
+    /// After a push to a device fails, how long its envelopes go straight to its mailbox
+    /// without trying it (default 10 s: a burst to an offline device costs no lookup and no
+    /// dial per envelope; a device back sooner fetches what was deposited).
+    pub offline_memory: Duration,
     /// Whether this device holds mailboxes for others in its store (default true: every
     /// node carries a share). A device short of disk or battery turns it off; senders then
     /// use the next closest peers.
@@ -78,6 +83,7 @@ impl NodeConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             user_cache: Duration::from_secs(30),
+            offline_memory: Duration::from_secs(10),
             hold_mailboxes: true,
         }
     }

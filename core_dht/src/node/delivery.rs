@@ -30,6 +30,13 @@ pub(crate) struct DeliveryState {
 struct StateInner {
     entries: HashMap<OutboxId, Attempts>,
     users: HashMap<UserId, (UserRecord, Instant)>,
+    /// Devices a push just failed to reach, until when their envelopes go straight to the
+    /// mailbox (a burst to an offline device then costs no lookup and no dial per envelope).
+    offline: HashMap<DeviceAddress, Instant>,
+    /// Where deposits for a mailbox went lately (saves a closest-peer query per envelope).
+    holders: HashMap<MailboxKey, (Vec<PeerId>, Instant)>,
+    /// Devices this node deposited for since its last push to them went through.
+    deposited: HashSet<DeviceAddress>,
 }
 
 struct Attempts {
@@ -179,16 +186,31 @@ async fn deliver_to_device(
     device: DeviceAddress,
     bytes: &[u8],
 ) -> DeviceOutcome {
-    if let Some((peer, addresses)) = route(shared, &device.user_id, &device).await {
+    let offline = shared
+        .delivery
+        .lock()
+        .offline
+        .get(&device)
+        .is_some_and(|until| Instant::now() < *until);
+    let route = if offline {
+        None
+    } else {
+        route(shared, &device.user_id, &device).await
+    };
+    if let Some((peer, addresses)) = route {
         let request = Request::Push {
             recipient: WireDevice {
                 user: *device.user_id.as_bytes(),
                 device: *device.device_id.as_bytes(),
             },
             envelope: bytes.to_vec(),
+            after_deposits: shared.delivery.lock().deposited.contains(&device),
         };
         match shared.dht.request(peer, addresses, request).await {
-            Ok(Response::Delivered) => return DeviceOutcome::Done,
+            Ok(Response::Delivered) => {
+                shared.delivery.lock().deposited.remove(&device);
+                return DeviceOutcome::Done;
+            }
             Ok(Response::PushRefused(PushRefusal::Refused { reason })) => {
                 // The device's engine refused these bytes for good: another copy through
                 // its mailbox would be refused too. The application hears of it.
@@ -199,15 +221,54 @@ async fn deliver_to_device(
                 });
                 return DeviceOutcome::Done;
             }
-            Ok(_) => {}
-            Err(_) => forget_route(shared, &device.user_id),
+            Ok(_) => mark_offline(shared, device),
+            Err(_) => {
+                forget_route(shared, &device.user_id);
+                mark_offline(shared, device);
+            }
         }
     }
     let mailbox = MailboxKey::of(&device.user_id, &device.device_id);
-    match client::deposit(&shared.dht, mailbox, bytes).await {
-        Ok(_) => DeviceOutcome::Done,
-        Err(e) => DeviceOutcome::Failed(e),
+    let cached = shared
+        .delivery
+        .lock()
+        .holders
+        .get(&mailbox)
+        .filter(|(_, at)| at.elapsed() < shared.config.user_cache)
+        .map(|(peers, _)| peers.clone());
+    let candidates = match cached {
+        Some(peers) => peers,
+        None => match client::deposit_candidates(&shared.dht, mailbox).await {
+            Ok(peers) => {
+                shared
+                    .delivery
+                    .lock()
+                    .holders
+                    .insert(mailbox, (peers.clone(), Instant::now()));
+                peers
+            }
+            Err(e) => return DeviceOutcome::Failed(e),
+        },
+    };
+    match client::deposit(&shared.dht, mailbox, bytes, candidates).await {
+        Ok(_) => {
+            shared.delivery.lock().deposited.insert(device);
+            DeviceOutcome::Done
+        }
+        Err(e) => {
+            // The holders may have moved: look them up again next time.
+            shared.delivery.lock().holders.remove(&mailbox);
+            DeviceOutcome::Failed(e)
+        }
     }
+}
+
+fn mark_offline(shared: &Shared, device: DeviceAddress) {
+    let until = Instant::now() + shared.config.offline_memory;
+    let mut state = shared.delivery.lock();
+    // Bounded by the devices this node sends to; expired marks go at each new one.
+    state.offline.retain(|_, until| Instant::now() < *until);
+    state.offline.insert(device, until);
 }
 
 /// The peer a device runs as, from its user's record (cached for `user_cache`).

@@ -344,12 +344,25 @@ impl Node {
     /// found is left out and listed in [`Invitation::skipped`]; if none can be, nothing
     /// changes and the error says why.
     pub async fn invite(&self, group: &GroupId, address: &str) -> DhtResult<Invitation> {
-        let user = self.shared.dht.resolve(address).await?.user;
+        self.invite_all(group, &[address]).await
+    }
+
+    /// Invites several users at once, in one commit (one epoch for the group, one Welcome per
+    /// device): like [`invite`](Self::invite) for each address. An address that does not
+    /// resolve fails the whole call, before anything changes.
+    pub async fn invite_all(&self, group: &GroupId, addresses: &[&str]) -> DhtResult<Invitation> {
+        let mut users = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            users.push(self.shared.dht.resolve(address).await?.user);
+        }
         let mut packages = Vec::new();
         let mut claims = Vec::new();
         let mut skipped = Vec::new();
         let mut last_error = None;
-        for device in &user.devices {
+        for (user, device) in users
+            .iter()
+            .flat_map(|user| user.devices.iter().map(move |device| (user, device)))
+        {
             let device_id = device.member.device_id();
             if device_id == self.shared.device.device_id() {
                 continue;
@@ -381,7 +394,8 @@ impl Node {
         if packages.is_empty() {
             return Err(last_error.unwrap_or_else(|| DhtError::Node {
                 reason: format!(
-                    "{address} has no device with a key package to invite; ask them to come online"
+                    "{} has no device with a key package to invite; ask them to come online",
+                    addresses.join(", ")
                 ),
             }));
         }
