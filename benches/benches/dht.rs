@@ -1,13 +1,27 @@
-//! Criterion group `dht`: the directory (core_dht) on a 50-node network on loopback TCP.
+//! Criterion group `dht`: the directory (core_dht) on a 50-node network, and delivery between
+//! running devices (`core_dht::Node`), all on loopback TCP.
 //!
-//! Ids: `dht/<function>/tcp-50`.
-//! - `lookup_key_packages`: a random node looks up a random user's key package record
+//! Ids: `dht/<function>/<parameter>`.
+//! - `lookup_key_packages/tcp-50`: a random node looks up a random user's key package record
 //!   (`DhtHandle::lookup_key_packages`: one Kademlia get run to its end, every answer checked).
-//! - `publish_key_packages`: a random user's device signs a new key package record
+//! - `publish_key_packages/tcp-50`: a random user's device signs a new key package record
 //!   (`DevicePublisher::key_package_record`, a new `seq` kept in its store) and publishes it from
 //!   its node (`DhtHandle::publish`: closest-peer query, put to those peers, confirming lookup).
+//! - `deliver_100/tcp`: one 1 KiB application message to a 100-member group whose members are
+//!   all online: from the call to `Node::send` until the last of the 99 receivers took the
+//!   `Event::Message` with that id from its node's event stream.
+//! - `mailbox_100/deposit`: a device sends 100 messages to a two-member group whose other
+//!   member is offline: from the first `Node::send` until its outbox is empty
+//!   (`Node::undelivered() == 0`: every envelope confirmed by a majority of the mailbox's
+//!   holders).
+//! - `mailbox_100/fetch`: the offline member's node is opened again from its data directory:
+//!   from the call to `Node::open` until it has handed the application all 100 messages (it
+//!   fetches its mailbox at open).
 //!
-//! # The network
+//! Each network is built when criterion's filter first selects one of its ids, so a run of
+//! other ids does not pay for it.
+//!
+//! # The directory network
 //! [`NODES`] nodes in this process, each a [`DhtHandle`] with `DhtConfig::default()` listening on
 //! `/ip4/127.0.0.1/tcp/0`, with seeded ed25519 keys. Every node after the first is added to node
 //! 0 and bootstrapped; then every node is bootstrapped once more. [`USERS`] users, each with one
@@ -27,7 +41,32 @@
 //! time one record's OpenMLS validation takes on one core, and the load average (the machine
 //! shares its 2 cores between all 50 nodes, so other work on it shows in every number).
 //!
-//! Run: `cargo bench -p spacepanda-benches --bench dht`.
+//! # The delivery networks
+//! Each is [`SERVES`] serve nodes (`DhtHandle::spawn_with_mailboxes` on their own redb file)
+//! plus devices, each a full `Node`: sealed redb store in its own data directory (Argon2 at
+//! `KdfParams::INSECURE_FOR_TESTS`), identity, MLS engine, network node, joined through the
+//! serve nodes. `deliver_100` has [`MEMBERS`] devices; device 0 creates the group and invites
+//! the others one by one (99 commits, each until its outbox is empty), and nothing is measured
+//! before every member joined and every outbox is empty. `mailbox_100` has a sender and a
+//! recipient; each round shuts the recipient down (not timed), then times the deposit and the
+//! fetch, so every round has its own offline phase. Both ids run their own rounds.
+//!
+//! Devices run `node_config`: the default network and engine settings, but no periodic fetch,
+//! maintenance, record re-put or mailbox hand-over within the bench's minutes (each runs once at
+//! open), short retries, and user records trusted for routing for the whole bench (the
+//! sender's route cache stays warm). A task per device reads its events like an application:
+//! it timestamps each message as it takes it, then acknowledges it (`ack_delivered`). Serve
+//! node keys, device identities and node keys come from [`DELIVERY_SEED`] (the device stores
+//! are created before `Node::open` finds them); engines draw from the OS.
+//!
+//! After criterion's runs each prints to stderr where the time went: per message, when `send`
+//! returned and when the first, median and last member had it, and the CPU the process and
+//! the rest of the machine used meanwhile (from `/proc`); per mailbox round, the sends, the
+//! deposit, `Node::open` and the fetch, with their CPU. Every node shares the same 2 cores,
+//! so `deliver_100` adds up the work of 99 receivers that would run on 99 devices.
+//!
+//! Run: `cargo bench -p spacepanda-benches --bench dht` (all), or with
+//! `-- 'dht/(deliver_100|mailbox_100)'` for the delivery ids only.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -39,20 +78,32 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use core_dht::{DevicePublisher, DhtConfig, DhtHandle, PublishReport};
+use core_dht::{
+    DEVICE_FILE, DevicePublisher, DhtConfig, DhtHandle, Node as DeviceNode, NodeConfig, NodeEvent,
+    PublishReport, load_or_create_node_keypair,
+};
 use core_identity::{DeviceIdentity, IdentityStore};
-use core_mls::{MlsClient, MlsConfig, PublishableKeyPackage, validate_key_package};
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use core_mls::{
+    Event, GroupId, MessageId, MlsClient, MlsConfig, PublishableKeyPackage, validate_key_package,
+};
+use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use spacepanda_core::{Clock, MemoryStore, SharedStore, SystemClock};
+use spacepanda_core::{
+    Clock, KdfParams, MemoryStore, RedbStore, SealedStore, SharedStore, SystemClock,
+};
+use tempfile::TempDir;
 use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Nodes of the network.
 const NODES: usize = 50;
@@ -380,22 +431,30 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn dht(c: &mut Criterion) {
+/// Starts the 50-node network and prints the percentiles (run only when criterion's filter
+/// selects one of its ids).
+fn prepare_network(rt: &Runtime, rng: &mut ChaCha20Rng) -> Network {
     eprintln!("dht: load average {} at the start", load_average());
+    let network = rt.block_on(start_network(rng));
+    report_percentiles(rt, "lookup_key_packages", LOOKUP_SAMPLES, async || {
+        network.lookup(rng).await
+    });
+    report_percentiles(rt, "publish_key_packages", PUBLISH_SAMPLES, async || {
+        network.publish(rng).await
+    });
+    eprintln!("dht: load average {} after the percentiles", load_average());
+    network
+}
+
+fn dht(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let mut rng = ChaCha20Rng::seed_from_u64(SEED);
-    let network = rt.block_on(start_network(&mut rng));
-
-    report_percentiles(&rt, "lookup_key_packages", LOOKUP_SAMPLES, async || {
-        network.lookup(&mut rng).await
-    });
-    report_percentiles(&rt, "publish_key_packages", PUBLISH_SAMPLES, async || {
-        network.publish(&mut rng).await
-    });
-    eprintln!("dht: load average {} after the percentiles", load_average());
+    // Built by the first benchmark criterion's filter selects, so that a run of other ids
+    // does not pay for it.
+    let mut network: Option<Network> = None;
 
     let mut group = c.benchmark_group("dht");
     group
@@ -404,6 +463,7 @@ fn dht(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8));
     let mut failed = 0usize;
     group.bench_function(BenchmarkId::new("lookup_key_packages", PARAMETER), |b| {
+        let network = network.get_or_insert_with(|| prepare_network(&rt, &mut rng));
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
@@ -418,6 +478,7 @@ fn dht(c: &mut Criterion) {
         });
     });
     group.bench_function(BenchmarkId::new("publish_key_packages", PARAMETER), |b| {
+        let network = network.get_or_insert_with(|| prepare_network(&rt, &mut rng));
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
@@ -436,12 +497,20 @@ fn dht(c: &mut Criterion) {
         eprintln!("dht: {failed} operations failed during criterion's runs (not timed)");
     }
     // Stop every node before the runtime goes.
-    rt.block_on(async {
-        for node in &network.nodes {
-            node.dht.shutdown().await;
-        }
-    });
+    if let Some(network) = &network {
+        rt.block_on(async {
+            for node in &network.nodes {
+                node.dht.shutdown().await;
+            }
+        });
+    }
 }
 
-criterion_group!(benches, dht);
+// ---------------------------------------------------------------------------------------------
+// Delivery: `dht/deliver_100/tcp`, `dht/mailbox_100/deposit` and `dht/mailbox_100/fetch`.
+
+#[path = "dht/delivery.rs"]
+mod delivery;
+
+criterion_group!(benches, dht, delivery::delivery);
 criterion_main!(benches);
