@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole benchmark suite, then the regenerated table in docs/BENCHMARKS.md and the plot in
-# docs/benchmarks.svg. Under 15 minutes of benchmarking on a 2-core machine (plus the release
+# docs/benchmarks.svg. About 18 minutes of benchmarking on a 2-core machine, 3 of them the delivery ids of group `dht` (plus the release
 # build the first time). Run on a quiet machine: the numbers are wall-clock medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
