@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole benchmark suite, then the regenerated table in docs/BENCHMARKS.md and the plot in
-# docs/benchmarks.svg. About 18 minutes of benchmarking on a 2-core machine, 3 of them the delivery ids of group `dht` (plus the release
-# build the first time). Run on a quiet machine: the numbers are wall-clock medians.
+# docs/benchmarks.svg. About 18 minutes of benchmarking on a 2-core machine, 3 of them the
+# delivery ids of group `dht` (plus the release build the first time). Run on a quiet machine:
+# the numbers are wall-clock medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Results of ids that no longer exist must not reach the table.
