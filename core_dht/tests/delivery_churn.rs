@@ -36,36 +36,35 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
     alice.node.shutdown().await;
     drop(alice);
 
-    // Two waves; each kills the nodes holding the most mailbox bytes first (bob's holders,
-    // though not all at once), then others, up to a sixth of the network, and starts as many
-    // fresh nodes; hand-over rounds run in between.
+    // Two waves. Each kills a sixth of the network: nodes holding the whole mailbox first (but
+    // never all of them: two full copies stay through each wave, as the deposit quorum
+    // promises no more), then nodes holding nothing; it starts as many fresh nodes, and waits
+    // for hand-over to bring three full copies back before the next wave.
+    let full = full_copy_bytes(&serves).await;
+    assert!(full > 0, "the mailbox is held somewhere");
     let per_wave = serves.len() / 6 + 1;
     let mut killed = 0;
     let mut holders_killed = 0;
     for wave in 0..2 {
-        let mut usage = Vec::new();
+        let mut full_holders = Vec::new();
+        let mut empty = Vec::new();
         for (i, node) in serves.iter().enumerate().skip(2) {
-            let bytes = node
+            match node
                 .dht
                 .mailbox_usage()
                 .await
                 .unwrap()
                 .unwrap_or_default()
-                .bytes;
-            usage.push((bytes, i));
+                .bytes
+            {
+                bytes if bytes == full => full_holders.push(i),
+                0 => empty.push(i),
+                _ => {}
+            }
         }
-        usage.sort_unstable_by(|a, b| b.cmp(a));
-        let holders_now = usage.iter().filter(|(bytes, _)| *bytes > 0).count();
-        // Never every holder at once: at least two stay through each wave.
-        let take_holders = holders_now.saturating_sub(2).min(per_wave);
-        let mut victims: Vec<usize> = usage.iter().take(take_holders).map(|(_, i)| *i).collect();
-        victims.extend(
-            usage
-                .iter()
-                .filter(|(bytes, _)| *bytes == 0)
-                .take(per_wave - victims.len())
-                .map(|(_, i)| *i),
-        );
+        let take_holders = full_holders.len().saturating_sub(2).min(per_wave);
+        let mut victims: Vec<usize> = full_holders.into_iter().take(take_holders).collect();
+        victims.extend(empty.into_iter().take(per_wave - victims.len()));
         holders_killed += take_holders;
         victims.sort_unstable_by(|a, b| b.cmp(a));
         for i in &victims {
@@ -78,20 +77,20 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
             join(&fresh, &serves[0]).await;
             serves.push(fresh);
         }
-        // Hand-over: the envelopes reach a majority of the current closest set again.
+        // Hand-over: three full copies again (a majority of the closest five).
         let settled = wait_for(BOUND, || async {
-            let mut holding = 0;
+            let mut copies = 0;
             for node in &serves {
-                if node.dht.mailbox_usage().await.ok()??.bytes > 0 {
-                    holding += 1;
+                if node.dht.mailbox_usage().await.ok()??.bytes == full {
+                    copies += 1;
                 }
             }
-            (holding >= 3).then_some(holding)
+            (copies >= 3).then_some(copies)
         })
         .await;
         assert!(
             settled.is_some(),
-            "wave {wave}: envelopes are held again by a majority"
+            "wave {wave}: three full copies of the mailbox again"
         );
     }
     println!(
@@ -113,4 +112,15 @@ async fn mailboxes_survive_a_third_of_the_network_replaced() {
     assert_eq!(distinct.len(), ids.len(), "none twice");
     assert_eq!(distinct, sent);
     bob.node.shutdown().await;
+}
+
+/// The bytes of the mailbox's whole content: what the fullest node holds (every envelope went
+/// to the same closest holders, and only bob has a mailbox).
+async fn full_copy_bytes(serves: &[network_kit::TestNode]) -> u64 {
+    let mut full = 0;
+    for node in serves {
+        let usage = node.dht.mailbox_usage().await.unwrap().unwrap_or_default();
+        full = full.max(usage.bytes);
+    }
+    full
 }

@@ -43,9 +43,11 @@ pub(crate) async fn deposit_candidates(
 
 /// Deposits `envelope` in `mailbox` with `candidates` (from [`deposit_candidates`]): with the
 /// first [`mailbox_holders`](crate::DhtConfig::mailbox_holders), moving on to the next for
-/// each that cannot be reached or refuses. Returns as soon as a majority confirmed
-/// ([`DhtConfig::deposit_quorum`](crate::DhtConfig::deposit_quorum)): the deposits still in
-/// flight finish on their own, and hand-over fills in holders that missed it.
+/// each that cannot be reached or refuses. It counts once a majority confirmed
+/// ([`DhtConfig::deposit_quorum`](crate::DhtConfig::deposit_quorum)), but returns only when
+/// every holder asked has answered (each within the request timeout): every copy made now is
+/// one more that survives churn before the next hand-over, and a sender that goes offline
+/// right after must not cut the others off.
 pub(crate) async fn deposit(
     node: &DhtHandle,
     mailbox: MailboxKey,
@@ -74,9 +76,7 @@ pub(crate) async fn deposit(
     let mut asked = in_flight.len();
     let mut stored = 0;
     let mut refusals: Vec<MailboxRefusal> = Vec::new();
-    while stored < needed
-        && let Some(result) = in_flight.next().await
-    {
+    while let Some(result) = in_flight.next().await {
         match result {
             Ok(Response::Deposited(_)) => stored += 1,
             other => {
@@ -89,9 +89,6 @@ pub(crate) async fn deposit(
                 }
             }
         }
-    }
-    if !in_flight.is_empty() {
-        tokio::spawn(async move { while in_flight.next().await.is_some() {} });
     }
     if stored >= needed {
         return Ok(DepositReport {
