@@ -137,19 +137,7 @@ async fn full_mailboxes_delay_with_their_reason_and_lose_nothing() {
     };
     let serves = start_serves_with(&mut r, dir.path(), 6, config).await;
     let bootstrap = vec![dial_address(&serves[0].0)];
-    let mut alice = Device::open_with(
-        "alice",
-        dir.path().join("alice"),
-        device_config("alice", &bootstrap),
-    )
-    .await;
-    let mut bob = Device::open_with(
-        "bob",
-        dir.path().join("bob"),
-        device_config("bob", &bootstrap),
-    )
-    .await;
-    let group = group_with(&alice, &mut [&mut bob]).await;
+    let (mut alice, bob, group) = pair_in_group(dir.path(), &bootstrap).await;
     assert!(alice.flushed(BOUND).await);
     let bob_dir = bob.go_offline().await;
 
@@ -200,19 +188,7 @@ async fn a_long_backlog_arrives_whole_and_in_order() {
     let mut r = rng(5886);
     let serves = start_serves_with(&mut r, dir.path(), 6, delivery_config()).await;
     let bootstrap = vec![dial_address(&serves[0].0)];
-    let alice = Device::open_with(
-        "alice",
-        dir.path().join("alice"),
-        device_config("alice", &bootstrap),
-    )
-    .await;
-    let mut bob = Device::open_with(
-        "bob",
-        dir.path().join("bob"),
-        device_config("bob", &bootstrap),
-    )
-    .await;
-    let group = group_with(&alice, &mut [&mut bob]).await;
+    let (alice, bob, group) = pair_in_group(dir.path(), &bootstrap).await;
     let bob_dir = bob.go_offline().await;
 
     let mut order = Vec::new();
@@ -233,4 +209,20 @@ async fn a_long_backlog_arrives_whole_and_in_order() {
     assert_eq!(bodies, order, "in the order alice sent them");
     alice.node.shutdown().await;
     bob.node.shutdown().await;
+}
+
+/// Alice and bob (devices that hold no mailboxes) in a group alice made.
+async fn pair_in_group(
+    dir: &std::path::Path,
+    bootstrap: &[libp2p::Multiaddr],
+) -> (Device, Device, core_mls::GroupId) {
+    let alice = Device::open_with(
+        "alice",
+        dir.join("alice"),
+        device_config("alice", bootstrap),
+    )
+    .await;
+    let mut bob = Device::open_with("bob", dir.join("bob"), device_config("bob", bootstrap)).await;
+    let group = group_with(&alice, &mut [&mut bob]).await;
+    (alice, bob, group)
 }
