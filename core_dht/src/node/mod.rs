@@ -167,7 +167,66 @@ impl Shared {
     }
 }
 
-/// One device, running: see the [module docs](self).
+/// One device, running: its sealed store, identity, engine and network node (see the
+/// [module docs](self)).
+///
+/// Alice and bob, each a `Node` on its own data directory, find each other through a serve
+/// node (here in one process, on the memory transport):
+///
+/// ```
+/// use core_dht::{DhtConfig, DhtHandle, Node, NodeConfig, NodeEvent};
+/// use core_mls::Event;
+/// use libp2p::{identity::Keypair, multiaddr::Protocol};
+/// use spacepanda_core::{KdfParams, RedbStore};
+/// # use std::sync::Arc;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// // An always-on peer that routes, stores records and holds mailboxes.
+/// let store = Arc::new(RedbStore::create(dir.path().join("serve.redb"))?);
+/// let clock = Arc::new(spacepanda_core::SystemClock);
+/// let serve =
+///     DhtHandle::spawn_with_mailboxes(&Keypair::generate_ed25519(), DhtConfig::default(), clock, store)?;
+/// let serve_address = serve.listen("/memory/0".parse()?).await?.with(Protocol::P2p(serve.peer_id()));
+///
+/// let memory: libp2p::Multiaddr = "/memory/0".parse()?; // "/ip4/0.0.0.0/tcp/0" in an app
+/// let config = |name: &str| NodeConfig {
+///     display_name: Some(name.into()),
+///     listen: vec![memory.clone()],
+///     bootstrap: vec![serve_address.clone()],
+///     kdf: KdfParams::INSECURE_FOR_TESTS, // an app keeps the default
+///     ..NodeConfig::new()
+/// };
+/// let alice = Node::open(dir.path().join("alice"), b"alice's passphrase", config("alice")).await?;
+/// let bob = Node::open(dir.path().join("bob"), b"bob's passphrase", config("bob")).await?;
+/// let mut bob_events = bob.take_events().ok_or("taken once")?;
+/// alice.publish().await?;
+/// bob.publish().await?;
+///
+/// let group = alice.create_group().await?;
+/// let bob_address = bob.device().address().to_string(); // "bob@1a2b3c4d"
+/// alice.invite(&group, &bob_address).await?;
+/// alice.send(&group, b"hello bob").await?;
+///
+/// // Bob's engine joined from the Welcome and decrypted the message.
+/// let body = loop {
+///     let event = tokio::time::timeout(std::time::Duration::from_secs(20), bob_events.recv())
+///         .await?
+///         .ok_or("bob's node stopped")?;
+///     if let NodeEvent::Engine(event) = event
+///         && let Event::Message { body, delivery, .. } = *event
+///     {
+///         bob.ack_delivered(delivery).await?; // the app stored it
+///         break body;
+///     }
+/// };
+/// assert_eq!(body, b"hello bob");
+/// alice.shutdown().await;
+/// bob.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Node {
     shared: Arc<Shared>,
     events: Mutex<Option<mpsc::UnboundedReceiver<NodeEvent>>>,
