@@ -76,6 +76,10 @@
 //!
 //! # Getting started
 //!
+//! An application runs a device with [`Node`]; its docs show alice inviting bob by address
+//! and bob reading her message. The example below is the layer under it: the directory on a
+//! bare [`DhtHandle`].
+//!
 //! Two nodes in one process on the memory transport; bob publishes, another node finds him.
 //!
 //! ```
