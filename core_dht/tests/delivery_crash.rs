@@ -111,6 +111,21 @@ fn kill(process: Process) {
     runtime.shutdown_timeout(Duration::from_secs(10));
 }
 
+/// Polls `check` until it holds, at most `bound` (this test's one way of waiting; it runs on
+/// a plain thread, between the devices' runtimes).
+fn wait_until(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn killed_at_random_points_nothing_lost_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,10 +179,8 @@ fn killed_at_random_points_nothing_lost_nothing_twice() {
         // The crash falls at a random point once this round's sending is under way (a
         // restarted node first republishes its records, which holds its engine a while).
         let before = sent.lock().unwrap().len();
-        let started = Instant::now();
-        while sent.lock().unwrap().len() == before && started.elapsed() < BOUND {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(BOUND, || sent.lock().unwrap().len() > before);
+        // The pauses below are the seeded crash points, not waits.
         std::thread::sleep(Duration::from_millis(r.gen_range(0..150)));
         if r.gen_bool(0.5) {
             kill(bob);
@@ -189,22 +202,18 @@ fn killed_at_random_points_nothing_lost_nothing_twice() {
     }
 
     let sent = sent.lock().unwrap().clone();
-    let deadline = Instant::now() + BOUND;
-    let all_arrived = loop {
+    let all_arrived = wait_until(BOUND, || {
+        // Handed to the app at least once (a crash can fall between the engine's
+        // acknowledgement and this test noting it, so `acked` may miss a few).
         let done = {
             let received = received.lock().unwrap();
-            // Handed to the app at least once (a crash can fall between the engine's
-            // acknowledgement and this test noting it, so `acked` may miss a few).
             sent.iter().all(|id| received.seen.contains(id))
         };
-        if done || Instant::now() > deadline {
-            break done;
+        if !done {
+            let _ = bob.runtime.block_on(bob.node.fetch_mailbox());
         }
-        bob.runtime.block_on(async {
-            let _ = bob.node.fetch_mailbox().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        });
-    };
+        done
+    });
     let received = received.lock().unwrap();
     println!(
         "crash: {} messages sent across {ROUNDS} crashes of each device, {} handed to bob's app ({} acknowledged), {} handed over again after acknowledgement",

@@ -18,6 +18,9 @@ use super::{TestNode, clock, keypair, test_config, wait_for};
 
 pub const PASSPHRASE: &[u8] = b"correct horse battery staple";
 
+/// Pause between two checks of a bounded wait.
+const POLL: Duration = Duration::from_millis(50);
+
 /// Short intervals so a test sees fetches, hand-overs and retries within seconds.
 pub fn delivery_config() -> DhtConfig {
     DhtConfig {
@@ -193,7 +196,8 @@ impl Device {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Between polls of a bounded wait: events arrive on their own schedule.
+            tokio::time::sleep(POLL).await;
         }
     }
 
