@@ -1,6 +1,7 @@
-//! Abuse of mailboxes, each refused with a typed answer while everything else keeps working:
-//! a fetch signed by the wrong key, a replayed proof, a deposit over quota, an oversized
-//! envelope, and a holder whose stored envelopes were altered.
+//! Abuse of mailboxes and of members' commit logs, each refused with a typed answer while
+//! everything else keeps working: a fetch signed by the wrong key, a replayed proof, a deposit
+//! over quota, an oversized envelope, a holder whose stored envelopes were altered, holders
+//! that drop what they acknowledged, and a non-member asking a member for a group's commits.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,17 +12,17 @@
 
 mod network_kit;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use core_dht::mailbox::{DepositOutcome, MailboxKey, MailboxRefusal, prove_access};
-use core_dht::wire::{Request, Response};
+use core_dht::wire::{PushRefusal, Request, Response, WireDevice};
 use core_dht::{DhtHandle, NodeEvent};
 use network_kit::nodes::{
-    Device, delivery_config, dial_address, group_with, start_serves, start_serves_with,
+    Device, delivery_config, dial_address, group_with, node_config, start_serve_with, start_serves,
+    start_serves_with,
 };
-use network_kit::{TestNode, clock, keypair, rng};
-use spacepanda_core::{KeyValueStore, RedbStore, WriteBatch};
+use network_kit::{TestNode, rng, start_node};
+use spacepanda_core::{KeyValueStore, WriteBatch};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -165,18 +166,10 @@ async fn quotas_and_sizes_are_refused_with_their_reason() {
         max_envelope_len: 64 * 1024,
         ..delivery_config()
     };
-    let store = Arc::new(RedbStore::create(dir.path().join("holder.redb")).unwrap());
-    let holder =
-        DhtHandle::spawn_with_mailboxes(&keypair(&mut r), config.clone(), clock(), store).unwrap();
-    let holder_address = holder.listen("/memory/0".parse().unwrap()).await.unwrap();
-    let holder = TestNode {
-        dht: holder,
-        address: holder_address,
-    };
+    let (holder, _) = start_serve_with(&mut r, dir.path(), 0, config.clone()).await;
     let mut senders = Vec::new();
     for _ in 0..2 {
-        let sender = DhtHandle::spawn(&keypair(&mut r), config.clone(), clock()).unwrap();
-        sender.listen("/memory/0".parse().unwrap()).await.unwrap();
+        let sender = start_node(&mut r, config.clone()).await.dht;
         sender
             .add_peer(holder.peer_id(), holder.address.clone())
             .await
@@ -323,4 +316,126 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
     assert_eq!(bob.messages(&group).len(), 1, "delivered once");
     alice.node.shutdown().await;
     bob.node.shutdown().await;
+}
+
+/// A device's settings with no mailboxes of its own, so the test knows every copy.
+fn without_mailboxes(name: &str, bootstrap: &[libp2p::Multiaddr]) -> core_dht::NodeConfig {
+    let mut config = node_config(name, bootstrap);
+    config.hold_mailboxes = false;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_that_drop_what_they_acknowledged_cost_copies_not_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(11340);
+    let config = core_dht::DhtConfig {
+        // No hand-over restores the dropped copies: only the deposit's own copies count.
+        handoff_interval: Duration::from_secs(3600),
+        ..delivery_config()
+    };
+    let serves = start_serves_with(&mut r, dir.path(), 8, config).await;
+    let bootstrap = vec![dial_address(&serves[0].0)];
+    let open = |name: &'static str| {
+        let bootstrap = bootstrap.clone();
+        let dir = dir.path().join(name);
+        async move { Device::open_with(name, dir, without_mailboxes(name, &bootstrap)).await }
+    };
+    let alice = open("alice").await;
+    let mut bob = open("bob").await;
+    let group = group_with(&alice, &mut [&mut bob]).await;
+    let bob_dir = bob.go_offline().await;
+    let sent = alice.send_numbered(&group, 3).await;
+    assert!(alice.flushed(BOUND).await);
+
+    // Every holder but one acknowledged the deposits and then dropped them.
+    let holding: Vec<_> = serves
+        .iter()
+        .filter(|(_, store)| {
+            !store
+                .scan_prefix("mailbox", &spacepanda_core::Key::from_segment("e"))
+                .unwrap()
+                .is_empty()
+        })
+        .collect();
+    assert!(
+        holding.len() >= 3,
+        "a majority stored them: {}",
+        holding.len()
+    );
+    for (_, store) in holding.iter().skip(1) {
+        let mut batch = WriteBatch::new();
+        for (key, _) in store
+            .scan_prefix("mailbox", &spacepanda_core::Key::from_segment("e"))
+            .unwrap()
+        {
+            batch.delete("mailbox", key);
+        }
+        store.apply(batch).unwrap();
+    }
+
+    let mut bob = Device::open_with("bob", bob_dir, without_mailboxes("bob", &bootstrap)).await;
+    assert!(
+        bob.wait_until(BOUND, |d| d.messages(&group).len() == sent.len())
+            .await,
+        "the one honest copy is enough"
+    );
+    let ids: std::collections::HashSet<_> =
+        bob.messages(&group).iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, sent);
+    alice.node.shutdown().await;
+    bob.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_member_device_gets_a_groups_commits_from_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(1800);
+    let serves = start_serves(&mut r, dir.path(), 6).await;
+    let bootstrap = vec![dial_address(&serves[0])];
+    let alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
+    let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;
+    let mut carol = Device::open("carol", dir.path().join("carol"), &bootstrap).await;
+    let eve = Device::open("eve", dir.path().join("eve"), &bootstrap).await;
+    eve.node.publish().await.unwrap();
+    // Adding carol is a commit of epoch 1 that alice sent bob: one for her log.
+    let group = group_with(&alice, &mut [&mut bob, &mut carol]).await;
+    let alice_peer = alice.node.dht().peer_id();
+    let as_wire = |device: &Device| WireDevice {
+        user: *device.node.device().user_id().as_bytes(),
+        device: *device.node.device().device_id().as_bytes(),
+    };
+    let ask = |requester: WireDevice| Request::RecentCommits {
+        group: group.as_slice().to_vec(),
+        from_epoch: 1,
+        requester,
+    };
+
+    // Eve is no member; naming bob's device from eve's peer does not make her one.
+    for requester in [as_wire(&eve), as_wire(&bob)] {
+        let answer = eve
+            .node
+            .dht()
+            .send_request(alice_peer, ask(requester))
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, Response::PushRefused(PushRefusal::Refused { .. })),
+            "{answer:?}"
+        );
+    }
+    // Bob, from his own peer, gets the commit that added carol.
+    match bob
+        .node
+        .dht()
+        .send_request(alice_peer, ask(as_wire(&bob)))
+        .await
+        .unwrap()
+    {
+        Response::Commits { envelopes } => assert_eq!(envelopes.len(), 1),
+        other => panic!("bob gets the commits: {other:?}"),
+    }
+    for device in [&alice, &bob, &carol, &eve] {
+        device.node.shutdown().await;
+    }
 }
