@@ -135,6 +135,9 @@ pub mod wire;
 pub use config::{DhtConfig, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 pub use directory::{Publication, PublishReport, ResolvedRecord};
 pub use error::{DhtError, DhtResult, ErrorKind, Rejection};
+/// Addresses and peer ids, as libp2p spells them (re-exported so that applications need not
+/// pin libp2p themselves).
+pub use libp2p::{Multiaddr, PeerId};
 pub use mailbox::client::DepositReport;
 pub use network::commands::NodeStatus;
 pub use network::handle::{DhtHandle, MailboxUsage};

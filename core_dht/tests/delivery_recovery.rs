@@ -226,3 +226,54 @@ async fn pair_in_group(
     let group = group_with(&alice, &mut [&mut bob]).await;
     (alice, bob, group)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_back_online_is_pushed_to_as_soon_as_it_speaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(7114);
+    let serves = start_serves_with(&mut r, dir.path(), 6, delivery_config()).await;
+    let bootstrap = vec![dial_address(&serves[0].0)];
+    let mut alice_config = device_config("alice", &bootstrap);
+    // Alice would send to bob's mailbox for minutes after a failed push…
+    alice_config.offline_memory = Duration::from_secs(300);
+    let mut alice = Device::open_with("alice", dir.path().join("alice"), alice_config).await;
+    let mut bob = Device::open_with(
+        "bob",
+        dir.path().join("bob"),
+        device_config("bob", &bootstrap),
+    )
+    .await;
+    let group = group_with(&alice, &mut [&mut bob]).await;
+    let bob_dir = bob.go_offline().await;
+    alice
+        .node
+        .send(&group, b"while bob was away")
+        .await
+        .unwrap();
+    assert!(alice.flushed(BOUND).await, "deposited for bob");
+
+    // …and bob, back on a new address, reads his mailbox only when he opens.
+    let mut bob_config = device_config("bob", &bootstrap);
+    bob_config.fetch_interval = Duration::from_secs(3600);
+    let mut bob = Device::open_with("bob", bob_dir, bob_config).await;
+    assert!(
+        bob.wait_until(BOUND, |d| d.messages(&group).len() == 1)
+            .await,
+        "the deposited message is fetched at open"
+    );
+    bob.node.send(&group, b"back").await.unwrap();
+    assert!(
+        alice
+            .wait_until(BOUND, |d| d.messages(&group).len() == 1)
+            .await
+    );
+    // Bob spoke to alice: she pushes to him again, instead of his mailbox.
+    alice.node.send(&group, b"welcome back").await.unwrap();
+    assert!(
+        bob.wait_until(BOUND, |d| d.messages(&group).len() == 2)
+            .await,
+        "pushed, not left in a mailbox bob reads in an hour"
+    );
+    alice.node.shutdown().await;
+    bob.node.shutdown().await;
+}

@@ -31,8 +31,9 @@ struct StateInner {
     entries: HashMap<OutboxId, Attempts>,
     users: HashMap<UserId, (UserRecord, Instant)>,
     /// Devices a push just failed to reach, until when their envelopes go straight to the
-    /// mailbox (a burst to an offline device then costs no lookup and no dial per envelope).
-    offline: HashMap<DeviceAddress, Instant>,
+    /// mailbox (a burst to an offline device then costs no lookup and no dial per envelope),
+    /// with the peer it runs as, if known.
+    offline: HashMap<DeviceAddress, (Instant, Option<PeerId>)>,
     /// Where deposits for a mailbox went lately (saves a closest-peer query per envelope).
     holders: HashMap<MailboxKey, (Vec<PeerId>, Instant)>,
     /// Devices this node deposited for since its last push to them went through.
@@ -191,7 +192,7 @@ async fn deliver_to_device(
         .lock()
         .offline
         .get(&device)
-        .is_some_and(|until| Instant::now() < *until);
+        .is_some_and(|(until, _)| Instant::now() < *until);
     let route = if offline {
         None
     } else {
@@ -221,10 +222,10 @@ async fn deliver_to_device(
                 });
                 return DeviceOutcome::Done;
             }
-            Ok(_) => mark_offline(shared, device),
+            Ok(_) => mark_offline(shared, device, Some(peer)),
             Err(_) => {
                 forget_route(shared, &device.user_id);
-                mark_offline(shared, device);
+                mark_offline(shared, device, Some(peer));
             }
         }
     }
@@ -263,12 +264,26 @@ async fn deliver_to_device(
     }
 }
 
-fn mark_offline(shared: &Shared, device: DeviceAddress) {
+fn mark_offline(shared: &Shared, device: DeviceAddress, peer: Option<PeerId>) {
     let until = Instant::now() + shared.config.offline_memory;
     let mut state = shared.delivery.lock();
     // Bounded by the devices this node sends to; expired marks go at each new one.
-    state.offline.retain(|_, until| Instant::now() < *until);
-    state.offline.insert(device, until);
+    state
+        .offline
+        .retain(|_, (until, _)| Instant::now() < *until);
+    state.offline.insert(device, (until, peer));
+}
+
+/// `peer` just sent this node a request: the devices running as it are back, whatever a
+/// failed push said a moment ago. Without this, a device that restarts and speaks first
+/// would still get the next `offline_memory` of envelopes through its mailbox, which it
+/// reads only every `fetch_interval`.
+pub(super) fn heard_from(shared: &Shared, peer: PeerId) {
+    shared
+        .delivery
+        .lock()
+        .offline
+        .retain(|_, (_, offline_peer)| *offline_peer != Some(peer));
 }
 
 /// The peer a device runs as, from its user's record (cached for `user_cache`).

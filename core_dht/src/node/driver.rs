@@ -183,6 +183,7 @@ async fn next_tick_wait(shared: &Shared) -> Duration {
 /// A peer pushed an envelope: the engine handles it, and only once its transaction committed
 /// does the peer hear "delivered".
 async fn handle_push(shared: &Shared, push: InboundRequest) {
+    super::delivery::heard_from(shared, push.peer);
     let response = match push.request {
         Request::RecentCommits {
             group,

@@ -108,6 +108,7 @@ pub struct FetchSummary {
 
 /// The state a node's tasks share.
 pub(crate) struct Shared {
+    pub(crate) store: SharedStore,
     pub(crate) engine: Arc<Mutex<MlsClient>>,
     pub(crate) dht: DhtHandle,
     pub(crate) publisher: Arc<DevicePublisher>,
@@ -262,6 +263,12 @@ fn open_store(path: &Path, passphrase: &[u8], kdf: KdfParams) -> DhtResult<Share
     }
 }
 
+fn no_device_here() -> DhtError {
+    DhtError::Node {
+        reason: "this data directory holds no device yet: give a display name to create one".into(),
+    }
+}
+
 impl Node {
     /// Opens the device kept in `data_dir` (creating it on first use, from
     /// [`NodeConfig::display_name`] or [`NodeConfig::link`]), starts its network node,
@@ -279,6 +286,11 @@ impl Node {
         let passphrase = Zeroizing::new(passphrase.to_vec());
         let clock = config.clock.clone();
         let setup = config.clone();
+        if !path.exists() && config.display_name.is_none() {
+            // Checked before anything is created: a mistaken open leaves no file behind,
+            // sealed with a passphrase the user did not mean to set.
+            return Err(no_device_here());
+        }
         let (store, identities, device, keypair, engine) =
             tokio::task::spawn_blocking(move || -> DhtResult<_> {
                 let store = open_store(&path, &passphrase, setup.kdf)?;
@@ -287,13 +299,12 @@ impl Node {
                     (Some(device), _, _) => device,
                     (None, Some(exported), Some(name)) => identities.import(exported, name)?,
                     (None, None, Some(name)) => identities.create(name)?,
-                    (None, _, None) => {
-                        return Err(DhtError::Node {
-                            reason: "this data directory holds no device yet: give a display name to create one".into(),
-                        });
-                    }
+                    (None, _, None) => return Err(no_device_here()),
                 };
-                let keypair = load_or_create_node_keypair(&store, libp2p::identity::Keypair::generate_ed25519)?;
+                let keypair = load_or_create_node_keypair(
+                    &store,
+                    libp2p::identity::Keypair::generate_ed25519,
+                )?;
                 let engine = MlsClient::open(
                     store.clone(),
                     setup.clock.clone(),
@@ -324,10 +335,12 @@ impl Node {
         if !config.bootstrap.is_empty() {
             dht.join(&config.bootstrap).await?;
         }
+        let store_for_app = store.clone();
         let publisher = DevicePublisher::new(store, clock, device.clone(), &config.dht);
         let (events, receiver) = mpsc::unbounded_channel();
         let (missing, missing_groups) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            store: store_for_app,
             engine: Arc::new(Mutex::new(engine)),
             dht,
             publisher: Arc::new(publisher),
@@ -380,6 +393,14 @@ impl Node {
     /// This device's identity.
     pub fn device(&self) -> &DeviceIdentity {
         &self.shared.device
+    }
+
+    /// The device's sealed store, for the application's own records (names it gives groups,
+    /// settings): they are sealed and crash-safe like everything else in the file. Keep them
+    /// in a namespace of the application's own; docs/STORAGE.md lists the namespaces the
+    /// engine and the network use, which are not to be touched.
+    pub fn store(&self) -> &SharedStore {
+        &self.shared.store
     }
 
     /// The network node.
