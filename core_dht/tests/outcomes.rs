@@ -163,4 +163,17 @@ async fn a_node_joins_from_a_list_of_bootstrap_addresses() {
         Err(DhtError::Unreachable { reason }) => assert!(reason.contains("no /p2p/ peer id")),
         other => panic!("expected Unreachable, got {other:?}"),
     }
+    // A well-formed address of a peer that is not there: dialed, nobody answers.
+    let gone = start_node(&mut r, test_config()).await;
+    let gone_address = with_peer_id(&gone);
+    gone.dht.shutdown().await;
+    match lonely.dht.join(&[gone_address]).await {
+        Err(DhtError::Unreachable { reason }) => {
+            assert!(
+                reason.contains("none of the 1 bootstrap peers answered"),
+                "{reason}"
+            )
+        }
+        other => panic!("a bootstrap peer that is gone must give Unreachable, got {other:?}"),
+    }
 }

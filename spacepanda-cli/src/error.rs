@@ -36,7 +36,7 @@ pub(crate) enum CliError {
     #[error("{path} is not a link file made by `spacepanda link export` ({reason})")]
     NotALinkFile { path: PathBuf, reason: String },
     #[error(
-        "no bootstrap node answered ({reason}); check that it runs and that the address ends in /p2p/<peer id>, as `spacepanda serve` prints it"
+        "cannot join the network: {reason}; check that the node runs and that its address ends in /p2p/<peer id>, as `spacepanda serve` prints it"
     )]
     BootstrapUnreachable { reason: String },
     #[error("the demo failed: some of its checks did not hold (see above)")]

@@ -183,8 +183,8 @@ impl DhtHandle {
     /// Joins the network from a list of bootstrap addresses, each ending in `/p2p/<peer id>`
     /// (`/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo…`): adds and dials every one, then
     /// [`bootstrap`](Self::bootstrap)s. Addresses without a peer id, or that cannot be dialed,
-    /// are skipped; if none is left the node is [`DhtError::Unreachable`]. Returns how many
-    /// peers the routing table then holds.
+    /// are skipped; if none is left, or none answers, the node is [`DhtError::Unreachable`].
+    /// Returns how many peers the routing table then holds.
     pub async fn join(&self, bootstrap: &[Multiaddr]) -> DhtResult<usize> {
         let mut added = 0;
         let mut skipped = Vec::new();
@@ -203,7 +203,23 @@ impl DhtHandle {
                 reason: format!("no usable bootstrap address: {}", skipped.join(", ")),
             });
         }
-        self.bootstrap().await
+        // A bootstrap query that reached nobody still "succeeds" in kad, and a peer that
+        // failed to dial may still sit in the table: a connection is the real answer (one
+        // made by the query outlives it by `idle_connection_timeout`).
+        let peers = self.bootstrap().await?;
+        match self.status().await?.connected_peers {
+            0 => Err(DhtError::Unreachable {
+                reason: format!(
+                    "none of the {added} bootstrap peers answered ({})",
+                    bootstrap
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+            _ => Ok(peers),
+        }
     }
 
     /// Joins the network through the peers added so far: looks itself up, filling the

@@ -505,7 +505,7 @@ impl Demo {
             })
             .await?;
         self.report.time(
-            "back online: open + mailbox fetch + decrypt",
+            "mailbox fetch: back online (open, fetch, decrypt)",
             started.elapsed(),
         );
         self.report

@@ -20,6 +20,8 @@ pub(crate) enum Input {
     Open(String),
     /// `/whoami`
     Whoami,
+    /// `/status`: the network, and what waits to be delivered.
+    Status,
     /// `/help`
     Help,
     /// `/quit`
@@ -40,6 +42,7 @@ pub(crate) const HELP: &str = "\
 /safety USER              the safety number to compare with a user
 /open GROUP               make GROUP the current group
 /whoami                   your address
+/status                   peers, and messages not yet delivered
 /quit                     leave (also: end of input)
 anything else             is sent to the current group (//text sends /text)";
 
@@ -74,11 +77,12 @@ pub(crate) fn parse(line: &str) -> Result<Input, String> {
         ("safety", [user]) => Input::Safety((*user).to_owned()),
         ("open", [group]) => Input::Open((*group).to_owned()),
         ("whoami", []) => Input::Whoami,
+        ("status", []) => Input::Status,
         ("help", _) => Input::Help,
         ("quit" | "exit", []) => Input::Quit,
         (
             "create" | "invite" | "remove" | "groups" | "members" | "safety" | "open" | "whoami"
-            | "quit" | "exit",
+            | "status" | "quit" | "exit",
             _,
         ) => return Err(format!("usage: {}", usage_of(name))),
         _ => return Err(format!("unknown command /{name}; /help lists them")),
@@ -136,6 +140,7 @@ mod tests {
         );
         assert_eq!(parse("/open team"), Ok(Input::Open("team".into())));
         assert_eq!(parse("/whoami"), Ok(Input::Whoami));
+        assert_eq!(parse("/status"), Ok(Input::Status));
         assert_eq!(parse("/help me"), Ok(Input::Help));
         assert_eq!(parse("/quit\r\n"), Ok(Input::Quit));
     }

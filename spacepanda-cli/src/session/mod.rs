@@ -209,6 +209,15 @@ impl Session {
                 );
                 Ok(())
             }
+            Input::Status => {
+                let status = self.node.dht().status().await.map_err(|e| e.to_string())?;
+                let waiting = self.node.undelivered().await.map_err(|e| e.to_string())?;
+                println!(
+                    "network: {} peers connected, {} known; outbox: {waiting} envelopes not yet delivered",
+                    status.connected_peers, status.routing_peers
+                );
+                Ok(())
+            }
             Input::Help => {
                 println!("{HELP}");
                 Ok(())
@@ -349,7 +358,7 @@ impl Session {
                     .devices()
                     .first()
                     .ok_or_else(|| format!("{user} has no device"))?;
-                (first.address(), first.identity_public_key().clone())
+                (first.address(), *first.identity_public_key())
             }
             Err(_) => {
                 let record = self
@@ -363,10 +372,7 @@ impl Session {
                     .devices
                     .first()
                     .ok_or_else(|| format!("{user} has no device"))?;
-                (
-                    first.member.address(),
-                    first.member.identity_public_key().clone(),
-                )
+                (first.member.address(), *first.member.identity_public_key())
             }
         };
         let number = SafetyNumber::between(self.node.device().identity_public_key(), &key);
