@@ -103,6 +103,8 @@ fn three_users_chat_through_a_serve_node_and_one_comes_back_from_a_kill() {
     carol.wait_for(&format!("#team {bob_address}: hi, bob here"));
 
     alice.say("/members team");
+    let own_line = alice.wait_for(&format!("  {alice_address}  device"));
+    assert!(own_line.ends_with("(this device)"), "{own_line}");
     alice.wait_for(&format!("  {carol_address}  device"));
     let member_line = alice.wait_for(&format!("  {bob_address}  device"));
     assert!(member_line.contains("safety number "), "{member_line}");

@@ -49,11 +49,9 @@ pub(crate) fn describe(
 ) -> Option<String> {
     let line = match event {
         NodeEvent::Engine(event) => match event.as_ref() {
-            Event::Joined { group, inviter, .. } => format!(
-                "* {} added you to {}; /open it to write there",
-                inviter.address(),
-                label(group)
-            ),
+            Event::Joined { group, inviter, .. } => {
+                format!("* {} added you to {}", inviter.address(), label(group))
+            }
             Event::MembersAdded { group, by, members } if by.device_id() != me => {
                 format!(
                     "* {} added {} to {}",

@@ -327,18 +327,21 @@ impl Session {
             None => self.current()?,
         };
         let me = self.node.device().device_id();
+        let my_user = self.node.device().user_id();
         println!("{}:", self.label(&group));
         for info in self.node.members(&group).await.map_err(|e| e.to_string())? {
-            let you = if info.member.device_id() == me {
-                "  (you)"
+            // A safety number is between two users: there is none to compare with oneself.
+            let trust = if info.member.device_id() == me {
+                "(this device)".to_owned()
+            } else if info.member.user_id() == my_user {
+                "(your other device)".to_owned()
             } else {
-                ""
+                format!("safety number {}", info.safety_number)
             };
             println!(
-                "  {}  device {}  safety number {}{you}",
+                "  {}  device {}  {trust}",
                 info.member.address(),
                 info.member.device_id(),
-                info.safety_number
             );
         }
         Ok(())
@@ -419,8 +422,21 @@ impl Session {
                     }
                     return;
                 }
-                Event::Joined { group, .. } if self.current.is_none() => {
-                    self.current = Some(group.clone());
+                Event::Joined { group, .. } => {
+                    let hint = if self.current.is_none() {
+                        self.current = Some(group.clone());
+                        "what you type goes there now".to_owned()
+                    } else {
+                        format!(
+                            "/open {} to write there",
+                            self.label(group).trim_start_matches('#')
+                        )
+                    };
+                    let me = self.node.device().device_id();
+                    if let Some(line) = chat_view::describe(&event, &|g| self.label(g), me) {
+                        println!("{line}; {hint}");
+                    }
+                    return;
                 }
                 Event::RemovedFromGroup { group, .. } if self.current.as_ref() == Some(group) => {
                     self.current = None;
