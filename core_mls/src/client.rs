@@ -261,7 +261,7 @@ impl MlsClient {
             self.log_merged_commit(group, epoch, &envelope)?;
         }
         self.with_txn(|txn| {
-            seen_messages::record_envelope(txn, envelope.id(), now)?;
+            seen_messages::record_envelope(txn, envelope.seen_id(), now)?;
             outbox::push(txn, to, envelope)
         })
     }

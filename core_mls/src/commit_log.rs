@@ -100,6 +100,20 @@ pub(crate) fn record_merged(
     Ok(())
 }
 
+/// The commits merged on the current branch that the log keeps: (epoch, envelope bytes).
+pub(crate) fn merged(txn: &Transaction, group: &GroupId) -> Result<Vec<(u64, Vec<u8>)>, MlsError> {
+    let mut merged = Vec::new();
+    for (key, bytes) in txn.scan_prefix(COMMIT_LOG_NAMESPACE, &log_prefix(group))? {
+        // A damaged entry has no envelope to give.
+        if let (Some(epoch), Some((_, envelope))) =
+            (key_epoch(&key), bytes.split_first_chunk::<8>())
+        {
+            merged.push((epoch, envelope.to_vec()));
+        }
+    }
+    Ok(merged)
+}
+
 /// Whether the commit `id` of `epoch` was judged here before.
 pub(crate) fn judged(
     txn: &Transaction,

@@ -179,6 +179,22 @@ impl Envelope {
         &self.payload
     }
 
+    /// What de-duplication knows this envelope by: its id, except for a Welcome with a context,
+    /// whose branch history is part of it. A member that moved back to a branch sends its
+    /// Welcomes of that branch again with the history it knows now (see `fork_resolution`):
+    /// a device that took the first copy must judge the second, which may tell it that the
+    /// branch it left for another one wins after all. A copy whose history a relay altered
+    /// fails its signature check and is recorded as nothing.
+    pub(crate) fn seen_id(&self) -> EnvelopeId {
+        if self.kind != EnvelopeKind::Welcome || self.context.is_empty() {
+            return self.id;
+        }
+        let mut hasher = blake3::Hasher::new_derive_key("spacepanda welcome seen id v1");
+        hasher.update(self.id.as_bytes());
+        hasher.update(&self.context);
+        EnvelopeId(*hasher.finalize().as_bytes())
+    }
+
     /// Its content-derived id.
     pub fn id(&self) -> EnvelopeId {
         self.id

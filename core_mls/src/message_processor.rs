@@ -56,7 +56,7 @@ impl MlsClient {
         envelope: Envelope,
         buffered: Option<&BufferedMessage>,
     ) -> Result<Output, MlsError> {
-        if self.read(|txn| seen_messages::envelope_seen(txn, envelope.id()))? {
+        if self.read(|txn| seen_messages::envelope_seen(txn, envelope.seen_id()))? {
             if let Some(entry) = buffered {
                 self.transaction(None, |client| {
                     client.with_txn(|txn| epoch_buffer::remove(txn, entry))

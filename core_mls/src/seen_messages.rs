@@ -46,6 +46,12 @@ pub(crate) fn record_envelope(
     Ok(())
 }
 
+/// Forgets that an envelope was processed: it will be taken again when it comes.
+pub(crate) fn forget_envelope(txn: &mut Transaction, id: EnvelopeId) -> Result<(), MlsError> {
+    txn.delete(SEEN_NAMESPACE, envelope_key(id))?;
+    Ok(())
+}
+
 /// Records an application message as delivered to the app; false if it already was.
 pub(crate) fn record_delivery(
     txn: &mut Transaction,

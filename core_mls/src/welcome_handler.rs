@@ -29,7 +29,7 @@ use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::{self, ledger};
 use crate::storage::codec;
-use crate::{deferred_sends, epoch_snapshots, seen_messages};
+use crate::{commit_log, deferred_sends, epoch_snapshots, seen_messages};
 use serde::{Deserialize, Serialize};
 use spacepanda_core::Key;
 
@@ -342,7 +342,7 @@ impl MlsClient {
                 leave_requested_before,
             })?;
             client.with_txn(|txn| {
-                seen_messages::record_envelope(txn, envelope.id(), now)?;
+                seen_messages::record_envelope(txn, envelope.seen_id(), now)?;
                 txn.put(GROUP_META_NAMESPACE, joined_key, record)?;
                 txn.put(
                     JOINED_BY_PACKAGE_NAMESPACE,
@@ -397,7 +397,18 @@ impl MlsClient {
     /// Inside the open transaction: the state this device joined `group` with is on a branch
     /// that lost. Deletes it (its snapshots are sorted by the caller); what we sent there
     /// waits to be sent again.
-    fn abandon_joined_branch(&self, group: &GroupId) -> Result<(), MlsError> {
+    fn abandon_joined_branch(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        // The rule judges a set of commits, so a later Welcome can bring this device back to
+        // the branch it leaves now: the commits it merged there wait in the buffer, no longer
+        // recorded as seen, to be taken again then (or to expire with the buffer).
+        let merged = self.read(|txn| commit_log::merged(txn, group))?;
+        for (epoch, bytes) in merged {
+            let Ok(envelope) = Envelope::from_bytes(&bytes, usize::MAX) else {
+                continue;
+            };
+            self.with_txn(|txn| seen_messages::forget_envelope(txn, envelope.id()))?;
+            self.buffer(&envelope, group, epoch, None)?;
+        }
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
             for message in epoch_snapshots::take_sent_after(txn, group, None)? {

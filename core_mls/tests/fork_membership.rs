@@ -1,8 +1,9 @@
 //! Membership across concurrent commits: a device added, removed, re-added or leaving on a
 //! branch that loses ends where the winning branch puts it — a member there, or not — and what
 //! it asked for (a leave) still happens. Each case is built deterministically; which commit
-//! wins is a hash, and with seeded engines each seed is one exact run, so each case names the
-//! seed that makes the wanted side win and asserts that it did (`exactly`).
+//! wins is a hash, and with seeded engines each seed is one exact run (within a week: the clock
+//! starts at the week's beginning), so each case searches a bounded range of seeds for one that
+//! makes the wanted side win (`exactly`, `seed_where`) and asserts what follows.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

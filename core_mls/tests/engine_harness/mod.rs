@@ -451,12 +451,19 @@ impl Harness {
     }
 }
 
-/// Runs `scenario` on a fresh in-memory harness of `names` seeded with `seed`, and asserts
-/// that alice's (node 0) commit lost (`want_alice_lost`) or won. The rule is a hash of the
-/// commits, and with seeded engines each seed is one exact run, so each test names the seed
-/// that gives the outcome it is about; this assertion says so if the engines' draws change.
-/// Then `FIND_SEEDS=1 cargo test -p core_mls --test NAME -- --nocapture` prints, for each
-/// call, the first seed from `seed` on that gives the outcome (and runs with it).
+/// How many seeds from the one a test names are tried for its case. The case (which commit
+/// wins) is a hash of the commits, and the commits carry times from the harness clock, which
+/// starts at the beginning of the current week (`ManualClock::starting_this_week`, so that
+/// OpenMLS's own lifetime checks against the system clock pass). A seed is one exact run within
+/// a week, and each week another seed may give the case: searching a bounded range keeps every
+/// test on its case every week. Each case has about even odds, so 64 tries miss it with a
+/// probability of about 2^-64.
+const SEED_SEARCH: u64 = 64;
+
+/// Runs `scenario` on a fresh in-memory harness of `names`, seeded with the first seed from
+/// `seed` on (at most [`SEED_SEARCH`] tries) for which alice's (node 0) commit lost
+/// (`want_alice_lost`) or won, and returns that run. The seed used is printed, so a failure
+/// replays (`--nocapture`, the same week).
 #[track_caller]
 pub fn exactly(
     seed: u64,
@@ -465,55 +472,35 @@ pub fn exactly(
     scenario: impl Fn(&mut Harness) -> GroupId,
 ) -> (Harness, GroupId) {
     let caller = std::panic::Location::caller();
-    let tries = if std::env::var_os("FIND_SEEDS").is_some() {
-        200
-    } else {
-        1
-    };
-    for candidate in seed..seed + tries {
+    for candidate in seed..seed + SEED_SEARCH {
         let mut h = Harness::memory(names, candidate);
         let group = scenario(&mut h);
         if (h.superseded(0) > 0) == want_alice_lost {
-            if candidate != seed {
-                println!(
-                    "FIND_SEEDS {}:{}: seed {candidate} instead of {seed}",
-                    caller.file(),
-                    caller.line()
-                );
-            }
+            println!("{}:{}: seed {candidate}", caller.file(), caller.line());
             return (h, group);
         }
     }
     panic!(
-        "seed {seed} no longer makes alice's commit {} ({caller}): find one with FIND_SEEDS=1",
+        "no seed in {seed}..{} makes alice's commit {} ({caller})",
+        seed + SEED_SEARCH,
         if want_alice_lost { "lose" } else { "win" }
     );
 }
 
-/// `seed`, after checking that a run with it is the case a test is about (`wanted`): like
-/// [`exactly`], for cases that are not "alice's commit lost or won". With `FIND_SEEDS=1`, the
-/// first seed from `seed` on that is the case, printed.
+/// The first seed from `seed` on (at most [`SEED_SEARCH`] tries) for which a run is the case a
+/// test is about (`wanted`): like [`exactly`], for cases that are not "alice's commit lost or
+/// won". Printed, so a failure replays.
 #[track_caller]
 pub fn seed_where(seed: u64, wanted: impl Fn(u64) -> bool) -> u64 {
     let caller = std::panic::Location::caller();
-    let tries = if std::env::var_os("FIND_SEEDS").is_some() {
-        200
-    } else {
-        1
-    };
-    for candidate in seed..seed + tries {
+    for candidate in seed..seed + SEED_SEARCH {
         if wanted(candidate) {
-            if candidate != seed {
-                println!(
-                    "FIND_SEEDS {}:{}: seed {candidate} instead of {seed}",
-                    caller.file(),
-                    caller.line()
-                );
-            }
+            println!("{}:{}: seed {candidate}", caller.file(), caller.line());
             return candidate;
         }
     }
     panic!(
-        "seed {seed} is no longer the case the test is about ({caller}): find one with FIND_SEEDS=1"
+        "no seed in {seed}..{} is the case the test is about ({caller})",
+        seed + SEED_SEARCH
     );
 }
