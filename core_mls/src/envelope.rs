@@ -14,7 +14,10 @@
 //!
 //! The envelope's [`EnvelopeId`] is a hash of its kind and payload, so a receiver can drop a
 //! duplicate without trusting anything the sender claims, and two different messages can never
-//! share an id (a copy with an altered context is the same message, and a duplicate).
+//! share an id (a copy with an altered context is the same message, and a duplicate). The one
+//! exception is a Welcome: a member that returns to a branch sends its Welcomes of that branch
+//! again with the history it knows now, and de-duplication knows a Welcome by its id and its
+//! signed history together, so the second one is judged.
 //!
 //! Inside the MLS message, a group message's authenticated data carries the sender's branch
 //! tag (`"SPbt"`, version 1, 16 bytes; the format is documented in `branch_order`). It is part
