@@ -118,6 +118,27 @@ pub(crate) struct CommitRank {
     pub(crate) priority: [u8; PRIORITY_LEN],
 }
 
+/// The `committer` of an external commit (RFC 9420 §12.4.3.2): it has no leaf in the epoch it
+/// was made in. No tree has this many leaves.
+pub(crate) const EXTERNAL_COMMITTER: u32 = u32::MAX;
+
+impl CommitRank {
+    /// The rank of an external commit: it comes after every member's commit of its epoch.
+    pub(crate) fn external(commit_ref: Vec<u8>, removes: Vec<u32>) -> Self {
+        Self {
+            commit_ref,
+            committer: EXTERNAL_COMMITTER,
+            removes,
+            priority: [u8::MAX; PRIORITY_LEN],
+        }
+    }
+
+    /// Whether a device that was not a member in that epoch made it (an external commit).
+    pub(crate) fn is_external(&self) -> bool {
+        self.committer == EXTERNAL_COMMITTER
+    }
+}
+
 /// Length of a committer's priority.
 pub(crate) const PRIORITY_LEN: usize = 16;
 const PRIORITY_CONTEXT: &str = "spacepanda commit priority v1";
@@ -145,11 +166,18 @@ pub(crate) fn priority(epoch_tag: &[u8], committer: u32) -> [u8; PRIORITY_LEN] {
 /// 2. of the rest, the committer with the smallest priority wins;
 /// 3. between two commits of one committer (equivocation), the smaller commit ref.
 ///
+/// An external commit (a device joining by itself) ranks after every member's commit: it wins
+/// only an epoch no member ended, so a device rejoining never undoes what members did. The
+/// leaf it removes (its own, from before) puts no member's commit out. Between two external
+/// commits, the smaller commit ref.
+///
 /// The result depends on the set, not on the order the candidates arrived in.
 pub(crate) fn winner(candidates: &[CommitRank]) -> Option<&CommitRank> {
     let removed = |rank: &CommitRank| {
         candidates.iter().any(|other| {
-            other.committer != rank.committer && other.removes.contains(&rank.committer)
+            !other.is_external()
+                && other.committer != rank.committer
+                && other.removes.contains(&rank.committer)
         })
     };
     let eligible: Vec<&CommitRank> = candidates.iter().filter(|c| !removed(c)).collect();
@@ -158,8 +186,13 @@ pub(crate) fn winner(candidates: &[CommitRank]) -> Option<&CommitRank> {
     } else {
         eligible
     };
-    pool.into_iter()
-        .min_by(|a, b| (a.priority, &a.commit_ref).cmp(&(b.priority, &b.commit_ref)))
+    pool.into_iter().min_by(|a, b| {
+        (a.is_external(), a.priority, &a.commit_ref).cmp(&(
+            b.is_external(),
+            b.priority,
+            &b.commit_ref,
+        ))
+    })
 }
 
 /// What a branch says of one epoch: the commit that ended it, and the other commits of that
@@ -324,6 +357,28 @@ mod tests {
         // Members removing each other: priority decides between them.
         let counter = rank(1, 2, &[0], 1);
         assert_eq!(winner(&[remover, counter.clone()]), Some(&counter));
+    }
+
+    #[test]
+    fn an_external_commit_wins_only_where_no_member_committed() {
+        // Even a member priority of all ones (the largest) comes first.
+        let member = rank(9, 4, &[], u8::MAX);
+        // The external commit removes leaf 4 (its own old leaf): that puts nobody out.
+        let external = CommitRank::external(vec![1; 32], vec![4]);
+        for candidates in [
+            [member.clone(), external.clone()],
+            [external.clone(), member.clone()],
+        ] {
+            assert_eq!(winner(&candidates), Some(&member));
+        }
+        assert_eq!(winner(std::slice::from_ref(&external)), Some(&external));
+        // Between two external commits, the smaller ref; neither is an equivocation's pair
+        // of one member, but the rule is the same.
+        let other = CommitRank::external(vec![0; 32], Vec::new());
+        assert_eq!(winner(&[external.clone(), other.clone()]), Some(&other));
+        // A member commit that removes a leaf still puts that committer out.
+        let remover = rank(5, 2, &[4], 100);
+        assert_eq!(winner(&[member, remover.clone(), external]), Some(&remover));
     }
 
     #[test]

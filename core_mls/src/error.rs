@@ -283,7 +283,26 @@ pub enum MlsError {
         reason: String,
     },
 
+    /// A GroupInfo to rejoin a group with is malformed, forged (its signature or tree does not
+    /// verify), names a member whose identity does not verify, or is older than the state this
+    /// device holds. Nothing changed; ask a member for a current one.
+    #[error("GroupInfo refused: {reason}; ask another member of the group for a current one")]
+    InvalidGroupInfo {
+        /// Why.
+        reason: String,
+    },
+
     // ---- API misuse ----
+    /// Rejoining by external commit is not allowed here: the user asking (or this device's
+    /// user) has no device in the group — a user removed from a group cannot come back this
+    /// way; a member must invite them.
+    #[error("cannot rejoin group {group}: {reason}; a member has to invite this user")]
+    RejoinRefused {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: &'static str,
+    },
     /// The group is not one this device is in.
     #[error("unknown group {group}; it was never joined, or was left")]
     UnknownGroup {
@@ -364,12 +383,14 @@ impl MlsError {
             | Self::KeyPackageNotYetValid { .. }
             | Self::NoMatchingKeyPackage { .. }
             | Self::InvalidWelcome { .. }
+            | Self::InvalidGroupInfo { .. }
             | Self::AlreadyJoined { .. } => ErrorKind::PeerInput,
             Self::UnknownGroup { .. }
             | Self::NotAMember { .. }
             | Self::AlreadyMember { .. }
             | Self::MessageTooLarge { .. }
             | Self::UnknownKeyPackage { .. }
+            | Self::RejoinRefused { .. }
             | Self::InvalidArgument { .. } => ErrorKind::ApiMisuse,
             Self::Storage(_)
             | Self::CorruptedState { .. }

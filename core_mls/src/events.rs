@@ -253,6 +253,28 @@ pub enum Event {
         /// that already have them drop them by message id).
         resent_messages: usize,
     },
+    /// This device joined the group by external commit
+    /// ([`MlsClient::join_by_external_commit`](crate::MlsClient::join_by_external_commit)):
+    /// as a new device of a member user, or back after it lost its state or fell behind on a
+    /// branch that lost. Messages sent to the group before this moment are not recoverable on
+    /// this device; tell the user.
+    Rejoined {
+        /// The group.
+        group: GroupId,
+        /// The epoch the external commit created.
+        epoch: u64,
+    },
+    /// A device of a member user joined the group by external commit: a new device of that
+    /// user, or one that came back (then `replaced` names the leaf it had before, which the
+    /// same commit removed). It did not receive what was sent before.
+    DeviceRejoined {
+        /// The group.
+        group: GroupId,
+        /// The device that joined.
+        device: VerifiedMember,
+        /// Its leaves from before, removed by the same commit.
+        replaced: Vec<VerifiedMember>,
+    },
     /// A member made two different commits in one epoch of this group (equivocation). Honest
     /// clients never do; the commits were still judged by the rule, so every member ends on
     /// the same one, but the member's device may be compromised or faulty.
@@ -265,7 +287,10 @@ pub enum Event {
         member: VerifiedMember,
     },
     /// Commits older than the fork window arrived for this group (counted since the last
-    /// report): the group may have forked for good. Devices on the other side must be re-added.
+    /// report): the group may have forked for good. If this device is on the losing side, it
+    /// rejoins the other side with a GroupInfo from one of its members
+    /// ([`MlsClient::join_by_external_commit`](crate::MlsClient::join_by_external_commit);
+    /// core_dht's `Node` does so by itself).
     ForkOutsideWindow {
         /// The group.
         group: GroupId,

@@ -29,7 +29,8 @@
 //!   one-operation-one-transaction rule (every public operation, with what it sets off, commits
 //!   once; steps that may fail on their own run from savepoints);
 //! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
-//!   on its own; `welcome_handler` joins; `message_processor` handles everything that arrives,
+//!   on its own; `welcome_handler` joins; `external_join` rejoins (or joins a new device of a
+//!   member user) by external commit, and checks the external commits of others; `message_processor` handles everything that arrives,
 //!   `group_removal` what arrives for a group this device does not hold (removed, perhaps by a
 //!   commit that will lose, or not joined yet);
 //! - `fork_resolution` makes concurrent commits converge: epoch snapshots
@@ -165,6 +166,7 @@ pub mod envelope;
 mod epoch_buffer;
 mod epoch_snapshots;
 mod events;
+mod external_join;
 mod fork_resolution;
 mod group_id;
 mod group_manager;

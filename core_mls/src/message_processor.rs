@@ -40,7 +40,7 @@ use openmls_traits::OpenMlsProvider as _;
 /// What a processed handshake asks the engine to do after its transaction committed.
 #[derive(Debug, Default)]
 pub(crate) struct FollowUp {
-    replay: bool,
+    pub(crate) replay: bool,
     /// For a merged commit: what decides between it and competing commits of its epoch (its
     /// commit ref is the confirmed transcript hash of the new epoch).
     pub(crate) rank: Option<CommitRank>,
@@ -283,11 +283,17 @@ impl MlsClient {
         let processed = mls_group
             .process_message(provider, message)
             .map_err(|e| map_process_error(group, e))?;
-        let Sender::Member(sender_index) = *processed.sender() else {
-            return Err(MlsError::RejectedMessage {
-                group: group.clone(),
-                reason: "sender is not a member (external senders are not supported)".into(),
-            });
+        let sender_index = match *processed.sender() {
+            Sender::Member(index) => index,
+            Sender::NewMemberCommit => {
+                return self.process_external_commit(group, envelope, processed);
+            }
+            _ => {
+                return Err(MlsError::RejectedMessage {
+                    group: group.clone(),
+                    reason: "sender is not a member (external proposals are not supported)".into(),
+                });
+            }
         };
         // The sender as OpenMLS resolved it in the message's own epoch: a message of a past
         // epoch may come from a leaf that has since been removed or reused by another device.

@@ -1,0 +1,354 @@
+//! Rejoining a group by external commit (RFC 9420 §12.4.3.2): the way back for a device that
+//! cannot follow the group any more — it fell outside the fork window on a losing branch, was
+//! restored from an old backup, or lost its store — and the way in for a new device of a user
+//! who is already a member.
+//!
+//! **Member side.** [`MlsClient::export_group_info`] gives a signed GroupInfo of the current
+//! epoch, with the ratchet tree and the external public key, to a device of a user who has a
+//! device in the group (the caller — the network layer — authenticated that device). Nobody
+//! else gets one: the tree names every member.
+//!
+//! **Joiner side.** [`MlsClient::join_by_external_commit`], one transaction: the GroupInfo is
+//! checked (OpenMLS verifies its signature against the signer's leaf; every leaf's identity
+//! binding is verified as for a Welcome), this device's user must have a device in it, the
+//! commit removes every leaf of this device's id (the state it had before, whatever key it
+//! held then), the state this device held of the group (a losing branch) is replaced, and
+//! `Rejoined` tells the application that what was sent while it was away is lost here.
+//!
+//! **Receivers** accept an external commit only from a device whose user has another device in
+//! the group in that epoch (a removed user cannot come back this way), and only if every leaf
+//! it removes is that same device's (`check_external_commit`). In the fork rule an external
+//! commit ranks after every member's commit of its epoch (`branch_order`): it can only win an
+//! epoch nobody else ended, so it never undoes what members did, and a joiner whose commit loses
+//! rejoins from a newer GroupInfo.
+
+use openmls::messages::group_info::VerifiableGroupInfo;
+use openmls::prelude::{
+    LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, OpenMlsProvider as _,
+    ProcessedMessage, ProcessedMessageContent,
+};
+use spacepanda_core::Key;
+use tls_codec::{Deserialize as _, Serialize as _};
+
+use core_identity::{UserId, VerifiedMember};
+
+use crate::branch_order::CommitRank;
+use crate::client::MlsClient;
+use crate::envelope::{Envelope, EnvelopeKind};
+use crate::error::MlsError;
+use crate::events::{Event, Output, Recipients};
+use crate::group_id::GroupId;
+use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::key_package_manager::DeviceSigner;
+use crate::message_processor::FollowUp;
+use crate::{deferred_sends, epoch_snapshots, seen_messages};
+
+/// A GroupInfo envelope is at most this large (a 1 000-member tree is about 600 KB).
+const MAX_GROUP_INFO_LEN: usize = 4 * 1024 * 1024;
+
+impl MlsClient {
+    /// A signed GroupInfo of `group`'s current epoch, with the ratchet tree and the external
+    /// public key, as envelope bytes (kind `GroupInfo`) for a device of `for_user` to rejoin
+    /// with ([`join_by_external_commit`](Self::join_by_external_commit)).
+    ///
+    /// Refused ([`MlsError::RejoinRefused`]) unless `for_user` has a device in the group: the
+    /// tree names every member, and only a member's user may rejoin. The caller authenticates
+    /// the device asking (core_dht does, by its certified key). Changes nothing.
+    pub fn export_group_info(
+        &mut self,
+        group: &GroupId,
+        for_user: &UserId,
+    ) -> Result<Vec<u8>, MlsError> {
+        let _time = self.operation();
+        let members = self.members(group)?;
+        if !members.iter().any(|m| m.user_id() == *for_user) {
+            return Err(MlsError::RejoinRefused {
+                group: group.clone(),
+                reason: "the user asking has no device in the group",
+            });
+        }
+        let signer = DeviceSigner(self.device.signature_key_pair());
+        let group_info = self
+            .group(group)?
+            .export_group_info(self.provider.crypto(), &signer, true)
+            .map_err(|e| MlsError::openmls("export a group info", e))?;
+        let payload = encode(&group_info)?;
+        Ok(Envelope::new(EnvelopeKind::GroupInfo, payload).to_bytes())
+    }
+
+    /// Joins the group `group_info` (envelope bytes from
+    /// [`export_group_info`](Self::export_group_info)) describes, by external commit: the
+    /// commit goes to every member, and this device is a member from now on. Its leaf, if it
+    /// still has one there (under any key), is removed by the same commit. If this device holds
+    /// the group, that state — a branch the group left, or one far behind — is replaced.
+    ///
+    /// Errors, nothing changed: [`MlsError::InvalidGroupInfo`] (malformed, forged, a member
+    /// whose identity does not verify, an epoch older than the one held);
+    /// [`MlsError::RejoinRefused`] (this device's user has no other device in the group: a
+    /// removed user cannot come back this way); [`MlsError::AlreadyJoined`] (this device is
+    /// already at that epoch state).
+    ///
+    /// The output holds the commit and `Rejoined`. Messages sent to the group before this
+    /// moment are not recoverable on this device.
+    pub fn join_by_external_commit(&mut self, group_info: &[u8]) -> Result<Output, MlsError> {
+        let _time = self.operation();
+        let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
+        let envelope = Envelope::from_bytes(group_info, MAX_GROUP_INFO_LEN)?;
+        if envelope.kind() != EnvelopeKind::GroupInfo {
+            return Err(invalid("the envelope does not hold a GroupInfo".into()));
+        }
+        let message = MlsMessageIn::tls_deserialize_exact(envelope.payload())
+            .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
+        let MlsMessageBodyIn::GroupInfo(verifiable) = message.extract() else {
+            return Err(invalid("the MLS message is not a GroupInfo".into()));
+        };
+        let group = GroupId::from_openmls(verifiable.group_id());
+        let epoch = verifiable.epoch().as_u64();
+        if let Some(held) = self.groups.get(&group) {
+            let held_epoch = held.epoch().as_u64();
+            if epoch < held_epoch {
+                return Err(invalid(format!(
+                    "it describes epoch {epoch}, older than epoch {held_epoch} this device holds"
+                )));
+            }
+        }
+        let held_same_state = self.groups.get(&group).is_some_and(|held| {
+            held.epoch().as_u64() == epoch
+                && held
+                    .public_group()
+                    .group_context()
+                    .confirmed_transcript_hash()
+                    == verifiable.group_context().confirmed_transcript_hash()
+        });
+        if held_same_state {
+            return Err(MlsError::AlreadyJoined { group });
+        }
+        // Every leaf's identity binding, as for a Welcome (OpenMLS checks the tree's signatures
+        // and hashes when it builds the group); and this device's user must be there.
+        let me = self.own_verified_member()?;
+        let tree = verifiable
+            .extensions()
+            .ratchet_tree()
+            .ok_or_else(|| invalid("it carries no ratchet tree".into()))?
+            .ratchet_tree();
+        let mut user_is_member = false;
+        for leaf in tree.leaves() {
+            let verified = self
+                .members
+                .verify(leaf.credential(), leaf.signature_key().as_slice())?;
+            user_is_member |= verified.user_id() == me.user_id();
+        }
+        if !user_is_member {
+            return Err(MlsError::RejoinRefused {
+                group,
+                reason: "this device's user has no device in the group",
+            });
+        }
+        let output = self.transaction(Some(&group), |client| {
+            client.drop_held_state(&group)?;
+            // OpenMLS removes this device's leaf if the group still has it under this key.
+            let (mut new_group, commit) = client.external_commit(verifiable)?;
+            new_group
+                .merge_pending_commit(&client.provider)
+                .map_err(|e| MlsError::openmls("merge our external commit", e))?;
+            let new_epoch = new_group.epoch().as_u64();
+            client.touch(&group);
+            client.recipients.remove(&group);
+            client.groups.insert(group.clone(), new_group);
+            let now = client.now();
+            client.record_leaf_update(&group, now)?;
+            let recipients = client.other_member_devices(&group)?;
+            let mut output = Output::default();
+            if !recipients.is_empty() {
+                let envelope = Envelope::new(EnvelopeKind::Commit, encode(&commit)?);
+                output.outbound.push(client.queue_outbound(
+                    Recipients {
+                        group: Some(group.clone()),
+                        devices: recipients,
+                    },
+                    envelope,
+                )?);
+            }
+            output.events.push(Event::Rejoined {
+                group: group.clone(),
+                epoch: new_epoch,
+            });
+            Ok(output)
+        })?;
+        let mut output = output;
+        // What this device sent on the branch it left goes out again, and messages that raced
+        // ahead of the rejoin can be read now.
+        output.extend(self.send_deferred(&group)?);
+        output.extend(self.replay_buffered(&group)?);
+        Ok(output)
+    }
+
+    /// Builds and stages an external commit into the group `verifiable` describes; the group is
+    /// written to the store with the commit pending.
+    fn external_commit(
+        &mut self,
+        verifiable: VerifiableGroupInfo,
+    ) -> Result<(MlsGroup, MlsMessageOut), MlsError> {
+        let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
+        let signer = DeviceSigner(self.device.signature_key_pair());
+        let (group, bundle) = MlsGroup::external_commit_builder()
+            .with_config(self.join_config())
+            .build_group(&self.provider, verifiable, self.credential.clone())
+            .map_err(|e| invalid(format!("refused by OpenMLS: {e}")))?
+            .load_psks(self.provider.storage())
+            .map_err(|e| MlsError::openmls("load PSKs for an external commit", e))?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &signer,
+                |_| true,
+            )
+            .map_err(|e| invalid(format!("the external commit cannot be made: {e}")))?
+            .finalize(&self.provider)
+            .map_err(|e| MlsError::openmls("finalize an external commit", e))?;
+        Ok((group, bundle.into_commit()))
+    }
+
+    /// Inside the open transaction, before an external join: drops what this device held of
+    /// `group` (a branch that lost, a state far behind, or what a removal left): OpenMLS state,
+    /// snapshots and records of ours. Application messages it sent there that no member may
+    /// have read wait to be sent again in the new epoch.
+    fn drop_held_state(&mut self, group: &GroupId) -> Result<(), MlsError> {
+        self.touch(group);
+        self.provider.storage().delete_group(&group.to_openmls())?;
+        self.with_txn(|txn| {
+            for message in epoch_snapshots::take_sent_after(txn, group, None)? {
+                deferred_sends::push(txn, group, &message)?;
+            }
+            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
+                epoch_snapshots::expire(txn, group, epoch)?;
+            }
+            txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
+            Ok(())
+        })?;
+        self.groups.remove(group);
+        self.recipients.remove(group);
+        Ok(())
+    }
+
+    /// Inside the operation processing an external commit of `group` (before it is merged):
+    /// the policy every member applies. The joiner's user must have another device in the
+    /// group in that epoch, and every leaf the commit removes must be the joiner's own device
+    /// (its state from before). Returns the joiner and the leaves it replaces.
+    pub(crate) fn check_external_commit(
+        &mut self,
+        group: &GroupId,
+        joiner: &VerifiedMember,
+        removed: &[LeafNodeIndex],
+    ) -> Result<Vec<VerifiedMember>, MlsError> {
+        let refused = |reason: &str| MlsError::RejectedMessage {
+            group: group.clone(),
+            reason: reason.into(),
+        };
+        let mut replaced = Vec::new();
+        for index in removed {
+            let leaf = self.verified_leaf(group, *index)?;
+            if leaf.user_id() != joiner.user_id() || leaf.device_id() != joiner.device_id() {
+                return Err(refused(
+                    "an external commit removes a device other than the one rejoining",
+                ));
+            }
+            replaced.push(leaf);
+        }
+        // The user's leaves in this epoch, the replaced ones included: a user who lost
+        // their only device comes back; a user removed from the group has none.
+        let members = self.members(group)?;
+        if !members.iter().any(|m| m.user_id() == joiner.user_id()) {
+            return Err(refused(
+                "an external commit from a user with no device in the group \
+                 (a removed user cannot rejoin)",
+            ));
+        }
+        Ok(replaced)
+    }
+}
+
+impl MlsClient {
+    /// Inside the operation processing it: an external commit OpenMLS accepted (signature,
+    /// tree, ExternalInit), checked against the member policy, merged.
+    pub(crate) fn process_external_commit(
+        &mut self,
+        group: &GroupId,
+        envelope: &Envelope,
+        processed: ProcessedMessage,
+    ) -> Result<(Output, FollowUp), MlsError> {
+        let now = self.now();
+        let rejected = |reason: &str| MlsError::RejectedMessage {
+            group: group.clone(),
+            reason: reason.into(),
+        };
+        let credential = processed.credential().clone();
+        let signature_key = crate::member_verification::certified_signature_key(&credential)?;
+        let joiner = self.members.verify(&credential, &signature_key)?;
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(rejected(
+                "an external sender sent something other than a commit",
+            ));
+        };
+        if staged.add_proposals().next().is_some() || staged.update_proposals().next().is_some() {
+            return Err(rejected("an external commit adds or updates members"));
+        }
+        let leaf = staged
+            .update_path_leaf_node()
+            .ok_or_else(|| rejected("an external commit without a path"))?;
+        let joined = self
+            .members
+            .verify(leaf.credential(), leaf.signature_key().as_slice())?;
+        if joined.user_id() != joiner.user_id() || joined.device_id() != joiner.device_id() {
+            return Err(rejected(
+                "an external commit's leaf belongs to another device than its sender",
+            ));
+        }
+        if staged.self_removed() {
+            return Err(rejected(
+                "an external commit replaces this very device: another copy of it rejoined",
+            ));
+        }
+        let removed: Vec<LeafNodeIndex> = staged
+            .remove_proposals()
+            .map(|r| r.remove_proposal().removed())
+            .collect();
+        let replaced = self.check_external_commit(group, &joiner, &removed)?;
+        self.with_txn(|txn| seen_messages::record_envelope(txn, envelope.id(), now))?;
+        let rank = CommitRank::external(
+            staged.group_context().confirmed_transcript_hash().to_vec(),
+            removed.iter().map(|i| i.u32()).collect(),
+        );
+        let (provider, mls_group, _) = self.openmls_parts(group)?;
+        mls_group
+            .merge_staged_commit(provider, *staged)
+            .map_err(|e| MlsError::openmls("merge an external commit", e))?;
+        let epoch = mls_group.epoch().as_u64();
+        let output = Output {
+            events: vec![
+                Event::DeviceRejoined {
+                    group: group.clone(),
+                    device: joiner.clone(),
+                    replaced,
+                },
+                Event::EpochAdvanced {
+                    group: group.clone(),
+                    epoch,
+                },
+            ],
+            ..Output::default()
+        };
+        let follow_up = FollowUp {
+            replay: true,
+            rank: Some(rank),
+            committer: Some(joiner),
+        };
+        Ok((output, follow_up))
+    }
+}
+
+fn encode(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
+    message
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("encode an MLS message", e))
+}

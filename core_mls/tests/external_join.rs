@@ -1,0 +1,179 @@
+//! Joining by external commit (RFC 9420 §12.4.3.2): a new device of a member user joins by
+//! itself, a device that fell behind comes back, and a user removed from the group cannot.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod engine_harness;
+
+use core_mls::{Disposition, ErrorKind, Event, MlsError};
+use engine_harness::Harness;
+
+fn rejoined(h: &Harness, node: usize) -> usize {
+    h.nodes[node]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Rejoined { .. }))
+        .count()
+}
+
+fn saw_device_rejoin(h: &Harness, node: usize) -> usize {
+    h.nodes[node]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::DeviceRejoined { .. }))
+        .count()
+}
+
+#[test]
+fn a_new_device_of_a_member_user_joins_without_an_invitation() {
+    let mut h = Harness::memory(&["alice", "bob"], 1);
+    let group = h.group_with(0, &[1]);
+    let phone = h.add_node("alice-phone", Some(0));
+    let alice_user = h.nodes[0].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    let output = h.run(phone, |c| c.join_by_external_commit(&info));
+    assert_eq!(output.outbound.len(), 1, "one commit, to every member");
+    assert_eq!(rejoined(&h, phone), 1);
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    for member in [0, 1] {
+        assert_eq!(saw_device_rejoin(&h, member), 1, "node {member}");
+    }
+    h.assert_converged(&group, &[0, 1, phone]);
+    assert_eq!(h.nodes[1].client().members(&group).unwrap().len(), 3);
+    h.assert_group_works(&group, phone, &[0, 1]);
+    h.assert_group_works(&group, 1, &[0, phone]);
+}
+
+#[test]
+fn a_device_that_fell_behind_comes_back_and_its_old_leaf_goes() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 2);
+    let group = h.group_with(0, &[1, 2]);
+    // Carol's device misses four epochs: every commit for it is lost.
+    for _ in 0..4 {
+        let g = group.clone();
+        h.run(0, move |c| c.self_update(&g));
+        h.nodes[2].inbox.clear();
+        h.deliver_all();
+    }
+    let behind = h.nodes[2].client().epoch(&group).unwrap();
+    let current = h.nodes[0].client().epoch(&group).unwrap();
+    assert!(behind + 4 <= current, "{behind} {current}");
+    let carol_user = h.nodes[2].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &carol_user)
+        .unwrap();
+    h.run(2, |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1, 2]);
+    // The same three devices: her old leaf was removed by the commit that added the new one.
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    let replaced = h.nodes[0].events.iter().find_map(|e| match e {
+        Event::DeviceRejoined { replaced, .. } => Some(replaced.len()),
+        _ => None,
+    });
+    assert_eq!(replaced, Some(1));
+    h.assert_group_works(&group, 2, &[0, 1]);
+    h.assert_group_works(&group, 0, &[1, 2]);
+    // A second time with the same GroupInfo: this device already moved on from that epoch.
+    let again = h.nodes[2]
+        .client()
+        .join_by_external_commit(&info)
+        .unwrap_err();
+    assert!(
+        matches!(again, MlsError::InvalidGroupInfo { .. }),
+        "{again}"
+    );
+}
+
+#[test]
+fn a_removed_user_cannot_come_back_by_external_commit() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 3);
+    let group = h.group_with(0, &[1, 2]);
+    let carol_user = h.nodes[2].identity.user_id();
+    // A GroupInfo carol got while she was a member.
+    let old_info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &carol_user)
+        .unwrap();
+    let g = group.clone();
+    h.run(0, move |c| c.remove_user(&g, &carol_user));
+    h.deliver_all();
+    assert!(!h.nodes[2].client().groups().contains(&group));
+
+    // Members give her none now.
+    let refused = h.nodes[1]
+        .client()
+        .export_group_info(&group, &carol_user)
+        .unwrap_err();
+    assert!(
+        matches!(refused, MlsError::RejoinRefused { .. }),
+        "{refused}"
+    );
+    assert_eq!(refused.kind(), ErrorKind::ApiMisuse);
+    // A current one meant for someone else does not let her in either.
+    let bob_user = h.nodes[1].identity.user_id();
+    let bobs = h.nodes[1]
+        .client()
+        .export_group_info(&group, &bob_user)
+        .unwrap();
+    let refused = h.nodes[2]
+        .client()
+        .join_by_external_commit(&bobs)
+        .unwrap_err();
+    assert!(
+        matches!(refused, MlsError::RejoinRefused { .. }),
+        "{refused}"
+    );
+
+    // The old one makes a commit in the epoch she was removed in: it competes with the removal
+    // and loses to it, at every member.
+    let output = h.run(2, |c| c.join_by_external_commit(&old_info));
+    let commit = output.outbound[0].envelope.to_bytes();
+    for member in [0, 1] {
+        let disposition = h.handle(member, &commit);
+        assert_eq!(disposition, Ok(Disposition::Superseded), "node {member}");
+    }
+    h.nodes[0].inbox.clear();
+    h.nodes[1].inbox.clear();
+    h.assert_converged(&group, &[0, 1]);
+    let members = h.nodes[0].client().members(&group).unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m.user_id() != carol_user));
+}
+
+#[test]
+fn a_group_info_that_is_not_one_is_refused_and_changes_nothing() {
+    let mut h = Harness::memory(&["alice", "bob"], 4);
+    let group = h.group_with(0, &[1]);
+    let alice_user = h.nodes[0].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    let phone = h.add_node("alice-phone", Some(0));
+    let mut flipped = info.clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x40;
+    for bad in [&b"junk"[..], &flipped[..], &info[..info.len() / 2]] {
+        let error = h.nodes[phone]
+            .client()
+            .join_by_external_commit(bad)
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::PeerInput, "{error}");
+    }
+    assert!(h.nodes[phone].client().groups().is_empty());
+    // The genuine one still works afterwards.
+    h.run(phone, |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    h.assert_converged(&group, &[0, 1, phone]);
+}
