@@ -81,6 +81,22 @@ pub enum Request {
         /// The requesting device.
         requester: WireDevice,
     },
+    /// A signed GroupInfo of `group` (with its ratchet tree), for `requester` to rejoin the
+    /// group by external commit. Answered by a member device only to a peer that runs
+    /// `requester` (per its user record) when `requester`'s user has a device in the group.
+    GroupInfo {
+        /// The group id's bytes.
+        #[serde(with = "serde_bytes")]
+        group: Vec<u8>,
+        /// The requesting device.
+        requester: WireDevice,
+    },
+    /// The groups this device is in, for a new device of the same user (which then asks for
+    /// their GroupInfos). Answered only to a peer that runs a device of this device's user.
+    OwnGroups {
+        /// The requesting device.
+        requester: WireDevice,
+    },
     /// Deliver `envelope` to `recipient`, which this peer should run.
     Push {
         /// The device it is for.
@@ -201,6 +217,17 @@ pub enum Response {
     Commits {
         /// Envelope bytes, each an ordinary envelope for the engine.
         envelopes: Vec<serde_bytes::ByteBuf>,
+    },
+    /// The GroupInfo a [`Request::GroupInfo`] asked for: envelope bytes for core_mls's
+    /// `join_by_external_commit`.
+    GroupInfo {
+        /// The envelope.
+        envelope: serde_bytes::ByteBuf,
+    },
+    /// The groups a [`Request::OwnGroups`] asked for.
+    Groups {
+        /// Group ids.
+        groups: Vec<serde_bytes::ByteBuf>,
     },
     /// The ids of a [`Request::Holds`] this holder lacks.
     Missing {

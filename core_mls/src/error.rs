@@ -179,7 +179,7 @@ pub enum MlsError {
     /// forked for good; the engine counts it ([`MlsClient::fork_report`](crate::MlsClient::fork_report))
     /// and the next `tick` reports [`Event::ForkOutsideWindow`](crate::Event::ForkOutsideWindow).
     #[error(
-        "commit for epoch {message_epoch} of group {group} is older than the fork window (oldest reconcilable epoch {oldest_epoch:?}, current {current_epoch}); the group may have forked, re-add the devices on the other side"
+        "commit for epoch {message_epoch} of group {group} is older than the fork window (oldest reconcilable epoch {oldest_epoch:?}, current {current_epoch}); the group may have forked; the side that is outranked rejoins the other by external commit"
     )]
     ForkOutsideWindow {
         /// The group.

@@ -341,8 +341,8 @@ pub enum Event {
     /// commits again from `epoch` on: a member answers with
     /// [`recent_commits(group, epoch)`](crate::MlsClient::recent_commits), and this device
     /// handles what it gets like any envelope. If nobody can (the commits are older than every
-    /// member's `fork_window_epochs`), this device must be re-added to the group (recovery by
-    /// an external commit is future work).
+    /// member's `fork_window_epochs`), it rejoins by external commit with a member's GroupInfo
+    /// ([`join_by_external_commit`](crate::MlsClient::join_by_external_commit)).
     MissingCommit {
         /// The group.
         group: GroupId,

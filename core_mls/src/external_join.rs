@@ -93,15 +93,7 @@ impl MlsClient {
     pub fn join_by_external_commit(&mut self, group_info: &[u8]) -> Result<Output, MlsError> {
         let _time = self.operation();
         let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
-        let envelope = Envelope::from_bytes(group_info, MAX_GROUP_INFO_LEN)?;
-        if envelope.kind() != EnvelopeKind::GroupInfo {
-            return Err(invalid("the envelope does not hold a GroupInfo".into()));
-        }
-        let message = MlsMessageIn::tls_deserialize_exact(envelope.payload())
-            .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
-        let MlsMessageBodyIn::GroupInfo(verifiable) = message.extract() else {
-            return Err(invalid("the MLS message is not a GroupInfo".into()));
-        };
+        let verifiable = parse_group_info(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
         let epoch = verifiable.epoch().as_u64();
         if let Some(held) = self.groups.get(&group) {
@@ -181,6 +173,30 @@ impl MlsClient {
         output.extend(self.send_deferred(&group)?);
         output.extend(self.replay_buffered(&group)?);
         Ok(output)
+    }
+
+    /// Whether `group_info` (as for [`join_by_external_commit`](Self::join_by_external_commit))
+    /// describes a state this device should move to when its group can no longer follow the
+    /// others (a fork outside the window): it does not hold the group, or the GroupInfo's
+    /// (epoch, confirmed transcript hash) is greater than its own. Every device applies the same
+    /// order, so of two branches that cannot be judged any more only one side moves. Reads only.
+    pub fn group_info_outranks(&mut self, group_info: &[u8]) -> Result<bool, MlsError> {
+        let verifiable = parse_group_info(group_info)?;
+        let group = GroupId::from_openmls(verifiable.group_id());
+        let Some(held) = self.groups.get(&group) else {
+            return Ok(true);
+        };
+        let theirs = (
+            verifiable.epoch().as_u64(),
+            verifiable.group_context().confirmed_transcript_hash(),
+        );
+        let ours = (
+            held.epoch().as_u64(),
+            held.public_group()
+                .group_context()
+                .confirmed_transcript_hash(),
+        );
+        Ok(theirs > ours)
     }
 
     /// Builds and stages an external commit into the group `verifiable` describes; the group is
@@ -344,6 +360,22 @@ impl MlsClient {
             committer: Some(joiner),
         };
         Ok((output, follow_up))
+    }
+}
+
+/// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
+/// (OpenMLS verifies it when it builds the group from it).
+fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, MlsError> {
+    let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
+    let envelope = Envelope::from_bytes(bytes, MAX_GROUP_INFO_LEN)?;
+    if envelope.kind() != EnvelopeKind::GroupInfo {
+        return Err(invalid("the envelope does not hold a GroupInfo".into()));
+    }
+    let message = MlsMessageIn::tls_deserialize_exact(envelope.payload())
+        .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
+    match message.extract() {
+        MlsMessageBodyIn::GroupInfo(verifiable) => Ok(verifiable),
+        _ => Err(invalid("the MLS message is not a GroupInfo".into())),
     }
 }
 

@@ -84,9 +84,10 @@ async fn answer(
     let now = node.clock().now();
     let peer = request.peer;
     match request.request {
-        Request::Push { .. } | Request::RecentCommits { .. } => {
-            Response::PushRefused(PushRefusal::NotHere)
-        }
+        Request::Push { .. }
+        | Request::RecentCommits { .. }
+        | Request::GroupInfo { .. }
+        | Request::OwnGroups { .. } => Response::PushRefused(PushRefusal::NotHere),
         Request::Deposit {
             mailbox,
             envelope,

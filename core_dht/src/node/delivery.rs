@@ -51,6 +51,11 @@ impl DeliveryState {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Forgets the cached record of `user`: the next route looks it up again.
+    pub(crate) fn forget_user(&self, user: &UserId) {
+        self.lock().users.remove(user);
+    }
+
     /// The earliest retry still ahead. (One already due was just tried, or waits behind an
     /// older entry for the same device, whose own retry comes first.)
     pub(crate) fn next_retry(&self) -> Option<Instant> {

@@ -42,7 +42,7 @@ enum Done {
 pub(super) async fn run(
     shared: Arc<Shared>,
     mut pushes: mpsc::Receiver<InboundRequest>,
-    mut missing: mpsc::UnboundedReceiver<(core_mls::GroupId, u64)>,
+    mut missing: mpsc::UnboundedReceiver<super::Recovery>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut tasks: JoinSet<Done> = JoinSet::new();
@@ -82,10 +82,17 @@ pub(super) async fn run(
                     Done::Other
                 });
             }
-            Some((group, epoch)) = missing.recv() => {
+            Some(recovery) = missing.recv() => {
                 let shared = shared.clone();
                 tasks.spawn(async move {
-                    super::catch_up::ask_members(&shared, group, epoch).await;
+                    match recovery {
+                        super::Recovery::CatchUp(group, epoch) => {
+                            super::catch_up::ask_members(&shared, group, epoch).await;
+                        }
+                        super::Recovery::Rejoin(group) => {
+                            super::rejoin::after_fork_outside_window(&shared, group).await;
+                        }
+                    }
                     Done::Other
                 });
             }
@@ -190,6 +197,12 @@ async fn handle_push(shared: &Shared, push: InboundRequest) {
             from_epoch,
             requester,
         } => super::catch_up::answer(shared, push.peer, group, from_epoch, requester).await,
+        Request::GroupInfo { group, requester } => {
+            super::rejoin::answer_group_info(shared, push.peer, group, requester).await
+        }
+        Request::OwnGroups { requester } => {
+            super::rejoin::answer_own_groups(shared, push.peer, requester).await
+        }
         Request::Push {
             recipient,
             envelope,

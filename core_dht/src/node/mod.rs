@@ -12,6 +12,7 @@ mod catch_up;
 mod config;
 mod delivery;
 mod driver;
+mod rejoin;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -124,8 +125,18 @@ pub(crate) struct Shared {
     /// The engine's next deadline may have moved.
     pub(crate) deadline_changed: Notify,
     pub(crate) delivery: delivery::DeliveryState,
-    /// Groups stuck behind a commit this device lacks, to ask members for (`catch_up`).
-    pub(crate) missing: mpsc::UnboundedSender<(GroupId, u64)>,
+    /// Groups to bring back in line: stuck behind a commit this device lacks (`catch_up`), or
+    /// forked beyond the window (`rejoin`).
+    pub(crate) missing: mpsc::UnboundedSender<Recovery>,
+}
+
+/// What the driver does for a group the engine reported stuck.
+#[derive(Debug)]
+pub(crate) enum Recovery {
+    /// Ask members for the commits from this epoch on.
+    CatchUp(GroupId, u64),
+    /// Ask members for a GroupInfo, and rejoin if its branch outranks ours.
+    Rejoin(GroupId),
 }
 
 impl Shared {
@@ -158,7 +169,10 @@ impl Shared {
                     self.packages_changed.notify_one();
                 }
                 Event::MissingCommit { group, epoch, .. } => {
-                    let _ = self.missing.send((group.clone(), *epoch));
+                    let _ = self.missing.send(Recovery::CatchUp(group.clone(), *epoch));
+                }
+                Event::ForkOutsideWindow { group, .. } => {
+                    let _ = self.missing.send(Recovery::Rejoin(group.clone()));
                 }
                 _ => {}
             }
@@ -554,6 +568,27 @@ impl Node {
         self.shared
             .engine(move |engine| engine.ack_delivered(id))
             .await
+    }
+
+    /// Joins `group` again by external commit (core_mls's `join_by_external_commit`), with a
+    /// GroupInfo from one of its member devices this device knows, or from one of the user's
+    /// other devices: for a device that fell too far behind, lost its state of the group, or
+    /// sits on a branch the others left. Messages sent to the group before are not recoverable
+    /// here (`Event::Rejoined` says so). The node does this by itself after
+    /// `Event::ForkOutsideWindow` when the other branch outranks this one.
+    ///
+    /// # Errors
+    /// [`DhtError::Unreachable`] when no member device gave a GroupInfo; the engine's error
+    /// when the GroupInfo was refused (a removed user gets `RejoinRefused`).
+    pub async fn rejoin(&self, group: &GroupId) -> DhtResult<()> {
+        rejoin::rejoin(&self.shared, group).await
+    }
+
+    /// Joins, by external commit, every group the user's other devices are in and this
+    /// device is not: what a new device of the user (or one whose store was lost) does once.
+    /// Returns the groups joined; messages sent to them before are not recoverable here.
+    pub async fn join_own_groups(&self) -> DhtResult<Vec<GroupId>> {
+        rejoin::join_own_groups(&self.shared).await
     }
 
     /// The groups this device is in.

@@ -47,6 +47,8 @@ struct Device {
     received: Vec<(GroupId, String, String)>,
     joined: Vec<GroupId>,
     removed_from: Vec<GroupId>,
+    /// Devices it saw join by external commit.
+    saw_rejoin: usize,
 }
 
 impl Device {
@@ -85,8 +87,11 @@ impl Device {
                             .push((group, sender.address().to_string(), text));
                         messages.push(delivery);
                     }
-                    Event::Joined { group, .. } => self.joined.push(group),
+                    Event::Joined { group, .. } | Event::Rejoined { group, .. } => {
+                        self.joined.push(group)
+                    }
                     Event::RemovedFromGroup { group, .. } => self.removed_from.push(group),
+                    Event::DeviceRejoined { .. } => self.saw_rejoin += 1,
                     _ => {}
                 }
             }
@@ -198,6 +203,7 @@ const ALICE_LAPTOP: usize = 0;
 const ALICE_PHONE: usize = 1;
 const BOB: usize = 2;
 const CAROL: usize = 3;
+const BOB_TABLET: usize = 4;
 
 impl Demo {
     fn device(&mut self, index: usize) -> Result<&mut Device, CliError> {
@@ -286,6 +292,7 @@ impl Demo {
         let group = self.invite_everyone().await?;
         self.talk(&group).await?;
         self.offline_and_back(&group).await?;
+        self.new_device_joins(&group).await?;
         self.remove_carol(&group).await
     }
 
@@ -307,6 +314,7 @@ impl Demo {
                 received: Vec::new(),
                 joined: Vec::new(),
                 removed_from: Vec::new(),
+                saw_rejoin: 0,
             });
             let index = self.devices.len() - 1;
             let mut config = self.config(Some(display_name));
@@ -536,6 +544,56 @@ impl Demo {
         Ok(())
     }
 
+    /// A new device of bob's, linked and invited by nobody, joins bob's groups by external
+    /// commit with a GroupInfo his other device serves.
+    async fn new_device_joins(&mut self, group: &GroupId) -> Result<(), CliError> {
+        self.report.say(
+            "bob links a tablet; nobody invites it: it asks bob's device for his groups and joins each by external commit",
+        );
+        self.devices.push(Device {
+            name: "bob-tablet",
+            dir: self.dir.join("bob-tablet"),
+            node: None,
+            events: None,
+            received: Vec::new(),
+            joined: Vec::new(),
+            removed_from: Vec::new(),
+            saw_rejoin: 0,
+        });
+        let mut config = self.config(Some("bob"));
+        config.link = Some(self.node(BOB)?.export_identity_key()?);
+        self.open(BOB_TABLET, config).await?;
+        let started = Instant::now();
+        let joined = self.node(BOB_TABLET)?.join_own_groups().await?;
+        self.report
+            .time("a new device joins by external commit", started.elapsed());
+        self.report.check(
+            "bob's tablet joined the group by itself",
+            joined.contains(group),
+        );
+        // What a member encrypted before it took the tablet's commit is not for the tablet.
+        let (told, _) = self
+            .wait_for(|devices| {
+                [ALICE_LAPTOP, ALICE_PHONE, BOB, CAROL]
+                    .iter()
+                    .all(|i| devices.get(*i).is_some_and(|d| d.saw_rejoin > 0))
+            })
+            .await?;
+        self.report
+            .check("every member device is told that bob's tablet joined", told);
+        let held = self
+            .message(
+                ALICE_LAPTOP,
+                group,
+                "welcome, tablet",
+                &[ALICE_PHONE, BOB, CAROL, BOB_TABLET],
+            )
+            .await?;
+        self.report
+            .check("the next message reaches bob's tablet too", held);
+        Ok(())
+    }
+
     async fn remove_carol(&mut self, group: &GroupId) -> Result<(), CliError> {
         let carol = self.node(CAROL)?.device().user_id();
         self.report.say("alice removes carol from the group");
@@ -554,7 +612,7 @@ impl Demo {
                 ALICE_LAPTOP,
                 group,
                 "a secret carol must not read",
-                &[ALICE_PHONE, BOB],
+                &[ALICE_PHONE, BOB, BOB_TABLET],
             )
             .await?;
         self.report

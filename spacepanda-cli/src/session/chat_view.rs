@@ -95,7 +95,25 @@ pub(crate) fn describe(
                 member.address()
             ),
             Event::ForkOutsideWindow { group, count } => format!(
-                "! {}: {count} changes arrived too late to be merged; the group may have split",
+                "! {}: {count} changes arrived too late to be merged; rejoining the members' side if it is ahead",
+                label(group)
+            ),
+            Event::Rejoined { group, epoch } => format!(
+                "* rejoined {} (epoch {epoch}); messages sent while this device was away are lost here",
+                label(group)
+            ),
+            Event::DeviceRejoined {
+                group,
+                device,
+                replaced,
+            } => format!(
+                "* {} {} {} by itself; it did not get what was sent before",
+                device.address(),
+                if replaced.is_empty() {
+                    "joined"
+                } else {
+                    "rejoined"
+                },
                 label(group)
             ),
             Event::CommitAbandoned { group, reason, .. } => format!(

@@ -64,7 +64,10 @@ impl EventLoop {
             return;
         }
         let (target, unavailable) = match request {
-            Request::Push { .. } | Request::RecentCommits { .. } => (
+            Request::Push { .. }
+            | Request::RecentCommits { .. }
+            | Request::GroupInfo { .. }
+            | Request::OwnGroups { .. } => (
                 self.pushes.as_ref(),
                 Response::PushRefused(PushRefusal::NotHere),
             ),

@@ -1,0 +1,257 @@
+//! Rejoining a group by external commit (core_mls's `join_by_external_commit`), and the
+//! GroupInfos it needs, which members serve on request.
+//!
+//! **Where GroupInfos come from.** Members serve them, authenticated, on request
+//! (`Request::GroupInfo`); nothing is published. A GroupInfo carries the ratchet tree, which
+//! names every member device, so a member answers only a peer that runs a device (per that
+//! device's user record, signed by the user's identity key) of a user with a device in the
+//! group. Serving on request costs nothing at 1 000 members until someone asks, and a GroupInfo
+//! is always current; the price is that a member device must be online. What it exposes is in
+//! docs/THREAT_MODEL.md.
+//!
+//! **When a device rejoins.**
+//! - The engine reports `ForkOutsideWindow`: the driver asks member devices for a GroupInfo and
+//!   rejoins only if its (epoch, transcript hash) outranks this device's state
+//!   (`MlsClient::group_info_outranks`), the same order on every device, so of two branches
+//!   that can no longer be judged only one side moves.
+//! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
+//!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
+//!   whose store was lost, joins the groups the user's other devices are in).
+
+use core_identity::{DeviceId, UserId};
+use core_mls::{DeviceAddress, GroupId};
+use libp2p::PeerId;
+
+use super::Shared;
+use super::delivery::route;
+use crate::error::{DhtError, DhtResult};
+use crate::wire::{PushRefusal, Request, Response, WireDevice};
+
+/// Member devices asked in turn for a GroupInfo before giving up.
+const MEMBERS_ASKED: usize = 8;
+
+fn wire(device: &DeviceAddress) -> WireDevice {
+    WireDevice {
+        user: *device.user_id.as_bytes(),
+        device: *device.device_id.as_bytes(),
+    }
+}
+
+fn own(shared: &Shared) -> DeviceAddress {
+    DeviceAddress {
+        user_id: shared.device.user_id(),
+        device_id: shared.device.device_id(),
+    }
+}
+
+/// Whether `peer` runs `device`, per its user's record (looked up again if the cached one
+/// says otherwise: a device that just joined the user may not be in it yet).
+async fn runs_device(shared: &Shared, peer: PeerId, device: &DeviceAddress) -> bool {
+    if route(shared, &device.user_id, device).await.map(|(p, _)| p) == Some(peer) {
+        return true;
+    }
+    shared.delivery.forget_user(&device.user_id);
+    route(shared, &device.user_id, device).await.map(|(p, _)| p) == Some(peer)
+}
+
+fn refuse(reason: &str) -> Response {
+    Response::PushRefused(PushRefusal::Refused {
+        reason: reason.to_owned(),
+    })
+}
+
+/// Answers a [`Request::GroupInfo`].
+pub(super) async fn answer_group_info(
+    shared: &Shared,
+    peer: PeerId,
+    group: Vec<u8>,
+    requester: WireDevice,
+) -> Response {
+    let device = DeviceAddress {
+        user_id: UserId::from_bytes(requester.user),
+        device_id: DeviceId::from_bytes(requester.device),
+    };
+    if !runs_device(shared, peer, &device).await {
+        return refuse("the requesting peer does not run that device (per its user record)");
+    }
+    let group = GroupId::from_slice(&group);
+    match shared
+        .engine(move |engine| engine.export_group_info(&group, &device.user_id))
+        .await
+    {
+        Ok(envelope) => Response::GroupInfo {
+            envelope: serde_bytes::ByteBuf::from(envelope),
+        },
+        Err(e) => refuse(&e.to_string()),
+    }
+}
+
+/// Answers a [`Request::OwnGroups`]: only to a device of this device's own user.
+pub(super) async fn answer_own_groups(
+    shared: &Shared,
+    peer: PeerId,
+    requester: WireDevice,
+) -> Response {
+    let device = DeviceAddress {
+        user_id: UserId::from_bytes(requester.user),
+        device_id: DeviceId::from_bytes(requester.device),
+    };
+    if device.user_id != shared.device.user_id() {
+        return refuse("only a device of the same user may ask for its groups");
+    }
+    if !runs_device(shared, peer, &device).await {
+        return refuse("the requesting peer does not run that device (per its user record)");
+    }
+    match shared.engine(|engine| Ok(engine.groups())).await {
+        Ok(groups) => Response::Groups {
+            groups: groups
+                .iter()
+                .map(|g| serde_bytes::ByteBuf::from(g.as_slice().to_vec()))
+                .collect(),
+        },
+        Err(e) => refuse(&e.to_string()),
+    }
+}
+
+/// Asks `device` for a GroupInfo of `group`.
+async fn group_info_from(
+    shared: &Shared,
+    group: &GroupId,
+    device: &DeviceAddress,
+) -> Option<Vec<u8>> {
+    let (peer, addresses) = route(shared, &device.user_id, device).await?;
+    let request = Request::GroupInfo {
+        group: group.as_slice().to_vec(),
+        requester: wire(&own(shared)),
+    };
+    match shared.dht.request(peer, addresses, request).await {
+        Ok(Response::GroupInfo { envelope }) => Some(envelope.into_vec()),
+        Ok(other) => {
+            tracing::debug!(%group, ?other, "a member did not give a GroupInfo");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(%group, error = %e, "asking a member for a GroupInfo failed");
+            None
+        }
+    }
+}
+
+/// Asks `devices` in turn for a GroupInfo of `group`, and joins by external commit with the
+/// first one `accept` takes. `Ok(true)`: joined.
+async fn rejoin_from(
+    shared: &Shared,
+    group: &GroupId,
+    devices: &[DeviceAddress],
+    only_if_it_outranks: bool,
+) -> DhtResult<bool> {
+    let me = own(shared);
+    let mut last_error = None;
+    for device in devices.iter().filter(|d| **d != me).take(MEMBERS_ASKED) {
+        let Some(info) = group_info_from(shared, group, device).await else {
+            continue;
+        };
+        let joined = shared
+            .engine(move |engine| {
+                if only_if_it_outranks && !engine.group_info_outranks(&info)? {
+                    return Ok(None);
+                }
+                engine.join_by_external_commit(&info).map(Some)
+            })
+            .await;
+        match joined {
+            Ok(Some(output)) => {
+                tracing::info!(%group, "rejoined by external commit");
+                shared.report(output);
+                return Ok(true);
+            }
+            // This device's branch outranks theirs: the other side moves.
+            Ok(None) => return Ok(false),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match last_error {
+        Some(e) => Err(e),
+        None => Ok(false),
+    }
+}
+
+/// After `ForkOutsideWindow`: the member devices this device knows are asked for a GroupInfo.
+pub(super) async fn after_fork_outside_window(shared: &Shared, group: GroupId) {
+    let members = {
+        let group = group.clone();
+        shared.engine(move |engine| engine.members(&group)).await
+    };
+    let Ok(members) = members else {
+        return;
+    };
+    let devices: Vec<DeviceAddress> = members.iter().map(DeviceAddress::from).collect();
+    if let Err(e) = rejoin_from(shared, &group, &devices, true).await {
+        tracing::warn!(%group, error = %e, "rejoining after a fork outside the window failed");
+    }
+}
+
+/// [`Node::rejoin`](super::Node::rejoin): from the member devices this device knows of the
+/// group, else from the user's other devices.
+pub(super) async fn rejoin(shared: &Shared, group: &GroupId) -> DhtResult<()> {
+    let mut devices: Vec<DeviceAddress> = {
+        let group = group.clone();
+        shared
+            .engine(move |engine| engine.members(&group))
+            .await
+            .map(|members| members.iter().map(DeviceAddress::from).collect())
+            .unwrap_or_default()
+    };
+    devices.extend(own_other_devices(shared).await?);
+    if rejoin_from(shared, group, &devices, false).await? {
+        Ok(())
+    } else {
+        Err(DhtError::Unreachable {
+            reason: format!("no member device of group {group} gave a GroupInfo; try again later"),
+        })
+    }
+}
+
+/// The user's other devices, from the user's record.
+async fn own_other_devices(shared: &Shared) -> DhtResult<Vec<DeviceAddress>> {
+    let me = own(shared);
+    shared.delivery.forget_user(&me.user_id);
+    let record = shared.dht.lookup_user(&me.user_id).await?;
+    Ok(record
+        .devices
+        .iter()
+        .map(|d| DeviceAddress::from(&d.member))
+        .filter(|d| *d != me)
+        .collect())
+}
+
+/// [`Node::join_own_groups`](super::Node::join_own_groups).
+pub(super) async fn join_own_groups(shared: &Shared) -> DhtResult<Vec<GroupId>> {
+    let me = own(shared);
+    let held = shared.engine(|engine| Ok(engine.groups())).await?;
+    let mut joined: Vec<GroupId> = Vec::new();
+    for device in own_other_devices(shared).await? {
+        let Some((peer, addresses)) = route(shared, &device.user_id, &device).await else {
+            continue;
+        };
+        let request = Request::OwnGroups {
+            requester: wire(&me),
+        };
+        let Ok(Response::Groups { groups }) = shared.dht.request(peer, addresses, request).await
+        else {
+            continue;
+        };
+        for group in groups {
+            let group = GroupId::from_slice(&group);
+            if held.contains(&group) || joined.contains(&group) {
+                continue;
+            }
+            match rejoin_from(shared, &group, std::slice::from_ref(&device), false).await {
+                Ok(true) => joined.push(group),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%group, error = %e, "joining a group of this user failed"),
+            }
+        }
+    }
+    Ok(joined)
+}
