@@ -177,26 +177,24 @@ impl MlsClient {
 
     /// Whether `group_info` (as for [`join_by_external_commit`](Self::join_by_external_commit))
     /// describes a state this device should move to when its group can no longer follow the
-    /// others (a fork outside the window): it does not hold the group, or the GroupInfo's
-    /// (epoch, confirmed transcript hash) is greater than its own. Every device applies the same
-    /// order, so of two branches that cannot be judged any more only one side moves. Reads only.
+    /// others (a fork outside the window): it does not hold the group, or the GroupInfo's epoch
+    /// is later, or the same with a smaller confirmed transcript hash (the order the fork rule
+    /// gives two external commits of one epoch, whose refs are those hashes). Every device
+    /// applies the same order, so of two branches that cannot be judged any more only one side
+    /// moves. Reads only.
     pub fn group_info_outranks(&mut self, group_info: &[u8]) -> Result<bool, MlsError> {
         let verifiable = parse_group_info(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
         let Some(held) = self.groups.get(&group) else {
             return Ok(true);
         };
-        let theirs = (
-            verifiable.epoch().as_u64(),
-            verifiable.group_context().confirmed_transcript_hash(),
-        );
-        let ours = (
-            held.epoch().as_u64(),
-            held.public_group()
-                .group_context()
-                .confirmed_transcript_hash(),
-        );
-        Ok(theirs > ours)
+        let (their_epoch, our_epoch) = (verifiable.epoch().as_u64(), held.epoch().as_u64());
+        let their_hash = verifiable.group_context().confirmed_transcript_hash();
+        let our_hash = held
+            .public_group()
+            .group_context()
+            .confirmed_transcript_hash();
+        Ok(their_epoch > our_epoch || (their_epoch == our_epoch && their_hash < our_hash))
     }
 
     /// Builds and stages an external commit into the group `verifiable` describes; the group is

@@ -177,3 +177,75 @@ fn a_group_info_that_is_not_one_is_refused_and_changes_nothing() {
     h.deliver_all();
     h.assert_converged(&group, &[0, 1, phone]);
 }
+
+#[test]
+fn two_halves_forked_past_the_window_heal_by_rejoining() {
+    let config = core_mls::MlsConfig {
+        fork_window_epochs: 2,
+        ..core_mls::MlsConfig::default()
+    };
+    let mut h = Harness::seeded(&["a", "b", "c", "d"], 5, config);
+    let group = h.group_with(0, &[1, 2, 3]);
+    let halves = [[0usize, 1], [2, 3]];
+    // The network splits: each half goes four epochs on without the other.
+    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
+    for _ in 0..4 {
+        for half in halves {
+            let g = group.clone();
+            h.run(half[0], move |c| c.self_update(&g));
+            for other in halves.iter().filter(|o| **o != half).flatten() {
+                for bytes in std::mem::take(&mut h.nodes[*other].inbox) {
+                    held_back.push((*other, bytes));
+                }
+            }
+            h.deliver_all();
+        }
+    }
+    // It heals: what each half sent reaches the other, too late to be judged.
+    for (node, bytes) in held_back {
+        h.nodes[node].inbox.push(bytes);
+    }
+    h.deliver_all();
+    let outside: usize = h
+        .errors()
+        .values()
+        .flatten()
+        .filter(|e| e.contains("older than the fork window"))
+        .count();
+    assert!(outside > 0, "{:?}", h.errors());
+    // Each device asks a device of the other half for a GroupInfo, and moves only if that
+    // branch outranks its own: the same order everywhere, so one half moves.
+    for device in 0..4 {
+        let other = if device < 2 { 2 } else { 0 };
+        let user = h.nodes[device].identity.user_id();
+        let info = h.nodes[other]
+            .client()
+            .export_group_info(&group, &user)
+            .unwrap();
+        if h.nodes[device].client().group_info_outranks(&info).unwrap() {
+            h.run(device, |c| c.join_by_external_commit(&info));
+            h.deliver_all();
+        }
+    }
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    let moved: Vec<usize> = (0..4).filter(|d| rejoined(&h, *d) > 0).collect();
+    assert_eq!(moved.len(), 2, "one half moved: {moved:?}");
+    assert!(moved == [0, 1] || moved == [2, 3], "{moved:?}");
+    for device in 0..4 {
+        if moved.contains(&device) {
+            assert_eq!(rejoined(&h, device), 1, "one event each");
+        } else {
+            // Told once for each device that came over.
+            assert_eq!(saw_device_rejoin(&h, device), 2, "node {device}");
+        }
+    }
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 4);
+    h.assert_group_works(
+        &group,
+        moved[0],
+        &[0, 1, 2, 3]
+            .into_iter()
+            .filter(|d| *d != moved[0])
+            .collect::<Vec<_>>(),
+    );
+}

@@ -11,9 +11,9 @@
 //!
 //! **When a device rejoins.**
 //! - The engine reports `ForkOutsideWindow`: the driver asks member devices for a GroupInfo and
-//!   rejoins only if its (epoch, transcript hash) outranks this device's state
-//!   (`MlsClient::group_info_outranks`), the same order on every device, so of two branches
-//!   that can no longer be judged only one side moves.
+//!   rejoins only if its state outranks this device's (`MlsClient::group_info_outranks`: the
+//!   later epoch, then the smaller transcript hash), the same order on every device, so of
+//!   two branches that can no longer be judged only one side moves.
 //! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
 //!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
 //!   whose store was lost, joins the groups the user's other devices are in).
