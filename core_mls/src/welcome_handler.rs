@@ -399,9 +399,25 @@ impl MlsClient {
     /// waits to be sent again.
     fn abandon_joined_branch(&mut self, group: &GroupId) -> Result<(), MlsError> {
         // The rule judges a set of commits, so a later Welcome can bring this device back to
-        // the branch it leaves now: the commits it merged there wait in the buffer, no longer
+        // the branch it leaves now: the commits others made there, up to this device's own
+        // first one (which OpenMLS cannot process again), wait in the buffer, no longer
         // recorded as seen, to be taken again then (or to expire with the buffer).
-        let merged = self.read(|txn| commit_log::merged(txn, group))?;
+        let merged = self.read(|txn| {
+            let mut kept = Vec::new();
+            let mut merged = commit_log::merged(txn, group)?;
+            merged.sort_by_key(|(epoch, _)| *epoch);
+            for (epoch, bytes) in merged {
+                // Without a snapshot it is older than any state a Welcome can bring back.
+                let Some(meta) = epoch_snapshots::meta(txn, group, epoch)? else {
+                    continue;
+                };
+                if meta.own_commit.is_some() {
+                    break;
+                }
+                kept.push((epoch, bytes));
+            }
+            Ok(kept)
+        })?;
         for (epoch, bytes) in merged {
             let Ok(envelope) = Envelope::from_bytes(&bytes, usize::MAX) else {
                 continue;
