@@ -52,6 +52,20 @@ struct Device {
 }
 
 impl Device {
+    /// A device not opened yet, with its directory under `root`.
+    fn new(name: &'static str, root: &std::path::Path) -> Self {
+        Self {
+            name,
+            dir: root.join(name),
+            node: None,
+            events: None,
+            received: Vec::new(),
+            joined: Vec::new(),
+            removed_from: Vec::new(),
+            saw_rejoin: 0,
+        }
+    }
+
     fn node(&self) -> Result<&Node, CliError> {
         self.node
             .as_ref()
@@ -306,16 +320,7 @@ impl Demo {
             ("bob", "bob"),
             ("carol", "carol"),
         ] {
-            self.devices.push(Device {
-                name,
-                dir: self.dir.join(name),
-                node: None,
-                events: None,
-                received: Vec::new(),
-                joined: Vec::new(),
-                removed_from: Vec::new(),
-                saw_rejoin: 0,
-            });
+            self.devices.push(Device::new(name, &self.dir));
             let index = self.devices.len() - 1;
             let mut config = self.config(Some(display_name));
             if index == ALICE_PHONE {
@@ -550,16 +555,7 @@ impl Demo {
         self.report.say(
             "bob links a tablet; nobody invites it: it asks bob's device for his groups and joins each by external commit",
         );
-        self.devices.push(Device {
-            name: "bob-tablet",
-            dir: self.dir.join("bob-tablet"),
-            node: None,
-            events: None,
-            received: Vec::new(),
-            joined: Vec::new(),
-            removed_from: Vec::new(),
-            saw_rejoin: 0,
-        });
+        self.devices.push(Device::new("bob-tablet", &self.dir));
         let mut config = self.config(Some("bob"));
         config.link = Some(self.node(BOB)?.export_identity_key()?);
         self.open(BOB_TABLET, config).await?;
