@@ -222,7 +222,7 @@ fn bad_input_gets_one_line_a_non_zero_exit_and_loses_nothing() {
 }
 
 #[test]
-fn a_linked_device_is_the_same_user() {
+fn a_linked_device_is_the_same_user_and_joins_its_groups() {
     let root = tempfile::tempdir().unwrap();
     let laptop = root.path().join("laptop");
     let phone = root.path().join("phone");
@@ -273,6 +273,33 @@ fn a_linked_device_is_the_same_user() {
         line(&devices[0], "this device"),
         line(&devices[1], "this device")
     );
+
+    // Nobody invites the phone: it joins the laptop's group by itself.
+    let mut serve = Process::start(
+        "serve",
+        &["serve", "--data-dir", path(&root.path().join("serve"))],
+        PASSPHRASE,
+    );
+    let bootstrap = serve
+        .wait_for("serving at ")
+        .trim_start_matches("serving at ")
+        .to_owned();
+    let mut laptop_run = start_user("laptop", &laptop, Some(&bootstrap));
+    laptop_run.wait_for("published ");
+    laptop_run.say("/create team");
+    laptop_run.wait_for("* created #team");
+    let mut phone_run = start_user("phone", &phone, Some(&bootstrap));
+    phone_run.wait_for("published ");
+    phone_run.say("/join-mine");
+    phone_run.wait_for("* joined #");
+    laptop_run.wait_for("by itself");
+    laptop_run.say("hello, phone");
+    phone_run.wait_for(&format!("{address}: hello, phone"));
+    phone_run.say("hello, laptop");
+    laptop_run.wait_for(&format!("{address}: hello, laptop"));
+    assert!(phone_run.quit().success());
+    assert!(laptop_run.quit().success());
+    serve.kill();
 }
 
 /// The command failed with exactly one line on stderr, naming `what`.

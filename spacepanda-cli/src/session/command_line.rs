@@ -18,6 +18,10 @@ pub(crate) enum Input {
     Safety(String),
     /// `/open GROUP`: makes it the current group.
     Open(String),
+    /// `/join-mine`: join the groups the user's other devices are in.
+    JoinMine,
+    /// `/rejoin GROUP`: join a group again by external commit.
+    Rejoin(String),
     /// `/whoami`
     Whoami,
     /// `/status`: the network, and what waits to be delivered.
@@ -41,6 +45,8 @@ pub(crate) const HELP: &str = "\
 /members [GROUP]          a group's members, with safety numbers
 /safety USER              the safety number to compare with a user
 /open GROUP               make GROUP the current group
+/join-mine                join the groups your other devices are in (a new device)
+/rejoin GROUP             join GROUP again, if this device fell out of step with it
 /whoami                   your address
 /status                   peers, and messages not yet delivered
 /quit                     leave (also: end of input)
@@ -76,13 +82,15 @@ pub(crate) fn parse(line: &str) -> Result<Input, String> {
         ("members", [group]) => Input::Members(Some((*group).to_owned())),
         ("safety", [user]) => Input::Safety((*user).to_owned()),
         ("open", [group]) => Input::Open((*group).to_owned()),
+        ("join-mine", []) => Input::JoinMine,
+        ("rejoin", [group]) => Input::Rejoin((*group).to_owned()),
         ("whoami", []) => Input::Whoami,
         ("status", []) => Input::Status,
         ("help", _) => Input::Help,
         ("quit" | "exit", []) => Input::Quit,
         (
-            "create" | "invite" | "remove" | "groups" | "members" | "safety" | "open" | "whoami"
-            | "status" | "quit" | "exit",
+            "create" | "invite" | "remove" | "groups" | "members" | "safety" | "open" | "join-mine"
+            | "rejoin" | "whoami" | "status" | "quit" | "exit",
             _,
         ) => return Err(format!("usage: {}", usage_of(name))),
         _ => return Err(format!("unknown command /{name}; /help lists them")),
@@ -140,6 +148,8 @@ mod tests {
         );
         assert_eq!(parse("/open team"), Ok(Input::Open("team".into())));
         assert_eq!(parse("/whoami"), Ok(Input::Whoami));
+        assert_eq!(parse("/join-mine"), Ok(Input::JoinMine));
+        assert_eq!(parse("/rejoin team"), Ok(Input::Rejoin("team".into())));
         assert_eq!(parse("/status"), Ok(Input::Status));
         assert_eq!(parse("/help me"), Ok(Input::Help));
         assert_eq!(parse("/quit\r\n"), Ok(Input::Quit));
@@ -176,6 +186,11 @@ mod tests {
                 .starts_with("usage: /remove GROUP USER")
         );
         assert!(parse("/quit now").unwrap_err().starts_with("usage: /quit"));
+        assert!(
+            parse("/rejoin")
+                .unwrap_err()
+                .starts_with("usage: /rejoin GROUP")
+        );
         assert_eq!(
             parse("/frobnicate"),
             Err("unknown command /frobnicate; /help lists them".into())

@@ -194,6 +194,14 @@ impl Session {
                 self.current = Some(group);
                 Ok(())
             }
+            Input::JoinMine => self.join_mine().await,
+            Input::Rejoin(group) => {
+                let group = self.find_group(&group).await?;
+                self.node
+                    .rejoin(&group)
+                    .await
+                    .map_err(|e| format!("could not rejoin {}: {e}", self.label(&group)))
+            }
             Input::Whoami => {
                 let device = self.node.device();
                 let pool = self
@@ -317,6 +325,27 @@ impl Session {
                 self.label(&group),
                 members.len()
             );
+        }
+        Ok(())
+    }
+
+    /// Joins, by external commit, the groups the user's other devices are in.
+    async fn join_mine(&mut self) -> Result<(), String> {
+        let joined = self
+            .node
+            .join_own_groups()
+            .await
+            .map_err(|e| format!("could not ask your other devices: {e}"))?;
+        if joined.is_empty() {
+            println!(
+                "no group to join: your other devices are in none this one is not (or are offline)"
+            );
+        }
+        for group in joined {
+            if self.current.is_none() {
+                self.current = Some(group.clone());
+            }
+            println!("* joined {} from your other device", self.label(&group));
         }
         Ok(())
     }
