@@ -79,12 +79,15 @@ impl MlsClient {
     /// Joins the group `group_info` (envelope bytes from
     /// [`export_group_info`](Self::export_group_info)) describes, by external commit: the
     /// commit goes to every member, and this device is a member from now on. Its leaf, if it
-    /// still has one there (under any key), is removed by the same commit. If this device holds
-    /// the group, that state — a branch the group left, or one far behind — is replaced.
+    /// still has one there under its current key, is removed by the same commit (a leaf under
+    /// another key — a store lost and the device made anew — stays for `remove_device`). If
+    /// this device holds the group, that state — a branch the group left, or one far behind —
+    /// is replaced. One transaction, with what it sets off (messages this device sent on the
+    /// branch it leaves go out again; messages that raced ahead are read).
     ///
     /// Errors, nothing changed: [`MlsError::InvalidGroupInfo`] (malformed, forged, a member
     /// whose identity does not verify, an epoch older than the one held);
-    /// [`MlsError::RejoinRefused`] (this device's user has no other device in the group: a
+    /// [`MlsError::RejoinRefused`] (this device's user has no device in the group: a
     /// removed user cannot come back this way); [`MlsError::AlreadyJoined`] (this device is
     /// already at that epoch state).
     ///
@@ -165,13 +168,12 @@ impl MlsClient {
                 group: group.clone(),
                 epoch: new_epoch,
             });
+            // What this device sent on the branch it left goes out again, and messages that
+            // raced ahead of the rejoin can be read now.
+            output.extend(client.send_deferred(&group)?);
+            output.extend(client.replay_buffered(&group)?);
             Ok(output)
         })?;
-        let mut output = output;
-        // What this device sent on the branch it left goes out again, and messages that raced
-        // ahead of the rejoin can be read now.
-        output.extend(self.send_deferred(&group)?);
-        output.extend(self.replay_buffered(&group)?);
         Ok(output)
     }
 

@@ -249,3 +249,58 @@ fn two_halves_forked_past_the_window_heal_by_rejoining() {
             .collect::<Vec<_>>(),
     );
 }
+
+#[test]
+fn joining_by_external_commit_is_one_write_and_a_failed_one_leaves_nothing() {
+    use std::sync::Arc;
+
+    use core_identity::IdentityStore;
+    use core_mls::{MlsClient, MlsConfig};
+    use rand::SeedableRng;
+    use spacepanda_core::{FailPoint, FailingStore, ManualClock, MemoryStore, SharedStore};
+
+    let mut h = Harness::memory(&["alice", "bob"], 6);
+    let group = h.group_with(0, &[1]);
+    let alice_user = h.nodes[0].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    // Alice's phone, on a store that fails on command.
+    let clock = Arc::new(ManualClock::starting_this_week());
+    let store = Arc::new(FailingStore::new(MemoryStore::new()));
+    let shared: SharedStore = store.clone();
+    let exported = IdentityStore::new(h.nodes[0].store.clone(), clock.clone())
+        .export_identity_key()
+        .unwrap();
+    let identity = IdentityStore::new(shared.clone(), clock.clone())
+        .import_with(
+            &exported,
+            "alice",
+            &mut rand::rngs::StdRng::seed_from_u64(6),
+        )
+        .unwrap();
+    let mut phone =
+        MlsClient::open_seeded(shared, clock, identity, MlsConfig::default(), [6; 32]).unwrap();
+
+    let before = store.inner().dump().unwrap();
+    store.fail_at(FailPoint::Apply(1));
+    let failed = phone.join_by_external_commit(&info).unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::LocalStorage, "{failed}");
+    assert_eq!(
+        store.inner().dump().unwrap(),
+        before,
+        "nothing of it was written"
+    );
+    assert!(phone.groups().is_empty());
+
+    store.fail_at(FailPoint::Apply(2));
+    let output = phone.join_by_external_commit(&info).unwrap();
+    assert_eq!(store.calls().applies, 1, "one transaction, one apply");
+    assert_eq!(phone.groups(), vec![group.clone()]);
+    assert_eq!(
+        phone.pending_outbound().unwrap().len(),
+        output.outbound.len()
+    );
+    assert!(!store.inner().is_empty().unwrap());
+}
