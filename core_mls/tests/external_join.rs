@@ -28,6 +28,18 @@ fn saw_device_rejoin(h: &Harness, node: usize) -> usize {
         .count()
 }
 
+/// Alice and bob in a group, and a GroupInfo bob gave for a device of alice's.
+fn alice_and_bob_with_a_group_info_for_alice(seed: u64) -> (Harness, core_mls::GroupId, Vec<u8>) {
+    let mut h = Harness::memory(&["alice", "bob"], seed);
+    let group = h.group_with(0, &[1]);
+    let alice_user = h.nodes[0].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    (h, group, info)
+}
+
 #[test]
 fn a_new_device_of_a_member_user_joins_without_an_invitation() {
     let mut h = Harness::memory(&["alice", "bob"], 1);
@@ -153,13 +165,7 @@ fn a_removed_user_cannot_come_back_by_external_commit() {
 
 #[test]
 fn a_group_info_that_is_not_one_is_refused_and_changes_nothing() {
-    let mut h = Harness::memory(&["alice", "bob"], 4);
-    let group = h.group_with(0, &[1]);
-    let alice_user = h.nodes[0].identity.user_id();
-    let info = h.nodes[1]
-        .client()
-        .export_group_info(&group, &alice_user)
-        .unwrap();
+    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(4);
     let phone = h.add_node("alice-phone", Some(0));
     let mut flipped = info.clone();
     let at = flipped.len() - 10;
@@ -259,13 +265,7 @@ fn joining_by_external_commit_is_one_write_and_a_failed_one_leaves_nothing() {
     use rand::SeedableRng;
     use spacepanda_core::{FailPoint, FailingStore, ManualClock, MemoryStore, SharedStore};
 
-    let mut h = Harness::memory(&["alice", "bob"], 6);
-    let group = h.group_with(0, &[1]);
-    let alice_user = h.nodes[0].identity.user_id();
-    let info = h.nodes[1]
-        .client()
-        .export_group_info(&group, &alice_user)
-        .unwrap();
+    let (h, group, info) = alice_and_bob_with_a_group_info_for_alice(6);
     // Alice's phone, on a store that fails on command.
     let clock = Arc::new(ManualClock::starting_this_week());
     let store = Arc::new(FailingStore::new(MemoryStore::new()));
