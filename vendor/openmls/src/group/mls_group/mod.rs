@@ -83,9 +83,8 @@ pub(crate) mod app_ephemeral;
 #[cfg(feature = "targeted-messages-draft")]
 mod targeted_messages;
 
-// Tests
-#[cfg(test)]
-pub(crate) mod tests_and_kats;
+// Tests: OpenMLS's own unit tests of this module are left out of the vendored copy
+// (see vendor/README.md).
 
 #[derive(Debug)]
 pub(crate) struct CreateCommitResult {

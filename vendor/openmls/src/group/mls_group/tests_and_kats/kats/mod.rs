@@ -1,2 +1,0 @@
-mod passive_client;
-mod welcome;

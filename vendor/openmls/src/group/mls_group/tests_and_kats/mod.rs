@@ -1,3 +1,0 @@
-mod kats;
-mod tests;
-pub(crate) mod utils;
