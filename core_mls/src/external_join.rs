@@ -11,12 +11,13 @@
 //! **Joiner side.** [`MlsClient::join_by_external_commit`], one transaction: the GroupInfo is
 //! checked (OpenMLS verifies its signature against the signer's leaf; every leaf's identity
 //! binding is verified as for a Welcome), this device's user must have a device in it, the
-//! commit removes every leaf of this device's id (the state it had before, whatever key it
-//! held then), the state this device held of the group (a losing branch) is replaced, and
+//! commit removes this device's old leaf if it is there under its current key (OpenMLS 0.9.2
+//! can add no other Remove to an external commit), the state this device held of the group
+//! (a losing branch) is replaced, and
 //! `Rejoined` tells the application that what was sent while it was away is lost here.
 //!
-//! **Receivers** accept an external commit only from a device whose user has another device in
-//! the group in that epoch (a removed user cannot come back this way), and only if every leaf
+//! **Receivers** accept an external commit only from a device whose user has a device in the
+//! group in that epoch (the leaf it replaces counts) (a removed user cannot come back this way), and only if every leaf
 //! it removes is that same device's (`check_external_commit`). In the fork rule an external
 //! commit ranks after every member's commit of its epoch (`branch_order`): it can only win an
 //! epoch nobody else ended, so it never undoes what members did, and a joiner whose commit loses

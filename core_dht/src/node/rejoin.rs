@@ -138,7 +138,8 @@ async fn group_info_from(
 }
 
 /// Asks `devices` in turn for a GroupInfo of `group`, and joins by external commit with the
-/// first one `accept` takes. `Ok(true)`: joined.
+/// first one given (with `only_if_it_outranks`, only if it outranks this device's state, and
+/// otherwise not at all). `Ok(true)`: joined.
 async fn rejoin_from(
     shared: &Shared,
     group: &GroupId,
