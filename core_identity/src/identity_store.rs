@@ -156,6 +156,39 @@ impl IdentityStore {
         Ok(device)
     }
 
+    /// Sets this store up as a device that *lost its store*, restored under its old
+    /// [`DeviceId`] from the user's identity key (exported by another device, or kept by the
+    /// user): same user, same device id, a new MLS signature key and certificate. Its groups
+    /// take it back by external commit, which replaces the leaf the device had (core_mls:
+    /// `join_by_external_commit`). Never restore a device id that is still running elsewhere:
+    /// the two would replace each other's leaves.
+    pub fn restore(
+        &self,
+        exported: &[u8],
+        device_id: DeviceId,
+        display_name: &str,
+    ) -> Result<DeviceIdentity, IdentityError> {
+        self.restore_with(exported, device_id, display_name, &mut OsRng)
+    }
+
+    /// [`restore`](Self::restore) with the device's keys drawn from `rng` (tests and
+    /// simulations; see [`create_with`](Self::create_with)).
+    pub fn restore_with<R: RngCore + CryptoRng>(
+        &self,
+        exported: &[u8],
+        device_id: DeviceId,
+        display_name: &str,
+        rng: &mut R,
+    ) -> Result<DeviceIdentity, IdentityError> {
+        let identity = IdentityKeyPair::import(exported)?;
+        let display_name = DisplayName::new(display_name)?;
+        let mut txn = Transaction::begin(&self.store);
+        self.refuse_if_initialized(&txn)?;
+        let device = self.set_up_device(&mut txn, identity, device_id, display_name, rng)?;
+        txn.commit()?;
+        Ok(device)
+    }
+
     /// The identity key in its export format, zeroized when dropped, for
     /// [`import`](Self::import) on another device of the same user. Whoever holds it can add
     /// devices as this user: hand it over only through a channel the user trusts.
@@ -209,10 +242,22 @@ impl IdentityStore {
         display_name: DisplayName,
         rng: &mut R,
     ) -> Result<DeviceIdentity, IdentityError> {
+        let device_id = DeviceId::generate_with(rng);
+        self.set_up_device(txn, identity, device_id, display_name, rng)
+    }
+
+    fn set_up_device<R: RngCore + CryptoRng>(
+        &self,
+        txn: &mut Transaction,
+        identity: IdentityKeyPair,
+        device_id: DeviceId,
+        display_name: DisplayName,
+        rng: &mut R,
+    ) -> Result<DeviceIdentity, IdentityError> {
         let now = self.clock.now();
         let device = DeviceIdentity::certify(
             &identity,
-            DeviceId::generate_with(rng),
+            device_id,
             DeviceSignatureKeyPair::generate_with(rng),
             display_name,
             now,
@@ -367,6 +412,24 @@ mod tests {
         assert_eq!(again.signature_public_key(), first.signature_public_key());
         assert!(matches!(
             identities.create("bob"),
+            Err(IdentityError::AlreadyInitialized { .. })
+        ));
+    }
+
+    #[test]
+    fn a_restored_device_keeps_its_id_and_gets_a_new_key() {
+        let (_, _, laptop) = setup();
+        let lost = laptop.create("alice").unwrap();
+        let exported = laptop.export_identity_key().unwrap();
+        let (_, _, fresh) = setup();
+        let restored = fresh.restore(&exported, lost.device_id(), "alice").unwrap();
+        assert_eq!(restored.user_id(), lost.user_id());
+        assert_eq!(restored.device_id(), lost.device_id());
+        assert_ne!(restored.signature_public_key(), lost.signature_public_key());
+        // The certificate binds the old id to the new key under the user's identity key.
+        restored.verify_self().unwrap();
+        assert!(matches!(
+            fresh.restore(&exported, lost.device_id(), "alice"),
             Err(IdentityError::AlreadyInitialized { .. })
         ));
     }

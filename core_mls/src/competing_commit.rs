@@ -121,19 +121,60 @@ impl MlsClient {
             return Ok(output);
         }
         // Lost: nothing of the attempt is kept, but it was judged.
+        let joiner = attempt
+            .follow_up
+            .committer
+            .clone()
+            .filter(|_| rank.is_external());
         self.rollback_step(attempt.savepoint)?;
         self.with_txn(|txn| epoch_snapshots::set_candidates(txn, group, epoch, &candidates))?;
+        let mut told = None;
+        if let (Some(joiner), Some(winner)) = (joiner, &winner) {
+            told = self.tell_joiner_it_lost(group, &joiner, winner, &candidates)?;
+        }
         let revived = winner
             .filter(|w| *w != meta.merged)
             .and_then(|w| candidates.iter().find(|c| c.rank == w).cloned());
         let mut output =
             self.judged_already(envelope, group, epoch, buffered, Disposition::Superseded)?;
         output.events.splice(0..0, events);
+        output.outbound.extend(told);
         if let Some(revived) = revived {
             // An earlier loser wins now: move onto its branch.
             output.extend(self.revive(group, epoch, abandoned_epoch, revived, candidates)?);
         }
         Ok(output)
+    }
+
+    /// An external commit lost to `winner`. If this device made the winner, it sends it to the
+    /// joiner: nobody else does (the joiner had no leaf in that epoch, so the commit was not
+    /// addressed to it), and it is how the joiner learns to rejoin (`RejoinContested`). Only
+    /// the winner's committer sends, so a large group sends one copy.
+    fn tell_joiner_it_lost(
+        &mut self,
+        group: &GroupId,
+        joiner: &core_identity::VerifiedMember,
+        winner: &CommitRank,
+        candidates: &[Candidate],
+    ) -> Result<Option<crate::events::Outbound>, MlsError> {
+        let own_index = self.group(group)?.own_leaf_index().u32();
+        if winner.is_external() || winner.committer != own_index {
+            return Ok(None);
+        }
+        let Some(envelope) = candidates
+            .iter()
+            .find(|c| c.rank == *winner)
+            .and_then(|c| Envelope::from_bytes(&c.envelope, usize::MAX).ok())
+        else {
+            return Ok(None);
+        };
+        let to = crate::events::Recipients {
+            group: Some(group.clone()),
+            devices: vec![crate::DeviceAddress::from(joiner)],
+        };
+        // Not `queue_outbound`: this commit was logged when it was merged.
+        let outbound = self.with_txn(|txn| crate::outbox::push(txn, to, envelope))?;
+        Ok(Some(outbound))
     }
 
     /// A competing commit judged before (or the same commit as the merged one): dropped from

@@ -264,6 +264,17 @@ pub enum Event {
         /// The epoch the external commit created.
         epoch: u64,
     },
+    /// A commit of `epoch` or earlier arrived after this device joined `group` by external
+    /// commit at `epoch`: the join raced it, and may have lost (a member's commit of an epoch
+    /// always wins over an external one). Ask a member for its GroupInfo; if
+    /// [`group_info_outranks`](crate::MlsClient::group_info_outranks) says so (the group went
+    /// on without this device), join again with it. core_dht's `Node` does so by itself.
+    RejoinContested {
+        /// The group.
+        group: GroupId,
+        /// The epoch the external commit was made in.
+        epoch: u64,
+    },
     /// A device of a member user joined the group by external commit: a new device of that
     /// user, or one that came back (then `replaced` names the leaf it had before, which the
     /// same commit removed). It did not receive what was sent before.

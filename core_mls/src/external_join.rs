@@ -11,10 +11,12 @@
 //! **Joiner side.** [`MlsClient::join_by_external_commit`], one transaction: the GroupInfo is
 //! checked (OpenMLS verifies its signature against the signer's leaf; every leaf's identity
 //! binding is verified as for a Welcome), this device's user must have a device in it, the
-//! commit removes this device's old leaf if it is there under its current key (OpenMLS 0.9.2
-//! can add no other Remove to an external commit), the state this device held of the group
-//! (a losing branch) is replaced, and
-//! `Rejoined` tells the application that what was sent while it was away is lost here.
+//! commit removes this device's old leaf (same user and device id, under whatever key: a
+//! device restored after losing its store has a new one; see `vendor/README.md`), the state
+//! this device held of the group (a losing branch) is replaced, and `Rejoined` tells the
+//! application that what was sent while it was away is lost here. A commit of the join's
+//! epoch or earlier arriving later means the join raced it (`RejoinContested`); the join lost
+//! if a member's GroupInfo shows the group went on without this device's leaf.
 //!
 //! **Receivers** accept an external commit only from a device whose user has a device in the
 //! group in that epoch (the leaf it replaces counts) (a removed user cannot come back this way), and only if every leaf
@@ -28,7 +30,8 @@ use openmls::prelude::{
     LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, OpenMlsProvider as _,
     ProcessedMessage, ProcessedMessageContent,
 };
-use spacepanda_core::Key;
+use serde::{Deserialize, Serialize};
+use spacepanda_core::{Key, Transaction};
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use core_identity::{UserId, VerifiedMember};
@@ -36,12 +39,14 @@ use core_identity::{UserId, VerifiedMember};
 use crate::branch_order::CommitRank;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
+use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
+use crate::storage::codec;
 use crate::{deferred_sends, epoch_snapshots, seen_messages};
 
 /// A GroupInfo envelope is at most this large (a 1 000-member tree is about 600 KB).
@@ -79,9 +84,10 @@ impl MlsClient {
 
     /// Joins the group `group_info` (envelope bytes from
     /// [`export_group_info`](Self::export_group_info)) describes, by external commit: the
-    /// commit goes to every member, and this device is a member from now on. Its leaf, if it
-    /// still has one there under its current key, is removed by the same commit (a leaf under
-    /// another key — a store lost and the device made anew — stays for `remove_device`). If
+    /// commit goes to every member, and this device is a member from now on. Its leaf from
+    /// before (same user and device id, under any key), if the group still has one, is removed
+    /// by the same commit (a device made anew under a new device id leaves its old one for
+    /// `remove_device`). If
     /// this device holds the group, that state — a branch the group left, or one far behind —
     /// is replaced. One transaction, with what it sets off (messages this device sent on the
     /// branch it leaves go out again; messages that raced ahead are read).
@@ -128,11 +134,17 @@ impl MlsClient {
             .ok_or_else(|| invalid("it carries no ratchet tree".into()))?
             .ratchet_tree();
         let mut user_is_member = false;
+        // This device's leaf from before (under whatever key: a restored device has a new
+        // one), which the commit replaces.
+        let mut old_leaf_key = None;
         for leaf in tree.leaves() {
             let verified = self
                 .members
                 .verify(leaf.credential(), leaf.signature_key().as_slice())?;
             user_is_member |= verified.user_id() == me.user_id();
+            if verified.user_id() == me.user_id() && verified.device_id() == me.device_id() {
+                old_leaf_key = Some(leaf.signature_key().as_slice().to_vec());
+            }
         }
         if !user_is_member {
             return Err(MlsError::RejoinRefused {
@@ -142,8 +154,7 @@ impl MlsClient {
         }
         let output = self.transaction(Some(&group), |client| {
             client.drop_held_state(&group)?;
-            // OpenMLS removes this device's leaf if the group still has it under this key.
-            let (mut new_group, commit) = client.external_commit(verifiable)?;
+            let (mut new_group, commit) = client.external_commit(verifiable, old_leaf_key)?;
             new_group
                 .merge_pending_commit(&client.provider)
                 .map_err(|e| MlsError::openmls("merge our external commit", e))?;
@@ -153,6 +164,7 @@ impl MlsClient {
             client.groups.insert(group.clone(), new_group);
             let now = client.now();
             client.record_leaf_update(&group, now)?;
+            client.with_txn(|txn| write_external_join(txn, &group, &ExternalJoin::at(epoch)))?;
             let recipients = client.other_member_devices(&group)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -184,14 +196,32 @@ impl MlsClient {
     /// is later, or the same with a smaller confirmed transcript hash (the order the fork rule
     /// gives two external commits of one epoch, whose refs are those hashes). Every device
     /// applies the same order, so of two branches that cannot be judged any more only one side
-    /// moves. Reads only.
+    /// moves. After `RejoinContested`: whether the GroupInfo is of a later epoch than the
+    /// rejoin and lacks this device's leaf (the rejoin lost). Reads only.
     pub fn group_info_outranks(&mut self, group_info: &[u8]) -> Result<bool, MlsError> {
         let verifiable = parse_group_info(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
+        if !self.groups.contains_key(&group) {
+            return Ok(true);
+        }
+        let their_epoch = verifiable.epoch().as_u64();
+        if let Some(joined) = self.read(|txn| read_external_join(txn, &group))?
+            && joined.contested
+        {
+            // The rejoin raced a commit: it lost if the group went on without this device's
+            // leaf (a member's commit of the same epoch always wins over an external one).
+            let own_key = self.device.signature_public_key();
+            let has_our_leaf = verifiable.extensions().ratchet_tree().is_some_and(|tree| {
+                tree.ratchet_tree()
+                    .leaves()
+                    .any(|leaf| leaf.signature_key().as_slice() == own_key.as_slice())
+            });
+            return Ok(their_epoch > joined.epoch && !has_our_leaf);
+        }
         let Some(held) = self.groups.get(&group) else {
             return Ok(true);
         };
-        let (their_epoch, our_epoch) = (verifiable.epoch().as_u64(), held.epoch().as_u64());
+        let our_epoch = held.epoch().as_u64();
         let their_hash = verifiable.group_context().confirmed_transcript_hash();
         let our_hash = held
             .public_group()
@@ -205,11 +235,15 @@ impl MlsClient {
     fn external_commit(
         &mut self,
         verifiable: VerifiableGroupInfo,
+        old_leaf_key: Option<Vec<u8>>,
     ) -> Result<(MlsGroup, MlsMessageOut), MlsError> {
         let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
         let signer = DeviceSigner(self.device.signature_key_pair());
-        let (group, bundle) = MlsGroup::external_commit_builder()
-            .with_config(self.join_config())
+        let mut builder = MlsGroup::external_commit_builder().with_config(self.join_config());
+        if let Some(key) = old_leaf_key {
+            builder = builder.replacing_signature_key(key);
+        }
+        let (group, bundle) = builder
             .build_group(&self.provider, verifiable, self.credential.clone())
             .map_err(|e| invalid(format!("refused by OpenMLS: {e}")))?
             .load_psks(self.provider.storage())
@@ -361,6 +395,91 @@ impl MlsClient {
             committer: Some(joiner),
         };
         Ok((output, follow_up))
+    }
+}
+
+const EXTERNAL_JOIN: &[u8] = b"external_join";
+
+/// This device's last join of a group by external commit (in the group's metadata, gone with
+/// it): the epoch its commit was made in, and whether a commit of that epoch or earlier that
+/// this device cannot judge arrived since — a race its commit may have lost.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct ExternalJoin {
+    epoch: u64,
+    contested: bool,
+}
+
+impl ExternalJoin {
+    fn at(epoch: u64) -> Self {
+        Self {
+            epoch,
+            contested: false,
+        }
+    }
+}
+
+fn external_join_key(group: &GroupId) -> Key {
+    Key::from_segments([group.as_slice(), EXTERNAL_JOIN])
+}
+
+fn read_external_join(
+    txn: &Transaction,
+    group: &GroupId,
+) -> Result<Option<ExternalJoin>, MlsError> {
+    txn.get(GROUP_META_NAMESPACE, &external_join_key(group))?
+        .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
+        .transpose()
+}
+
+fn write_external_join(
+    txn: &mut Transaction,
+    group: &GroupId,
+    record: &ExternalJoin,
+) -> Result<(), MlsError> {
+    txn.put(
+        GROUP_META_NAMESPACE,
+        external_join_key(group),
+        codec::encode(record)?,
+    )?;
+    Ok(())
+}
+
+impl MlsClient {
+    /// Routing, for a commit of `message_epoch` (before the current one) with no snapshot to
+    /// judge it by: if this device joined `group` by external commit at that epoch or later,
+    /// the commit competes with the rejoin or with the state it was built on, and a member's
+    /// commit always wins over an external one. It waits in the buffer (until it expires or a
+    /// rejoin makes it moot), and
+    /// `RejoinContested` tells the application to ask a member where the group is
+    /// ([`group_info_outranks`](Self::group_info_outranks) then judges). `None`: not such a
+    /// case.
+    pub(crate) fn contest_external_join(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        message_epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Option<Output>, MlsError> {
+        let Some(mut record) = self.read(|txn| read_external_join(txn, group))? else {
+            return Ok(None);
+        };
+        if message_epoch > record.epoch {
+            return Ok(None);
+        }
+        let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
+        if buffered.is_none() {
+            if !record.contested {
+                record.contested = true;
+                self.transaction(Some(group), |client| {
+                    client.with_txn(|txn| write_external_join(txn, group, &record))
+                })?;
+            }
+            output.events.push(Event::RejoinContested {
+                group: group.clone(),
+                epoch: record.epoch,
+            });
+        }
+        Ok(Some(output))
     }
 }
 

@@ -127,6 +127,13 @@ impl MlsClient {
             }
         } else {
             let meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
+            if is_commit
+                && meta.is_none()
+                && let Some(output) =
+                    self.contest_external_join(envelope, &group, message_epoch, buffered)?
+            {
+                return Ok(output);
+            }
             let before_join = self
                 .joined_epoch(&group)?
                 .is_some_and(|joined| message_epoch < joined);

@@ -8,6 +8,7 @@
 )]
 
 mod engine_harness;
+mod raw_peer;
 
 use core_mls::{Disposition, ErrorKind, Event, MlsError};
 use engine_harness::Harness;
@@ -303,4 +304,116 @@ fn joining_by_external_commit_is_one_write_and_a_failed_one_leaves_nothing() {
         output.outbound.len()
     );
     assert!(!store.inner().is_empty().unwrap());
+}
+
+#[test]
+fn a_device_that_lost_its_store_comes_back_under_its_id_and_its_old_leaf_goes() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 6);
+    let group = h.group_with(0, &[1, 2]);
+    let carol_device = h.nodes[2].identity.device_id();
+    let old_key = h.nodes[2].identity.signature_public_key();
+    h.lose_store(2);
+    assert!(h.nodes[2].client().groups().is_empty());
+    assert_ne!(h.nodes[2].identity.signature_public_key(), old_key);
+    let carol_user = h.nodes[2].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &carol_user)
+        .unwrap();
+    h.run(2, |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1, 2]);
+    // Three devices, not four: the dead leaf went with the commit that brought her back.
+    let members = h.nodes[0].client().members(&group).unwrap();
+    assert_eq!(members.len(), 3);
+    let carols: Vec<_> = members
+        .iter()
+        .filter(|m| m.device_id() == carol_device)
+        .collect();
+    assert_eq!(carols.len(), 1);
+    let replaced = h.nodes[0].events.iter().find_map(|e| match e {
+        Event::DeviceRejoined { replaced, .. } => Some(replaced.clone()),
+        _ => None,
+    });
+    let replaced = replaced.expect("members are told");
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(replaced[0].device_id(), carol_device);
+    h.assert_group_works(&group, 2, &[0, 1]);
+    h.assert_group_works(&group, 1, &[0, 2]);
+}
+
+#[test]
+fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
+    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(7);
+    let phone = h.add_node("alice-phone", Some(0));
+    let alice_user = h.nodes[0].identity.user_id();
+    // Bob commits in the epoch the GroupInfo describes, and so does the phone's external join:
+    // a member's commit wins.
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.run(phone, |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    let contested = h.nodes[phone]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::RejoinContested { .. }))
+        .count();
+    assert_eq!(contested, 1);
+    h.assert_converged(&group, &[0, 1]);
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 2);
+    // A member's GroupInfo without the phone's leaf, of a later epoch, outranks; the stale
+    // one it joined with does not.
+    assert!(!h.nodes[phone].client().group_info_outranks(&info).unwrap());
+    let fresh = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    assert!(h.nodes[phone].client().group_info_outranks(&fresh).unwrap());
+    h.run(phone, |c| c.join_by_external_commit(&fresh));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1, phone]);
+    h.assert_group_works(&group, phone, &[0, 1]);
+    // Now the group holds the phone: a member's GroupInfo does not move it again.
+    let later = h.nodes[0]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    assert!(!h.nodes[phone].client().group_info_outranks(&later).unwrap());
+}
+
+#[test]
+fn an_external_commit_that_removes_another_users_device_is_refused_by_every_member() {
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 8);
+    let group = h.group_with(0, &[1, 2]);
+    // Bob's second device, driven by hand: its user is a member, so it may rejoin, but its
+    // commit removes alice's leaf instead of an old one of its own.
+    let phone = h.add_node("bob-phone", Some(1));
+    let mut forger = raw_peer::RawPeer::device(h.nodes[phone].identity.clone());
+    let bob_user = h.nodes[1].identity.user_id();
+    let info = h.nodes[2]
+        .client()
+        .export_group_info(&group, &bob_user)
+        .unwrap();
+    let alice_key = h.nodes[0].identity.signature_public_key().to_vec();
+    let commit = forger.external_commit(&info, Some(alice_key));
+    let before = h.nodes[0].client().epoch(&group).unwrap();
+    for member in [0, 1, 2] {
+        let error = h.handle(member, &commit).unwrap_err();
+        assert!(
+            error.contains("another copy of it rejoined")
+                || error.contains("removes a device other than the one rejoining"),
+            "node {member}: {error}"
+        );
+        assert_eq!(h.nodes[member].client().epoch(&group).unwrap(), before);
+        assert_eq!(h.nodes[member].client().members(&group).unwrap().len(), 3);
+    }
+    // The honest form of the same join is accepted.
+    let honest = forger.external_commit(&info, None);
+    for member in [0, 1, 2] {
+        assert_eq!(h.handle(member, &honest), Ok(Disposition::Processed));
+    }
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 4);
 }

@@ -309,6 +309,35 @@ impl Harness {
     }
 
     /// Reopens a closed device from its store (the file, for redb) and re-sends its outbox.
+    /// The node loses its store (a new, empty one in its place: a lost phone, a wiped disk)
+    /// and is restored under its old device id from its user's identity key, with a new
+    /// signature key; its inbox is lost with it.
+    pub fn lose_store(&mut self, node: usize) {
+        let exported = IdentityStore::new(self.nodes[node].store.clone(), self.clock())
+            .export_identity_key()
+            .unwrap();
+        self.nodes[node].client = None;
+        let name = format!("{}-restored-{}", self.nodes[node].name, self.nodes.len());
+        let (store, path, memory) = self.open_store(&name);
+        let old = self.nodes[node].identity.clone();
+        let identity = IdentityStore::new(store.clone(), self.clock())
+            .restore_with(
+                &exported,
+                old.device_id(),
+                old.display_name().as_str(),
+                &mut self.rng,
+            )
+            .unwrap();
+        let client = self.open_client(store.clone(), identity.clone());
+        let restored = &mut self.nodes[node];
+        restored.store = store;
+        restored.path = path;
+        restored.memory = memory;
+        restored.identity = identity;
+        restored.client = Some(client);
+        restored.inbox.clear();
+    }
+
     pub fn reopen(&mut self, node: usize) {
         let store: SharedStore = match &self.nodes[node].path {
             Some(path) => Arc::new(RedbStore::open(path).unwrap()),

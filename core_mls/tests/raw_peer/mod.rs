@@ -41,7 +41,11 @@ impl RawPeer {
     /// A SpacePanda device (identity in a store of its own) whose MLS is OpenMLS, not the engine.
     pub fn spacepanda(name: &str, clock: Arc<dyn Clock>) -> Self {
         let store: SharedStore = Arc::new(MemoryStore::new());
-        let identity = IdentityStore::new(store, clock).create(name).unwrap();
+        Self::device(IdentityStore::new(store, clock).create(name).unwrap())
+    }
+
+    /// The SpacePanda device `identity` (e.g. one a harness made), driven through OpenMLS.
+    pub fn device(identity: DeviceIdentity) -> Self {
         let signer = SignatureKeyPair::from_raw(
             SignatureScheme::ED25519,
             identity.signature_private_key_bytes().to_vec(),
@@ -172,6 +176,45 @@ impl RawPeer {
         let group = self.group.as_mut().expect("not in a group");
         let (commit, _, _) = group.commit_to_pending_proposals(provider, signer).unwrap();
         Self::envelope(EnvelopeKind::Commit, &commit)
+    }
+
+    /// An external commit into the group a GroupInfo envelope (from the engine's
+    /// `export_group_info`) describes, removing the member whose leaf has
+    /// `replacing_signature_key` (default: the peer's own old leaf, if any). Not merged here.
+    pub fn external_commit(
+        &mut self,
+        group_info_envelope: &[u8],
+        replacing_signature_key: Option<Vec<u8>>,
+    ) -> Vec<u8> {
+        let envelope = Envelope::from_bytes(group_info_envelope, usize::MAX).unwrap();
+        assert_eq!(envelope.kind(), EnvelopeKind::GroupInfo);
+        let MlsMessageBodyIn::GroupInfo(info) =
+            MlsMessageIn::tls_deserialize_exact(envelope.payload())
+                .unwrap()
+                .extract()
+        else {
+            panic!("not a GroupInfo");
+        };
+        let mut builder = MlsGroup::external_commit_builder();
+        if let Some(key) = replacing_signature_key {
+            builder = builder.replacing_signature_key(key);
+        }
+        let (group, bundle) = builder
+            .build_group(&self.provider, info, self.credential.clone())
+            .unwrap()
+            .load_psks(self.provider.storage())
+            .unwrap()
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .unwrap()
+            .finalize(&self.provider)
+            .unwrap();
+        self.group = Some(group);
+        Self::envelope(EnvelopeKind::Commit, bundle.commit())
     }
 
     /// The epoch the peer is at.

@@ -75,6 +75,9 @@ pub struct ExternalCommitBuilder {
     config: MlsGroupJoinConfig,
     validate_lifetimes: LeafNodeLifetimePolicy,
     aad: Vec<u8>,
+    // SpacePanda patch: the signature key of the joiner's old leaf, when it is not the key
+    // the joiner commits with (a device that lost its state and got a new key).
+    replaced_signature_key: Option<Vec<u8>>,
 }
 
 impl MlsGroup {
@@ -122,6 +125,16 @@ impl ExternalCommitBuilder {
         self
     }
 
+    /// SpacePanda patch: the external commit removes the member whose leaf has this
+    /// signature key (RFC 9420 §12.4.3.2 allows one Remove, of an old version of the joiner),
+    /// instead of the member with the joiner's own signature key. The application checks that
+    /// the removed member is acceptable as an old version of the joiner; receivers must check
+    /// it too.
+    pub fn replacing_signature_key(mut self, signature_key: Vec<u8>) -> Self {
+        self.replaced_signature_key = Some(signature_key);
+        self
+    }
+
     /// Skip the validation of lifetimes in leaf nodes in the ratchet tree.
     /// Note that only the leaf nodes are checked that were never updated.
     ///
@@ -151,6 +164,7 @@ impl ExternalCommitBuilder {
             mut config,
             aad,
             validate_lifetimes,
+            replaced_signature_key,
         } = self;
 
         let group_ciphersuite = verifiable_group_info.ciphersuite();
@@ -258,7 +272,9 @@ impl ExternalCommitBuilder {
 
         // If there is a group member in the group with the same identity as us,
         // commit a remove proposal.
-        let our_signature_key = credential_with_key.signature_key.as_slice();
+        let our_signature_key = replaced_signature_key
+            .as_deref()
+            .unwrap_or(credential_with_key.signature_key.as_slice());
         let remove_proposal = public_group.members().find_map(|member| {
             (member.signature_key == our_signature_key).then_some(Proposal::remove(
                 RemoveProposal {
