@@ -96,7 +96,9 @@ impl MlsClient {
             });
         }
         let mut events = Vec::new();
+        // Two external commits share the placeholder committer: not one member's two commits.
         if let Some(committer) = &attempt.follow_up.committer
+            && !rank.is_external()
             && candidates
                 .iter()
                 .any(|c| c.rank.committer == rank.committer)

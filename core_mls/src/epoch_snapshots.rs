@@ -75,6 +75,9 @@ pub(crate) struct SnapshotMeta {
     pub(crate) taken_at_ms: u64,
     /// The branch tag of this epoch on our branch: messages made in it carry it.
     pub(crate) branch_tag: Vec<u8>,
+    /// The epoch's confirmed transcript hash (empty in records written before it was kept).
+    #[serde(default)]
+    pub(crate) confirmed_transcript_hash: Vec<u8>,
     /// The commit this device merged out of this epoch.
     pub(crate) merged: CommitRank,
     /// The commit this device made in this epoch, if the merged one was ours.

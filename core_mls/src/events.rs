@@ -266,9 +266,9 @@ pub enum Event {
     },
     /// A commit of `epoch` or earlier arrived after this device joined `group` by external
     /// commit at `epoch`: the join raced it, and may have lost (a member's commit of an epoch
-    /// always wins over an external one). Ask a member for its GroupInfo; if
-    /// [`group_info_outranks`](crate::MlsClient::group_info_outranks) says so (the group went
-    /// on without this device), join again with it. core_dht's `Node` does so by itself.
+    /// always wins over an external one). Ask a member (the one that sent the commit) for its
+    /// GroupInfo and follow [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if
+    /// the group went on without this device. core_dht's `Node` does so by itself.
     RejoinContested {
         /// The group.
         group: GroupId,

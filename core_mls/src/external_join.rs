@@ -106,7 +106,14 @@ impl MlsClient {
         let verifiable = parse_group_info(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
         let epoch = verifiable.epoch().as_u64();
-        if let Some(held) = self.groups.get(&group) {
+        // An older state is refused (a stale GroupInfo must not move this device back), unless
+        // this device's own rejoin raced and lost: then its later epochs are a dead branch.
+        let contested = self
+            .read(|txn| read_external_join(txn, &group))?
+            .is_some_and(|joined| joined.contested);
+        if let Some(held) = self.groups.get(&group)
+            && !contested
+        {
             let held_epoch = held.epoch().as_u64();
             if epoch < held_epoch {
                 return Err(invalid(format!(
@@ -190,44 +197,91 @@ impl MlsClient {
         Ok(output)
     }
 
-    /// Whether `group_info` (as for [`join_by_external_commit`](Self::join_by_external_commit))
-    /// describes a state this device should move to when its group can no longer follow the
-    /// others (a fork outside the window): it does not hold the group, or the GroupInfo's epoch
-    /// is later, or the same with a smaller confirmed transcript hash (the order the fork rule
-    /// gives two external commits of one epoch, whose refs are those hashes). Every device
-    /// applies the same order, so of two branches that cannot be judged any more only one side
-    /// moves. After `RejoinContested`: whether the GroupInfo is of a later epoch than the
-    /// rejoin and lacks this device's leaf (the rejoin lost). Reads only.
-    pub fn group_info_outranks(&mut self, group_info: &[u8]) -> Result<bool, MlsError> {
+    /// What to do with `group_info` (as for
+    /// [`join_by_external_commit`](Self::join_by_external_commit)), a member's answer when this
+    /// device asked where the group is. Reads only.
+    ///
+    /// - This device does not hold the group: [`RejoinAdvice::Rejoin`].
+    /// - After `RejoinContested` (this device's external join raced a commit): `Stay` if the
+    ///   GroupInfo holds this device's current leaf; [`RejoinAdvice::AskLater`] if it is of the
+    ///   join's epoch or earlier (that member has not judged the race yet) or behind this
+    ///   device with an older leaf of it; otherwise `Rejoin` (the group went on without this
+    ///   device's join: a member's commit always wins over an external one).
+    /// - Otherwise (a fork outside the window, which no device can judge by the rule any more):
+    ///   `Rejoin` if its epoch is later, or the same with a smaller confirmed transcript hash
+    ///   (the order the fork rule gives two external commits of one epoch, whose refs are those
+    ///   hashes). Every device applies the same order, so only one side moves.
+    pub fn rejoin_advice(&mut self, group_info: &[u8]) -> Result<RejoinAdvice, MlsError> {
         let verifiable = parse_group_info(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
-        if !self.groups.contains_key(&group) {
-            return Ok(true);
-        }
+        let Some(held) = self.groups.get(&group) else {
+            return Ok(RejoinAdvice::Rejoin);
+        };
+        let our_epoch = held.epoch().as_u64();
+        let their_hash = verifiable
+            .group_context()
+            .confirmed_transcript_hash()
+            .to_vec();
+        let our_hash = held
+            .public_group()
+            .group_context()
+            .confirmed_transcript_hash()
+            .to_vec();
         let their_epoch = verifiable.epoch().as_u64();
         if let Some(joined) = self.read(|txn| read_external_join(txn, &group))?
             && joined.contested
         {
-            // The rejoin raced a commit: it lost if the group went on without this device's
-            // leaf (a member's commit of the same epoch always wins over an external one).
-            let own_key = self.device.signature_public_key();
-            let has_our_leaf = verifiable.extensions().ratchet_tree().is_some_and(|tree| {
-                tree.ratchet_tree()
-                    .leaves()
-                    .any(|leaf| leaf.signature_key().as_slice() == own_key.as_slice())
+            // Only this device changes its own leaf, so on this device's branch every epoch
+            // since the join holds a leaf with its signature key, and from its current epoch on
+            // exactly its current leaf. A leaf with its key but another encryption key is an
+            // older epoch of its branch — or an add from a Welcome on another branch.
+            let own_signature = self.device.signature_public_key();
+            let own_encryption = held
+                .own_leaf_node()
+                .map(|leaf| leaf.encryption_key().clone());
+            let (mut ours_exactly, mut our_key) = (false, false);
+            if let Some(tree) = verifiable.extensions().ratchet_tree() {
+                for leaf in tree.ratchet_tree().leaves() {
+                    if leaf.signature_key().as_slice() == own_signature.as_slice() {
+                        our_key = true;
+                        ours_exactly |= own_encryption.as_ref() == Some(leaf.encryption_key());
+                    }
+                }
+            }
+            // A member behind this device: on this device's branch if the snapshot of that
+            // epoch has the same transcript hash.
+            let behind_on_our_branch = their_epoch < our_epoch
+                && self
+                    .read(|txn| epoch_snapshots::meta(txn, &group, their_epoch))?
+                    .is_some_and(|meta| meta.confirmed_transcript_hash == their_hash);
+            return Ok(if ours_exactly {
+                RejoinAdvice::Stay
+            } else if their_epoch <= joined.epoch || behind_on_our_branch {
+                // That member has not judged the race yet, or has not caught up.
+                RejoinAdvice::AskLater
+            } else if our_key
+                && their_epoch < our_epoch
+                && !self.holds_snapshot(&group, their_epoch)?
+            {
+                // Behind, and this device cannot tell on which branch: no snapshot that old.
+                RejoinAdvice::AskLater
+            } else {
+                RejoinAdvice::Rejoin
             });
-            return Ok(their_epoch > joined.epoch && !has_our_leaf);
         }
-        let Some(held) = self.groups.get(&group) else {
-            return Ok(true);
-        };
-        let our_epoch = held.epoch().as_u64();
-        let their_hash = verifiable.group_context().confirmed_transcript_hash();
-        let our_hash = held
-            .public_group()
-            .group_context()
-            .confirmed_transcript_hash();
-        Ok(their_epoch > our_epoch || (their_epoch == our_epoch && their_hash < our_hash))
+        let outranks =
+            their_epoch > our_epoch || (their_epoch == our_epoch && their_hash < our_hash);
+        Ok(if outranks {
+            RejoinAdvice::Rejoin
+        } else {
+            RejoinAdvice::Stay
+        })
+    }
+
+    fn holds_snapshot(&self, group: &GroupId, epoch: u64) -> Result<bool, MlsError> {
+        Ok(self
+            .read(|txn| epoch_snapshots::meta(txn, group, epoch))?
+            .is_some())
     }
 
     /// Builds and stages an external commit into the group `verifiable` describes; the group is
@@ -398,6 +452,18 @@ impl MlsClient {
     }
 }
 
+/// What [`MlsClient::rejoin_advice`] says to do with a member's GroupInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejoinAdvice {
+    /// Join by external commit with it: the group is there, and this device is not.
+    Rejoin,
+    /// Nothing to do: this device is where the group is (or its side outranks that one).
+    Stay,
+    /// That member has not judged this device's contested join yet: ask again later (or
+    /// another member).
+    AskLater,
+}
+
 const EXTERNAL_JOIN: &[u8] = b"external_join";
 
 /// This device's last join of a group by external commit (in the group's metadata, gone with
@@ -451,7 +517,7 @@ impl MlsClient {
     /// commit always wins over an external one. It waits in the buffer (until it expires or a
     /// rejoin makes it moot), and
     /// `RejoinContested` tells the application to ask a member where the group is
-    /// ([`group_info_outranks`](Self::group_info_outranks) then judges). `None`: not such a
+    /// ([`rejoin_advice`](Self::rejoin_advice) then judges). `None`: not such a
     /// case.
     pub(crate) fn contest_external_join(
         &mut self,

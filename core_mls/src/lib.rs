@@ -193,6 +193,7 @@ pub use events::{
     AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId,
     Outbound, OutboxId, Output, OwnChange, Recipients,
 };
+pub use external_join::RejoinAdvice;
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;
 pub use key_package_manager::{

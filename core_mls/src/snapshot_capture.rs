@@ -29,6 +29,7 @@ const UNDO_NAMESPACES: [&str; 3] = [
 pub(crate) struct SnapshotStart {
     epoch: u64,
     branch_tag: Vec<u8>,
+    confirmed_transcript_hash: Vec<u8>,
     entries: Vec<(Key, Vec<u8>)>,
 }
 
@@ -48,6 +49,7 @@ impl MlsClient {
         let mls_group = self.group(group)?;
         let epoch = mls_group.epoch().as_u64();
         let branch_tag = branch_tag(mls_group);
+        let confirmed_transcript_hash = transcript_hash(mls_group);
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;
         self.with_txn(|txn| {
             txn.start_undo_log(&UNDO_NAMESPACES);
@@ -56,6 +58,7 @@ impl MlsClient {
         Ok(SnapshotStart {
             epoch,
             branch_tag,
+            confirmed_transcript_hash,
             entries,
         })
     }
@@ -79,6 +82,7 @@ impl MlsClient {
                 let meta = SnapshotMeta {
                     taken_at_ms: now.unix_millis(),
                     branch_tag: start.branch_tag.clone(),
+                    confirmed_transcript_hash: start.confirmed_transcript_hash.clone(),
                     merged: merged.clone(),
                     own_commit,
                     welcome: None,
@@ -118,6 +122,7 @@ impl MlsClient {
         let meta = SnapshotMeta {
             taken_at_ms: self.now().unix_millis(),
             branch_tag: branch_tag(mls_group),
+            confirmed_transcript_hash: transcript_hash(mls_group),
             merged: ended.merged.clone(),
             own_commit: None,
             welcome: None,
@@ -172,4 +177,14 @@ impl MlsClient {
             Ok(())
         })
     }
+}
+
+/// The epoch's confirmed transcript hash: what a GroupInfo of that epoch states, so a device
+/// can tell whether a member's GroupInfo is of its own branch (see `external_join`).
+fn transcript_hash(group: &openmls::prelude::MlsGroup) -> Vec<u8> {
+    group
+        .public_group()
+        .group_context()
+        .confirmed_transcript_hash()
+        .to_vec()
 }

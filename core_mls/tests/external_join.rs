@@ -10,7 +10,7 @@
 mod engine_harness;
 mod raw_peer;
 
-use core_mls::{Disposition, ErrorKind, Event, MlsError};
+use core_mls::{Disposition, ErrorKind, Event, MlsError, RejoinAdvice};
 use engine_harness::Harness;
 
 fn rejoined(h: &Harness, node: usize) -> usize {
@@ -229,7 +229,7 @@ fn two_halves_forked_past_the_window_heal_by_rejoining() {
             .client()
             .export_group_info(&group, &user)
             .unwrap();
-        if h.nodes[device].client().group_info_outranks(&info).unwrap() {
+        if h.nodes[device].client().rejoin_advice(&info).unwrap() == RejoinAdvice::Rejoin {
             h.run(device, |c| c.join_by_external_commit(&info));
             h.deliver_all();
         }
@@ -363,14 +363,20 @@ fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
     assert_eq!(contested, 1);
     h.assert_converged(&group, &[0, 1]);
     assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 2);
-    // A member's GroupInfo without the phone's leaf, of a later epoch, outranks; the stale
-    // one it joined with does not.
-    assert!(!h.nodes[phone].client().group_info_outranks(&info).unwrap());
+    // A member's GroupInfo without the phone's leaf, of a later epoch, says rejoin; the one
+    // it joined with (that epoch, no leaf of the phone) says ask later.
+    assert_eq!(
+        h.nodes[phone].client().rejoin_advice(&info).unwrap(),
+        RejoinAdvice::AskLater
+    );
     let fresh = h.nodes[1]
         .client()
         .export_group_info(&group, &alice_user)
         .unwrap();
-    assert!(h.nodes[phone].client().group_info_outranks(&fresh).unwrap());
+    assert_eq!(
+        h.nodes[phone].client().rejoin_advice(&fresh).unwrap(),
+        RejoinAdvice::Rejoin
+    );
     h.run(phone, |c| c.join_by_external_commit(&fresh));
     h.deliver_all();
     assert!(h.errors().is_empty(), "{:?}", h.errors());
@@ -381,7 +387,10 @@ fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
         .client()
         .export_group_info(&group, &alice_user)
         .unwrap();
-    assert!(!h.nodes[phone].client().group_info_outranks(&later).unwrap());
+    assert_eq!(
+        h.nodes[phone].client().rejoin_advice(&later).unwrap(),
+        RejoinAdvice::Stay
+    );
 }
 
 #[test]

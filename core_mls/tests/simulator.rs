@@ -98,6 +98,8 @@ mod delivery;
 mod network;
 #[path = "simulator/ops.rs"]
 mod ops;
+#[path = "simulator/recovery.rs"]
+mod recovery;
 #[path = "simulator/scenario.rs"]
 mod scenario;
 #[path = "simulator/verdicts.rs"]

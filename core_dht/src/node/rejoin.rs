@@ -11,7 +11,7 @@
 //!
 //! **When a device rejoins.**
 //! - The engine reports `ForkOutsideWindow`: the driver asks member devices for a GroupInfo and
-//!   rejoins only if its state outranks this device's (`MlsClient::group_info_outranks`: the
+//!   rejoins only if its state outranks this device's (`MlsClient::rejoin_advice`: the
 //!   later epoch, then the smaller transcript hash), the same order on every device, so of
 //!   two branches that can no longer be judged only one side moves.
 //! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
@@ -154,7 +154,9 @@ async fn rejoin_from(
         };
         let joined = shared
             .engine(move |engine| {
-                if only_if_it_outranks && !engine.group_info_outranks(&info)? {
+                if only_if_it_outranks
+                    && engine.rejoin_advice(&info)? != core_mls::RejoinAdvice::Rejoin
+                {
                     return Ok(None);
                 }
                 engine.join_by_external_commit(&info).map(Some)

@@ -52,11 +52,16 @@ impl World {
     pub(crate) fn quiesce(&mut self) -> Result<usize, Failure> {
         for round in 1..=MAX_ROUNDS {
             self.settle()?;
+            self.take_up_rejoins()?;
+            self.settle()?;
             self.clock.advance(Duration::from_secs(61));
             let sent_before = self.network.sent;
             let ticked = self.tick_all()?;
             self.note(format!("quiescence round {round}: {ticked}"));
-            if self.network.sent == sent_before && self.network.is_empty() {
+            if self.network.sent == sent_before
+                && self.network.is_empty()
+                && self.rejoins.is_empty()
+            {
                 return Ok(round);
             }
         }
@@ -261,8 +266,18 @@ impl World {
                 continue;
             }
             let key = (self.devices[sent.sender].address, sent.message_id);
+            let made_in = sent
+                .envelope
+                .and_then(|e| self.origins.get(&e))
+                .and_then(|o| o.epoch);
             for receiver in (0..founders).filter(|&f| f != sent.sender) {
-                if counts[receiver].get(&key).copied().unwrap_or(0) == 0 {
+                // A founder that rejoined by external commit after the message's epoch cannot
+                // read it (`Rejoined` told its app so).
+                let rejoined_after = self.devices[receiver]
+                    .rejoined_at
+                    .zip(made_in)
+                    .is_some_and(|(rejoined, made)| rejoined > made);
+                if counts[receiver].get(&key).copied().unwrap_or(0) == 0 && !rejoined_after {
                     let (class, what) = if founder {
                         ("founder message missing", "founder")
                     } else {

@@ -64,6 +64,14 @@ impl World {
             "    d{} <- d{} {:?}: error {error}",
             item.to, item.from, item.kind
         ));
+        if self.partitioned && matches!(error, MlsError::ForkOutsideWindow { .. }) {
+            // A commit of the other side of a cut that outlasted the fork window: the app asks
+            // its sender where the group is (`recovery`).
+            self.tally
+                .add(format!("envelope error {name} (after a cut)"));
+            self.want_rejoin(item.to, Some(item.from));
+            return Ok(());
+        }
         match judge_envelope_error(error) {
             EnvelopeVerdict::Accepted(why) => {
                 self.tally.add(format!("envelope error {name} ({why})"));

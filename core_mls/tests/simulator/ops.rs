@@ -9,7 +9,7 @@ use crate::world::World;
 
 /// Something a device does that the app starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     Send,
     Leave,
     SelfUpdate,
@@ -58,6 +58,7 @@ impl World {
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), Failure> {
         self.step += 1;
         self.wake_due()?;
+        self.take_up_rejoins()?;
         let commits_before = self.commits_made;
         if self.verbose() {
             let step = self.step;
@@ -156,11 +157,13 @@ impl World {
                 during,
                 down_steps,
             } => self.crash(device, during, down_steps),
+            Op::LoseStore { device } => self.lose_store(device),
+            Op::FallBehind { device } => self.fall_behind(device),
         }
     }
 
     /// Runs an action and absorbs its output.
-    fn act(&mut self, actor: usize, action: Action) -> Result<String, Failure> {
+    pub(crate) fn act(&mut self, actor: usize, action: Action) -> Result<String, Failure> {
         match self.attempt(actor, action)? {
             Attempt::Skipped(why) => {
                 self.tally.add(format!("op {} skipped", action.name()));

@@ -108,6 +108,17 @@ pub(crate) enum Op {
         during: CrashPoint,
         down_steps: u64,
     },
+    /// The (non-founder) device loses its store: it is restored under its device id from its
+    /// user's identity key, and rejoins by external commit with a member's GroupInfo.
+    LoseStore {
+        device: usize,
+    },
+    /// The (non-founder) device is cut off while it and founder 0 each commit more times than
+    /// the fork window holds; then the link heals, and the side that is outranked rejoins the
+    /// other by external commit.
+    FallBehind {
+        device: usize,
+    },
 }
 
 impl fmt::Display for Commit {
@@ -161,6 +172,10 @@ impl fmt::Display for Op {
                     CrashPoint::Delivery => "an incoming envelope".to_owned(),
                 };
                 write!(f, "crash d{device} during {what}, down {down_steps} steps")
+            }
+            Op::LoseStore { device } => write!(f, "d{device} loses its store"),
+            Op::FallBehind { device } => {
+                write!(f, "d{device} falls outside the fork window (cut off)")
             }
         }
     }
@@ -217,7 +232,31 @@ pub(crate) fn generate(seed: u64) -> Scenario {
         let op = draw_op(&mut rng, &scenario, &mut model);
         scenario.ops.push(op);
     }
+    insert_recovery_ops(seed, &mut scenario);
     scenario
+}
+
+/// Lost stores and falls outside the fork window, drawn from their own stream so that the
+/// other operations of a seed stay what they were before these existed.
+fn insert_recovery_ops(seed: u64, scenario: &mut Scenario) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x4C05_7E57_0F57_0BE5);
+    let count = scenario.devices.len();
+    if count <= scenario.founders {
+        return;
+    }
+    for (probability, lose) in [(0.15, true), (0.08, false)] {
+        if !rng.gen_bool(probability) {
+            continue;
+        }
+        let device = rng.gen_range(scenario.founders..count);
+        let at = rng.gen_range(0..=scenario.ops.len());
+        let op = if lose {
+            Op::LoseStore { device }
+        } else {
+            Op::FallBehind { device }
+        };
+        scenario.ops.insert(at, op);
+    }
 }
 
 fn draw_op(rng: &mut StdRng, s: &Scenario, model: &mut BTreeSet<usize>) -> Op {
@@ -374,7 +413,7 @@ fn draw_commit(
 }
 
 /// Operation kinds, as `SIM_SKIP` names them.
-pub(crate) const KINDS: [&str; 12] = [
+pub(crate) const KINDS: [&str; 14] = [
     "deliver",
     "send",
     "self_update",
@@ -387,6 +426,8 @@ pub(crate) const KINDS: [&str; 12] = [
     "timeout",
     "restart",
     "crash",
+    "lose_store",
+    "fall_behind",
 ];
 
 impl Commit {
@@ -424,6 +465,8 @@ impl Scenario {
                     Op::ProposalTimeout => "timeout",
                     Op::Restart { .. } => "restart",
                     Op::Crash { .. } => "crash",
+                    Op::LoseStore { .. } => "lose_store",
+                    Op::FallBehind { .. } => "fall_behind",
                 };
                 if skipped(kind) {
                     return None;

@@ -43,6 +43,32 @@ pub(crate) struct Device {
     /// `leave_group` succeeded and the device has been neither removed nor added since: its
     /// own Remove proposal may be pending (OpenMLS refuses any commit of it then).
     pub(crate) leaving: bool,
+    /// The member whose GroupInfo it last rejoined with (asked again if the rejoin is
+    /// contested).
+    pub(crate) rejoined_from: Option<usize>,
+    /// Epoch of its last `Rejoined`: what was sent before it is lost to it.
+    pub(crate) rejoined_at: Option<u64>,
+}
+
+impl Device {
+    /// What the engine's state said, gone with a lost store (the app database stays).
+    pub(crate) fn forget_state(&mut self) {
+        self.directory.clear();
+        self.handed_out.clear();
+        self.history.clear();
+        self.joined_at = None;
+        self.leaving = false;
+        self.rejoined_from = None;
+    }
+}
+
+/// An envelope held back by a cut link, for one device.
+pub(crate) struct Held {
+    from: usize,
+    to: usize,
+    id: EnvelopeId,
+    kind: core_mls::EnvelopeKind,
+    bytes: Rc<Vec<u8>>,
 }
 
 /// Where an envelope was made: by whom, in which epoch, on which branch.
@@ -114,6 +140,15 @@ pub(crate) struct World {
     pub(crate) commits_made: u64,
     /// Verbose trace, when asked for.
     pub(crate) log: Option<Vec<String>>,
+    /// Each device's user's identity key, as the user keeps it to restore a lost device.
+    pub(crate) identity_keys: Vec<Vec<u8>>,
+    /// Rejoins the apps want and have not managed yet.
+    pub(crate) rejoins: Vec<crate::recovery::RejoinRequest>,
+    /// A device whose link is cut: envelopes to and from it are held back.
+    pub(crate) cut_off: Option<usize>,
+    pub(crate) held: Vec<Held>,
+    /// A link was cut for longer than the fork window: `ForkOutsideWindow` is expected.
+    pub(crate) partitioned: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -152,6 +187,7 @@ impl World {
             config.max_past_epochs = epochs;
         }
         let mut devices: Vec<Device> = Vec::with_capacity(scenario.devices.len());
+        let mut identity_keys = Vec::with_capacity(scenario.devices.len());
         for spec in &scenario.devices {
             let path = dir
                 .as_ref()
@@ -175,6 +211,10 @@ impl World {
                 None => identities.create_with(&spec.name, &mut engine_rng),
             }
             .map_err(|e| Failure::new("setup", e.to_string()))?;
+            let exported = identities
+                .export_identity_key()
+                .map_err(|e| Failure::new("setup", e.to_string()))?;
+            identity_keys.push(exported.to_vec());
             let client = MlsClient::open_seeded(
                 store.clone(),
                 clock_arc.clone(),
@@ -199,6 +239,8 @@ impl World {
                 history: BTreeMap::new(),
                 joined_at: None,
                 leaving: false,
+                rejoined_from: None,
+                rejoined_at: None,
             });
         }
         let by_address = devices
@@ -230,6 +272,11 @@ impl World {
             tally: Tally::default(),
             commits_made: 0,
             log: verbose.then(Vec::new),
+            identity_keys,
+            rejoins: Vec::new(),
+            cut_off: None,
+            held: Vec::new(),
+            partitioned: false,
             _dir: dir,
         };
         for device in 0..world.devices.len() {
@@ -386,7 +433,7 @@ impl World {
                 Event::CommitSuperseded { epoch, .. } => {
                     history.split_off(&(epoch + 1));
                 }
-                Event::Joined { .. } => history.clear(),
+                Event::Joined { .. } | Event::Rejoined { .. } => history.clear(),
                 _ => {}
             }
         }
@@ -420,6 +467,11 @@ impl World {
                 }),
                 Event::Joined { epoch, .. } => {
                     self.devices[device].joined_at = Some(*epoch);
+                    self.devices[device].leaving = false;
+                }
+                Event::Rejoined { epoch, .. } => {
+                    self.devices[device].joined_at = Some(*epoch);
+                    self.devices[device].rejoined_at = Some(*epoch);
                     self.devices[device].leaving = false;
                 }
                 Event::RemovedFromGroup { .. } => self.devices[device].leaving = false,
@@ -464,6 +516,21 @@ impl World {
             }
         }
         let bytes = Rc::new(envelope.to_bytes());
+        if let Some(cut) = self.cut_off {
+            let (across, within): (Vec<usize>, Vec<usize>) = targets
+                .into_iter()
+                .partition(|&to| (to == cut) != (from == cut));
+            for to in across {
+                self.held.push(Held {
+                    from,
+                    to,
+                    id: envelope.id(),
+                    kind: envelope.kind(),
+                    bytes: Rc::clone(&bytes),
+                });
+            }
+            targets = within;
+        }
         self.network.send(
             self.step,
             from,
@@ -497,6 +564,13 @@ impl World {
                     ));
                 }
             }
+            Event::ForkOutsideWindow { .. } if self.partitioned => {
+                // Each refused commit already asked its sender (see `envelope_error`).
+            }
+            Event::RejoinContested { .. } => {
+                let ask = self.devices[device].rejoined_from;
+                self.want_rejoin(device, ask);
+            }
             Event::ForkOutsideWindow { count, .. } => {
                 return Err(Failure::new(
                     "ForkOutsideWindow event",
@@ -526,6 +600,23 @@ impl World {
         }
         self.tally.add(format!("event {name}"));
         Ok(())
+    }
+
+    /// The cut link heals: what it held back goes in flight. Returns how many.
+    pub(crate) fn release_held(&mut self) -> usize {
+        let held = std::mem::take(&mut self.held);
+        let count = held.len();
+        for item in held {
+            self.network.send(
+                self.step,
+                item.from,
+                &[item.to],
+                item.id,
+                item.kind,
+                &item.bytes,
+            );
+        }
+        count
     }
 
     /// Publishes the device's new key packages in the simulated directory.

@@ -1,0 +1,193 @@
+//! Recovery by external commit, as an application (core_dht's `Node`) drives it: a device that
+//! lost its store rejoins with a member's GroupInfo; after a fork outside the window, a device
+//! asks the sender of the commit it could not judge for its GroupInfo and follows
+//! `rejoin_advice`; a device whose rejoin raced a commit (`RejoinContested`) asks the member
+//! whose GroupInfo it joined with, which judged the race.
+
+use core_identity::IdentityStore;
+use core_mls::{MlsClient, MlsError, RejoinAdvice};
+use rand::Rng as _;
+use spacepanda_core::Clock;
+use std::sync::Arc;
+
+use crate::ops::Action;
+use crate::verdicts::{Failure, variant_name};
+use crate::world::{World, create_store};
+
+/// A device that should rejoin, and whom to ask first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RejoinRequest {
+    pub(crate) device: usize,
+    /// The member to ask first (the sender of a commit outside the window, the source of a
+    /// contested rejoin); founders and other members otherwise.
+    pub(crate) ask: Option<usize>,
+}
+
+/// What came of one attempt.
+enum Attempt {
+    /// Done with (joined, told to stay, or refused for good).
+    Settled,
+    /// Nobody could answer yet, or the answer was "ask later".
+    Again,
+}
+
+impl World {
+    /// The app on `device` wants to rejoin (at most one request per device: a newer one only
+    /// changes whom to ask).
+    pub(crate) fn want_rejoin(&mut self, device: usize, ask: Option<usize>) {
+        if let Some(request) = self.rejoins.iter_mut().find(|r| r.device == device) {
+            if ask.is_some() {
+                request.ask = ask;
+            }
+            return;
+        }
+        self.rejoins.push(RejoinRequest { device, ask });
+    }
+
+    /// Tries every waiting rejoin once.
+    pub(crate) fn take_up_rejoins(&mut self) -> Result<(), Failure> {
+        let requests = std::mem::take(&mut self.rejoins);
+        for request in requests {
+            match self.try_rejoin(request)? {
+                Attempt::Settled => {}
+                Attempt::Again => self.want_rejoin(request.device, request.ask),
+            }
+        }
+        Ok(())
+    }
+
+    fn try_rejoin(&mut self, request: RejoinRequest) -> Result<Attempt, Failure> {
+        let device = request.device;
+        if !self.is_open(device) {
+            return Ok(Attempt::Again);
+        }
+        let waiting: Vec<usize> = self.rejoins.iter().map(|r| r.device).collect();
+        let usable = |w: &World, d: usize| d != device && w.holds(d) && !waiting.contains(&d);
+        let asked = request
+            .ask
+            .filter(|&d| usable(self, d))
+            .or_else(|| (0..self.devices.len()).find(|&d| usable(self, d)));
+        let Some(source) = asked else {
+            return Ok(Attempt::Again);
+        };
+        let group = self.group.clone();
+        let user = self.devices[device].address.user_id;
+        let info = match self.client(source)?.export_group_info(&group, &user) {
+            Ok(info) => info,
+            Err(MlsError::RejoinRefused { .. }) => {
+                // The user has no device in the group any more (removed): nothing to rejoin.
+                self.tally.add("rejoin refused: user not a member");
+                return Ok(Attempt::Settled);
+            }
+            Err(e) => return Err(engine_failure("export_group_info", &e)),
+        };
+        let advice = self
+            .client(device)?
+            .rejoin_advice(&info)
+            .map_err(|e| engine_failure("rejoin_advice", &e))?;
+        self.note(format!(
+            "  d{device} asks d{source} for a GroupInfo: {advice:?}"
+        ));
+        match advice {
+            RejoinAdvice::Stay => {
+                self.tally.add("rejoin advice: stay");
+                Ok(Attempt::Settled)
+            }
+            RejoinAdvice::AskLater => {
+                self.tally.add("rejoin advice: ask later");
+                Ok(Attempt::Again)
+            }
+            RejoinAdvice::Rejoin => match self.call(device, |c| c.join_by_external_commit(&info)) {
+                Ok(output) => {
+                    self.tally.add("rejoined by external commit");
+                    self.devices[device].rejoined_from = Some(source);
+                    self.absorb(device, output)?;
+                    Ok(Attempt::Settled)
+                }
+                Err(e @ (MlsError::RejoinRefused { .. } | MlsError::AlreadyJoined { .. })) => {
+                    self.tally.add(format!("rejoin: {}", variant_name(&e)));
+                    Ok(Attempt::Settled)
+                }
+                Err(e) => Err(engine_failure("join_by_external_commit", &e)),
+            },
+        }
+    }
+
+    /// `Op::LoseStore`: the device's store is gone (a new, empty one in its place); it is
+    /// restored under its device id from its user's identity key and will rejoin.
+    pub(crate) fn lose_store(&mut self, device: usize) -> Result<String, Failure> {
+        if device < self.scenario.founders {
+            return Ok("skipped: founders keep their stores".to_owned());
+        }
+        if !self.holds(device) || self.devices[device].leaving {
+            return Ok("skipped: not in the group (or leaving)".to_owned());
+        }
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Failure::new("lose store failed", format!("d{device} {what}: {e}"))
+        };
+        self.close(device);
+        let path = self.devices[device].path.clone();
+        if let Some(path) = &path {
+            std::fs::remove_file(path).map_err(|e| fail("remove the file", &e))?;
+        }
+        let store = create_store(path.as_ref())?;
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let address = self.devices[device].address;
+        let name = self.scenario.devices[device].name.clone();
+        let identity = IdentityStore::new(store.clone(), clock.clone())
+            .restore_with(
+                &self.identity_keys[device],
+                address.device_id,
+                &name,
+                &mut self.engine_rng,
+            )
+            .map_err(|e| fail("restore", &e))?;
+        let seed = self.engine_rng.r#gen();
+        let client =
+            MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
+                .map_err(|e| fail("open", &e))?;
+        let d = &mut self.devices[device];
+        d.store = Some(store);
+        d.client = Some(client);
+        d.down_until = None;
+        d.forget_state();
+        self.record_state(device);
+        self.refresh_directory(device)?;
+        self.tally.add("store lost");
+        self.want_rejoin(device, None);
+        self.take_up_rejoins()?;
+        Ok("restored empty; rejoin wanted".to_owned())
+    }
+
+    /// `Op::FallBehind`: everything is delivered first; then the device is cut off while it
+    /// and founder 0 each self-update one more time than the fork window holds (each side
+    /// delivers its own traffic); then the link heals and what was held back is sent.
+    pub(crate) fn fall_behind(&mut self, device: usize) -> Result<String, Failure> {
+        if device < self.scenario.founders {
+            return Ok("skipped: founders are never cut off".to_owned());
+        }
+        self.settle()?;
+        if !self.holds(device) || !self.holds(0) || self.devices[device].leaving {
+            return Ok("skipped: not in the group (or leaving)".to_owned());
+        }
+        self.cut_off = Some(device);
+        self.partitioned = true;
+        let commits = self.config.fork_window_epochs + 1;
+        for _ in 0..commits {
+            for actor in [device, 0] {
+                self.act(actor, Action::SelfUpdate)?;
+                self.flush()?;
+            }
+        }
+        self.cut_off = None;
+        let held = self.release_held();
+        self.tally.add("fell outside the window");
+        Ok(format!(
+            "{commits} commits on each side; {held} envelopes held back, now sent"
+        ))
+    }
+}
+
+fn engine_failure(what: &str, e: &MlsError) -> Failure {
+    Failure::new("engine call failed", format!("{what}: {e}"))
+}
