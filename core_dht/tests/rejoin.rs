@@ -92,3 +92,111 @@ async fn a_new_device_joins_its_users_groups_and_a_removed_user_cannot_rejoin() 
     assert_eq!(members.len(), 3, "alice, her phone, bob");
     assert!(members.iter().all(|m| m.member.user_id() != carol_user));
 }
+
+/// Whether every listed device's group works: each sends one message and every other one gets
+/// it.
+async fn everyone_hears_everyone(devices: &mut [&mut Device], group: &core_mls::GroupId) -> bool {
+    for sender in 0..devices.len() {
+        let id = devices[sender]
+            .node
+            .send(group, b"after the heal")
+            .await
+            .unwrap();
+        for receiver in 0..devices.len() {
+            if receiver == sender {
+                continue;
+            }
+            let heard = devices[receiver]
+                .wait_until(BOUND, |d| d.messages(group).iter().any(|(m, _)| *m == id))
+                .await;
+            if !heard {
+                eprintln!(
+                    "{} did not hear {}",
+                    devices[receiver].name, devices[sender].name
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cut_off_past_the_fork_window_heals_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(2127);
+    let serves = start_serves(&mut r, dir.path(), 4).await;
+    let bootstrap = vec![dial_address(&serves[0])];
+    let config = |name: &str, bootstrap: &[libp2p::Multiaddr]| {
+        let mut config = node_config(name, bootstrap);
+        config.mls.fork_window_epochs = 2;
+        config
+    };
+    let mut alice = Device::open_with(
+        "alice",
+        dir.path().join("alice"),
+        config("alice", &bootstrap),
+    )
+    .await;
+    let mut bob = Device::open_with("bob", dir.path().join("bob"), config("bob", &bootstrap)).await;
+    let carol = Device::open_with(
+        "carol",
+        dir.path().join("carol"),
+        config("carol", &bootstrap),
+    )
+    .await;
+    let mut carol = carol;
+    let group = group_with(&alice, &mut [&mut bob, &mut carol]).await;
+
+    // Carol's link is cut: her node runs with no peer at all while she and alice each make
+    // three commits, more than the fork window of two holds.
+    let carol_dir = carol.go_offline().await;
+    let carol = Device::reopen_with("carol", carol_dir, || config("carol", &[]), BOUND).await;
+    for _ in 0..3 {
+        alice.node.self_update(&group).await.unwrap();
+        carol.node.self_update(&group).await.unwrap();
+    }
+    assert!(
+        alice.flushed(BOUND).await,
+        "alice's commits reach bob or a mailbox"
+    );
+    // The link heals: carol comes back with the network.
+    let carol_dir = carol.go_offline().await;
+    let mut carol =
+        Device::reopen_with("carol", carol_dir, || config("carol", &bootstrap), BOUND).await;
+
+    // Somebody's engine refuses a commit older than its window, and one side rejoins the
+    // other by itself; every device hears of it.
+    let told = |d: &Device| {
+        d.seen
+            .iter()
+            .any(|e| matches!(e, Event::Rejoined { .. } | Event::DeviceRejoined { .. }))
+    };
+    for device in [&mut alice, &mut bob, &mut carol] {
+        let name = device.name.clone();
+        assert!(
+            device.wait_until(BOUND, told).await,
+            "{name} is told of a rejoin"
+        );
+    }
+    for d in [&alice, &bob, &carol] {
+        let names: Vec<String> = d
+            .seen
+            .iter()
+            .map(|e| format!("{e:?}").chars().take(60).collect())
+            .collect();
+        eprintln!("DEBUG {}: {:#?}", d.name, names);
+    }
+    let forked = [&alice, &bob, &carol].iter().any(|d| {
+        d.seen
+            .iter()
+            .any(|e| matches!(e, Event::ForkOutsideWindow { .. }))
+    });
+    assert!(forked, "the split was past the window");
+    assert!(
+        everyone_hears_everyone(&mut [&mut alice, &mut bob, &mut carol], &group).await,
+        "the group works again, one branch for all"
+    );
+    let members = alice.node.members(&group).await.unwrap();
+    assert_eq!(members.len(), 3, "no leaf left behind by the rejoins");
+}

@@ -36,7 +36,7 @@ use tls_codec::{Deserialize as _, Serialize as _};
 
 use core_identity::{UserId, VerifiedMember};
 
-use crate::branch_order::CommitRank;
+use crate::branch_order::{BranchHistory, CommitRank, EpochBranch};
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::BufferedMessage;
@@ -46,6 +46,7 @@ use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
+use crate::signed_context::{decode_history, encode_history};
 use crate::storage::codec;
 use crate::{deferred_sends, epoch_snapshots, seen_messages};
 
@@ -79,7 +80,16 @@ impl MlsClient {
             .export_group_info(self.provider.crypto(), &signer, true)
             .map_err(|e| MlsError::openmls("export a group info", e))?;
         let payload = encode(&group_info)?;
-        Ok(Envelope::new(EnvelopeKind::GroupInfo, payload).to_bytes())
+        // The branch this member is on, over its fork window, signed: a device asking it can
+        // tell whether it is merely behind on the same branch (see `rejoin_advice`).
+        let epoch = self.group(group)?.epoch().as_u64();
+        let history = encode_history(group.as_slice(), epoch, &self.branch_history(group)?, |p| {
+            self.sign_context(p)
+        })
+        .ok_or(MlsError::Internal {
+            what: "a branch history does not fit its format",
+        })?;
+        Ok(Envelope::with_context(EnvelopeKind::GroupInfo, payload, &history).to_bytes())
     }
 
     /// Joins the group `group_info` (envelope bytes from
@@ -103,9 +113,11 @@ impl MlsClient {
     pub fn join_by_external_commit(&mut self, group_info: &[u8]) -> Result<Output, MlsError> {
         let _time = self.operation();
         let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
-        let verifiable = parse_group_info(group_info)?;
+        let (verifiable, envelope) = parse_group_info_envelope(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
         let epoch = verifiable.epoch().as_u64();
+        let mut history = self.group_info_history(&verifiable, &envelope)?;
+        history.retain(|(e, _)| *e < epoch);
         // An older state is refused (a stale GroupInfo must not move this device back), unless
         // this device's own rejoin raced and lost: then its later epochs are a dead branch.
         let contested = self
@@ -166,12 +178,30 @@ impl MlsClient {
                 .merge_pending_commit(&client.provider)
                 .map_err(|e| MlsError::openmls("merge our external commit", e))?;
             let new_epoch = new_group.epoch().as_u64();
+            // The ref the fork rule gives an external commit (see `CommitRank::external`).
+            let commit_ref = new_group
+                .public_group()
+                .group_context()
+                .confirmed_transcript_hash()
+                .to_vec();
             client.touch(&group);
             client.recipients.remove(&group);
             client.groups.insert(group.clone(), new_group);
             let now = client.now();
             client.record_leaf_update(&group, now)?;
-            client.with_txn(|txn| write_external_join(txn, &group, &ExternalJoin::at(epoch)))?;
+            history.push((
+                epoch,
+                EpochBranch {
+                    merged: CommitRank::external(commit_ref, Vec::new()),
+                    others: Vec::new(),
+                },
+            ));
+            let record = ExternalJoin {
+                epoch,
+                contested: false,
+                history,
+            };
+            client.with_txn(|txn| write_external_join(txn, &group, &record))?;
             let recipients = client.other_member_devices(&group)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -208,11 +238,13 @@ impl MlsClient {
     ///   device with an older leaf of it; otherwise `Rejoin` (the group went on without this
     ///   device's join: a member's commit always wins over an external one).
     /// - Otherwise (a fork outside the window, which no device can judge by the rule any more):
-    ///   `Rejoin` if its epoch is later, or the same with a smaller confirmed transcript hash
-    ///   (the order the fork rule gives two external commits of one epoch, whose refs are those
-    ///   hashes). Every device applies the same order, so only one side moves.
+    ///   `Rejoin` if its epoch is later — unless the member's signed branch history shows this
+    ///   device is merely behind on the same branch (`AskLater`: it catches up by itself) — or
+    ///   the same with a smaller confirmed transcript hash (the order the fork rule gives two
+    ///   external commits of one epoch, whose refs are those hashes). Every device applies the
+    ///   same order, so only one side moves.
     pub fn rejoin_advice(&mut self, group_info: &[u8]) -> Result<RejoinAdvice, MlsError> {
-        let verifiable = parse_group_info(group_info)?;
+        let (verifiable, envelope) = parse_group_info_envelope(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
         let Some(held) = self.groups.get(&group) else {
             return Ok(RejoinAdvice::Rejoin);
@@ -269,13 +301,62 @@ impl MlsClient {
                 RejoinAdvice::Rejoin
             });
         }
-        let outranks =
-            their_epoch > our_epoch || (their_epoch == our_epoch && their_hash < our_hash);
-        Ok(if outranks {
+        if their_epoch > our_epoch {
+            // Ahead: merely on this device's branch (it catches up by itself), or on another.
+            let theirs = self.group_info_history(&verifiable, &envelope)?;
+            let ours = self.branch_history(&group)?;
+            let made_our_epoch = |history: &BranchHistory| {
+                history
+                    .iter()
+                    .find(|(epoch, _)| epoch + 1 == our_epoch)
+                    .map(|(_, branch)| branch.merged.commit_ref.clone())
+            };
+            let same_branch = made_our_epoch(&ours)
+                .is_some_and(|ours| made_our_epoch(&theirs).as_ref() == Some(&ours));
+            return Ok(if same_branch {
+                RejoinAdvice::AskLater
+            } else {
+                RejoinAdvice::Rejoin
+            });
+        }
+        Ok(if their_epoch == our_epoch && their_hash < our_hash {
             RejoinAdvice::Rejoin
         } else {
             RejoinAdvice::Stay
         })
+    }
+
+    /// The branch history a GroupInfo envelope carries, checked against the keys of the tree's
+    /// members (the member who exported it signed it). Empty if it carries none; a malformed
+    /// or forged one is refused.
+    fn group_info_history(
+        &self,
+        verifiable: &VerifiableGroupInfo,
+        envelope: &Envelope,
+    ) -> Result<BranchHistory, MlsError> {
+        if envelope.context().is_empty() {
+            return Ok(BranchHistory::new());
+        }
+        let invalid = |reason: &str| MlsError::InvalidGroupInfo {
+            reason: reason.into(),
+        };
+        let history = decode_history(
+            envelope.context(),
+            verifiable.group_id().as_slice(),
+            verifiable.epoch().as_u64(),
+        )
+        .ok_or_else(|| invalid("its branch history is malformed"))?;
+        let signed = verifiable.extensions().ratchet_tree().is_some_and(|tree| {
+            tree.ratchet_tree()
+                .leaves()
+                .any(|leaf| self.context_signed_by(&history, leaf.signature_key().as_slice()))
+        });
+        if !signed {
+            return Err(invalid(
+                "its branch history is not signed by a member (altered in transit?)",
+            ));
+        }
+        Ok(history.value)
     }
 
     fn holds_snapshot(&self, group: &GroupId, epoch: u64) -> Result<bool, MlsError> {
@@ -469,18 +550,23 @@ const EXTERNAL_JOIN: &[u8] = b"external_join";
 /// This device's last join of a group by external commit (in the group's metadata, gone with
 /// it): the epoch its commit was made in, and whether a commit of that epoch or earlier that
 /// this device cannot judge arrived since — a race its commit may have lost.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ExternalJoin {
     epoch: u64,
     contested: bool,
+    /// The branch this device joined: the member's history from the GroupInfo, then this
+    /// device's own commit (part of `branch_history`, as a Welcome's history is).
+    #[serde(default)]
+    history: BranchHistory,
 }
 
-impl ExternalJoin {
-    fn at(epoch: u64) -> Self {
-        Self {
-            epoch,
-            contested: false,
-        }
+impl MlsClient {
+    /// The branch history this device knows from its last external join of `group`.
+    pub(crate) fn external_join_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
+        Ok(self
+            .read(|txn| read_external_join(txn, group))?
+            .map(|joined| joined.history)
+            .unwrap_or_default())
     }
 }
 
@@ -533,13 +619,16 @@ impl MlsClient {
             return Ok(None);
         }
         let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
-        if buffered.is_none() {
-            if !record.contested {
-                record.contested = true;
-                self.transaction(Some(group), |client| {
-                    client.with_txn(|txn| write_external_join(txn, group, &record))
-                })?;
-            }
+        // Told once per contest: when it starts (the commit may have waited in the buffer from
+        // before the join), and again for each new commit that arrives.
+        let first = !record.contested;
+        if first {
+            record.contested = true;
+            self.transaction(Some(group), |client| {
+                client.with_txn(|txn| write_external_join(txn, group, &record))
+            })?;
+        }
+        if first || buffered.is_none() {
             output.events.push(Event::RejoinContested {
                 group: group.clone(),
                 epoch: record.epoch,
@@ -551,7 +640,10 @@ impl MlsClient {
 
 /// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
 /// (OpenMLS verifies it when it builds the group from it).
-fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, MlsError> {
+/// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
+/// (OpenMLS verifies it when it builds the group from it), and the envelope it came in (whose
+/// context is the member's signed branch history).
+fn parse_group_info_envelope(bytes: &[u8]) -> Result<(VerifiableGroupInfo, Envelope), MlsError> {
     let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
     let envelope = Envelope::from_bytes(bytes, MAX_GROUP_INFO_LEN)?;
     if envelope.kind() != EnvelopeKind::GroupInfo {
@@ -560,7 +652,7 @@ fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, MlsError> {
     let message = MlsMessageIn::tls_deserialize_exact(envelope.payload())
         .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
     match message.extract() {
-        MlsMessageBodyIn::GroupInfo(verifiable) => Ok(verifiable),
+        MlsMessageBodyIn::GroupInfo(verifiable) => Ok((verifiable, envelope)),
         _ => Err(invalid("the MLS message is not a GroupInfo".into())),
     }
 }

@@ -144,8 +144,11 @@ impl MlsClient {
     /// This device's branch of `group` over the fork window: the commit refs of the snapshots it
     /// keeps, and before those what the Welcome it joined with said (the epochs it was not in).
     pub(crate) fn branch_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
-        let mut history: std::collections::BTreeMap<u64, EpochBranch> =
-            self.joined_history(group)?.into_iter().collect();
+        let mut history: std::collections::BTreeMap<u64, EpochBranch> = self
+            .joined_history(group)?
+            .into_iter()
+            .chain(self.external_join_history(group)?)
+            .collect();
         for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
             let others = self
                 .read(|txn| epoch_snapshots::candidates(txn, group, epoch))?

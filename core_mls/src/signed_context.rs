@@ -229,7 +229,11 @@ impl MlsClient {
     }
 
     /// Whether `signature_key` (a leaf's Ed25519 key) signed `unverified`.
-    fn context_signed_by<T>(&self, unverified: &Unverified<T>, signature_key: &[u8]) -> bool {
+    pub(crate) fn context_signed_by<T>(
+        &self,
+        unverified: &Unverified<T>,
+        signature_key: &[u8],
+    ) -> bool {
         self.provider
             .crypto()
             .verify_signature(

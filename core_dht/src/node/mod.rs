@@ -14,13 +14,16 @@ mod delivery;
 mod driver;
 mod rejoin;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use core_identity::{
     DeviceId, DeviceIdentity, IdentityStore, SafetyNumber, UserId, VerifiedMember,
 };
-use core_mls::{DeliveryId, Event, GroupId, MessageId, MlsClient, MlsError, Output, PoolStatus};
+use core_mls::{
+    DeliveryId, DeviceAddress, Event, GroupId, MessageId, MlsClient, MlsError, Output, PoolStatus,
+};
 use libp2p::Multiaddr;
 use spacepanda_core::{KdfParams, RedbStore, SealedStore, SharedStore};
 use tokio::sync::{Notify, mpsc, watch};
@@ -128,6 +131,9 @@ pub(crate) struct Shared {
     /// Groups to bring back in line: stuck behind a commit this device lacks (`catch_up`), or
     /// forked beyond the window (`rejoin`).
     pub(crate) missing: mpsc::UnboundedSender<Recovery>,
+    /// Per group, the member whose GroupInfo this device last rejoined with: asked first if
+    /// that rejoin is contested.
+    pub(crate) rejoin_sources: Mutex<HashMap<GroupId, DeviceAddress>>,
 }
 
 /// What the driver does for a group the engine reported stuck.
@@ -157,6 +163,21 @@ impl Shared {
         .map_err(DhtError::from)
     }
 
+    pub(crate) fn remember_rejoin_source(&self, group: &GroupId, source: DeviceAddress) {
+        self.rejoin_sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(group.clone(), source);
+    }
+
+    pub(crate) fn rejoin_source(&self, group: &GroupId) -> Option<DeviceAddress> {
+        self.rejoin_sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .copied()
+    }
+
     /// Passes on what an engine call produced: events to the application, new envelopes to
     /// the delivery task.
     pub(crate) fn report(&self, output: Output) {
@@ -171,7 +192,7 @@ impl Shared {
                 Event::MissingCommit { group, epoch, .. } => {
                     let _ = self.missing.send(Recovery::CatchUp(group.clone(), *epoch));
                 }
-                Event::ForkOutsideWindow { group, .. } => {
+                Event::ForkOutsideWindow { group, .. } | Event::RejoinContested { group, .. } => {
                     let _ = self.missing.send(Recovery::Rejoin(group.clone()));
                 }
                 _ => {}
@@ -368,6 +389,7 @@ impl Node {
             deadline_changed: Notify::new(),
             delivery: delivery::DeliveryState::default(),
             missing,
+            rejoin_sources: Mutex::new(HashMap::new()),
         });
         // What the application has not acknowledged yet is handed to it again.
         for event in shared.engine(|engine| engine.pending_delivered()).await? {
@@ -524,6 +546,19 @@ impl Node {
         let output = self
             .shared
             .engine(move |engine| engine.remove_user(&group, &user))
+            .await?;
+        self.shared.report(output);
+        Ok(())
+    }
+
+    /// A new key for this device in `group` (an MLS self-update commit): what an application
+    /// does now and then, or after a suspected compromise, so that keys taken from this device
+    /// before stop opening the group's messages (post-compromise security).
+    pub async fn self_update(&self, group: &GroupId) -> DhtResult<()> {
+        let group = group.clone();
+        let output = self
+            .shared
+            .engine(move |engine| engine.self_update(&group))
             .await?;
         self.shared.report(output);
         Ok(())

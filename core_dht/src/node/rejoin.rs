@@ -14,12 +14,15 @@
 //!   rejoins only if its state outranks this device's (`MlsClient::rejoin_advice`: the
 //!   later epoch, then the smaller transcript hash), the same order on every device, so of
 //!   two branches that can no longer be judged only one side moves.
+//! - The engine reports `RejoinContested` (this device's rejoin raced a commit): the driver
+//!   asks the member whose GroupInfo it rejoined with first (it judged the race), then the
+//!   others, and rejoins if the group went on without it.
 //! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
 //!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
 //!   whose store was lost, joins the groups the user's other devices are in).
 
 use core_identity::{DeviceId, UserId};
-use core_mls::{DeviceAddress, GroupId};
+use core_mls::{DeviceAddress, GroupId, RejoinAdvice};
 use libp2p::PeerId;
 
 use super::Shared;
@@ -29,6 +32,10 @@ use crate::wire::{PushRefusal, Request, Response, WireDevice};
 
 /// Member devices asked in turn for a GroupInfo before giving up.
 const MEMBERS_ASKED: usize = 8;
+
+/// Times the members are asked again while one says "ask later" (it has not judged this
+/// device's rejoin race yet), from `NodeConfig::retry_base` apart, doubling up to `retry_max`.
+const ADVICE_ROUNDS: u32 = 8;
 
 fn wire(device: &DeviceAddress) -> WireDevice {
     WireDevice {
@@ -138,59 +145,82 @@ async fn group_info_from(
 }
 
 /// Asks `devices` in turn for a GroupInfo of `group`, and joins by external commit with the
-/// first one given (with `only_if_it_outranks`, only if it outranks this device's state, and
-/// otherwise not at all). `Ok(true)`: joined.
+/// first one that says so (with `only_if_advised`, only if `MlsClient::rejoin_advice` says
+/// `Rejoin`; a member that says "stay" or "ask later" may be on this device's own side, so the
+/// next is asked). `Ok(Some(true))`: joined; `Ok(Some(false))`: some member said to ask again
+/// later; `Ok(None)`: nobody said to rejoin.
 async fn rejoin_from(
     shared: &Shared,
     group: &GroupId,
     devices: &[DeviceAddress],
-    only_if_it_outranks: bool,
-) -> DhtResult<bool> {
+    only_if_advised: bool,
+) -> DhtResult<Option<bool>> {
     let me = own(shared);
     let mut last_error = None;
+    let mut ask_later = false;
     for device in devices.iter().filter(|d| **d != me).take(MEMBERS_ASKED) {
         let Some(info) = group_info_from(shared, group, device).await else {
             continue;
         };
         let joined = shared
             .engine(move |engine| {
-                if only_if_it_outranks
-                    && engine.rejoin_advice(&info)? != core_mls::RejoinAdvice::Rejoin
-                {
-                    return Ok(None);
+                if only_if_advised {
+                    let advice = engine.rejoin_advice(&info)?;
+                    if advice != RejoinAdvice::Rejoin {
+                        return Ok(Err(advice));
+                    }
                 }
-                engine.join_by_external_commit(&info).map(Some)
+                engine.join_by_external_commit(&info).map(Ok)
             })
             .await;
         match joined {
-            Ok(Some(output)) => {
+            Ok(Ok(output)) => {
                 tracing::info!(%group, "rejoined by external commit");
+                shared.remember_rejoin_source(group, *device);
                 shared.report(output);
-                return Ok(true);
+                return Ok(Some(true));
             }
-            // This device's branch outranks theirs: the other side moves.
-            Ok(None) => return Ok(false),
+            Ok(Err(advice)) => ask_later |= advice == RejoinAdvice::AskLater,
             Err(e) => last_error = Some(e),
         }
     }
     match last_error {
-        Some(e) => Err(e),
-        None => Ok(false),
+        Some(e) if !ask_later => Err(e),
+        _ => Ok(ask_later.then_some(false)),
     }
 }
 
-/// After `ForkOutsideWindow`: the member devices this device knows are asked for a GroupInfo.
+/// After `ForkOutsideWindow` or `RejoinContested`: the member that gave this device its last
+/// GroupInfo for the group (it judged any race of that rejoin), then the member devices this
+/// device knows, are asked for a GroupInfo; the rejoin follows `rejoin_advice`. While a member
+/// says "ask later", they are asked again, a bounded number of times.
 pub(super) async fn after_fork_outside_window(shared: &Shared, group: GroupId) {
-    let members = {
-        let group = group.clone();
-        shared.engine(move |engine| engine.members(&group)).await
-    };
-    let Ok(members) = members else {
-        return;
-    };
-    let devices: Vec<DeviceAddress> = members.iter().map(DeviceAddress::from).collect();
-    if let Err(e) = rejoin_from(shared, &group, &devices, true).await {
-        tracing::warn!(%group, error = %e, "rejoining after a fork outside the window failed");
+    for round in 0..ADVICE_ROUNDS {
+        let members = {
+            let group = group.clone();
+            shared.engine(move |engine| engine.members(&group)).await
+        };
+        let Ok(members) = members else {
+            return;
+        };
+        let mut devices: Vec<DeviceAddress> = shared.rejoin_source(&group).into_iter().collect();
+        devices.extend(members.iter().map(DeviceAddress::from));
+        devices.dedup();
+        match rejoin_from(shared, &group, &devices, true).await {
+            Ok(Some(false)) if round + 1 < ADVICE_ROUNDS => {
+                let delay = shared
+                    .config
+                    .retry_base
+                    .saturating_mul(2u32.saturating_pow(round))
+                    .min(shared.config.retry_max);
+                tokio::time::sleep(delay).await;
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "rejoining after a fork or a lost race failed");
+                return;
+            }
+        }
     }
 }
 
@@ -206,7 +236,7 @@ pub(super) async fn rejoin(shared: &Shared, group: &GroupId) -> DhtResult<()> {
             .unwrap_or_default()
     };
     devices.extend(own_other_devices(shared).await?);
-    if rejoin_from(shared, group, &devices, false).await? {
+    if rejoin_from(shared, group, &devices, false).await? == Some(true) {
         Ok(())
     } else {
         Err(DhtError::Unreachable {
@@ -250,8 +280,8 @@ pub(super) async fn join_own_groups(shared: &Shared) -> DhtResult<Vec<GroupId>> 
                 continue;
             }
             match rejoin_from(shared, &group, std::slice::from_ref(&device), false).await {
-                Ok(true) => joined.push(group),
-                Ok(false) => {}
+                Ok(Some(true)) => joined.push(group),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(%group, error = %e, "joining a group of this user failed"),
             }
         }

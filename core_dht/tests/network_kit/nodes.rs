@@ -141,6 +141,37 @@ impl Device {
         }
     }
 
+    /// Opens the node again on `dir` once the previous run let go of its store (a node shut
+    /// down with work in flight releases it when that work ends), waiting at most `bound`.
+    pub async fn reopen_with(
+        name: &str,
+        dir: PathBuf,
+        config: impl Fn() -> NodeConfig,
+        bound: Duration,
+    ) -> Self {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            match Node::open(&dir, PASSPHRASE, config()).await {
+                Ok(node) => {
+                    let events = node.take_events().expect("events taken once");
+                    return Self {
+                        name: name.to_owned(),
+                        dir,
+                        node,
+                        events,
+                        seen: Vec::new(),
+                        notices: Vec::new(),
+                    };
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    panic!("{name}'s node reopens: {e}")
+                }
+                // Between attempts of a bounded wait for the old run's store to close.
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
     pub fn address(&self) -> String {
         self.node.device().address().to_string()
     }
