@@ -179,14 +179,6 @@ async fn a_device_cut_off_past_the_fork_window_heals_by_itself() {
             "{name} is told of a rejoin"
         );
     }
-    for d in [&alice, &bob, &carol] {
-        let names: Vec<String> = d
-            .seen
-            .iter()
-            .map(|e| format!("{e:?}").chars().take(60).collect())
-            .collect();
-        eprintln!("DEBUG {}: {:#?}", d.name, names);
-    }
     let forked = [&alice, &bob, &carol].iter().any(|d| {
         d.seen
             .iter()
