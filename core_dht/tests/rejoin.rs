@@ -114,6 +114,30 @@ async fn everyone_hears_everyone(devices: &mut [&mut Device], group: &core_mls::
                     "{} did not hear {}",
                     devices[receiver].name, devices[sender].name
                 );
+                // What each device was told, to tell a stuck rejoin from a slow one.
+                for device in devices.iter() {
+                    let told: Vec<String> = device
+                        .seen
+                        .iter()
+                        .filter(|e| !matches!(e, Event::Message { .. }))
+                        .map(|e| {
+                            let t = format!("{e:?}");
+                            let t = t
+                                .split("group: GroupId(")
+                                .map(|p| p.get(18..).unwrap_or(p))
+                                .collect::<Vec<_>>()
+                                .join("g");
+                            t.chars().take(90).collect()
+                        })
+                        .collect();
+                    eprintln!("{}: {told:?}", device.name);
+                    let notices: Vec<String> = device
+                        .notices
+                        .iter()
+                        .map(|n| format!("{n:?}").chars().take(300).collect())
+                        .collect();
+                    eprintln!("{} notices: {notices:?}", device.name);
+                }
                 return false;
             }
         }
@@ -138,15 +162,13 @@ async fn a_device_cut_off_past_the_fork_window_heals_by_itself() {
         config("alice", &bootstrap),
     )
     .await;
-    let mut bob = Device::open_with("bob", dir.path().join("bob"), config("bob", &bootstrap)).await;
-    let carol = Device::open_with(
+    let mut carol = Device::open_with(
         "carol",
         dir.path().join("carol"),
         config("carol", &bootstrap),
     )
     .await;
-    let mut carol = carol;
-    let group = group_with(&alice, &mut [&mut bob, &mut carol]).await;
+    let group = group_with(&alice, &mut [&mut carol]).await;
 
     // Carol's link is cut: her node runs with no peer at all while she and alice each make
     // three commits, more than the fork window of two holds.
@@ -158,37 +180,100 @@ async fn a_device_cut_off_past_the_fork_window_heals_by_itself() {
     }
     assert!(
         alice.flushed(BOUND).await,
-        "alice's commits reach bob or a mailbox"
+        "alice's commits reach a mailbox"
     );
     // The link heals: carol comes back with the network.
     let carol_dir = carol.go_offline().await;
     let mut carol =
         Device::reopen_with("carol", carol_dir, || config("carol", &bootstrap), BOUND).await;
 
-    // Somebody's engine refuses a commit older than its window, and one side rejoins the
-    // other by itself; every device hears of it.
-    let told = |d: &Device| {
-        d.seen
-            .iter()
-            .any(|e| matches!(e, Event::Rejoined { .. } | Event::DeviceRejoined { .. }))
-    };
-    for device in [&mut alice, &mut bob, &mut carol] {
+    // Both engines refuse a commit older than their window; the side that is outranked
+    // rejoins the other by itself, and the other is told.
+    for device in [&mut alice, &mut carol] {
         let name = device.name.clone();
         assert!(
-            device.wait_until(BOUND, told).await,
-            "{name} is told of a rejoin"
+            device
+                .wait_until(BOUND, |d| d.seen.iter().any(|e| matches!(
+                    e,
+                    Event::Rejoined { .. } | Event::DeviceRejoined { .. }
+                )))
+                .await,
+            "{name} is told of the rejoin"
         );
     }
-    let forked = [&alice, &bob, &carol].iter().any(|d| {
+    let forked = [&alice, &carol].iter().any(|d| {
         d.seen
             .iter()
             .any(|e| matches!(e, Event::ForkOutsideWindow { .. }))
     });
     assert!(forked, "the split was past the window");
     assert!(
-        everyone_hears_everyone(&mut [&mut alice, &mut bob, &mut carol], &group).await,
-        "the group works again, one branch for all"
+        everyone_hears_everyone(&mut [&mut alice, &mut carol], &group).await,
+        "the group works again, one branch for both"
     );
     let members = alice.node.members(&group).await.unwrap();
-    assert_eq!(members.len(), 3, "no leaf left behind by the rejoins");
+    assert_eq!(members.len(), 2, "no leaf left behind by the rejoin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_store_is_lost_comes_back_under_its_id_and_its_old_leaf_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(2128);
+    let serves = start_serves(&mut r, dir.path(), 4).await;
+    let bootstrap = vec![dial_address(&serves[0])];
+    let mut alice = Device::open("alice", dir.path().join("alice"), &bootstrap).await;
+    let mut bob = Device::open("bob", dir.path().join("bob"), &bootstrap).await;
+    // Alice's phone, linked from her laptop and invited with her.
+    let mut config = node_config("alice", &bootstrap);
+    config.link = Some(alice.node.export_identity_key().unwrap());
+    let mut phone = Device::open_with("alice-phone", dir.path().join("phone"), config).await;
+    phone.node.publish().await.unwrap();
+    // Inviting alice invites every device of hers.
+    let group = group_with(&bob, &mut [&mut alice]).await;
+    assert!(phone.wait_until(BOUND, |d| d.joined().is_some()).await);
+    let phone_id = phone.node.device().device_id();
+    let old_key = phone.node.device().signature_public_key();
+
+    // The phone is lost with its store; the user sets up a phone with an empty store under
+    // the old phone's id, with the identity key from the laptop.
+    phone.node.shutdown().await;
+    drop(phone);
+    let restore = || {
+        let mut config = node_config("alice", &bootstrap);
+        config.link = Some(alice.node.export_identity_key().unwrap());
+        config.restore_device = Some(phone_id);
+        config
+    };
+    let mut phone =
+        Device::reopen_with("alice-phone", dir.path().join("new-phone"), restore, BOUND).await;
+    assert_eq!(phone.node.device().device_id(), phone_id);
+    assert_ne!(phone.node.device().signature_public_key(), old_key);
+    assert!(phone.node.groups().await.unwrap().is_empty());
+    phone.node.publish().await.unwrap();
+    assert_eq!(
+        phone.node.join_own_groups().await.unwrap(),
+        vec![group.clone()]
+    );
+    for member in [&mut alice, &mut bob] {
+        let name = member.name.clone();
+        assert!(
+            member
+                .wait_until(BOUND, |d| d.seen.iter().any(|e| matches!(
+                    e,
+                    Event::DeviceRejoined { replaced, .. } if replaced.len() == 1
+                )))
+                .await,
+            "{name} sees the phone come back in place of its old leaf"
+        );
+    }
+    let members = bob.node.members(&group).await.unwrap();
+    assert_eq!(
+        members.len(),
+        3,
+        "bob, alice's laptop, her phone: no dead leaf"
+    );
+    assert!(
+        everyone_hears_everyone(&mut [&mut alice, &mut bob, &mut phone], &group).await,
+        "the restored phone sends and receives"
+    );
 }

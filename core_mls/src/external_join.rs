@@ -232,17 +232,20 @@ impl MlsClient {
     /// device asked where the group is. Reads only.
     ///
     /// - This device does not hold the group: [`RejoinAdvice::Rejoin`].
-    /// - After `RejoinContested` (this device's external join raced a commit): `Stay` if the
+    /// - Where the member's signed branch history and this device's part (both agree on the
+    ///   epoch before): inside this device's window, `Stay` (the engine judges the fork when
+    ///   the other branch's commits arrive); outside it, the fork rule on the two commits of
+    ///   that epoch (`Rejoin` if theirs wins). This is how a device tells a member's branch
+    ///   from a losing joiner's.
+    /// - Else, after `RejoinContested` (this device's external join raced a commit): `Stay` if the
     ///   GroupInfo holds this device's current leaf; [`RejoinAdvice::AskLater`] if it is of the
     ///   join's epoch or earlier (that member has not judged the race yet) or behind this
     ///   device with an older leaf of it; otherwise `Rejoin` (the group went on without this
     ///   device's join: a member's commit always wins over an external one).
-    /// - Otherwise (a fork outside the window, which no device can judge by the rule any more):
-    ///   `Rejoin` if its epoch is later — unless the member's signed branch history shows this
-    ///   device is merely behind on the same branch (`AskLater`: it catches up by itself) — or
-    ///   the same with a smaller confirmed transcript hash (the order the fork rule gives two
-    ///   external commits of one epoch, whose refs are those hashes). Every device applies the
-    ///   same order, so only one side moves.
+    /// - Otherwise, after a fork outside the window that no history reaches: `AskLater` if this
+    ///   device is merely behind on the member's branch, else `Rejoin` if the GroupInfo's epoch
+    ///   is later, or the same with a smaller confirmed transcript hash. Every device applies
+    ///   the same order, so only one side moves.
     pub fn rejoin_advice(&mut self, group_info: &[u8]) -> Result<RejoinAdvice, MlsError> {
         let (verifiable, envelope) = parse_group_info_envelope(group_info)?;
         let group = GroupId::from_openmls(verifiable.group_id());
@@ -260,6 +263,50 @@ impl MlsClient {
             .confirmed_transcript_hash()
             .to_vec();
         let their_epoch = verifiable.epoch().as_u64();
+        if their_epoch == our_epoch && their_hash == our_hash {
+            return Ok(RejoinAdvice::Stay);
+        }
+        // The two signed branch histories: where they part, the fork rule judges the two
+        // commits of that epoch, as every member judged them.
+        let theirs = self.group_info_history(&verifiable, &envelope)?;
+        let ours = self.branch_history(&group)?;
+        let entry = |history: &BranchHistory, epoch: u64| {
+            history
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .map(|(_, branch)| branch.merged.clone())
+        };
+        let parted_at = ours.iter().find_map(|(epoch, branch)| {
+            entry(&theirs, *epoch)
+                .filter(|theirs| theirs.commit_ref != branch.merged.commit_ref)
+                .map(|_| *epoch)
+        });
+        // Known to part there only if both agree on the epoch before.
+        let parted_at = parted_at.filter(|&epoch| {
+            epoch > 0
+                && entry(&ours, epoch - 1).is_some_and(|before| {
+                    entry(&theirs, epoch - 1).is_some_and(|t| t.commit_ref == before.commit_ref)
+                })
+        });
+        if let (Some(epoch), Some(our_commit), Some(their_commit)) = (
+            parted_at,
+            parted_at.and_then(|e| entry(&ours, e)),
+            parted_at.and_then(|e| entry(&theirs, e)),
+        ) {
+            if self.holds_snapshot(&group, epoch)? {
+                // Inside this device's window: the engine judges it when the other branch's
+                // commits arrive (a device on a losing branch moves by itself).
+                return Ok(RejoinAdvice::Stay);
+            }
+            let pair = [our_commit, their_commit.clone()];
+            return Ok(
+                if crate::branch_order::winner(&pair) == Some(&their_commit) {
+                    RejoinAdvice::Rejoin
+                } else {
+                    RejoinAdvice::Stay
+                },
+            );
+        }
         if let Some(joined) = self.read(|txn| read_external_join(txn, &group))?
             && joined.contested
         {
@@ -301,25 +348,18 @@ impl MlsClient {
                 RejoinAdvice::Rejoin
             });
         }
-        if their_epoch > our_epoch {
-            // Ahead: merely on this device's branch (it catches up by itself), or on another.
-            let theirs = self.group_info_history(&verifiable, &envelope)?;
-            let ours = self.branch_history(&group)?;
-            let made_our_epoch = |history: &BranchHistory| {
-                history
-                    .iter()
-                    .find(|(epoch, _)| epoch + 1 == our_epoch)
-                    .map(|(_, branch)| branch.merged.commit_ref.clone())
-            };
-            let same_branch = made_our_epoch(&ours)
-                .is_some_and(|ours| made_our_epoch(&theirs).as_ref() == Some(&ours));
-            return Ok(if same_branch {
-                RejoinAdvice::AskLater
-            } else {
-                RejoinAdvice::Rejoin
-            });
+        if their_epoch < our_epoch {
+            return Ok(RejoinAdvice::Stay);
         }
-        Ok(if their_epoch == our_epoch && their_hash < our_hash {
+        if their_epoch > our_epoch && our_epoch > 0 {
+            // Ahead on what may be this device's own branch: the same commit made this epoch.
+            let ours_made = entry(&ours, our_epoch - 1).map(|rank| rank.commit_ref);
+            let theirs_made = entry(&theirs, our_epoch - 1).map(|rank| rank.commit_ref);
+            if ours_made.is_some() && ours_made == theirs_made {
+                return Ok(RejoinAdvice::AskLater);
+            }
+        }
+        Ok(if their_epoch > our_epoch || their_hash < our_hash {
             RejoinAdvice::Rejoin
         } else {
             RejoinAdvice::Stay

@@ -426,3 +426,42 @@ fn an_external_commit_that_removes_another_users_device_is_refused_by_every_memb
     }
     assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 4);
 }
+
+#[test]
+fn two_rejoins_from_one_group_info_are_judged_alike_everywhere() {
+    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(9);
+    let phone = h.add_node("alice-phone", Some(0));
+    let tablet = h.add_node("alice-tablet", Some(0));
+    let alice_user = h.nodes[0].identity.user_id();
+    h.run(phone, |c| c.join_by_external_commit(&info));
+    h.run(tablet, |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1]);
+    // Exactly one of the two is in; the other learns it lost only by asking a member.
+    let members = h.nodes[0].client().members(&group).unwrap().len();
+    assert_eq!(members, 3, "alice, bob and the device whose join won");
+    let fresh = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    let advice: Vec<RejoinAdvice> = [phone, tablet]
+        .iter()
+        .map(|&d| h.nodes[d].client().rejoin_advice(&fresh).unwrap())
+        .collect();
+    assert!(
+        advice.contains(&RejoinAdvice::Stay) && advice.contains(&RejoinAdvice::Rejoin),
+        "{advice:?}"
+    );
+    let loser = if advice[0] == RejoinAdvice::Rejoin {
+        phone
+    } else {
+        tablet
+    };
+    let winner = if loser == phone { tablet } else { phone };
+    h.assert_converged(&group, &[0, 1, winner]);
+    h.run(loser, |c| c.join_by_external_commit(&fresh));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1, phone, tablet]);
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use core_identity::DeviceId;
 use core_mls::MlsConfig;
 use libp2p::Multiaddr;
 use spacepanda_core::{Clock, KdfParams, SystemClock};
@@ -21,6 +22,11 @@ pub struct NodeConfig {
     /// An identity key exported by another device of the same user
     /// ([`Node::export_identity_key`]): a new device becomes that user's next device.
     pub link: Option<Zeroizing<Vec<u8>>>,
+    /// With [`link`](Self::link): restore this device id (a device whose store was lost)
+    /// instead of making a new device. Its groups take it back by external commit
+    /// ([`Node::join_own_groups`](crate::Node::join_own_groups)), which replaces its old leaf.
+    /// Never restore an id that still runs elsewhere.
+    pub restore_device: Option<DeviceId>,
     /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0`, `/memory/0`).
     pub listen: Vec<Multiaddr>,
     /// Peers to join through, each ending in `/p2p/<peer id>`. Empty: the first node.
@@ -60,6 +66,7 @@ impl std::fmt::Debug for NodeConfig {
         f.debug_struct("NodeConfig")
             .field("display_name", &self.display_name)
             .field("link", &self.link.as_ref().map(|_| "<identity key>"))
+            .field("restore_device", &self.restore_device)
             .field("listen", &self.listen)
             .field("bootstrap", &self.bootstrap)
             .finish_non_exhaustive()
@@ -72,6 +79,7 @@ impl NodeConfig {
         Self {
             display_name: None,
             link: None,
+            restore_device: None,
             listen: Vec::new(),
             bootstrap: Vec::new(),
             dht: DhtConfig::default(),

@@ -332,7 +332,10 @@ impl Node {
                 let identities = IdentityStore::new(store.clone(), setup.clock.clone());
                 let device = match (identities.load()?, &setup.link, &setup.display_name) {
                     (Some(device), _, _) => device,
-                    (None, Some(exported), Some(name)) => identities.import(exported, name)?,
+                    (None, Some(exported), Some(name)) => match setup.restore_device {
+                        Some(device_id) => identities.restore(exported, device_id, name)?,
+                        None => identities.import(exported, name)?,
+                    },
                     (None, None, Some(name)) => identities.create(name)?,
                     (None, _, None) => return Err(no_device_here()),
                 };

@@ -203,9 +203,21 @@ pub(super) async fn after_fork_outside_window(shared: &Shared, group: GroupId) {
         let Ok(members) = members else {
             return;
         };
-        let mut devices: Vec<DeviceAddress> = shared.rejoin_source(&group).into_iter().collect();
-        devices.extend(members.iter().map(DeviceAddress::from));
-        devices.dedup();
+        // The member this device last rejoined from judged any race of that rejoin: its
+        // "stay" is final (another member may be a joiner that lost the same race).
+        let source = shared.rejoin_source(&group);
+        if let Some(source) = source {
+            match rejoin_from(shared, &group, &[source], true).await {
+                Ok(Some(true)) => return,
+                Ok(None) if group_info_from(shared, &group, &source).await.is_some() => return,
+                _ => {}
+            }
+        }
+        let devices: Vec<DeviceAddress> = members
+            .iter()
+            .map(DeviceAddress::from)
+            .filter(|d| Some(*d) != source)
+            .collect();
         match rejoin_from(shared, &group, &devices, true).await {
             Ok(Some(false)) if round + 1 < ADVICE_ROUNDS => {
                 let delay = shared

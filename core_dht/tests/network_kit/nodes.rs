@@ -150,6 +150,7 @@ impl Device {
         bound: Duration,
     ) -> Self {
         let deadline = tokio::time::Instant::now() + bound;
+        let mut errors = Vec::new();
         loop {
             match Node::open(&dir, PASSPHRASE, config()).await {
                 Ok(node) => {
@@ -164,10 +165,15 @@ impl Device {
                     };
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    panic!("{name}'s node reopens: {e}")
+                    panic!("{name}'s node reopens: {e}; before: {errors:?}")
                 }
                 // Between attempts of a bounded wait for the old run's store to close.
-                Err(_) => tokio::time::sleep(POLL).await,
+                Err(e) => {
+                    if errors.len() < 3 {
+                        errors.push(e.to_string());
+                    }
+                    tokio::time::sleep(POLL).await
+                }
             }
         }
     }
