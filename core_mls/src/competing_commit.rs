@@ -159,7 +159,10 @@ impl MlsClient {
         winner: &CommitRank,
         candidates: &[Candidate],
     ) -> Result<Option<crate::events::Outbound>, MlsError> {
-        let own_index = self.group(group)?.own_leaf_index().u32();
+        // Removed meanwhile (a snapshot kept the epoch judgeable): not ours to tell.
+        let Some(own_index) = self.groups.get(group).map(|g| g.own_leaf_index().u32()) else {
+            return Ok(None);
+        };
         if winner.is_external() || winner.committer != own_index {
             return Ok(None);
         }

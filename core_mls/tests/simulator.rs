@@ -11,7 +11,8 @@
 //! or a user, leaves, *concurrent commits* (2–3 members commit in the same epoch), ticks,
 //! the proposal timeout, restarts, and crashes (the client is dropped without the operation's
 //! output being absorbed, possibly for a few steps; the durable outbox and inbox make up for
-//! it). The network (`simulator/network.rs`) delays every envelope by up to 12 steps,
+//! it). From a stream of their own (so the other operations stay what they were): a device
+//! that loses its store, and one cut off past the fork window (`simulator/recovery.rs`). The network (`simulator/network.rs`) delays every envelope by up to 12 steps,
 //! duplicates one in ten, delivers in random order, and holds envelopes of closed devices.
 //! The app acknowledges every envelope it sends and every message it stores; after a reopen it
 //! takes `pending_delivered` and `pending_outbound`.
@@ -47,7 +48,7 @@
 //! - `SIM_SKIP=leave,remove_user` leaves those kinds of operations out (also inside concurrent
 //!   commits and crashes), to tell which kind a failure needs; kinds: `deliver`, `send`,
 //!   `self_update`, `add`, `remove_device`, `remove_user`, `leave`, `concurrent`, `tick`,
-//!   `timeout`, `restart`, `crash`.
+//!   `timeout`, `restart`, `crash`, `lose_store`, `fall_behind`.
 //! - `SIM_MAX_PAST_EPOCHS=n` runs the engines with `max_past_epochs = n` instead of the
 //!   simulator's 16 (e.g. 3, the engine default, to see messages delayed across more epochs
 //!   than MLS retains fail as `message older than max_past_epochs`).

@@ -126,11 +126,17 @@ impl World {
             Failure::new("lose store failed", format!("d{device} {what}: {e}"))
         };
         self.close(device);
-        let path = self.devices[device].path.clone();
-        if let Some(path) = &path {
-            std::fs::remove_file(path).map_err(|e| fail("remove the file", &e))?;
-        }
+        // The old file is deleted and the new store is a new file (the lost phone's
+        // replacement), so nothing of the old one can be read by accident.
+        let path = self.devices[device].path.clone().map(|old| {
+            let _ = std::fs::remove_file(&old);
+            old.with_file_name(format!(
+                "{}-restored-{}.redb",
+                self.scenario.devices[device].name, self.step
+            ))
+        });
         let store = create_store(path.as_ref())?;
+        self.devices[device].path = path;
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
         let address = self.devices[device].address;
         let name = self.scenario.devices[device].name.clone();
