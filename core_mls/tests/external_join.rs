@@ -29,6 +29,26 @@ fn saw_device_rejoin(h: &Harness, node: usize) -> usize {
         .count()
 }
 
+/// `member` gives `joiner` a GroupInfo, the joiner joins by external commit with it, and
+/// everything is delivered without an error. Returns the GroupInfo.
+fn rejoin_with_group_info_of(
+    h: &mut Harness,
+    group: &core_mls::GroupId,
+    joiner: usize,
+    member: usize,
+) -> Vec<u8> {
+    let user = h.nodes[joiner].identity.user_id();
+    let info = h.nodes[member]
+        .client()
+        .export_group_info(group, &user)
+        .unwrap();
+    let given = info.clone();
+    h.run(joiner, move |c| c.join_by_external_commit(&given));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    info
+}
+
 /// Alice and bob in a group, and a GroupInfo bob gave for a device of alice's.
 fn alice_and_bob_with_a_group_info_for_alice(seed: u64) -> (Harness, core_mls::GroupId, Vec<u8>) {
     let mut h = Harness::memory(&["alice", "bob"], seed);
@@ -79,14 +99,7 @@ fn a_device_that_fell_behind_comes_back_and_its_old_leaf_goes() {
     let behind = h.nodes[2].client().epoch(&group).unwrap();
     let current = h.nodes[0].client().epoch(&group).unwrap();
     assert!(behind + 4 <= current, "{behind} {current}");
-    let carol_user = h.nodes[2].identity.user_id();
-    let info = h.nodes[1]
-        .client()
-        .export_group_info(&group, &carol_user)
-        .unwrap();
-    h.run(2, |c| c.join_by_external_commit(&info));
-    h.deliver_all();
-    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    let info = rejoin_with_group_info_of(&mut h, &group, 2, 1);
     h.assert_converged(&group, &[0, 1, 2]);
     // The same three devices: her old leaf was removed by the commit that added the new one.
     assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
@@ -315,14 +328,7 @@ fn a_device_that_lost_its_store_comes_back_under_its_id_and_its_old_leaf_goes() 
     h.lose_store(2);
     assert!(h.nodes[2].client().groups().is_empty());
     assert_ne!(h.nodes[2].identity.signature_public_key(), old_key);
-    let carol_user = h.nodes[2].identity.user_id();
-    let info = h.nodes[1]
-        .client()
-        .export_group_info(&group, &carol_user)
-        .unwrap();
-    h.run(2, |c| c.join_by_external_commit(&info));
-    h.deliver_all();
-    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    rejoin_with_group_info_of(&mut h, &group, 2, 1);
     h.assert_converged(&group, &[0, 1, 2]);
     // Three devices, not four: the dead leaf went with the commit that brought her back.
     let members = h.nodes[0].client().members(&group).unwrap();

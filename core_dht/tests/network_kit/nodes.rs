@@ -130,6 +130,10 @@ impl Device {
         let node = Node::open(&dir, PASSPHRASE, config)
             .await
             .unwrap_or_else(|e| panic!("{name}'s node opens: {e}"));
+        Self::running(name, dir, node)
+    }
+
+    fn running(name: &str, dir: PathBuf, node: Node) -> Self {
         let events = node.take_events().expect("events taken once");
         Self {
             name: name.to_owned(),
@@ -153,17 +157,7 @@ impl Device {
         let mut errors = Vec::new();
         loop {
             match Node::open(&dir, PASSPHRASE, config()).await {
-                Ok(node) => {
-                    let events = node.take_events().expect("events taken once");
-                    return Self {
-                        name: name.to_owned(),
-                        dir,
-                        node,
-                        events,
-                        seen: Vec::new(),
-                        notices: Vec::new(),
-                    };
-                }
+                Ok(node) => return Self::running(name, dir, node),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     panic!("{name}'s node reopens: {e}; before: {errors:?}")
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use core_identity::IdentityStore;
 use core_mls::{DeliverySource, Disposition, MlsClient, MlsError, Output};
 use rand::Rng as _;
-use spacepanda_core::Clock;
+use spacepanda_core::{Clock, SharedStore};
 
 use crate::network::InFlight;
 use crate::verdicts::{EnvelopeVerdict, Failure, judge_envelope_error, variant_name};
@@ -197,15 +197,7 @@ impl World {
             .load()
             .map_err(|e| fail("identity", &e))?
             .ok_or_else(|| fail("identity", &"missing"))?;
-        let seed = self.engine_rng.r#gen();
-        let client =
-            MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
-                .map_err(|e| fail("open", &e))?;
-        let d = &mut self.devices[device];
-        d.store = Some(store);
-        d.client = Some(client);
-        d.down_until = None;
-        self.record_state(device);
+        self.install_engine(device, store, clock, identity)?;
         self.refresh_directory(device)?;
         let undelivered = self
             .client(device)?
@@ -229,6 +221,26 @@ impl World {
                 ..Output::default()
             },
         )
+    }
+
+    /// Opens an engine (with a fresh seed) on `store` for `identity` and puts it in place.
+    pub(crate) fn install_engine(
+        &mut self,
+        device: usize,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        identity: core_identity::DeviceIdentity,
+    ) -> Result<(), Failure> {
+        let seed = self.engine_rng.r#gen();
+        let client =
+            MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
+                .map_err(|e| Failure::new("reopen failed", format!("d{device} open: {e}")))?;
+        let d = &mut self.devices[device];
+        d.store = Some(store);
+        d.client = Some(client);
+        d.down_until = None;
+        self.record_state(device);
+        Ok(())
     }
 
     /// Reopens devices whose downtime is over.

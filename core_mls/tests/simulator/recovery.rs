@@ -5,8 +5,7 @@
 //! whose GroupInfo it joined with, which judged the race.
 
 use core_identity::IdentityStore;
-use core_mls::{MlsClient, MlsError, RejoinAdvice};
-use rand::Rng as _;
+use core_mls::{MlsError, RejoinAdvice};
 use spacepanda_core::Clock;
 use std::sync::Arc;
 
@@ -148,16 +147,8 @@ impl World {
                 &mut self.engine_rng,
             )
             .map_err(|e| fail("restore", &e))?;
-        let seed = self.engine_rng.r#gen();
-        let client =
-            MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
-                .map_err(|e| fail("open", &e))?;
-        let d = &mut self.devices[device];
-        d.store = Some(store);
-        d.client = Some(client);
-        d.down_until = None;
-        d.forget_state();
-        self.record_state(device);
+        self.devices[device].forget_state();
+        self.install_engine(device, store, clock, identity)?;
         self.refresh_directory(device)?;
         self.tally.add("store lost");
         self.want_rejoin(device, None);
