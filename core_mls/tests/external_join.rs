@@ -471,3 +471,82 @@ fn two_rejoins_from_one_group_info_are_judged_alike_everywhere() {
     assert!(h.errors().is_empty(), "{:?}", h.errors());
     h.assert_converged(&group, &[0, 1, phone, tablet]);
 }
+
+#[test]
+fn a_half_of_two_that_rejoins_at_once_ends_on_one_branch() {
+    for seed in 20..32 {
+        let config = core_mls::MlsConfig {
+            fork_window_epochs: 2,
+            ..core_mls::MlsConfig::default()
+        };
+        let mut h = Harness::seeded(&["a", "b", "c"], seed, config);
+        let group = h.group_with(0, &[1, 2]);
+        // c is cut off; a and c each go three epochs on.
+        let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
+        for _ in 0..3 {
+            for committer in [0usize, 2] {
+                let g = group.clone();
+                h.run(committer, move |c| c.self_update(&g));
+                for (node, across) in [
+                    (2usize, committer == 0),
+                    (0, committer == 2),
+                    (1, committer == 2),
+                ] {
+                    if across {
+                        held_back.extend(h.nodes[node].inbox.drain(..).map(|b| (node, b)));
+                    }
+                }
+                h.deliver_all();
+            }
+        }
+        for (node, bytes) in held_back {
+            h.nodes[node].inbox.push(bytes);
+        }
+        h.deliver_all();
+        // Every device asks one of the other side, as the Node asks the sender.
+        let asks = [(0usize, 2usize), (1, 2), (2, 0)];
+        let mut infos = Vec::new();
+        for (device, other) in asks {
+            let user = h.nodes[device].identity.user_id();
+            let info = h.nodes[other]
+                .client()
+                .export_group_info(&group, &user)
+                .unwrap();
+            infos.push((device, other, info));
+        }
+        for (device, _, info) in &infos {
+            if h.nodes[*device].client().rejoin_advice(info).unwrap() == RejoinAdvice::Rejoin {
+                let info = info.clone();
+                h.run(*device, move |c| c.join_by_external_commit(&info));
+            }
+        }
+        h.deliver_all();
+        // A contested rejoin asks the member it rejoined from again, until settled.
+        for _ in 0..4 {
+            for (device, other, _) in &infos {
+                let contested = h.nodes[*device]
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::RejoinContested { .. }));
+                if !contested {
+                    continue;
+                }
+                let user = h.nodes[*device].identity.user_id();
+                let info = h.nodes[*other]
+                    .client()
+                    .export_group_info(&group, &user)
+                    .unwrap();
+                if h.nodes[*device].client().rejoin_advice(&info).unwrap() == RejoinAdvice::Rejoin {
+                    h.run(*device, move |c| c.join_by_external_commit(&info));
+                    h.deliver_all();
+                }
+            }
+        }
+        h.assert_converged(&group, &[0, 1, 2]);
+        assert_eq!(
+            h.nodes[2].client().members(&group).unwrap().len(),
+            3,
+            "seed {seed}"
+        );
+    }
+}
