@@ -147,8 +147,9 @@ impl IdentityStore {
         display_name: &str,
         rng: &mut R,
     ) -> Result<DeviceIdentity, IdentityError> {
+        // A new device is a restore under an id nobody used.
         let device_id = DeviceId::generate_with(rng);
-        self.adopt(exported, device_id, display_name, rng)
+        self.restore_with(exported, device_id, display_name, rng)
     }
 
     /// Sets this store up as a device that *lost its store*, restored under its old
@@ -169,17 +170,6 @@ impl IdentityStore {
     /// [`restore`](Self::restore) with the device's keys drawn from `rng` (tests and
     /// simulations; see [`create_with`](Self::create_with)).
     pub fn restore_with<R: RngCore + CryptoRng>(
-        &self,
-        exported: &[u8],
-        device_id: DeviceId,
-        display_name: &str,
-        rng: &mut R,
-    ) -> Result<DeviceIdentity, IdentityError> {
-        self.adopt(exported, device_id, display_name, rng)
-    }
-
-    /// This store becomes device `device_id` of the user whose exported identity key this is.
-    fn adopt<R: RngCore + CryptoRng>(
         &self,
         exported: &[u8],
         device_id: DeviceId,
