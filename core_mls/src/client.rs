@@ -104,6 +104,15 @@ impl MlsClient {
         device: DeviceIdentity,
         config: MlsConfig,
     ) -> Result<Self, MlsError> {
+        // Every snapshot and dormant branch within the fork window references past member
+        // lists of up to `max_past_epochs` before its epoch; one more epoch of margin for a
+        // rollback that lands on the window's edge.
+        provider.storage().set_member_list_retention(
+            config
+                .fork_window_epochs
+                .saturating_add(u64::try_from(config.max_past_epochs).unwrap_or(u64::MAX))
+                .saturating_add(2),
+        );
         let credential = CredentialWithKey {
             credential: BasicCredential::new(device.credential_bytes().to_vec()).into(),
             signature_key: device.signature_public_key().to_vec().into(),
@@ -296,6 +305,20 @@ impl MlsClient {
     pub fn ack_delivered(&mut self, id: DeliveryId) -> Result<bool, MlsError> {
         self.transaction(None, |client| {
             client.with_txn(|txn| app_inbox::ack(txn, id))
+        })
+    }
+
+    /// [`ack_delivered`](Self::ack_delivered) for many messages, in one transaction (after
+    /// [`handle_envelopes`](Self::handle_envelopes)). Returns how many were pending.
+    pub fn ack_delivered_all(&mut self, ids: &[DeliveryId]) -> Result<usize, MlsError> {
+        self.transaction(None, |client| {
+            client.with_txn(|txn| {
+                let mut pending = 0;
+                for id in ids {
+                    pending += usize::from(app_inbox::ack(txn, *id)?);
+                }
+                Ok(pending)
+            })
         })
     }
 

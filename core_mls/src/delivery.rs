@@ -33,6 +33,58 @@ impl MlsClient {
         self.handle_from(bytes, Some(source.clone()))
     }
 
+    /// Processes a batch of envelopes (a mailbox fetch, a burst of pushes) in one transaction:
+    /// one durable write for the batch instead of one per envelope. Results stay per envelope,
+    /// in order, as [`handle_envelope`](Self::handle_envelope) would have returned them: an
+    /// envelope that is refused is rolled back on its own (a savepoint) and the others are kept.
+    ///
+    /// The outer error is a local failure (storage, or a bug) met by any of them: then nothing
+    /// of the batch is written and it can be handed in again. What the batch makes to send
+    /// (a commit re-issued, a deferred send) is in the outbox before the call returns, so
+    /// nothing leaves before it is durable.
+    pub fn handle_envelopes(
+        &mut self,
+        envelopes: &[&[u8]],
+    ) -> Result<Vec<Result<Output, MlsError>>, MlsError> {
+        self.handle_batch_from(envelopes, None)
+    }
+
+    /// [`handle_envelopes`](Self::handle_envelopes) for envelopes delivered by `source` (for
+    /// the buffer's shares, as [`handle_envelope_from`](Self::handle_envelope_from)).
+    pub fn handle_envelopes_from(
+        &mut self,
+        envelopes: &[&[u8]],
+        source: &DeliverySource,
+    ) -> Result<Vec<Result<Output, MlsError>>, MlsError> {
+        self.handle_batch_from(envelopes, Some(source.clone()))
+    }
+
+    fn handle_batch_from(
+        &mut self,
+        envelopes: &[&[u8]],
+        source: Option<DeliverySource>,
+    ) -> Result<Vec<Result<Output, MlsError>>, MlsError> {
+        let _time = self.operation();
+        let outer = std::mem::replace(&mut self.source, source);
+        let max_len = self.config.max_envelope_len;
+        let result = self.transaction(None, |client| {
+            let mut results = Vec::with_capacity(envelopes.len());
+            for bytes in envelopes {
+                // Each envelope is a step: a refusal rolls back to its savepoint only.
+                let one = Envelope::from_bytes(bytes, max_len).and_then(|envelope| {
+                    client.transaction(None, |client| client.handle_decoded(envelope, None))
+                });
+                match one {
+                    Err(error) if error.is_local() => return Err(error),
+                    one => results.push(one),
+                }
+            }
+            Ok(results)
+        });
+        self.source = outer;
+        result
+    }
+
     fn handle_from(
         &mut self,
         bytes: &[u8],

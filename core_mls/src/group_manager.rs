@@ -166,9 +166,15 @@ impl MlsClient {
             let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
             fork_resolution::tag_outgoing(mls_group);
-            let (commit, welcome, _) = mls_group
-                .add_members(provider, &signer, &key_packages)
-                .map_err(|e| MlsError::openmls("add members", e))?;
+            let bundle = stage_commit(provider, mls_group, &signer, "add members", |builder| {
+                builder
+                    .propose_adds(key_packages.iter().cloned())
+                    .force_self_update(true)
+            })?;
+            let welcome = bundle.to_welcome_msg().ok_or(MlsError::Internal {
+                what: "OpenMLS made an add commit without a Welcome",
+            })?;
+            let commit = bundle.commit();
             let rank = own_rank(mls_group)?;
             let commit_epoch = mls_group.epoch().as_u64();
             mls_group
@@ -303,9 +309,10 @@ impl MlsClient {
             let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
             fork_resolution::tag_outgoing(mls_group);
-            let (commit, _, _) = mls_group
-                .remove_members(provider, &signer, &indices)
-                .map_err(|e| MlsError::openmls("remove members", e))?;
+            let bundle = stage_commit(provider, mls_group, &signer, "remove members", |builder| {
+                builder.propose_removals(indices.iter().copied())
+            })?;
+            let commit = bundle.commit();
             let rank = own_rank(mls_group)?;
             let commit_epoch = mls_group.epoch().as_u64();
             mls_group
@@ -358,9 +365,11 @@ impl MlsClient {
             let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
             fork_resolution::tag_outgoing(mls_group);
-            let bundle = mls_group
-                .self_update(provider, &signer, LeafNodeParameters::default())
-                .map_err(|e| MlsError::openmls("self-update", e))?;
+            let bundle = stage_commit(provider, mls_group, &signer, "self-update", |builder| {
+                builder
+                    .leaf_node_parameters(LeafNodeParameters::default())
+                    .consume_proposal_store(true)
+            })?;
             let rank = own_rank(mls_group)?;
             let commit_epoch = mls_group.epoch().as_u64();
             mls_group
@@ -588,4 +597,27 @@ impl MlsClient {
             .verify_self()
             .map_err(|reason| MlsError::UnverifiedMember { reason })
     }
+}
+
+/// Builds and stages a commit with what `propose` adds, without the GroupInfo OpenMLS would
+/// otherwise export with every commit (`use_ratchet_tree_extension` makes it the default):
+/// nothing sends that one (members export a GroupInfo on request, `external_join`), and it
+/// costs a ratchet tree export and a signature per commit. A Welcome still carries its own.
+fn stage_commit<'a>(
+    provider: &crate::provider::SpacePandaProvider,
+    mls_group: &'a mut MlsGroup,
+    signer: &DeviceSigner<'_>,
+    what: &'static str,
+    propose: impl FnOnce(
+        openmls::group::CommitBuilder<'a, openmls::group::Initial>,
+    ) -> openmls::group::CommitBuilder<'a, openmls::group::Initial>,
+) -> Result<openmls::group::CommitMessageBundle, MlsError> {
+    propose(mls_group.commit_builder())
+        .load_psks(provider.storage())
+        .map_err(|e| MlsError::openmls(what, e))?
+        .create_group_info(false)
+        .build(provider.rand(), provider.crypto(), signer, |_| true)
+        .map_err(|e| MlsError::openmls(what, e))?
+        .stage_commit(provider)
+        .map_err(|e| MlsError::openmls(what, e))
 }

@@ -13,6 +13,7 @@ use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::fork_resolution::{LEAVE_NAMESPACE, branch_tag};
 use crate::group_id::GroupId;
+use crate::storage::epoch_members;
 use crate::storage::key_layout::{
     ENCRYPTION_KEY_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE,
 };
@@ -163,6 +164,14 @@ impl MlsClient {
                     .map(|(e, _)| *e);
                 crate::dormant_branches::forget_before(txn, &group, oldest)?;
                 epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
+            }
+            // Past member lists of a group this device no longer holds outlive it only while a
+            // snapshot could restore it (`storage::epoch_members`).
+            for raw in epoch_members::groups(txn)? {
+                let group = GroupId::from_slice(&raw);
+                if !held.contains(&group) && epoch_snapshots::metas(txn, &group)?.is_empty() {
+                    epoch_members::forget_group(txn, &raw)?;
+                }
             }
             // A leave request outlives the group only while a rollback could restore it.
             for (key, _) in txn.scan_prefix(LEAVE_NAMESPACE, &Key::empty())? {

@@ -177,6 +177,55 @@ fn run(sticky: bool) {
         },
     );
 
+    // ---- a batch of envelopes (a mailbox fetch), one of them junk ----------------------------
+    let first = w.client(ALICE).send(&g, b"one").unwrap();
+    w.ack(ALICE, &first);
+    let second = w.client(ALICE).send(&g, b"two").unwrap();
+    w.ack(ALICE, &second);
+    let first = envelope(&first, EnvelopeKind::Application);
+    let second = envelope(&second, EnvelopeKind::Application);
+    let junk = b"not an envelope".to_vec();
+    let batch = w.sweep(
+        BOB,
+        "handle_envelopes: two messages and junk",
+        |c| c.handle_envelopes(&[&first, &junk, &second]),
+        |c, results| {
+            assert_eq!(results.len(), 3);
+            let body = |i: usize| match results[i].as_ref().map(|o| &o.events[..]) {
+                Ok([Event::Message { body, .. }]) => body.clone(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(body(0), b"one");
+            assert!(
+                results[1]
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::PeerInput)
+            );
+            assert_eq!(body(2), b"two");
+            assert_eq!(c.pending_delivered().unwrap().len(), 2);
+        },
+    );
+    let deliveries: Vec<_> = batch
+        .iter()
+        .flatten()
+        .flat_map(|o| &o.events)
+        .filter_map(|e| match e {
+            Event::Message { delivery, .. } => Some(*delivery),
+            _ => None,
+        })
+        .collect();
+    w.sweep(
+        BOB,
+        "ack_delivered_all",
+        |c| c.ack_delivered_all(&deliveries),
+        |c, acked| {
+            assert_eq!(*acked, 2);
+            assert!(c.pending_delivered().unwrap().is_empty());
+        },
+    );
+    w.handle(CAROL, &first);
+    w.handle(CAROL, &second);
+
     // ---- a commit, and a message of its epoch that overtakes it ------------------------------
     let updated = w.sweep(
         ALICE,

@@ -17,25 +17,44 @@
 //! elements and the sequence is written as an array. Collected bytes may be key material, so the
 //! buffer zeroizes on drop.
 
-use std::fmt;
-
 use serde::ser::{
-    self, Impossible, Serialize, SerializeMap, SerializeSeq, SerializeStruct,
-    SerializeStructVariant, SerializeTuple, SerializeTupleStruct, SerializeTupleVariant,
-    Serializer,
+    self, Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant,
+    SerializeTuple, SerializeTupleStruct, SerializeTupleVariant, Serializer,
 };
 use zeroize::Zeroizing;
 
-/// Wraps a serializer so that every sequence of `u8` becomes one byte string.
-struct ByteStrings<S>(S);
+use super::split_layout::{
+    ByteProbe, ContextProbe, EPOCH_TREE, NumberProbe, OtherShape, Split, SplitList, TreeFields,
+    list_hash,
+};
+
+/// Wraps a serializer so that every sequence of `u8` becomes one byte string (and, with a
+/// [`Split`], past epochs' member lists are taken out).
+struct ByteStrings<'a, S> {
+    inner: S,
+    split: Option<&'a Split<'a>>,
+}
 
 /// A value serialised through [`ByteStrings`]: hand this to any serde format (how the top-level
 /// value and every nested one stay wrapped).
-pub(crate) struct Wrapped<'a, T: ?Sized>(pub(crate) &'a T);
+pub(crate) struct Wrapped<'a, T: ?Sized>(pub(crate) &'a T, pub(crate) Option<&'a Split<'a>>);
 
 impl<T: Serialize + ?Sized> Serialize for Wrapped<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(ByteStrings(serializer))
+        self.0.serialize(ByteStrings {
+            inner: serializer,
+            split: self.1,
+        })
+    }
+}
+
+impl<'a> Split<'a> {
+    /// `value`, to be serialised with this split.
+    pub(crate) fn wrap<'v, T: ?Sized>(&'v self, value: &'v T) -> Wrapped<'v, T>
+    where
+        'a: 'v,
+    {
+        Wrapped(value, Some(self))
     }
 }
 
@@ -43,22 +62,22 @@ macro_rules! forward {
     ($($method:ident($ty:ty)),* $(,)?) => {
         $(
             fn $method(self, value: $ty) -> Result<S::Ok, S::Error> {
-                self.0.$method(value)
+                self.inner.$method(value)
             }
         )*
     };
 }
 
-impl<S: Serializer> Serializer for ByteStrings<S> {
+impl<'a, S: Serializer> Serializer for ByteStrings<'a, S> {
     type Ok = S::Ok;
     type Error = S::Error;
-    type SerializeSeq = Sequence<S>;
-    type SerializeTuple = Compound<S::SerializeTuple>;
-    type SerializeTupleStruct = Compound<S::SerializeTupleStruct>;
-    type SerializeTupleVariant = Compound<S::SerializeTupleVariant>;
-    type SerializeMap = Compound<S::SerializeMap>;
-    type SerializeStruct = Compound<S::SerializeStruct>;
-    type SerializeStructVariant = Compound<S::SerializeStructVariant>;
+    type SerializeSeq = Sequence<'a, S>;
+    type SerializeTuple = Compound<'a, S::SerializeTuple>;
+    type SerializeTupleStruct = Compound<'a, S::SerializeTupleStruct>;
+    type SerializeTupleVariant = Compound<'a, S::SerializeTupleVariant>;
+    type SerializeMap = Compound<'a, S::SerializeMap>;
+    type SerializeStruct = Compound<'a, S::SerializeStruct>;
+    type SerializeStructVariant = Compound<'a, S::SerializeStructVariant>;
 
     forward!(
         serialize_bool(bool),
@@ -81,15 +100,15 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
     );
 
     fn serialize_none(self) -> Result<S::Ok, S::Error> {
-        self.0.serialize_none()
+        self.inner.serialize_none()
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
-        self.0.serialize_some(&Wrapped(value))
+        self.inner.serialize_some(&Wrapped(value, self.split))
     }
 
     fn serialize_unit(self) -> Result<S::Ok, S::Error> {
-        self.0.serialize_unit()
+        self.inner.serialize_unit()
     }
 
     fn serialize_unit_variant(
@@ -98,7 +117,7 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         index: u32,
         variant: &'static str,
     ) -> Result<S::Ok, S::Error> {
-        self.0.serialize_unit_variant(name, index, variant)
+        self.inner.serialize_unit_variant(name, index, variant)
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -106,7 +125,8 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         name: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.0.serialize_newtype_struct(name, &Wrapped(value))
+        self.inner
+            .serialize_newtype_struct(name, &Wrapped(value, self.split))
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -116,16 +136,21 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         variant: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.0
-            .serialize_newtype_variant(name, index, variant, &Wrapped(value))
+        self.inner
+            .serialize_newtype_variant(name, index, variant, &Wrapped(value, self.split))
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<Sequence<S>, S::Error> {
-        Ok(Sequence::new(self.0, len))
+    fn serialize_seq(self, len: Option<usize>) -> Result<Sequence<'a, S>, S::Error> {
+        Ok(Sequence::new(self.inner, len, self.split))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        self.0.serialize_tuple(len).map(Compound)
+        {
+            let split = self.split;
+            self.inner
+                .serialize_tuple(len)
+                .map(|c| Compound::new(c, split))
+        }
     }
 
     fn serialize_tuple_struct(
@@ -133,7 +158,12 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         name: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleStruct, S::Error> {
-        self.0.serialize_tuple_struct(name, len).map(Compound)
+        {
+            let split = self.split;
+            self.inner
+                .serialize_tuple_struct(name, len)
+                .map(|c| Compound::new(c, split))
+        }
     }
 
     fn serialize_tuple_variant(
@@ -143,13 +173,21 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        self.0
-            .serialize_tuple_variant(name, index, variant, len)
-            .map(Compound)
+        {
+            let split = self.split;
+            self.inner
+                .serialize_tuple_variant(name, index, variant, len)
+                .map(|c| Compound::new(c, split))
+        }
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        self.0.serialize_map(len).map(Compound)
+        {
+            let split = self.split;
+            self.inner
+                .serialize_map(len)
+                .map(|c| Compound::new(c, split))
+        }
     }
 
     fn serialize_struct(
@@ -157,7 +195,15 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         name: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStruct, S::Error> {
-        self.0.serialize_struct(name, len).map(Compound)
+        let split = self.split;
+        let mut compound = self
+            .inner
+            .serialize_struct(name, len)
+            .map(|c| Compound::new(c, split))?;
+        if split.is_some() && name == EPOCH_TREE {
+            compound.tree = Some(TreeFields::default());
+        }
+        Ok(compound)
     }
 
     fn serialize_struct_variant(
@@ -167,67 +213,85 @@ impl<S: Serializer> Serializer for ByteStrings<S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStructVariant, S::Error> {
-        self.0
-            .serialize_struct_variant(name, index, variant, len)
-            .map(Compound)
+        {
+            let split = self.split;
+            self.inner
+                .serialize_struct_variant(name, index, variant, len)
+                .map(|c| Compound::new(c, split))
+        }
     }
 
     fn is_human_readable(&self) -> bool {
-        self.0.is_human_readable()
+        self.inner.is_human_readable()
     }
 }
 
 /// Tuples, structs, maps and variants: forwarded, with their fields wrapped.
-struct Compound<C>(C);
+struct Compound<'a, C> {
+    inner: C,
+    split: Option<&'a Split<'a>>,
+    /// Set while this is an `EpochTree` under a [`Split`]: what its fields told so far.
+    tree: Option<TreeFields>,
+}
 
-impl<C: SerializeTuple> SerializeTuple for Compound<C> {
+impl<'a, C> Compound<'a, C> {
+    fn new(inner: C, split: Option<&'a Split<'a>>) -> Self {
+        Self {
+            inner,
+            split,
+            tree: None,
+        }
+    }
+}
+
+impl<C: SerializeTuple> SerializeTuple for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_element(&Wrapped(value))
+        self.inner.serialize_element(&Wrapped(value, self.split))
     }
     fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
+        self.inner.end()
     }
 }
 
-impl<C: SerializeTupleStruct> SerializeTupleStruct for Compound<C> {
+impl<C: SerializeTupleStruct> SerializeTupleStruct for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_field(&Wrapped(value))
+        self.inner.serialize_field(&Wrapped(value, self.split))
     }
     fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
+        self.inner.end()
     }
 }
 
-impl<C: SerializeTupleVariant> SerializeTupleVariant for Compound<C> {
+impl<C: SerializeTupleVariant> SerializeTupleVariant for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_field(&Wrapped(value))
+        self.inner.serialize_field(&Wrapped(value, self.split))
     }
     fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
+        self.inner.end()
     }
 }
 
-impl<C: SerializeMap> SerializeMap for Compound<C> {
+impl<C: SerializeMap> SerializeMap for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), C::Error> {
-        self.0.serialize_key(&Wrapped(key))
+        self.inner.serialize_key(&Wrapped(key, self.split))
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_value(&Wrapped(value))
+        self.inner.serialize_value(&Wrapped(value, self.split))
     }
     fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
+        self.inner.end()
     }
 }
 
-impl<C: SerializeStruct> SerializeStruct for Compound<C> {
+impl<C: SerializeStruct> SerializeStruct for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -235,17 +299,42 @@ impl<C: SerializeStruct> SerializeStruct for Compound<C> {
         key: &'static str,
         value: &T,
     ) -> Result<(), C::Error> {
-        self.0.serialize_field(key, &Wrapped(value))
+        if let (Some(tree), Some(split)) = (self.tree.as_mut(), self.split) {
+            match key {
+                "epoch" => tree.epoch = value.serialize(NumberProbe).ok(),
+                "message_secrets" => {
+                    tree.context_hash = value
+                        .serialize(ContextProbe)
+                        .ok()
+                        .map(|context| list_hash(&context));
+                }
+                "leaves" => {
+                    if let (Some(epoch), Some(hash)) = (tree.epoch, tree.context_hash) {
+                        return self.inner.serialize_field(
+                            key,
+                            &Placeholder {
+                                split,
+                                list: value,
+                                epoch,
+                                hash,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.inner.serialize_field(key, &Wrapped(value, self.split))
     }
     fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.0.skip_field(key)
+        self.inner.skip_field(key)
     }
     fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
+        self.inner.end()
     }
 }
 
-impl<C: SerializeStructVariant> SerializeStructVariant for Compound<C> {
+impl<C: SerializeStructVariant> SerializeStructVariant for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -253,22 +342,53 @@ impl<C: SerializeStructVariant> SerializeStructVariant for Compound<C> {
         key: &'static str,
         value: &T,
     ) -> Result<(), C::Error> {
-        self.0.serialize_field(key, &Wrapped(value))
+        self.inner.serialize_field(key, &Wrapped(value, self.split))
     }
     fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.0.skip_field(key)
+        self.inner.skip_field(key)
     }
     fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
+        self.inner.end()
+    }
+}
+
+/// Written where a member list was taken out: records the list (encoding it if it is not
+/// known) and writes the one-byte placeholder.
+struct Placeholder<'a, T: ?Sized> {
+    split: &'a Split<'a>,
+    list: &'a T,
+    epoch: u64,
+    hash: [u8; 32],
+}
+
+impl<T: Serialize + ?Sized> Serialize for Placeholder<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let seen = |hash: &[u8; 32]| self.split.lists.borrow().iter().any(|l| &l.hash == hash);
+        let encoding = if (self.split.known)(&self.hash) || seen(&self.hash) {
+            None
+        } else {
+            let mut out = Vec::new();
+            ciborium::into_writer(&Wrapped(self.list, None), &mut out)
+                .map_err(|_| ser::Error::custom("a member list does not serialise"))?;
+            Some(out)
+        };
+        self.split.lists.borrow_mut().push(SplitList {
+            offset: self.split.written.get(),
+            hash: self.hash,
+            epoch: self.epoch,
+            encoding,
+        });
+        serializer.serialize_unit()
     }
 }
 
 /// A sequence whose form (byte string or array) is decided by its elements.
 ///
 /// Laid out for the hot path: a byte of a byte sequence is one probe and one push.
-struct Sequence<S: Serializer> {
+struct Sequence<'a, S: Serializer> {
     /// The serializer, until the sequence is written as an array (or finished).
     serializer: Option<S>,
+    split: Option<&'a Split<'a>>,
     len: Option<usize>,
     /// Every element so far, while all of them were one `u8`.
     bytes: Zeroizing<Vec<u8>>,
@@ -276,10 +396,11 @@ struct Sequence<S: Serializer> {
     array: Option<S::SerializeSeq>,
 }
 
-impl<S: Serializer> Sequence<S> {
-    fn new(serializer: S, len: Option<usize>) -> Self {
+impl<'a, S: Serializer> Sequence<'a, S> {
+    fn new(serializer: S, len: Option<usize>, split: Option<&'a Split<'a>>) -> Self {
         Self {
             serializer: Some(serializer),
+            split,
             len,
             bytes: Zeroizing::new(Vec::new()),
             array: None,
@@ -294,7 +415,7 @@ impl<S: Serializer> Sequence<S> {
         for byte in self.bytes.iter() {
             array.serialize_element(byte)?;
         }
-        array.serialize_element(&Wrapped(value))?;
+        array.serialize_element(&Wrapped(value, self.split))?;
         self.array = Some(array);
         Ok(())
     }
@@ -304,15 +425,15 @@ fn used_after_end<E: ser::Error>() -> E {
     E::custom("a sequence was written after it failed")
 }
 
-impl<S: Serializer> SerializeSeq for Sequence<S> {
+impl<S: Serializer> SerializeSeq for Sequence<'_, S> {
     type Ok = S::Ok;
     type Error = S::Error;
 
     #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
         match self.array.as_mut() {
-            Some(array) => array.serialize_element(&Wrapped(value)),
-            None => match value.serialize(SingleByte) {
+            Some(array) => array.serialize_element(&Wrapped(value, self.split)),
+            None => match value.serialize(ByteProbe) {
                 Ok(byte) => {
                     if self.bytes.is_empty() {
                         self.bytes.reserve(self.len.unwrap_or(0));
@@ -320,7 +441,7 @@ impl<S: Serializer> SerializeSeq for Sequence<S> {
                     self.bytes.push(byte);
                     Ok(())
                 }
-                Err(NotAByte) => self.start_array(value),
+                Err(OtherShape) => self.start_array(value),
             },
         }
     }
@@ -335,145 +456,5 @@ impl<S: Serializer> SerializeSeq for Sequence<S> {
         } else {
             serializer.serialize_bytes(&self.bytes)
         }
-    }
-}
-
-/// The answer of [`SingleByte`] for anything that is not exactly one `u8`.
-#[derive(Debug)]
-struct NotAByte;
-
-impl fmt::Display for NotAByte {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a single u8")
-    }
-}
-
-impl std::error::Error for NotAByte {}
-
-impl ser::Error for NotAByte {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        NotAByte
-    }
-}
-
-/// Serializes a value only if it is exactly one `u8`.
-struct SingleByte;
-
-macro_rules! not_a_byte {
-    ($($method:ident($($arg:ty),*)),* $(,)?) => {
-        $(
-            fn $method(self, $(_: $arg),*) -> Result<u8, NotAByte> {
-                Err(NotAByte)
-            }
-        )*
-    };
-}
-
-impl Serializer for SingleByte {
-    type Ok = u8;
-    type Error = NotAByte;
-    type SerializeSeq = Impossible<u8, NotAByte>;
-    type SerializeTuple = Impossible<u8, NotAByte>;
-    type SerializeTupleStruct = Impossible<u8, NotAByte>;
-    type SerializeTupleVariant = Impossible<u8, NotAByte>;
-    type SerializeMap = Impossible<u8, NotAByte>;
-    type SerializeStruct = Impossible<u8, NotAByte>;
-    type SerializeStructVariant = Impossible<u8, NotAByte>;
-
-    #[inline]
-    fn serialize_u8(self, value: u8) -> Result<u8, NotAByte> {
-        Ok(value)
-    }
-
-    not_a_byte!(
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
-        serialize_i128(i128),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_u128(u128),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
-
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<u8, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<u8, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<u8, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, NotAByte> {
-        Err(NotAByte)
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, NotAByte> {
-        Err(NotAByte)
     }
 }

@@ -19,7 +19,7 @@ pub(crate) const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
 /// Encodes a value for storage.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, MlsError> {
     let mut out = Vec::new();
-    ciborium::into_writer(&Wrapped(value), &mut out).map_err(|_| MlsError::Internal {
+    ciborium::into_writer(&Wrapped(value, None), &mut out).map_err(|_| MlsError::Internal {
         what: "an OpenMLS value does not serialise to CBOR",
     })?;
     Ok(out)

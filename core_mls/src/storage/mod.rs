@@ -11,13 +11,18 @@
 
 mod byte_strings;
 pub(crate) mod codec;
+#[cfg(test)]
+mod epoch_member_tests;
+pub(crate) mod epoch_members;
 pub(crate) mod key_layout;
 mod openmls_storage;
 #[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
 mod roundtrip_tests;
+mod split_layout;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use openmls::prelude::GroupId;
@@ -32,7 +37,17 @@ use key_layout::{GROUP_NAMESPACE, META_NAMESPACE};
 ///
 /// Bump it (and add a migration in [`KvStorageProvider::open`]) whenever a stored key or value
 /// changes shape, including when OpenMLS raises its storage version.
-pub(crate) const STORAGE_FORMAT_VERSION: u32 = 1;
+///
+/// - 1: every value is the CBOR encoding of what OpenMLS hands over.
+/// - 2: OpenMLS's message secrets record is split, its past epochs' member lists stored once
+///   each (`epoch_members`). A store of format 1 is read as it is (a record of format 1 decodes
+///   as before) and raised to 2 by its first commit; each group's record takes the new form
+///   when OpenMLS next writes it.
+pub(crate) const STORAGE_FORMAT_VERSION: u32 = 2;
+
+/// Member-list retention of a provider the engine has not configured (tests of the storage
+/// alone): generous, since a list collected too early makes a snapshot unreadable.
+const DEFAULT_MEMBER_LIST_RETENTION: u64 = 64;
 
 /// The record in [`META_NAMESPACE`] saying who wrote this store.
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +69,12 @@ pub(crate) struct KvStorageProvider {
     format_record: Mutex<Option<Vec<u8>>>,
     /// The first local-storage failure of the open transaction (see [`Self::take_failure`]).
     failure: Mutex<Option<String>>,
+    /// How many epochs below a group's newest member list older lists are kept
+    /// (`epoch_members`); see [`Self::set_member_list_retention`].
+    member_list_retention: AtomicU64,
+    /// Tests of the migration write message secrets as format 1 did (whole).
+    #[cfg(test)]
+    write_format_1: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for KvStorageProvider {
@@ -88,6 +109,14 @@ impl KvStorageProvider {
                         supported: u32::from(openmls_traits::storage::CURRENT_VERSION),
                     });
                 }
+                if record.format < STORAGE_FORMAT_VERSION {
+                    // Older formats read as they are; the first commit says the store may now
+                    // hold values only this format reads.
+                    format_record = Some(codec::encode(&FormatRecord {
+                        format: STORAGE_FORMAT_VERSION,
+                        openmls_storage: record.openmls_storage,
+                    })?);
+                }
             }
             None => {
                 let record = FormatRecord {
@@ -102,7 +131,27 @@ impl KvStorageProvider {
             txn: Mutex::new(None),
             format_record: Mutex::new(format_record),
             failure: Mutex::new(None),
+            member_list_retention: AtomicU64::new(DEFAULT_MEMBER_LIST_RETENTION),
+            #[cfg(test)]
+            write_format_1: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Keeps past epochs' member lists for `epochs` epochs below a group's newest one: the
+    /// engine sets the fork window plus `max_past_epochs` and a margin, so that every snapshot
+    /// and dormant branch it can still restore finds the lists its record references.
+    pub(crate) fn set_member_list_retention(&self, epochs: u64) {
+        self.member_list_retention.store(epochs, Ordering::Relaxed);
+    }
+
+    fn member_list_retention(&self) -> u64 {
+        self.member_list_retention.load(Ordering::Relaxed)
+    }
+
+    /// From now on, writes message secrets whole, as format 1 did (migration tests).
+    #[cfg(test)]
+    pub(crate) fn write_as_format_1(&self) {
+        self.write_format_1.store(true, Ordering::Relaxed);
     }
 
     /// The underlying store.

@@ -6,11 +6,11 @@ use serde::Serialize;
 use serde::de::IgnoredAny;
 use spacepanda_core::Key;
 
-use super::KvStorageProvider;
 use super::key_layout::{
     self, ENCRYPTION_KEY_NAMESPACE, GROUP_NAMESPACE, KEY_PACKAGE_NAMESPACE, PSK_NAMESPACE,
     SIGNATURE_KEY_NAMESPACE, label,
 };
+use super::{KvStorageProvider, epoch_members};
 use crate::error::MlsError;
 
 /// `["g", group_id, label]`.
@@ -72,6 +72,67 @@ impl KvStorageProvider {
         label: &str,
     ) -> Result<(), MlsError> {
         self.delete_key(operation, GROUP_NAMESPACE, group_key(group_id, label)?)
+    }
+}
+
+impl KvStorageProvider {
+    /// Writes OpenMLS's message secrets store split (`epoch_members`): the lists of past epochs
+    /// not stored yet, the record with references, and the group's index, in the open
+    /// transaction.
+    fn write_message_secrets_split<G: Serialize, V: Serialize>(
+        &self,
+        group_id: &G,
+        value: &V,
+    ) -> Result<(), MlsError> {
+        #[cfg(test)]
+        if self
+            .write_format_1
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return self.write_group_value(
+                "write_message_secrets",
+                group_id,
+                label::MESSAGE_SECRETS,
+                value,
+            );
+        }
+        let group = key_layout::byte_string(group_id)?;
+        let index = match self.read(
+            epoch_members::INDEX_NAMESPACE,
+            &epoch_members::index_key(&group),
+        )? {
+            Some(bytes) => epoch_members::decode_index(&bytes)?,
+            None => epoch_members::Index::new(),
+        };
+        let split = self.noted(epoch_members::encode_split(value, &|hash| {
+            index.contains_key(hash)
+        }))?;
+        let retention = self.member_list_retention();
+        let key = key_layout::group_key(&group, label::MESSAGE_SECRETS);
+        self.with_txn("write_message_secrets", |txn| {
+            epoch_members::store_lists(txn, &group, index, &split, retention)?;
+            txn.put(GROUP_NAMESPACE, key, split.record.to_vec())?;
+            Ok(())
+        })
+    }
+
+    /// Reads OpenMLS's message secrets store, splicing the referenced lists back in.
+    fn read_message_secrets_split<G: Serialize, V: serde::de::DeserializeOwned>(
+        &self,
+        group_id: &G,
+    ) -> Result<Option<V>, MlsError> {
+        let group = key_layout::byte_string(group_id)?;
+        let key = key_layout::group_key(&group, label::MESSAGE_SECRETS);
+        let Some(bytes) = self.read(GROUP_NAMESPACE, &key)? else {
+            return Ok(None);
+        };
+        let value = epoch_members::decode_split(GROUP_NAMESPACE, &bytes, &mut |hash| {
+            self.read(
+                epoch_members::MEMBERS_NAMESPACE,
+                &epoch_members::list_key(&group, hash),
+            )
+        });
+        self.noted(value).map(Some)
     }
 }
 
@@ -144,13 +205,35 @@ impl StorageProvider<CURRENT_VERSION> for KvStorageProvider {
         ConfirmationTag,
         label::CONFIRMATION_TAG
     );
-    group_value!(
-        write_message_secrets,
-        message_secrets,
-        delete_message_secrets,
-        MessageSecrets,
-        label::MESSAGE_SECRETS
-    );
+    // Past epochs' member lists are stored apart, once each (`epoch_members`).
+    fn write_message_secrets<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        MessageSecrets: traits::MessageSecrets<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+        message_secrets: &MessageSecrets,
+    ) -> Result<(), Self::Error> {
+        self.write_message_secrets_split(group_id, message_secrets)
+    }
+
+    fn message_secrets<
+        GroupId: traits::GroupId<CURRENT_VERSION>,
+        MessageSecrets: traits::MessageSecrets<CURRENT_VERSION>,
+    >(
+        &self,
+        group_id: &GroupId,
+    ) -> Result<Option<MessageSecrets>, Self::Error> {
+        self.read_message_secrets_split(group_id)
+    }
+
+    fn delete_message_secrets<GroupId: traits::GroupId<CURRENT_VERSION>>(
+        &self,
+        group_id: &GroupId,
+    ) -> Result<(), Self::Error> {
+        // The lists stay: snapshots of the group may still reference them (`epoch_members`).
+        self.delete_group_value("delete_message_secrets", group_id, label::MESSAGE_SECRETS)
+    }
     group_value!(
         write_resumption_psk_store,
         resumption_psk_store,

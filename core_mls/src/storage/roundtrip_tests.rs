@@ -22,8 +22,8 @@ use spacepanda_core::{
     Transaction,
 };
 
-use super::KvStorageProvider;
 use super::key_layout::{self, GROUP_NAMESPACE, META_NAMESPACE};
+use super::{KvStorageProvider, STORAGE_FORMAT_VERSION};
 use crate::error::MlsError;
 
 // Stand-ins for OpenMLS's types: the provider is generic over them, so any serde type with the
@@ -482,7 +482,7 @@ fn future_storage_format_is_refused() {
             err,
             MlsError::UnsupportedStateVersion {
                 found: 99,
-                supported: 1,
+                supported: STORAGE_FORMAT_VERSION,
                 ..
             }
         ),
