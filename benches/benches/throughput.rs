@@ -12,6 +12,10 @@
 //!   confirmed it), back to back: encryption, the outbox entry, the sent log, both commits.
 //! - `messages_received_per_s`: B handles A's next 1 KiB message and acknowledges the delivery
 //!   (the app took it): decryption, de-duplication, the inbox entry. Untimed: A's `send`.
+//! - `messages_received_batched_per_s`: B handles A's next messages 32 at a time, as a mailbox
+//!   fetch hands them over (`handle_envelopes`: one transaction per batch, a savepoint per
+//!   message), and acknowledges each batch's deliveries at once (`ack_delivered_all`). Untimed:
+//!   A's sends. One iteration is still one message.
 //! - `commits_per_s`: A commits a self-update and acknowledges it: path encryption, snapshot of
 //!   the previous epoch, merge, the outbox entry.
 //! - `commits_processed_per_s`: B handles A's self-update commit. Untimed: A's `self_update`.
@@ -33,7 +37,7 @@
 
 use std::time::{Duration, Instant};
 
-use core_mls::{EnvelopeKind, GroupId, MlsClient, MlsConfig, MlsError, Output};
+use core_mls::{EnvelopeKind, Event, GroupId, MlsClient, MlsConfig, MlsError, Output};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -44,6 +48,8 @@ use spacepanda_benches::harness::PAYLOAD_1K;
 
 /// Members of the measured group.
 const SIZE: usize = 100;
+/// Messages per batch in `messages_received_batched_per_s`.
+const BATCH: u64 = 32;
 
 struct Pair {
     a: MlsClient,
@@ -95,6 +101,37 @@ impl Pair {
         self.received_by_b(iters, EnvelopeKind::Application, send_1k)
     }
 
+    fn messages_received_batched_per_s(&mut self, iters: u64) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(BATCH);
+            left -= n;
+            let mut batch = Vec::new();
+            for _ in 0..n {
+                let output = send_1k(&mut self.a, &self.group).unwrap();
+                ack_all(&mut self.a, &output).unwrap();
+                batch.push(envelope_bytes(&output, EnvelopeKind::Application).unwrap());
+            }
+            let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            let start = Instant::now();
+            let results = self.b.handle_envelopes(&slices).unwrap();
+            let deliveries: Vec<_> = results
+                .iter()
+                .map(|r| r.as_ref().expect("every message of the batch decrypts"))
+                .flat_map(|o| &o.events)
+                .filter_map(|e| match e {
+                    Event::Message { delivery, .. } => Some(*delivery),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(deliveries.len() as u64, n);
+            self.b.ack_delivered_all(&deliveries).unwrap();
+            total += start.elapsed();
+        }
+        total
+    }
+
     fn commits_per_s(&mut self, iters: u64) -> Duration {
         self.made_by_a(iters, self_update)
     }
@@ -107,8 +144,12 @@ impl Pair {
 type Op = fn(&mut Pair, u64) -> Duration;
 
 /// In this order B is current whenever it is measured (the last function leaves it behind).
-const OPS: [(&str, Op); 4] = [
+const OPS: [(&str, Op); 5] = [
     ("messages_received_per_s", Pair::messages_received_per_s),
+    (
+        "messages_received_batched_per_s",
+        Pair::messages_received_batched_per_s,
+    ),
     ("commits_processed_per_s", Pair::commits_processed_per_s),
     ("messages_per_s", Pair::messages_per_s),
     ("commits_per_s", Pair::commits_per_s),

@@ -123,7 +123,10 @@ impl MlsClient {
                     .with(snapshot_epoch.to_be_bytes());
                 epoch_snapshots::write_state(txn, DORMANT_NAMESPACE, &at, &prefix, undo)?;
                 let candidates = epoch_snapshots::candidates(txn, group, *snapshot_epoch)?;
-                snapshots.push((*snapshot_epoch, meta.clone(), candidates));
+                // The Welcome goes with the metadata; `epoch_snapshots::store` splits it out again.
+                let mut meta = meta.clone();
+                meta.welcome = epoch_snapshots::welcome(txn, group, *snapshot_epoch, &meta)?;
+                snapshots.push((*snapshot_epoch, meta, candidates));
             }
             let head_outside = outside
                 .iter()

@@ -8,6 +8,8 @@
 //!   commit this device made in it, if any;
 //! - [`CANDIDATES_NAMESPACE`] `[group id, epoch]` → every commit of that epoch judged so far,
 //!   rank and envelope (CBOR list of [`Candidate`]);
+//! - [`WELCOME_NAMESPACE`] `[group id, epoch]` → the Welcome the own commit out of that epoch
+//!   sent (CBOR [`SentWelcome`]);
 //! - [`STATE_NAMESPACE`] `[group id, epoch, "p", key]` → every entry of the group's OpenMLS
 //!   prefix as it was in that epoch (`key` is the original key's encoding, one segment);
 //!   `[group id, epoch, "u", namespace, key]` → what a key outside the prefix held before the
@@ -42,6 +44,8 @@ pub(crate) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
 pub(crate) const REISSUE_NAMESPACE: &str = "fork_reissue";
 /// The commits judged in each kept epoch (see [`candidates`]).
 pub(crate) const CANDIDATES_NAMESPACE: &str = "fork_candidates";
+/// The Welcome the own commit out of a kept epoch sent (see [`set_welcome`]).
+pub(crate) const WELCOME_NAMESPACE: &str = "fork_snapshot_welcome";
 
 const PREFIX_ENTRY: &[u8] = b"p";
 const UNDO_ENTRY: &[u8] = b"u";
@@ -85,7 +89,10 @@ pub(crate) struct SnapshotMeta {
     /// The Welcome that commit sent, if it added devices: sent again, with the branch history
     /// as this device knows it then, if the device comes back to this branch (the invited
     /// devices may have refused it on what the history said when it was first sent).
-    #[serde(default)]
+    ///
+    /// Stored in [`WELCOME_NAMESPACE`] (see [`set_welcome`]); set here only in records of
+    /// earlier builds and inside a dormant branch's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) welcome: Option<SentWelcome>,
 }
 
@@ -98,22 +105,37 @@ pub(crate) struct SentWelcome {
     pub(crate) to: Vec<([u8; 32], [u8; 16])>,
 }
 
-/// Records the Welcome the own commit out of `epoch` sent.
+/// Records the Welcome the own commit out of `epoch` sent (if that epoch's snapshot is kept).
+///
+/// Apart from the metadata: a Welcome carries the ratchet tree (hundreds of KB at 1000
+/// members), and the metadata of every snapshot is read on every commit.
 pub(crate) fn set_welcome(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
-    welcome: SentWelcome,
+    welcome: &SentWelcome,
 ) -> Result<(), MlsError> {
-    if let Some(mut kept) = meta(txn, group, epoch)? {
-        kept.welcome = Some(welcome);
-        txn.put(
-            META_NAMESPACE,
-            epoch_key(group, epoch),
-            codec::encode(&kept)?,
-        )?;
+    let key = epoch_key(group, epoch);
+    if txn.get(META_NAMESPACE, &key)?.is_some() {
+        txn.put(WELCOME_NAMESPACE, key, codec::encode(welcome)?)?;
     }
     Ok(())
+}
+
+/// The Welcome the own commit out of `epoch` sent, if any (records of earlier builds keep it
+/// in the metadata: `meta` is that metadata).
+pub(crate) fn welcome(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+    meta: &SnapshotMeta,
+) -> Result<Option<SentWelcome>, MlsError> {
+    if let Some(kept) = &meta.welcome {
+        return Ok(Some(kept.clone()));
+    }
+    txn.get(WELCOME_NAMESPACE, &epoch_key(group, epoch))?
+        .map(|bytes| codec::decode(WELCOME_NAMESPACE, &bytes))
+        .transpose()
 }
 
 /// A commit of a kept epoch, as judged.
@@ -188,7 +210,16 @@ pub(crate) fn store(
         )
     });
     write_state(txn, STATE_NAMESPACE, &base, prefix_entries, undo)?;
-    txn.put(META_NAMESPACE, base, codec::encode(meta)?)?;
+    // A Welcome travels inside the metadata only between here and a dormant branch.
+    match &meta.welcome {
+        Some(welcome) => {
+            txn.put(WELCOME_NAMESPACE, base.clone(), codec::encode(welcome)?)?;
+            let mut meta = meta.clone();
+            meta.welcome = None;
+            txn.put(META_NAMESPACE, base, codec::encode(&meta)?)?;
+        }
+        None => txn.put(META_NAMESPACE, base, codec::encode(meta)?)?,
+    }
     Ok(())
 }
 
@@ -341,6 +372,7 @@ pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Resu
     let base = epoch_key(group, epoch);
     txn.delete_prefix(STATE_NAMESPACE, &base)?;
     txn.delete(CANDIDATES_NAMESPACE, base.clone())?;
+    txn.delete(WELCOME_NAMESPACE, base.clone())?;
     txn.delete(META_NAMESPACE, base)?;
     Ok(())
 }

@@ -215,7 +215,7 @@ impl MlsClient {
                         .map(|d| (*d.user_id.as_bytes(), *d.device_id.as_bytes()))
                         .collect(),
                 };
-                epoch_snapshots::set_welcome(txn, group, commit_epoch, sent)
+                epoch_snapshots::set_welcome(txn, group, commit_epoch, &sent)
             })?;
             output.outbound.push(client.queue_outbound(
                 Recipients {

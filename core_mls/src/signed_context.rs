@@ -369,7 +369,11 @@ impl MlsClient {
     ) -> Result<Vec<Outbound>, MlsError> {
         let mut outbound = Vec::new();
         for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
-            let Some(sent) = meta.welcome.filter(|_| epoch >= fork_epoch) else {
+            if epoch < fork_epoch {
+                continue;
+            }
+            let Some(sent) = self.read(|txn| epoch_snapshots::welcome(txn, group, epoch, &meta))?
+            else {
                 continue;
             };
             let envelope =

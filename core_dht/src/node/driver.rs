@@ -244,6 +244,9 @@ async fn handle_push(shared: &Shared, push: InboundRequest) {
 }
 
 /// Errors that sending the same bytes again would not change.
+/// Mailbox envelopes handed to the engine in one transaction.
+const MAILBOX_BATCH: usize = 64;
+
 fn is_final(kind: MlsErrorKind) -> bool {
     matches!(kind, MlsErrorKind::PeerInput | MlsErrorKind::ApiMisuse)
 }
@@ -287,26 +290,41 @@ pub(super) async fn fetch_mailbox(shared: &Shared) -> DhtResult<FetchSummary> {
     }
     summary.envelopes = envelopes.len();
     let mut taken = Vec::new();
-    for fetched in envelopes {
-        let bytes = fetched.bytes;
-        let result = shared
+    // A batch is one durable engine transaction (one fsync instead of one per envelope); the
+    // engine lock is held for one batch at a time, so sends and pushes interleave.
+    for batch in envelopes.chunks(MAILBOX_BATCH) {
+        let bytes: Vec<Vec<u8>> = batch.iter().map(|fetched| fetched.bytes.clone()).collect();
+        let results = shared
             .engine(move |engine| {
-                engine.handle_envelope_from(&bytes, &DeliverySource::new(MAILBOX_SOURCE)?)
+                let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                engine.handle_envelopes_from(&slices, &DeliverySource::new(MAILBOX_SOURCE)?)
             })
             .await;
-        match result {
-            Ok(output) => {
-                shared.report(output);
-                taken.push(fetched.id);
+        let results = match results {
+            Ok(results) => results,
+            // A local failure: nothing of the batch is acknowledged, the next fetch brings it
+            // again.
+            Err(e) => {
+                tracing::warn!(error = %e, "a batch of mailbox envelopes could not be handled now");
+                continue;
             }
-            // Junk (or a message for a group this device left) is deleted too: keeping it
-            // would only make every fetch return it again.
-            Err(DhtError::Engine(e)) if is_final(e.kind()) => {
-                tracing::debug!(error = %e, "a mailbox envelope was refused");
-                taken.push(fetched.id);
+        };
+        for (fetched, result) in batch.iter().zip(results) {
+            match result {
+                Ok(output) => {
+                    shared.report(output);
+                    taken.push(fetched.id);
+                }
+                // Junk (or a message for a group this device left) is deleted too: keeping it
+                // would only make every fetch return it again.
+                Err(e) if is_final(e.kind()) => {
+                    tracing::debug!(error = %e, "a mailbox envelope was refused");
+                    taken.push(fetched.id);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a mailbox envelope could not be handled now");
+                }
             }
-            // A local failure: not acknowledged, so the next fetch brings it again.
-            Err(e) => tracing::warn!(error = %e, "a mailbox envelope could not be handled now"),
         }
     }
     client::acknowledge(&shared.dht, &shared.device, &round.sessions, &taken).await;

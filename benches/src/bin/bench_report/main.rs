@@ -41,8 +41,13 @@ const PEER: &str = "mlsrs";
 /// Criterion group of the sustained rates; one iteration is one operation.
 const THROUGHPUT: &str = "throughput";
 /// Seed throughput targets per group (the top of PERFORMANCE.md's ranges), operations per second,
-/// by function-name prefix.
-const RATE_TARGETS: [(&str, f64); 2] = [("messages", 100.0), ("commits", 50.0)];
+/// by function-name prefix, the first match counting. Batched receive has issue 20's target
+/// (2000 messages received per second at 100 members, sealed).
+const RATE_TARGETS: [(&str, f64); 3] = [
+    ("messages_received_batched", 2000.0),
+    ("messages", 100.0),
+    ("commits", 50.0),
+];
 /// Markers between which `--write` replaces the generated part of a markdown file.
 const BEGIN: &str = "<!-- bench_report:begin -->";
 const END: &str = "<!-- bench_report:end -->";
