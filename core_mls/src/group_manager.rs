@@ -181,7 +181,7 @@ impl MlsClient {
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
-            let commit = client.commit_envelope(group, commit_epoch, &rank, &commit)?;
+            let commit = client.commit_envelope(group, commit_epoch, &rank, commit)?;
             client.finish_snapshot(
                 group,
                 snapshot,
@@ -319,7 +319,7 @@ impl MlsClient {
                 .merge_pending_commit(provider)
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
-            let commit = client.commit_envelope(group, commit_epoch, &rank, &commit)?;
+            let commit = client.commit_envelope(group, commit_epoch, &rank, commit)?;
             client.finish_snapshot(group, snapshot, rank, commit.to_bytes(), Some(intent))?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(

@@ -126,12 +126,16 @@ pub(crate) fn encode_split<T: Serialize + ?Sized>(
     })
 }
 
+/// Reads a referenced member list by hash (`None`: missing).
+pub(crate) type ListReader<'a> =
+    dyn FnMut(&[u8; HASH_LEN]) -> Result<Option<Zeroizing<Vec<u8>>>, MlsError> + 'a;
+
 /// Decodes a stored message secrets record of either format; `list` reads a referenced member
 /// list (`None`: missing).
 pub(crate) fn decode_split<T: DeserializeOwned>(
     namespace: &'static str,
     bytes: &[u8],
-    list: &mut dyn FnMut(&[u8; HASH_LEN]) -> Result<Option<Zeroizing<Vec<u8>>>, MlsError>,
+    list: &mut ListReader<'_>,
 ) -> Result<T, MlsError> {
     let corrupted = |reason| MlsError::corrupted(namespace, reason);
     match bytes.first() {
