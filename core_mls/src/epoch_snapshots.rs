@@ -100,9 +100,17 @@ pub(crate) struct SnapshotMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SentWelcome {
     /// The TLS-encoded MLS Welcome.
+    #[serde(serialize_with = "byte_string")]
     pub(crate) payload: Vec<u8>,
     /// `(user id, device id)` of each invited device.
     pub(crate) to: Vec<([u8; 32], [u8; 16])>,
+}
+
+/// Writes `bytes` as one CBOR byte string in a single call: a Welcome holds the ratchet tree
+/// (hundreds of KB at 1000 members), too long to go through the encoder's byte-by-byte test
+/// of sequences.
+fn byte_string<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes)
 }
 
 /// Records the Welcome the own commit out of `epoch` sent (if that epoch's snapshot is kept).

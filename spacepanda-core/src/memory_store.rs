@@ -83,17 +83,18 @@ impl KeyValueStore for MemoryStore {
             check_namespace(op.namespace())?;
         }
         let mut tables = self.lock()?;
-        for op in batch.ops() {
-            match op {
+        for mut op in batch.into_ops() {
+            match &mut op {
                 WriteOp::Put {
                     namespace,
                     key,
                     value,
                 } => {
+                    // Moved, not copied: the emptied op has nothing left to zeroize.
                     tables
                         .entry(namespace.clone())
                         .or_default()
-                        .insert(key.clone(), value.clone());
+                        .insert(key.clone(), std::mem::take(value));
                 }
                 WriteOp::Delete { namespace, key } => {
                     if let Some(table) = tables.get_mut(namespace) {
