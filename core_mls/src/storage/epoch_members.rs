@@ -182,7 +182,9 @@ pub(crate) fn decode_split<T: DeserializeOwned>(
              rejoin the group",
         ))?;
         if whole.is_empty() {
-            whole.reserve(skeleton.len() + members.len() * usize::try_from(count).unwrap_or(1));
+            // Sized by what was read, never by the stored count (a damaged header must not
+            // turn into a huge allocation).
+            whole.reserve(skeleton.len().saturating_add(members.len()));
         }
         whole.extend_from_slice(skeleton.get(from..offset).unwrap_or_default());
         whole.extend_from_slice(&members);
