@@ -301,12 +301,30 @@ pub(super) async fn fetch_mailbox(shared: &Shared) -> DhtResult<FetchSummary> {
             })
             .await;
         let results = match results {
-            Ok(results) => results,
-            // A local failure: nothing of the batch is acknowledged, the next fetch brings it
-            // again.
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(DhtError::from))
+                .collect(),
+            // A local failure rolled the whole batch back. Whatever met it, the envelopes go
+            // through one by one, as before batches: an envelope a holder crafted to fail
+            // locally then holds back only itself, not the 63 beside it.
             Err(e) => {
-                tracing::warn!(error = %e, "a batch of mailbox envelopes could not be handled now");
-                continue;
+                tracing::warn!(error = %e, "a batch of mailbox envelopes failed; handling them one by one");
+                let mut one_by_one = Vec::with_capacity(batch.len());
+                for fetched in batch {
+                    let bytes = fetched.bytes.clone();
+                    one_by_one.push(
+                        shared
+                            .engine(move |engine| {
+                                engine.handle_envelope_from(
+                                    &bytes,
+                                    &DeliverySource::new(MAILBOX_SOURCE)?,
+                                )
+                            })
+                            .await,
+                    );
+                }
+                one_by_one
             }
         };
         for (fetched, result) in batch.iter().zip(results) {
@@ -317,7 +335,7 @@ pub(super) async fn fetch_mailbox(shared: &Shared) -> DhtResult<FetchSummary> {
                 }
                 // Junk (or a message for a group this device left) is deleted too: keeping it
                 // would only make every fetch return it again.
-                Err(e) if is_final(e.kind()) => {
+                Err(DhtError::Engine(e)) if is_final(e.kind()) => {
                     tracing::debug!(error = %e, "a mailbox envelope was refused");
                     taken.push(fetched.id);
                 }

@@ -24,8 +24,8 @@ use serde::ser::{
 use zeroize::Zeroizing;
 
 use super::split_layout::{
-    ByteProbe, ContextProbe, EPOCH_TREE, NumberProbe, OtherShape, Split, SplitList, TreeFields,
-    list_hash,
+    ByteProbe, ContextProbe, EPOCH_FIELD, EPOCH_TREE, LEAVES_FIELD, NumberProbe, OtherShape,
+    SECRETS_FIELD, Split, SplitList, TreeFields, list_hash,
 };
 
 /// Wraps a serializer so that every sequence of `u8` becomes one byte string (and, with a
@@ -145,12 +145,10 @@ impl<'a, S: Serializer> Serializer for ByteStrings<'a, S> {
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        {
-            let split = self.split;
-            self.inner
-                .serialize_tuple(len)
-                .map(|c| Compound::new(c, split))
-        }
+        let split = self.split;
+        self.inner
+            .serialize_tuple(len)
+            .map(|c| Compound::new(c, split))
     }
 
     fn serialize_tuple_struct(
@@ -158,12 +156,10 @@ impl<'a, S: Serializer> Serializer for ByteStrings<'a, S> {
         name: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleStruct, S::Error> {
-        {
-            let split = self.split;
-            self.inner
-                .serialize_tuple_struct(name, len)
-                .map(|c| Compound::new(c, split))
-        }
+        let split = self.split;
+        self.inner
+            .serialize_tuple_struct(name, len)
+            .map(|c| Compound::new(c, split))
     }
 
     fn serialize_tuple_variant(
@@ -173,21 +169,17 @@ impl<'a, S: Serializer> Serializer for ByteStrings<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        {
-            let split = self.split;
-            self.inner
-                .serialize_tuple_variant(name, index, variant, len)
-                .map(|c| Compound::new(c, split))
-        }
+        let split = self.split;
+        self.inner
+            .serialize_tuple_variant(name, index, variant, len)
+            .map(|c| Compound::new(c, split))
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        {
-            let split = self.split;
-            self.inner
-                .serialize_map(len)
-                .map(|c| Compound::new(c, split))
-        }
+        let split = self.split;
+        self.inner
+            .serialize_map(len)
+            .map(|c| Compound::new(c, split))
     }
 
     fn serialize_struct(
@@ -213,12 +205,10 @@ impl<'a, S: Serializer> Serializer for ByteStrings<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStructVariant, S::Error> {
-        {
-            let split = self.split;
-            self.inner
-                .serialize_struct_variant(name, index, variant, len)
-                .map(|c| Compound::new(c, split))
-        }
+        let split = self.split;
+        self.inner
+            .serialize_struct_variant(name, index, variant, len)
+            .map(|c| Compound::new(c, split))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -301,14 +291,14 @@ impl<C: SerializeStruct> SerializeStruct for Compound<'_, C> {
     ) -> Result<(), C::Error> {
         if let (Some(tree), Some(split)) = (self.tree.as_mut(), self.split) {
             match key {
-                "epoch" => tree.epoch = value.serialize(NumberProbe).ok(),
-                "message_secrets" => {
+                EPOCH_FIELD => tree.epoch = value.serialize(NumberProbe).ok(),
+                SECRETS_FIELD => {
                     tree.context_hash = value
                         .serialize(ContextProbe)
                         .ok()
                         .map(|context| list_hash(&context));
                 }
-                "leaves" => {
+                LEAVES_FIELD => {
                     if let (Some(epoch), Some(hash)) = (tree.epoch, tree.context_hash) {
                         return self.inner.serialize_field(
                             key,

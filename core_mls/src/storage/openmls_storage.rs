@@ -73,9 +73,7 @@ impl KvStorageProvider {
     ) -> Result<(), MlsError> {
         self.delete_key(operation, GROUP_NAMESPACE, group_key(group_id, label)?)
     }
-}
 
-impl KvStorageProvider {
     /// Writes OpenMLS's message secrets store split (`epoch_members`): the lists of past epochs
     /// not stored yet, the record with references, and the group's index, in the open
     /// transaction.

@@ -12,8 +12,11 @@ use std::fmt;
 
 use serde::ser::{self, Impossible, Serialize, SerializeSeq, SerializeStruct, Serializer};
 
-/// The struct name of OpenMLS's past-epoch entry.
+/// The struct name of OpenMLS's past-epoch entry, and its fields in serialisation order.
 pub(crate) const EPOCH_TREE: &str = "EpochTree";
+pub(crate) const EPOCH_FIELD: &str = "epoch";
+pub(crate) const SECRETS_FIELD: &str = "message_secrets";
+pub(crate) const LEAVES_FIELD: &str = "leaves";
 const MESSAGE_SECRETS: &str = "MessageSecrets";
 const SERIALIZED_CONTEXT: &str = "serialized_context";
 
