@@ -36,6 +36,7 @@ use tls_codec::{Deserialize as _, Serialize as _};
 
 use core_identity::{UserId, VerifiedMember};
 
+use crate::branch_lineage;
 use crate::branch_order::{BranchHistory, CommitRank, EpochBranch};
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
@@ -119,7 +120,9 @@ impl MlsClient {
         let mut history = self.group_info_history(&verifiable, &envelope)?;
         history.retain(|(e, _)| *e < epoch);
         // An older state is refused (a stale GroupInfo must not move this device back), unless
-        // this device's own rejoin raced and lost: then its later epochs are a dead branch.
+        // this device's own rejoin raced and lost, or the GroupInfo's branch wins where the two
+        // parted (the rule of `rejoin_advice`): then this device's later epochs are a dead
+        // branch.
         let contested = self
             .read(|txn| read_external_join(txn, &group))?
             .is_some_and(|joined| joined.contested);
@@ -127,7 +130,7 @@ impl MlsClient {
             && !contested
         {
             let held_epoch = held.epoch().as_u64();
-            if epoch < held_epoch {
+            if epoch < held_epoch && self.rejoin_advice(group_info)? != RejoinAdvice::Rejoin {
                 return Err(invalid(format!(
                     "it describes epoch {epoch}, older than epoch {held_epoch} this device holds"
                 )));
@@ -449,6 +452,8 @@ impl MlsClient {
             for (epoch, _) in epoch_snapshots::metas(txn, group)? {
                 epoch_snapshots::expire(txn, group, epoch)?;
             }
+            // The branch left; the GroupInfo's history says where the group went.
+            branch_lineage::forget(txn, group)?;
             txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
             Ok(())
         })?;

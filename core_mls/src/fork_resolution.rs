@@ -69,6 +69,7 @@
 use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::Key;
 
+use crate::branch_lineage;
 use crate::branch_order::EpochBranch;
 pub(crate) use crate::branch_order::{
     BranchHistory, BranchOrder, branch_tag, compare_branches, message_tag, priority, tag_matches,
@@ -141,12 +142,16 @@ impl MlsClient {
         })
     }
 
-    /// This device's branch of `group` over the fork window: the commit refs of the snapshots it
-    /// keeps, and before those what the Welcome it joined with said (the epochs it was not in).
+    /// This device's branch of `group`: the commit refs of the snapshots it keeps, before those
+    /// its lineage (`branch_lineage`), and what the Welcome or GroupInfo it joined with said of
+    /// the epochs it was not in; at most `LINEAGE_EPOCHS` back from the newest.
     pub(crate) fn branch_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
+        // Later sources know later: what this device judged itself overrides what a Welcome or
+        // a GroupInfo told it.
         let mut history: std::collections::BTreeMap<u64, EpochBranch> = self
-            .joined_history(group)?
+            .read(|txn| branch_lineage::read(txn, group))?
             .into_iter()
+            .chain(self.joined_history(group)?)
             .chain(self.external_join_history(group)?)
             .collect();
         for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
@@ -164,7 +169,13 @@ impl MlsClient {
                 },
             );
         }
-        Ok(history.into_iter().collect())
+        // A history received with a Welcome or GroupInfo reaches as far back as the sender's
+        // lineage did; this device passes on no more than its own would hold.
+        let newest = history.keys().next_back().copied().unwrap_or(0);
+        Ok(history
+            .into_iter()
+            .filter(|(epoch, _)| epoch.saturating_add(branch_lineage::LINEAGE_EPOCHS) >= newest)
+            .collect())
     }
 
     /// Application messages the app sent in `group` that wait for a pending membership change

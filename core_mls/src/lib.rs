@@ -149,6 +149,7 @@ pub use error::{ErrorKind, MlsError};
 
 mod app_inbox;
 mod app_message;
+mod branch_lineage;
 mod branch_order;
 mod buffer_budget;
 mod client;

@@ -7,6 +7,7 @@
 use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::{Key, Timestamp};
 
+use crate::branch_lineage;
 use crate::branch_order::{CommitRank, EpochBranch};
 use crate::client::MlsClient;
 use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
@@ -97,7 +98,7 @@ impl MlsClient {
             }
             for (epoch, _) in epoch_snapshots::metas(txn, group)? {
                 if epoch.saturating_add(window) <= start.epoch {
-                    epoch_snapshots::expire(txn, group, epoch)?;
+                    branch_lineage::retire_snapshot(txn, group, epoch)?;
                 }
             }
             let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
@@ -153,7 +154,7 @@ impl MlsClient {
             let mut touched: Vec<GroupId> = Vec::new();
             for (group, epoch, taken_at) in epoch_snapshots::all(txn)? {
                 if now.duration_since(taken_at) >= window {
-                    epoch_snapshots::expire(txn, &group, epoch)?;
+                    branch_lineage::retire_snapshot(txn, &group, epoch)?;
                     touched.push(group);
                 }
             }
@@ -162,6 +163,11 @@ impl MlsClient {
                 let oldest = epoch_snapshots::metas(txn, &group)?
                     .first()
                     .map(|(e, _)| *e);
+                if oldest.is_none() && !held.contains(&group) {
+                    // The last snapshot of a group this device no longer holds: its branch
+                    // is nothing to this device any more.
+                    branch_lineage::forget(txn, &group)?;
+                }
                 crate::dormant_branches::forget_before(txn, &group, oldest)?;
                 epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
             }

@@ -29,7 +29,7 @@ use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::{self, ledger};
 use crate::storage::codec;
-use crate::{commit_log, deferred_sends, epoch_snapshots, seen_messages};
+use crate::{branch_lineage, commit_log, deferred_sends, epoch_snapshots, seen_messages};
 use serde::{Deserialize, Serialize};
 use spacepanda_core::Key;
 
@@ -298,6 +298,8 @@ impl MlsClient {
                         epoch_snapshots::expire(txn, &group_id, kept)?;
                     }
                 }
+                // Likewise the lineage from before the window.
+                branch_lineage::keep_common_prefix(txn, &group_id, &theirs)?;
                 Ok(kept_from)
             })?;
             let (before, leave_requested_before) = match kept_from {

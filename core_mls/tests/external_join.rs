@@ -550,3 +550,89 @@ fn a_half_of_two_that_rejoins_at_once_ends_on_one_branch() {
         );
     }
 }
+
+/// Which half of a fork older than the window moves is decided where the two branches parted,
+/// not by how far each went on since: a member asking before one more commit of its half and
+/// one asking after it get the same advice, and the half that moves is always the same one.
+/// (Judged on the current epochs, the first member moved one way and the second the other, and
+/// the group split for good.)
+#[test]
+fn the_half_that_moves_is_decided_where_the_branches_parted() {
+    let (mut cut_off_won, mut cut_off_lost) = (0, 0);
+    for seed in 40..52 {
+        let config = core_mls::MlsConfig {
+            fork_window_epochs: 2,
+            ..core_mls::MlsConfig::default()
+        };
+        let mut h = Harness::seeded(&["a", "b", "c"], seed, config);
+        let group = h.group_with(0, &[1, 2]);
+        // c is cut off; a and c each go four epochs on (two past the window).
+        let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
+        for _ in 0..4 {
+            for committer in [0usize, 2] {
+                let g = group.clone();
+                h.run(committer, move |c| c.self_update(&g));
+                for node in [0usize, 1, 2] {
+                    if (node == 2) != (committer == 2) {
+                        held_back.extend(h.nodes[node].inbox.drain(..).map(|b| (node, b)));
+                    }
+                }
+                h.deliver_all();
+            }
+        }
+        let ask = |h: &mut Harness, device: usize, member: usize| {
+            let user = h.nodes[device].identity.user_id();
+            let info = h.nodes[member]
+                .client()
+                .export_group_info(&group, &user)
+                .unwrap();
+            let advice = h.nodes[device].client().rejoin_advice(&info).unwrap();
+            (advice, info)
+        };
+        // b asks c while both halves are at the same epoch; then a's half goes one epoch
+        // further (still apart) and a asks c.
+        let (b_advice, b_info) = ask(&mut h, 1, 2);
+        let g = group.clone();
+        h.run(0, move |c| c.self_update(&g));
+        held_back.extend(h.nodes[2].inbox.drain(..).map(|b| (2, b)));
+        h.deliver_all();
+        let (a_advice, _) = ask(&mut h, 0, 2);
+        let (c_advice, _) = ask(&mut h, 2, 0);
+        assert_eq!(a_advice, b_advice, "seed {seed}: a and b must agree");
+        let expected_c = if a_advice == RejoinAdvice::Rejoin {
+            RejoinAdvice::Stay
+        } else {
+            RejoinAdvice::Rejoin
+        };
+        assert_eq!(c_advice, expected_c, "seed {seed}: exactly one half moves");
+        if c_advice == RejoinAdvice::Stay {
+            cut_off_won += 1;
+        } else {
+            cut_off_lost += 1;
+        }
+        // The link heals, and the half told to move does.
+        for (node, bytes) in held_back {
+            h.nodes[node].inbox.push(bytes);
+        }
+        h.deliver_all();
+        if c_advice == RejoinAdvice::Rejoin {
+            let (_, info) = ask(&mut h, 2, 0);
+            h.run(2, move |c| c.join_by_external_commit(&info));
+            h.deliver_all();
+        } else {
+            h.run(1, move |c| c.join_by_external_commit(&b_info));
+            h.deliver_all();
+            let (advice, info) = ask(&mut h, 0, 1);
+            assert_eq!(advice, RejoinAdvice::Rejoin, "seed {seed}");
+            h.run(0, move |c| c.join_by_external_commit(&info));
+            h.deliver_all();
+        }
+        h.assert_converged(&group, &[0, 1, 2]);
+        assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    }
+    // Both outcomes occur in the range, so the agreement above is not one side always winning.
+    assert!(
+        cut_off_won > 0 && cut_off_lost > 0,
+        "{cut_off_won} / {cut_off_lost}"
+    );
+}

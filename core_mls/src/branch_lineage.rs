@@ -1,0 +1,111 @@
+//! The branch a group took before the fork window: for each epoch whose snapshot has expired,
+//! the commit this device merged out of it and the other commits of that epoch it judged.
+//!
+//! Why: two halves of a group that forked further back than the window cannot roll back, and
+//! one of them rejoins the other by external commit (`external_join`). Which half moves must
+//! not depend on when a device asks: if it were judged on the two branches' current epochs, a
+//! device asking before a commit and one asking after it would move in opposite directions and
+//! the group would split for good. With the lineage, every device finds the epoch where the two
+//! signed branch histories part and applies the fork rule to the commits of that epoch, the
+//! same answer whenever and whoever asks, as if those commits had met inside the window.
+//!
+//! Layout: [`NAMESPACE`] `[group id, epoch (u64 BE)]` → [`EpochBranch`] (CBOR). An entry is
+//! written when its epoch's snapshot expires (it can no longer be rolled back, so it is final
+//! on this device) and deleted once it is [`LINEAGE_EPOCHS`] behind the newest, when this
+//! device leaves the branch (an external join, a Welcome onto another branch) or stops
+//! holding the group.
+//!
+//! Invariant: this module knows nothing of OpenMLS; it keeps ranks the fork rule computed.
+
+use spacepanda_core::{Key, Transaction};
+
+use crate::branch_order::{BranchHistory, EpochBranch};
+use crate::epoch_snapshots::{self, epoch_key, epoch_of};
+use crate::error::MlsError;
+use crate::group_id::GroupId;
+use crate::storage::codec;
+
+/// Where lineage entries live.
+pub(crate) const NAMESPACE: &str = "branch_lineage";
+
+/// How many epochs back the lineage reaches. A fork older than that is judged on the two
+/// branches' current states (`rejoin_advice`). About 70 bytes an epoch in every GroupInfo
+/// and Welcome this device sends.
+pub(crate) const LINEAGE_EPOCHS: u64 = 256;
+
+/// Inside the open transaction, just before the snapshot of `epoch` expires for good (the
+/// window moved past it, or it aged out): keeps what it said of the branch.
+pub(crate) fn retire_snapshot(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<(), MlsError> {
+    if let Some(meta) = epoch_snapshots::meta(txn, group, epoch)? {
+        let others = epoch_snapshots::candidates(txn, group, epoch)?
+            .into_iter()
+            .map(|candidate| candidate.rank)
+            .filter(|rank| rank.commit_ref != meta.merged.commit_ref)
+            .collect();
+        let branch = EpochBranch {
+            merged: meta.merged,
+            others,
+        };
+        txn.put(NAMESPACE, epoch_key(group, epoch), codec::encode(&branch)?)?;
+        // Snapshots retire one epoch after the other, so the entry that falls out of reach is
+        // this one (a jump by Welcome trims in `keep_common_prefix`); no scan per commit.
+        if let Some(old) = epoch.checked_sub(LINEAGE_EPOCHS + 1) {
+            txn.delete(NAMESPACE, epoch_key(group, old))?;
+        }
+    }
+    epoch_snapshots::expire(txn, group, epoch)
+}
+
+/// The lineage of `group`, oldest epoch first.
+pub(crate) fn read(txn: &Transaction, group: &GroupId) -> Result<BranchHistory, MlsError> {
+    let mut history = Vec::new();
+    for (key, bytes) in txn.scan_prefix(NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        let epoch =
+            epoch_of(&key).ok_or(MlsError::corrupted(NAMESPACE, "lineage key has no epoch"))?;
+        history.push((epoch, codec::decode(NAMESPACE, &bytes)?));
+    }
+    // Sealed stores scan in an unspecified order.
+    history.sort_by_key(|(epoch, _)| *epoch);
+    Ok(history)
+}
+
+/// Drops the whole lineage of `group` (this device left that branch or the group).
+pub(crate) fn forget(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
+    txn.delete_prefix(NAMESPACE, &Key::from_segment(group.as_slice()))?;
+    Ok(())
+}
+
+/// On a Welcome that puts this device on the branch `theirs` describes: keeps only the part
+/// of the lineage that branch went through too. That is proven where both name a commit for
+/// the same epoch and they agree on all of them (one commit fixes every epoch before it), and
+/// the Welcome's history then covers the rest. Anything else is dropped.
+pub(crate) fn keep_common_prefix(
+    txn: &mut Transaction,
+    group: &GroupId,
+    theirs: &BranchHistory,
+) -> Result<(), MlsError> {
+    let ours = read(txn, group)?;
+    let mut overlap = false;
+    let mut agree = true;
+    for (epoch, branch) in &ours {
+        if let Some((_, their_branch)) = theirs.iter().find(|(e, _)| e == epoch) {
+            overlap = true;
+            agree &= their_branch.merged.commit_ref == branch.merged.commit_ref;
+        }
+    }
+    if !overlap || !agree {
+        return forget(txn, group);
+    }
+    let first_theirs = theirs.iter().map(|(e, _)| *e).min().unwrap_or(u64::MAX);
+    let newest = theirs.iter().map(|(e, _)| *e).max().unwrap_or(0);
+    for (epoch, _) in ours {
+        if epoch >= first_theirs || epoch.saturating_add(LINEAGE_EPOCHS) < newest {
+            txn.delete(NAMESPACE, epoch_key(group, epoch))?;
+        }
+    }
+    Ok(())
+}
