@@ -109,3 +109,63 @@ pub(crate) fn keep_common_prefix(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::sync::Arc;
+
+    use spacepanda_core::{MemoryStore, SharedStore};
+
+    use super::*;
+    use crate::branch_order::CommitRank;
+
+    fn branch(commit_ref: u8) -> EpochBranch {
+        EpochBranch {
+            merged: CommitRank {
+                commit_ref: vec![commit_ref; 32],
+                committer: u32::from(commit_ref),
+                removes: Vec::new(),
+                priority: [commit_ref; crate::branch_order::PRIORITY_LEN],
+            },
+            others: Vec::new(),
+        }
+    }
+
+    /// A lineage of epochs 1..=5 (refs equal to the epoch), and `theirs` as a Welcome's
+    /// history of `(epoch, ref)`; returns the epochs kept.
+    fn kept_after_welcome(theirs: &[(u64, u8)]) -> Vec<u64> {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let mut txn = Transaction::begin(&store);
+        let group = GroupId::from_slice(b"group");
+        for epoch in 1..=5u64 {
+            let encoded = codec::encode(&branch(epoch as u8)).unwrap();
+            txn.put(NAMESPACE, epoch_key(&group, epoch), encoded)
+                .unwrap();
+        }
+        let theirs: BranchHistory = theirs.iter().map(|(e, r)| (*e, branch(*r))).collect();
+        keep_common_prefix(&mut txn, &group, &theirs).unwrap();
+        read(&txn, &group)
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect()
+    }
+
+    #[test]
+    fn a_welcome_of_the_same_branch_keeps_what_it_does_not_cover() {
+        assert_eq!(
+            kept_after_welcome(&[(3, 3), (4, 4), (5, 5), (6, 9)]),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn a_welcome_of_another_branch_or_out_of_reach_drops_the_lineage() {
+        // They disagree at epoch 4: the branches parted at or before it.
+        assert!(kept_after_welcome(&[(3, 3), (4, 8), (5, 8)]).is_empty());
+        // No epoch in common: nothing proves the lineage is on the Welcome's branch.
+        assert!(kept_after_welcome(&[(7, 7), (8, 8)]).is_empty());
+    }
+}
