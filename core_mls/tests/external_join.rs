@@ -475,30 +475,7 @@ fn two_rejoins_from_one_group_info_are_judged_alike_everywhere() {
 #[test]
 fn a_half_of_two_that_rejoins_at_once_ends_on_one_branch() {
     for seed in 20..32 {
-        let config = core_mls::MlsConfig {
-            fork_window_epochs: 2,
-            ..core_mls::MlsConfig::default()
-        };
-        let mut h = Harness::seeded(&["a", "b", "c"], seed, config);
-        let group = h.group_with(0, &[1, 2]);
-        // c is cut off; a and c each go three epochs on.
-        let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
-        for _ in 0..3 {
-            for committer in [0usize, 2] {
-                let g = group.clone();
-                h.run(committer, move |c| c.self_update(&g));
-                for (node, across) in [
-                    (2usize, committer == 0),
-                    (0, committer == 2),
-                    (1, committer == 2),
-                ] {
-                    if across {
-                        held_back.extend(h.nodes[node].inbox.drain(..).map(|b| (node, b)));
-                    }
-                }
-                h.deliver_all();
-            }
-        }
+        let (mut h, group, held_back) = a_b_and_c_cut_off(seed, 3);
         for (node, bytes) in held_back {
             h.nodes[node].inbox.push(bytes);
         }
@@ -560,26 +537,7 @@ fn a_half_of_two_that_rejoins_at_once_ends_on_one_branch() {
 fn the_half_that_moves_is_decided_where_the_branches_parted() {
     let (mut cut_off_won, mut cut_off_lost) = (0, 0);
     for seed in 40..52 {
-        let config = core_mls::MlsConfig {
-            fork_window_epochs: 2,
-            ..core_mls::MlsConfig::default()
-        };
-        let mut h = Harness::seeded(&["a", "b", "c"], seed, config);
-        let group = h.group_with(0, &[1, 2]);
-        // c is cut off; a and c each go four epochs on (two past the window).
-        let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
-        for _ in 0..4 {
-            for committer in [0usize, 2] {
-                let g = group.clone();
-                h.run(committer, move |c| c.self_update(&g));
-                for node in [0usize, 1, 2] {
-                    if (node == 2) != (committer == 2) {
-                        held_back.extend(h.nodes[node].inbox.drain(..).map(|b| (node, b)));
-                    }
-                }
-                h.deliver_all();
-            }
-        }
+        let (mut h, group, mut held_back) = a_b_and_c_cut_off(seed, 4);
         let ask = |h: &mut Harness, device: usize, member: usize| {
             let user = h.nodes[device].identity.user_id();
             let info = h.nodes[member]
@@ -635,4 +593,32 @@ fn the_half_that_moves_is_decided_where_the_branches_parted() {
         cut_off_won > 0 && cut_off_lost > 0,
         "{cut_off_won} / {cut_off_lost}"
     );
+}
+
+/// A group of a, b and c (fork window 2) in which c is cut off while a and c each commit
+/// `rounds` times; returns what crossed between the halves, held back.
+fn a_b_and_c_cut_off(
+    seed: u64,
+    rounds: usize,
+) -> (Harness, core_mls::GroupId, Vec<(usize, Vec<u8>)>) {
+    let config = core_mls::MlsConfig {
+        fork_window_epochs: 2,
+        ..core_mls::MlsConfig::default()
+    };
+    let mut h = Harness::seeded(&["a", "b", "c"], seed, config);
+    let group = h.group_with(0, &[1, 2]);
+    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
+    for _ in 0..rounds {
+        for committer in [0usize, 2] {
+            let g = group.clone();
+            h.run(committer, move |c| c.self_update(&g));
+            for node in [0usize, 1, 2] {
+                if (node == 2) != (committer == 2) {
+                    held_back.extend(h.nodes[node].inbox.drain(..).map(|b| (node, b)));
+                }
+            }
+            h.deliver_all();
+        }
+    }
+    (h, group, held_back)
 }
