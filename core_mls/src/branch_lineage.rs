@@ -9,7 +9,7 @@
 //! signed branch histories part and applies the fork rule to the commits of that epoch, the
 //! same answer whenever and whoever asks, as if those commits had met inside the window.
 //!
-//! Layout: [`NAMESPACE`] `[group id, epoch (u64 BE)]` → [`EpochBranch`] (CBOR). An entry is
+//! Layout: [`NAMESPACE`] `[group id, epoch (u64 BE)]` → [`EpochBranch`](crate::branch_order::EpochBranch) (CBOR). An entry is
 //! written when its epoch's snapshot expires (it can no longer be rolled back, so it is final
 //! on this device) and deleted once it is [`LINEAGE_EPOCHS`] behind the newest, when this
 //! device leaves the branch (an external join, a Welcome onto another branch) or stops
@@ -19,7 +19,7 @@
 
 use spacepanda_core::{Key, Transaction};
 
-use crate::branch_order::{BranchHistory, EpochBranch};
+use crate::branch_order::BranchHistory;
 use crate::epoch_snapshots::{self, epoch_key, epoch_of};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
@@ -41,15 +41,7 @@ pub(crate) fn retire_snapshot(
     epoch: u64,
 ) -> Result<(), MlsError> {
     if let Some(meta) = epoch_snapshots::meta(txn, group, epoch)? {
-        let others = epoch_snapshots::candidates(txn, group, epoch)?
-            .into_iter()
-            .map(|candidate| candidate.rank)
-            .filter(|rank| rank.commit_ref != meta.merged.commit_ref)
-            .collect();
-        let branch = EpochBranch {
-            merged: meta.merged,
-            others,
-        };
+        let branch = epoch_snapshots::epoch_branch(txn, group, epoch, meta.merged)?;
         txn.put(NAMESPACE, epoch_key(group, epoch), codec::encode(&branch)?)?;
         // Snapshots retire one epoch after the other, so the entry that falls out of reach is
         // this one (a jump by Welcome trims in `keep_common_prefix`); no scan per commit.
@@ -119,7 +111,7 @@ mod tests {
     use spacepanda_core::{MemoryStore, SharedStore};
 
     use super::*;
-    use crate::branch_order::CommitRank;
+    use crate::branch_order::{CommitRank, EpochBranch};
 
     fn branch(commit_ref: u8) -> EpochBranch {
         EpochBranch {

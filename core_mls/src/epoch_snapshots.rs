@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use spacepanda_core::{Key, PriorValue, Timestamp, Transaction};
 
 use crate::app_message::AppMessage;
-use crate::branch_order::CommitRank;
+use crate::branch_order::{CommitRank, EpochBranch};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 use crate::outbox::next_sequence;
@@ -171,6 +171,22 @@ pub(crate) fn candidates(
         .map(|bytes| codec::decode(CANDIDATES_NAMESPACE, &bytes))
         .transpose()
         .map(Option::unwrap_or_default)
+}
+
+/// What the snapshot of `epoch` says of the branch: the commit merged out of it (`merged`,
+/// from its metadata) and the other commits of that epoch judged.
+pub(crate) fn epoch_branch(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+    merged: CommitRank,
+) -> Result<EpochBranch, MlsError> {
+    let others = candidates(txn, group, epoch)?
+        .into_iter()
+        .map(|candidate| candidate.rank)
+        .filter(|rank| rank.commit_ref != merged.commit_ref)
+        .collect();
+    Ok(EpochBranch { merged, others })
 }
 
 /// Replaces the candidates of `epoch` (kept with its snapshot).

@@ -155,19 +155,9 @@ impl MlsClient {
             .chain(self.external_join_history(group)?)
             .collect();
         for (epoch, meta) in self.read(|txn| epoch_snapshots::metas(txn, group))? {
-            let others = self
-                .read(|txn| epoch_snapshots::candidates(txn, group, epoch))?
-                .into_iter()
-                .map(|c| c.rank)
-                .filter(|rank| rank.commit_ref != meta.merged.commit_ref)
-                .collect();
-            history.insert(
-                epoch,
-                EpochBranch {
-                    merged: meta.merged,
-                    others,
-                },
-            );
+            let branch =
+                self.read(|txn| epoch_snapshots::epoch_branch(txn, group, epoch, meta.merged))?;
+            history.insert(epoch, branch);
         }
         // A history received with a Welcome or GroupInfo reaches as far back as the sender's
         // lineage did; this device passes on no more than its own would hold.
