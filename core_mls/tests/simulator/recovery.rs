@@ -14,13 +14,21 @@ use crate::verdicts::{Failure, variant_name};
 use crate::world::{World, create_store};
 
 /// A device that should rejoin, and whom to ask first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RejoinRequest {
     pub(crate) device: usize,
     /// The member to ask first (the sender of a commit outside the window, the source of a
     /// contested rejoin); founders and other members otherwise.
     pub(crate) ask: Option<usize>,
+    /// Members that refused this device a GroupInfo in the current round (they did not see
+    /// its user in the group: removed, or not yet judged the commit that added it).
+    refused: Vec<usize>,
+    /// Rounds in which every member asked refused.
+    refused_rounds: u32,
 }
+
+/// Rounds of refusals from every member before the app gives up: the user was removed.
+const REFUSED_ROUNDS: u32 = 3;
 
 /// What came of one attempt.
 enum Attempt {
@@ -40,33 +48,49 @@ impl World {
             }
             return;
         }
-        self.rejoins.push(RejoinRequest { device, ask });
+        self.rejoins.push(RejoinRequest {
+            device,
+            ask,
+            refused: Vec::new(),
+            refused_rounds: 0,
+        });
     }
 
     /// Tries every waiting rejoin once.
     pub(crate) fn take_up_rejoins(&mut self) -> Result<(), Failure> {
         let requests = std::mem::take(&mut self.rejoins);
-        for request in requests {
-            match self.try_rejoin(request)? {
+        for mut request in requests {
+            match self.try_rejoin(&mut request)? {
                 Attempt::Settled => {}
-                Attempt::Again => self.want_rejoin(request.device, request.ask),
+                Attempt::Again => self.rejoins.push(request),
             }
         }
         Ok(())
     }
 
-    fn try_rejoin(&mut self, request: RejoinRequest) -> Result<Attempt, Failure> {
+    fn try_rejoin(&mut self, request: &mut RejoinRequest) -> Result<Attempt, Failure> {
         let device = request.device;
         if !self.is_open(device) {
             return Ok(Attempt::Again);
         }
-        let waiting: Vec<usize> = self.rejoins.iter().map(|r| r.device).collect();
-        let usable = |w: &World, d: usize| d != device && w.holds(d) && !waiting.contains(&d);
+        // A member that itself waits to rejoin still holds its branch and answers, as a Node
+        // does: the advice tells whether that branch is the one to be on.
+        let refused = request.refused.clone();
+        let usable = |w: &World, d: usize| d != device && w.holds(d) && !refused.contains(&d);
         let asked = request
             .ask
             .filter(|&d| usable(self, d))
             .or_else(|| (0..self.devices.len()).find(|&d| usable(self, d)));
         let Some(source) = asked else {
+            if !request.refused.is_empty() {
+                // Everyone there was to ask refused: a new round, or give up.
+                request.refused.clear();
+                request.refused_rounds += 1;
+                if request.refused_rounds >= REFUSED_ROUNDS {
+                    self.tally.add("rejoin refused: user not a member");
+                    return Ok(Attempt::Settled);
+                }
+            }
             return Ok(Attempt::Again);
         };
         let group = self.group.clone();
@@ -74,9 +98,13 @@ impl World {
         let info = match self.client(source)?.export_group_info(&group, &user) {
             Ok(info) => info,
             Err(MlsError::RejoinRefused { .. }) => {
-                // The user has no device in the group any more (removed): nothing to rejoin.
-                self.tally.add("rejoin refused: user not a member");
-                return Ok(Attempt::Settled);
+                // This member does not see the user in the group: removed, or it has not yet
+                // judged the commit that added this device. Ask the others.
+                self.note(format!(
+                    "  d{device} asks d{source} for a GroupInfo: refused"
+                ));
+                request.refused.push(source);
+                return Ok(Attempt::Again);
             }
             Err(e) => return Err(engine_failure("export_group_info", &e)),
         };
