@@ -266,7 +266,9 @@ pub enum Event {
     },
     /// A commit of `epoch` or earlier arrived after this device joined `group` by external
     /// commit at `epoch`: the join raced it, and may have lost (a member's commit of an epoch
-    /// always wins over an external one). Ask a member (the one that sent the commit) for its
+    /// always wins over an external one). Also when a message of another branch arrives that
+    /// this device cannot judge (the member whose GroupInfo it joined with may not have judged
+    /// a race yet, and its branch may have lost there). Ask a member (the one that sent the commit) for its
     /// GroupInfo and follow [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if
     /// the group went on without this device. core_dht's `Node` does so by itself.
     RejoinContested {

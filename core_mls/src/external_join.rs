@@ -16,7 +16,9 @@
 //! this device held of the group (a losing branch) is replaced, and `Rejoined` tells the
 //! application that what was sent while it was away is lost here. A commit of the join's
 //! epoch or earlier arriving later means the join raced it (`RejoinContested`); the join lost
-//! if a member's GroupInfo shows the group went on without this device's leaf.
+//! if a member's GroupInfo shows the group went on without this device's leaf. So does a
+//! message of another branch that no snapshot here reaches: the member that gave the
+//! GroupInfo may have been on a branch that lost a race it had not judged yet.
 //!
 //! **Receivers** accept an external commit only from a device whose user has a device in the
 //! group in that epoch (the leaf it replaces counts) (a removed user cannot come back this way), and only if every leaf
@@ -657,12 +659,44 @@ impl MlsClient {
         message_epoch: u64,
         buffered: Option<&BufferedMessage>,
     ) -> Result<Option<Output>, MlsError> {
-        let Some(mut record) = self.read(|txn| read_external_join(txn, group))? else {
+        let Some(record) = self.read(|txn| read_external_join(txn, group))? else {
             return Ok(None);
         };
         if message_epoch > record.epoch {
             return Ok(None);
         }
+        self.contest(envelope, group, message_epoch, buffered, record)
+            .map(Some)
+    }
+
+    /// Routing, for a message of another branch of `group` that no snapshot here can reach:
+    /// if this device joined `group` by external commit, the member whose GroupInfo it joined
+    /// with may not have judged a race yet, and the branch it joined may have lost there (the
+    /// group then goes on without this device, and nothing else would tell it). Handled like a
+    /// race of the join itself: it waits, and `RejoinContested` sends the application to ask a
+    /// member. `None`: this device did not join `group` by external commit.
+    pub(crate) fn contest_external_join_branch(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        message_epoch: u64,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Option<Output>, MlsError> {
+        let Some(record) = self.read(|txn| read_external_join(txn, group))? else {
+            return Ok(None);
+        };
+        self.contest(envelope, group, message_epoch, buffered, record)
+            .map(Some)
+    }
+
+    fn contest(
+        &mut self,
+        envelope: &Envelope,
+        group: &GroupId,
+        message_epoch: u64,
+        buffered: Option<&BufferedMessage>,
+        mut record: ExternalJoin,
+    ) -> Result<Output, MlsError> {
         let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
         // Told once per contest: when it starts (the commit may have waited in the buffer from
         // before the join), and again for each new commit that arrives.
@@ -679,12 +713,10 @@ impl MlsClient {
                 epoch: record.epoch,
             });
         }
-        Ok(Some(output))
+        Ok(output)
     }
 }
 
-/// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
-/// (OpenMLS verifies it when it builds the group from it).
 /// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
 /// (OpenMLS verifies it when it builds the group from it), and the envelope it came in (whose
 /// context is the member's signed branch history).

@@ -179,7 +179,9 @@ impl MlsClient {
     /// A message of another branch of `group`, at `epoch`: kept while a rollback could still
     /// reach its branch (some kept snapshot precedes its epoch), or, on a device that joined
     /// from a Welcome, while a Welcome of another branch could (the commit that added us may
-    /// lose, and the re-add's Welcome then puts us on the message's branch); else refused.
+    /// lose, and the re-add's Welcome then puts us on the message's branch), or, on a device
+    /// that joined by external commit, while it asks a member whether its branch lost
+    /// (`RejoinContested`); else refused.
     pub(crate) fn other_branch(
         &mut self,
         envelope: &Envelope,
@@ -192,6 +194,9 @@ impl MlsClient {
             || self.joined_epoch(group)?.is_some()
         {
             return self.buffer(envelope, group, epoch, buffered);
+        }
+        if let Some(output) = self.contest_external_join_branch(envelope, group, epoch, buffered)? {
+            return Ok(output);
         }
         Err(MlsError::OtherBranch {
             group: group.clone(),

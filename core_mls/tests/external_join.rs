@@ -595,6 +595,85 @@ fn the_half_that_moves_is_decided_where_the_branches_parted() {
     );
 }
 
+#[test]
+fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
+    // Alice self-updates while bob adds carol, in the same epoch, and alice's commit wins.
+    // Carol takes bob's Welcome, loses her store, and rejoins with bob's GroupInfo before bob
+    // has judged the race: she is on the losing branch, added in the very commit that lost, so
+    // no commit of the winning branch is ever addressed to her; only its later messages are.
+    let (mut h, group) = engine_harness::exactly(80, false, &["alice", "bob", "carol"], |h| {
+        let group = h.group_with(0, &[1]);
+        let carol_package = h.key_package(2);
+        let g = group.clone();
+        h.run(0, move |c| c.self_update(&g));
+        let g = group.clone();
+        h.run(1, move |c| c.add_members(&g, &[carol_package]));
+        let mut held = h.take_inboxes();
+        for bytes in std::mem::take(&mut held[2]) {
+            h.handle(2, &bytes).unwrap();
+        }
+        assert_eq!(h.nodes[2].client().groups(), vec![group.clone()]);
+        h.lose_store(2);
+        let carol_user = h.nodes[2].identity.user_id();
+        let info = h.nodes[1]
+            .client()
+            .export_group_info(&group, &carol_user)
+            .unwrap();
+        h.run(2, move |c| c.join_by_external_commit(&info));
+        for (node, inbox) in held.into_iter().enumerate() {
+            h.nodes[node].inbox.extend(inbox);
+        }
+        h.deliver_all();
+        group
+    });
+    // Bob re-issued his add with carol's old key package, which went with her store.
+    let carol_errors = h.errors().remove("carol").unwrap_or_default();
+    assert!(
+        carol_errors
+            .iter()
+            .all(|e| e.contains("no usable key package")),
+        "{carol_errors:?}"
+    );
+    let contested = |h: &Harness| {
+        h.nodes[2]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::RejoinContested { .. }))
+            .count()
+    };
+    assert_eq!(
+        contested(&h),
+        0,
+        "nothing has reached her from the winning branch yet"
+    );
+    // A message of the winning branch: carol cannot judge it, and is told to ask.
+    let g = group.clone();
+    h.run(0, move |c| c.send(&g, b"on the branch that won"));
+    h.deliver_all();
+    assert!(contested(&h) >= 1);
+    assert!(
+        h.errors().remove("carol").unwrap_or_default().len() == carol_errors.len(),
+        "the message waits, it is not refused: {:?}",
+        h.errors()
+    );
+    let carol_user = h.nodes[2].identity.user_id();
+    let info = h.nodes[1]
+        .client()
+        .export_group_info(&group, &carol_user)
+        .unwrap();
+    assert_eq!(
+        h.nodes[2].client().rejoin_advice(&info).unwrap(),
+        RejoinAdvice::Rejoin
+    );
+    h.run(2, move |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    h.assert_converged(&group, &[0, 1, 2]);
+    // Three leaves: the one bob's re-issued add gave her old key package went with the rejoin.
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    h.assert_group_works(&group, 2, &[0, 1]);
+    h.assert_group_works(&group, 0, &[1, 2]);
+}
+
 /// A group of a, b and c (fork window 2) in which c is cut off while a and c each commit
 /// `rounds` times; returns what crossed between the halves, held back.
 fn a_b_and_c_cut_off(
