@@ -630,6 +630,14 @@ fn read_external_join(
         .transpose()
 }
 
+/// Inside the open transaction of a Welcome that `group`'s state now comes from: the external
+/// join this device made before no longer describes its branch (its history would otherwise
+/// outrank the Welcome's in `branch_history`), and no race of it is left to contest.
+pub(crate) fn forget_external_join(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
+    txn.delete(GROUP_META_NAMESPACE, external_join_key(group))?;
+    Ok(())
+}
+
 fn write_external_join(
     txn: &mut Transaction,
     group: &GroupId,

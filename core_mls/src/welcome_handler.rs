@@ -298,8 +298,10 @@ impl MlsClient {
                         epoch_snapshots::expire(txn, &group_id, kept)?;
                     }
                 }
-                // Likewise the lineage from before the window.
+                // Likewise the lineage from before the window; an external join made before
+                // describes a state this Welcome replaces.
                 branch_lineage::keep_common_prefix(txn, &group_id, &theirs)?;
+                crate::external_join::forget_external_join(txn, &group_id)?;
                 Ok(kept_from)
             })?;
             let (before, leave_requested_before) = match kept_from {

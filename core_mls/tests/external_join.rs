@@ -674,6 +674,67 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
     h.assert_group_works(&group, 0, &[1, 2]);
 }
 
+#[test]
+fn a_welcome_that_replaces_a_rejoined_branch_replaces_its_history_too() {
+    // Alice and bob self-update in the same epoch, and alice's commit wins. Carol loses her
+    // store and rejoins with bob's GroupInfo before he judged the race: she is on the branch
+    // that lost, and what she knows of it came with her external join.
+    let (mut h, group) = engine_harness::exactly(120, false, &["alice", "bob", "carol"], |h| {
+        let group = h.group_with(0, &[1, 2]);
+        for node in [0, 1] {
+            let g = group.clone();
+            h.run(node, move |c| c.self_update(&g));
+        }
+        let held = h.take_inboxes();
+        h.lose_store(2);
+        let carol_user = h.nodes[2].identity.user_id();
+        let info = h.nodes[1]
+            .client()
+            .export_group_info(&group, &carol_user)
+            .unwrap();
+        h.run(2, move |c| c.join_by_external_commit(&info));
+        for (node, inbox) in held.into_iter().enumerate().take(2) {
+            h.nodes[node].inbox.extend(inbox);
+        }
+        h.deliver_all();
+        group
+    });
+    // The winning branch removes carol's old leaf and adds her back, twice at once: alice and
+    // bob each with a key package of hers. She takes the winning Welcome first.
+    let carol_user = h.nodes[2].identity.user_id();
+    let carol_device = h.nodes[2].identity.device_id();
+    let g = group.clone();
+    h.run(0, move |c| c.remove_device(&g, &carol_user, &carol_device));
+    h.deliver_all();
+    let packages = [h.key_package(2), h.key_package(2)];
+    h.close(2);
+    let alice_superseded = h.superseded(0);
+    for (node, package) in [0, 1].into_iter().zip(packages) {
+        let g = group.clone();
+        h.run(node, move |c| c.add_members(&g, &[package]));
+    }
+    let welcomes = std::mem::take(&mut h.nodes[2].inbox);
+    assert_eq!(welcomes.len(), 2, "one Welcome from each adder");
+    h.deliver_all();
+    let alice_won = h.superseded(0) == alice_superseded;
+    let (winning, losing) = if alice_won {
+        (&welcomes[0], &welcomes[1])
+    } else {
+        (&welcomes[1], &welcomes[0])
+    };
+    h.reopen(2);
+    assert_eq!(h.handle(2, winning), Ok(Disposition::Processed));
+    // The losing Welcome parts from the winning one where the two adds raced, and loses
+    // there; judged with the history of the branch her external join was on, it would part
+    // from it at the first race instead, and win.
+    let refused = h.handle(2, losing).unwrap_err();
+    assert!(refused.contains("already"), "{refused}");
+    h.deliver_all();
+    h.assert_converged(&group, &[0, 1, 2]);
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    h.assert_group_works(&group, 2, &[0, 1]);
+}
+
 /// A group of a, b and c (fork window 2) in which c is cut off while a and c each commit
 /// `rounds` times; returns what crossed between the halves, held back.
 fn a_b_and_c_cut_off(
