@@ -24,6 +24,22 @@
 //! newer build with another tag version) therefore never has its messages held back as "of
 //! another branch"; a tag can only be recognised as another branch's when it is one of ours.
 //! (Pre-release builds sent the 16 tag bytes alone; those now read as no tag.)
+//!
+//! An external commit (a `PublicMessage` from a device not yet in the group) cannot carry a
+//! branch tag: its maker has the GroupInfo, not the epoch secrets. It carries instead
+//!
+//! ```text
+//! struct {
+//!     opaque magic[4] = "SPbx";  // an external commit's tag
+//!     uint8  version = 1;
+//!     opaque tag[16];            // BLAKE3 derive_key("spacepanda external commit branch
+//!                                //   tag v1", u64 BE len(group id) ‖ group id ‖ u64 BE
+//!                                //   epoch ‖ confirmed transcript hash), first 16 bytes
+//! } ExternalTag;                 // exactly 21 bytes, covered by the commit's signature
+//! ```
+//!
+//! which a member compares with the state of that epoch it holds (`external_commit_tag`); the
+//! same rule applies: anything else is no tag.
 
 use openmls::prelude::{MlsGroup, ProtocolMessage};
 use serde::{Deserialize, Serialize};
@@ -91,6 +107,61 @@ pub(crate) fn message_tag(message: &ProtocolMessage) -> Option<Vec<u8>> {
         ProtocolMessage::PrivateMessage(private) => decode_tag(private.aad()),
         ProtocolMessage::PublicMessage(_) => None,
     }
+}
+
+const EXTERNAL_TAG_CONTEXT: &str = "spacepanda external commit branch tag v1";
+/// First bytes of an external commit's authenticated data that names its epoch state.
+const EXTERNAL_TAG_MAGIC: [u8; 4] = *b"SPbx";
+
+/// The tag of an epoch state as a device joining by external commit can name it: it holds the
+/// GroupInfo's context, not the epoch's secrets (so not the epoch authenticator the branch tag
+/// hashes). The confirmed transcript hash differs between any two epoch states of one epoch.
+pub(crate) fn external_tag(
+    group_id: &[u8],
+    epoch: u64,
+    confirmed_transcript_hash: &[u8],
+) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new_derive_key(EXTERNAL_TAG_CONTEXT);
+    hasher.update(&(group_id.len() as u64).to_be_bytes());
+    hasher.update(group_id);
+    hasher.update(&epoch.to_be_bytes());
+    hasher.update(confirmed_transcript_hash);
+    hasher
+        .finalize()
+        .as_bytes()
+        .iter()
+        .take(BRANCH_TAG_LEN)
+        .copied()
+        .collect()
+}
+
+/// The authenticated data of an external commit made in the epoch state `tag` names.
+pub(crate) fn encode_external_tag(tag: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(BRANCH_TAG_WIRE_LEN);
+    wire.extend_from_slice(&EXTERNAL_TAG_MAGIC);
+    wire.push(BRANCH_TAG_VERSION);
+    wire.extend_from_slice(tag);
+    wire
+}
+
+/// The external tag an incoming external commit claims (its authenticated data, which its
+/// signature covers), if it carries one of ours. An external commit carries no branch tag
+/// (the joiner cannot compute one), so without this a commit made on another branch could
+/// not be told from one of ours before it failed to verify.
+pub(crate) fn external_message_tag(message: &ProtocolMessage) -> Option<Vec<u8>> {
+    let ProtocolMessage::PublicMessage(public) = message else {
+        return None;
+    };
+    if !matches!(public.sender(), openmls::prelude::Sender::NewMemberCommit) {
+        return None;
+    }
+    let aad = public.authenticated_data();
+    if aad.len() != BRANCH_TAG_WIRE_LEN {
+        return None;
+    }
+    let rest = aad.strip_prefix(&EXTERNAL_TAG_MAGIC)?;
+    let (version, tag) = rest.split_first()?;
+    (*version == BRANCH_TAG_VERSION).then(|| tag.to_vec())
 }
 
 /// A message without a tag of ours (another application, or an older build) is taken to be of

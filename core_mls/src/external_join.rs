@@ -419,7 +419,17 @@ impl MlsClient {
     ) -> Result<(MlsGroup, MlsMessageOut), MlsError> {
         let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
         let signer = DeviceSigner(self.device.signature_key_pair());
-        let mut builder = MlsGroup::external_commit_builder().with_config(self.join_config());
+        // Receivers on another branch of that epoch tell it from theirs by this (see
+        // `external_commit_tag`), before they would fail to verify it.
+        let context = verifiable.group_context();
+        let tag = crate::branch_order::external_tag(
+            context.group_id().as_slice(),
+            context.epoch().as_u64(),
+            context.confirmed_transcript_hash(),
+        );
+        let mut builder = MlsGroup::external_commit_builder()
+            .with_config(self.join_config())
+            .with_aad(crate::branch_order::encode_external_tag(&tag));
         if let Some(key) = old_leaf_key {
             builder = builder.replacing_signature_key(key);
         }

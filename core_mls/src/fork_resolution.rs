@@ -66,7 +66,7 @@
 //! **Outside the window** a competing commit cannot be judged: [`MlsError::ForkOutsideWindow`],
 //! counted, and reported by the next `tick` as [`Event::ForkOutsideWindow`].
 
-use openmls::prelude::OpenMlsProvider as _;
+use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 use spacepanda_core::Key;
 
 use crate::branch_lineage;
@@ -174,6 +174,42 @@ impl MlsClient {
         Ok(self
             .read(|txn| deferred_sends::for_group(txn, group))?
             .len())
+    }
+
+    /// The branch tag an external commit of `epoch` stands for here: it names the epoch state
+    /// it was made in by that state's transcript hash (`external_tag`). Ours, if this device
+    /// holds that state (now or in a snapshot) — the commit then routes like any commit of
+    /// our branch; its own, which matches none of ours, if this device holds another state of
+    /// that epoch (another branch: it waits like that branch's messages, instead of failing
+    /// to verify here); none if this device holds no state of that epoch, or for any other
+    /// message.
+    pub(crate) fn external_commit_tag(
+        &self,
+        message: &ProtocolMessage,
+        group: &GroupId,
+        epoch: u64,
+        current: u64,
+    ) -> Result<Option<Vec<u8>>, MlsError> {
+        let Some(claimed) = crate::branch_order::external_message_tag(message) else {
+            return Ok(None);
+        };
+        let ours = if epoch == current {
+            let held = self.group(group)?;
+            let hash = held
+                .public_group()
+                .group_context()
+                .confirmed_transcript_hash();
+            Some((hash.to_vec(), branch_tag(held)))
+        } else {
+            self.read(|txn| epoch_snapshots::meta(txn, group, epoch))?
+                .filter(|meta| !meta.confirmed_transcript_hash.is_empty())
+                .map(|meta| (meta.confirmed_transcript_hash, meta.branch_tag))
+        };
+        let Some((hash, tag)) = ours else {
+            return Ok(None);
+        };
+        let named = crate::branch_order::external_tag(group.as_slice(), epoch, &hash);
+        Ok(Some(if named == claimed { tag } else { claimed }))
     }
 
     /// A message of another branch of `group`, at `epoch`: kept while a rollback could still

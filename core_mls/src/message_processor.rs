@@ -120,6 +120,10 @@ impl MlsClient {
         if message_epoch > current {
             return self.buffer(envelope, &group, message_epoch, buffered);
         }
+        let tag = match tag {
+            None => self.external_commit_tag(&message, &group, message_epoch, current)?,
+            tag => tag,
+        };
         if message_epoch == current {
             let ours = fork_resolution::branch_tag(self.group(&group)?);
             if !fork_resolution::tag_matches(&tag, &ours) {

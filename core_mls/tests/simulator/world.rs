@@ -474,7 +474,12 @@ impl World {
                     self.devices[device].rejoined_at = Some(*epoch);
                     self.devices[device].leaving = false;
                 }
-                Event::RemovedFromGroup { .. } => self.devices[device].leaving = false,
+                Event::RemovedFromGroup { .. } => {
+                    self.devices[device].leaving = false;
+                    // As the Node: its recovery task ends once the group is gone, so a removed
+                    // device does not rejoin (elsewhere) what it was asking about.
+                    self.rejoins.retain(|r| r.device != device);
+                }
                 _ => {}
             }
         }

@@ -103,6 +103,12 @@ impl PublicMessageIn {
         &self.content.sender
     }
 
+    /// SpacePanda patch: the authenticated data, as sent (covered by the signature, which is
+    /// verified when the message is processed).
+    pub fn authenticated_data(&self) -> &[u8] {
+        self.content.authenticated_data.as_slice()
+    }
+
     #[cfg(test)]
     pub(crate) fn set_membership_tag(
         &mut self,
