@@ -11,12 +11,13 @@
 //!
 //! **When a device rejoins.**
 //! - The engine reports `ForkOutsideWindow`: the driver asks member devices for a GroupInfo and
-//!   rejoins only if its state outranks this device's (`MlsClient::rejoin_advice`: the
-//!   later epoch, then the smaller transcript hash), the same order on every device, so of
-//!   two branches that can no longer be judged only one side moves.
-//! - The engine reports `RejoinContested` (this device's rejoin raced a commit): the driver
-//!   asks the member whose GroupInfo it rejoined with first (it judged the race), then the
-//!   others, and rejoins if the group went on without it.
+//!   rejoins only if its branch outranks this device's (`MlsClient::rejoin_advice`: the fork
+//!   rule on the two commits where the two signed branch histories part), the same answer on
+//!   every device, so of two branches that can no longer be judged only one side moves.
+//! - The engine reports `RejoinContested` (this device's rejoin raced a commit, or a message
+//!   of another branch reached it that it cannot judge): the driver asks the member whose
+//!   GroupInfo it rejoined with first (it judged the race), then the others, and rejoins if
+//!   the group went on without it.
 //! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
 //!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
 //!   whose store was lost, joins the groups the user's other devices are in).
