@@ -59,12 +59,22 @@ const BRANCH_TAG_WIRE_LEN: usize = BRANCH_TAG_MAGIC.len() + 1 + BRANCH_TAG_LEN;
 /// The epoch authenticator differs between any two epoch states (it is derived from the epoch
 /// secret); the tag is a one-way hash of it, so publishing the tag does not publish it.
 pub(crate) fn branch_tag(group: &MlsGroup) -> Vec<u8> {
-    let mut hasher = blake3::Hasher::new_derive_key(BRANCH_TAG_CONTEXT);
-    let group_id = group.group_id().as_slice();
+    tag_of_state(
+        BRANCH_TAG_CONTEXT,
+        group.group_id().as_slice(),
+        group.epoch().as_u64(),
+        group.epoch_authenticator().as_slice(),
+    )
+}
+
+/// The first 16 bytes of BLAKE3 `derive_key(context, u64 BE len(group id) ‖ group id ‖ u64 BE
+/// epoch ‖ state)`: both tags (see the module docs).
+fn tag_of_state(context: &str, group_id: &[u8], epoch: u64, state: &[u8]) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
     hasher.update(&(group_id.len() as u64).to_be_bytes());
     hasher.update(group_id);
-    hasher.update(&group.epoch().as_u64().to_be_bytes());
-    hasher.update(group.epoch_authenticator().as_slice());
+    hasher.update(&epoch.to_be_bytes());
+    hasher.update(state);
     hasher
         .finalize()
         .as_bytes()
@@ -82,20 +92,28 @@ pub(crate) fn tag_outgoing(group: &mut MlsGroup) {
 
 /// The authenticated data that carries `tag` (see the module docs).
 fn encode_tag(tag: &[u8]) -> Vec<u8> {
-    let mut wire = Vec::with_capacity(BRANCH_TAG_WIRE_LEN);
-    wire.extend_from_slice(&BRANCH_TAG_MAGIC);
-    wire.push(BRANCH_TAG_VERSION);
-    wire.extend_from_slice(tag);
-    wire
+    encode_with(&BRANCH_TAG_MAGIC, tag)
 }
 
 /// The branch tag in authenticated data, if it is one of ours in the version this build
 /// writes; anything else is no tag.
 fn decode_tag(aad: &[u8]) -> Option<Vec<u8>> {
+    decode_with(&BRANCH_TAG_MAGIC, aad)
+}
+
+fn encode_with(magic: &[u8; 4], tag: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(BRANCH_TAG_WIRE_LEN);
+    wire.extend_from_slice(magic);
+    wire.push(BRANCH_TAG_VERSION);
+    wire.extend_from_slice(tag);
+    wire
+}
+
+fn decode_with(magic: &[u8; 4], aad: &[u8]) -> Option<Vec<u8>> {
     if aad.len() != BRANCH_TAG_WIRE_LEN {
         return None;
     }
-    let rest = aad.strip_prefix(&BRANCH_TAG_MAGIC)?;
+    let rest = aad.strip_prefix(magic)?;
     let (version, tag) = rest.split_first()?;
     (*version == BRANCH_TAG_VERSION).then(|| tag.to_vec())
 }
@@ -121,27 +139,17 @@ pub(crate) fn external_tag(
     epoch: u64,
     confirmed_transcript_hash: &[u8],
 ) -> Vec<u8> {
-    let mut hasher = blake3::Hasher::new_derive_key(EXTERNAL_TAG_CONTEXT);
-    hasher.update(&(group_id.len() as u64).to_be_bytes());
-    hasher.update(group_id);
-    hasher.update(&epoch.to_be_bytes());
-    hasher.update(confirmed_transcript_hash);
-    hasher
-        .finalize()
-        .as_bytes()
-        .iter()
-        .take(BRANCH_TAG_LEN)
-        .copied()
-        .collect()
+    tag_of_state(
+        EXTERNAL_TAG_CONTEXT,
+        group_id,
+        epoch,
+        confirmed_transcript_hash,
+    )
 }
 
 /// The authenticated data of an external commit made in the epoch state `tag` names.
 pub(crate) fn encode_external_tag(tag: &[u8]) -> Vec<u8> {
-    let mut wire = Vec::with_capacity(BRANCH_TAG_WIRE_LEN);
-    wire.extend_from_slice(&EXTERNAL_TAG_MAGIC);
-    wire.push(BRANCH_TAG_VERSION);
-    wire.extend_from_slice(tag);
-    wire
+    encode_with(&EXTERNAL_TAG_MAGIC, tag)
 }
 
 /// The external tag an incoming external commit claims (its authenticated data, which its
@@ -155,13 +163,7 @@ pub(crate) fn external_message_tag(message: &ProtocolMessage) -> Option<Vec<u8>>
     if !matches!(public.sender(), openmls::prelude::Sender::NewMemberCommit) {
         return None;
     }
-    let aad = public.authenticated_data();
-    if aad.len() != BRANCH_TAG_WIRE_LEN {
-        return None;
-    }
-    let rest = aad.strip_prefix(&EXTERNAL_TAG_MAGIC)?;
-    let (version, tag) = rest.split_first()?;
-    (*version == BRANCH_TAG_VERSION).then(|| tag.to_vec())
+    decode_with(&EXTERNAL_TAG_MAGIC, public.authenticated_data())
 }
 
 /// A message without a tag of ours (another application, or an older build) is taken to be of
@@ -511,6 +513,15 @@ mod tests {
         longer.push(0);
         assert_eq!(decode_tag(&longer), None);
         assert_eq!(decode_tag(&wire[..20]), None);
+        // An external commit's tag is not a branch tag, nor the other way round.
+        let external = encode_external_tag(&tag);
+        assert_eq!(external.len(), BRANCH_TAG_WIRE_LEN);
+        assert_eq!(decode_tag(&external), None);
+        assert_eq!(
+            decode_with(&EXTERNAL_TAG_MAGIC, &external).unwrap(),
+            tag.to_vec()
+        );
+        assert_eq!(decode_with(&EXTERNAL_TAG_MAGIC, &wire), None);
         assert!(tag_matches(&None, &tag));
         assert!(!tag_matches(&Some(vec![1; 16]), &tag));
     }

@@ -677,14 +677,13 @@ impl MlsClient {
         message_epoch: u64,
         buffered: Option<&BufferedMessage>,
     ) -> Result<Option<Output>, MlsError> {
-        let Some(record) = self.read(|txn| read_external_join(txn, group))? else {
-            return Ok(None);
-        };
-        if message_epoch > record.epoch {
+        let raced = self
+            .read(|txn| read_external_join(txn, group))?
+            .is_some_and(|record| message_epoch <= record.epoch);
+        if !raced {
             return Ok(None);
         }
-        self.contest(envelope, group, message_epoch, buffered, record)
-            .map(Some)
+        self.contest_external_join_branch(envelope, group, message_epoch, buffered)
     }
 
     /// Routing, for a message of another branch of `group` that no snapshot here can reach:
@@ -700,21 +699,9 @@ impl MlsClient {
         message_epoch: u64,
         buffered: Option<&BufferedMessage>,
     ) -> Result<Option<Output>, MlsError> {
-        let Some(record) = self.read(|txn| read_external_join(txn, group))? else {
+        let Some(mut record) = self.read(|txn| read_external_join(txn, group))? else {
             return Ok(None);
         };
-        self.contest(envelope, group, message_epoch, buffered, record)
-            .map(Some)
-    }
-
-    fn contest(
-        &mut self,
-        envelope: &Envelope,
-        group: &GroupId,
-        message_epoch: u64,
-        buffered: Option<&BufferedMessage>,
-        mut record: ExternalJoin,
-    ) -> Result<Output, MlsError> {
         let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
         // Told once per contest: when it starts (the commit may have waited in the buffer from
         // before the join), and again for each new commit that arrives.
@@ -731,7 +718,7 @@ impl MlsClient {
                 epoch: record.epoch,
             });
         }
-        Ok(output)
+        Ok(Some(output))
     }
 }
 

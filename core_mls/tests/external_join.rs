@@ -49,6 +49,20 @@ fn rejoin_with_group_info_of(
     info
 }
 
+/// The GroupInfo `member` gives `device` (for `device`'s user).
+fn group_info_for(
+    h: &mut Harness,
+    group: &core_mls::GroupId,
+    device: usize,
+    member: usize,
+) -> Vec<u8> {
+    let user = h.nodes[device].identity.user_id();
+    h.nodes[member]
+        .client()
+        .export_group_info(group, &user)
+        .unwrap()
+}
+
 /// Alice and bob in a group, and a GroupInfo bob gave for a device of alice's.
 fn alice_and_bob_with_a_group_info_for_alice(seed: u64) -> (Harness, core_mls::GroupId, Vec<u8>) {
     let mut h = Harness::memory(&["alice", "bob"], seed);
@@ -614,11 +628,7 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
         }
         assert_eq!(h.nodes[2].client().groups(), vec![group.clone()]);
         h.lose_store(2);
-        let carol_user = h.nodes[2].identity.user_id();
-        let info = h.nodes[1]
-            .client()
-            .export_group_info(&group, &carol_user)
-            .unwrap();
+        let info = group_info_for(h, &group, 2, 1);
         h.run(2, move |c| c.join_by_external_commit(&info));
         for (node, inbox) in held.into_iter().enumerate() {
             h.nodes[node].inbox.extend(inbox);
@@ -664,11 +674,7 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
         "the message waits, it is not refused: {:?}",
         h.errors()
     );
-    let carol_user = h.nodes[2].identity.user_id();
-    let info = h.nodes[1]
-        .client()
-        .export_group_info(&group, &carol_user)
-        .unwrap();
+    let info = group_info_for(&mut h, &group, 2, 1);
     assert_eq!(
         h.nodes[2].client().rejoin_advice(&info).unwrap(),
         RejoinAdvice::Rejoin
@@ -695,11 +701,7 @@ fn a_welcome_that_replaces_a_rejoined_branch_replaces_its_history_too() {
         }
         let held = h.take_inboxes();
         h.lose_store(2);
-        let carol_user = h.nodes[2].identity.user_id();
-        let info = h.nodes[1]
-            .client()
-            .export_group_info(&group, &carol_user)
-            .unwrap();
+        let info = group_info_for(h, &group, 2, 1);
         h.run(2, move |c| c.join_by_external_commit(&info));
         for (node, inbox) in held.into_iter().enumerate().take(2) {
             h.nodes[node].inbox.extend(inbox);
