@@ -704,7 +704,9 @@ impl MlsClient {
         };
         let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
         // Told once per contest: when it starts (the commit may have waited in the buffer from
-        // before the join), and again for each new commit that arrives.
+        // before the join), and again for each new commit that arrives — not for each
+        // application message of another branch, which would send the application asking
+        // once per message.
         let first = !record.contested;
         if first {
             record.contested = true;
@@ -712,7 +714,7 @@ impl MlsClient {
                 client.with_txn(|txn| write_external_join(txn, group, &record))
             })?;
         }
-        if first || buffered.is_none() {
+        if first || (buffered.is_none() && envelope.kind() == EnvelopeKind::Commit) {
             output.events.push(Event::RejoinContested {
                 group: group.clone(),
                 epoch: record.epoch,
