@@ -37,11 +37,7 @@ fn rejoin_with_group_info_of(
     joiner: usize,
     member: usize,
 ) -> Vec<u8> {
-    let user = h.nodes[joiner].identity.user_id();
-    let info = h.nodes[member]
-        .client()
-        .export_group_info(group, &user)
-        .unwrap();
+    let info = group_info_for(h, group, joiner, member);
     let given = info.clone();
     h.run(joiner, move |c| c.join_by_external_commit(&given));
     h.deliver_all();
@@ -743,6 +739,32 @@ fn a_welcome_that_replaces_a_rejoined_branch_replaces_its_history_too() {
     h.assert_converged(&group, &[0, 1, 2]);
     assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
     h.assert_group_works(&group, 2, &[0, 1]);
+}
+
+#[test]
+fn an_external_commit_whose_tag_a_relay_altered_waits_and_changes_nothing() {
+    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(9);
+    let phone = h.add_node("alice-phone", Some(0));
+    h.run(phone, |c| c.join_by_external_commit(&info));
+    let genuine = std::mem::take(&mut h.nodes[1].inbox);
+    assert_eq!(genuine.len(), 1, "the external commit, for bob");
+    // A relay flips a byte of the tag that names the epoch state the commit was made in.
+    let mut altered = genuine[0].clone();
+    let at = altered
+        .windows(4)
+        .position(|w| w == b"SPbx")
+        .expect("the commit carries its epoch state's tag");
+    altered[at + 5] ^= 0x01;
+    let before = h.states(&group, &[1]);
+    // Bob cannot tell it from a commit of another branch: it waits (and would expire),
+    // nothing changes, nothing fails.
+    assert_eq!(h.handle(1, &altered), Ok(Disposition::Buffered));
+    assert_eq!(h.states(&group, &[1]), before);
+    // The genuine copy is still taken.
+    h.nodes[1].inbox.extend(genuine);
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1, phone]);
 }
 
 /// A group of a, b and c (fork window 2) in which c is cut off while a and c each commit
