@@ -205,6 +205,7 @@ impl MlsClient {
                 epoch,
                 contested: false,
                 history,
+                joined_at_ms: now.unix_millis(),
             };
             client.with_txn(|txn| write_external_join(txn, &group, &record))?;
             let recipients = client.other_member_devices(&group)?;
@@ -615,6 +616,41 @@ struct ExternalJoin {
     /// device's own commit (part of `branch_history`, as a Welcome's history is).
     #[serde(default)]
     history: BranchHistory,
+    /// When this device made the join (ms since the Unix epoch; 0 in records of older
+    /// builds, which then keep nothing back from the sent log).
+    #[serde(default)]
+    joined_at_ms: u64,
+}
+
+/// Inside the open transaction: the epoch through which `group`'s sent log may be pruned at
+/// most, given its oldest snapshot `oldest` (`None`: everything may go). While this device's
+/// external join is inside the fork window (in epochs before `current_epoch` and in time
+/// before `now`), a commit of the join's epoch can still win over it — the join then never
+/// happened for the group, nor did anything sent since — so messages sent since the join stay
+/// logged to go out again when the device rejoins (`drop_held_state`). No snapshot covers
+/// that: the device never held the epoch before its join.
+pub(crate) fn sent_log_prune_bound(
+    txn: &Transaction,
+    group: &GroupId,
+    oldest: Option<u64>,
+    current_epoch: Option<u64>,
+    window: (u64, std::time::Duration),
+    now: spacepanda_core::Timestamp,
+) -> Result<Option<u64>, MlsError> {
+    let Some(joined) = read_external_join(txn, group)? else {
+        return Ok(oldest);
+    };
+    let (window_epochs, window_time) = window;
+    let joined_at = spacepanda_core::Timestamp::from_unix_millis(joined.joined_at_ms);
+    let inside = joined.joined_at_ms > 0
+        && now.duration_since(joined_at) < window_time
+        && current_epoch
+            .is_some_and(|current| joined.epoch.saturating_add(window_epochs) > current);
+    Ok(match (inside, oldest) {
+        (false, _) => oldest,
+        (true, Some(oldest)) => Some(oldest.min(joined.epoch)),
+        (true, None) => Some(joined.epoch),
+    })
 }
 
 impl MlsClient {

@@ -103,8 +103,17 @@ impl MlsClient {
             }
             let oldest = epoch_snapshots::metas(txn, group)?.first().map(|(e, _)| *e);
             crate::dormant_branches::forget_before(txn, group, oldest)?;
-            // Messages of epochs no kept snapshot precedes can never need sending again.
-            epoch_snapshots::prune_sent_through(txn, group, oldest)
+            // Messages of epochs no kept snapshot precedes can never need sending again
+            // (unless a recent external join may still lose).
+            let bound = crate::external_join::sent_log_prune_bound(
+                txn,
+                group,
+                oldest,
+                Some(start.epoch.saturating_add(1)),
+                (window, self.config.fork_window),
+                now,
+            )?;
+            epoch_snapshots::prune_sent_through(txn, group, bound)
         })
     }
 
@@ -169,7 +178,16 @@ impl MlsClient {
                     branch_lineage::forget(txn, &group)?;
                 }
                 crate::dormant_branches::forget_before(txn, &group, oldest)?;
-                epoch_snapshots::prune_sent_through(txn, &group, oldest)?;
+                let current = self.groups.get(&group).map(|g| g.epoch().as_u64());
+                let bound = crate::external_join::sent_log_prune_bound(
+                    txn,
+                    &group,
+                    oldest,
+                    current,
+                    (self.config.fork_window_epochs, window),
+                    now,
+                )?;
+                epoch_snapshots::prune_sent_through(txn, &group, bound)?;
             }
             // Past member lists of a group this device no longer holds outlive it only while a
             // snapshot could restore it (`storage::epoch_members`).

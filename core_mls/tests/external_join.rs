@@ -410,6 +410,49 @@ fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
 }
 
 #[test]
+fn what_a_device_sent_after_a_rejoin_that_lost_goes_out_again_when_it_joins_again() {
+    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(11);
+    let phone = h.add_node("alice-phone", Some(0));
+    let alice_user = h.nodes[0].identity.user_id();
+    // Bob's commit and the phone's external join race in the GroupInfo's epoch (bob's wins).
+    // Before it hears of that, the phone sends in its join's epoch and then commits, which
+    // snapshots that epoch and moves the sent log's window past it.
+    let g = group.clone();
+    h.run(1, move |c| c.self_update(&g));
+    h.run(phone, |c| c.join_by_external_commit(&info));
+    let g = group.clone();
+    let sent = h.run(phone, move |c| c.send(&g, b"sent on a join that lost"));
+    let id = Harness::sent_id(&sent);
+    let g = group.clone();
+    h.run(phone, move |c| c.self_update(&g));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    assert!(
+        h.nodes[phone]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RejoinContested { .. }))
+    );
+    assert_eq!(
+        h.copies(0, &id),
+        0,
+        "the message was made on the losing branch"
+    );
+    let fresh = h.nodes[1]
+        .client()
+        .export_group_info(&group, &alice_user)
+        .unwrap();
+    h.run(phone, |c| c.join_by_external_commit(&fresh));
+    h.deliver_all();
+    assert!(h.errors().is_empty(), "{:?}", h.errors());
+    h.assert_converged(&group, &[0, 1, phone]);
+    // Without the phone's join holding its sent log back, the commit pruned the message and
+    // nobody ever got it.
+    assert_eq!(h.copies(0, &id), 1, "alice did not get the phone's message");
+    assert_eq!(h.copies(1, &id), 1, "bob did not get the phone's message");
+}
+
+#[test]
 fn an_external_commit_that_removes_another_users_device_is_refused_by_every_member() {
     let mut h = Harness::memory(&["alice", "bob", "carol"], 8);
     let group = h.group_with(0, &[1, 2]);
