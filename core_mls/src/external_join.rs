@@ -13,16 +13,17 @@
 //! binding is verified as for a Welcome), this device's user must have a device in it, the
 //! commit removes this device's old leaf (same user and device id, under whatever key: a
 //! device restored after losing its store has a new one; see `vendor/README.md`), the state
-//! this device held of the group (a losing branch) is replaced, and `Rejoined` tells the
-//! application that what was sent while it was away is lost here. A commit of the join's
+//! this device held of the group (a losing branch) is replaced — the adds and removes it
+//! committed there and the messages it sent there are made again on the group's branch — and
+//! `Rejoined` tells the application that what was sent while it was away is lost here. A commit of the join's
 //! epoch or earlier arriving later means the join raced it (`RejoinContested`); the join lost
 //! if a member's GroupInfo shows the group went on without this device's leaf. So does a
 //! message of another branch that no snapshot here reaches: the member that gave the
 //! GroupInfo may have been on a branch that lost a race it had not judged yet.
 //!
 //! **Receivers** accept an external commit only from a device whose user has a device in the
-//! group in that epoch (the leaf it replaces counts) (a removed user cannot come back this way), and only if every leaf
-//! it removes is that same device's (`check_external_commit`). In the fork rule an external
+//! group in that epoch (the leaf it replaces counts; a removed user cannot come back this
+//! way), and only if every leaf it removes is that same device's (`check_external_commit`). In the fork rule an external
 //! commit ranks after every member's commit of its epoch (`branch_order`): it can only win an
 //! epoch nobody else ended, so it never undoes what members did, and a joiner whose commit loses
 //! rejoins from a newer GroupInfo.
@@ -43,6 +44,7 @@ use crate::branch_order::{BranchHistory, CommitRank, EpochBranch};
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::BufferedMessage;
+use crate::epoch_snapshots::OwnCommit;
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
@@ -177,7 +179,7 @@ impl MlsClient {
             });
         }
         let output = self.transaction(Some(&group), |client| {
-            client.drop_held_state(&group)?;
+            client.drop_held_state(&group, &history)?;
             let (mut new_group, commit) = client.external_commit(verifiable, old_leaf_key)?;
             new_group
                 .merge_pending_commit(&client.provider)
@@ -224,10 +226,12 @@ impl MlsClient {
                 group: group.clone(),
                 epoch: new_epoch,
             });
-            // What this device sent on the branch it left goes out again, and messages that
-            // raced ahead of the rejoin can be read now.
-            output.extend(client.send_deferred(&group)?);
+            // Messages that raced ahead of the rejoin can be read now; then what this device
+            // did on the branch it left is done again: its adds and removes first, so a device
+            // it removed cannot read what it sent after.
             output.extend(client.replay_buffered(&group)?);
+            output.extend(client.reissue_commits(&group)?);
+            output.extend(client.send_deferred(&group)?);
             Ok(output)
         })?;
         Ok(output)
@@ -454,15 +458,33 @@ impl MlsClient {
     /// Inside the open transaction, before an external join: drops what this device held of
     /// `group` (a branch that lost, a state far behind, or what a removal left): OpenMLS state,
     /// snapshots and records of ours. Application messages it sent there that no member may
-    /// have read wait to be sent again in the new epoch.
-    fn drop_held_state(&mut self, group: &GroupId) -> Result<(), MlsError> {
+    /// have read wait to be sent again in the new epoch, and so do the adds and removes it
+    /// committed where its branch is not `joined` (the branch history of the GroupInfo): the
+    /// user asked for them, and a removal that silently vanished would leave a removed device
+    /// in the group. Its self-updates are not: the external commit gives it a fresh leaf.
+    fn drop_held_state(&mut self, group: &GroupId, joined: &BranchHistory) -> Result<(), MlsError> {
         self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
             for message in epoch_snapshots::take_sent_after(txn, group, None)? {
                 deferred_sends::push(txn, group, &message)?;
             }
-            for (epoch, _) in epoch_snapshots::metas(txn, group)? {
+            let mut metas = epoch_snapshots::metas(txn, group)?;
+            metas.sort_by_key(|(epoch, _)| *epoch);
+            for (epoch, meta) in &metas {
+                let on_joined_branch = joined
+                    .iter()
+                    .any(|(e, branch)| e == epoch && branch.merged == meta.merged);
+                match &meta.own_commit {
+                    Some(commit @ (OwnCommit::Add { .. } | OwnCommit::Remove { .. }))
+                        if !on_joined_branch =>
+                    {
+                        epoch_snapshots::queue_reissue(txn, group, commit)?;
+                    }
+                    _ => {}
+                }
+            }
+            for (epoch, _) in metas {
                 epoch_snapshots::expire(txn, group, epoch)?;
             }
             // The branch left; the GroupInfo's history says where the group went.

@@ -452,6 +452,120 @@ fn what_a_device_sent_after_a_rejoin_that_lost_goes_out_again_when_it_joins_agai
     assert_eq!(h.copies(1, &id), 1, "bob did not get the phone's message");
 }
 
+/// a, b, c, d and e (fork window 2); the network splits into a and b, and c and d, with e on
+/// the side `e_with_a` says; each half goes four epochs on without the other, then a removes e
+/// and sends a message. It heals and every device of a, b, c and d follows the advice of a
+/// device of the other half. Returns the id of a's message.
+fn a_removal_on_one_half_of_a_split(
+    seed: u64,
+    e_with_a: bool,
+) -> (Harness, core_mls::GroupId, core_mls::MessageId) {
+    let config = core_mls::MlsConfig {
+        fork_window_epochs: 2,
+        ..core_mls::MlsConfig::default()
+    };
+    let mut h = Harness::seeded(&["a", "b", "c", "d", "e"], seed, config);
+    let group = h.group_with(0, &[1, 2, 3, 4]);
+    let halves: [&[usize]; 2] = if e_with_a {
+        [&[0, 1, 4], &[2, 3]]
+    } else {
+        [&[0, 1], &[2, 3, 4]]
+    };
+    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut hold_back_for = |h: &mut Harness, half: &[usize]| {
+        for other in (0..5).filter(|n| !half.contains(n)) {
+            for bytes in std::mem::take(&mut h.nodes[other].inbox) {
+                held_back.push((other, bytes));
+            }
+        }
+    };
+    for _ in 0..4 {
+        for half in halves {
+            let g = group.clone();
+            h.run(half[0], move |c| c.self_update(&g));
+            hold_back_for(&mut h, half);
+            h.deliver_all();
+        }
+    }
+    let e_user = h.nodes[4].identity.user_id();
+    let e_device = h.nodes[4].identity.device_id();
+    let g = group.clone();
+    h.run(0, move |c| c.remove_device(&g, &e_user, &e_device));
+    let g = group.clone();
+    let sent = h.run(0, move |c| c.send(&g, b"after e was removed"));
+    hold_back_for(&mut h, halves[0]);
+    h.deliver_all();
+    assert_eq!(h.nodes[4].removed_from(&group), e_with_a);
+    for (node, bytes) in held_back {
+        h.nodes[node].inbox.push(bytes);
+    }
+    h.deliver_all();
+    for device in 0..4 {
+        let other = if device < 2 { 2 } else { 0 };
+        let user = h.nodes[device].identity.user_id();
+        let info = h.nodes[other]
+            .client()
+            .export_group_info(&group, &user)
+            .unwrap();
+        if h.nodes[device].client().rejoin_advice(&info).unwrap() == RejoinAdvice::Rejoin {
+            h.run(device, |c| c.join_by_external_commit(&info));
+            // e takes what the rejoin sent it in the order it was sent (the harness would
+            // shuffle it): a message made in the rejoin's epoch would be readable there.
+            for bytes in std::mem::take(&mut h.nodes[4].inbox) {
+                let _ = h.handle(4, &bytes);
+            }
+            h.deliver_all();
+        }
+    }
+    (h, group, Harness::sent_id(&sent))
+}
+
+#[test]
+fn a_removal_made_on_the_half_that_moved_is_made_again_where_it_rejoined() {
+    for e_with_a in [true, false] {
+        // The case: a's half is the one that moves (c and d never saw the removal).
+        let seed = engine_harness::seed_where(40, |seed| {
+            let (h, _, _) = a_removal_on_one_half_of_a_split(seed, e_with_a);
+            rejoined(&h, 0) > 0
+        });
+        let (mut h, group, id) = a_removal_on_one_half_of_a_split(seed, e_with_a);
+        assert_eq!(rejoined(&h, 0), 1);
+        assert_eq!(rejoined(&h, 1), 1);
+        h.assert_converged(&group, &[0, 1, 2, 3]);
+        // Without the re-issue, e is still a member of the branch everyone is on: a removal
+        // the user made would have vanished with the branch a left.
+        let e = h.nodes[4].address();
+        for node in 0..4 {
+            let members = h.nodes[node].client().members(&group).unwrap();
+            assert_eq!(members.len(), 4, "node {node} (e with a: {e_with_a})");
+            assert!(
+                !members
+                    .iter()
+                    .any(|m| core_mls::DeviceAddress::from(m) == e),
+                "node {node} still has e"
+            );
+        }
+        assert!(h.nodes[4].removed_from(&group), "e was told");
+        assert!(
+            !h.nodes[0]
+                .events
+                .iter()
+                .any(|event| matches!(event, Event::CommitNotReissued { .. }))
+        );
+        // What a sent after removing e reaches the others once, and never e (it goes out
+        // again after the removal is made again, not before).
+        for node in 1..4 {
+            assert_eq!(h.copies(node, &id), 1, "node {node} (e with a: {e_with_a})");
+        }
+        assert_eq!(
+            h.copies(4, &id),
+            0,
+            "e read a message sent after its removal"
+        );
+        h.assert_group_works(&group, 0, &[1, 2, 3]);
+    }
+}
+
 #[test]
 fn an_external_commit_that_removes_another_users_device_is_refused_by_every_member() {
     let mut h = Harness::memory(&["alice", "bob", "carol"], 8);
