@@ -488,6 +488,24 @@ pub(crate) fn queue_reissue(
     Ok(())
 }
 
+/// Queues the add or remove this device committed out of a snapshot's epoch (`meta`) when the
+/// snapshot goes with a branch the device leaves wholesale (an external join, a Welcome that
+/// replaces the state): the user asked for it, and a removal that vanished with the branch
+/// would leave the removed device in the group. A self-update is not queued: the join gives
+/// the device a fresh leaf.
+pub(crate) fn queue_membership_change(
+    txn: &mut Transaction,
+    group: &GroupId,
+    meta: &SnapshotMeta,
+) -> Result<(), MlsError> {
+    match &meta.own_commit {
+        Some(commit @ (OwnCommit::Add { .. } | OwnCommit::Remove { .. })) => {
+            queue_reissue(txn, group, commit)
+        }
+        Some(OwnCommit::SelfUpdate) | None => Ok(()),
+    }
+}
+
 /// Own commits waiting to be re-issued in `group`, oldest first, with their keys.
 pub(crate) fn reissues(
     txn: &Transaction,

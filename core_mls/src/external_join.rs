@@ -44,7 +44,6 @@ use crate::branch_order::{BranchHistory, CommitRank, EpochBranch};
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots::OwnCommit;
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
@@ -459,9 +458,8 @@ impl MlsClient {
     /// `group` (a branch that lost, a state far behind, or what a removal left): OpenMLS state,
     /// snapshots and records of ours. Application messages it sent there that no member may
     /// have read wait to be sent again in the new epoch, and so do the adds and removes it
-    /// committed where its branch is not `joined` (the branch history of the GroupInfo): the
-    /// user asked for them, and a removal that silently vanished would leave a removed device
-    /// in the group. Its self-updates are not: the external commit gives it a fresh leaf.
+    /// committed where its branch is not `joined` (the branch history of the GroupInfo; see
+    /// `epoch_snapshots::queue_membership_change`).
     fn drop_held_state(&mut self, group: &GroupId, joined: &BranchHistory) -> Result<(), MlsError> {
         self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
@@ -475,13 +473,8 @@ impl MlsClient {
                 let on_joined_branch = joined
                     .iter()
                     .any(|(e, branch)| e == epoch && branch.merged == meta.merged);
-                match &meta.own_commit {
-                    Some(commit @ (OwnCommit::Add { .. } | OwnCommit::Remove { .. }))
-                        if !on_joined_branch =>
-                    {
-                        epoch_snapshots::queue_reissue(txn, group, commit)?;
-                    }
-                    _ => {}
+                if !on_joined_branch {
+                    epoch_snapshots::queue_membership_change(txn, group, meta)?;
                 }
             }
             for (epoch, _) in metas {

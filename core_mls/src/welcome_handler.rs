@@ -295,6 +295,9 @@ impl MlsClient {
                     if on_their_branch {
                         kept_from = kept_from.or(Some(kept));
                     } else {
+                        // What this device added or removed there is done again once it
+                        // is in.
+                        epoch_snapshots::queue_membership_change(txn, &group_id, &meta)?;
                         epoch_snapshots::expire(txn, &group_id, kept)?;
                     }
                 }
@@ -380,8 +383,10 @@ impl MlsClient {
             events,
             ..Output::default()
         };
-        // Messages that raced ahead of the Welcome, then what we sent on an abandoned branch.
+        // Messages that raced ahead of the Welcome, then what we did on an abandoned branch:
+        // adds and removes first, so a device removed there cannot read what we sent after.
         output.extend(self.replay_buffered(&group_id)?);
+        output.extend(self.reissue_commits(&group_id)?);
         output.extend(self.send_deferred(&group_id)?);
         Ok(output)
     }

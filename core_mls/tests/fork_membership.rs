@@ -793,3 +793,78 @@ fn a_welcome_from_a_branch_that_lost_to_a_removal_keeps_the_snapshots_of_the_win
         h.assert_converged(&group, &[0, 2]);
     }
 }
+
+/// a, b, c and d (fork window 2) split into a and b, and c and d, for longer than the window;
+/// on c and d's side d removes c, on a and b's side a removes d and adds it back. Then it heals.
+fn d_removes_c_while_a_re_adds_d(seed: u64) -> (Harness, GroupId) {
+    let config = core_mls::MlsConfig {
+        fork_window_epochs: 2,
+        ..core_mls::MlsConfig::default()
+    };
+    let mut h = Harness::seeded(&["a", "b", "c", "d"], seed, config);
+    let group = h.group_with(0, &[1, 2, 3]);
+    let halves: [&[usize]; 2] = [&[0, 1], &[2, 3]];
+    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut hold_back_for = |h: &mut Harness, half: &[usize]| {
+        for other in (0..4).filter(|n| !half.contains(n)) {
+            held_back.extend(h.nodes[other].inbox.drain(..).map(|b| (other, b)));
+        }
+    };
+    for _ in 0..4 {
+        for half in halves {
+            let g = group.clone();
+            h.run(half[0], move |c| c.self_update(&g));
+            hold_back_for(&mut h, half);
+            h.deliver_all();
+        }
+    }
+    let (c, d) = (h.nodes[2].address(), h.nodes[3].address());
+    let g = group.clone();
+    h.run(3, move |cl| cl.remove_device(&g, &c.user_id, &c.device_id));
+    hold_back_for(&mut h, halves[1]);
+    h.deliver_all();
+    let package = h.key_package(3);
+    let g = group.clone();
+    h.run(0, move |cl| cl.remove_device(&g, &d.user_id, &d.device_id));
+    let g = group.clone();
+    h.run(0, move |cl| cl.add_members(&g, &[package]));
+    hold_back_for(&mut h, halves[0]);
+    h.deliver_all();
+    for (node, bytes) in held_back {
+        h.nodes[node].inbox.push(bytes);
+    }
+    h.deliver_all();
+    (h, group)
+}
+
+#[test]
+fn a_removal_made_on_a_branch_a_welcome_replaces_is_made_again_after_the_join() {
+    let joined_twice = |h: &Harness| {
+        h.nodes[3]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Joined { .. }))
+            .count()
+            == 2
+    };
+    // The case: a's side wins where the branches parted, so d takes a's Welcome in place of
+    // the branch on which it removed c.
+    let seed = seed_where(60, |seed| {
+        joined_twice(&d_removes_c_while_a_re_adds_d(seed).0)
+    });
+    let (mut h, group) = d_removes_c_while_a_re_adds_d(seed);
+    assert!(joined_twice(&h));
+    h.assert_converged(&group, &[0, 1, 3]);
+    let c = h.nodes[2].address();
+    for node in [0, 1, 3] {
+        let members = h.nodes[node].client().members(&group).unwrap();
+        assert_eq!(members.len(), 3, "node {node}");
+        assert!(
+            !members
+                .iter()
+                .any(|m| core_mls::DeviceAddress::from(m) == c),
+            "node {node} still has c: d's removal vanished with its branch"
+        );
+    }
+    h.assert_group_works(&group, 3, &[0, 1]);
+}
