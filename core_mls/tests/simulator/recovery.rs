@@ -1,8 +1,9 @@
 //! Recovery by external commit, as an application (core_dht's `Node`) drives it: a device that
-//! lost its store rejoins with a member's GroupInfo; after a fork outside the window, a device
-//! asks the sender of the commit it could not judge for its GroupInfo and follows
-//! `rejoin_advice`; a device whose rejoin raced a commit (`RejoinContested`) asks the member
-//! whose GroupInfo it joined with, which judged the race.
+//! lost its store rejoins with a member's GroupInfo; after a fork outside the window, or when
+//! its rejoin raced a commit (`RejoinContested`), a device asks members for their GroupInfo
+//! and follows `rejoin_advice` — first the member whose GroupInfo it last joined with (which
+//! judged the race: its "stay" is final), then the sender of the commit it could not judge,
+//! then the others, until one says to rejoin.
 
 use core_identity::IdentityStore;
 use core_mls::{MlsError, RejoinAdvice};
@@ -29,6 +30,9 @@ pub(crate) struct RejoinRequest {
 
 /// Rounds of refusals from every member before the app gives up: the user was removed.
 const REFUSED_ROUNDS: u32 = 3;
+
+/// Members asked in one attempt, as the Node's `MEMBERS_ASKED`.
+const MEMBERS_ASKED: usize = 8;
 
 /// What came of one attempt.
 enum Attempt {
@@ -73,70 +77,106 @@ impl World {
         if !self.is_open(device) {
             return Ok(Attempt::Again);
         }
-        // A member that itself waits to rejoin still holds its branch and answers, as a Node
-        // does: the advice tells whether that branch is the one to be on.
-        let refused = request.refused.clone();
-        let usable = |w: &World, d: usize| d != device && w.holds(d) && !refused.contains(&d);
-        let asked = request
-            .ask
-            .filter(|&d| usable(self, d))
-            .or_else(|| (0..self.devices.len()).find(|&d| usable(self, d)));
-        let Some(source) = asked else {
-            if !request.refused.is_empty() {
-                // Everyone there was to ask refused: a new round, or give up.
-                request.refused.clear();
-                request.refused_rounds += 1;
-                if request.refused_rounds >= REFUSED_ROUNDS {
-                    self.tally.add("rejoin refused: user not a member");
-                    return Ok(Attempt::Settled);
-                }
+        // As the Node: the member this device last rejoined from first (it judged any race of
+        // that rejoin, so its "stay" is final), then the member to ask, then the others, until
+        // one says to rejoin — a member that says "stay" or "ask later" may be on this
+        // device's own side of the fork. A member that itself waits to rejoin still holds its
+        // branch and answers: the advice tells whether that branch is the one to be on.
+        let source = self.devices[device].rejoined_from;
+        let mut order: Vec<usize> = Vec::new();
+        for member in source
+            .into_iter()
+            .chain(request.ask)
+            .chain(0..self.devices.len())
+        {
+            if member != device
+                && self.holds(member)
+                && !request.refused.contains(&member)
+                && !order.contains(&member)
+            {
+                order.push(member);
             }
+        }
+        let (mut answered, mut ask_later) = (false, false);
+        for member in order.into_iter().take(MEMBERS_ASKED) {
+            let Some(info) = self.group_info_from(device, member)? else {
+                request.refused.push(member);
+                continue;
+            };
+            answered = true;
+            let advice = self
+                .client(device)?
+                .rejoin_advice(&info)
+                .map_err(|e| engine_failure("rejoin_advice", &e))?;
+            self.note(format!(
+                "  d{device} asks d{member} for a GroupInfo: {advice:?}"
+            ));
+            match advice {
+                RejoinAdvice::Rejoin => return self.rejoin_with(device, member, &info),
+                RejoinAdvice::Stay if Some(member) == source => break,
+                RejoinAdvice::Stay => {}
+                RejoinAdvice::AskLater => ask_later = true,
+            }
+        }
+        if ask_later {
+            self.tally.add("rejoin advice: ask later");
             return Ok(Attempt::Again);
-        };
+        }
+        if answered {
+            self.tally.add("rejoin advice: stay");
+            return Ok(Attempt::Settled);
+        }
+        if !request.refused.is_empty() {
+            // Everyone there was to ask refused: a new round, or give up.
+            request.refused.clear();
+            request.refused_rounds += 1;
+            if request.refused_rounds >= REFUSED_ROUNDS {
+                self.tally.add("rejoin refused: user not a member");
+                return Ok(Attempt::Settled);
+            }
+        }
+        Ok(Attempt::Again)
+    }
+
+    /// The GroupInfo `member` gives `device`; `None` if it refuses (it does not see the
+    /// device's user in the group: removed, or it has not yet judged the commit that added it).
+    fn group_info_from(
+        &mut self,
+        device: usize,
+        member: usize,
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let group = self.group.clone();
         let user = self.devices[device].address.user_id;
-        let info = match self.client(source)?.export_group_info(&group, &user) {
-            Ok(info) => info,
+        match self.client(member)?.export_group_info(&group, &user) {
+            Ok(info) => Ok(Some(info)),
             Err(MlsError::RejoinRefused { .. }) => {
-                // This member does not see the user in the group: removed, or it has not yet
-                // judged the commit that added this device. Ask the others.
                 self.note(format!(
-                    "  d{device} asks d{source} for a GroupInfo: refused"
+                    "  d{device} asks d{member} for a GroupInfo: refused"
                 ));
-                request.refused.push(source);
-                return Ok(Attempt::Again);
+                Ok(None)
             }
-            Err(e) => return Err(engine_failure("export_group_info", &e)),
-        };
-        let advice = self
-            .client(device)?
-            .rejoin_advice(&info)
-            .map_err(|e| engine_failure("rejoin_advice", &e))?;
-        self.note(format!(
-            "  d{device} asks d{source} for a GroupInfo: {advice:?}"
-        ));
-        match advice {
-            RejoinAdvice::Stay => {
-                self.tally.add("rejoin advice: stay");
+            Err(e) => Err(engine_failure("export_group_info", &e)),
+        }
+    }
+
+    fn rejoin_with(
+        &mut self,
+        device: usize,
+        member: usize,
+        info: &[u8],
+    ) -> Result<Attempt, Failure> {
+        match self.call(device, |c| c.join_by_external_commit(info)) {
+            Ok(output) => {
+                self.tally.add("rejoined by external commit");
+                self.devices[device].rejoined_from = Some(member);
+                self.absorb(device, output)?;
                 Ok(Attempt::Settled)
             }
-            RejoinAdvice::AskLater => {
-                self.tally.add("rejoin advice: ask later");
-                Ok(Attempt::Again)
+            Err(e @ (MlsError::RejoinRefused { .. } | MlsError::AlreadyJoined { .. })) => {
+                self.tally.add(format!("rejoin: {}", variant_name(&e)));
+                Ok(Attempt::Settled)
             }
-            RejoinAdvice::Rejoin => match self.call(device, |c| c.join_by_external_commit(&info)) {
-                Ok(output) => {
-                    self.tally.add("rejoined by external commit");
-                    self.devices[device].rejoined_from = Some(source);
-                    self.absorb(device, output)?;
-                    Ok(Attempt::Settled)
-                }
-                Err(e @ (MlsError::RejoinRefused { .. } | MlsError::AlreadyJoined { .. })) => {
-                    self.tally.add(format!("rejoin: {}", variant_name(&e)));
-                    Ok(Attempt::Settled)
-                }
-                Err(e) => Err(engine_failure("join_by_external_commit", &e)),
-            },
+            Err(e) => Err(engine_failure("join_by_external_commit", &e)),
         }
     }
 
