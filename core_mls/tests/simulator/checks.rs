@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use core_mls::DeviceAddress;
+use core_mls::{DeviceAddress, EnvelopeId};
 
 use crate::verdicts::Failure;
 use crate::world::{Rejection, World};
@@ -253,7 +253,14 @@ impl World {
             }
         }
         let chain = &self.devices[0].history;
-        for sent in &self.sent {
+        let on_chain = |envelope: &EnvelopeId| {
+            self.origins.get(envelope).and_then(|o| {
+                let epoch = o.epoch?;
+                (chain.get(&epoch).is_some() && o.authenticator.as_ref() == chain.get(&epoch))
+                    .then_some(epoch)
+            })
+        };
+        for (index, sent) in self.sent.iter().enumerate() {
             let founder = sent.sender < founders;
             let on_winning_branch = sent
                 .envelope
@@ -277,7 +284,32 @@ impl World {
                     .rejoined_at
                     .zip(made_in)
                     .is_some_and(|(rejoined, made)| rejoined > made);
-                if counts[receiver].get(&key).copied().unwrap_or(0) == 0 && !rejoined_after {
+                // Or the message was made on a branch that lost and sent again on the winning
+                // one (`resends`) only in epochs before the receiver's rejoin: it cannot read
+                // those either. Which messages a re-send carries is not visible here, so the
+                // sender's re-sends after it stand for it: excused only if it re-sent on the
+                // winning branch, and never at or after the receiver's rejoin.
+                let resent_before_rejoin =
+                    self.devices[receiver].rejoined_at.is_some_and(|joined| {
+                        let original_readable = sent
+                            .envelope
+                            .as_ref()
+                            .and_then(&on_chain)
+                            .is_some_and(|epoch| epoch >= joined);
+                        let resent: Vec<u64> = self
+                            .resends
+                            .iter()
+                            .filter(|r| r.sender == sent.sender && r.sent_before > index)
+                            .filter_map(|r| on_chain(&r.envelope))
+                            .collect();
+                        !original_readable
+                            && !resent.is_empty()
+                            && resent.iter().all(|&epoch| epoch < joined)
+                    });
+                if counts[receiver].get(&key).copied().unwrap_or(0) == 0
+                    && !rejoined_after
+                    && !resent_before_rejoin
+                {
                     let (class, what) = if founder {
                         ("founder message missing", "founder")
                     } else {

@@ -89,6 +89,18 @@ pub(crate) struct Sent {
     pub(crate) envelope: Option<EnvelopeId>,
 }
 
+/// Application envelopes a device sent without a `MessageSent`: messages it sent before, sent
+/// again after the branch they were made on was left (a rollback, a Welcome, an external
+/// join). Which messages each carries is inside the ciphertext; `sent_before` orders them
+/// against `World::sent`.
+#[derive(Debug, Clone)]
+pub(crate) struct Resend {
+    pub(crate) sender: usize,
+    pub(crate) envelope: EnvelopeId,
+    /// How many entries `World::sent` had when it was sent.
+    pub(crate) sent_before: usize,
+}
+
 /// A `RejectedMessage`, with what is needed to judge it once the winning branch is known.
 #[derive(Debug, Clone)]
 pub(crate) struct Rejection {
@@ -133,6 +145,7 @@ pub(crate) struct World {
     /// Simulation step (one per operation).
     pub(crate) step: u64,
     pub(crate) sent: Vec<Sent>,
+    pub(crate) resends: Vec<Resend>,
     pub(crate) origins: HashMap<EnvelopeId, Origin>,
     pub(crate) rejections: Vec<Rejection>,
     pub(crate) tally: Tally,
@@ -267,6 +280,7 @@ impl World {
             group,
             step: 0,
             sent: Vec::new(),
+            resends: Vec::new(),
             origins: HashMap::new(),
             rejections: Vec::new(),
             tally: Tally::default(),
@@ -439,6 +453,7 @@ impl World {
         }
         self.record_state(device);
         let mut application_envelope = None;
+        let mut application_envelopes = Vec::new();
         for outbound in &output.outbound {
             let epoch = envelope_epoch(&outbound.envelope);
             let authenticator = epoch.and_then(|e| self.devices[device].history.get(&e).cloned());
@@ -454,9 +469,23 @@ impl World {
                 core_mls::EnvelopeKind::Commit => self.commits_made += 1,
                 core_mls::EnvelopeKind::Application => {
                     application_envelope = Some(outbound.envelope.id());
+                    application_envelopes.push(outbound.envelope.id());
                 }
                 _ => {}
             }
+        }
+        if !output
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::MessageSent { .. }))
+        {
+            let sent_before = self.sent.len();
+            self.resends
+                .extend(application_envelopes.into_iter().map(|envelope| Resend {
+                    sender: device,
+                    envelope,
+                    sent_before,
+                }));
         }
         for event in &output.events {
             match event {
