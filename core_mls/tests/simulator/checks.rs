@@ -284,27 +284,32 @@ impl World {
                     .rejoined_at
                     .zip(made_in)
                     .is_some_and(|(rejoined, made)| rejoined > made);
-                // Or the message was made on a branch that lost and sent again on the winning
-                // one (`resends`) only in epochs before the receiver's rejoin: it cannot read
-                // those either. Which messages a re-send carries is not visible here, so the
-                // sender's re-sends after it stand for it: excused only if it re-sent on the
-                // winning branch, and never at or after the receiver's rejoin.
+                // Or the message was made on a branch that lost and sent again (`resends`) only
+                // in epochs before the receiver's rejoin: it cannot read those either. Which
+                // messages a re-send carries is not visible here, so the sender's re-sends
+                // after it stand for it: excused only if it re-sent in an epoch before the
+                // rejoin, and never on the winning branch at or after it. (Before the rejoin
+                // the chain is unknown when the receiver is device 0, whose history a rejoin
+                // clears; the epoch alone says the receiver cannot read it.)
                 let resent_before_rejoin =
                     self.devices[receiver].rejoined_at.is_some_and(|joined| {
-                        let original_readable = sent
-                            .envelope
-                            .as_ref()
-                            .and_then(&on_chain)
-                            .is_some_and(|epoch| epoch >= joined);
-                        let resent: Vec<u64> = self
+                        let readable = |envelope: &EnvelopeId| {
+                            on_chain(envelope).is_some_and(|epoch| epoch >= joined)
+                        };
+                        let resent: Vec<EnvelopeId> = self
                             .resends
                             .iter()
                             .filter(|r| r.sender == sent.sender && r.sent_before > index)
-                            .filter_map(|r| on_chain(&r.envelope))
+                            .map(|r| r.envelope)
                             .collect();
-                        !original_readable
-                            && !resent.is_empty()
-                            && resent.iter().all(|&epoch| epoch < joined)
+                        !sent.envelope.as_ref().is_some_and(readable)
+                            && resent.iter().any(|e| {
+                                self.origins
+                                    .get(e)
+                                    .and_then(|o| o.epoch)
+                                    .is_some_and(|epoch| epoch < joined)
+                            })
+                            && !resent.iter().any(readable)
                     });
                 if counts[receiver].get(&key).copied().unwrap_or(0) == 0
                     && !rejoined_after
