@@ -86,8 +86,9 @@ pub struct MlsConfig {
     /// How long message ids are remembered for de-duplication (default 30 days).
     pub dedup_retention: Duration,
     /// How many past epochs of each group are kept as snapshots, so that a competing commit for
-    /// one of them with a smaller commit ref can still win (default 8). A competing commit for
-    /// an older epoch is [`MlsError::ForkOutsideWindow`](crate::MlsError::ForkOutsideWindow).
+    /// one of them that the fork rule ranks first (docs/FORKS.md) can still win (default 8). A
+    /// competing commit for an older epoch is
+    /// [`MlsError::ForkOutsideWindow`](crate::MlsError::ForkOutsideWindow).
     pub fork_window_epochs: u64,
     /// How long a snapshot is kept (default 24 h; `tick` drops older ones). The same window
     /// bounds how long a single-use key package's private keys outlive the Welcome that used

@@ -6,8 +6,9 @@
 //!     uint8  kind;            // 1 commit, 2 proposal, 3 application, 4 welcome, 5 group info, 6 key package
 //!     opaque payload<0..2^32-1>; // one MLSMessage, TLS-encoded
 //!     select (version) {
-//!         case 2: opaque context<1..2^16-1>; // commits: the committer's claim of its commit ref;
-//!                                            // Welcomes: the sender's branch history
+//!         case 2: opaque context<1..2^16-1>; // commits: the committer's signed claim of its
+//!                                            //   commit ref; Welcomes and GroupInfos: the
+//!                                            //   sender's signed branch history
 //!     };
 //! } Envelope;
 //! ```
@@ -15,21 +16,17 @@
 //! The envelope's [`EnvelopeId`] is a hash of its kind and payload, so a receiver can drop a
 //! duplicate without trusting anything the sender claims, and two different messages can never
 //! share an id (a copy with an altered context is the same message, and a duplicate). The one
-//! exception is a Welcome: a member that returns to a branch sends its Welcomes of that branch
-//! again with the history it knows now, and de-duplication knows a Welcome by its id and its
-//! signed history together, so the second one is judged.
+//! exception is a Welcome: de-duplication knows a Welcome by its id and its signed history
+//! together (`seen_id`), so one sent again with a newer history is judged again.
 //!
-//! Inside the MLS message, a group message's authenticated data carries the sender's branch
-//! tag (`"SPbt"`, version 1, 16 bytes; the format is documented in `branch_order`). It is part
-//! of the MLS message, so it is covered by the message id and verified by decryption.
+//! The context is outside the MLS message, so each one is signed by its sender's device key;
+//! the formats (`"SPcc"` claim, `"SPbh"` history) and their checks are in `signed_context`.
+//! Only a member the commit removes reads the claim (OpenMLS does not compute the new epoch's
+//! transcript hash for it); every other receiver computes the ref and ignores the claim. A
+//! group message's branch tag (`"SPbt"`) is not in the envelope: it is the MLS message's
+//! authenticated data, covered by the envelope id and verified by decryption (`branch_order`).
 //!
-//! The context carries what `fork_resolution` needs beyond the MLS message. For a commit: the
-//! committer's claim of its commit ref, for the one receiver that cannot compute it — a member
-//! the commit removes (OpenMLS does not compute the new epoch's confirmed transcript hash for
-//! it); every other receiver computes the ref itself and rejects a commit whose claim differs.
-//! For a Welcome: the commit refs of the sender's branch over the fork window, so that a device
-//! that already holds the group (added by two concurrent commits, or re-added after the commit
-//! that added it lost) applies the same smallest-ref rule as the members.
+//! The design these serve: docs/FORKS.md.
 
 use std::fmt;
 
@@ -184,7 +181,7 @@ impl Envelope {
 
     /// What de-duplication knows this envelope by: its id, except for a Welcome with a context,
     /// whose branch history is part of it. A member that moved back to a branch sends its
-    /// Welcomes of that branch again with the history it knows now (see `fork_resolution`):
+    /// Welcomes of that branch again with the history it knows now (docs/FORKS.md):
     /// a device that took the first copy must judge the second, which may tell it that the
     /// branch it left for another one wins after all. A copy whose history a relay altered
     /// fails its signature check and is recorded as nothing.

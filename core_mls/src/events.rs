@@ -111,8 +111,8 @@ pub enum Disposition {
     /// From a future epoch, a group not joined yet, or another branch of the group that may
     /// still win: kept and replayed automatically.
     Buffered,
-    /// A commit (or a Welcome) that lost to a competing commit of the same epoch with a smaller
-    /// commit ref: valid, but not the group's history. Ignored.
+    /// A commit (or a Welcome) that lost to a competing commit of the same epoch under the fork
+    /// rule (docs/FORKS.md): valid, but not the group's history. Ignored.
     Superseded,
 }
 

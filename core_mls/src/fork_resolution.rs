@@ -1,70 +1,19 @@
-//! Concurrent commits: the rule that makes every member pick the same one, and the rollback
-//! that moves a member onto the winning branch.
+//! Concurrent commits, the parts that act on a group: the rollback that puts it back in a
+//! kept epoch (`restore_snapshot`), the re-issue of what the abandoned branch did
+//! (`after_branch_change`: buffered messages replayed, own commits made again
+//! (`reissue_commits`), a leave left out proposed again, deferred messages sent), messages of
+//! another branch (`other_branch`: buffered while a rollback, a Welcome or a contested external
+//! join could still reach them, else [`MlsError::OtherBranch`]), commits older than the fork
+//! window (`fork_outside_window`: [`MlsError::ForkOutsideWindow`], counted in memory and
+//! reported by `tick` as [`Event::ForkOutsideWindow`]), this device's signed branch history
+//! (`branch_history`), leave requests (namespace [`LEAVE_NAMESPACE`]) and [`ForkReport`].
 //!
-//! There is no server to order the commits of an epoch, so two members can commit in the same
-//! epoch. **Rule** (`branch_order::winner`), over every valid commit made in one epoch:
-//! 1. a commit whose committer another of those commits removes is out — unless every one is
-//!    out (members removing each other);
-//! 2. of the rest, the committer with the smallest *priority* wins: a hash of the epoch's
-//!    branch tag and the committer's leaf index;
-//! 3. between two commits of one committer (an equivocation, reported as
-//!    [`Event::Equivocation`]), the smaller *commit ref* wins: the confirmed transcript hash of
-//!    the epoch the commit creates.
+//! The rule itself is `branch_order::winner`; judging a competing commit is
+//! `competing_commit`'s; taking and keeping snapshots is `snapshot_capture`'s and
+//! `epoch_snapshots`'s.
 //!
-//! **Why it holds against members who play it.**
-//! - *Nobody wins by choosing a commit's content.* Steps 1 and 2 read only who commits and whom
-//!   the commit removes; a member cannot change its leaf index or the epoch it commits in, and
-//!   the priority is fixed by them before anyone commits. (The old rule, smallest ref first,
-//!   let a committer re-make its commit until the ref was small: about one try in two.) The ref
-//!   only orders one committer's own commits, where choosing between them gains nothing.
-//! - *A member a commit removes cannot win that epoch back*: her commit is out by step 1, whatever
-//!   it contains. The one exception is a member who removes her remover in the same epoch: two
-//!   members removing each other is a real conflict with no right answer and no server to ask;
-//!   priority decides, as it would between any two concurrent commits.
-//! - *The winner is a function of the set, not of arrival order.* Pairwise comparison with
-//!   step 1 is not transitive (a removes b, b outranks c, c outranks a), so each kept epoch
-//!   stores every commit judged in it with its envelope, and a commit that lost can win again
-//!   when a later one removes the committer that beat it. A branch this device leaves is kept
-//!   whole (`dormant_branches`) and woken as it was left if its commit wins again.
-//! - *Priority is a fair draw, not a fixed order*: by leaf index alone the founder would win
-//!   every race. The committer of the previous epoch influences the next epoch's secrets and so,
-//!   by trying many commits, could favour its own priority in the next epoch; it gains at most
-//!   the races of that one epoch, never a removal race.
-//!
-//! Every member that processes a commit computes its rank, the committer knows it, and a device
-//! the commit adds reads it from the Welcome's branch history, which the sender signs with its
-//! device key (see `signed_context`); a member the commit removes cannot compute the ref and
-//! reads it from the committer's signed claim.
-//!
-//! **Snapshots.** Before merging any commit (its own or someone else's), a member copies the
-//! group's OpenMLS key prefix and records, through the transaction's undo log, what the merge
-//! changes outside it (our leaf's HPKE key pairs live under their public keys); see
-//! `snapshot_capture` and [`epoch_snapshots`](crate::epoch_snapshots). The last `fork_window_epochs` snapshots, none
-//! older than `fork_window`, are kept.
-//!
-//! **Branch tags.** Every group message this device makes carries, as its MLS authenticated
-//! data, a tag of the epoch state it was made in (a one-way hash of group id, epoch and epoch
-//! authenticator; the wire format, magic and version included, is in `branch_order`; other
-//! authenticated data is no tag). A receiver tells a message of its own branch from one of a
-//! competing branch before decrypting: a competing branch's messages are buffered while a
-//! rollback could still reach them, instead of failing to decrypt.
-//!
-//! **Rollback.** A commit for a past epoch whose snapshot is kept (and whose tag matches it) is
-//! a competing commit: in a step of the operation's transaction the group is put back in that
-//! epoch, the commit is processed as usual (identity checks included), and the rule is applied
-//! to every commit judged in that epoch. This one wins: the step is kept — the group is on the
-//! winning branch — and `CommitSuperseded` is reported. The one merged before wins: the step is
-//! undone and the commit is [`Disposition::Superseded`](crate::Disposition::Superseded).
-//! Another one wins now: the branch this device left with it is woken (`dormant_branches`), or,
-//! if the device never merged it, it is processed in its place.
-//!
-//! **What the abandoned branch did is done again**, in the transaction of the operation that
-//! rolled back: this device's commits from the abandoned epochs are re-issued (adds of devices
-//! not yet members, removes of devices still members, self-updates), and its application
-//! messages encrypted there are sent again (receivers drop copies they have by message id).
-//!
-//! **Outside the window** a competing commit cannot be judged: [`MlsError::ForkOutsideWindow`],
-//! counted, and reported by the next `tick` as [`Event::ForkOutsideWindow`].
+//! The design, and the argument for the rule that other modules' docs point to here:
+//! docs/FORKS.md.
 
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 use spacepanda_core::Key;

@@ -1,8 +1,10 @@
-//! Taking and expiring the snapshots behind `fork_resolution`: before any commit is merged, the
-//! group's OpenMLS prefix is copied inside the same transaction and the transaction's undo log
-//! records what the merge changes outside it; after the merge, both are stored with the ref of
-//! the commit merged (`epoch_snapshots` holds the records). The last `fork_window_epochs`
-//! snapshots are kept, none older than `fork_window`.
+//! Taking and expiring snapshots (records in `epoch_snapshots`): `begin_snapshot` copies the
+//! group's OpenMLS prefix and starts the undo log before a commit is merged, `finish_snapshot`
+//! stores both with the merged commit's rank, `snapshot_as_ended_by` keeps the held epoch for a
+//! Welcome that moves the group on without us, and `finish_snapshot` and `expire_snapshots`
+//! (`tick`) retire what leaves the window to the branch lineage.
+//!
+//! The design: docs/FORKS.md.
 
 use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::{Key, Timestamp};

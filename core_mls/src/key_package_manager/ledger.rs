@@ -25,8 +25,10 @@ const MAX_RECORD_LEN: usize = 16 * 1024;
 ///     └── older than rotate_after ──► Retired ──not_after──► Expired ──not_after + grace──► (keys deleted)
 /// ```
 ///
-/// A single-use package's keys are deleted in the transaction of the Welcome that consumes it;
-/// its record stays as a tombstone (`keys_deleted`) so a second Welcome is a double spend.
+/// A single-use package keeps its keys for the fork window after the Welcome that consumes it
+/// (a re-add with it after the commit that added this device lost; see the module docs of
+/// `key_package_manager`); `prune` then deletes them, and its record stays as a tombstone
+/// (`keys_deleted`) so a later Welcome is a double spend.
 ///
 /// A last-resort package follows the same states but stays usable after `Consumed` (it is
 /// multi-use) until its `not_after` + grace; a new one is made as soon as it is consumed.

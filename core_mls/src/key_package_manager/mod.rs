@@ -4,6 +4,7 @@
 //! OpenMLS stores a key package's private bundle when it builds it, and deletes it when a
 //! Welcome uses it (unless last-resort), but keeps no list. The [ledger] is that list; it is
 //! written in the same [`Transaction`] as OpenMLS's own writes, so the two never disagree.
+//! This device keeps a single-use bundle longer than OpenMLS would (see below).
 //!
 //! State diagram (see [`KeyPackageState`]):
 //!
@@ -17,11 +18,28 @@
 //!                                                                              tombstone
 //! ```
 //!
+//! `prune` deletes a package's private keys at `not_after` + grace, or, for a consumed
+//! single-use package, once the fork window has passed since it was consumed (below).
+//!
 //! Policy ([`PoolPolicy`], defaults): 32 fresh packages, refilled when fewer than 25 % remain;
 //! exactly one last-resort package, replaced as soon as a Welcome uses it (the used one stays
 //! usable until `not_after` + grace); lifetime 14 days; rotated after 7 days; private keys of
-//! expired packages deleted after a 1-day grace; consumed (single-use) packages lose their keys
-//! in the very transaction of the Welcome that used them (forward secrecy).
+//! expired packages deleted after a 1-day grace.
+//!
+//! A consumed single-use package keeps its private keys for the fork window
+//! ([`MlsConfig::fork_window`](crate::MlsConfig::fork_window), 24 h by default), not just until
+//! the Welcome that used it: if the commit that added this device loses to a concurrent one, its
+//! committer re-adds the device on the winning branch with the same package (docs/FORKS.md).
+//! OpenMLS deletes the bundle while it stages the Welcome; the Welcome handler reads it before
+//! ([`read_bundle`]) and writes it back after ([`restore_bundle`]), in the join's transaction.
+//! Meanwhile [`on_welcome`] matches the package again as `reused`, and the Welcome handler
+//! accepts that only for a Welcome that replaces a state of a group this device holds, or
+//! that joins, while the device does not hold it, the group the package joined
+//! (`kp_joined_group`); anything else is a double spend (`AlreadyConsumed`).
+//! [`prune`], run by `tick` with `retain_consumed` = `fork_window`, deletes the keys once that
+//! long has passed since the package was consumed (its `state_changed_at`), with the record of
+//! the group it joined (`kp_joined_group`); the ledger record stays as a tombstone
+//! (`keys_deleted`), so a later Welcome with it is `AlreadyConsumed`.
 
 pub(crate) mod ledger;
 
@@ -290,7 +308,7 @@ pub(crate) fn rotate(
 /// deleted.
 ///
 /// `retain_consumed` is how long a consumed single-use package keeps its private keys: the fork
-/// window, during which the device may be re-added with it (see `fork_resolution`).
+/// window, during which the device may be re-added with it (docs/FORKS.md).
 pub(crate) fn prune(
     provider: &SpacePandaProvider,
     policy: &PoolPolicy,
@@ -544,8 +562,9 @@ pub(crate) fn mark(
 pub(crate) fn status(entries: &[LedgerEntry], policy: &PoolPolicy, now: Timestamp) -> PoolStatus {
     let mut status = PoolStatus::default();
     // The last-resort package is reported by its age, not counted in the pool. Pruned records
-    // are tombstones and not counted — except consumed ones: a single-use package loses its
-    // keys in the very Welcome that consumes it, and "consumed" counts those Welcomes.
+    // are tombstones and not counted — except consumed ones: "consumed" counts the Welcomes
+    // this device joined with, also after a single-use package's keys are gone (the fork
+    // window after it was consumed).
     let counted = |e: &&LedgerEntry| {
         !e.last_resort && (!e.keys_deleted || e.state == KeyPackageState::Consumed)
     };
