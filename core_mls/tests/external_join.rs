@@ -359,16 +359,23 @@ fn a_device_that_lost_its_store_comes_back_under_its_id_and_its_old_leaf_goes() 
     h.assert_group_works(&group, 1, &[0, 2]);
 }
 
-#[test]
-fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
-    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(7);
+/// Alice and bob; bob commits in the epoch of a GroupInfo he gave for alice's user, and a new
+/// phone of alice's joins by external commit with it (nothing delivered yet): a member's commit
+/// wins. Returns the harness, the group, the phone and the GroupInfo.
+fn a_phone_joining_against_bobs_commit(seed: u64) -> (Harness, core_mls::GroupId, usize, Vec<u8>) {
+    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(seed);
     let phone = h.add_node("alice-phone", Some(0));
-    let alice_user = h.nodes[0].identity.user_id();
-    // Bob commits in the epoch the GroupInfo describes, and so does the phone's external join:
-    // a member's commit wins.
     let g = group.clone();
     h.run(1, move |c| c.self_update(&g));
-    h.run(phone, |c| c.join_by_external_commit(&info));
+    let given = info.clone();
+    h.run(phone, move |c| c.join_by_external_commit(&given));
+    (h, group, phone, info)
+}
+
+#[test]
+fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
+    let (mut h, group, phone, info) = a_phone_joining_against_bobs_commit(7);
+    let alice_user = h.nodes[0].identity.user_id();
     h.deliver_all();
     assert!(h.errors().is_empty(), "{:?}", h.errors());
     let contested = h.nodes[phone]
@@ -411,15 +418,11 @@ fn a_rejoin_that_loses_a_race_is_told_and_joins_again() {
 
 #[test]
 fn what_a_device_sent_after_a_rejoin_that_lost_goes_out_again_when_it_joins_again() {
-    let (mut h, group, info) = alice_and_bob_with_a_group_info_for_alice(11);
-    let phone = h.add_node("alice-phone", Some(0));
-    let alice_user = h.nodes[0].identity.user_id();
     // Bob's commit and the phone's external join race in the GroupInfo's epoch (bob's wins).
     // Before it hears of that, the phone sends in its join's epoch and then commits, which
     // snapshots that epoch and moves the sent log's window past it.
-    let g = group.clone();
-    h.run(1, move |c| c.self_update(&g));
-    h.run(phone, |c| c.join_by_external_commit(&info));
+    let (mut h, group, phone, _) = a_phone_joining_against_bobs_commit(11);
+    let alice_user = h.nodes[0].identity.user_id();
     let g = group.clone();
     let sent = h.run(phone, move |c| c.send(&g, b"sent on a join that lost"));
     let id = Harness::sent_id(&sent);
@@ -534,17 +537,7 @@ fn a_removal_made_on_the_half_that_moved_is_made_again_where_it_rejoined() {
         h.assert_converged(&group, &[0, 1, 2, 3]);
         // Without the re-issue, e is still a member of the branch everyone is on: a removal
         // the user made would have vanished with the branch a left.
-        let e = h.nodes[4].address();
-        for node in 0..4 {
-            let members = h.nodes[node].client().members(&group).unwrap();
-            assert_eq!(members.len(), 4, "node {node} (e with a: {e_with_a})");
-            assert!(
-                !members
-                    .iter()
-                    .any(|m| core_mls::DeviceAddress::from(m) == e),
-                "node {node} still has e"
-            );
-        }
+        h.assert_members_without(&group, &[0, 1, 2, 3], 4, 4);
         assert!(h.nodes[4].removed_from(&group), "e was told");
         assert!(
             !h.nodes[0]

@@ -420,6 +420,33 @@ impl Harness {
         group
     }
 
+    /// Every listed node sees `members` members in `group`, and not node `gone`.
+    pub fn assert_members_without(
+        &mut self,
+        group: &GroupId,
+        nodes: &[usize],
+        members: usize,
+        gone: usize,
+    ) {
+        let gone_address = self.nodes[gone].address();
+        for &node in nodes {
+            let held = self.nodes[node].client().members(group).unwrap();
+            assert_eq!(
+                held.len(),
+                members,
+                "{} sees {} members",
+                self.nodes[node].name,
+                held.len()
+            );
+            assert!(
+                !held.iter().any(|m| DeviceAddress::from(m) == gone_address),
+                "{} still has {}",
+                self.nodes[node].name,
+                self.nodes[gone].name
+            );
+        }
+    }
+
     /// One member sends; every other listed member receives it exactly once.
     pub fn assert_group_works(&mut self, group: &GroupId, sender: usize, others: &[usize]) {
         let g = group.clone();
