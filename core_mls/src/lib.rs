@@ -186,6 +186,8 @@ mod welcome_handler;
 
 #[cfg(test)]
 mod atomicity_tests;
+#[cfg(test)]
+mod forged_welcome_tests;
 
 pub use client::{CIPHERSUITE, MlsClient};
 pub use config::MlsConfig;

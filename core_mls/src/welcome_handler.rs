@@ -224,8 +224,24 @@ impl MlsClient {
                         })
                     }
                 };
-                if !replaces {
-                    if order == BranchOrder::Disjoint && epoch > current {
+                // The Welcome's group and its branch history are vouched for only by its
+                // sender, who could have made that group herself under this id: a member
+                // removed from the group knows the id and the history up to her removal. A
+                // Welcome that says the group went on from our state (`TheirsLater`, or a
+                // re-add the join record allows) replaces it only if its sender holds a leaf
+                // in that state; one from anyone else waits (the commit that removes this
+                // device, if there is one, will come, and the Welcome is judged again then).
+                // A Welcome whose history claims a commit that beats ours (`TheirsWins`) is
+                // not checked so (its sender may have been added on the winning branch): such
+                // a claim is still open to a forger (docs/THREAT_MODEL.md).
+                let sender_key = inviter_leaf.signature_key().as_slice();
+                let vouched = order == BranchOrder::TheirsWins
+                    || client
+                        .group(&group_id)?
+                        .members()
+                        .any(|m| m.signature_key.as_slice() == sender_key);
+                if !replaces || !vouched {
+                    if (order == BranchOrder::Disjoint || replaces) && epoch > current {
                         *wait = Some((group_id.clone(), epoch));
                     }
                     return Err(MlsError::AlreadyJoined { group: group_id });
