@@ -216,26 +216,10 @@ fn two_halves_forked_past_the_window_heal_by_rejoining() {
     };
     let mut h = Harness::seeded(&["a", "b", "c", "d"], 5, config);
     let group = h.group_with(0, &[1, 2, 3]);
-    let halves = [[0usize, 1], [2, 3]];
     // The network splits: each half goes four epochs on without the other.
-    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
-    for _ in 0..4 {
-        for half in halves {
-            let g = group.clone();
-            h.run(half[0], move |c| c.self_update(&g));
-            for other in halves.iter().filter(|o| **o != half).flatten() {
-                for bytes in std::mem::take(&mut h.nodes[*other].inbox) {
-                    held_back.push((*other, bytes));
-                }
-            }
-            h.deliver_all();
-        }
-    }
+    let held_back = h.split_apart(&group, &[&[0, 1], &[2, 3]], 4);
     // It heals: what each half sent reaches the other, too late to be judged.
-    for (node, bytes) in held_back {
-        h.nodes[node].inbox.push(bytes);
-    }
-    h.deliver_all();
+    h.heal(held_back);
     let outside: usize = h
         .errors()
         .values()
@@ -245,18 +229,7 @@ fn two_halves_forked_past_the_window_heal_by_rejoining() {
     assert!(outside > 0, "{:?}", h.errors());
     // Each device asks a device of the other half for a GroupInfo, and moves only if that
     // branch outranks its own: the same order everywhere, so one half moves.
-    for device in 0..4 {
-        let other = if device < 2 { 2 } else { 0 };
-        let user = h.nodes[device].identity.user_id();
-        let info = h.nodes[other]
-            .client()
-            .export_group_info(&group, &user)
-            .unwrap();
-        if h.nodes[device].client().rejoin_advice(&info).unwrap() == RejoinAdvice::Rejoin {
-            h.run(device, |c| c.join_by_external_commit(&info));
-            h.deliver_all();
-        }
-    }
+    follow_the_other_halfs_advice(&mut h, &group, |_| {});
     h.assert_converged(&group, &[0, 1, 2, 3]);
     let moved: Vec<usize> = (0..4).filter(|d| rejoined(&h, *d) > 0).collect();
     assert_eq!(moved.len(), 2, "one half moved: {moved:?}");
@@ -455,6 +428,24 @@ fn what_a_device_sent_after_a_rejoin_that_lost_goes_out_again_when_it_joins_agai
     assert_eq!(h.copies(1, &id), 1, "bob did not get the phone's message");
 }
 
+/// Devices 0 and 1 ask device 2, and devices 2 and 3 ask device 0, for a GroupInfo, and each
+/// rejoins if the advice says so (`after_join` runs right after a join, before delivery).
+fn follow_the_other_halfs_advice(
+    h: &mut Harness,
+    group: &core_mls::GroupId,
+    mut after_join: impl FnMut(&mut Harness),
+) {
+    for device in 0..4 {
+        let other = if device < 2 { 2 } else { 0 };
+        let info = group_info_for(h, group, device, other);
+        if h.nodes[device].client().rejoin_advice(&info).unwrap() == RejoinAdvice::Rejoin {
+            h.run(device, |c| c.join_by_external_commit(&info));
+            after_join(h);
+            h.deliver_all();
+        }
+    }
+}
+
 /// a, b, c, d and e (fork window 2); the network splits into a and b, and c and d, with e on
 /// the side `e_with_a` says; each half goes four epochs on without the other, then a removes e
 /// and sends a message. It heals and every device of a, b, c and d follows the advice of a
@@ -474,52 +465,24 @@ fn a_removal_on_one_half_of_a_split(
     } else {
         [&[0, 1], &[2, 3, 4]]
     };
-    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut hold_back_for = |h: &mut Harness, half: &[usize]| {
-        for other in (0..5).filter(|n| !half.contains(n)) {
-            for bytes in std::mem::take(&mut h.nodes[other].inbox) {
-                held_back.push((other, bytes));
-            }
-        }
-    };
-    for _ in 0..4 {
-        for half in halves {
-            let g = group.clone();
-            h.run(half[0], move |c| c.self_update(&g));
-            hold_back_for(&mut h, half);
-            h.deliver_all();
-        }
-    }
+    let mut held_back = h.split_apart(&group, &halves, 4);
     let e_user = h.nodes[4].identity.user_id();
     let e_device = h.nodes[4].identity.device_id();
     let g = group.clone();
     h.run(0, move |c| c.remove_device(&g, &e_user, &e_device));
     let g = group.clone();
     let sent = h.run(0, move |c| c.send(&g, b"after e was removed"));
-    hold_back_for(&mut h, halves[0]);
+    h.hold_back_outside(halves[0], &mut held_back);
     h.deliver_all();
     assert_eq!(h.nodes[4].removed_from(&group), e_with_a);
-    for (node, bytes) in held_back {
-        h.nodes[node].inbox.push(bytes);
-    }
-    h.deliver_all();
-    for device in 0..4 {
-        let other = if device < 2 { 2 } else { 0 };
-        let user = h.nodes[device].identity.user_id();
-        let info = h.nodes[other]
-            .client()
-            .export_group_info(&group, &user)
-            .unwrap();
-        if h.nodes[device].client().rejoin_advice(&info).unwrap() == RejoinAdvice::Rejoin {
-            h.run(device, |c| c.join_by_external_commit(&info));
-            // e takes what the rejoin sent it in the order it was sent (the harness would
-            // shuffle it): a message made in the rejoin's epoch would be readable there.
-            for bytes in std::mem::take(&mut h.nodes[4].inbox) {
-                let _ = h.handle(4, &bytes);
-            }
-            h.deliver_all();
+    h.heal(held_back);
+    follow_the_other_halfs_advice(&mut h, &group, |h| {
+        // e takes what the rejoin sent it in the order it was sent (the harness would
+        // shuffle it): a message made in the rejoin's epoch would be readable there.
+        for bytes in std::mem::take(&mut h.nodes[4].inbox) {
+            let _ = h.handle(4, &bytes);
         }
-    }
+    });
     (h, group, Harness::sent_id(&sent))
 }
 

@@ -804,36 +804,20 @@ fn d_removes_c_while_a_re_adds_d(seed: u64) -> (Harness, GroupId) {
     let mut h = Harness::seeded(&["a", "b", "c", "d"], seed, config);
     let group = h.group_with(0, &[1, 2, 3]);
     let halves: [&[usize]; 2] = [&[0, 1], &[2, 3]];
-    let mut held_back: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut hold_back_for = |h: &mut Harness, half: &[usize]| {
-        for other in (0..4).filter(|n| !half.contains(n)) {
-            held_back.extend(h.nodes[other].inbox.drain(..).map(|b| (other, b)));
-        }
-    };
-    for _ in 0..4 {
-        for half in halves {
-            let g = group.clone();
-            h.run(half[0], move |c| c.self_update(&g));
-            hold_back_for(&mut h, half);
-            h.deliver_all();
-        }
-    }
+    let mut held_back = h.split_apart(&group, &halves, 4);
     let (c, d) = (h.nodes[2].address(), h.nodes[3].address());
     let g = group.clone();
     h.run(3, move |cl| cl.remove_device(&g, &c.user_id, &c.device_id));
-    hold_back_for(&mut h, halves[1]);
+    h.hold_back_outside(halves[1], &mut held_back);
     h.deliver_all();
     let package = h.key_package(3);
     let g = group.clone();
     h.run(0, move |cl| cl.remove_device(&g, &d.user_id, &d.device_id));
     let g = group.clone();
     h.run(0, move |cl| cl.add_members(&g, &[package]));
-    hold_back_for(&mut h, halves[0]);
+    h.hold_back_outside(halves[0], &mut held_back);
     h.deliver_all();
-    for (node, bytes) in held_back {
-        h.nodes[node].inbox.push(bytes);
-    }
-    h.deliver_all();
+    h.heal(held_back);
     (h, group)
 }
 

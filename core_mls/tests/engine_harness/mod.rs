@@ -420,6 +420,43 @@ impl Harness {
         group
     }
 
+    /// The network splits into `halves`: `rounds` times, the first node of each half
+    /// self-updates in `group` and its half hears it. Returns what crossed, held back (give it
+    /// to [`Self::heal`]).
+    pub fn split_apart(
+        &mut self,
+        group: &GroupId,
+        halves: &[&[usize]],
+        rounds: usize,
+    ) -> Vec<(usize, Vec<u8>)> {
+        let mut held = Vec::new();
+        for _ in 0..rounds {
+            for half in halves {
+                let g = group.clone();
+                self.run(half[0], move |c| c.self_update(&g));
+                self.hold_back_outside(half, &mut held);
+                self.deliver_all();
+            }
+        }
+        held
+    }
+
+    /// A network split: what waits for the nodes outside `half` (sent from inside it) moves
+    /// to `held`, to be given back by [`Self::heal`].
+    pub fn hold_back_outside(&mut self, half: &[usize], held: &mut Vec<(usize, Vec<u8>)>) {
+        for node in (0..self.nodes.len()).filter(|n| !half.contains(n)) {
+            held.extend(self.nodes[node].inbox.drain(..).map(|bytes| (node, bytes)));
+        }
+    }
+
+    /// The split heals: what was held back is delivered, with everything else waiting.
+    pub fn heal(&mut self, held: Vec<(usize, Vec<u8>)>) {
+        for (node, bytes) in held {
+            self.nodes[node].inbox.push(bytes);
+        }
+        self.deliver_all();
+    }
+
     /// Every listed node sees `members` members in `group`, and not node `gone`.
     pub fn assert_members_without(
         &mut self,
