@@ -313,9 +313,11 @@ pub enum Event {
     /// A commit this device received will never be applied here: it references a proposal this
     /// device refused, or one that did not arrive within
     /// [`commit_proposal_wait`](crate::MlsConfig::commit_proposal_wait). The members that
-    /// applied it are in an epoch this device will not reach: the group may have split. The
-    /// application should tell the user, and re-add this device from the other side (or the
-    /// devices of the other side from here). Reported once per commit; the commit is dropped.
+    /// applied it are in an epoch this device will not reach: the group may have split. This
+    /// device comes back by rejoining them
+    /// ([`MlsClient::join_by_external_commit`](crate::MlsClient::join_by_external_commit) with
+    /// a member's GroupInfo; core_dht's `Node::rejoin`); what was sent meanwhile is lost here.
+    /// Reported once per commit; the commit is dropped.
     CommitAbandoned {
         /// The group.
         group: GroupId,
