@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// A device on a MemoryStore (kept, for byte-for-byte comparisons), with seeded randomness.
-fn device(name: &str, seed: u8) -> (MlsClient, Arc<MemoryStore>) {
+pub(crate) fn device(name: &str, seed: u8) -> (MlsClient, Arc<MemoryStore>) {
     let memory = Arc::new(MemoryStore::new());
     let store: SharedStore = memory.clone();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_now());
@@ -58,7 +58,7 @@ fn envelope(output: &Output, kind: EnvelopeKind) -> Vec<u8> {
 }
 
 /// A single-use key package of `client`: (ref, TLS-encoded package).
-fn key_package(client: &MlsClient) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn key_package(client: &MlsClient) -> (Vec<u8>, Vec<u8>) {
     let package = client
         .publishable_key_packages()
         .unwrap()

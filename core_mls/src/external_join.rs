@@ -649,18 +649,18 @@ pub(crate) fn sent_log_prune_bound(
     group: &GroupId,
     oldest: Option<u64>,
     current_epoch: Option<u64>,
-    window: (u64, std::time::Duration),
+    config: &crate::MlsConfig,
     now: spacepanda_core::Timestamp,
 ) -> Result<Option<u64>, MlsError> {
     let Some(joined) = read_external_join(txn, group)? else {
         return Ok(oldest);
     };
-    let (window_epochs, window_time) = window;
     let joined_at = spacepanda_core::Timestamp::from_unix_millis(joined.joined_at_ms);
     let inside = joined.joined_at_ms > 0
-        && now.duration_since(joined_at) < window_time
-        && current_epoch
-            .is_some_and(|current| joined.epoch.saturating_add(window_epochs) > current);
+        && now.duration_since(joined_at) < config.fork_window
+        && current_epoch.is_some_and(|current| {
+            joined.epoch.saturating_add(config.fork_window_epochs) > current
+        });
     Ok(match (inside, oldest) {
         (false, _) => oldest,
         (true, Some(oldest)) => Some(oldest.min(joined.epoch)),

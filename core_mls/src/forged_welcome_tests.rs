@@ -3,58 +3,38 @@
 //! id, add a member's published key package and sign a branch history that agrees with the
 //! member's. The member must not leave the real group for it.
 //!
-//! Test code, compiled only under `cfg(test)`: each `unwrap` here is an assertion that the
-//! step succeeds.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+//! Test code, compiled only under `cfg(test)`: every step returns its error to the test (which
+//! then fails), and the outcome is asserted.
 
-use std::sync::Arc;
-
-use core_identity::IdentityStore;
-use openmls::prelude::{KeyPackageIn, LeafNodeParameters, MlsGroup, MlsMessageIn, ProtocolVersion};
+use openmls::prelude::{
+    KeyPackageIn, LeafNodeParameters, MlsGroup, MlsMessageBodyIn, MlsMessageIn,
+    OpenMlsProvider as _, ProtocolVersion,
+};
 use openmls_rust_crypto::OpenMlsRustCrypto;
-use spacepanda_core::{Clock, ManualClock, MemoryStore, SharedStore};
 use tls_codec::{Deserialize as _, Serialize as _};
 
+use crate::atomicity_tests::{device, key_package};
 use crate::key_package_manager::DeviceSigner;
 use crate::signed_context::encode_history;
-use crate::{CIPHERSUITE, Envelope, EnvelopeKind, MlsClient, MlsConfig, Output};
+use crate::{
+    CIPHERSUITE, DeviceAddress, Disposition, Envelope, EnvelopeKind, Event, MlsClient, MlsError,
+    Output,
+};
 
-fn device(name: &str, seed: u8, clock: &ManualClock) -> MlsClient {
-    let store: SharedStore = Arc::new(MemoryStore::new());
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let identity = IdentityStore::new(store.clone(), clock.clone())
-        .create(name)
-        .unwrap();
-    MlsClient::open_seeded(store, clock, identity, MlsConfig::default(), [seed; 32]).unwrap()
-}
-
-fn deliver(output: &Output, to: &mut [&mut MlsClient]) {
+/// Hands every envelope of `output` to the listed clients it is addressed to.
+fn deliver(output: &Output, to: &mut [&mut MlsClient]) -> Result<(), MlsError> {
     for outbound in &output.outbound {
         for client in to.iter_mut() {
-            let me = crate::DeviceAddress {
+            let me = DeviceAddress {
                 user_id: client.device.user_id(),
                 device_id: client.device.device_id(),
             };
             if outbound.to.devices.contains(&me) {
-                let _ = client.handle_envelope(&outbound.envelope.to_bytes());
+                client.handle_envelope(&outbound.envelope.to_bytes())?;
             }
         }
     }
-}
-
-fn key_package(client: &MlsClient) -> Vec<u8> {
-    client
-        .publishable_key_packages()
-        .unwrap()
-        .into_iter()
-        .find(|p| !p.last_resort)
-        .unwrap()
-        .key_package
+    Ok(())
 }
 
 /// Mallory, removed by alice, forges a Welcome for bob into a group of her own under the real
@@ -62,24 +42,20 @@ fn key_package(client: &MlsClient) -> Vec<u8> {
 /// ("the group went on without you"). (A history that also claims a commit beating alice's
 /// removal is a form still open: docs/THREAT_MODEL.md.)
 #[test]
-fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_id() {
-    let clock = ManualClock::starting_now();
-    let mut alice = device("alice", 1, &clock);
-    let mut bob = device("bob", 2, &clock);
-    let mut mallory = device("mallory", 3, &clock);
-    let group = alice.create_group().unwrap();
-    let added = alice
-        .add_members(&group, &[key_package(&bob), key_package(&mallory)])
-        .unwrap();
-    deliver(&added, &mut [&mut bob, &mut mallory]);
+fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_id()
+-> Result<(), MlsError> {
+    let (mut alice, _) = device("alice", 1);
+    let (mut bob, _) = device("bob", 2);
+    let (mut mallory, _) = device("mallory", 3);
+    let group = alice.create_group()?;
+    let added = alice.add_members(&group, &[key_package(&bob).1, key_package(&mallory).1])?;
+    deliver(&added, &mut [&mut bob, &mut mallory])?;
     assert!(bob.groups.contains_key(&group) && mallory.groups.contains_key(&group));
     let (mallory_user, mallory_device) = (mallory.device.user_id(), mallory.device.device_id());
-    let removed = alice
-        .remove_device(&group, &mallory_user, &mallory_device)
-        .unwrap();
-    deliver(&removed, &mut [&mut bob, &mut mallory]);
-    let bob_epoch = bob.groups[&group].epoch().as_u64();
-    let real_members = bob.members(&group).unwrap().len();
+    let removed = alice.remove_device(&group, &mallory_user, &mallory_device)?;
+    deliver(&removed, &mut [&mut bob, &mut mallory])?;
+    let bob_epoch = bob.group(&group)?.epoch().as_u64();
+    let real_members = bob.members(&group)?.len();
     assert_eq!(real_members, 2);
 
     // Mallory's forgery: a group of her own under the real id, some epochs further than
@@ -92,30 +68,30 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
         .build(&provider, &signer, mallory.credential.clone())
-        .unwrap();
+        .map_err(|e| MlsError::openmls("forge: create the group", e))?;
     for _ in 0..bob_epoch + 2 {
         fake.self_update(&provider, &signer, LeafNodeParameters::default())
-            .unwrap();
-        fake.merge_pending_commit(&provider).unwrap();
+            .map_err(|e| MlsError::openmls("forge: self-update", e))?;
+        fake.merge_pending_commit(&provider)
+            .map_err(|e| MlsError::openmls("forge: merge", e))?;
     }
-    let package = MlsMessageIn::tls_deserialize_exact(key_package(&bob)).unwrap();
-    let package = match package.extract() {
-        openmls::prelude::MlsMessageBodyIn::KeyPackage(p) => p,
-        _ => panic!("not a key package"),
+    let message = MlsMessageIn::tls_deserialize_exact(key_package(&bob).1)
+        .map_err(|e| MlsError::openmls("forge: read bob's key package", e))?;
+    let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
+        return Err(MlsError::Internal {
+            what: "forge: bob published something other than a key package",
+        });
     };
-    let package: KeyPackageIn = package;
-    let package = package
-        .validate(
-            openmls_traits::OpenMlsProvider::crypto(&provider),
-            ProtocolVersion::Mls10,
-        )
-        .unwrap();
-    let (_, welcome, _) = fake.add_members(&provider, &signer, &[package]).unwrap();
-    fake.merge_pending_commit(&provider).unwrap();
+    let package = KeyPackageIn::validate(package, provider.crypto(), ProtocolVersion::Mls10)
+        .map_err(|e| MlsError::openmls("forge: validate bob's key package", e))?;
+    let (_, welcome, _) = fake
+        .add_members(&provider, &signer, &[package])
+        .map_err(|e| MlsError::openmls("forge: add bob", e))?;
+    fake.merge_pending_commit(&provider)
+        .map_err(|e| MlsError::openmls("forge: merge the add", e))?;
     let epoch = fake.epoch().as_u64();
     let history: Vec<_> = mallory
-        .branch_history(&group)
-        .unwrap()
+        .branch_history(&group)?
         .into_iter()
         .filter(|(e, _)| *e < epoch)
         .collect();
@@ -126,14 +102,15 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
     let context = encode_history(group.as_slice(), epoch, &history, |payload| {
         mallory.sign_context(payload)
     })
-    .unwrap();
-    let forged = Envelope::with_context(
-        EnvelopeKind::Welcome,
-        welcome.tls_serialize_detached().unwrap(),
-        &context,
-    );
+    .ok_or(MlsError::Internal {
+        what: "forge: the history does not fit its format",
+    })?;
+    let payload = welcome
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("forge: encode the Welcome", e))?;
+    let forged = Envelope::with_context(EnvelopeKind::Welcome, payload, &context);
     let result = bob.handle_envelope(&forged.to_bytes());
-    let members = bob.members(&group).unwrap();
+    let members = bob.members(&group)?;
     assert!(
         members.len() == real_members && !members.iter().any(|m| m.user_id() == mallory_user),
         "bob left the real group for mallory's forgery: {result:?}, {} members",
@@ -142,16 +119,14 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
     // It waits (it is for a later epoch; no removal of bob will come to take it), and bob
     // still reads alice.
     assert!(
-        matches!(&result, Ok(output) if output.disposition == crate::Disposition::Buffered),
+        matches!(&result, Ok(output) if output.disposition == Disposition::Buffered),
         "{result:?}"
     );
-    let sent = alice.send(&group, b"after the forgery").unwrap();
-    let read = bob
-        .handle_envelope(&sent.outbound[0].envelope.to_bytes())
-        .unwrap();
-    assert!(
-        read.events
-            .iter()
-            .any(|e| matches!(e, crate::Event::Message { .. }))
-    );
+    let sent = alice.send(&group, b"after the forgery")?;
+    let mut read = Vec::new();
+    for outbound in &sent.outbound {
+        read.extend(bob.handle_envelope(&outbound.envelope.to_bytes())?.events);
+    }
+    assert!(read.iter().any(|e| matches!(e, Event::Message { .. })));
+    Ok(())
 }

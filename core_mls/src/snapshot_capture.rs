@@ -112,7 +112,7 @@ impl MlsClient {
                 group,
                 oldest,
                 Some(start.epoch.saturating_add(1)),
-                (window, self.config.fork_window),
+                &self.config,
                 now,
             )?;
             epoch_snapshots::prune_sent_through(txn, group, bound)
@@ -186,7 +186,7 @@ impl MlsClient {
                     &group,
                     oldest,
                     current,
-                    (self.config.fork_window_epochs, window),
+                    &self.config,
                     now,
                 )?;
                 epoch_snapshots::prune_sent_through(txn, &group, bound)?;
