@@ -343,6 +343,23 @@ pub(crate) fn compare_branches(
     }
 }
 
+/// The first epoch both histories know where they merged different commits: where the two
+/// branches part.
+pub(crate) fn parting_epoch(
+    ours: &[(u64, EpochBranch)],
+    theirs: &[(u64, EpochBranch)],
+) -> Option<u64> {
+    theirs
+        .iter()
+        .filter(|(epoch, their_branch)| {
+            ours.iter().any(|(e, our_branch)| {
+                e == epoch && our_branch.merged.commit_ref != their_branch.merged.commit_ref
+            })
+        })
+        .map(|(epoch, _)| *epoch)
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -373,6 +390,20 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn branches_part_at_the_first_epoch_both_know_with_different_commits() {
+        let ours = history(&[(3, 1), (4, 2), (5, 3), (6, 4)]);
+        // Agrees at 4, differs at 5 and 6, knows 2 (which ours does not).
+        let theirs = history(&[(6, 9), (2, 7), (4, 2), (5, 8)]);
+        assert_eq!(parting_epoch(&ours, &theirs), Some(5));
+        assert_eq!(parting_epoch(&theirs, &ours), Some(5));
+        assert_eq!(
+            parting_epoch(&ours, &history(&[(3, 1), (4, 2), (9, 9)])),
+            None
+        );
+        assert_eq!(parting_epoch(&ours, &[]), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A removed member forging a Welcome for the group it was removed from: it knows the group id
 //! and the branch history up to its removal, and can make an OpenMLS group of its own under that
 //! id, add a member's published key package and sign a branch history that agrees with the
-//! member's. The member must not leave the real group for it.
+//! member's, or one that claims a commit beating its removal. The member must not leave the
+//! real group for it.
 //!
 //! Test code, compiled only under `cfg(test)`: every step returns its error to the test (which
 //! then fails), and the outcome is asserted.
@@ -37,13 +38,10 @@ fn deliver(output: &Output, to: &mut [&mut MlsClient]) -> Result<(), MlsError> {
     Ok(())
 }
 
-/// Mallory, removed by alice, forges a Welcome for bob into a group of her own under the real
-/// id, with the real branch history up to her removal: it agrees with bob's, and hers is later
-/// ("the group went on without you"). (A history that also claims a commit beating alice's
-/// removal is a form still open: docs/THREAT_MODEL.md.)
-#[test]
-fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_id()
--> Result<(), MlsError> {
+/// Alice makes a group with bob and mallory, then removes mallory. Returns alice, bob, mallory
+/// and the group.
+fn group_that_removed_mallory()
+-> Result<(MlsClient, MlsClient, MlsClient, crate::GroupId), MlsError> {
     let (mut alice, _) = device("alice", 1);
     let (mut bob, _) = device("bob", 2);
     let (mut mallory, _) = device("mallory", 3);
@@ -54,13 +52,20 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
     let (mallory_user, mallory_device) = (mallory.device.user_id(), mallory.device.device_id());
     let removed = alice.remove_device(&group, &mallory_user, &mallory_device)?;
     deliver(&removed, &mut [&mut bob, &mut mallory])?;
-    let bob_epoch = bob.group(&group)?.epoch().as_u64();
-    let real_members = bob.members(&group)?.len();
-    assert_eq!(real_members, 2);
+    assert_eq!(bob.members(&group)?.len(), 2);
+    Ok((alice, bob, mallory, group))
+}
 
-    // Mallory's forgery: a group of her own under the real id, some epochs further than
-    // bob's, with bob added by his published key package; the Welcome carries the branch
-    // history she knows (the real one, up to her removal), signed with her device key.
+/// Mallory's forgery: a group of her own under the real id, at `epoch_at_least` or later, with
+/// `victim` added by its published key package; the Welcome carries `history` (epochs before
+/// the Welcome's), signed with her device key.
+fn forge_welcome(
+    mallory: &MlsClient,
+    group: &crate::GroupId,
+    victim: &MlsClient,
+    epoch_at_least: u64,
+    history: &[(u64, crate::branch_order::EpochBranch)],
+) -> Result<Envelope, MlsError> {
     let provider = OpenMlsRustCrypto::default();
     let signer = DeviceSigner(mallory.device.signature_key_pair());
     let mut fake = MlsGroup::builder()
@@ -69,36 +74,32 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
         .use_ratchet_tree_extension(true)
         .build(&provider, &signer, mallory.credential.clone())
         .map_err(|e| MlsError::openmls("forge: create the group", e))?;
-    for _ in 0..bob_epoch + 2 {
+    for _ in 0..epoch_at_least {
         fake.self_update(&provider, &signer, LeafNodeParameters::default())
             .map_err(|e| MlsError::openmls("forge: self-update", e))?;
         fake.merge_pending_commit(&provider)
             .map_err(|e| MlsError::openmls("forge: merge", e))?;
     }
-    let message = MlsMessageIn::tls_deserialize_exact(key_package(&bob).1)
-        .map_err(|e| MlsError::openmls("forge: read bob's key package", e))?;
+    let message = MlsMessageIn::tls_deserialize_exact(key_package(victim).1)
+        .map_err(|e| MlsError::openmls("forge: read the victim's key package", e))?;
     let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
         return Err(MlsError::Internal {
-            what: "forge: bob published something other than a key package",
+            what: "forge: the victim published something other than a key package",
         });
     };
     let package = KeyPackageIn::validate(package, provider.crypto(), ProtocolVersion::Mls10)
-        .map_err(|e| MlsError::openmls("forge: validate bob's key package", e))?;
+        .map_err(|e| MlsError::openmls("forge: validate the victim's key package", e))?;
     let (_, welcome, _) = fake
         .add_members(&provider, &signer, &[package])
-        .map_err(|e| MlsError::openmls("forge: add bob", e))?;
+        .map_err(|e| MlsError::openmls("forge: add the victim", e))?;
     fake.merge_pending_commit(&provider)
         .map_err(|e| MlsError::openmls("forge: merge the add", e))?;
     let epoch = fake.epoch().as_u64();
-    let history: Vec<_> = mallory
-        .branch_history(&group)?
-        .into_iter()
+    let history: Vec<_> = history
+        .iter()
         .filter(|(e, _)| *e < epoch)
+        .cloned()
         .collect();
-    assert!(
-        !history.is_empty(),
-        "mallory knows the history up to her removal"
-    );
     let context = encode_history(group.as_slice(), epoch, &history, |payload| {
         mallory.sign_context(payload)
     })
@@ -108,25 +109,106 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
     let payload = welcome
         .tls_serialize_detached()
         .map_err(|e| MlsError::openmls("forge: encode the Welcome", e))?;
-    let forged = Envelope::with_context(EnvelopeKind::Welcome, payload, &context);
-    let result = bob.handle_envelope(&forged.to_bytes());
-    let members = bob.members(&group)?;
+    Ok(Envelope::with_context(
+        EnvelopeKind::Welcome,
+        payload,
+        &context,
+    ))
+}
+
+/// `victim` got `forged` and must still be in the real group (`members` devices, no mallory),
+/// reading alice.
+fn still_in_the_real_group(
+    victim: &mut MlsClient,
+    alice: &mut MlsClient,
+    group: &crate::GroupId,
+    mallory_user: &core_identity::UserId,
+    members: usize,
+    forged: &Envelope,
+) -> Result<(), MlsError> {
+    let result = victim.handle_envelope(&forged.to_bytes());
+    let now = victim.members(group)?;
     assert!(
-        members.len() == real_members && !members.iter().any(|m| m.user_id() == mallory_user),
-        "bob left the real group for mallory's forgery: {result:?}, {} members",
-        members.len()
+        now.len() == members && !now.iter().any(|m| m.user_id() == *mallory_user),
+        "the victim left the real group for mallory's forgery: {result:?}, {} members",
+        now.len()
     );
-    // It waits (it is for a later epoch; no removal of bob will come to take it), and bob
-    // still reads alice.
+    // It waits, or is refused as a Welcome for a group the device holds.
     assert!(
-        matches!(&result, Ok(output) if output.disposition == Disposition::Buffered),
+        matches!(&result, Ok(output) if output.disposition == Disposition::Buffered)
+            || matches!(&result, Err(MlsError::AlreadyJoined { .. })),
         "{result:?}"
     );
-    let sent = alice.send(&group, b"after the forgery")?;
+    let sent = alice.send(group, b"after the forgery")?;
     let mut read = Vec::new();
     for outbound in &sent.outbound {
-        read.extend(bob.handle_envelope(&outbound.envelope.to_bytes())?.events);
+        read.extend(
+            victim
+                .handle_envelope(&outbound.envelope.to_bytes())?
+                .events,
+        );
     }
     assert!(read.iter().any(|e| matches!(e, Event::Message { .. })));
     Ok(())
+}
+
+/// Mallory, removed by alice, forges a Welcome for bob with the real branch history up to her
+/// removal: it agrees with bob's, and hers is later ("the group went on without you").
+#[test]
+fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_id()
+-> Result<(), MlsError> {
+    let (mut alice, mut bob, mallory, group) = group_that_removed_mallory()?;
+    let bob_epoch = bob.group(&group)?.epoch().as_u64();
+    let history = mallory.branch_history(&group)?;
+    assert!(
+        !history.is_empty(),
+        "mallory knows the history up to her removal"
+    );
+    let forged = forge_welcome(&mallory, &group, &bob, bob_epoch + 2, &history)?;
+    let mallory_user = mallory.device.user_id();
+    still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)
+}
+
+/// The same forgery with a history that claims a commit of mallory's beating her removal (it
+/// removes alice, and claims the best priority). Bob, a member in that epoch who holds its
+/// snapshot, waits for that commit to come as a message (it never does). (A device added after
+/// that epoch has only its inviter's word for it, and cannot tell such a claim from a true one:
+/// docs/THREAT_MODEL.md, "Still open".)
+#[test]
+fn a_removed_member_cannot_claim_a_commit_that_beats_its_removal() -> Result<(), MlsError> {
+    let (mut alice, mut bob, mallory, group) = group_that_removed_mallory()?;
+    let mut history = mallory.branch_history(&group)?;
+    let (removal_epoch, removal) =
+        history
+            .iter_mut()
+            .max_by_key(|(e, _)| *e)
+            .ok_or(MlsError::Internal {
+                what: "mallory knows no history",
+            })?;
+    let removal_epoch = *removal_epoch;
+    let real = removal.merged.clone();
+    let mallory_leaf = real.removes.first().copied().ok_or(MlsError::Internal {
+        what: "the last epoch mallory knows did not remove her",
+    })?;
+    removal.merged = crate::branch_order::CommitRank {
+        commit_ref: vec![0; real.commit_ref.len()],
+        committer: mallory_leaf,
+        removes: vec![real.committer],
+        priority: [0; crate::branch_order::PRIORITY_LEN],
+    };
+    removal.others = vec![real];
+    let bob_epoch = bob.group(&group)?.epoch().as_u64();
+    assert_eq!(
+        crate::branch_order::compare_branches(
+            &bob.branch_history(&group)?,
+            bob_epoch,
+            &history,
+            removal_epoch + 3
+        ),
+        crate::branch_order::BranchOrder::TheirsWins,
+        "the claim must win by the fork rule, or this tests nothing"
+    );
+    let mallory_user = mallory.device.user_id();
+    let forged = forge_welcome(&mallory, &group, &bob, bob_epoch + 2, &history)?;
+    still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)
 }

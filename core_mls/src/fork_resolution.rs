@@ -21,8 +21,8 @@ use spacepanda_core::Key;
 use crate::branch_lineage;
 use crate::branch_order::EpochBranch;
 pub(crate) use crate::branch_order::{
-    BranchHistory, BranchOrder, branch_tag, compare_branches, message_tag, priority, tag_matches,
-    tag_outgoing,
+    BranchHistory, BranchOrder, branch_tag, compare_branches, message_tag, parting_epoch, priority,
+    tag_matches, tag_outgoing,
 };
 use crate::client::MlsClient;
 use crate::deferred_sends;

@@ -12,8 +12,11 @@
 //! a later epoch — a member re-added us on the winning branch after the commit that first added
 //! us lost; or its branch wins by the fork rule at the first epoch where the two branches differ
 //! — two members added us concurrently (with no common epoch, a window of 0: the same epoch and
-//! a smaller commit ref). Otherwise it is [`MlsError::AlreadyJoined`]. A Welcome for a group we were
-//! removed from, from a branch that lost to one we kept a snapshot of, is
+//! a smaller commit ref). Otherwise it is [`MlsError::AlreadyJoined`]. Its sender vouches for
+//! the Welcome's group and history alone, so a Welcome that says the group went on from our
+//! state must come from a member of it, and one that claims a commit beating ours at an epoch
+//! we hold a snapshot of waits for that commit (docs/FORKS.md, section 6). A Welcome for a
+//! group we were removed from, from a branch that lost to one we kept a snapshot of, is
 //! [`MlsError::OtherBranch`].
 
 use openmls::prelude::{OpenMlsProvider as _, StagedWelcome, Welcome};
@@ -23,7 +26,7 @@ use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
-use crate::fork_resolution::{self, BranchHistory, BranchOrder};
+use crate::fork_resolution::{self, BranchHistory, BranchOrder, parting_epoch};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
@@ -226,22 +229,36 @@ impl MlsClient {
                 };
                 // The Welcome's group and its branch history are vouched for only by its
                 // sender, who could have made that group herself under this id: a member
-                // removed from the group knows the id and the history up to her removal. A
-                // Welcome that says the group went on from our state (`TheirsLater`, or a
-                // re-add the join record allows) replaces it only if its sender holds a leaf
-                // in that state; one from anyone else waits (the commit that removes this
-                // device, if there is one, will come, and the Welcome is judged again then).
-                // A Welcome whose history claims a commit that beats ours (`TheirsWins`) is
-                // not checked so (its sender may have been added on the winning branch): such
-                // a claim is still open to a forger (docs/THREAT_MODEL.md).
+                // removed from the group knows the id and the history up to her removal, and
+                // may claim a commit that beats it. So a Welcome never moves a held state on
+                // its word alone (docs/FORKS.md, "Welcomes on branches"):
+                // - where the branches part at an epoch we hold a snapshot of, the commit
+                //   that beats ours there is a message to us as a member of that epoch: it
+                //   comes and rolls us back itself, and the Welcome is judged again then;
+                // - otherwise the Welcome's sender must hold a leaf in our state (a member
+                //   who moved with us, or who re-adds us after the commit that added us
+                //   lost). One from anyone else waits: the commit that removes this device,
+                //   if there is one, will come.
                 let sender_key = inviter_leaf.signature_key().as_slice();
-                let vouched = order == BranchOrder::TheirsWins
-                    || client
+                let parting_held = match parting_epoch(&ours, &theirs) {
+                    Some(parting) if order == BranchOrder::TheirsWins => {
+                        client.with_txn(|txn| {
+                            Ok(epoch_snapshots::meta(txn, &group_id, parting)?.is_some())
+                        })?
+                    }
+                    _ => false,
+                };
+                let vouched = match order {
+                    BranchOrder::TheirsWins => !parting_held,
+                    _ => client
                         .group(&group_id)?
                         .members()
-                        .any(|m| m.signature_key.as_slice() == sender_key);
+                        .any(|m| m.signature_key.as_slice() == sender_key),
+                };
                 if !replaces || !vouched {
-                    if (order == BranchOrder::Disjoint || replaces) && epoch > current {
+                    if (order == BranchOrder::Disjoint || replaces) && epoch > current
+                        || parting_held
+                    {
                         *wait = Some((group_id.clone(), epoch));
                     }
                     return Err(MlsError::AlreadyJoined { group: group_id });
