@@ -15,6 +15,9 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use crate::atomicity_tests::{device, key_package};
+use crate::branch_order::{
+    BranchHistory, BranchOrder, CommitRank, EpochBranch, PRIORITY_LEN, compare_branches,
+};
 use crate::key_package_manager::DeviceSigner;
 use crate::signed_context::encode_history;
 use crate::{
@@ -64,7 +67,7 @@ fn forge_welcome(
     group: &crate::GroupId,
     victim: &MlsClient,
     epoch_at_least: u64,
-    history: &[(u64, crate::branch_order::EpochBranch)],
+    history: &[(u64, EpochBranch)],
 ) -> Result<Envelope, MlsError> {
     let provider = OpenMlsRustCrypto::default();
     let signer = DeviceSigner(mallory.device.signature_key_pair());
@@ -114,6 +117,30 @@ fn forge_welcome(
         payload,
         &context,
     ))
+}
+
+/// Rewrites mallory's history so that it claims, at the epoch of her removal, a commit of hers
+/// that beats it (it removes her remover, and claims the best priority). Returns that epoch.
+fn claim_a_commit_beating_the_removal(history: &mut BranchHistory) -> Result<u64, MlsError> {
+    let (removal_epoch, removal) =
+        history
+            .iter_mut()
+            .max_by_key(|(e, _)| *e)
+            .ok_or(MlsError::Internal {
+                what: "mallory knows no history",
+            })?;
+    let real = removal.merged.clone();
+    let mallory_leaf = real.removes.first().copied().ok_or(MlsError::Internal {
+        what: "the last epoch mallory knows did not remove her",
+    })?;
+    removal.merged = CommitRank {
+        commit_ref: vec![0; real.commit_ref.len()],
+        committer: mallory_leaf,
+        removes: vec![real.committer],
+        priority: [0; PRIORITY_LEN],
+    };
+    removal.others = vec![real];
+    Ok(*removal_epoch)
 }
 
 /// `victim` got `forged` and must still be in the real group (`members` devices, no mallory),
@@ -178,37 +205,53 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
 fn a_removed_member_cannot_claim_a_commit_that_beats_its_removal() -> Result<(), MlsError> {
     let (mut alice, mut bob, mallory, group) = group_that_removed_mallory()?;
     let mut history = mallory.branch_history(&group)?;
-    let (removal_epoch, removal) =
-        history
-            .iter_mut()
-            .max_by_key(|(e, _)| *e)
-            .ok_or(MlsError::Internal {
-                what: "mallory knows no history",
-            })?;
-    let removal_epoch = *removal_epoch;
-    let real = removal.merged.clone();
-    let mallory_leaf = real.removes.first().copied().ok_or(MlsError::Internal {
-        what: "the last epoch mallory knows did not remove her",
-    })?;
-    removal.merged = crate::branch_order::CommitRank {
-        commit_ref: vec![0; real.commit_ref.len()],
-        committer: mallory_leaf,
-        removes: vec![real.committer],
-        priority: [0; crate::branch_order::PRIORITY_LEN],
-    };
-    removal.others = vec![real];
+    let removal_epoch = claim_a_commit_beating_the_removal(&mut history)?;
     let bob_epoch = bob.group(&group)?.epoch().as_u64();
     assert_eq!(
-        crate::branch_order::compare_branches(
+        compare_branches(
             &bob.branch_history(&group)?,
             bob_epoch,
             &history,
             removal_epoch + 3
         ),
-        crate::branch_order::BranchOrder::TheirsWins,
+        BranchOrder::TheirsWins,
         "the claim must win by the fork rule, or this tests nothing"
     );
     let mallory_user = mallory.device.user_id();
     let forged = forge_welcome(&mallory, &group, &bob, bob_epoch + 2, &history)?;
     still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)
+}
+
+/// The claimed-winner forgery against carol, added after alice's group went on for longer than
+/// the fork window since mallory's removal: carol holds no snapshot of the claimed epoch, and
+/// her branch went on too long since for a Welcome from outside her state to move her.
+#[test]
+fn a_claim_older_than_the_fork_window_does_not_move_a_device_added_since() -> Result<(), MlsError> {
+    let (mut alice, mut bob, mallory, group) = group_that_removed_mallory()?;
+    let mut history = mallory.branch_history(&group)?;
+    let removal_epoch = claim_a_commit_beating_the_removal(&mut history)?;
+    let window = alice.config.fork_window_epochs;
+    for _ in 0..=window {
+        let updated = alice.self_update(&group)?;
+        deliver(&updated, &mut [&mut bob])?;
+    }
+    let (mut carol, _) = device("carol", 4);
+    let added = alice.add_members(&group, &[key_package(&carol).1])?;
+    deliver(&added, &mut [&mut bob, &mut carol])?;
+    let carol_epoch = carol.group(&group)?.epoch().as_u64();
+    assert!(carol_epoch > removal_epoch + window);
+    assert_eq!(
+        compare_branches(
+            &carol.branch_history(&group)?,
+            carol_epoch,
+            &history,
+            carol_epoch + 3
+        ),
+        BranchOrder::TheirsWins,
+        "carol knows the epoch of mallory's removal from alice's Welcome, and the claim wins \
+         there by the fork rule, or this tests nothing"
+    );
+    let mallory_user = mallory.device.user_id();
+    let forged = forge_welcome(&mallory, &group, &carol, carol_epoch + 2, &history)?;
+    still_in_the_real_group(&mut carol, &mut alice, &group, &mallory_user, 3, &forged)
 }

@@ -235,25 +235,38 @@ impl MlsClient {
                 // - where the branches part at an epoch we hold a snapshot of, the commit
                 //   that beats ours there is a message to us as a member of that epoch: it
                 //   comes and rolls us back itself, and the Welcome is judged again then;
-                // - otherwise the Welcome's sender must hold a leaf in our state (a member
-                //   who moved with us, or who re-adds us after the commit that added us
-                //   lost). One from anyone else waits: the commit that removes this device,
-                //   if there is one, will come.
+                // - a claim about an epoch before our time must be recent (within the fork
+                //   window of our epoch) unless its sender holds a leaf in our state: a true
+                //   re-add on the winning branch may come from a member our branch removed;
+                // - a Welcome that says the group went on from our state must come from a
+                //   member of it (one that moved with us, or re-adds us after the commit
+                //   that added us lost). One from anyone else waits: the commit that
+                //   removes this device, if there is one, will come.
                 let sender_key = inviter_leaf.signature_key().as_slice();
-                let parting_held = match parting_epoch(&ours, &theirs) {
-                    Some(parting) if order == BranchOrder::TheirsWins => {
-                        client.with_txn(|txn| {
-                            Ok(epoch_snapshots::meta(txn, &group_id, parting)?.is_some())
-                        })?
-                    }
-                    _ => false,
+                let sender_is_member = client
+                    .group(&group_id)?
+                    .members()
+                    .any(|m| m.signature_key.as_slice() == sender_key);
+                let parting =
+                    parting_epoch(&ours, &theirs).filter(|_| order == BranchOrder::TheirsWins);
+                let parting_held = match parting {
+                    Some(parting) => client.with_txn(|txn| {
+                        Ok(epoch_snapshots::meta(txn, &group_id, parting)?.is_some())
+                    })?,
+                    None => false,
                 };
-                let vouched = match order {
-                    BranchOrder::TheirsWins => !parting_held,
-                    _ => client
-                        .group(&group_id)?
-                        .members()
-                        .any(|m| m.signature_key.as_slice() == sender_key),
+                let vouched = match parting {
+                    Some(_) if parting_held => false,
+                    // Our branch went on for longer than the fork window since the branches
+                    // parted: its members who were there cannot roll back either, and rejoin
+                    // by external commit (section 7); a claim from outside our state that
+                    // old is not taken.
+                    Some(parting) => {
+                        sender_is_member
+                            || current <= parting.saturating_add(client.config.fork_window_epochs)
+                    }
+                    None if order == BranchOrder::TheirsWins => true,
+                    None => sender_is_member,
                 };
                 if !replaces || !vouched {
                     if (order == BranchOrder::Disjoint || replaces) && epoch > current
