@@ -2,7 +2,7 @@
 //! and the branch history up to its removal, and can make an OpenMLS group of its own under that
 //! id, add a member's published key package and sign a branch history that agrees with the
 //! member's, or one that claims a commit beating its removal. The member must not leave the
-//! real group for it.
+//! real group for it. A member's used key package is no better: it never joins another group.
 //!
 //! Test code, compiled only under `cfg(test)`: every step returns its error to the test (which
 //! then fails), and the outcome is asserted.
@@ -254,4 +254,44 @@ fn a_claim_older_than_the_fork_window_does_not_move_a_device_added_since() -> Re
     let mallory_user = mallory.device.user_id();
     let forged = forge_welcome(&mallory, &group, &carol, carol_epoch + 2, &history)?;
     still_in_the_real_group(&mut carol, &mut alice, &group, &mallory_user, 3, &forged)
+}
+
+/// A single-use key package that joined one group cannot join another, even by a Welcome that
+/// may replace a held state: carol, a member of the second group, removes bob and re-adds him
+/// with the package he joined alice's group with (bob has not heard of the removal, so the
+/// Welcome says the group went on from his state, from a member of it).
+#[test]
+fn a_used_key_package_cannot_replace_the_state_of_another_group() -> Result<(), MlsError> {
+    let (mut alice, _) = device("alice", 1);
+    let (mut bob, _) = device("bob", 2);
+    let (mut carol, _) = device("carol", 3);
+    let first = alice.create_group()?;
+    let (_, used) = key_package(&bob);
+    deliver(
+        &alice.add_members(&first, std::slice::from_ref(&used))?,
+        &mut [&mut bob],
+    )?;
+    let second = carol.create_group()?;
+    deliver(
+        &carol.add_members(&second, &[key_package(&bob).1])?,
+        &mut [&mut bob],
+    )?;
+    assert!(bob.groups.contains_key(&first) && bob.groups.contains_key(&second));
+    let (bob_user, bob_device) = (bob.device.user_id(), bob.device.device_id());
+    carol.remove_device(&second, &bob_user, &bob_device)?;
+    let readded = carol.add_members(&second, &[used])?;
+    let welcome = readded
+        .outbound
+        .iter()
+        .find(|o| o.envelope.kind() == EnvelopeKind::Welcome)
+        .ok_or(MlsError::Internal {
+            what: "carol's re-add sent no Welcome",
+        })?;
+    let result = bob.handle_envelope(&welcome.envelope.to_bytes());
+    assert!(
+        matches!(&result, Err(MlsError::NoMatchingKeyPackage { .. })),
+        "{result:?}"
+    );
+    assert_eq!(bob.group(&second)?.epoch().as_u64(), 1);
+    Ok(())
 }

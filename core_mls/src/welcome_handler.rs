@@ -294,16 +294,17 @@ impl MlsClient {
                 false
             };
             // A package already used is only good for a re-add to the group it joined (after
-            // the commit that added us lost, possibly after we were removed meanwhile).
+            // the commit that added us lost, possibly after we were removed meanwhile), never
+            // for another group, whether held or not.
             let joined_with_it = client.with_txn(|txn| {
                 Ok(txn.get(
                     JOINED_BY_PACKAGE_NAMESPACE,
                     &Key::from_segment(&matched.key_package_ref),
                 )?)
             })?;
-            let rejoin = !client.groups.contains_key(&group_id)
-                && joined_with_it.as_deref() == Some(group_id.as_slice());
-            if matched.reused && !replaces && !rejoin {
+            let reuse_allowed = joined_with_it.as_deref() == Some(group_id.as_slice())
+                && (replaces || !client.groups.contains_key(&group_id));
+            if matched.reused && !reuse_allowed {
                 return Err(MlsError::NoMatchingKeyPackage {
                     key_package_ref: hex::encode(&matched.key_package_ref),
                     hint: UnknownKeyPackageHint::AlreadyConsumed,
