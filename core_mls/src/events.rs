@@ -277,6 +277,19 @@ pub enum Event {
         /// The epoch the external commit was made in.
         epoch: u64,
     },
+    /// A Welcome says this device's branch of `group` lost at `epoch`, an epoch from before
+    /// this device joined (it cannot judge it), and its sender is not a member of this
+    /// device's state: such a claim is the sender's word alone, which a member removed from
+    /// the group could forge. The Welcome waits. Ask a member of the group (not the Welcome's
+    /// sender) for its GroupInfo and follow
+    /// [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if the group went on
+    /// without this device. core_dht's `Node` does so by itself.
+    BranchContested {
+        /// The group.
+        group: GroupId,
+        /// The epoch where the Welcome's branch and this device's part.
+        epoch: u64,
+    },
     /// A device of a member user joined the group by external commit: a new device of that
     /// user, or one that came back (then `replaced` names the leaf it had before, which the
     /// same commit removed). It did not receive what was sent before.

@@ -21,8 +21,8 @@ use crate::branch_order::{
 use crate::key_package_manager::DeviceSigner;
 use crate::signed_context::encode_history;
 use crate::{
-    CIPHERSUITE, DeviceAddress, Disposition, Envelope, EnvelopeKind, Event, MlsClient, MlsError,
-    Output,
+    CIPHERSUITE, DeviceAddress, Disposition, Envelope, EnvelopeKind, Event, MlsClient, MlsConfig,
+    MlsError, Output,
 };
 
 /// Hands every envelope of `output` to the listed clients it is addressed to.
@@ -152,7 +152,7 @@ fn still_in_the_real_group(
     mallory_user: &core_identity::UserId,
     members: usize,
     forged: &Envelope,
-) -> Result<(), MlsError> {
+) -> Result<Vec<Event>, MlsError> {
     let result = victim.handle_envelope(&forged.to_bytes());
     let now = victim.members(group)?;
     assert!(
@@ -176,7 +176,7 @@ fn still_in_the_real_group(
         );
     }
     assert!(read.iter().any(|e| matches!(e, Event::Message { .. })));
-    Ok(())
+    Ok(result.map(|output| output.events).unwrap_or_default())
 }
 
 /// Mallory, removed by alice, forges a Welcome for bob with the real branch history up to her
@@ -193,7 +193,8 @@ fn a_removed_member_cannot_pull_a_member_into_a_group_it_forged_under_the_same_i
     );
     let forged = forge_welcome(&mallory, &group, &bob, bob_epoch + 2, &history)?;
     let mallory_user = mallory.device.user_id();
-    still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)
+    still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)?;
+    Ok(())
 }
 
 /// The same forgery with a history that claims a commit of mallory's beating her removal (it
@@ -219,19 +220,19 @@ fn a_removed_member_cannot_claim_a_commit_that_beats_its_removal() -> Result<(),
     );
     let mallory_user = mallory.device.user_id();
     let forged = forge_welcome(&mallory, &group, &bob, bob_epoch + 2, &history)?;
-    still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)
+    still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)?;
+    Ok(())
 }
 
-/// The claimed-winner forgery against carol, added after alice's group went on for longer than
-/// the fork window since mallory's removal: carol holds no snapshot of the claimed epoch, and
-/// her branch went on too long since for a Welcome from outside her state to move her.
-#[test]
-fn a_claim_older_than_the_fork_window_does_not_move_a_device_added_since() -> Result<(), MlsError> {
+/// The claimed-winner forgery against carol, added after mallory's removal (with `epochs_since`
+/// more epochs in between): carol holds no snapshot of the claimed epoch, only alice's word for
+/// it, so she cannot tell the claim from a true one. It waits; carol is told
+/// (`BranchContested`), and a member of her state advises her to stay.
+fn a_claim_about_an_epoch_before_carol_joined(epochs_since: u64) -> Result<(), MlsError> {
     let (mut alice, mut bob, mallory, group) = group_that_removed_mallory()?;
     let mut history = mallory.branch_history(&group)?;
     let removal_epoch = claim_a_commit_beating_the_removal(&mut history)?;
-    let window = alice.config.fork_window_epochs;
-    for _ in 0..=window {
+    for _ in 0..epochs_since {
         let updated = alice.self_update(&group)?;
         deliver(&updated, &mut [&mut bob])?;
     }
@@ -239,7 +240,6 @@ fn a_claim_older_than_the_fork_window_does_not_move_a_device_added_since() -> Re
     let added = alice.add_members(&group, &[key_package(&carol).1])?;
     deliver(&added, &mut [&mut bob, &mut carol])?;
     let carol_epoch = carol.group(&group)?.epoch().as_u64();
-    assert!(carol_epoch > removal_epoch + window);
     assert_eq!(
         compare_branches(
             &carol.branch_history(&group)?,
@@ -253,7 +253,29 @@ fn a_claim_older_than_the_fork_window_does_not_move_a_device_added_since() -> Re
     );
     let mallory_user = mallory.device.user_id();
     let forged = forge_welcome(&mallory, &group, &carol, carol_epoch + 2, &history)?;
-    still_in_the_real_group(&mut carol, &mut alice, &group, &mallory_user, 3, &forged)
+    let events =
+        still_in_the_real_group(&mut carol, &mut alice, &group, &mallory_user, 3, &forged)?;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::BranchContested { epoch, .. } if *epoch == removal_epoch)),
+        "{events:?}"
+    );
+    let info = alice.export_group_info(&group, &carol.device.user_id())?;
+    assert_eq!(carol.rejoin_advice(&info)?, crate::RejoinAdvice::Stay);
+    Ok(())
+}
+
+#[test]
+fn a_claim_about_an_epoch_before_a_device_joined_waits_and_the_device_asks_a_member()
+-> Result<(), MlsError> {
+    a_claim_about_an_epoch_before_carol_joined(0)
+}
+
+#[test]
+fn a_claim_older_than_the_fork_window_waits_too() -> Result<(), MlsError> {
+    let window = MlsConfig::default().fork_window_epochs;
+    a_claim_about_an_epoch_before_carol_joined(window + 1)
 }
 
 /// A single-use key package that joined one group cannot join another, even by a Welcome that

@@ -143,6 +143,10 @@ impl MlsClient {
         // until we no longer hold the group.
         let mut wait_for_removal: Option<(GroupId, u64)> = None;
         let wait = &mut wait_for_removal;
+        // Where a Welcome claims our branch lost, at an epoch this device cannot judge, from a
+        // sender it cannot vouch for: the application asks a member.
+        let mut contested_at: Option<u64> = None;
+        let contested = &mut contested_at;
         let joined = self.transaction(None, |client| {
             if let Some(entry) = buffered {
                 client.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
@@ -235,9 +239,10 @@ impl MlsClient {
                 // - where the branches part at an epoch we hold a snapshot of, the commit
                 //   that beats ours there is a message to us as a member of that epoch: it
                 //   comes and rolls us back itself, and the Welcome is judged again then;
-                // - a claim about an epoch before our time must be recent (within the fork
-                //   window of our epoch) unless its sender holds a leaf in our state: a true
-                //   re-add on the winning branch may come from a member our branch removed;
+                // - a claim about an epoch before our time is taken only from a member of our
+                //   state. From anyone else (a true re-add on the winning branch may come from
+                //   a member our branch removed, or a forger) it waits, and the application
+                //   asks a member of our state whether our branch lost (`BranchContested`);
                 // - a Welcome that says the group went on from our state must come from a
                 //   member of it (one that moved with us, or re-adds us after the commit
                 //   that added us lost). One from anyone else waits: the commit that
@@ -257,13 +262,11 @@ impl MlsClient {
                 };
                 let vouched = match parting {
                     Some(_) if parting_held => false,
-                    // Our branch went on for longer than the fork window since the branches
-                    // parted: its members who were there cannot roll back either, and rejoin
-                    // by external commit (section 7); a claim from outside our state that
-                    // old is not taken.
                     Some(parting) => {
+                        if !sender_is_member {
+                            *contested = Some(parting);
+                        }
                         sender_is_member
-                            || current <= parting.saturating_add(client.config.fork_window_epochs)
                     }
                     None if order == BranchOrder::TheirsWins => true,
                     None => sender_is_member,
@@ -271,6 +274,7 @@ impl MlsClient {
                 if !replaces || !vouched {
                     if (order == BranchOrder::Disjoint || replaces) && epoch > current
                         || parting_held
+                        || contested.is_some()
                     {
                         *wait = Some((group_id.clone(), epoch));
                     }
@@ -419,7 +423,14 @@ impl MlsClient {
                 let (group, epoch) = wait_for_removal.ok_or(MlsError::Internal {
                     what: "a deferred Welcome lost its group",
                 })?;
-                return self.buffer(envelope, &group, epoch, buffered);
+                let mut output = self.buffer(envelope, &group, epoch, buffered)?;
+                if let (Some(parting), None) = (contested_at, buffered) {
+                    output.events.push(Event::BranchContested {
+                        group,
+                        epoch: parting,
+                    });
+                }
+                return Ok(output);
             }
             other => other?,
         };

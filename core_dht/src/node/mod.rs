@@ -192,7 +192,9 @@ impl Shared {
                 Event::MissingCommit { group, epoch, .. } => {
                     let _ = self.missing.send(Recovery::CatchUp(group.clone(), *epoch));
                 }
-                Event::ForkOutsideWindow { group, .. } | Event::RejoinContested { group, .. } => {
+                Event::ForkOutsideWindow { group, .. }
+                | Event::RejoinContested { group, .. }
+                | Event::BranchContested { group, .. } => {
                     let _ = self.missing.send(Recovery::Rejoin(group.clone()));
                 }
                 _ => {}

@@ -18,6 +18,9 @@
 //!   of another branch reached it that it cannot judge): the driver asks the member whose
 //!   GroupInfo it rejoined with first (it judged the race), then the others, and rejoins if
 //!   the group went on without it.
+//! - The engine reports `BranchContested` (a Welcome from a device outside this device's state
+//!   says its branch lost at an epoch before it joined): the members are asked the same way,
+//!   never the Welcome's sender.
 //! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
 //!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
 //!   whose store was lost, joins the groups the user's other devices are in).
@@ -191,7 +194,7 @@ async fn rejoin_from(
     }
 }
 
-/// After `ForkOutsideWindow` or `RejoinContested`: the member that gave this device its last
+/// After `ForkOutsideWindow`, `RejoinContested` or `BranchContested`: the member that gave this device its last
 /// GroupInfo for the group (it judged any race of that rejoin), then the member devices this
 /// device knows, are asked for a GroupInfo; the rejoin follows `rejoin_advice`. While a member
 /// says "ask later", they are asked again, a bounded number of times.

@@ -605,6 +605,11 @@ impl World {
                 let ask = self.devices[device].rejoined_from;
                 self.want_rejoin(device, ask);
             }
+            Event::BranchContested { .. } => {
+                // The members of this device's state are asked, never the Welcome's sender.
+                self.tally.add("event BranchContested");
+                self.want_rejoin(device, None);
+            }
             Event::ForkOutsideWindow { count, .. } => {
                 return Err(Failure::new(
                     "ForkOutsideWindow event",

@@ -98,6 +98,10 @@ pub(crate) fn describe(
                 "! {}: {count} changes arrived too late to be merged; rejoining the members' side if it is ahead",
                 label(group)
             ),
+            Event::BranchContested { group, .. } => format!(
+                "! {}: an invitation says your side of the group lost a race; asking the members",
+                label(group)
+            ),
             Event::Rejoined { group, epoch } => format!(
                 "* rejoined {} (epoch {epoch}); messages sent while this device was away are lost here",
                 label(group)
