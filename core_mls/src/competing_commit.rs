@@ -404,8 +404,26 @@ impl MlsClient {
         } = moved;
         let reissued_commits = abandoned.own_commits.len();
         let resent_messages = abandoned.sent.len();
+        let ranks: Vec<CommitRank> = candidates.iter().map(|c| c.rank.clone()).collect();
+        let winning_envelope = branch_order::winner(&ranks)
+            .and_then(|w| candidates.iter().find(|c| c.rank == *w))
+            .and_then(|c| Envelope::from_bytes(&c.envelope, usize::MAX).ok());
         let queued = self.with_txn(|txn| {
             epoch_snapshots::set_candidates(txn, group, epoch, &candidates)?;
+            // The devices that joined our abandoned branch by external commit learn from the
+            // winning commit that it lost (see `Abandoned::external_joiners`).
+            if let Some(envelope) =
+                winning_envelope.filter(|_| !abandoned.external_joiners.is_empty())
+            {
+                let to = crate::events::Recipients {
+                    group: Some(group.clone()),
+                    devices: abandoned.external_joiners.clone(),
+                };
+                // Not `queue_outbound`: this commit is in the commit log already.
+                output
+                    .outbound
+                    .push(crate::outbox::push(txn, to, envelope)?);
+            }
             for commit in &abandoned.own_commits {
                 epoch_snapshots::queue_reissue(txn, group, commit)?;
             }

@@ -94,6 +94,11 @@ pub(crate) struct SnapshotMeta {
     /// earlier builds and inside a dormant branch's record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) welcome: Option<SentWelcome>,
+    /// `(user id, device id)` of the device that joined by the merged commit, if it was an
+    /// external commit: told if this device's branch loses below it (see
+    /// `Abandoned::external_joiners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) external_joiner: Option<([u8; 32], [u8; 16])>,
 }
 
 /// A Welcome this device sent: the MLS message and the devices it went to.

@@ -60,6 +60,11 @@ pub(crate) struct OutsideWindowCounts {
 pub(crate) struct Abandoned {
     pub(crate) own_commits: Vec<OwnCommit>,
     pub(crate) sent: Vec<crate::app_message::AppMessage>,
+    /// Devices that joined the abandoned branch by external commit, above the epoch where it
+    /// lost, when this device's own commit is the one that lost there: nobody else tells
+    /// them (the winning commit is not addressed to them; it is how they learn to rejoin,
+    /// `RejoinContested`), and one committer tells each once.
+    pub(crate) external_joiners: Vec<crate::DeviceAddress>,
 }
 
 impl OutsideWindowCounts {
@@ -347,6 +352,18 @@ impl MlsClient {
         // The branch being left may win again: it is kept as it is (see `dormant_branches`).
         self.keep_dormant(group, epoch)?;
         let metas = self.read(|txn| epoch_snapshots::metas(txn, group))?;
+        let lost_own_commit = metas
+            .iter()
+            .any(|(e, meta)| *e == epoch && meta.own_commit.is_some());
+        let external_joiners: Vec<crate::DeviceAddress> = metas
+            .iter()
+            .filter(|(e, _)| lost_own_commit && *e > epoch)
+            .filter_map(|(_, meta)| meta.external_joiner)
+            .map(|(user, device)| crate::DeviceAddress {
+                user_id: core_identity::UserId::from_bytes(user),
+                device_id: core_identity::DeviceId::from_bytes(device),
+            })
+            .collect();
         let mut own_commits = Vec::new();
         // Newest first: each undo puts back what its merge found.
         for (snapshot_epoch, meta) in metas.iter().rev().filter(|(e, _)| *e >= epoch) {
@@ -395,6 +412,7 @@ impl MlsClient {
         Ok(Abandoned {
             own_commits: own_commits.into_iter().map(|(_, c)| c).collect(),
             sent,
+            external_joiners,
         })
     }
 }

@@ -190,6 +190,7 @@ impl MlsClient {
                 Some(OwnCommit::Add {
                     key_packages: key_packages_bytes.clone(),
                 }),
+                None,
             )?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
@@ -320,7 +321,7 @@ impl MlsClient {
                 .map_err(|e| MlsError::openmls("merge our commit", e))?;
             let epoch = mls_group.epoch().as_u64();
             let commit = client.commit_envelope(group, commit_epoch, &rank, commit)?;
-            client.finish_snapshot(group, snapshot, rank, commit.to_bytes(), Some(intent))?;
+            client.finish_snapshot(group, snapshot, rank, commit.to_bytes(), Some(intent), None)?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(
                 Recipients {
@@ -383,6 +384,7 @@ impl MlsClient {
                 rank,
                 commit.to_bytes(),
                 Some(OwnCommit::SelfUpdate),
+                None,
             )?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();

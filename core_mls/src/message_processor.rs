@@ -277,7 +277,19 @@ impl MlsClient {
         let snapshot = self.begin_snapshot(group)?;
         let (output, follow_up) = self.process_in_transaction(group, envelope, message)?;
         if let Some(rank) = &follow_up.rank {
-            self.finish_snapshot(group, snapshot, rank.clone(), envelope.to_bytes(), None)?;
+            let joiner = follow_up
+                .committer
+                .as_ref()
+                .filter(|_| rank.is_external())
+                .map(crate::DeviceAddress::from);
+            self.finish_snapshot(
+                group,
+                snapshot,
+                rank.clone(),
+                envelope.to_bytes(),
+                None,
+                joiner.as_ref(),
+            )?;
             self.log_merged_commit(group, epoch, envelope)?;
         }
         Ok((output, follow_up))

@@ -77,6 +77,7 @@ impl MlsClient {
         merged: CommitRank,
         envelope: Vec<u8>,
         own_commit: Option<OwnCommit>,
+        external_joiner: Option<&crate::DeviceAddress>,
     ) -> Result<(), MlsError> {
         let now = self.now();
         let window = self.config.fork_window_epochs;
@@ -90,6 +91,8 @@ impl MlsClient {
                     merged: merged.clone(),
                     own_commit,
                     welcome: None,
+                    external_joiner: external_joiner
+                        .map(|d| (*d.user_id.as_bytes(), *d.device_id.as_bytes())),
                 };
                 epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
                 let merged = Candidate {
@@ -139,6 +142,7 @@ impl MlsClient {
             merged: ended.merged.clone(),
             own_commit: None,
             welcome: None,
+            external_joiner: None,
         };
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;
         // Known from the Welcome's history only: they cannot be processed again here, but they

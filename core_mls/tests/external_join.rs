@@ -798,6 +798,56 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
 }
 
 #[test]
+fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_maker() {
+    // As above, but bob merges carol's external commit before alice's winning commit reaches
+    // him: rolling back, he is the one device that knows carol joined the branch his own
+    // commit started, and he sends her alice's commit. She is told without waiting for a
+    // message of the winning branch (in a quiet group, none may ever come).
+    let (mut h, group) = engine_harness::exactly(80, false, &["alice", "bob", "carol"], |h| {
+        let group = h.group_with(0, &[1]);
+        let carol_package = h.key_package(2);
+        let g = group.clone();
+        h.run(0, move |c| c.self_update(&g));
+        let g = group.clone();
+        h.run(1, move |c| c.add_members(&g, &[carol_package]));
+        let mut held = h.take_inboxes();
+        for bytes in std::mem::take(&mut held[2]) {
+            h.handle(2, &bytes).unwrap();
+        }
+        h.lose_store(2);
+        let info = group_info_for(h, &group, 2, 1);
+        h.run(2, move |c| c.join_by_external_commit(&info));
+        let mut external = h.take_inboxes();
+        for bytes in std::mem::take(&mut external[1]) {
+            assert_eq!(h.handle(1, &bytes), Ok(Disposition::Processed));
+        }
+        for inboxes in [held, external] {
+            for (node, inbox) in inboxes.into_iter().enumerate() {
+                h.nodes[node].inbox.extend(inbox);
+            }
+        }
+        h.deliver_all();
+        group
+    });
+    let contested = h.nodes[2]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::RejoinContested { .. }))
+        .count();
+    assert!(contested >= 1, "carol was not told: {:?}", h.errors());
+    let info = group_info_for(&mut h, &group, 2, 1);
+    assert_eq!(
+        h.nodes[2].client().rejoin_advice(&info).unwrap(),
+        RejoinAdvice::Rejoin
+    );
+    h.run(2, move |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    h.assert_converged(&group, &[0, 1, 2]);
+    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
+    h.assert_group_works(&group, 2, &[0, 1]);
+}
+
+#[test]
 fn a_welcome_that_replaces_a_rejoined_branch_replaces_its_history_too() {
     // Alice and bob self-update in the same epoch, and alice's commit wins. Carol loses her
     // store and rejoins with bob's GroupInfo before he judged the race: she is on the branch
