@@ -143,6 +143,23 @@ fn claim_a_commit_beating_the_removal(history: &mut BranchHistory) -> Result<u64
     Ok(*removal_epoch)
 }
 
+/// The forged `history`, for a Welcome at `epoch`, beats `victim`'s branch by the fork rule (or
+/// the test tests nothing).
+fn assert_the_claim_wins(
+    victim: &MlsClient,
+    group: &crate::GroupId,
+    history: &BranchHistory,
+    epoch: u64,
+) -> Result<(), MlsError> {
+    let current = victim.group(group)?.epoch().as_u64();
+    assert_eq!(
+        compare_branches(&victim.branch_history(group)?, current, history, epoch),
+        BranchOrder::TheirsWins,
+        "the claim must win by the fork rule, or this tests nothing"
+    );
+    Ok(())
+}
+
 /// `victim` got `forged` and must still be in the real group (`members` devices, no mallory),
 /// reading alice.
 fn still_in_the_real_group(
@@ -208,16 +225,7 @@ fn a_removed_member_cannot_claim_a_commit_that_beats_its_removal() -> Result<(),
     let mut history = mallory.branch_history(&group)?;
     let removal_epoch = claim_a_commit_beating_the_removal(&mut history)?;
     let bob_epoch = bob.group(&group)?.epoch().as_u64();
-    assert_eq!(
-        compare_branches(
-            &bob.branch_history(&group)?,
-            bob_epoch,
-            &history,
-            removal_epoch + 3
-        ),
-        BranchOrder::TheirsWins,
-        "the claim must win by the fork rule, or this tests nothing"
-    );
+    assert_the_claim_wins(&bob, &group, &history, removal_epoch + 3)?;
     let mallory_user = mallory.device.user_id();
     let forged = forge_welcome(&mallory, &group, &bob, bob_epoch + 2, &history)?;
     still_in_the_real_group(&mut bob, &mut alice, &group, &mallory_user, 2, &forged)?;
@@ -240,17 +248,8 @@ fn a_claim_about_an_epoch_before_carol_joined(epochs_since: u64) -> Result<(), M
     let added = alice.add_members(&group, &[key_package(&carol).1])?;
     deliver(&added, &mut [&mut bob, &mut carol])?;
     let carol_epoch = carol.group(&group)?.epoch().as_u64();
-    assert_eq!(
-        compare_branches(
-            &carol.branch_history(&group)?,
-            carol_epoch,
-            &history,
-            carol_epoch + 3
-        ),
-        BranchOrder::TheirsWins,
-        "carol knows the epoch of mallory's removal from alice's Welcome, and the claim wins \
-         there by the fork rule, or this tests nothing"
-    );
+    // Carol knows the epoch of mallory's removal from alice's Welcome.
+    assert_the_claim_wins(&carol, &group, &history, carol_epoch + 3)?;
     let mallory_user = mallory.device.user_id();
     let forged = forge_welcome(&mallory, &group, &carol, carol_epoch + 2, &history)?;
     let events =

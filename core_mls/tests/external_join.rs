@@ -718,6 +718,44 @@ fn the_half_that_moves_is_decided_where_the_branches_parted() {
     );
 }
 
+/// Alice (0) self-updates while bob (1) adds carol (2), in the same epoch. Carol takes bob's
+/// Welcome, loses her store, and rejoins with bob's GroupInfo before bob has judged the race.
+/// Returns the group and what is still undelivered of the race (per node).
+fn carol_rejoins_on_bobs_add_before_the_race_is_judged(
+    h: &mut Harness,
+) -> (core_mls::GroupId, Vec<Vec<Vec<u8>>>) {
+    let group = h.group_with(0, &[1]);
+    let carol_package = h.key_package(2);
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    let g = group.clone();
+    h.run(1, move |c| c.add_members(&g, &[carol_package]));
+    let mut held = h.take_inboxes();
+    for bytes in std::mem::take(&mut held[2]) {
+        h.handle(2, &bytes).unwrap();
+    }
+    assert_eq!(h.nodes[2].client().groups(), vec![group.clone()]);
+    h.lose_store(2);
+    let info = group_info_for(h, &group, 2, 1);
+    h.run(2, move |c| c.join_by_external_commit(&info));
+    (group, held)
+}
+
+/// Carol, told, asks bob: he says to rejoin, and she ends on the winning branch with one leaf
+/// (the one bob's re-issued add gave her old key package goes with the rejoin).
+fn carol_follows_bobs_advice_back(h: &mut Harness, group: &core_mls::GroupId) {
+    let info = group_info_for(h, group, 2, 1);
+    assert_eq!(
+        h.nodes[2].client().rejoin_advice(&info).unwrap(),
+        RejoinAdvice::Rejoin
+    );
+    h.run(2, move |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    h.assert_converged(group, &[0, 1, 2]);
+    assert_eq!(h.nodes[0].client().members(group).unwrap().len(), 3);
+    h.assert_group_works(group, 2, &[0, 1]);
+}
+
 #[test]
 fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
     // Alice self-updates while bob adds carol, in the same epoch, and alice's commit wins.
@@ -725,20 +763,7 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
     // has judged the race: she is on the losing branch, added in the very commit that lost, so
     // no commit of the winning branch is ever addressed to her; only its later messages are.
     let (mut h, group) = engine_harness::exactly(80, false, &["alice", "bob", "carol"], |h| {
-        let group = h.group_with(0, &[1]);
-        let carol_package = h.key_package(2);
-        let g = group.clone();
-        h.run(0, move |c| c.self_update(&g));
-        let g = group.clone();
-        h.run(1, move |c| c.add_members(&g, &[carol_package]));
-        let mut held = h.take_inboxes();
-        for bytes in std::mem::take(&mut held[2]) {
-            h.handle(2, &bytes).unwrap();
-        }
-        assert_eq!(h.nodes[2].client().groups(), vec![group.clone()]);
-        h.lose_store(2);
-        let info = group_info_for(h, &group, 2, 1);
-        h.run(2, move |c| c.join_by_external_commit(&info));
+        let (group, held) = carol_rejoins_on_bobs_add_before_the_race_is_judged(h);
         for (node, inbox) in held.into_iter().enumerate() {
             h.nodes[node].inbox.extend(inbox);
         }
@@ -783,17 +808,7 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
         "the message waits, it is not refused: {:?}",
         h.errors()
     );
-    let info = group_info_for(&mut h, &group, 2, 1);
-    assert_eq!(
-        h.nodes[2].client().rejoin_advice(&info).unwrap(),
-        RejoinAdvice::Rejoin
-    );
-    h.run(2, move |c| c.join_by_external_commit(&info));
-    h.deliver_all();
-    h.assert_converged(&group, &[0, 1, 2]);
-    // Three leaves: the one bob's re-issued add gave her old key package went with the rejoin.
-    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
-    h.assert_group_works(&group, 2, &[0, 1]);
+    carol_follows_bobs_advice_back(&mut h, &group);
     h.assert_group_works(&group, 0, &[1, 2]);
 }
 
@@ -804,19 +819,7 @@ fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_mak
     // commit started, and he sends her alice's commit. She is told without waiting for a
     // message of the winning branch (in a quiet group, none may ever come).
     let (mut h, group) = engine_harness::exactly(80, false, &["alice", "bob", "carol"], |h| {
-        let group = h.group_with(0, &[1]);
-        let carol_package = h.key_package(2);
-        let g = group.clone();
-        h.run(0, move |c| c.self_update(&g));
-        let g = group.clone();
-        h.run(1, move |c| c.add_members(&g, &[carol_package]));
-        let mut held = h.take_inboxes();
-        for bytes in std::mem::take(&mut held[2]) {
-            h.handle(2, &bytes).unwrap();
-        }
-        h.lose_store(2);
-        let info = group_info_for(h, &group, 2, 1);
-        h.run(2, move |c| c.join_by_external_commit(&info));
+        let (group, held) = carol_rejoins_on_bobs_add_before_the_race_is_judged(h);
         let mut external = h.take_inboxes();
         for bytes in std::mem::take(&mut external[1]) {
             assert_eq!(h.handle(1, &bytes), Ok(Disposition::Processed));
@@ -835,16 +838,7 @@ fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_mak
         .filter(|e| matches!(e, Event::RejoinContested { .. }))
         .count();
     assert!(contested >= 1, "carol was not told: {:?}", h.errors());
-    let info = group_info_for(&mut h, &group, 2, 1);
-    assert_eq!(
-        h.nodes[2].client().rejoin_advice(&info).unwrap(),
-        RejoinAdvice::Rejoin
-    );
-    h.run(2, move |c| c.join_by_external_commit(&info));
-    h.deliver_all();
-    h.assert_converged(&group, &[0, 1, 2]);
-    assert_eq!(h.nodes[0].client().members(&group).unwrap().len(), 3);
-    h.assert_group_works(&group, 2, &[0, 1]);
+    carol_follows_bobs_advice_back(&mut h, &group);
 }
 
 #[test]
