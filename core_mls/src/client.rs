@@ -495,6 +495,7 @@ impl MlsClient {
         // After buffer expiry: what expired no longer waits for a commit.
         output.events.extend(self.report_missing_commits(now)?);
         output.events.extend(self.report_outside_window());
+        output.events.extend(self.confirm_external_joins(now)?);
         output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,
         // which committed the rollback and the re-issue separately).

@@ -94,6 +94,12 @@ pub struct MlsConfig {
     /// bounds how long a single-use key package's private keys outlive the Welcome that used
     /// them, so that a device added by a commit that lost can be re-added with the same package.
     pub fork_window: Duration,
+    /// How long after joining a group by external commit this device asks again whether the
+    /// join stands (default 30 s): `tick` reports
+    /// [`RejoinContested`](crate::Event::RejoinContested) once, unless something contested the
+    /// join already. The member that gave the GroupInfo may have been on a branch that lost
+    /// a race it had not judged yet, and in a quiet group nothing else would tell this device.
+    pub rejoin_confirm_after: Duration,
     /// Key package pool policy.
     pub key_packages: PoolPolicy,
 }
@@ -123,6 +129,7 @@ impl Default for MlsConfig {
             dedup_retention: 30 * DAY,
             fork_window_epochs: 8,
             fork_window: DAY,
+            rejoin_confirm_after: Duration::from_secs(30),
             key_packages: PoolPolicy::default(),
         }
     }

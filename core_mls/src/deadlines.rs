@@ -131,6 +131,7 @@ impl MlsClient {
         }
         next.maybe(self.refused.next_check());
         next.maybe(self.missing_commit_deadline()?);
+        next.maybe(self.rejoin_confirm_deadline()?);
         if self.outside_window.unreported()
             || !self.read(epoch_snapshots::groups_with_reissues)?.is_empty()
             || !self.unrestorable_deferred_groups()?.is_empty()

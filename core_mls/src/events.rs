@@ -268,9 +268,12 @@ pub enum Event {
     /// commit at `epoch`: the join raced it, and may have lost (a member's commit of an epoch
     /// always wins over an external one). Also when a message of another branch arrives that
     /// this device cannot judge (the member whose GroupInfo it joined with may not have judged
-    /// a race yet, and its branch may have lost there). Ask a member (the one that sent the commit) for its
-    /// GroupInfo and follow [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if
-    /// the group went on without this device. core_dht's `Node` does so by itself.
+    /// a race yet, and its branch may have lost there). Also once from `tick`,
+    /// [`rejoin_confirm_after`](crate::MlsConfig::rejoin_confirm_after) after the join, if
+    /// nothing contested it before (in a quiet group nothing else may). Ask a member (the one
+    /// that sent the commit, or the one this device joined from) for its GroupInfo and follow
+    /// [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if the group went on
+    /// without this device. core_dht's `Node` does so by itself.
     RejoinContested {
         /// The group.
         group: GroupId,

@@ -682,6 +682,62 @@ fn external_join_key(group: &GroupId) -> Key {
     Key::from_segments([group.as_slice(), EXTERNAL_JOIN])
 }
 
+impl MlsClient {
+    /// When `tick` next has an external join to ask about again (see
+    /// [`MlsConfig::rejoin_confirm_after`](crate::MlsConfig::rejoin_confirm_after)).
+    pub(crate) fn rejoin_confirm_deadline(
+        &self,
+    ) -> Result<Option<spacepanda_core::Timestamp>, MlsError> {
+        let mut next: Option<spacepanda_core::Timestamp> = None;
+        for group in self.groups.keys() {
+            if let Some(due) = self
+                .read(|txn| read_external_join(txn, group))?
+                .and_then(|record| self.confirm_due(&record))
+            {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next)
+    }
+
+    /// When an unconfirmed, uncontested join made inside the fork window is to be asked about.
+    fn confirm_due(&self, record: &ExternalJoin) -> Option<spacepanda_core::Timestamp> {
+        if record.contested || record.joined_at_ms == 0 {
+            return None;
+        }
+        let joined_at = spacepanda_core::Timestamp::from_unix_millis(record.joined_at_ms);
+        // Past the fork window no commit can win over the join any more.
+        let due = joined_at.saturating_add(self.config.rejoin_confirm_after);
+        (self.config.rejoin_confirm_after < self.config.fork_window).then_some(due)
+    }
+
+    /// `tick`, inside its transaction: the external joins due to be asked about again are
+    /// marked contested and reported (`RejoinContested`); the application asks the member it
+    /// joined from, which says "stay" if it holds this device's leaf.
+    pub(crate) fn confirm_external_joins(
+        &mut self,
+        now: spacepanda_core::Timestamp,
+    ) -> Result<Vec<Event>, MlsError> {
+        let mut events = Vec::new();
+        let groups: Vec<GroupId> = self.groups.keys().cloned().collect();
+        for group in groups {
+            let Some(mut record) = self.read(|txn| read_external_join(txn, &group))? else {
+                continue;
+            };
+            if self.confirm_due(&record).is_none_or(|due| now < due) {
+                continue;
+            }
+            record.contested = true;
+            self.with_txn(|txn| write_external_join(txn, &group, &record))?;
+            events.push(Event::RejoinContested {
+                group,
+                epoch: record.epoch,
+            });
+        }
+        Ok(events)
+    }
+}
+
 fn read_external_join(
     txn: &Transaction,
     group: &GroupId,

@@ -12,6 +12,7 @@ mod raw_peer;
 
 use core_mls::{Disposition, ErrorKind, Event, MlsError, RejoinAdvice};
 use engine_harness::Harness;
+use spacepanda_core::Clock as _;
 
 fn rejoined(h: &Harness, node: usize) -> usize {
     h.nodes[node]
@@ -786,15 +787,8 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
             .all(|e| e.contains("no usable key package")),
         "{carol_errors:?}"
     );
-    let contested = |h: &Harness| {
-        h.nodes[2]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::RejoinContested { .. }))
-            .count()
-    };
     assert_eq!(
-        contested(&h),
+        contested(&h, 2),
         0,
         "nothing has reached her from the winning branch yet"
     );
@@ -802,7 +796,7 @@ fn a_device_that_rejoined_a_branch_that_lost_is_told_and_moves() {
     let g = group.clone();
     h.run(0, move |c| c.send(&g, b"on the branch that won"));
     h.deliver_all();
-    assert!(contested(&h) >= 1);
+    assert!(contested(&h, 2) >= 1);
     assert!(
         h.errors().remove("carol").unwrap_or_default().len() == carol_errors.len(),
         "the message waits, it is not refused: {:?}",
@@ -832,13 +826,73 @@ fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_mak
         h.deliver_all();
         group
     });
-    let contested = h.nodes[2]
+    assert!(
+        contested(&h, 2) >= 1,
+        "carol was not told: {:?}",
+        h.errors()
+    );
+    carol_follows_bobs_advice_back(&mut h, &group);
+}
+
+/// How often `node` was told to ask whether its external join stands.
+fn contested(h: &Harness, node: usize) -> usize {
+    h.nodes[node]
         .events
         .iter()
         .filter(|e| matches!(e, Event::RejoinContested { .. }))
-        .count();
-    assert!(contested >= 1, "carol was not told: {:?}", h.errors());
+        .count()
+}
+
+#[test]
+fn a_device_that_rejoined_a_branch_that_lost_in_a_quiet_group_asks_again_and_moves() {
+    // As above, with bob judging the race before carol's external commit reaches him: he can
+    // no longer process it, nobody tells carol, and no message comes. `rejoin_confirm_after`
+    // later, her `tick` sends her to ask the member she joined from again.
+    let (mut h, group) = engine_harness::exactly(80, false, &["alice", "bob", "carol"], |h| {
+        let (group, held) = carol_rejoins_on_bobs_add_before_the_race_is_judged(h);
+        let external = h.take_inboxes();
+        for (node, inbox) in held.into_iter().enumerate() {
+            h.nodes[node].inbox.extend(inbox);
+        }
+        h.deliver_all();
+        for (node, inbox) in external.into_iter().enumerate() {
+            h.nodes[node].inbox.extend(inbox);
+        }
+        h.deliver_all();
+        group
+    });
+    assert_eq!(contested(&h, 2), 0, "nothing has told carol yet");
+    let config = core_mls::MlsConfig::default();
+    let now = h.clock.now();
+    let deadline = h.nodes[2].client().next_deadline().unwrap().unwrap();
+    assert!(deadline <= now.saturating_add(config.rejoin_confirm_after));
+    h.clock.advance(config.rejoin_confirm_after);
+    let now = h.clock.now();
+    h.run(2, move |c| c.tick(now));
+    assert_eq!(contested(&h, 2), 1);
     carol_follows_bobs_advice_back(&mut h, &group);
+}
+
+#[test]
+fn a_rejoin_that_stands_is_asked_about_once_and_stays() {
+    // Carol lost her store and rejoins from bob's GroupInfo; nothing races it.
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 3);
+    let group = h.group_with(0, &[1, 2]);
+    h.lose_store(2);
+    rejoin_with_group_info_of(&mut h, &group, 2, 1);
+    let config = core_mls::MlsConfig::default();
+    for _ in 0..3 {
+        h.clock.advance(config.rejoin_confirm_after);
+        let now = h.clock.now();
+        h.run(2, move |c| c.tick(now));
+    }
+    assert_eq!(contested(&h, 2), 1, "asked once, not at every tick");
+    let info = group_info_for(&mut h, &group, 2, 1);
+    assert_eq!(
+        h.nodes[2].client().rejoin_advice(&info).unwrap(),
+        RejoinAdvice::Stay
+    );
+    h.assert_group_works(&group, 2, &[0, 1]);
 }
 
 #[test]
