@@ -268,6 +268,8 @@ impl MlsClient {
                         }
                         sender_is_member
                     }
+                    // `TheirsWins` always names the epoch where the branches part; kept as
+                    // the rule's default should that change.
                     None if order == BranchOrder::TheirsWins => true,
                     None => sender_is_member,
                 };
