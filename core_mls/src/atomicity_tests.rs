@@ -58,14 +58,15 @@ fn envelope(output: &Output, kind: EnvelopeKind) -> Vec<u8> {
 }
 
 /// A single-use key package of `client`: (ref, TLS-encoded package).
-pub(crate) fn key_package(client: &MlsClient) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn key_package(client: &MlsClient) -> Result<(Vec<u8>, Vec<u8>), MlsError> {
     let package = client
-        .publishable_key_packages()
-        .unwrap()
+        .publishable_key_packages()?
         .into_iter()
         .find(|p| !p.last_resort)
-        .unwrap();
-    (package.key_package_ref, package.key_package)
+        .ok_or(MlsError::Internal {
+            what: "a fresh device offers no single-use key package",
+        })?;
+    Ok((package.key_package_ref, package.key_package))
 }
 
 /// Alice and bob, each with their store, in a group alice created and added bob to: epoch 1.
@@ -81,7 +82,9 @@ fn alice_and_bob() -> Pair {
     let (mut alice, alice_store) = device("alice", 1);
     let (mut bob, bob_store) = device("bob", 2);
     let group = alice.create_group().unwrap();
-    let added = alice.add_members(&group, &[key_package(&bob).1]).unwrap();
+    let added = alice
+        .add_members(&group, &[key_package(&bob).unwrap().1])
+        .unwrap();
     bob.handle_envelope(&envelope(&added, EnvelopeKind::Welcome))
         .unwrap();
     assert_agree(&alice, &bob, &group);
@@ -222,7 +225,7 @@ fn messages_openmls_rejects_leave_storage_unchanged() {
 fn a_corrupted_welcome_does_not_burn_the_key_package() {
     let (mut alice, _) = device("alice", 4);
     let (mut carol, carol_store) = device("carol", 5);
-    let (package_ref, package) = key_package(&carol);
+    let (package_ref, package) = key_package(&carol).unwrap();
     // OpenMLS builds a KeyPackageRef from bytes only through its TLS encoding.
     let hash_ref = KeyPackageRef::tls_deserialize_exact(
         tls_codec::VLBytes::new(package_ref)

@@ -19,7 +19,6 @@ use crate::branch_order::{
     BranchHistory, BranchOrder, CommitRank, EpochBranch, PRIORITY_LEN, compare_branches,
 };
 use crate::key_package_manager::DeviceSigner;
-use crate::signed_context::encode_history;
 use crate::{
     CIPHERSUITE, DeviceAddress, Disposition, Envelope, EnvelopeKind, Event, MlsClient, MlsConfig,
     MlsError, Output,
@@ -49,7 +48,7 @@ fn group_that_removed_mallory()
     let (mut bob, _) = device("bob", 2);
     let (mut mallory, _) = device("mallory", 3);
     let group = alice.create_group()?;
-    let added = alice.add_members(&group, &[key_package(&bob).1, key_package(&mallory).1])?;
+    let added = alice.add_members(&group, &[key_package(&bob)?.1, key_package(&mallory)?.1])?;
     deliver(&added, &mut [&mut bob, &mut mallory])?;
     assert!(bob.groups.contains_key(&group) && mallory.groups.contains_key(&group));
     let (mallory_user, mallory_device) = (mallory.device.user_id(), mallory.device.device_id());
@@ -83,7 +82,7 @@ fn forge_welcome(
         fake.merge_pending_commit(&provider)
             .map_err(|e| MlsError::openmls("forge: merge", e))?;
     }
-    let message = MlsMessageIn::tls_deserialize_exact(key_package(victim).1)
+    let message = MlsMessageIn::tls_deserialize_exact(key_package(victim)?.1)
         .map_err(|e| MlsError::openmls("forge: read the victim's key package", e))?;
     let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
         return Err(MlsError::Internal {
@@ -97,26 +96,11 @@ fn forge_welcome(
         .map_err(|e| MlsError::openmls("forge: add the victim", e))?;
     fake.merge_pending_commit(&provider)
         .map_err(|e| MlsError::openmls("forge: merge the add", e))?;
-    let epoch = fake.epoch().as_u64();
-    let history: Vec<_> = history
-        .iter()
-        .filter(|(e, _)| *e < epoch)
-        .cloned()
-        .collect();
-    let context = encode_history(group.as_slice(), epoch, &history, |payload| {
-        mallory.sign_context(payload)
-    })
-    .ok_or(MlsError::Internal {
-        what: "forge: the history does not fit its format",
-    })?;
     let payload = welcome
         .tls_serialize_detached()
         .map_err(|e| MlsError::openmls("forge: encode the Welcome", e))?;
-    Ok(Envelope::with_context(
-        EnvelopeKind::Welcome,
-        payload,
-        &context,
-    ))
+    // Signed with her own device key, as any Welcome's history is by its sender.
+    mallory.welcome_with_given_history(group, fake.epoch().as_u64(), history, payload)
 }
 
 /// Rewrites mallory's history so that it claims, at the epoch of her removal, a commit of hers
@@ -245,7 +229,7 @@ fn a_claim_about_an_epoch_before_carol_joined(epochs_since: u64) -> Result<(), M
         deliver(&updated, &mut [&mut bob])?;
     }
     let (mut carol, _) = device("carol", 4);
-    let added = alice.add_members(&group, &[key_package(&carol).1])?;
+    let added = alice.add_members(&group, &[key_package(&carol)?.1])?;
     deliver(&added, &mut [&mut bob, &mut carol])?;
     let carol_epoch = carol.group(&group)?.epoch().as_u64();
     // Carol knows the epoch of mallory's removal from alice's Welcome.
@@ -287,14 +271,14 @@ fn a_used_key_package_cannot_replace_the_state_of_another_group() -> Result<(), 
     let (mut bob, _) = device("bob", 2);
     let (mut carol, _) = device("carol", 3);
     let first = alice.create_group()?;
-    let (_, used) = key_package(&bob);
+    let (_, used) = key_package(&bob)?;
     deliver(
         &alice.add_members(&first, std::slice::from_ref(&used))?,
         &mut [&mut bob],
     )?;
     let second = carol.create_group()?;
     deliver(
-        &carol.add_members(&second, &[key_package(&bob).1])?,
+        &carol.add_members(&second, &[key_package(&bob)?.1])?,
         &mut [&mut bob],
     )?;
     assert!(bob.groups.contains_key(&first) && bob.groups.contains_key(&second));

@@ -340,10 +340,22 @@ impl MlsClient {
         epoch: u64,
         payload: Vec<u8>,
     ) -> Result<Envelope, MlsError> {
-        let history: Vec<_> = self
-            .branch_history(group)?
-            .into_iter()
+        self.welcome_with_given_history(group, epoch, &self.branch_history(group)?, payload)
+    }
+
+    /// A Welcome (TLS-encoded) into `group` at `epoch` with `history` over the epochs before
+    /// it, signed by this device.
+    pub(crate) fn welcome_with_given_history(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        history: &[(u64, EpochBranch)],
+        payload: Vec<u8>,
+    ) -> Result<Envelope, MlsError> {
+        let history: Vec<(u64, EpochBranch)> = history
+            .iter()
             .filter(|(e, _)| *e < epoch)
+            .cloned()
             .collect();
         let history = encode_history(group.as_slice(), epoch, &history, |payload| {
             self.sign_context(payload)

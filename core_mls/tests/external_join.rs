@@ -15,19 +15,11 @@ use engine_harness::Harness;
 use spacepanda_core::Clock as _;
 
 fn rejoined(h: &Harness, node: usize) -> usize {
-    h.nodes[node]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::Rejoined { .. }))
-        .count()
+    h.count_events(node, |e| matches!(e, Event::Rejoined { .. }))
 }
 
 fn saw_device_rejoin(h: &Harness, node: usize) -> usize {
-    h.nodes[node]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::DeviceRejoined { .. }))
-        .count()
+    h.count_events(node, |e| matches!(e, Event::DeviceRejoined { .. }))
 }
 
 /// `member` gives `joiner` a GroupInfo, the joiner joins by external commit with it, and
@@ -836,11 +828,7 @@ fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_mak
 
 /// How often `node` was told to ask whether its external join stands.
 fn contested(h: &Harness, node: usize) -> usize {
-    h.nodes[node]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::RejoinContested { .. }))
-        .count()
+    h.count_events(node, |e| matches!(e, Event::RejoinContested { .. }))
 }
 
 #[test]

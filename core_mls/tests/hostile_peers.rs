@@ -85,11 +85,7 @@ fn a_forged_copy_of_a_buffered_commit_does_not_replace_the_genuine_one() {
 }
 
 fn outside_window_events(h: &Harness, node: usize) -> usize {
-    h.nodes[node]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::ForkOutsideWindow { .. }))
-        .count()
+    h.count_events(node, |e| matches!(e, Event::ForkOutsideWindow { .. }))
 }
 
 #[test]

@@ -536,11 +536,12 @@ impl Harness {
 
     /// How often `node` moved onto a winning branch, by its events.
     pub fn superseded(&self, node: usize) -> usize {
-        self.nodes[node]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::CommitSuperseded { .. }))
-            .count()
+        self.count_events(node, |e| matches!(e, Event::CommitSuperseded { .. }))
+    }
+
+    /// How many of `node`'s events `wanted` picks.
+    pub fn count_events(&self, node: usize, wanted: impl Fn(&Event) -> bool) -> usize {
+        self.nodes[node].events.iter().filter(|e| wanted(e)).count()
     }
 }
 
