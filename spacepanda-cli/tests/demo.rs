@@ -23,7 +23,7 @@ fn the_demo_holds_every_check_over_loopback_tcp() {
         "the demo failed:\n{out}\n{}",
         stderr(&output)
     );
-    assert!(out.contains("all 17 checks held"), "{out}");
+    assert!(out.contains("all 18 checks held"), "{out}");
     for operation in ["lookup", "invite", "message fan-out", "mailbox fetch"] {
         assert!(
             out.contains(operation),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use core_dht::{DhtConfig, DhtHandle, Multiaddr, Node, NodeConfig, NodeEvent};
 use core_mls::{Event, GroupId};
+use spacepanda_core::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::chat_content::{ChatContent, Received};
@@ -37,14 +38,25 @@ fn loopback() -> Multiaddr {
         .unwrap_or_else(|_| Multiaddr::empty())
 }
 
+/// A text message as the demo's devices keep it.
+struct Shown {
+    group: GroupId,
+    /// The sender's address.
+    sender: String,
+    /// The sender's clock when it sent it: a conversation view orders by it, since messages
+    /// of different senders reach a mailbox in whatever order their deposits land.
+    sent_at: Timestamp,
+    text: String,
+}
+
 /// A device of the demo, as an app would hold it.
 struct Device {
     name: &'static str,
     dir: PathBuf,
     node: Option<Node>,
     events: Option<mpsc::UnboundedReceiver<NodeEvent>>,
-    /// (group, sender address, text), in arrival order.
-    received: Vec<(GroupId, String, String)>,
+    /// Text messages, in arrival order.
+    received: Vec<Shown>,
     joined: Vec<GroupId>,
     removed_from: Vec<GroupId>,
     /// Devices it saw join by external commit.
@@ -89,6 +101,7 @@ impl Device {
                     Event::Message {
                         group,
                         sender,
+                        sent_at,
                         body,
                         delivery,
                         ..
@@ -97,8 +110,12 @@ impl Device {
                             Received::Content(ChatContent::Text(text)) => text,
                             other => format!("{other:?}"),
                         };
-                        self.received
-                            .push((group, sender.address().to_string(), text));
+                        self.received.push(Shown {
+                            group,
+                            sender: sender.address().to_string(),
+                            sent_at,
+                            text,
+                        });
                         messages.push(delivery);
                     }
                     Event::Joined { group, .. } | Event::Rejoined { group, .. } => {
@@ -117,7 +134,7 @@ impl Device {
     }
 
     fn has(&self, text: &str) -> bool {
-        self.received.iter().any(|(_, _, body)| body == text)
+        self.received.iter().any(|shown| shown.text == text)
     }
 }
 
@@ -451,9 +468,9 @@ impl Demo {
                 carol
                     .received
                     .iter()
-                    .find(|(_, _, body)| body == "hi alice, bob here")
+                    .find(|shown| shown.text == "hi alice, bob here")
             })
-            .map(|(_, sender, _)| sender.clone());
+            .map(|shown| shown.sender.clone());
         let bob = self.devices.get(BOB).map(Device::address).transpose()?;
         self.report.check(
             "carol sees bob's message signed by bob's address",
@@ -523,19 +540,36 @@ impl Demo {
         );
         self.report
             .check("bob got the 3 messages that waited for him", held);
-        let order: Vec<&str> = self
+        let mut waited: Vec<&Shown> = self
             .devices
             .get(BOB)
             .map(|bob| {
                 bob.received
                     .iter()
-                    .map(|(_, _, text)| text.as_str())
-                    .filter(|text| expected.contains(text))
+                    .filter(|shown| {
+                        shown.group == *group && expected.contains(&shown.text.as_str())
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        self.report
-            .check("in the order they were sent", order == expected);
+        // Each sender deposits one envelope after the other, so its messages arrive in the
+        // order it sent them; two senders' deposits race, so across senders only the
+        // senders' clocks give the order.
+        let alices: Vec<&str> = waited
+            .iter()
+            .filter(|shown| shown.text != waiting[1].1)
+            .map(|shown| shown.text.as_str())
+            .collect();
+        self.report.check(
+            "each sender's messages arrived in the order it sent them",
+            alices == [waiting[0].1, waiting[2].1],
+        );
+        waited.sort_by_key(|shown| shown.sent_at);
+        let shown: Vec<&str> = waited.iter().map(|shown| shown.text.as_str()).collect();
+        self.report.check(
+            "shown in the order they were sent (by the senders' clocks)",
+            shown == expected,
+        );
         let held = self
             .message(
                 BOB,
