@@ -678,7 +678,7 @@ impl MlsClient {
     }
 }
 
-fn external_join_key(group: &GroupId) -> Key {
+pub(crate) fn external_join_key(group: &GroupId) -> Key {
     Key::from_segments([group.as_slice(), EXTERNAL_JOIN])
 }
 

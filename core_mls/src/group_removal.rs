@@ -134,14 +134,26 @@ impl MlsClient {
         self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
-            // Where we joined from outlives the group: a rollback may restore it (see
-            // `fork_resolution`), and then commits from before the join must still be
-            // recognised as such.
-            let joined_key = crate::welcome_handler::join_record_key(group);
-            let joined = txn.get(GROUP_META_NAMESPACE, &joined_key)?;
+            // Where we joined from (by Welcome or by external commit) outlives the group: a
+            // rollback may restore it (see `fork_resolution`), and then commits from before
+            // the join must still be recognised as such; and the join is part of the branch
+            // history a Welcome is judged against while we are out (without it, a device
+            // removed on a branch its own external commit started would judge a re-add by the
+            // epochs after its join only, where both branches can hold the same re-made
+            // commit, and take its losing branch for the winner).
+            let kept_keys = [
+                crate::welcome_handler::join_record_key(group),
+                crate::external_join::external_join_key(group),
+            ];
+            let mut kept = Vec::with_capacity(kept_keys.len());
+            for key in kept_keys {
+                if let Some(value) = txn.get(GROUP_META_NAMESPACE, &key)? {
+                    kept.push((key, value));
+                }
+            }
             txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
-            if let Some(joined) = joined {
-                txn.put(GROUP_META_NAMESPACE, joined_key, joined)?;
+            for (key, value) in kept {
+                txn.put(GROUP_META_NAMESPACE, key, value)?;
             }
             Ok(())
         })?;

@@ -826,6 +826,71 @@ fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_mak
     carol_follows_bobs_advice_back(&mut h, &group);
 }
 
+/// Carol (2) lost her store and rejoins from bob's GroupInfo while alice's self-update races
+/// her external commit (a member's commit wins). Bob merges carol's commit first and removes
+/// her on that branch; she takes the removal. Then alice's commit reaches bob, who rolls back
+/// and makes the removal again on the winning branch (of carol's old leaf). Returns the group.
+fn carol_removed_on_the_branch_her_rejoin_started(h: &mut Harness) -> core_mls::GroupId {
+    let group = h.group_with(0, &[1, 2]);
+    h.lose_store(2);
+    let info = group_info_for(h, &group, 2, 1);
+    let g = group.clone();
+    h.run(0, move |c| c.self_update(&g));
+    h.run(2, move |c| c.join_by_external_commit(&info));
+    let mut raced = h.take_inboxes();
+    // Alice's commit came first, carol's external commit last.
+    let external = raced[1].pop().unwrap();
+    assert_eq!(h.handle(1, &external), Ok(Disposition::Processed));
+    let (carol_user, carol_device) = (
+        h.nodes[2].identity.user_id(),
+        h.nodes[2].identity.device_id(),
+    );
+    let g = group.clone();
+    h.run(1, move |c| c.remove_device(&g, &carol_user, &carol_device));
+    let removal = h.take_inboxes();
+    for bytes in &removal[2] {
+        assert_eq!(h.handle(2, bytes), Ok(Disposition::Processed));
+    }
+    assert!(h.nodes[2].client().groups().is_empty(), "carol was removed");
+    for (node, inbox) in raced.into_iter().enumerate() {
+        h.nodes[node].inbox.extend(inbox);
+    }
+    h.nodes[0]
+        .inbox
+        .extend(removal.into_iter().next().unwrap_or_default());
+    h.deliver_all();
+    group
+}
+
+#[test]
+fn a_device_removed_on_the_branch_its_rejoin_started_takes_a_re_add_of_the_winning_branch() {
+    // Carol's own history begins at her external commit. Judged by the epochs after it alone,
+    // the branch she was removed on and the winning branch differ first at the removal, which
+    // bob made on both, and which of his two removals wins there is a matter of the branches'
+    // hashes: the old rule dropped alice's re-add as "another branch" in about half the runs
+    // (the seeds below). Where they really part is her external commit, which lost.
+    for seed in 0..8 {
+        let mut h = Harness::memory(&["alice", "bob", "carol"], 300 + seed);
+        let group = carol_removed_on_the_branch_her_rejoin_started(&mut h);
+        assert!(h.errors().remove("alice").is_none(), "{:?}", h.errors());
+        let members = h.nodes[0].client().members(&group).unwrap().len();
+        assert_eq!(members, 2, "seed {seed}: carol's old leaf is gone");
+        let package = h.key_package(2);
+        let g = group.clone();
+        h.run(0, move |c| c.add_members(&g, &[package]));
+        h.deliver_all();
+        assert_eq!(
+            h.nodes[2].client().groups(),
+            vec![group.clone()],
+            "seed {}: carol did not take the re-add: {:?}",
+            300 + seed,
+            h.errors().remove("carol")
+        );
+        h.assert_converged(&group, &[0, 1, 2]);
+        h.assert_group_works(&group, 2, &[0, 1]);
+    }
+}
+
 /// How often `node` was told to ask whether its external join stands.
 fn contested(h: &Harness, node: usize) -> usize {
     h.count_events(node, |e| matches!(e, Event::RejoinContested { .. }))
