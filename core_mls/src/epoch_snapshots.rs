@@ -99,6 +99,14 @@ pub(crate) struct SnapshotMeta {
     /// `Abandoned::external_joiners`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) external_joiner: Option<([u8; 32], [u8; 16])>,
+    /// `(user id, device id)` of the devices the own commit removed by pending proposals it
+    /// carried (a member's leave; OpenMLS commits the proposal store with every commit). Not
+    /// part of `own_commit`'s intent: after a rollback the member that asked to leave is back
+    /// in the epoch it asked in and asks again. Made again only when the device leaves this
+    /// branch wholesale ([`queue_membership_change`]), where that member may hold nothing of
+    /// the group any more and cannot ask.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) carried_removals: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A Welcome this device sent: the MLS message and the devices it went to.
@@ -122,6 +130,28 @@ fn byte_string<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::O
 ///
 /// Apart from the metadata: a Welcome carries the ratchet tree (hundreds of KB at 1000
 /// members), and the metadata of every snapshot is read on every commit.
+/// Records the removals the own commit out of `epoch` carried (see
+/// [`SnapshotMeta::carried_removals`]), if that epoch's snapshot is kept.
+pub(crate) fn set_carried_removals(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    devices: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), MlsError> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    if let Some(mut kept) = meta(txn, group, epoch)? {
+        kept.carried_removals = devices;
+        txn.put(
+            META_NAMESPACE,
+            epoch_key(group, epoch),
+            codec::encode(&kept)?,
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn set_welcome(
     txn: &mut Transaction,
     group: &GroupId,
@@ -496,13 +526,23 @@ pub(crate) fn queue_reissue(
 /// Queues the add or remove this device committed out of a snapshot's epoch (`meta`) when the
 /// snapshot goes with a branch the device leaves wholesale (an external join, a Welcome that
 /// replaces the state): the user asked for it, and a removal that vanished with the branch
-/// would leave the removed device in the group. A self-update is not queued: the join gives
-/// the device a fresh leaf.
+/// would leave the removed device in the group. The removals the commit carried for others (a
+/// member's leave) go first: the member that asked may hold nothing of the group any more. A
+/// self-update is not queued: the join gives the device a fresh leaf.
 pub(crate) fn queue_membership_change(
     txn: &mut Transaction,
     group: &GroupId,
     meta: &SnapshotMeta,
 ) -> Result<(), MlsError> {
+    if !meta.carried_removals.is_empty() {
+        queue_reissue(
+            txn,
+            group,
+            &OwnCommit::Remove {
+                devices: meta.carried_removals.clone(),
+            },
+        )?;
+    }
     match &meta.own_commit {
         Some(commit @ (OwnCommit::Add { .. } | OwnCommit::Remove { .. })) => {
             queue_reissue(txn, group, commit)

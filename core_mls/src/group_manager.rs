@@ -161,6 +161,8 @@ impl MlsClient {
         let recipients = self.other_member_devices(group)?;
         let me = self.own_verified_member()?;
         let key_packages_bytes = key_packages.to_vec();
+        // OpenMLS commits the pending proposals too (a member's leave among them).
+        let carried = device_pairs(&self.pending_removals(group)?);
         let output = self.transaction(Some(group), |client| {
             let key_packages: Vec<_> = validated.iter().map(|(kp, _)| kp.clone()).collect();
             let snapshot = client.begin_snapshot(group)?;
@@ -192,6 +194,9 @@ impl MlsClient {
                 }),
                 None,
             )?;
+            client.with_txn(|txn| {
+                epoch_snapshots::set_carried_removals(txn, group, commit_epoch, carried.clone())
+            })?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -295,16 +300,9 @@ impl MlsClient {
         let me = self.own_verified_member()?;
         let now = self.now();
         let intent = OwnCommit::Remove {
-            devices: removed
-                .iter()
-                .map(|(_, m)| {
-                    (
-                        m.user_id().as_bytes().to_vec(),
-                        m.device_id().as_bytes().to_vec(),
-                    )
-                })
-                .collect(),
+            devices: device_pairs(removed.iter().map(|(_, m)| m)),
         };
+        let carried = device_pairs(&self.pending_removals(group)?);
         let output = self.transaction(Some(group), |client| {
             let indices: Vec<LeafNodeIndex> = removed.iter().map(|(index, _)| *index).collect();
             let snapshot = client.begin_snapshot(group)?;
@@ -322,6 +320,9 @@ impl MlsClient {
             let epoch = mls_group.epoch().as_u64();
             let commit = client.commit_envelope(group, commit_epoch, &rank, commit)?;
             client.finish_snapshot(group, snapshot, rank, commit.to_bytes(), Some(intent), None)?;
+            client.with_txn(|txn| {
+                epoch_snapshots::set_carried_removals(txn, group, commit_epoch, carried.clone())
+            })?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(
                 Recipients {
@@ -386,6 +387,14 @@ impl MlsClient {
                 Some(OwnCommit::SelfUpdate),
                 None,
             )?;
+            client.with_txn(|txn| {
+                epoch_snapshots::set_carried_removals(
+                    txn,
+                    group,
+                    commit_epoch,
+                    device_pairs(&removed_by_pending),
+                )
+            })?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -622,4 +631,20 @@ fn stage_commit<'a>(
         .map_err(|e| MlsError::openmls(what, e))?
         .stage_commit(provider)
         .map_err(|e| MlsError::openmls(what, e))
+}
+
+/// `(user id, device id)` bytes of `members`, as [`OwnCommit`] and the snapshot metadata
+/// record devices.
+fn device_pairs<'a>(
+    members: impl IntoIterator<Item = &'a VerifiedMember>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    members
+        .into_iter()
+        .map(|m| {
+            (
+                m.user_id().as_bytes().to_vec(),
+                m.device_id().as_bytes().to_vec(),
+            )
+        })
+        .collect()
 }

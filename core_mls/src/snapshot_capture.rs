@@ -93,6 +93,7 @@ impl MlsClient {
                     welcome: None,
                     external_joiner: external_joiner
                         .map(|d| (*d.user_id.as_bytes(), *d.device_id.as_bytes())),
+                    carried_removals: Vec::new(),
                 };
                 epoch_snapshots::store(txn, group, start.epoch, &start.entries, undo, &meta)?;
                 let merged = Candidate {
@@ -143,6 +144,7 @@ impl MlsClient {
             own_commit: None,
             welcome: None,
             external_joiner: None,
+            carried_removals: Vec::new(),
         };
         let entries = self.provider.storage().group_entries(&group.to_openmls())?;
         // Known from the Welcome's history only: they cannot be processed again here, but they

@@ -439,6 +439,15 @@ fn follow_the_other_halfs_advice(
     }
 }
 
+/// How e goes in [`e_goes_on_one_half_of_a_split`].
+#[derive(Clone, Copy)]
+enum EGoes {
+    /// a removes e.
+    RemovedByA,
+    /// e leaves (a proposal), and a's self-update commits it.
+    Leaves,
+}
+
 /// a, b, c, d and e (fork window 2); the network splits into a and b, and c and d, with e on
 /// the side `e_with_a` says; each half goes four epochs on without the other, then a removes e
 /// and sends a message. It heals and every device of a, b, c and d follows the advice of a
@@ -446,6 +455,16 @@ fn follow_the_other_halfs_advice(
 fn a_removal_on_one_half_of_a_split(
     seed: u64,
     e_with_a: bool,
+) -> (Harness, core_mls::GroupId, core_mls::MessageId) {
+    e_goes_on_one_half_of_a_split(seed, e_with_a, EGoes::RemovedByA)
+}
+
+/// As [`a_removal_on_one_half_of_a_split`], with e going as `goes` says (a leave needs e on
+/// a's side).
+fn e_goes_on_one_half_of_a_split(
+    seed: u64,
+    e_with_a: bool,
+    goes: EGoes,
 ) -> (Harness, core_mls::GroupId, core_mls::MessageId) {
     let config = core_mls::MlsConfig {
         fork_window_epochs: 2,
@@ -459,10 +478,21 @@ fn a_removal_on_one_half_of_a_split(
         [&[0, 1], &[2, 3, 4]]
     };
     let mut held_back = h.split_apart(&group, &halves, 4);
-    let e_user = h.nodes[4].identity.user_id();
-    let e_device = h.nodes[4].identity.device_id();
     let g = group.clone();
-    h.run(0, move |c| c.remove_device(&g, &e_user, &e_device));
+    match goes {
+        EGoes::RemovedByA => {
+            let e_user = h.nodes[4].identity.user_id();
+            let e_device = h.nodes[4].identity.device_id();
+            h.run(0, move |c| c.remove_device(&g, &e_user, &e_device));
+        }
+        EGoes::Leaves => {
+            h.run(4, move |c| c.leave_group(&g));
+            h.hold_back_outside(halves[0], &mut held_back);
+            h.deliver_all();
+            let g = group.clone();
+            h.run(0, move |c| c.self_update(&g));
+        }
+    }
     let g = group.clone();
     let sent = h.run(0, move |c| c.send(&g, b"after e was removed"));
     h.hold_back_outside(halves[0], &mut held_back);
@@ -513,6 +543,28 @@ fn a_removal_made_on_the_half_that_moved_is_made_again_where_it_rejoined() {
         );
         h.assert_group_works(&group, 0, &[1, 2, 3]);
     }
+}
+
+#[test]
+fn a_leave_committed_on_the_half_that_moved_is_committed_again_where_it_rejoined() {
+    // e leaves while the group is split; a commits its leave on a's side, and e, out of the
+    // group, forgets it. a's side is the one that moves: on the branch everyone ends on, e is
+    // still a member, and e cannot ask again. a, who committed the leave, makes it again.
+    let seed = engine_harness::seed_where(40, |seed| {
+        let (h, _, _) = e_goes_on_one_half_of_a_split(seed, true, EGoes::Leaves);
+        rejoined(&h, 0) > 0
+    });
+    let (mut h, group, id) = e_goes_on_one_half_of_a_split(seed, true, EGoes::Leaves);
+    assert!(h.nodes[4].client().groups().is_empty(), "e left");
+    h.assert_converged(&group, &[0, 1, 2, 3]);
+    // Without it, e stays in the group everyone is on: a member nobody can reach, whose leaf
+    // never changes.
+    h.assert_members_without(&group, &[0, 1, 2, 3], 4, 4);
+    for node in 1..4 {
+        assert_eq!(h.copies(node, &id), 1, "node {node}");
+    }
+    assert_eq!(h.copies(4, &id), 0, "e read a message sent after it left");
+    h.assert_group_works(&group, 0, &[1, 2, 3]);
 }
 
 #[test]
