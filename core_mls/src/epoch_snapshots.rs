@@ -100,11 +100,11 @@ pub(crate) struct SnapshotMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) external_joiner: Option<([u8; 32], [u8; 16])>,
     /// `(user id, device id)` of the devices the own commit removed by pending proposals it
-    /// carried (a member's leave; OpenMLS commits the proposal store with every commit). Not
-    /// part of `own_commit`'s intent: after a rollback the member that asked to leave is back
-    /// in the epoch it asked in and asks again. Made again only when the device leaves this
-    /// branch wholesale ([`queue_membership_change`]), where that member may hold nothing of
-    /// the group any more and cannot ask.
+    /// carried (a member's leave; OpenMLS commits the proposal store with every commit). Made
+    /// again where the proposal is lost and its maker may hold nothing of the group to ask
+    /// again with: when this device leaves the branch wholesale
+    /// ([`queue_membership_change`]), or rolls back to an epoch before this one
+    /// (`restore_snapshot`). A rollback to this very epoch restores the proposal itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) carried_removals: Vec<(Vec<u8>, Vec<u8>)>,
 }

@@ -387,6 +387,19 @@ impl MlsClient {
                     Ok(())
                 })?;
             }
+            // A removal our commit carried for a member's proposal (a leave) of an epoch
+            // after the one restored went with that epoch: the restored state does not hold
+            // the proposal, and the member that made it, on the branch that lost, may hold
+            // nothing there to ask again with. One of the restored epoch is still pending in
+            // it (and its maker is back in that epoch).
+            if *snapshot_epoch > epoch && !meta.carried_removals.is_empty() {
+                own_commits.push((
+                    *snapshot_epoch,
+                    OwnCommit::Remove {
+                        devices: meta.carried_removals.clone(),
+                    },
+                ));
+            }
             if let Some(commit) = &meta.own_commit {
                 own_commits.push((*snapshot_epoch, commit.clone()));
             }

@@ -883,6 +883,15 @@ fn a_device_that_rejoined_on_a_commit_that_then_lost_is_told_by_that_commits_mak
 /// her on that branch; she takes the removal. Then alice's commit reaches bob, who rolls back
 /// and makes the removal again on the winning branch (of carol's old leaf). Returns the group.
 fn carol_removed_on_the_branch_her_rejoin_started(h: &mut Harness) -> core_mls::GroupId {
+    carol_goes_on_the_branch_her_rejoin_started(h, false)
+}
+
+/// As [`carol_removed_on_the_branch_her_rejoin_started`]; with `carol_leaves`, carol asks to
+/// leave on that branch instead, and bob's self-update commits it.
+fn carol_goes_on_the_branch_her_rejoin_started(
+    h: &mut Harness,
+    carol_leaves: bool,
+) -> core_mls::GroupId {
     let group = h.group_with(0, &[1, 2]);
     h.lose_store(2);
     let info = group_info_for(h, &group, 2, 1);
@@ -898,7 +907,15 @@ fn carol_removed_on_the_branch_her_rejoin_started(h: &mut Harness) -> core_mls::
         h.nodes[2].identity.device_id(),
     );
     let g = group.clone();
-    h.run(1, move |c| c.remove_device(&g, &carol_user, &carol_device));
+    if carol_leaves {
+        h.run(2, move |c| c.leave_group(&g));
+        let proposal = h.take_inboxes();
+        assert_eq!(h.handle(1, &proposal[1][0]), Ok(Disposition::Processed));
+        let g = group.clone();
+        h.run(1, move |c| c.self_update(&g));
+    } else {
+        h.run(1, move |c| c.remove_device(&g, &carol_user, &carol_device));
+    }
     let removal = h.take_inboxes();
     for bytes in &removal[2] {
         assert_eq!(h.handle(2, bytes), Ok(Disposition::Processed));
@@ -941,6 +958,22 @@ fn a_device_removed_on_the_branch_its_rejoin_started_takes_a_re_add_of_the_winni
         h.assert_converged(&group, &[0, 1, 2]);
         h.assert_group_works(&group, 2, &[0, 1]);
     }
+}
+
+#[test]
+fn a_leave_committed_on_a_branch_that_loses_is_made_again_by_its_committer() {
+    // Carol rejoins on bob's state and asks to leave there; bob's self-update commits it and
+    // she forgets the group. Then carol's join loses to alice's commit: bob rolls back below
+    // the epoch her proposal was made in, so neither the proposal nor her leaf of that branch
+    // exists on the winning one, and carol, out of the group, cannot ask again. Her old leaf
+    // stays a member there unless bob, who committed her leave, removes it.
+    let mut h = Harness::memory(&["alice", "bob", "carol"], 21);
+    let group = carol_goes_on_the_branch_her_rejoin_started(&mut h, true);
+    assert!(h.superseded(1) > 0, "bob rolled back");
+    assert!(h.nodes[2].client().groups().is_empty(), "carol left");
+    h.assert_converged(&group, &[0, 1]);
+    h.assert_members_without(&group, &[0, 1], 2, 2);
+    h.assert_group_works(&group, 0, &[1]);
 }
 
 /// How often `node` was told to ask whether its external join stands.
