@@ -297,6 +297,24 @@ pub(crate) enum BranchOrder {
     Disjoint,
 }
 
+/// Where two branches part at one epoch: whether `theirs`'s commit wins it. The rule is
+/// applied to every commit either branch judged in that epoch (merged and others), as the
+/// members that saw them all judged it: the pair alone can give another winner (a third
+/// commit that removes one committer puts it out).
+pub(crate) fn theirs_wins_epoch(ours: &EpochBranch, theirs: &EpochBranch) -> bool {
+    let mut set: Vec<CommitRank> = Vec::new();
+    for rank in [&ours.merged, &theirs.merged]
+        .into_iter()
+        .chain(&ours.others)
+        .chain(&theirs.others)
+    {
+        if !set.iter().any(|known| known.commit_ref == rank.commit_ref) {
+            set.push(rank.clone());
+        }
+    }
+    winner(&set).map(|w| &w.commit_ref) == Some(&theirs.merged.commit_ref)
+}
+
 /// Applies the rule to two branch histories at the first epoch where they differ, over every
 /// commit of that epoch either side judged; `our_epoch` and `their_epoch` are the epochs the
 /// two states are at. If a third commit wins there, neither branch is the winner's: ours is
@@ -316,19 +334,7 @@ pub(crate) fn compare_branches(
         if let Some(our_branch) = ours.get(epoch) {
             common = true;
             if our_branch.merged.commit_ref != their_branch.merged.commit_ref {
-                let mut set: Vec<CommitRank> = Vec::new();
-                for rank in [&our_branch.merged, &their_branch.merged]
-                    .into_iter()
-                    .chain(&our_branch.others)
-                    .chain(&their_branch.others)
-                {
-                    if !set.iter().any(|known| known.commit_ref == rank.commit_ref) {
-                        set.push(rank.clone());
-                    }
-                }
-                return if winner(&set).map(|w| &w.commit_ref)
-                    == Some(&their_branch.merged.commit_ref)
-                {
+                return if theirs_wins_epoch(our_branch, their_branch) {
                     BranchOrder::TheirsWins
                 } else {
                     BranchOrder::OursWins
@@ -390,6 +396,32 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn an_epoch_is_judged_over_every_commit_either_side_saw_not_the_pair() {
+        // Ours merged leaf 2's commit, theirs leaf 1's; leaf 2 has the higher priority, so the
+        // pair alone says ours. Theirs also judged leaf 0's commit, which removes leaf 2: leaf
+        // 2's commit is out, and of the rest leaf 1's wins, as every member judged it.
+        let ours = EpochBranch {
+            merged: rank(1, 2, &[4], 1),
+            others: Vec::new(),
+        };
+        let theirs = EpochBranch {
+            merged: rank(2, 1, &[], 2),
+            others: vec![rank(3, 0, &[2], 3)],
+        };
+        assert!(theirs_wins_epoch(&ours, &theirs));
+        assert!(!theirs_wins_epoch(&theirs, &ours));
+        let pair_only = EpochBranch {
+            merged: theirs.merged.clone(),
+            others: Vec::new(),
+        };
+        assert!(!theirs_wins_epoch(&ours, &pair_only));
+        assert_eq!(
+            compare_branches(&[(6, ours.clone())], 7, &[(6, theirs.clone())], 7),
+            BranchOrder::TheirsWins
+        );
     }
 
     #[test]

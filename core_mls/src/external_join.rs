@@ -279,11 +279,14 @@ impl MlsClient {
         // commits of that epoch, as every member judged them.
         let theirs = self.group_info_history(&verifiable, &envelope)?;
         let ours = self.branch_history(&group)?;
-        let entry = |history: &BranchHistory, epoch: u64| {
+        let epoch_branch = |history: &BranchHistory, epoch: u64| {
             history
                 .iter()
                 .find(|(e, _)| *e == epoch)
-                .map(|(_, branch)| branch.merged.clone())
+                .map(|(_, branch)| branch.clone())
+        };
+        let entry = |history: &BranchHistory, epoch: u64| {
+            epoch_branch(history, epoch).map(|branch| branch.merged)
         };
         let parted_at = ours.iter().find_map(|(epoch, branch)| {
             entry(&theirs, *epoch)
@@ -297,19 +300,19 @@ impl MlsClient {
                     entry(&theirs, epoch - 1).is_some_and(|t| t.commit_ref == before.commit_ref)
                 })
         });
-        if let (Some(epoch), Some(our_commit), Some(their_commit)) = (
+        if let (Some(epoch), Some(our_branch), Some(their_branch)) = (
             parted_at,
-            parted_at.and_then(|e| entry(&ours, e)),
-            parted_at.and_then(|e| entry(&theirs, e)),
+            parted_at.and_then(|e| epoch_branch(&ours, e)),
+            parted_at.and_then(|e| epoch_branch(&theirs, e)),
         ) {
             if self.holds_snapshot(&group, epoch)? {
                 // Inside this device's window: the engine judges it when the other branch's
                 // commits arrive (a device on a losing branch moves by itself).
                 return Ok(RejoinAdvice::Stay);
             }
-            let pair = [our_commit, their_commit.clone()];
+            // Every commit of that epoch either side judged, as the members judged them.
             return Ok(
-                if crate::branch_order::winner(&pair) == Some(&their_commit) {
+                if crate::branch_order::theirs_wins_epoch(&our_branch, &their_branch) {
                     RejoinAdvice::Rejoin
                 } else {
                     RejoinAdvice::Stay
