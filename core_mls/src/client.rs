@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, VerifiedMember};
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, CredentialWithKey, MlsGroup, MlsGroupJoinConfig,
-    OpenMlsProvider as _, SenderRatchetConfiguration,
+    BasicCredential, CredentialWithKey, MlsGroup, MlsGroupJoinConfig, OpenMlsProvider as _,
+    SenderRatchetConfiguration,
 };
 use spacepanda_core::{Clock, SharedStore, Timestamp, Transaction};
 
-use crate::config::MlsConfig;
+use crate::config::{CIPHERSUITE, MlsConfig};
 use crate::error::MlsError;
 use crate::events::{DeliveryId, Event, Outbound, OutboxId, Output};
 use crate::group_id::GroupId;
@@ -23,9 +23,6 @@ use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
 use crate::storage::key_layout::GROUP_NAMESPACE;
 use crate::{app_inbox, commit_log, epoch_buffer, outbox, seen_messages};
-
-/// The one ciphersuite SpacePanda speaks.
-pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// One device's MLS engine. See the [crate docs](crate) for the model.
 pub struct MlsClient {

@@ -189,8 +189,8 @@ mod atomicity_tests;
 #[cfg(test)]
 mod forged_welcome_tests;
 
-pub use client::{CIPHERSUITE, MlsClient};
-pub use config::MlsConfig;
+pub use client::MlsClient;
+pub use config::{CIPHERSUITE, MlsConfig};
 pub use envelope::{Envelope, EnvelopeId, EnvelopeKind};
 pub use events::{
     AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId,

@@ -30,6 +30,7 @@ use crate::fork_resolution::{self, BranchHistory, BranchOrder, parting_epoch};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
+use crate::key_package_manager::ledger::JOINED_BY_PACKAGE_NAMESPACE;
 use crate::key_package_manager::{self, ledger};
 use crate::storage::codec;
 use crate::{branch_lineage, commit_log, deferred_sends, epoch_snapshots, seen_messages};
@@ -119,10 +120,6 @@ pub(crate) fn rewind_join_record(
         }
     }
 }
-
-/// Which group each of our single-use key packages joined: `[key package ref]` → group id.
-/// Kept as long as the package's private keys (deleted by the key package pruning).
-pub(crate) const JOINED_BY_PACKAGE_NAMESPACE: &str = "kp_joined_group";
 
 impl MlsClient {
     pub(crate) fn handle_welcome(
