@@ -64,6 +64,17 @@ pub(crate) fn forget_epoch(
     Ok(())
 }
 
+/// Deletes the snapshot of `epoch` and the branches left from it: no rollback can reach that
+/// epoch any more. (Here rather than in `epoch_snapshots`, which the branches are built on.)
+pub(crate) fn expire_snapshot(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<(), MlsError> {
+    epoch_snapshots::delete(txn, group, epoch)?;
+    forget_epoch(txn, group, epoch)
+}
+
 /// Forgets the branches left at epochs before `oldest` (all if `None`: no snapshot is kept, so
 /// no rollback can lead back to any).
 pub(crate) fn forget_before(

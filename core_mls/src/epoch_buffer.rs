@@ -18,6 +18,8 @@
 
 use spacepanda_core::{Key, Timestamp, Transaction};
 
+// The entry type is defined with the budget rule, which decides over entries.
+pub(crate) use crate::buffer_budget::BufferedMessage;
 use crate::buffer_budget::{self, Arrival};
 use crate::client::MlsClient;
 use crate::config::MlsConfig;
@@ -30,18 +32,6 @@ use crate::group_id::GroupId;
 pub(crate) const BUFFER_NAMESPACE: &str = "epoch_buffer";
 /// Namespace of the marks of buffered commits that wait for a proposal.
 pub(crate) const AWAITING_NAMESPACE: &str = "epoch_buffer_awaiting";
-
-/// One buffered envelope.
-#[derive(Debug, Clone)]
-pub(crate) struct BufferedMessage {
-    pub(crate) key: Key,
-    pub(crate) group: GroupId,
-    pub(crate) epoch: u64,
-    pub(crate) received_at: Timestamp,
-    /// The source that delivered it (`None`: unknown).
-    pub(crate) source: Option<Vec<u8>>,
-    pub(crate) envelope_bytes: Vec<u8>,
-}
 
 fn key(group: &GroupId, epoch: u64, envelope: &Envelope) -> Key {
     Key::from_segments([

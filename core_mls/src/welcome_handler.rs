@@ -33,7 +33,9 @@ use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::ledger::JOINED_BY_PACKAGE_NAMESPACE;
 use crate::key_package_manager::{self, ledger};
 use crate::storage::codec;
-use crate::{branch_lineage, commit_log, deferred_sends, epoch_snapshots, seen_messages};
+use crate::{
+    branch_lineage, commit_log, deferred_sends, dormant_branches, epoch_snapshots, seen_messages,
+};
 use serde::{Deserialize, Serialize};
 use spacepanda_core::Key;
 
@@ -348,7 +350,7 @@ impl MlsClient {
                         // What this device added or removed there is done again once it
                         // is in.
                         epoch_snapshots::queue_membership_change(txn, &group_id, &meta)?;
-                        epoch_snapshots::expire(txn, &group_id, kept)?;
+                        dormant_branches::expire_snapshot(txn, &group_id, kept)?;
                     }
                 }
                 // Likewise the lineage from before the window; an external join made before
