@@ -152,6 +152,7 @@ mod app_message;
 mod branch_lineage;
 mod branch_order;
 mod buffer_budget;
+mod buffering;
 mod client;
 mod commit_log;
 mod commit_policy;
