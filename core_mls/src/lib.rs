@@ -154,6 +154,7 @@ mod branch_order;
 mod buffer_budget;
 mod buffering;
 mod client;
+mod commit_abandonment;
 mod commit_log;
 mod commit_policy;
 mod commit_wait;
