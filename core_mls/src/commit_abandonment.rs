@@ -142,7 +142,7 @@ impl MlsClient {
         let references = attempt.map_err(|error| self.attribute(error))?;
         // Our store failed under OpenMLS while it judged the commit: the answer means nothing.
         if let Some(failure) = self.provider.storage().failure() {
-            return Err(crate::operation::swallowed_failure(failure));
+            return Err(crate::client::operation::swallowed_failure(failure));
         }
         Ok(references)
     }

@@ -25,12 +25,13 @@ pub(crate) use crate::branch_order::{
     tag_matches, tag_outgoing,
 };
 use crate::client::MlsClient;
+use crate::commit_log;
 use crate::deferred_sends;
 use crate::envelope::Envelope;
-use crate::epoch_buffer::BufferedMessage;
+use crate::epoch_buffer::{self, BufferedMessage};
 use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
-use crate::events::{Event, Output};
+use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::storage::key_layout::GROUP_NAMESPACE;
@@ -192,6 +193,30 @@ impl MlsClient {
             group: group.clone(),
             message_epoch: epoch,
         })
+    }
+
+    /// A commit of past epoch `epoch` with no snapshot left: if this device judged it before
+    /// (merged it, or refused it as superseded), it is a duplicate — its de-duplication record
+    /// may simply have expired — and not a sign of a fork. `buffered` is removed then.
+    pub(crate) fn judged_before(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        envelope: &Envelope,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Option<Output>, MlsError> {
+        if !self.read(|txn| commit_log::judged(txn, group, epoch, envelope.id()))? {
+            return Ok(None);
+        }
+        if let Some(entry) = buffered {
+            self.transaction(None, |client| {
+                client.with_txn(|txn| epoch_buffer::remove(txn, entry))
+            })?;
+        }
+        Ok(Some(Output {
+            disposition: Disposition::Duplicate,
+            ..Output::default()
+        }))
     }
 
     /// A commit for a past epoch with no snapshot: counted, refused.

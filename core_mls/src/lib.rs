@@ -179,7 +179,6 @@ mod key_package_validation;
 mod member_verification;
 mod message_processor;
 mod missing_commit;
-mod operation;
 mod outbox;
 mod seen_messages;
 mod signed_context;
