@@ -20,6 +20,7 @@
 use spacepanda_core::{Key, Transaction};
 
 use crate::branch_order::BranchHistory;
+use crate::dormant_branches;
 use crate::epoch_snapshots::{self, epoch_key, epoch_of};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
@@ -49,7 +50,7 @@ pub(crate) fn retire_snapshot(
             txn.delete(NAMESPACE, epoch_key(group, old))?;
         }
     }
-    epoch_snapshots::expire(txn, group, epoch)
+    dormant_branches::expire_snapshot(txn, group, epoch)
 }
 
 /// The lineage of `group`, oldest epoch first.

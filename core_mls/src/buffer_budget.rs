@@ -21,12 +21,24 @@
 //! - **Refusal, not eviction,** when there is no such room: the new envelope is
 //!   [`MlsError::BufferFull`] and what is buffered stays.
 
-use spacepanda_core::Key;
+use spacepanda_core::{Key, Timestamp};
 
 use crate::config::MlsConfig;
-use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
+
+/// One buffered envelope, as `epoch_buffer` stores it (defined here, below the records, since
+/// the budget is decided over them).
+#[derive(Debug, Clone)]
+pub(crate) struct BufferedMessage {
+    pub(crate) key: Key,
+    pub(crate) group: GroupId,
+    pub(crate) epoch: u64,
+    pub(crate) received_at: Timestamp,
+    /// The source that delivered it (`None`: unknown).
+    pub(crate) source: Option<Vec<u8>>,
+    pub(crate) envelope_bytes: Vec<u8>,
+}
 
 /// An envelope that asks for room.
 #[derive(Debug)]

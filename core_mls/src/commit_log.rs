@@ -23,16 +23,16 @@
 //!
 //! All are written in the transaction that merges (or refuses) the commit. `tick` forgets a
 //! group's records once the group is neither held nor restorable (no snapshot left).
+//!
+//! [`MlsClient::recent_commits`]: crate::MlsClient::recent_commits
+//! [`Disposition::Duplicate`]: crate::Disposition::Duplicate
 
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
 use spacepanda_core::{Key, Timestamp, Transaction};
 use tls_codec::Deserialize as _;
 
-use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeId};
-use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
-use crate::events::{Disposition, Output};
 use crate::group_id::GroupId;
 
 /// Namespace of the commit index and log.
@@ -166,95 +166,47 @@ pub(crate) fn commit_epoch(envelope: &Envelope) -> Option<u64> {
     Some(protocol.epoch().as_u64())
 }
 
-impl MlsClient {
-    /// The envelope bytes of the commits this device merged in `group` from epoch
-    /// `from_epoch` on, oldest first, as far back as `fork_window_epochs`: what a member that
-    /// reported [`Event::MissingCommit`](crate::Event::MissingCommit) for `from_epoch` needs
-    /// to catch up (each one is an ordinary envelope for
-    /// [`handle_envelope`](Self::handle_envelope)). Commits older than that are not kept, and
-    /// the list stops at the first epoch this device did not merge a commit of (it joined
-    /// later, or rolled back). Reads only.
-    pub fn recent_commits(
-        &self,
-        group: &GroupId,
-        from_epoch: u64,
-    ) -> Result<Vec<Vec<u8>>, MlsError> {
-        let current = self.epoch(group)?;
-        let entries =
-            self.read(|txn| Ok(txn.scan_prefix(COMMIT_LOG_NAMESPACE, &log_prefix(group))?))?;
-        let mut commits = Vec::new();
-        let mut next = from_epoch;
-        for (key, bytes) in entries {
-            let Some(epoch) = key_epoch(&key) else {
-                continue;
-            };
-            if epoch < next {
-                continue;
-            }
-            // Of the current branch only, and without gaps: a gap cannot be replayed across.
-            if epoch != next || epoch >= current {
-                break;
-            }
-            // A damaged value has no envelope to give.
-            if let Some((_, envelope)) = bytes.split_first_chunk::<8>() {
-                commits.push(envelope.to_vec());
-            }
-            next += 1;
+/// The envelope bytes of the commits merged in `group` from epoch `from_epoch` on, oldest first,
+/// up to the current epoch `current` and without gaps (see `MlsClient::recent_commits`).
+pub(crate) fn recent(
+    txn: &Transaction,
+    group: &GroupId,
+    from_epoch: u64,
+    current: u64,
+) -> Result<Vec<Vec<u8>>, MlsError> {
+    let entries = txn.scan_prefix(COMMIT_LOG_NAMESPACE, &log_prefix(group))?;
+    let mut commits = Vec::new();
+    let mut next = from_epoch;
+    for (key, bytes) in entries {
+        let Some(epoch) = key_epoch(&key) else {
+            continue;
+        };
+        if epoch < next {
+            continue;
         }
-        Ok(commits)
-    }
-
-    /// Inside the open transaction: records the commit of `epoch` that was just merged.
-    pub(crate) fn log_merged_commit(
-        &self,
-        group: &GroupId,
-        epoch: u64,
-        envelope: &Envelope,
-    ) -> Result<(), MlsError> {
-        let keep = self.config.fork_window_epochs;
-        let now = self.now();
-        self.with_txn(|txn| record_merged(txn, group, epoch, envelope, keep, now))
-    }
-
-    /// A commit of past epoch `epoch` with no snapshot left: if this device judged it before
-    /// (merged it, or refused it as superseded), it is a duplicate — its de-duplication record
-    /// may simply have expired — and not a sign of a fork. `buffered` is removed then.
-    pub(crate) fn judged_before(
-        &mut self,
-        group: &GroupId,
-        epoch: u64,
-        envelope: &Envelope,
-        buffered: Option<&BufferedMessage>,
-    ) -> Result<Option<Output>, MlsError> {
-        if !self.read(|txn| judged(txn, group, epoch, envelope.id()))? {
-            return Ok(None);
+        // Of the current branch only, and without gaps: a gap cannot be replayed across.
+        if epoch != next || epoch >= current {
+            break;
         }
-        if let Some(entry) = buffered {
-            self.transaction(None, |client| {
-                client.with_txn(|txn| epoch_buffer::remove(txn, entry))
-            })?;
+        // A damaged value has no envelope to give.
+        if let Some((_, envelope)) = bytes.split_first_chunk::<8>() {
+            commits.push(envelope.to_vec());
         }
-        Ok(Some(Output {
-            disposition: Disposition::Duplicate,
-            ..Output::default()
-        }))
+        next += 1;
     }
+    Ok(commits)
+}
 
-    /// `tick`: forgets the records of groups this device neither holds nor can get back.
-    pub(crate) fn forget_dead_commit_logs(&mut self) -> Result<(), MlsError> {
-        let held: Vec<GroupId> = self.groups.keys().cloned().collect();
-        self.with_txn(|txn| {
-            for group in groups(txn)? {
-                if !held.contains(&group) && crate::epoch_snapshots::metas(txn, &group)?.is_empty()
-                {
-                    for (key, _) in
-                        txn.scan_prefix(COMMIT_LOG_NAMESPACE, &Key::from_segment(group.as_slice()))?
-                    {
-                        txn.delete(COMMIT_LOG_NAMESPACE, key)?;
-                    }
-                }
+/// Forgets the records of groups that are not `held` and that no kept snapshot can restore.
+pub(crate) fn forget_unrestorable(txn: &mut Transaction, held: &[GroupId]) -> Result<(), MlsError> {
+    for group in groups(txn)? {
+        if !held.contains(&group) && crate::epoch_snapshots::metas(txn, &group)?.is_empty() {
+            for (key, _) in
+                txn.scan_prefix(COMMIT_LOG_NAMESPACE, &Key::from_segment(group.as_slice()))?
+            {
+                txn.delete(COMMIT_LOG_NAMESPACE, key)?;
             }
-            Ok(())
-        })
+        }
     }
+    Ok(())
 }

@@ -3,11 +3,10 @@
 //! branch this device left and now goes back to as it left it (`dormant_branches`), or an
 //! earlier loser it never merged, processed now.
 
-use openmls::prelude::ProtocolMessage;
+use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 
 use crate::branch_order::{self, CommitRank};
 use crate::client::MlsClient;
-use crate::deferred_sends;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::epoch_snapshots::{self, Candidate, SnapshotMeta};
@@ -17,6 +16,7 @@ use crate::fork_resolution::{Abandoned, SUPERSEDED_COUNTER, read_counter};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::seen_messages;
+use crate::{deferred_sends, dormant_branches};
 use spacepanda_core::Key;
 
 /// A competing commit processed on its restored epoch, in a step not yet kept or undone.
@@ -247,6 +247,31 @@ impl MlsClient {
                 Ok(Output::default())
             }
         }
+    }
+
+    /// Inside the open transaction, with `group` put back in `epoch`: makes the branch left
+    /// there with the commit `merged_ref` the group's again, as it was left. False if no such
+    /// branch is kept (the device was never on it, or it is older than the window).
+    pub(crate) fn wake_dormant(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        merged_ref: &[u8],
+    ) -> Result<bool, MlsError> {
+        let Some(meta) =
+            self.read(|txn| dormant_branches::dormant(txn, group, epoch, merged_ref))?
+        else {
+            return Ok(false);
+        };
+        self.provider.storage().delete_group(&group.to_openmls())?;
+        self.with_txn(|txn| dormant_branches::restore(txn, group, epoch, merged_ref, &meta))?;
+        if !meta.held {
+            // Left while removed on that branch: removed again.
+            self.forget_group(group)?;
+            self.mark_removed(group, meta.head_epoch)?;
+        }
+        self.reload_group(group)?;
+        Ok(true)
     }
 
     /// Moves back onto the branch this device left at `epoch` with the commit `revived`, if it

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::key_package_manager::PoolPolicy;
+use openmls::prelude::Ciphersuite;
+
+/// The one ciphersuite SpacePanda speaks.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
 /// Configuration of an [`MlsClient`](crate::MlsClient).
 ///
@@ -132,5 +135,45 @@ impl Default for MlsConfig {
             rejoin_confirm_after: Duration::from_secs(30),
             key_packages: PoolPolicy::default(),
         }
+    }
+}
+
+/// Pool policy of this device's key packages; each field says what it does and its default
+/// (the whole lifecycle: docs/ARCHITECTURE.md, "Key package lifecycle").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolPolicy {
+    /// Fresh (non-last-resort) packages to keep available (default 32).
+    pub target: usize,
+    /// Refill when fewer than this percentage of `target` remain offered (default 25).
+    pub low_watermark_percent: u8,
+    /// Lifetime written into each package (default 14 days).
+    pub lifetime: Duration,
+    /// Stop offering a package this long after it was made and make a new one (default 7 days).
+    pub rotate_after: Duration,
+    /// Keep private keys this long past `not_after`, for Welcomes already in flight (default 1 day).
+    pub grace: Duration,
+    /// Keep tombstones of pruned packages this long, so a late Welcome is told why it fails
+    /// (default 90 days).
+    pub tombstone_retention: Duration,
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        Self {
+            target: 32,
+            low_watermark_percent: 25,
+            lifetime: 14 * DAY,
+            rotate_after: 7 * DAY,
+            grace: DAY,
+            tombstone_retention: 90 * DAY,
+        }
+    }
+}
+
+impl PoolPolicy {
+    /// The offered count below which the pool is refilled.
+    pub fn low_watermark(&self) -> usize {
+        (self.target * usize::from(self.low_watermark_percent)).div_ceil(100)
     }
 }

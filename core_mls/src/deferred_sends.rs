@@ -16,10 +16,8 @@
 use spacepanda_core::{Key, Transaction};
 
 use crate::app_message::AppMessage;
-use crate::client::MlsClient;
 use crate::epoch_snapshots;
 use crate::error::MlsError;
-use crate::events::Event;
 use crate::group_id::GroupId;
 use crate::outbox::next_sequence;
 
@@ -69,49 +67,17 @@ pub(crate) fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
     crate::group_id::groups_with_entries(txn, DEFERRED_NAMESPACE)
 }
 
-impl MlsClient {
-    /// Groups this device does not hold and that no kept snapshot can restore, with messages
-    /// still waiting to be sent in them.
-    pub(crate) fn unrestorable_deferred_groups(&self) -> Result<Vec<GroupId>, MlsError> {
-        self.read(|txn| {
-            let mut gone = Vec::new();
-            for group in groups(txn)? {
-                if !self.groups.contains_key(&group)
-                    && epoch_snapshots::metas(txn, &group)?.is_empty()
-                {
-                    gone.push(group);
-                }
-            }
-            Ok(gone)
-        })
-    }
-
-    /// `tick`: drops the messages waiting to be sent in groups that cannot come back, each
-    /// group's with one [`Event::MessagesNotSent`].
-    pub(crate) fn drop_unsendable(&mut self) -> Result<Vec<Event>, MlsError> {
-        let mut events = Vec::new();
-        for group in self.unrestorable_deferred_groups()? {
-            let dropped = self.transaction(None, |client| {
-                client.with_txn(|txn| {
-                    let waiting = for_group(txn, &group)?;
-                    for (key, _) in &waiting {
-                        remove(txn, key.clone())?;
-                    }
-                    Ok(waiting)
-                })
-            })?;
-            if dropped.is_empty() {
-                continue;
-            }
-            tracing::info!(%group, count = dropped.len(), "messages for a group left for good dropped");
-            events.push(Event::MessagesNotSent {
-                group,
-                message_ids: dropped
-                    .iter()
-                    .map(|(_, m)| crate::events::MessageId(m.message_id))
-                    .collect(),
-            });
+/// Groups with messages still waiting to be sent that this device does not hold (`held` says
+/// which it does) and that no kept snapshot can restore.
+pub(crate) fn unrestorable_groups(
+    txn: &Transaction,
+    held: impl Fn(&GroupId) -> bool,
+) -> Result<Vec<GroupId>, MlsError> {
+    let mut gone = Vec::new();
+    for group in groups(txn)? {
+        if !held(&group) && epoch_snapshots::metas(txn, &group)?.is_empty() {
+            gone.push(group);
         }
-        Ok(events)
     }
+    Ok(gone)
 }

@@ -21,15 +21,17 @@
 //! - `[base, "s", epoch, "p" | "u", …]` → the state of the branch's snapshot of that epoch.
 //!
 //! Dormant branches are dropped with the snapshot of their fork epoch (the fork window).
+//!
+//! This module is the records; the rollback that keeps a branch (`keep_dormant`, in
+//! `fork_resolution`) and the competing commit that wakes one (`wake_dormant`, in
+//! `competing_commit`) call it with what the engine holds.
 
 use std::collections::BTreeMap;
 
-use openmls::prelude::OpenMlsProvider as _;
 use serde::{Deserialize, Serialize};
 use spacepanda_core::{Key, Transaction};
 use zeroize::Zeroizing;
 
-use crate::client::MlsClient;
 use crate::epoch_snapshots::{self, Candidate, SnapshotMeta, epoch_key};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
@@ -43,10 +45,12 @@ const META_ENTRY: &[u8] = b"m";
 const HEAD_ENTRY: &[u8] = b"h";
 const SNAPSHOT_ENTRY: &[u8] = b"s";
 
+/// What a dormant branch was at its head, and its kept snapshots.
 #[derive(Serialize, Deserialize)]
-struct DormantMeta {
-    held: bool,
-    head_epoch: u64,
+pub(crate) struct DormantMeta {
+    /// Whether the device held the group at the head (else it was removed there).
+    pub(crate) held: bool,
+    pub(crate) head_epoch: u64,
     snapshots: Vec<(u64, SnapshotMeta, Vec<Candidate>)>,
 }
 
@@ -62,6 +66,17 @@ pub(crate) fn forget_epoch(
 ) -> Result<(), MlsError> {
     txn.delete_prefix(DORMANT_NAMESPACE, &epoch_key(group, epoch))?;
     Ok(())
+}
+
+/// Deletes the snapshot of `epoch` and the branches left from it: no rollback can reach that
+/// epoch any more. (Here rather than in `epoch_snapshots`, which the branches are built on.)
+pub(crate) fn expire_snapshot(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+) -> Result<(), MlsError> {
+    epoch_snapshots::delete(txn, group, epoch)?;
+    forget_epoch(txn, group, epoch)
 }
 
 /// Forgets the branches left at epochs before `oldest` (all if `None`: no snapshot is kept, so
@@ -80,135 +95,113 @@ pub(crate) fn forget_before(
     Ok(())
 }
 
-impl MlsClient {
-    /// Inside the open transaction, before `group` is put back in `epoch`: keeps the branch it
-    /// is on from that epoch on, under the commit it merged there.
-    pub(crate) fn keep_dormant(&mut self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
-        let metas: Vec<(u64, SnapshotMeta)> = self
-            .read(|txn| epoch_snapshots::metas(txn, group))?
-            .into_iter()
-            .filter(|(e, _)| *e >= epoch)
-            .collect();
-        let Some((_, fork)) = metas.first() else {
-            return Ok(());
-        };
-        let base = base(group, epoch, &fork.merged.commit_ref);
-        let held = self.groups.contains_key(group);
-        let head_epoch = match self.groups.get(group) {
-            Some(state) => state.epoch().as_u64(),
-            None => self.removed_at(group)?.unwrap_or(epoch.saturating_add(1)),
-        };
-        let head_prefix = if held {
-            self.provider.storage().group_entries(&group.to_openmls())?
-        } else {
-            Vec::new()
-        };
-        self.with_txn(|txn| {
-            txn.delete_prefix(DORMANT_NAMESPACE, &base)?;
-            let mut snapshots = Vec::with_capacity(metas.len());
-            // Every key outside the prefix the branch's merges changed, as the head has it.
-            let mut outside: BTreeMap<(String, Key), Option<Vec<u8>>> = BTreeMap::new();
-            for (snapshot_epoch, meta) in &metas {
-                let (prefix, undo) = epoch_snapshots::contents(txn, group, *snapshot_epoch)?;
-                for (namespace, key, _) in &undo {
-                    let now = txn.get(namespace, key)?;
-                    outside.insert((namespace.clone(), key.clone()), now);
-                }
-                let undo = undo
-                    .iter()
-                    .map(|(namespace, key, prior)| (namespace.as_str(), key, prior.as_deref()));
-                let at = base
-                    .clone()
-                    .with(SNAPSHOT_ENTRY)
-                    .with(snapshot_epoch.to_be_bytes());
-                epoch_snapshots::write_state(txn, DORMANT_NAMESPACE, &at, &prefix, undo)?;
-                let candidates = epoch_snapshots::candidates(txn, group, *snapshot_epoch)?;
-                // The Welcome goes with the metadata; `epoch_snapshots::store` splits it out again.
-                let mut meta = meta.clone();
-                meta.welcome = epoch_snapshots::welcome(txn, group, *snapshot_epoch, &meta)?;
-                snapshots.push((*snapshot_epoch, meta, candidates));
-            }
-            let head_outside = outside
-                .iter()
-                .map(|((namespace, key), value)| (namespace.as_str(), key, value.as_deref()));
-            let head = base.clone().with(HEAD_ENTRY);
-            epoch_snapshots::write_state(
-                txn,
-                DORMANT_NAMESPACE,
-                &head,
-                &head_prefix,
-                head_outside,
-            )?;
-            let meta = DormantMeta {
-                held,
-                head_epoch,
-                snapshots,
-            };
-            txn.put(
-                DORMANT_NAMESPACE,
-                base.clone().with(META_ENTRY),
-                codec::encode(&meta)?,
-            )?;
-            Ok(())
-        })
-    }
-
-    /// Inside the open transaction, with `group` put back in `epoch`: makes the branch left
-    /// there with the commit `merged_ref` the group's again, as it was left. False if no such
-    /// branch is kept (the device was never on it, or it is older than the window).
-    pub(crate) fn wake_dormant(
-        &mut self,
-        group: &GroupId,
-        epoch: u64,
-        merged_ref: &[u8],
-    ) -> Result<bool, MlsError> {
-        let base = base(group, epoch, merged_ref);
-        let Some(meta) = self.read(|txn| {
-            txn.get(DORMANT_NAMESPACE, &base.clone().with(META_ENTRY))?
-                .map(|bytes| codec::decode::<DormantMeta>(DORMANT_NAMESPACE, &bytes))
-                .transpose()
-        })?
-        else {
-            return Ok(false);
-        };
-        self.provider.storage().delete_group(&group.to_openmls())?;
-        self.with_txn(|txn| {
-            let (prefix, outside) = epoch_snapshots::read_state(
-                txn,
-                DORMANT_NAMESPACE,
-                &base.clone().with(HEAD_ENTRY),
-            )?;
-            for (key, value) in prefix {
-                txn.put(GROUP_NAMESPACE, key, value)?;
-            }
-            for (namespace, key, value) in outside {
-                match value {
-                    Some(value) => txn.put(&namespace, key, value)?,
-                    None => txn.delete(&namespace, key)?,
-                }
-            }
-            for (snapshot_epoch, snapshot_meta, candidates) in &meta.snapshots {
-                let at = base
-                    .clone()
-                    .with(SNAPSHOT_ENTRY)
-                    .with(snapshot_epoch.to_be_bytes());
-                let (prefix, undo) = epoch_snapshots::read_state(txn, DORMANT_NAMESPACE, &at)?;
-                let undo = undo
-                    .into_iter()
-                    .map(|(namespace, key, prior)| (namespace, key, prior.map(Zeroizing::new)))
-                    .collect();
-                epoch_snapshots::store(txn, group, *snapshot_epoch, &prefix, undo, snapshot_meta)?;
-                epoch_snapshots::set_candidates(txn, group, *snapshot_epoch, candidates)?;
-            }
-            txn.delete_prefix(DORMANT_NAMESPACE, &base)?;
-            Ok(())
-        })?;
-        if !meta.held {
-            // Left while removed on that branch: removed again.
-            self.forget_group(group)?;
-            self.mark_removed(group, meta.head_epoch)?;
+/// Inside the open transaction, before `group` is put back in `epoch`: keeps the branch it is
+/// on from that epoch on (`metas`: its snapshots from `epoch` on, oldest first), under the
+/// commit it merged there. `held`: whether the device holds the group at the head, at
+/// `head_epoch`, with the entries `head_prefix` of its `mls` prefix.
+pub(crate) fn keep(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    metas: &[(u64, SnapshotMeta)],
+    held: bool,
+    head_epoch: u64,
+    head_prefix: &[(Key, Vec<u8>)],
+) -> Result<(), MlsError> {
+    let Some((_, fork)) = metas.first() else {
+        return Ok(());
+    };
+    let base = base(group, epoch, &fork.merged.commit_ref);
+    txn.delete_prefix(DORMANT_NAMESPACE, &base)?;
+    let mut snapshots = Vec::with_capacity(metas.len());
+    // Every key outside the prefix the branch's merges changed, as the head has it.
+    let mut outside: BTreeMap<(String, Key), Option<Vec<u8>>> = BTreeMap::new();
+    for (snapshot_epoch, meta) in metas {
+        let (prefix, undo) = epoch_snapshots::contents(txn, group, *snapshot_epoch)?;
+        for (namespace, key, _) in &undo {
+            let now = txn.get(namespace, key)?;
+            outside.insert((namespace.clone(), key.clone()), now);
         }
-        self.reload_group(group)?;
-        Ok(true)
+        let undo = undo
+            .iter()
+            .map(|(namespace, key, prior)| (namespace.as_str(), key, prior.as_deref()));
+        let at = base
+            .clone()
+            .with(SNAPSHOT_ENTRY)
+            .with(snapshot_epoch.to_be_bytes());
+        epoch_snapshots::write_state(txn, DORMANT_NAMESPACE, &at, &prefix, undo)?;
+        let candidates = epoch_snapshots::candidates(txn, group, *snapshot_epoch)?;
+        // The Welcome goes with the metadata; `epoch_snapshots::store` splits it out again.
+        let mut meta = meta.clone();
+        meta.welcome = epoch_snapshots::welcome(txn, group, *snapshot_epoch, &meta)?;
+        snapshots.push((*snapshot_epoch, meta, candidates));
     }
+    let head_outside = outside
+        .iter()
+        .map(|((namespace, key), value)| (namespace.as_str(), key, value.as_deref()));
+    let head = base.clone().with(HEAD_ENTRY);
+    epoch_snapshots::write_state(txn, DORMANT_NAMESPACE, &head, head_prefix, head_outside)?;
+    let meta = DormantMeta {
+        held,
+        head_epoch,
+        snapshots,
+    };
+    txn.put(
+        DORMANT_NAMESPACE,
+        base.clone().with(META_ENTRY),
+        codec::encode(&meta)?,
+    )?;
+    Ok(())
+}
+
+/// The branch left at `epoch` with the commit `merged_ref`, if one is kept.
+pub(crate) fn dormant(
+    txn: &Transaction,
+    group: &GroupId,
+    epoch: u64,
+    merged_ref: &[u8],
+) -> Result<Option<DormantMeta>, MlsError> {
+    let base = base(group, epoch, merged_ref);
+    txn.get(DORMANT_NAMESPACE, &base.clone().with(META_ENTRY))?
+        .map(|bytes| codec::decode::<DormantMeta>(DORMANT_NAMESPACE, &bytes))
+        .transpose()
+}
+
+/// Inside the open transaction, with `group` put back in `epoch` and its `mls` prefix emptied:
+/// writes back the branch `meta` left there with the commit `merged_ref`, as it was left, and
+/// forgets it as dormant.
+pub(crate) fn restore(
+    txn: &mut Transaction,
+    group: &GroupId,
+    epoch: u64,
+    merged_ref: &[u8],
+    meta: &DormantMeta,
+) -> Result<(), MlsError> {
+    let base = base(group, epoch, merged_ref);
+    let (prefix, outside) =
+        epoch_snapshots::read_state(txn, DORMANT_NAMESPACE, &base.clone().with(HEAD_ENTRY))?;
+    for (key, value) in prefix {
+        txn.put(GROUP_NAMESPACE, key, value)?;
+    }
+    for (namespace, key, value) in outside {
+        match value {
+            Some(value) => txn.put(&namespace, key, value)?,
+            None => txn.delete(&namespace, key)?,
+        }
+    }
+    for (snapshot_epoch, snapshot_meta, candidates) in &meta.snapshots {
+        let at = base
+            .clone()
+            .with(SNAPSHOT_ENTRY)
+            .with(snapshot_epoch.to_be_bytes());
+        let (prefix, undo) = epoch_snapshots::read_state(txn, DORMANT_NAMESPACE, &at)?;
+        let undo = undo
+            .into_iter()
+            .map(|(namespace, key, prior)| (namespace, key, prior.map(Zeroizing::new)))
+            .collect();
+        epoch_snapshots::store(txn, group, *snapshot_epoch, &prefix, undo, snapshot_meta)?;
+        epoch_snapshots::set_candidates(txn, group, *snapshot_epoch, candidates)?;
+    }
+    txn.delete_prefix(DORMANT_NAMESPACE, &base)?;
+    Ok(())
 }

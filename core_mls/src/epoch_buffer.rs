@@ -18,12 +18,13 @@
 
 use spacepanda_core::{Key, Timestamp, Transaction};
 
+// The entry type is defined with the budget rule, which decides over entries.
+pub(crate) use crate::buffer_budget::BufferedMessage;
 use crate::buffer_budget::{self, Arrival};
-use crate::client::MlsClient;
 use crate::config::MlsConfig;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
-use crate::events::{DeliverySource, Disposition, Event, Output};
+use crate::events::DeliverySource;
 use crate::group_id::GroupId;
 
 /// Namespace of buffered envelopes.
@@ -31,19 +32,8 @@ pub(crate) const BUFFER_NAMESPACE: &str = "epoch_buffer";
 /// Namespace of the marks of buffered commits that wait for a proposal.
 pub(crate) const AWAITING_NAMESPACE: &str = "epoch_buffer_awaiting";
 
-/// One buffered envelope.
-#[derive(Debug, Clone)]
-pub(crate) struct BufferedMessage {
-    pub(crate) key: Key,
-    pub(crate) group: GroupId,
-    pub(crate) epoch: u64,
-    pub(crate) received_at: Timestamp,
-    /// The source that delivered it (`None`: unknown).
-    pub(crate) source: Option<Vec<u8>>,
-    pub(crate) envelope_bytes: Vec<u8>,
-}
-
-fn key(group: &GroupId, epoch: u64, envelope: &Envelope) -> Key {
+/// The key of `envelope`'s entry for `group` at `epoch`.
+pub(crate) fn key(group: &GroupId, epoch: u64, envelope: &Envelope) -> Key {
     Key::from_segments([
         group.as_slice(),
         &epoch.to_be_bytes(),
@@ -244,95 +234,6 @@ pub(crate) fn expire(
         }
     }
     Ok(dropped)
-}
-
-impl MlsClient {
-    /// Keeps `envelope` for `group` at `epoch` until the group can process it (one
-    /// transaction). `buffered`: it already is in the buffer and stays there.
-    pub(crate) fn buffer(
-        &mut self,
-        envelope: &Envelope,
-        group: &GroupId,
-        epoch: u64,
-        buffered: Option<&BufferedMessage>,
-    ) -> Result<Output, MlsError> {
-        self.buffer_marked(envelope, group, epoch, buffered, false)
-    }
-
-    /// [`buffer`](Self::buffer) for a commit that references a proposal not received yet: it
-    /// is marked, so that `tick` gives up on it after `commit_proposal_wait`.
-    pub(crate) fn buffer_awaiting_proposal(
-        &mut self,
-        envelope: &Envelope,
-        group: &GroupId,
-        epoch: u64,
-        buffered: Option<&BufferedMessage>,
-    ) -> Result<Output, MlsError> {
-        let output = self.buffer_marked(envelope, group, epoch, buffered, true)?;
-        // A proposal refused in that epoch may be the one it waits for: `tick` checks.
-        let now = self.now();
-        self.refused.commit_waits(group, epoch, now);
-        Ok(output)
-    }
-
-    fn buffer_marked(
-        &mut self,
-        envelope: &Envelope,
-        group: &GroupId,
-        epoch: u64,
-        buffered: Option<&BufferedMessage>,
-        awaiting_proposal: bool,
-    ) -> Result<Output, MlsError> {
-        let mut output = Output {
-            disposition: Disposition::Buffered,
-            ..Output::default()
-        };
-        let now = self.now();
-        let entry_key = key(group, epoch, envelope);
-        if buffered.is_some() {
-            // Already in the buffer, still not processable: leave it there.
-            if awaiting_proposal {
-                self.transaction(None, |client| {
-                    client.with_txn(|txn| mark_awaiting(txn, &entry_key, now))
-                })?;
-            }
-            return Ok(output);
-        }
-        let evicted = self.transaction(None, |client| {
-            let held: std::collections::BTreeMap<GroupId, u64> = client
-                .groups
-                .iter()
-                .map(|(id, g)| (id.clone(), g.epoch().as_u64()))
-                .collect();
-            let held_epoch = |g: &GroupId| held.get(g).copied();
-            let config = client.config.clone();
-            let source = client.source.clone();
-            client.with_txn(|txn| {
-                let evicted = push(
-                    txn,
-                    &config,
-                    &held_epoch,
-                    group,
-                    epoch,
-                    envelope,
-                    source.as_ref(),
-                    now,
-                )?;
-                // Evicted at once when over the bounds: then there is nothing to mark.
-                if awaiting_proposal && txn.get(BUFFER_NAMESPACE, &entry_key)?.is_some() {
-                    mark_awaiting(txn, &entry_key, now)?;
-                }
-                Ok(evicted)
-            })
-        })?;
-        if evicted > 0 {
-            output.events.push(Event::BufferedDropped {
-                group: self.groups.contains_key(group).then(|| group.clone()),
-                count: evicted,
-            });
-        }
-        Ok(output)
-    }
 }
 
 #[cfg(test)]

@@ -436,13 +436,6 @@ pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Resu
     Ok(())
 }
 
-/// Deletes the snapshot of `epoch` and the branches left from it (`dormant_branches`): no
-/// rollback can reach that epoch any more.
-pub(crate) fn expire(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
-    delete(txn, group, epoch)?;
-    crate::dormant_branches::forget_epoch(txn, group, epoch)
-}
-
 /// Records an application message this device encrypted in `epoch`.
 pub(crate) fn log_sent(
     txn: &mut Transaction,

@@ -52,7 +52,7 @@ use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
 use crate::signed_context::{decode_history, encode_history};
 use crate::storage::codec;
-use crate::{deferred_sends, epoch_snapshots, seen_messages};
+use crate::{deferred_sends, dormant_branches, epoch_snapshots, seen_messages};
 
 /// A GroupInfo envelope is at most this large (a 1 000-member tree is about 600 KB).
 const MAX_GROUP_INFO_LEN: usize = 4 * 1024 * 1024;
@@ -481,7 +481,7 @@ impl MlsClient {
                 }
             }
             for (epoch, _) in metas {
-                epoch_snapshots::expire(txn, group, epoch)?;
+                dormant_branches::expire_snapshot(txn, group, epoch)?;
             }
             // The branch left; the GroupInfo's history says where the group went.
             branch_lineage::forget(txn, group)?;

@@ -25,12 +25,14 @@ pub(crate) use crate::branch_order::{
     tag_matches, tag_outgoing,
 };
 use crate::client::MlsClient;
+use crate::commit_log;
 use crate::deferred_sends;
+use crate::dormant_branches;
 use crate::envelope::Envelope;
-use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots::{self, OwnCommit};
+use crate::epoch_buffer::{self, BufferedMessage};
+use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
-use crate::events::{Event, Output};
+use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::storage::key_layout::GROUP_NAMESPACE;
@@ -194,6 +196,30 @@ impl MlsClient {
         })
     }
 
+    /// A commit of past epoch `epoch` with no snapshot left: if this device judged it before
+    /// (merged it, or refused it as superseded), it is a duplicate — its de-duplication record
+    /// may simply have expired — and not a sign of a fork. `buffered` is removed then.
+    pub(crate) fn judged_before(
+        &mut self,
+        group: &GroupId,
+        epoch: u64,
+        envelope: &Envelope,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Option<Output>, MlsError> {
+        if !self.read(|txn| commit_log::judged(txn, group, epoch, envelope.id()))? {
+            return Ok(None);
+        }
+        if let Some(entry) = buffered {
+            self.transaction(None, |client| {
+                client.with_txn(|txn| epoch_buffer::remove(txn, entry))
+            })?;
+        }
+        Ok(Some(Output {
+            disposition: Disposition::Duplicate,
+            ..Output::default()
+        }))
+    }
+
     /// A commit for a past epoch with no snapshot: counted, refused.
     pub(crate) fn fork_outside_window(
         &mut self,
@@ -339,6 +365,32 @@ impl MlsClient {
                 self.add_members(group, &still_missing)
             }
         }
+    }
+
+    /// Inside the open transaction, before `group` is put back in `epoch`: keeps the branch it
+    /// is on from that epoch on, under the commit it merged there (see `dormant_branches`).
+    pub(crate) fn keep_dormant(&mut self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
+        let metas: Vec<(u64, SnapshotMeta)> = self
+            .read(|txn| epoch_snapshots::metas(txn, group))?
+            .into_iter()
+            .filter(|(e, _)| *e >= epoch)
+            .collect();
+        if metas.is_empty() {
+            return Ok(());
+        }
+        let held = self.groups.contains_key(group);
+        let head_epoch = match self.groups.get(group) {
+            Some(state) => state.epoch().as_u64(),
+            None => self.removed_at(group)?.unwrap_or(epoch.saturating_add(1)),
+        };
+        let head_prefix = if held {
+            self.provider.storage().group_entries(&group.to_openmls())?
+        } else {
+            Vec::new()
+        };
+        self.with_txn(|txn| {
+            dormant_branches::keep(txn, group, epoch, &metas, held, head_epoch, &head_prefix)
+        })
     }
 
     /// Inside the open transaction: puts `group` back in `epoch` from its snapshot and deletes

@@ -16,7 +16,8 @@ use tls_codec::Serialize as _;
 
 use crate::app_message::AppMessage;
 use crate::branch_order::CommitRank;
-use crate::client::{CIPHERSUITE, MlsClient};
+use crate::client::MlsClient;
+use crate::config::CIPHERSUITE;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;

@@ -11,7 +11,7 @@ use openmls::treesync::errors::LifetimeError;
 use spacepanda_core::Timestamp;
 use tls_codec::Deserialize as _;
 
-use crate::client::CIPHERSUITE;
+use crate::config::CIPHERSUITE;
 use crate::error::MlsError;
 use crate::member_verification::MemberCache;
 

@@ -25,9 +25,14 @@
 //!
 //! # Design
 //!
-//! - `client` opens the engine, owns the outbox and inbox, and `tick`; `operation` the
-//!   one-operation-one-transaction rule (every public operation, with what it sets off, commits
-//!   once; steps that may fail on their own run from savepoints);
+//! - layers: records and pure rules at the bottom (a record kept in the transaction, or a
+//!   decision over one, taking what it needs as arguments: `epoch_buffer`, `commit_log`,
+//!   `epoch_snapshots`, `key_package_manager`, `config`, …), the operations above them (the
+//!   `impl MlsClient` blocks below), the `client` façade on top; a record module never imports
+//!   an operation or `client` (docs/ARCHITECTURE.md, "Layers");
+//! - `client` opens the engine, owns the outbox and inbox, and `tick` (`client::tick`);
+//!   `client::operation` the one-operation-one-transaction rule (every public operation, with
+//!   what it sets off, commits once; steps that may fail on their own run from savepoints);
 //! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
 //!   on its own; `welcome_handler` joins; `external_join` rejoins (or joins a new device of a
 //!   member user) by external commit, and checks the external commits of others;
@@ -37,14 +42,14 @@
 //!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
 //! - `delivery` is where envelopes enter, with the [`DeliverySource`] that delivered them;
-//!   `epoch_buffer` keeps what cannot be processed yet, within `buffer_budget`'s shares per
+//!   `epoch_buffer` keeps what cannot be processed yet (`buffering` puts it there), within `buffer_budget`'s shares per
 //!   source (junk from one peer cannot push out what others delivered; a full share is
 //!   [`MlsError::BufferFull`]); `commit_log` remembers every commit judged (an old one replayed
 //!   is a duplicate, not a fork) and the recent merged ones ([`MlsClient::recent_commits`]);
 //!   `missing_commit` reports a group stuck behind a commit it lacks ([`Event::MissingCommit`]);
-//! - `commit_wait` gives up on a commit whose proposal was refused or never came
-//!   ([`Event::CommitAbandoned`]); `deadlines` pins one time per operation and computes
-//!   [`MlsClient::next_deadline`];
+//! - `commit_abandonment` gives up on a commit whose proposal was refused (remembered by
+//!   `commit_wait`) or never came ([`Event::CommitAbandoned`]); `deadlines` pins one time per
+//!   operation, and `client::tick` computes [`MlsClient::next_deadline`] from the records;
 //! - `engine_crypto` is OpenMLS's crypto provider: RustCrypto's primitives, and one generator
 //!   for every random draw, seeded from the OS ([`MlsClient::open`]) or by a test
 //!   ([`MlsClient::open_seeded`], so a run replays exactly);
@@ -152,7 +157,9 @@ mod app_message;
 mod branch_lineage;
 mod branch_order;
 mod buffer_budget;
+mod buffering;
 mod client;
+mod commit_abandonment;
 mod commit_log;
 mod commit_policy;
 mod commit_wait;
@@ -177,7 +184,6 @@ mod key_package_validation;
 mod member_verification;
 mod message_processor;
 mod missing_commit;
-mod operation;
 mod outbox;
 mod seen_messages;
 mod signed_context;
@@ -189,8 +195,8 @@ mod atomicity_tests;
 #[cfg(test)]
 mod forged_welcome_tests;
 
-pub use client::{CIPHERSUITE, MlsClient};
-pub use config::MlsConfig;
+pub use client::MlsClient;
+pub use config::{CIPHERSUITE, MlsConfig};
 pub use envelope::{Envelope, EnvelopeId, EnvelopeKind};
 pub use events::{
     AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId,

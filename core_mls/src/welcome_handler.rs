@@ -30,9 +30,12 @@ use crate::fork_resolution::{self, BranchHistory, BranchOrder, parting_epoch};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::key_package_manager::UnknownKeyPackageHint;
+use crate::key_package_manager::ledger::JOINED_BY_PACKAGE_NAMESPACE;
 use crate::key_package_manager::{self, ledger};
 use crate::storage::codec;
-use crate::{branch_lineage, commit_log, deferred_sends, epoch_snapshots, seen_messages};
+use crate::{
+    branch_lineage, commit_log, deferred_sends, dormant_branches, epoch_snapshots, seen_messages,
+};
 use serde::{Deserialize, Serialize};
 use spacepanda_core::Key;
 
@@ -119,10 +122,6 @@ pub(crate) fn rewind_join_record(
         }
     }
 }
-
-/// Which group each of our single-use key packages joined: `[key package ref]` → group id.
-/// Kept as long as the package's private keys (deleted by the key package pruning).
-pub(crate) const JOINED_BY_PACKAGE_NAMESPACE: &str = "kp_joined_group";
 
 impl MlsClient {
     pub(crate) fn handle_welcome(
@@ -351,7 +350,7 @@ impl MlsClient {
                         // What this device added or removed there is done again once it
                         // is in.
                         epoch_snapshots::queue_membership_change(txn, &group_id, &meta)?;
-                        epoch_snapshots::expire(txn, &group_id, kept)?;
+                        dormant_branches::expire_snapshot(txn, &group_id, kept)?;
                     }
                 }
                 // Likewise the lineage from before the window; an external join made before

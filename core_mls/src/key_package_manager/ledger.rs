@@ -11,6 +11,10 @@ use crate::error::MlsError;
 
 /// Namespace of ledger records.
 pub(crate) const LEDGER_NAMESPACE: &str = "kp_ledger";
+/// Which group each of our single-use key packages joined: `[key package ref]` → group id.
+/// Kept as long as the package's private keys (deleted by the key package pruning).
+pub(crate) const JOINED_BY_PACKAGE_NAMESPACE: &str = "kp_joined_group";
+
 const RECORD_VERSION: u8 = 1;
 /// A record holds one public key package (≈ 350 bytes with a SpacePanda credential).
 const MAX_RECORD_LEN: usize = 16 * 1024;

@@ -61,47 +61,10 @@ use tls_codec::{Deserialize as _, Serialize as _};
 pub use ledger::KeyPackageState;
 pub(crate) use ledger::LedgerEntry;
 
+// The policy is part of the configuration, which sits below this module.
+pub use crate::config::PoolPolicy;
+
 use crate::error::MlsError;
-
-/// Pool policy of this device's key packages; each field says what it does and its default
-/// (the whole lifecycle: docs/ARCHITECTURE.md, "Key package lifecycle").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolPolicy {
-    /// Fresh (non-last-resort) packages to keep available (default 32).
-    pub target: usize,
-    /// Refill when fewer than this percentage of `target` remain offered (default 25).
-    pub low_watermark_percent: u8,
-    /// Lifetime written into each package (default 14 days).
-    pub lifetime: Duration,
-    /// Stop offering a package this long after it was made and make a new one (default 7 days).
-    pub rotate_after: Duration,
-    /// Keep private keys this long past `not_after`, for Welcomes already in flight (default 1 day).
-    pub grace: Duration,
-    /// Keep tombstones of pruned packages this long, so a late Welcome is told why it fails
-    /// (default 90 days).
-    pub tombstone_retention: Duration,
-}
-
-impl Default for PoolPolicy {
-    fn default() -> Self {
-        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-        Self {
-            target: 32,
-            low_watermark_percent: 25,
-            lifetime: 14 * DAY,
-            rotate_after: 7 * DAY,
-            grace: DAY,
-            tombstone_retention: 90 * DAY,
-        }
-    }
-}
-
-impl PoolPolicy {
-    /// The offered count below which the pool is refilled.
-    pub fn low_watermark(&self) -> usize {
-        (self.target * usize::from(self.low_watermark_percent)).div_ceil(100)
-    }
-}
 
 /// What a UI shows about the pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -345,7 +308,7 @@ pub(crate) fn prune(
             delete_private_keys(provider, &entry.key_package_ref)?;
             storage.with_transaction(|txn| {
                 txn.delete(
-                    crate::welcome_handler::JOINED_BY_PACKAGE_NAMESPACE,
+                    ledger::JOINED_BY_PACKAGE_NAMESPACE,
                     spacepanda_core::Key::from_segment(&entry.key_package_ref),
                 )?;
                 Ok(())

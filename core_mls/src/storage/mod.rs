@@ -168,7 +168,7 @@ impl KvStorageProvider {
 
     /// Starts the transaction every following write goes through.
     ///
-    /// Only `MlsClient::transaction` (in `operation`) calls it: it commits or rolls back, and
+    /// Only `MlsClient::transaction` (in `client::operation`) calls it: it commits or rolls back, and
     /// turns calls made while a transaction is open into savepoints.
     pub(crate) fn begin(&self) -> Result<(), MlsError> {
         let mut slot = self.lock();

@@ -1,20 +1,24 @@
-//! `MlsClient`: one device's MLS engine. Opening, the outbox and time-driven policy live here;
-//! the one-operation-one-transaction rule in `operation`; groups, Welcomes and incoming
-//! messages are handled in `group_manager`, `welcome_handler` and `message_processor`.
+//! `MlsClient`: one device's MLS engine, the façade over everything else. Opening, the outbox
+//! and inbox, the key package pool and the one time per operation live here; the
+//! one-operation-one-transaction rule in [`operation`]; time-driven policy (`tick`,
+//! `next_deadline`) in `tick`. Groups, Welcomes and incoming messages are handled in the
+//! operations below it: `group_manager`, `welcome_handler`, `message_processor` and others.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use core_identity::{DeviceIdentity, VerifiedMember};
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, CredentialWithKey, MlsGroup, MlsGroupJoinConfig,
-    OpenMlsProvider as _, SenderRatchetConfiguration,
+    BasicCredential, CredentialWithKey, MlsGroup, MlsGroupJoinConfig, OpenMlsProvider as _,
+    SenderRatchetConfiguration,
 };
 use spacepanda_core::{Clock, SharedStore, Timestamp, Transaction};
 
-use crate::config::MlsConfig;
+use crate::config::{CIPHERSUITE, MlsConfig};
+use crate::deadlines::OperationGuard;
+use crate::envelope::Envelope;
 use crate::error::MlsError;
-use crate::events::{DeliveryId, Event, Outbound, OutboxId, Output};
+use crate::events::{DeliveryId, Event, Outbound, OutboxId};
 use crate::group_id::GroupId;
 use crate::key_package_manager::{
     self, DeviceSigner, KeyPackageAuthor, PoolStatus, PublishableKeyPackage, ledger,
@@ -22,10 +26,10 @@ use crate::key_package_manager::{
 use crate::member_verification::MemberCache;
 use crate::provider::SpacePandaProvider;
 use crate::storage::key_layout::GROUP_NAMESPACE;
-use crate::{app_inbox, commit_log, epoch_buffer, outbox, seen_messages};
+use crate::{app_inbox, commit_log, outbox, seen_messages};
 
-/// The one ciphersuite SpacePanda speaks.
-pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+pub(crate) mod operation;
+mod tick;
 
 /// One device's MLS engine. See the [crate docs](crate) for the model.
 pub struct MlsClient {
@@ -42,7 +46,7 @@ pub struct MlsClient {
     /// Commits refused as older than the fork window, per group (reported by `tick`).
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
     /// What the open operation touched, for its rollback (see `operation`).
-    pub(crate) operation: crate::operation::Bookkeeping,
+    pub(crate) operation: operation::Bookkeeping,
     /// Proposals refused in the current epochs (`tick` gives up on commits that reference one).
     pub(crate) refused: crate::commit_wait::RefusedProposals,
     /// The time of the public operation running, if one runs (see [`now`](Self::now)).
@@ -127,7 +131,7 @@ impl MlsClient {
             members: MemberCache::default(),
             recipients: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
-            operation: crate::operation::Bookkeeping::default(),
+            operation: operation::Bookkeeping::default(),
             refused: crate::commit_wait::RefusedProposals::default(),
             time: crate::deadlines::OperationTime::default(),
             source: None,
@@ -155,6 +159,17 @@ impl MlsClient {
     /// (the time given to [`tick`](Self::tick)); otherwise the clock's. See `deadlines`.
     pub fn now(&self) -> Timestamp {
         self.time.current().unwrap_or_else(|| self.clock.now())
+    }
+
+    /// Starts a public operation: until the guard drops, [`now`](Self::now) is the clock's
+    /// time read here (or the enclosing operation's).
+    pub(crate) fn operation(&self) -> OperationGuard {
+        self.time.pin(|| self.clock.now())
+    }
+
+    /// Starts a public operation that runs at `at` (`tick`).
+    pub(crate) fn operation_at(&self, at: Timestamp) -> OperationGuard {
+        self.time.pin(|| at)
     }
 
     pub(crate) fn join_config(&self) -> MlsGroupJoinConfig {
@@ -273,6 +288,34 @@ impl MlsClient {
             seen_messages::record_envelope(txn, envelope.seen_id(), now)?;
             outbox::push(txn, to, envelope)
         })
+    }
+
+    /// Inside the open transaction: records the commit of `epoch` that was just merged.
+    pub(crate) fn log_merged_commit(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        envelope: &Envelope,
+    ) -> Result<(), MlsError> {
+        let keep = self.config.fork_window_epochs;
+        let now = self.now();
+        self.with_txn(|txn| commit_log::record_merged(txn, group, epoch, envelope, keep, now))
+    }
+
+    /// The envelope bytes of the commits this device merged in `group` from epoch
+    /// `from_epoch` on, oldest first, as far back as `fork_window_epochs`: what a member that
+    /// reported [`Event::MissingCommit`](crate::Event::MissingCommit) for `from_epoch` needs
+    /// to catch up (each one is an ordinary envelope for
+    /// [`handle_envelope`](Self::handle_envelope)). Commits older than that are not kept, and
+    /// the list stops at the first epoch this device did not merge a commit of (it joined
+    /// later, or rolled back). Reads only.
+    pub fn recent_commits(
+        &self,
+        group: &GroupId,
+        from_epoch: u64,
+    ) -> Result<Vec<Vec<u8>>, MlsError> {
+        let current = self.epoch(group)?;
+        self.read(|txn| commit_log::recent(txn, group, from_epoch, current))
     }
 
     /// Envelopes produced but not yet acknowledged with [`ack_sent`](Self::ack_sent), oldest
@@ -461,81 +504,4 @@ impl MlsClient {
             self.now(),
         ))
     }
-
-    // ---- time-driven policy ---------------------------------------------------------------
-
-    /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
-    /// expired buffered messages and old de-duplication records, gives up on commits that wait
-    /// for a proposal that was refused or did not come, drops messages waiting for a group
-    /// that cannot come back, and self-updates in groups where our leaf is older than
-    /// `self_update_after` (or pending proposals are ours to commit), all in one transaction.
-    /// Everything it does, including the commits it makes, happens at `now`.
-    ///
-    /// Call it at [`next_deadline`](Self::next_deadline) (and not in between: before the
-    /// deadline it has nothing to do). After the device was asleep, let the network deliver
-    /// what it holds first: a commit whose proposal is among it then completes instead of
-    /// being given up.
-    pub fn tick(&mut self, now: Timestamp) -> Result<Output, MlsError> {
-        let _time = self.operation_at(now);
-        // Reporting marks refusals as reported: undone if the tick fails and its events are lost.
-        let reported = self.outside_window.clone();
-        let result = self.transaction(None, |client| client.tick_steps(now));
-        if result.is_err() {
-            self.outside_window = reported;
-        }
-        result
-    }
-
-    fn tick_steps(&mut self, now: Timestamp) -> Result<Output, MlsError> {
-        let mut output = Output::default();
-        // Before expiry: a waiting commit that would expire is reported as abandoned.
-        output.events.extend(self.give_up_waiting_commits(now)?);
-        let policy = self.config.key_packages.clone();
-        upkeep(self, &policy, now, &mut output)?;
-        // After buffer expiry: what expired no longer waits for a commit.
-        output.events.extend(self.report_missing_commits(now)?);
-        output.events.extend(self.report_outside_window());
-        output.events.extend(self.confirm_external_joins(now)?);
-        output.events.extend(self.drop_unsendable()?);
-        // Own commits queued by a rollback and not re-issued yet (a store of an older build,
-        // which committed the rollback and the re-issue separately).
-        for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {
-            output.extend(self.reissue_commits(&group)?);
-        }
-        for group in self.groups() {
-            if self.self_update_due(&group, now)? {
-                output.extend(self.self_update(&group)?);
-            }
-        }
-        Ok(output)
-    }
-}
-
-/// `tick`'s upkeep inside its transaction: key package rotation, pruning and refill, snapshot,
-/// de-duplication and buffer expiry.
-fn upkeep(
-    client: &mut MlsClient,
-    policy: &key_package_manager::PoolPolicy,
-    now: Timestamp,
-    output: &mut Output,
-) -> Result<(), MlsError> {
-    client.with_txn(|txn| key_package_manager::rotate(txn, policy, now))?;
-    key_package_manager::prune(&client.provider, policy, client.config.fork_window, now)?;
-    client.expire_snapshots(now)?;
-    client.forget_dead_commit_logs()?;
-    let dropped = client.with_txn(|txn| {
-        seen_messages::expire(txn, client.config.dedup_retention, now)?;
-        epoch_buffer::expire(txn, &client.config, now)
-    })?;
-    for (group, count) in dropped {
-        let group = client.groups.contains_key(&group).then_some(group);
-        output.events.push(Event::BufferedDropped { group, count });
-    }
-    let created = client.replenish_key_packages_at(now)?;
-    if created > 0 {
-        output
-            .events
-            .push(Event::KeyPackagesReplenished { created });
-    }
-    Ok(())
 }
