@@ -195,9 +195,7 @@ impl MlsClient {
                 }),
                 None,
             )?;
-            client.with_txn(|txn| {
-                epoch_snapshots::set_carried_removals(txn, group, commit_epoch, carried.clone())
-            })?;
+            client.record_carried_removals(group, commit_epoch, carried.clone())?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -321,9 +319,7 @@ impl MlsClient {
             let epoch = mls_group.epoch().as_u64();
             let commit = client.commit_envelope(group, commit_epoch, &rank, commit)?;
             client.finish_snapshot(group, snapshot, rank, commit.to_bytes(), Some(intent), None)?;
-            client.with_txn(|txn| {
-                epoch_snapshots::set_carried_removals(txn, group, commit_epoch, carried.clone())
-            })?;
+            client.record_carried_removals(group, commit_epoch, carried.clone())?;
             client.record_leaf_update(group, now)?;
             let outbound = client.queue_outbound(
                 Recipients {
@@ -388,14 +384,11 @@ impl MlsClient {
                 Some(OwnCommit::SelfUpdate),
                 None,
             )?;
-            client.with_txn(|txn| {
-                epoch_snapshots::set_carried_removals(
-                    txn,
-                    group,
-                    commit_epoch,
-                    device_pairs(&removed_by_pending),
-                )
-            })?;
+            client.record_carried_removals(
+                group,
+                commit_epoch,
+                device_pairs(&removed_by_pending),
+            )?;
             client.record_leaf_update(group, now)?;
             let mut output = Output::default();
             if !recipients.is_empty() {
@@ -632,6 +625,20 @@ fn stage_commit<'a>(
         .map_err(|e| MlsError::openmls(what, e))?
         .stage_commit(provider)
         .map_err(|e| MlsError::openmls(what, e))
+}
+
+impl MlsClient {
+    /// Inside the open transaction, after `finish_snapshot` of the own commit out of `epoch`:
+    /// the devices it removed by pending proposals it carried (see
+    /// `SnapshotMeta::carried_removals`).
+    fn record_carried_removals(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        devices: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), MlsError> {
+        self.with_txn(|txn| epoch_snapshots::set_carried_removals(txn, group, epoch, devices))
+    }
 }
 
 /// `(user id, device id)` bytes of `members`, as [`OwnCommit`] and the snapshot metadata
