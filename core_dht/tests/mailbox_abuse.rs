@@ -304,10 +304,17 @@ async fn a_holder_that_alters_envelopes_is_caught_and_the_message_still_arrives(
             .await,
         "the honest holders' copy arrives"
     );
+    // The report comes with the fetch round, which may end after the message's event (or
+    // after a copy pushed directly once bob is back): waited for, with the same bound.
+    let reported = bob
+        .wait_until(BOUND, |d| {
+            d.notices
+                .iter()
+                .any(|notice| matches!(notice, NodeEvent::AlteredByHolder { envelopes: 1 }))
+        })
+        .await;
     assert!(
-        bob.notices
-            .iter()
-            .any(|notice| matches!(notice, NodeEvent::AlteredByHolder { envelopes: 1 })),
+        reported,
         "the altered copy was caught and reported: {:?}",
         bob.notices
     );
