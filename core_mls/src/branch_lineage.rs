@@ -15,11 +15,18 @@
 //! device leaves the branch (an external join, a Welcome onto another branch) or stops
 //! holding the group.
 //!
+//! Learned commits: [`LEARNED_NAMESPACE`] `[group id, epoch (u64 BE)]` →
+//! [`EpochBranch`](crate::branch_order::EpochBranch) (CBOR): commits of an epoch that other
+//! members judged there and this device never saw, from the signed claims of the commits it
+//! merged (`signed_context`), with the merged commit they were judged against. They are added
+//! to the epoch's `others` wherever this device's branch merged that same commit, and go
+//! with the lineage (trimmed at the same age, dropped when it is).
+//!
 //! Invariant: this module knows nothing of OpenMLS; it keeps ranks the fork rule computed.
 
 use spacepanda_core::{Key, Transaction};
 
-use crate::branch_order::BranchHistory;
+use crate::branch_order::{BranchHistory, EpochBranch};
 use crate::dormant_branches;
 use crate::epoch_snapshots::{self, epoch_key, epoch_of};
 use crate::error::MlsError;
@@ -28,6 +35,13 @@ use crate::storage::codec;
 
 /// Where lineage entries live.
 pub(crate) const NAMESPACE: &str = "branch_lineage";
+
+/// Where learned commits live.
+pub(crate) const LEARNED_NAMESPACE: &str = "branch_lineage_learned";
+
+/// How many learned commits one epoch keeps at most: a member's claim cannot grow this
+/// device's records without bound.
+const LEARNED_PER_EPOCH: usize = 16;
 
 /// How many epochs back the lineage reaches. A fork older than that is judged on the two
 /// branches' current states (`rejoin_advice`). About 70 bytes an epoch in every GroupInfo
@@ -48,6 +62,7 @@ pub(crate) fn retire_snapshot(
         // this one (a jump by Welcome trims in `keep_common_prefix`); no scan per commit.
         if let Some(old) = epoch.checked_sub(LINEAGE_EPOCHS + 1) {
             txn.delete(NAMESPACE, epoch_key(group, old))?;
+            txn.delete(LEARNED_NAMESPACE, epoch_key(group, old))?;
         }
     }
     dormant_branches::expire_snapshot(txn, group, epoch)
@@ -69,7 +84,68 @@ pub(crate) fn read(txn: &Transaction, group: &GroupId) -> Result<BranchHistory, 
 /// Drops the whole lineage of `group` (this device left that branch or the group).
 pub(crate) fn forget(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
     txn.delete_prefix(NAMESPACE, &Key::from_segment(group.as_slice()))?;
+    txn.delete_prefix(LEARNED_NAMESPACE, &Key::from_segment(group.as_slice()))?;
     Ok(())
+}
+
+/// The commits learned of `group`'s epochs, oldest epoch first: each with the merged commit
+/// they were judged against.
+pub(crate) fn learned(txn: &Transaction, group: &GroupId) -> Result<BranchHistory, MlsError> {
+    let mut learned = Vec::new();
+    for (key, bytes) in txn.scan_prefix(LEARNED_NAMESPACE, &Key::from_segment(group.as_slice()))? {
+        let epoch = epoch_of(&key).ok_or(MlsError::corrupted(
+            LEARNED_NAMESPACE,
+            "learned key has no epoch",
+        ))?;
+        learned.push((epoch, codec::decode(LEARNED_NAMESPACE, &bytes)?));
+    }
+    learned.sort_by_key(|(epoch, _)| *epoch);
+    Ok(learned)
+}
+
+/// Inside the open transaction, on a commit this device merged: what its committer judged
+/// (`theirs`) of epochs where `ours` (this device's branch history) merged the same commit.
+/// Keeps every commit of those epochs that `ours` does not know; returns how many.
+pub(crate) fn learn(
+    txn: &mut Transaction,
+    group: &GroupId,
+    ours: &BranchHistory,
+    theirs: &BranchHistory,
+) -> Result<usize, MlsError> {
+    let mut count = 0;
+    for (epoch, their_branch) in theirs {
+        let Some((_, our_branch)) = ours.iter().find(|(e, _)| e == epoch) else {
+            continue;
+        };
+        if our_branch.merged.commit_ref != their_branch.merged.commit_ref {
+            continue;
+        }
+        let key = epoch_key(group, *epoch);
+        let mut kept: EpochBranch = match txn.get(LEARNED_NAMESPACE, &key)? {
+            Some(bytes) => codec::decode(LEARNED_NAMESPACE, &bytes)?,
+            None => EpochBranch {
+                merged: our_branch.merged.clone(),
+                others: Vec::new(),
+            },
+        };
+        let before = kept.others.len();
+        for rank in &their_branch.others {
+            let known = rank.commit_ref == our_branch.merged.commit_ref
+                || our_branch
+                    .others
+                    .iter()
+                    .any(|o| o.commit_ref == rank.commit_ref)
+                || kept.others.iter().any(|o| o.commit_ref == rank.commit_ref);
+            if !known && kept.others.len() < LEARNED_PER_EPOCH {
+                kept.others.push(rank.clone());
+            }
+        }
+        if kept.others.len() > before {
+            count += kept.others.len() - before;
+            txn.put(LEARNED_NAMESPACE, key, codec::encode(&kept)?)?;
+        }
+    }
+    Ok(count)
 }
 
 /// On a Welcome that puts this device on the branch `theirs` describes: keeps only the part

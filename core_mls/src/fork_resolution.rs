@@ -115,6 +115,23 @@ impl MlsClient {
                 self.read(|txn| epoch_snapshots::epoch_branch(txn, group, epoch, meta.merged))?;
             history.insert(epoch, branch);
         }
+        // Commits other members judged beside the one this device merged: the winner of an
+        // epoch is a function of the whole set.
+        for (epoch, learned) in self.read(|txn| branch_lineage::learned(txn, group))? {
+            if let Some(branch) = history.get_mut(&epoch)
+                && branch.merged.commit_ref == learned.merged.commit_ref
+            {
+                for rank in learned.others {
+                    if !branch
+                        .others
+                        .iter()
+                        .any(|o| o.commit_ref == rank.commit_ref)
+                    {
+                        branch.others.push(rank);
+                    }
+                }
+            }
+        }
         // A history received with a Welcome or GroupInfo reaches as far back as the sender's
         // lineage did; this device passes on no more than its own would hold.
         let newest = history.keys().next_back().copied().unwrap_or(0);
@@ -122,6 +139,41 @@ impl MlsClient {
             .into_iter()
             .filter(|(epoch, _)| epoch.saturating_add(branch_lineage::LINEAGE_EPOCHS) >= newest)
             .collect())
+    }
+
+    /// What a commit this device makes in `epoch` of `group` tells the members of the epochs
+    /// before it (its signed claim, `signed_context`): those where this device knows of more
+    /// than one commit, the newest `JUDGED_EPOCHS`.
+    pub(crate) fn contested_history(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+    ) -> Result<BranchHistory, MlsError> {
+        let mut contested: BranchHistory = self
+            .branch_history(group)?
+            .into_iter()
+            .filter(|(e, branch)| *e < epoch && !branch.others.is_empty())
+            .collect();
+        let surplus = contested
+            .len()
+            .saturating_sub(crate::signed_context::JUDGED_EPOCHS);
+        contested.drain(..surplus);
+        Ok(contested)
+    }
+
+    /// Inside the open transaction, after merging a commit whose committer's claim says what it
+    /// judged (`judged`): keeps what this device did not know of the same epochs.
+    pub(crate) fn learn_judged(
+        &self,
+        group: &GroupId,
+        judged: &BranchHistory,
+    ) -> Result<(), MlsError> {
+        if judged.is_empty() {
+            return Ok(());
+        }
+        let ours = self.branch_history(group)?;
+        self.with_txn(|txn| branch_lineage::learn(txn, group, &ours, judged))?;
+        Ok(())
     }
 
     /// Application messages the app sent in `group` that wait for a pending membership change

@@ -443,6 +443,12 @@ impl MlsClient {
                     staged.group_context().confirmed_transcript_hash().to_vec()
                 };
                 let epoch_tag = fork_resolution::branch_tag(self.group(group)?);
+                let judged = if self_removed {
+                    Vec::new()
+                } else {
+                    let commit_epoch = self.group(group)?.epoch().as_u64();
+                    self.judged_by_committer(group, envelope, commit_epoch, &sender_signature_key)
+                };
 
                 follow_up.rank = Some(CommitRank {
                     commit_ref,
@@ -465,6 +471,7 @@ impl MlsClient {
                     });
                     return Ok((output, follow_up));
                 }
+                self.learn_judged(group, &judged)?;
                 if !added.is_empty() {
                     output.events.push(Event::MembersAdded {
                         group: group.clone(),

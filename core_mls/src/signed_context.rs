@@ -12,18 +12,18 @@
 //!
 //! ```text
 //! CommitClaim (context of a commit) {
-//!     opaque magic[4] = "SPcc"; uint8 version = 1;
+//!     opaque magic[4] = "SPcc"; uint8 version = 2 (1 is also read: no judged epochs);
 //!     uint8 ref_len; opaque commit_ref[ref_len];
+//!     uint16 count; Entry judged[count];     // version 2 only
 //!     opaque signature[64];   // Ed25519 over "spacepanda commit claim v1" ‖ u64 BE len(group id)
-//!                             //   ‖ group id ‖ u64 BE epoch ‖ commit_ref
+//!                             //   ‖ group id ‖ u64 BE epoch ‖ everything above the signature
 //! }
 //! BranchHistory (context of a Welcome) {
 //!     opaque magic[4] = "SPbh"; uint8 version = 1;
-//!     uint16 count;
-//!     struct { uint64 epoch; Rank merged; uint16 others_count; Rank others[others_count]; }
-//!         entries[count];     // Rank: uint8 ref_len; opaque commit_ref[ref_len];
-//!                             //   uint32 committer; opaque priority[16];
-//!                             //   uint16 removes_count; uint32 removes[removes_count]
+//!     uint16 count; Entry entries[count];
+//!     // Entry: uint64 epoch; Rank merged; uint16 others_count; Rank others[others_count];
+//!     // Rank: uint8 ref_len; opaque commit_ref[ref_len]; uint32 committer;
+//!     //   opaque priority[16]; uint16 removes_count; uint32 removes[removes_count]
 //!     opaque signature[64];   // Ed25519 over "spacepanda branch history v1" ‖ u64 BE
 //!                             //   len(group id) ‖ group id ‖ u64 BE epoch ‖ everything above
 //!                             //   the signature
@@ -31,8 +31,15 @@
 //! ```
 //!
 //! `epoch` in a commit claim is the epoch the commit was made in; in a branch history, the epoch
-//! the Welcome joins at. Only a member the commit removes reads the commit claim (it cannot
-//! compute the commit ref itself); every other receiver computes the ref and ignores the claim.
+//! the Welcome joins at. Only a member the commit removes reads the claim's commit ref (it
+//! cannot compute the ref itself); every other receiver computes the ref. What every receiver
+//! reads is `judged`: the epochs before the commit where its committer judged more than one
+//! commit (at most [`JUDGED_EPOCHS`], newest), which it adds to what it knows of those epochs
+//! (`branch_lineage::learn`). A device that joined after a fork learns that way of a commit its
+//! Welcome's sender had not seen, and judges a later Welcome of a losing branch by every commit
+//! of the epoch where the branches part, as the members that saw them all did. A claim that
+//! does not verify teaches nothing, and the commit is still processed: a relay can withhold
+//! what a claim says, never alter it.
 
 use openmls::prelude::{OpenMlsProvider as _, SignatureScheme};
 use openmls_traits::crypto::OpenMlsCrypto as _;
@@ -53,6 +60,11 @@ use crate::group_id::GroupId;
 const CLAIM_MAGIC: [u8; 4] = *b"SPcc";
 const HISTORY_MAGIC: [u8; 4] = *b"SPbh";
 const VERSION: u8 = 1;
+/// The commit claim's version: 2 carries the judged epochs.
+const CLAIM_VERSION: u8 = 2;
+/// How many judged epochs a commit claim carries at most (the newest): a fork older than the
+/// last few contested epochs is long settled.
+pub(crate) const JUDGED_EPOCHS: usize = 16;
 const SIGNATURE_LEN: usize = 64;
 const CLAIM_LABEL: &[u8] = b"spacepanda commit claim v1";
 const HISTORY_LABEL: &[u8] = b"spacepanda branch history v1";
@@ -84,25 +96,37 @@ fn split_signature(context: &[u8]) -> Option<(&[u8], &[u8])> {
     Some(context.split_at(body_len))
 }
 
+/// What a commit's context says (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommitClaim {
+    /// The commit's ref (the confirmed transcript hash of the epoch it starts).
+    pub(crate) commit_ref: Vec<u8>,
+    /// Epochs before the commit where its committer judged more than one commit.
+    pub(crate) judged: BranchHistory,
+}
+
 /// The body of a commit claim (before the signature).
-fn claim_body(commit_ref: &[u8]) -> Option<Vec<u8>> {
+fn claim_body(commit_ref: &[u8], judged: &[(u64, EpochBranch)]) -> Option<Vec<u8>> {
     let len = u8::try_from(commit_ref.len()).ok()?;
-    let mut body = Vec::with_capacity(6 + commit_ref.len());
+    let mut body = Vec::with_capacity(8 + commit_ref.len());
     body.extend_from_slice(&CLAIM_MAGIC);
-    body.push(VERSION);
+    body.push(CLAIM_VERSION);
     body.push(len);
     body.extend_from_slice(commit_ref);
+    put_entries(&mut body, judged)?;
     Some(body)
 }
 
-/// A commit claim, signed with `sign`. `None` if the ref does not fit (refs are 32 bytes).
+/// A commit claim, signed with `sign`. `None` if it does not fit the format (refs are 32
+/// bytes; `judged` is a few epochs).
 pub(crate) fn encode_claim(
     group_id: &[u8],
     epoch: u64,
     commit_ref: &[u8],
+    judged: &[(u64, EpochBranch)],
     sign: impl Fn(&[u8]) -> [u8; SIGNATURE_LEN],
 ) -> Option<Vec<u8>> {
-    let mut body = claim_body(commit_ref)?;
+    let mut body = claim_body(commit_ref, judged)?;
     let signature = sign(&signed_payload(CLAIM_LABEL, group_id, epoch, &body));
     body.extend_from_slice(&signature);
     Some(body)
@@ -113,36 +137,63 @@ pub(crate) fn decode_claim(
     context: &[u8],
     group_id: &[u8],
     epoch: u64,
-) -> Option<Unverified<Vec<u8>>> {
+) -> Option<Unverified<CommitClaim>> {
     let (body, signature) = split_signature(context)?;
-    let rest = body.strip_prefix(&CLAIM_MAGIC)?;
-    let (version, rest) = rest.split_first()?;
-    let (len, commit_ref) = rest.split_first()?;
-    if *version != VERSION || usize::from(*len) != commit_ref.len() {
+    let mut reader = Reader(body.strip_prefix(&CLAIM_MAGIC)?);
+    let version = reader.u8()?;
+    let len = reader.u8()?;
+    let commit_ref = reader.take(usize::from(len))?.to_vec();
+    let judged = match version {
+        VERSION => Vec::new(),
+        CLAIM_VERSION => read_entries(&mut reader)?,
+        _ => return None,
+    };
+    if !reader.0.is_empty() {
         return None;
     }
     Some(Unverified {
-        value: commit_ref.to_vec(),
+        value: CommitClaim { commit_ref, judged },
         payload: signed_payload(CLAIM_LABEL, group_id, epoch, body),
         signature: signature.to_vec(),
     })
 }
 
 fn history_body(history: &[(u64, EpochBranch)]) -> Option<Vec<u8>> {
-    let count = u16::try_from(history.len()).ok()?;
     let mut body = Vec::new();
     body.extend_from_slice(&HISTORY_MAGIC);
     body.push(VERSION);
-    body.extend_from_slice(&count.to_be_bytes());
-    for (epoch, branch) in history {
+    put_entries(&mut body, history)?;
+    Some(body)
+}
+
+/// A count, then each epoch with its merged commit and the others judged there.
+fn put_entries(body: &mut Vec<u8>, entries: &[(u64, EpochBranch)]) -> Option<()> {
+    body.extend_from_slice(&u16::try_from(entries.len()).ok()?.to_be_bytes());
+    for (epoch, branch) in entries {
         body.extend_from_slice(&epoch.to_be_bytes());
-        put_rank(&mut body, &branch.merged)?;
+        put_rank(body, &branch.merged)?;
         body.extend_from_slice(&u16::try_from(branch.others.len()).ok()?.to_be_bytes());
         for other in &branch.others {
-            put_rank(&mut body, other)?;
+            put_rank(body, other)?;
         }
     }
-    Some(body)
+    Some(())
+}
+
+fn read_entries(reader: &mut Reader<'_>) -> Option<BranchHistory> {
+    let count = reader.u16()?;
+    let mut entries = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        let entry_epoch = u64::from_be_bytes(reader.array()?);
+        let merged = read_rank(reader)?;
+        let others_count = reader.u16()?;
+        let mut others = Vec::with_capacity(usize::from(others_count).min(16));
+        for _ in 0..others_count {
+            others.push(read_rank(reader)?);
+        }
+        entries.push((entry_epoch, EpochBranch { merged, others }));
+    }
+    Some(entries)
 }
 
 fn put_rank(body: &mut Vec<u8>, rank: &CommitRank) -> Option<()> {
@@ -200,18 +251,7 @@ pub(crate) fn decode_history(
     if reader.u8()? != VERSION {
         return None;
     }
-    let count = reader.u16()?;
-    let mut history = Vec::with_capacity(usize::from(count).min(64));
-    for _ in 0..count {
-        let entry_epoch = u64::from_be_bytes(reader.array()?);
-        let merged = read_rank(&mut reader)?;
-        let others_count = reader.u16()?;
-        let mut others = Vec::with_capacity(usize::from(others_count).min(16));
-        for _ in 0..others_count {
-            others.push(read_rank(&mut reader)?);
-        }
-        history.push((entry_epoch, EpochBranch { merged, others }));
-    }
+    let history = read_entries(&mut reader)?;
     if !reader.0.is_empty() {
         return None;
     }
@@ -267,7 +307,23 @@ impl MlsClient {
                 "the commit ref claim is not signed by the committer (altered in transit?)",
             ));
         }
-        Ok(claim.value)
+        Ok(claim.value.commit_ref)
+    }
+
+    /// The epochs the committer of a commit made in `epoch` of `group` judged more than one
+    /// commit in, as its signed claim says. Empty if `envelope` carries no claim, or one that
+    /// does not verify: it teaches nothing then, and the commit is processed all the same.
+    pub(crate) fn judged_by_committer(
+        &self,
+        group: &GroupId,
+        envelope: &Envelope,
+        epoch: u64,
+        committer_key: &[u8],
+    ) -> BranchHistory {
+        match decode_claim(envelope.context(), group.as_slice(), epoch) {
+            Some(claim) if self.context_signed_by(&claim, committer_key) => claim.value.judged,
+            _ => Vec::new(),
+        }
     }
 
     /// The branch history a Welcome for `group` at `epoch` carries, checked against the key of
@@ -307,10 +363,12 @@ impl MlsClient {
         rank: &CommitRank,
         commit: &MlsMessageOut,
     ) -> Result<Envelope, MlsError> {
+        let judged = self.contested_history(group, commit_epoch)?;
         let claim = encode_claim(
             group.as_slice(),
             commit_epoch,
             &rank.commit_ref,
+            &judged,
             |payload| self.sign_context(payload),
         )
         .ok_or(MlsError::Internal {
@@ -483,11 +541,29 @@ mod tests {
 
     #[test]
     fn claims_round_trip_and_bad_bytes_are_none() {
-        let context = encode_claim(b"g", 2, &[7; 32], fake_sign).unwrap();
-        let read = decode_claim(&context, b"g", 2).unwrap();
-        assert_eq!(read.value, vec![7; 32]);
+        let judged = vec![(4, branch(9, &[2, 7]))];
+        let context = encode_claim(b"g", 5, &[7; 32], &judged, fake_sign).unwrap();
+        let read = decode_claim(&context, b"g", 5).unwrap();
+        assert_eq!(read.value.commit_ref, vec![7; 32]);
+        assert_eq!(read.value.judged, judged);
         assert_eq!(read.signature, fake_sign(&read.payload).to_vec());
-        assert!(decode_claim(&[7; 32], b"g", 2).is_none(), "a bare ref");
-        assert!(decode_claim(&context[1..], b"g", 2).is_none());
+        assert!(decode_claim(&[7; 32], b"g", 5).is_none(), "a bare ref");
+        assert!(decode_claim(&context[1..], b"g", 5).is_none());
+        let mut truncated = context.clone();
+        truncated.remove(40);
+        assert!(decode_claim(&truncated, b"g", 5).is_none());
+    }
+
+    #[test]
+    fn a_version_1_claim_is_read_as_judging_nothing() {
+        let mut body = CLAIM_MAGIC.to_vec();
+        body.push(VERSION);
+        body.push(32);
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&fake_sign(&signed_payload(CLAIM_LABEL, b"g", 2, &body)));
+        let read = decode_claim(&body, b"g", 2).unwrap();
+        assert_eq!(read.value.commit_ref, vec![7; 32]);
+        assert!(read.value.judged.is_empty());
+        assert_eq!(read.signature, fake_sign(&read.payload).to_vec());
     }
 }

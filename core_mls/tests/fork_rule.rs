@@ -11,7 +11,7 @@
 mod engine_harness;
 
 use core_mls::{Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsError};
-use engine_harness::Harness;
+use engine_harness::{Harness, seed_where};
 use spacepanda_core::MemoryStore;
 use std::sync::Arc;
 
@@ -302,4 +302,117 @@ fn a_member_flooding_one_epoch_with_commits_is_bounded() {
         let _ = h.nodes[0].client().handle_envelope(bytes);
     }
     h.assert_converged(&group, &[0, 1]);
+}
+
+/// What `three_way_fork` sets up: three commits of one epoch, and dave on
+/// the branch that wins among all three, holding a Welcome sent from the branch that wins
+/// between two of them.
+struct ThreeWayFork {
+    h: Harness,
+    group: GroupId,
+    /// Carol's second Welcome for dave, sent after bob's update beat her add on her device.
+    late_welcome: Vec<u8>,
+}
+
+/// Alice, bob and carol at one epoch: bob updates, alice removes bob, carol adds dave, all at
+/// once. Carol hears bob's update first and it beats her add: she makes the add again on bob's
+/// branch and sends dave a second Welcome. Alice hears all three: bob's is out (her commit
+/// removes bob), and carol's beats hers. Dave joins by carol's first Welcome, then merges
+/// alice's removal of bob made again on carol's branch. `None` unless the seed makes the
+/// commits win that way.
+fn three_way_fork(seed: u64) -> Option<ThreeWayFork> {
+    let mut h = Harness::memory(&NAMES, seed);
+    let group = h.group_with(0, &[1, 2]);
+    let bob = h.nodes[1].address();
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    let update = h.run(1, move |c| c.self_update(&g)).outbound[0]
+        .envelope
+        .to_bytes();
+    let g = group.clone();
+    let removal = h
+        .run(0, move |c| {
+            c.remove_device(&g, &bob.user_id, &bob.device_id)
+        })
+        .outbound[0]
+        .envelope
+        .to_bytes();
+    let g = group.clone();
+    let added = h.run(2, move |c| c.add_members(&g, &[dave_package]));
+    let kind = |o: &core_mls::Outbound| o.envelope.kind();
+    let add = added
+        .outbound
+        .iter()
+        .find(|o| kind(o) == EnvelopeKind::Commit)?;
+    let add = add.envelope.to_bytes();
+    let first_welcome = added
+        .outbound
+        .iter()
+        .find(|o| kind(o) == EnvelopeKind::Welcome)?
+        .envelope
+        .to_bytes();
+    h.take_inboxes();
+
+    // Carol: bob's update beats her add.
+    h.handle(2, &update).ok()?;
+    if h.superseded(2) == 0 {
+        return None;
+    }
+    let late_welcome = h.take_inboxes()[3].first()?.clone();
+    // Alice: bob's update is out, carol's add beats her removal; she removes bob again.
+    h.handle(0, &update).ok()?;
+    h.handle(0, &add).ok()?;
+    if h.superseded(0) == 0 {
+        return None;
+    }
+    let alice_again = h.take_inboxes();
+    // Dave joins on carol's branch and merges alice's removal made again.
+    h.handle(3, &first_welcome).ok()?;
+    for bytes in &alice_again[3] {
+        h.handle(3, bytes).ok()?;
+    }
+    // The rest, except dave's late Welcome, is delivered when the test says.
+    for (node, inbox) in alice_again.into_iter().enumerate() {
+        h.nodes[node].inbox.extend(inbox);
+    }
+    h.nodes[1].inbox.push(removal.clone());
+    h.nodes[2].inbox.push(removal);
+    let states = h.states(&group, &[0, 3]);
+    if states[0] != states[1] {
+        return None;
+    }
+    Some(ThreeWayFork {
+        h,
+        group,
+        late_welcome,
+    })
+}
+
+/// Issue 21 (seeds 1107 and 6448): a device that joined after a fork judges a Welcome of
+/// another branch by every commit of the epoch where the branches part, not by the two its
+/// Welcomes named. The commit that moved it on carries what its committer judged there.
+#[test]
+fn a_welcome_from_a_branch_a_third_commit_put_out_does_not_move_a_device_that_joined_later() {
+    let seed = seed_where(40, |seed| three_way_fork(seed).is_some());
+    let ThreeWayFork {
+        mut h,
+        group,
+        late_welcome,
+    } = three_way_fork(seed).unwrap();
+    let before = h.states(&group, &[3]);
+    // The Welcome says carol's add lost to bob's update, which it did, between the two. Alice
+    // judged all three, and her commit told dave: carol's add won. He stays.
+    let _ = h.handle(3, &late_welcome);
+    assert_eq!(
+        h.states(&group, &[3]),
+        before,
+        "dave moved onto the branch of bob's update; events {:?}; errors {:?}",
+        h.nodes[3].events,
+        h.errors()
+    );
+    h.deliver_all();
+    h.tick_members(&group, 2);
+    h.assert_converged(&group, &[0, 2, 3]);
+    h.assert_members_without(&group, &[0, 2, 3], 3, 1);
+    h.assert_group_works(&group, 3, &[0, 2]);
 }
