@@ -67,7 +67,9 @@ impl MlsClient {
         let _time = self.operation();
         let outer = std::mem::replace(&mut self.source, source);
         let max_len = self.config.max_envelope_len;
+        let mut written = self.lessons.clone();
         let result = self.transaction(None, |client| {
+            client.write_lessons(&written)?;
             let mut results = Vec::with_capacity(envelopes.len());
             for bytes in envelopes {
                 // Each envelope is a step: a refusal rolls back to its savepoint only.
@@ -78,9 +80,21 @@ impl MlsClient {
                     Err(error) if error.is_local() => return Err(error),
                     one => results.push(one),
                 }
+                // What a refused Welcome taught, kept with the batch.
+                let fresh: Vec<_> = client
+                    .lessons
+                    .iter()
+                    .filter(|lesson| !written.contains(lesson))
+                    .cloned()
+                    .collect();
+                client.write_lessons(&fresh)?;
+                written.extend(fresh);
             }
             Ok(results)
         });
+        if result.is_ok() {
+            self.lessons.retain(|lesson| !written.contains(lesson));
+        }
         self.source = outer;
         result
     }
@@ -93,10 +107,18 @@ impl MlsClient {
         let _time = self.operation();
         // Restored on every return: nested operations (none today) keep the outer source.
         let outer = std::mem::replace(&mut self.source, source);
+        let lessons = self.lessons.clone();
         let result =
             Envelope::from_bytes(bytes, self.config.max_envelope_len).and_then(|envelope| {
-                self.transaction(None, |client| client.handle_decoded(envelope, None))
+                self.transaction(None, |client| {
+                    client.write_lessons(&lessons)?;
+                    client.handle_decoded(envelope, None)
+                })
             });
+        if result.is_ok() {
+            // Written: the operation committed.
+            self.lessons.retain(|lesson| !lessons.contains(lesson));
+        }
         self.source = outer;
         result
     }

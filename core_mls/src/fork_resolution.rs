@@ -51,6 +51,9 @@ pub struct ForkReport {
 
 pub(crate) const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
 
+/// How many lessons of refused Welcomes wait in memory at most (see `keep_lesson`).
+const PENDING_LESSONS: usize = 16;
+
 /// Fork bookkeeping kept in memory: commits refused as outside the window, per group, and how
 /// many of them `tick` has reported.
 #[derive(Debug, Default, Clone)]
@@ -173,6 +176,37 @@ impl MlsClient {
         }
         let ours = self.branch_history(group)?;
         self.with_txn(|txn| branch_lineage::learn(txn, group, &ours, judged))?;
+        Ok(())
+    }
+
+    /// A Welcome refused for a group this device holds (`AlreadyJoined`), from a member of its
+    /// state, still says what its sender judged in the epochs their branches share. The
+    /// refusal writes nothing (its operation rolls back), so the lesson waits in memory, at
+    /// most [`PENDING_LESSONS`], for the next operation that handles an envelope
+    /// (`write_lessons`); lost with a restart, it is only what the next commit's claim would
+    /// tell.
+    pub(crate) fn keep_lesson(&mut self, group: GroupId, judged: BranchHistory) {
+        let lesson = (group, judged);
+        if self.lessons.contains(&lesson) {
+            return;
+        }
+        if self.lessons.len() >= PENDING_LESSONS {
+            self.lessons.remove(0);
+        }
+        self.lessons.push(lesson);
+    }
+
+    /// Inside the open transaction: writes `lessons` (see `keep_lesson`) of the groups this
+    /// device still holds.
+    pub(crate) fn write_lessons(
+        &self,
+        lessons: &[(GroupId, BranchHistory)],
+    ) -> Result<(), MlsError> {
+        for (group, judged) in lessons {
+            if self.groups.contains_key(group) {
+                self.learn_judged(group, judged)?;
+            }
+        }
         Ok(())
     }
 

@@ -146,6 +146,10 @@ impl MlsClient {
         // sender it cannot vouch for: the application asks a member.
         let mut contested_at: Option<u64> = None;
         let contested = &mut contested_at;
+        // A refused Welcome from a member of our state still says which commits its sender
+        // judged in the epochs our branches share (see `learn_judged`).
+        let mut taught: Option<(GroupId, BranchHistory)> = None;
+        let teach = &mut taught;
         let joined = self.transaction(None, |client| {
             if let Some(entry) = buffered {
                 client.with_txn(|txn| crate::epoch_buffer::remove(txn, entry))?;
@@ -251,6 +255,9 @@ impl MlsClient {
                     .group(&group_id)?
                     .members()
                     .any(|m| m.signature_key.as_slice() == sender_key);
+                if sender_is_member {
+                    *teach = Some((group_id.clone(), theirs.clone()));
+                }
                 let parting =
                     parting_epoch(&ours, &theirs).filter(|_| order == BranchOrder::TheirsWins);
                 let parting_held = match parting {
@@ -419,6 +426,9 @@ impl MlsClient {
             }];
             Ok((group_id, group, events))
         });
+        if let (Err(MlsError::AlreadyJoined { .. }), Some((group, theirs))) = (&joined, taught) {
+            self.keep_lesson(group, theirs);
+        }
         let (group_id, group, events) = match joined {
             Err(MlsError::AlreadyJoined { .. }) if wait_for_removal.is_some() => {
                 let (group, epoch) = wait_for_removal.ok_or(MlsError::Internal {

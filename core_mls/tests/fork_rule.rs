@@ -304,9 +304,8 @@ fn a_member_flooding_one_epoch_with_commits_is_bounded() {
     h.assert_converged(&group, &[0, 1]);
 }
 
-/// What `three_way_fork` sets up: three commits of one epoch, and dave on
-/// the branch that wins among all three, holding a Welcome sent from the branch that wins
-/// between two of them.
+/// What `three_way_fork` sets up: three commits of one epoch, and dave on the branch that
+/// wins among all three, holding a Welcome sent from the branch that wins between two of them.
 struct ThreeWayFork {
     h: Harness,
     group: GroupId,
@@ -314,13 +313,22 @@ struct ThreeWayFork {
     late_welcome: Vec<u8>,
 }
 
+/// Who tells dave, before the late Welcome comes, that a third commit put bob's update out.
+#[derive(Clone, Copy, Debug)]
+enum Teacher {
+    /// Alice's removal of bob, made again on carol's branch: its claim says what she judged.
+    AlicesCommit,
+    /// Carol's first Welcome, sent again once alice's removal made her add win again: dave
+    /// holds that state already and refuses it, but its history says what carol judged.
+    CarolsWelcomeAgain,
+}
+
 /// Alice, bob and carol at one epoch: bob updates, alice removes bob, carol adds dave, all at
 /// once. Carol hears bob's update first and it beats her add: she makes the add again on bob's
 /// branch and sends dave a second Welcome. Alice hears all three: bob's is out (her commit
-/// removes bob), and carol's beats hers. Dave joins by carol's first Welcome, then merges
-/// alice's removal of bob made again on carol's branch. `None` unless the seed makes the
-/// commits win that way.
-fn three_way_fork(seed: u64) -> Option<ThreeWayFork> {
+/// removes bob), and carol's beats hers. Dave joins by carol's first Welcome, then hears from
+/// `teacher`. `None` unless the seed makes the commits win that way.
+fn three_way_fork(seed: u64, teacher: Teacher) -> Option<ThreeWayFork> {
     let mut h = Harness::memory(&NAMES, seed);
     let group = h.group_with(0, &[1, 2]);
     let bob = h.nodes[1].address();
@@ -366,20 +374,51 @@ fn three_way_fork(seed: u64) -> Option<ThreeWayFork> {
         return None;
     }
     let alice_again = h.take_inboxes();
-    // Dave joins on carol's branch and merges alice's removal made again.
     h.handle(3, &first_welcome).ok()?;
-    for bytes in &alice_again[3] {
-        h.handle(3, bytes).ok()?;
+    let mut held = vec![(1, removal.clone())];
+    match teacher {
+        Teacher::AlicesCommit => {
+            for bytes in &alice_again[3] {
+                h.handle(3, bytes).ok()?;
+            }
+            let states = h.states(&group, &[0, 3]);
+            if states[0] != states[1] {
+                return None;
+            }
+            held.push((2, removal.clone()));
+        }
+        Teacher::CarolsWelcomeAgain => {
+            // Carol hears alice's removal: her add wins again, and her first Welcome goes out
+            // again with what she knows now.
+            h.handle(2, &removal).ok()?;
+            let carol_again = h.take_inboxes();
+            let welcome_again = carol_again[3]
+                .iter()
+                .find(|bytes| {
+                    core_mls::Envelope::from_bytes(bytes, usize::MAX)
+                        .is_ok_and(|e| e.kind() == EnvelopeKind::Welcome)
+                })?
+                .clone();
+            let refused = h.nodes[3].client().handle_envelope(&welcome_again);
+            if !matches!(refused, Err(MlsError::AlreadyJoined { .. })) {
+                return None;
+            }
+            for (node, inbox) in carol_again.into_iter().enumerate() {
+                held.extend(inbox.into_iter().map(|bytes| (node, bytes)));
+            }
+            held.extend(alice_again[3].iter().map(|bytes| (3, bytes.clone())));
+        }
     }
     // The rest, except dave's late Welcome, is delivered when the test says.
-    for (node, inbox) in alice_again.into_iter().enumerate() {
-        h.nodes[node].inbox.extend(inbox);
+    for (node, inbox) in alice_again
+        .into_iter()
+        .enumerate()
+        .filter(|(node, _)| *node != 3)
+    {
+        held.extend(inbox.into_iter().map(|bytes| (node, bytes)));
     }
-    h.nodes[1].inbox.push(removal.clone());
-    h.nodes[2].inbox.push(removal);
-    let states = h.states(&group, &[0, 3]);
-    if states[0] != states[1] {
-        return None;
+    for (node, bytes) in held {
+        h.nodes[node].inbox.push(bytes);
     }
     Some(ThreeWayFork {
         h,
@@ -393,12 +432,23 @@ fn three_way_fork(seed: u64) -> Option<ThreeWayFork> {
 /// Welcomes named. The commit that moved it on carries what its committer judged there.
 #[test]
 fn a_welcome_from_a_branch_a_third_commit_put_out_does_not_move_a_device_that_joined_later() {
-    let seed = seed_where(40, |seed| three_way_fork(seed).is_some());
+    dave_stays_on_the_winning_branch(Teacher::AlicesCommit);
+}
+
+/// Issue 21 (seed 1800): the same, taught by a Welcome of dave's own branch sent again, which
+/// dave refuses (he holds that state) but learns from.
+#[test]
+fn a_refused_welcome_of_the_own_branch_still_teaches_what_its_sender_judged() {
+    dave_stays_on_the_winning_branch(Teacher::CarolsWelcomeAgain);
+}
+
+fn dave_stays_on_the_winning_branch(teacher: Teacher) {
+    let seed = seed_where(40, |seed| three_way_fork(seed, teacher).is_some());
     let ThreeWayFork {
         mut h,
         group,
         late_welcome,
-    } = three_way_fork(seed).unwrap();
+    } = three_way_fork(seed, teacher).unwrap();
     let before = h.states(&group, &[3]);
     // The Welcome says carol's add lost to bob's update, which it did, between the two. Alice
     // judged all three, and her commit told dave: carol's add won. He stays.

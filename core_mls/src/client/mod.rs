@@ -54,6 +54,9 @@ pub struct MlsClient {
     /// Who delivered the envelope being handled, for its share of the epoch buffer (set by
     /// `handle_envelope_from` for the operation, like `time`).
     pub(crate) source: Option<crate::events::DeliverySource>,
+    /// What refused Welcomes taught of their groups' epochs, until an operation that handles
+    /// an envelope writes it (see `fork_resolution::keep_lesson`).
+    pub(crate) lessons: Vec<(GroupId, crate::branch_order::BranchHistory)>,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -135,6 +138,7 @@ impl MlsClient {
             refused: crate::commit_wait::RefusedProposals::default(),
             time: crate::deadlines::OperationTime::default(),
             source: None,
+            lessons: Vec::new(),
         };
         let time = client.operation();
         client.reload_all_groups()?;

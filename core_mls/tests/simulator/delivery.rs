@@ -38,8 +38,11 @@ impl World {
                 {
                     let events: Vec<String> = output.events.iter().map(variant_name).collect();
                     let after = self.state(item.to);
+                    let label = core_mls::Envelope::from_bytes(&bytes, usize::MAX)
+                        .map(|e| crate::world::envelope_label(&e))
+                        .unwrap_or_default();
                     self.note(format!(
-                        "    d{} <- d{} {:?}: {disposition:?} {events:?} [{} -> {}]",
+                        "    d{} <- d{} {:?}{label}: {disposition:?} {events:?} [{} -> {}]",
                         item.to,
                         item.from,
                         item.kind,
@@ -60,10 +63,15 @@ impl World {
         error: &MlsError,
     ) -> Result<(), Failure> {
         let name = variant_name(error);
-        self.note(format!(
-            "    d{} <- d{} {:?}: error {error}",
-            item.to, item.from, item.kind
-        ));
+        if self.verbose() {
+            let label = core_mls::Envelope::from_bytes(&item.bytes, usize::MAX)
+                .map(|e| crate::world::envelope_label(&e))
+                .unwrap_or_default();
+            self.note(format!(
+                "    d{} <- d{} {:?}{label}: error {error}",
+                item.to, item.from, item.kind
+            ));
+        }
         if self.partitioned && matches!(error, MlsError::ForkOutsideWindow { .. }) {
             // A commit of the other side of a cut that outlasted the fork window: the app asks
             // its sender where the group is (`recovery`).

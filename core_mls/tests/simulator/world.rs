@@ -549,6 +549,15 @@ impl World {
                 targets.push(index);
             }
         }
+        if self.verbose() && envelope.kind() != core_mls::EnvelopeKind::Application {
+            let line = format!(
+                "      d{from} sends {:?} {} to {:?}",
+                envelope.kind(),
+                envelope_label(envelope),
+                targets.iter().map(|t| format!("d{t}")).collect::<Vec<_>>()
+            );
+            self.note(line);
+        }
         let bytes = Rc::new(envelope.to_bytes());
         if let Some(cut) = self.cut_off {
             let (across, within): (Vec<usize>, Vec<usize>) = targets
@@ -730,6 +739,18 @@ pub(crate) fn open_store(path: Option<&PathBuf>) -> Result<SharedStore, Failure>
         ),
         None => Arc::new(MemoryStore::new()),
     })
+}
+
+/// How a verbose trace names an envelope: a short hash of its MLS message (the same for
+/// every copy, whatever its context) and the epoch it was made in, so one commit can be
+/// followed from its sender to each receiver.
+pub(crate) fn envelope_label(envelope: &Envelope) -> String {
+    let hash = blake3::hash(envelope.payload());
+    let short = hex::encode(&hash.as_bytes()[..2]);
+    match envelope_epoch(envelope) {
+        Some(epoch) => format!("#{short}@e{epoch}"),
+        None => format!("#{short}"),
+    }
 }
 
 /// The epoch an envelope's MLS message was made in (`None` for Welcomes).
