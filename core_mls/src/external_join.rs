@@ -305,19 +305,22 @@ impl MlsClient {
             parted_at.and_then(|e| epoch_branch(&ours, e)),
             parted_at.and_then(|e| epoch_branch(&theirs, e)),
         ) {
-            if self.holds_snapshot(&group, epoch)? {
+            // Every commit of that epoch either side judged, as the members judged them.
+            let theirs_wins = crate::branch_order::theirs_wins_epoch(&our_branch, &their_branch);
+            if self.holds_snapshot(&group, epoch)?
+                && !(theirs_wins && self.own_commit_gone(&group, epoch, &their_branch.merged)?)
+            {
                 // Inside this device's window: the engine judges it when the other branch's
-                // commits arrive (a device on a losing branch moves by itself).
+                // commits arrive (a device on a losing branch moves by itself) — unless the
+                // commit that wins there is this device's own, gone with a branch a Welcome
+                // took it off: that one never arrives.
                 return Ok(RejoinAdvice::Stay);
             }
-            // Every commit of that epoch either side judged, as the members judged them.
-            return Ok(
-                if crate::branch_order::theirs_wins_epoch(&our_branch, &their_branch) {
-                    RejoinAdvice::Rejoin
-                } else {
-                    RejoinAdvice::Stay
-                },
-            );
+            return Ok(if theirs_wins {
+                RejoinAdvice::Rejoin
+            } else {
+                RejoinAdvice::Stay
+            });
         }
         if let Some(joined) = self.read(|txn| read_external_join(txn, &group))?
             && joined.contested

@@ -271,7 +271,18 @@ impl MlsClient {
         if oldest.first().is_some_and(|(oldest, _)| *oldest < epoch)
             || self.joined_epoch(group)?.is_some()
         {
-            return self.buffer(envelope, group, epoch, buffered);
+            let lost_at = match buffered {
+                None => self.own_commit_won_where_we_cannot_go(envelope, group, epoch)?,
+                Some(_) => None,
+            };
+            let mut output = self.buffer(envelope, group, epoch, buffered)?;
+            if let Some(parting) = lost_at {
+                output.events.push(Event::BranchContested {
+                    group: group.clone(),
+                    epoch: parting,
+                });
+            }
+            return Ok(output);
         }
         if let Some(output) = self.contest_external_join_branch(envelope, group, epoch, buffered)? {
             return Ok(output);
@@ -280,6 +291,70 @@ impl MlsClient {
             group: group.clone(),
             message_epoch: epoch,
         })
+    }
+
+    /// A commit of another branch (made in `epoch`) whose signed claim says that branch won
+    /// where it parted from ours with a commit of this device's own that it no longer holds:
+    /// a self-update it made on a branch a Welcome then moved it off, before another Welcome
+    /// put it back on that branch's earlier state. That commit never comes back to its maker,
+    /// so no rollback can take this device where the members are; the epoch where the
+    /// branches part, for `BranchContested` (the application asks a member, and rejoins if it
+    /// says so). Checked against every member's key, since the commit cannot be opened here.
+    fn own_commit_won_where_we_cannot_go(
+        &self,
+        envelope: &Envelope,
+        group: &GroupId,
+        epoch: u64,
+    ) -> Result<Option<u64>, MlsError> {
+        if envelope.kind() != crate::EnvelopeKind::Commit {
+            return Ok(None);
+        }
+        let Some(claim) =
+            crate::signed_context::decode_claim(envelope.context(), group.as_slice(), epoch)
+        else {
+            return Ok(None);
+        };
+        let mls_group = self.group(group)?;
+        let current = mls_group.epoch().as_u64();
+        if !mls_group
+            .members()
+            .any(|m| self.context_signed_by(&claim, m.signature_key.as_slice()))
+        {
+            return Ok(None);
+        }
+        let theirs = claim.value.judged;
+        let ours = self.branch_history(group)?;
+        if compare_branches(&ours, current, &theirs, epoch) != BranchOrder::TheirsWins {
+            return Ok(None);
+        }
+        let Some(parting) = parting_epoch(&ours, &theirs) else {
+            return Ok(None);
+        };
+        let Some((_, winner)) = theirs.iter().find(|(e, _)| *e == parting) else {
+            return Ok(None);
+        };
+        Ok(self
+            .own_commit_gone(group, parting, &winner.merged)?
+            .then_some(parting))
+    }
+
+    /// Whether `merged`, a commit of `epoch` that won there on another branch, is one this
+    /// device made and no longer holds among that epoch's candidates (see
+    /// `own_commit_won_where_we_cannot_go`): the members' branch is then out of its reach.
+    pub(crate) fn own_commit_gone(
+        &self,
+        group: &GroupId,
+        epoch: u64,
+        merged: &crate::branch_order::CommitRank,
+    ) -> Result<bool, MlsError> {
+        let own = self.group(group)?.own_leaf_index().u32();
+        if merged.committer != own {
+            return Ok(false);
+        }
+        let held = self.read(|txn| epoch_snapshots::candidates(txn, group, epoch))?;
+        Ok(!held
+            .iter()
+            .any(|candidate| candidate.rank.commit_ref == merged.commit_ref))
     }
 
     /// A commit of past epoch `epoch` with no snapshot left: if this device judged it before
