@@ -36,8 +36,9 @@
 //! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
 //!   on its own; `welcome_handler` joins; `external_join` rejoins (or joins a new device of a
 //!   member user) by external commit, and checks the external commits of others;
-//!   `message_processor` handles everything that arrives, `group_removal` what arrives for a group this device does not hold (removed, perhaps by a
-//!   commit that will lose, or not joined yet);
+//!   `message_processor` handles everything that arrives (where each message goes is
+//!   `routing`'s rule), `group_removal` what arrives for a group this device does not hold
+//!   (removed, perhaps by a commit that will lose, or not joined yet);
 //! - `fork_resolution` makes concurrent commits converge: epoch snapshots
 //!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
 //!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
@@ -185,6 +186,7 @@ mod member_verification;
 mod message_processor;
 mod missing_commit;
 mod outbox;
+mod routing;
 mod seen_messages;
 mod signed_context;
 mod snapshot_capture;

@@ -2,15 +2,15 @@
 //!
 //! 1. bounded decode ([`Envelope::from_bytes`], then the MLS message);
 //! 2. duplicate or own echo (envelope id already seen) → [`Disposition::Duplicate`];
-//! 3. group, epoch and branch: a group this device does not hold (not joined yet, or removed
-//!    from) → `group_removal`; a future epoch → buffered (bounded) and replayed automatically
-//!    once the group gets there; a message of a competing branch (its branch tag differs) →
-//!    buffered while a rollback could reach it; a commit for a past epoch → the
-//!    concurrent-commit rule (`fork_resolution`); a proposal of a kept past epoch → waits with
-//!    its snapshot (of our branch) or like its branch's commits (of another), an older one →
-//!    [`MlsError::StaleEpoch`]; on a device that joined from a Welcome, a message from before
-//!    its join → buffered (a Welcome of the winning branch, or a rollback to a snapshot kept
-//!    across the join, may put it back at that epoch);
+//! 3. group, epoch and branch (the rule is `routing::route`): a group this device does not hold
+//!    (not joined yet, or removed from) → `group_removal`; a future epoch → buffered (bounded)
+//!    and replayed automatically once the group gets there; a message of a competing branch
+//!    (its branch tag differs) → buffered while a rollback could reach it; a commit for a past
+//!    epoch → the concurrent-commit rule (`fork_resolution`); a proposal of a kept past epoch →
+//!    waits with its snapshot (of our branch) or like its branch's commits (of another), an
+//!    older one → [`MlsError::StaleEpoch`]; on a device that joined from a Welcome, a message
+//!    from before its join → buffered (a Welcome of the winning branch, or a rollback to a
+//!    snapshot kept across the join, may put it back at that epoch);
 //! 4. OpenMLS processing inside one transaction: application → `Message` (at most once per
 //!    sender message id); proposal → stored (bounded per epoch); commit → every leaf it adds or
 //!    changes must pass the identity binding, or the commit is rejected whole → merge → events →
@@ -34,6 +34,7 @@ use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
+use crate::routing::{self, HeldGroup, Route, RouteFacts, Uncontested};
 use crate::{app_inbox, epoch_snapshots, fork_resolution, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
 
@@ -112,132 +113,140 @@ impl MlsClient {
         }
         let group = GroupId::from_openmls(message.group_id());
         let message_epoch = message.epoch().as_u64();
-        let tag = fork_resolution::message_tag(&message);
-        let is_commit = message.content_type() == ContentType::Commit;
-        let Some(current) = self.groups.get(&group).map(|g| g.epoch().as_u64()) else {
-            return self.handle_without_group(envelope, message, &group, &tag, buffered);
-        };
-        if message_epoch > current {
-            return self.buffer(envelope, &group, message_epoch, buffered);
+        let mut tag = fork_resolution::message_tag(&message);
+        let mut held = self.groups.get(&group).map(|held| HeldGroup {
+            current_epoch: held.epoch().as_u64(),
+            current_tag: fork_resolution::branch_tag(held),
+            snapshot_tag: None,
+            joined_epoch: None,
+        });
+        // Read only as far as the message's epoch makes them matter (see `RouteFacts`).
+        let mut meta = None;
+        if let Some(held) = &mut held
+            && message_epoch <= held.current_epoch
+        {
+            if tag.is_none() {
+                tag =
+                    self.external_commit_tag(&message, &group, message_epoch, held.current_epoch)?;
+            }
+            if message_epoch < held.current_epoch {
+                meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
+                held.snapshot_tag = meta.as_ref().map(|meta| meta.branch_tag.clone());
+                held.joined_epoch = self.joined_epoch(&group)?;
+            }
         }
-        let tag = match tag {
-            None => self.external_commit_tag(&message, &group, message_epoch, current)?,
-            tag => tag,
+        let facts = RouteFacts {
+            message_epoch,
+            content: message.content_type(),
+            tag,
+            from_buffer: buffered.is_some(),
+            group: held,
         };
-        if message_epoch == current {
-            let ours = fork_resolution::branch_tag(self.group(&group)?);
-            if !fork_resolution::tag_matches(&tag, &ours) {
-                return self.other_branch(envelope, &group, message_epoch, buffered);
+        match routing::route(&facts) {
+            Route::NoGroup => {
+                self.handle_without_group(envelope, message, &group, &facts.tag, buffered)
             }
-        } else {
-            let meta = self.read(|txn| epoch_snapshots::meta(txn, &group, message_epoch))?;
-            if is_commit
-                && meta.is_none()
-                && let Some(output) =
+            Route::Buffer => self.buffer(envelope, &group, message_epoch, buffered),
+            Route::OtherBranch => self.other_branch(envelope, &group, message_epoch, buffered),
+            Route::Process => self.process_routed(kind, envelope, message, &group, buffered),
+            Route::CompetingCommit => {
+                let meta = meta.ok_or(MlsError::Internal {
+                    what: "a commit routed to a snapshot that is not kept",
+                })?;
+                self.handle_competing_commit(
+                    envelope,
+                    message,
+                    &group,
+                    message_epoch,
+                    meta,
+                    buffered,
+                )
+            }
+            Route::ContestExternalJoin { otherwise } => {
+                if let Some(output) =
                     self.contest_external_join(envelope, &group, message_epoch, buffered)?
-            {
-                return Ok(output);
-            }
-            let before_join = self
-                .joined_epoch(&group)?
-                .is_some_and(|joined| message_epoch < joined);
-            if meta.is_none() && before_join {
-                // From before we joined: not of our branch. If its branch wins, the commit
-                // that added us lost and a Welcome of the winning branch (a re-add) can put
-                // us back at or before its epoch, where it is needed: it waits.
-                return self.buffer(envelope, &group, message_epoch, buffered);
-            }
-            if is_commit {
-                return match meta {
-                    Some(meta) if fork_resolution::tag_matches(&tag, &meta.branch_tag) => self
-                        .handle_competing_commit(
-                            envelope,
-                            message,
-                            &group,
-                            message_epoch,
-                            meta,
-                            buffered,
-                        ),
-                    Some(_) => self.other_branch(envelope, &group, message_epoch, buffered),
-                    // Judged here before, its de-duplication record expired since: not a fork.
-                    None if let Some(duplicate) =
-                        self.judged_before(&group, message_epoch, envelope, buffered)? =>
-                    {
-                        Ok(duplicate)
-                    }
-                    // Kept in the buffer as another branch's and never reached: its branch is
-                    // beyond the window now, but it was judged when it arrived.
-                    None if buffered.is_some() => Err(MlsError::OtherBranch {
-                        group,
-                        message_epoch,
-                    }),
-                    None => self.fork_outside_window(&group, message_epoch, current),
-                };
-            }
-            if message.is_handshake_message() {
-                // A proposal of a kept epoch: a competing commit of that epoch may reference it
-                // (see `handle_competing_commit`), so it waits with the snapshot.
-                if let Some(meta) = &meta {
-                    if !fork_resolution::tag_matches(&tag, &meta.branch_tag) {
-                        // Another branch's proposal: a commit of that branch may need it once a
-                        // rollback takes us there, so it waits like that branch's commits.
-                        return self.other_branch(envelope, &group, message_epoch, buffered);
-                    }
-                    let mut output = self.buffer(envelope, &group, message_epoch, buffered)?;
-                    if buffered.is_none() {
-                        // A competing commit of that epoch may be waiting for this proposal.
-                        output.extend(self.replay_buffered(&group)?);
-                    }
+                {
                     return Ok(output);
                 }
-                return Err(MlsError::StaleEpoch {
-                    group,
-                    message_epoch,
-                    current_epoch: current,
-                });
-            }
-            if let Some(meta) = meta {
-                if !fork_resolution::tag_matches(&tag, &meta.branch_tag) {
-                    return self.other_branch(envelope, &group, message_epoch, buffered);
+                // Judged here before, its de-duplication record expired since: not a fork.
+                let judged_before = |client: &mut Self| {
+                    client.judged_before(&group, message_epoch, envelope, buffered)
+                };
+                match otherwise {
+                    Uncontested::Buffer => self.buffer(envelope, &group, message_epoch, buffered),
+                    Uncontested::JudgedBeforeOrOtherBranch => match judged_before(self)? {
+                        Some(duplicate) => Ok(duplicate),
+                        None => Err(MlsError::OtherBranch {
+                            group,
+                            message_epoch,
+                        }),
+                    },
+                    Uncontested::JudgedBeforeOrForkOutsideWindow { current_epoch } => {
+                        match judged_before(self)? {
+                            Some(duplicate) => Ok(duplicate),
+                            None => self.fork_outside_window(&group, message_epoch, current_epoch),
+                        }
+                    }
                 }
-                if before_join {
-                    // Of a membership before our last join (its snapshot was kept across the
-                    // join): only a rollback to that snapshot can open it.
-                    return self.buffer(envelope, &group, message_epoch, buffered);
-                }
             }
+            Route::BufferProposal { replay } => {
+                let mut output = self.buffer(envelope, &group, message_epoch, buffered)?;
+                if replay {
+                    output.extend(self.replay_buffered(&group)?);
+                }
+                Ok(output)
+            }
+            Route::StaleEpoch { current_epoch } => Err(MlsError::StaleEpoch {
+                group,
+                message_epoch,
+                current_epoch,
+            }),
         }
-        let processed = self.transaction(Some(&group), |client| {
+    }
+
+    /// A message [`route`](routing::route) sends to OpenMLS: processed in one transaction
+    /// (that also deletes its buffer entry), then what the processing sets off.
+    fn process_routed(
+        &mut self,
+        kind: EnvelopeKind,
+        envelope: &Envelope,
+        message: ProtocolMessage,
+        group: &GroupId,
+        buffered: Option<&BufferedMessage>,
+    ) -> Result<Output, MlsError> {
+        let message_epoch = message.epoch().as_u64();
+        let is_commit = message.content_type() == ContentType::Commit;
+        let processed = self.transaction(Some(group), |client| {
             if let Some(entry) = buffered {
                 client.with_txn(|txn| epoch_buffer::remove(txn, entry))?;
             }
             if is_commit {
-                client.process_commit_with_snapshot(&group, envelope, message)
+                client.process_commit_with_snapshot(group, envelope, message)
             } else {
-                client.process_in_transaction(&group, envelope, message)
+                client.process_in_transaction(group, envelope, message)
             }
         });
         let (output, follow_up) = match processed {
             // The commit overtook a proposal it references: keep it until the proposal arrives
             // (or `commit_proposal_wait` passes).
             Err(MlsError::CommitAwaitsProposal { .. }) => {
-                return self.buffer_awaiting_proposal(envelope, &group, message_epoch, buffered);
+                return self.buffer_awaiting_proposal(envelope, group, message_epoch, buffered);
             }
             Err(error) if kind == EnvelopeKind::Proposal && error.is_peer_input() => {
                 // A commit that references it can never be applied here: `tick` recognises one.
                 let now = self.now();
-                self.refused.remember(&group, message_epoch, envelope, now);
+                self.refused.remember(group, message_epoch, envelope, now);
                 return Err(error);
             }
             other => other?,
         };
         let mut output = output;
         if follow_up.replay {
-            output.extend(self.after_branch_change(&group)?);
+            output.extend(self.after_branch_change(group)?);
         }
-        if !self.groups.contains_key(&group) {
+        if !self.groups.contains_key(group) {
             // Removed: a Welcome that re-adds us may have overtaken the removal.
-            output.extend(self.replay_buffered_welcomes(&group)?);
+            output.extend(self.replay_buffered_welcomes(group)?);
         }
         Ok(output)
     }
