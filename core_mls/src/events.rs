@@ -280,11 +280,16 @@ pub enum Event {
         /// The epoch the external commit was made in.
         epoch: u64,
     },
-    /// A Welcome says this device's branch of `group` lost at `epoch`, an epoch from before
-    /// this device joined (it cannot judge it), and its sender is not a member of this
-    /// device's state: such a claim is the sender's word alone, which a member removed from
-    /// the group could forge. The Welcome waits. Ask a member of the group (not the Welcome's
-    /// sender) for its GroupInfo and follow
+    /// This device's branch of `group` may have lost at `epoch`, and no message can take it to
+    /// the winning one:
+    /// - a Welcome says so of an epoch from before this device joined (it cannot judge it),
+    ///   and its sender is not a member of this device's state: such a claim is the sender's
+    ///   word alone, which a member removed from the group could forge. The Welcome waits;
+    /// - or a member's commit of another branch says that branch won at `epoch` with a commit
+    ///   of this device's own that it no longer holds (a Welcome took it off that branch and
+    ///   another put it back on an earlier state of it): that commit never comes back to it.
+    ///
+    /// Ask a member of the group (not the Welcome's sender) for its GroupInfo and follow
     /// [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if the group went on
     /// without this device. core_dht's `Node` does so by itself.
     BranchContested {
