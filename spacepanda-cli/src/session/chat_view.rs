@@ -99,7 +99,7 @@ pub(crate) fn describe(
                 label(group)
             ),
             Event::BranchContested { group, .. } => format!(
-                "! {}: an invitation says your side of the group lost a race; asking the members",
+                "! {}: your side of the group may have lost a race; asking the members",
                 label(group)
             ),
             Event::Rejoined { group, epoch } => format!(
