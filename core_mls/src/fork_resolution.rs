@@ -105,10 +105,20 @@ impl MlsClient {
     /// its lineage (`branch_lineage`), and what the Welcome or GroupInfo it joined with said of
     /// the epochs it was not in; at most `LINEAGE_EPOCHS` back from the newest.
     pub(crate) fn branch_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
+        self.history_reaching(group, true)
+    }
+
+    /// [`branch_history`](Self::branch_history), with the lineage (epochs before the window)
+    /// or without it.
+    fn history_reaching(&self, group: &GroupId, lineage: bool) -> Result<BranchHistory, MlsError> {
+        let lineage = if lineage {
+            self.read(|txn| branch_lineage::read(txn, group))?
+        } else {
+            Vec::new()
+        };
         // Later sources know later: what this device judged itself overrides what a Welcome or
         // a GroupInfo told it.
-        let mut history: std::collections::BTreeMap<u64, EpochBranch> = self
-            .read(|txn| branch_lineage::read(txn, group))?
+        let mut history: std::collections::BTreeMap<u64, EpochBranch> = lineage
             .into_iter()
             .chain(self.joined_history(group)?)
             .chain(self.external_join_history(group)?)
@@ -146,14 +156,17 @@ impl MlsClient {
 
     /// What a commit this device makes in `epoch` of `group` tells the members of the epochs
     /// before it (its signed claim, `signed_context`): those where this device knows of more
-    /// than one commit, the newest `JUDGED_EPOCHS`.
+    /// than one commit, the newest `JUDGED_EPOCHS`. The lineage (epochs whose snapshots
+    /// expired) is left out: reading it on every commit cost up to three quarters more for a
+    /// commit at 10 members on a sealed store (docs/BENCHMARKS.md), and what a device judged
+    /// in a fork it tells with the commits it makes while that fork is inside its window.
     pub(crate) fn contested_history(
         &self,
         group: &GroupId,
         epoch: u64,
     ) -> Result<BranchHistory, MlsError> {
         let mut contested: BranchHistory = self
-            .branch_history(group)?
+            .history_reaching(group, false)?
             .into_iter()
             .filter(|(e, branch)| *e < epoch && !branch.others.is_empty())
             .collect();

@@ -321,7 +321,13 @@ impl MlsClient {
         committer_key: &[u8],
     ) -> BranchHistory {
         match decode_claim(envelope.context(), group.as_slice(), epoch) {
-            Some(claim) if self.context_signed_by(&claim, committer_key) => claim.value.judged,
+            // Nothing to teach, nothing to verify: most commits, outside forks.
+            Some(claim)
+                if !claim.value.judged.is_empty()
+                    && self.context_signed_by(&claim, committer_key) =>
+            {
+                claim.value.judged
+            }
             _ => Vec::new(),
         }
     }
