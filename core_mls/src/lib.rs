@@ -176,6 +176,7 @@ mod epoch_buffer;
 mod epoch_snapshots;
 mod events;
 mod external_join;
+mod fork_knowledge;
 mod fork_resolution;
 mod group_id;
 mod group_manager;
