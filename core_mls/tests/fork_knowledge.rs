@@ -18,6 +18,54 @@ use engine_harness::{Harness, seed_where};
 
 const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
+/// The three commits every case here starts from, made at once in one epoch of alice, bob
+/// and carol's group, none delivered yet.
+struct ThreeCommits {
+    /// Bob's self-update.
+    update: Vec<u8>,
+    /// Alice's removal of bob.
+    removal: Vec<u8>,
+    /// Carol's add of dave...
+    add: Vec<u8>,
+    /// ...and its Welcome.
+    first_welcome: Vec<u8>,
+}
+
+fn three_commits(seed: u64) -> Option<(Harness, GroupId, ThreeCommits)> {
+    let mut h = Harness::memory(&NAMES, seed);
+    let group = h.group_with(0, &[1, 2]);
+    let bob = h.nodes[1].address();
+    let dave_package = h.key_package(3);
+    let g = group.clone();
+    let update = h.run(1, move |c| c.self_update(&g)).outbound[0]
+        .envelope
+        .to_bytes();
+    let g = group.clone();
+    let removal = h
+        .run(0, move |c| {
+            c.remove_device(&g, &bob.user_id, &bob.device_id)
+        })
+        .outbound[0]
+        .envelope
+        .to_bytes();
+    let g = group.clone();
+    let added = h.run(2, move |c| c.add_members(&g, &[dave_package]));
+    let envelope_of = |output: &Output, kind: EnvelopeKind| {
+        output
+            .outbound
+            .iter()
+            .find(|o| o.envelope.kind() == kind)
+            .map(|o| o.envelope.to_bytes())
+    };
+    let three = ThreeCommits {
+        update,
+        removal,
+        add: envelope_of(&added, EnvelopeKind::Commit)?,
+        first_welcome: envelope_of(&added, EnvelopeKind::Welcome)?,
+    };
+    Some((h, group, three))
+}
+
 /// What `three_way_fork` sets up: three commits of one epoch, and dave on the branch that
 /// wins among all three, holding a Welcome sent from the branch that wins between two of them.
 struct ThreeWayFork {
@@ -43,36 +91,13 @@ enum Teacher {
 /// removes bob), and carol's beats hers. Dave joins by carol's first Welcome, then hears from
 /// `teacher`. `None` unless the seed makes the commits win that way.
 fn three_way_fork(seed: u64, teacher: Teacher) -> Option<ThreeWayFork> {
-    let mut h = Harness::memory(&NAMES, seed);
-    let group = h.group_with(0, &[1, 2]);
-    let bob = h.nodes[1].address();
-    let dave_package = h.key_package(3);
-    let g = group.clone();
-    let update = h.run(1, move |c| c.self_update(&g)).outbound[0]
-        .envelope
-        .to_bytes();
-    let g = group.clone();
-    let removal = h
-        .run(0, move |c| {
-            c.remove_device(&g, &bob.user_id, &bob.device_id)
-        })
-        .outbound[0]
-        .envelope
-        .to_bytes();
-    let g = group.clone();
-    let added = h.run(2, move |c| c.add_members(&g, &[dave_package]));
-    let kind = |o: &core_mls::Outbound| o.envelope.kind();
-    let add = added
-        .outbound
-        .iter()
-        .find(|o| kind(o) == EnvelopeKind::Commit)?;
-    let add = add.envelope.to_bytes();
-    let first_welcome = added
-        .outbound
-        .iter()
-        .find(|o| kind(o) == EnvelopeKind::Welcome)?
-        .envelope
-        .to_bytes();
+    let (mut h, group, three) = three_commits(seed)?;
+    let ThreeCommits {
+        update,
+        removal,
+        add,
+        first_welcome,
+    } = three;
     h.take_inboxes();
 
     // Carol: bob's update beats her add.
@@ -199,33 +224,13 @@ struct OwnCommitLost {
 /// of a branch he cannot reach, since the commit it stands on is his own. `None` unless the
 /// seed makes the commits win that way.
 fn own_commit_lost_with_a_branch(seed: u64) -> Option<OwnCommitLost> {
-    let mut h = Harness::memory(&NAMES, seed);
-    let group = h.group_with(0, &[1, 2]);
-    let bob = h.nodes[1].address();
-    let dave_package = h.key_package(3);
-    let g = group.clone();
-    let update = h.run(1, move |c| c.self_update(&g)).outbound[0]
-        .envelope
-        .to_bytes();
-    let g = group.clone();
-    let removal = h
-        .run(0, move |c| {
-            c.remove_device(&g, &bob.user_id, &bob.device_id)
-        })
-        .outbound[0]
-        .envelope
-        .to_bytes();
-    let g = group.clone();
-    let added = h.run(2, move |c| c.add_members(&g, &[dave_package]));
-    let envelope_of = |output: &Output, kind: EnvelopeKind| {
-        output
-            .outbound
-            .iter()
-            .find(|o| o.envelope.kind() == kind)
-            .map(|o| o.envelope.to_bytes())
-    };
-    let add = envelope_of(&added, EnvelopeKind::Commit)?;
-    let first_welcome = envelope_of(&added, EnvelopeKind::Welcome)?;
+    let (mut h, group, three) = three_commits(seed)?;
+    let ThreeCommits {
+        update,
+        removal,
+        add,
+        first_welcome,
+    } = three;
     // Everything taken out of the inboxes to order the case goes back in at the end (what a
     // device already handled is a duplicate then).
     let mut taken: Vec<Vec<Vec<Vec<u8>>>> = Vec::new();
