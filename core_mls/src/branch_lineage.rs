@@ -70,11 +70,19 @@ pub(crate) fn retire_snapshot(
 
 /// The lineage of `group`, oldest epoch first.
 pub(crate) fn read(txn: &Transaction, group: &GroupId) -> Result<BranchHistory, MlsError> {
+    epochs_of(txn, NAMESPACE, group)
+}
+
+/// The `[group, epoch]` entries of `namespace` for `group`, oldest epoch first.
+fn epochs_of(
+    txn: &Transaction,
+    namespace: &'static str,
+    group: &GroupId,
+) -> Result<BranchHistory, MlsError> {
     let mut history = Vec::new();
-    for (key, bytes) in txn.scan_prefix(NAMESPACE, &Key::from_segment(group.as_slice()))? {
-        let epoch =
-            epoch_of(&key).ok_or(MlsError::corrupted(NAMESPACE, "lineage key has no epoch"))?;
-        history.push((epoch, codec::decode(NAMESPACE, &bytes)?));
+    for (key, bytes) in txn.scan_prefix(namespace, &Key::from_segment(group.as_slice()))? {
+        let epoch = epoch_of(&key).ok_or(MlsError::corrupted(namespace, "key has no epoch"))?;
+        history.push((epoch, codec::decode(namespace, &bytes)?));
     }
     // Sealed stores scan in an unspecified order.
     history.sort_by_key(|(epoch, _)| *epoch);
@@ -91,16 +99,7 @@ pub(crate) fn forget(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsEr
 /// The commits learned of `group`'s epochs, oldest epoch first: each with the merged commit
 /// they were judged against.
 pub(crate) fn learned(txn: &Transaction, group: &GroupId) -> Result<BranchHistory, MlsError> {
-    let mut learned = Vec::new();
-    for (key, bytes) in txn.scan_prefix(LEARNED_NAMESPACE, &Key::from_segment(group.as_slice()))? {
-        let epoch = epoch_of(&key).ok_or(MlsError::corrupted(
-            LEARNED_NAMESPACE,
-            "learned key has no epoch",
-        ))?;
-        learned.push((epoch, codec::decode(LEARNED_NAMESPACE, &bytes)?));
-    }
-    learned.sort_by_key(|(epoch, _)| *epoch);
-    Ok(learned)
+    epochs_of(txn, LEARNED_NAMESPACE, group)
 }
 
 /// Inside the open transaction, on a commit this device merged: what its committer judged
