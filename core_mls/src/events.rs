@@ -287,7 +287,11 @@ pub enum Event {
     ///   word alone, which a member removed from the group could forge. The Welcome waits;
     /// - or a member's commit of another branch says that branch won at `epoch` with a commit
     ///   of this device's own that it no longer holds (a Welcome took it off that branch and
-    ///   another put it back on an earlier state of it): that commit never comes back to it.
+    ///   another put it back on an earlier state of it): that commit never comes back to it;
+    /// - or an external commit of another branch arrived: a device rejoined there, so its
+    ///   members may have judged this device's branch lost. After a fork outside the window a
+    ///   member that said "stay" may have moved since, and its rejoin is all that reaches this
+    ///   device of it. Once per external commit that arrives (not again when it is replayed).
     ///
     /// Ask a member of the group (not the Welcome's sender) for its GroupInfo and follow
     /// [`rejoin_advice`](crate::MlsClient::rejoin_advice): join again if the group went on
@@ -295,7 +299,8 @@ pub enum Event {
     BranchContested {
         /// The group.
         group: GroupId,
-        /// The epoch where the Welcome's branch and this device's part.
+        /// The epoch where the other branch and this device's part; for an external commit,
+        /// the epoch it was made in.
         epoch: u64,
     },
     /// A device of a member user joined the group by external commit: a new device of that

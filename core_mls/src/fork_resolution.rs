@@ -15,7 +15,7 @@
 //! The design, and the argument for the rule that other modules' docs point to here:
 //! docs/FORKS.md.
 
-use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
+use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::Key;
 
 use crate::branch_lineage;
@@ -163,54 +163,20 @@ impl MlsClient {
             .len())
     }
 
-    /// The branch tag an external commit of `epoch` stands for here: it names the epoch state
-    /// it was made in by that state's transcript hash (`external_tag`). Ours, if this device
-    /// holds that state (now or in a snapshot) — the commit then routes like any commit of
-    /// our branch; its own, which matches none of ours, if this device holds another state of
-    /// that epoch (another branch: it waits like that branch's messages, instead of failing
-    /// to verify here); none if this device holds no state of that epoch, or for any other
-    /// message.
-    pub(crate) fn external_commit_tag(
-        &self,
-        message: &ProtocolMessage,
-        group: &GroupId,
-        epoch: u64,
-        current: u64,
-    ) -> Result<Option<Vec<u8>>, MlsError> {
-        let Some(claimed) = crate::branch_order::external_message_tag(message) else {
-            return Ok(None);
-        };
-        let ours = if epoch == current {
-            let held = self.group(group)?;
-            let hash = held
-                .public_group()
-                .group_context()
-                .confirmed_transcript_hash();
-            Some((hash.to_vec(), branch_tag(held)))
-        } else {
-            self.read(|txn| epoch_snapshots::meta(txn, group, epoch))?
-                .filter(|meta| !meta.confirmed_transcript_hash.is_empty())
-                .map(|meta| (meta.confirmed_transcript_hash, meta.branch_tag))
-        };
-        let Some((hash, tag)) = ours else {
-            return Ok(None);
-        };
-        let named = crate::branch_order::external_tag(group.as_slice(), epoch, &hash);
-        Ok(Some(if named == claimed { tag } else { claimed }))
-    }
-
     /// A message of another branch of `group`, at `epoch`: kept while a rollback could still
     /// reach its branch (some kept snapshot precedes its epoch), or, on a device that joined
     /// from a Welcome, while a Welcome of another branch could (the commit that added us may
     /// lose, and the re-add's Welcome then puts us on the message's branch), or, on a device
     /// that joined by external commit, while it asks a member whether its branch lost
-    /// (`RejoinContested`); else refused.
+    /// (`RejoinContested`); else refused. A kept external commit (`external`) is reported as
+    /// `BranchContested`: a device rejoined on the other branch.
     pub(crate) fn other_branch(
         &mut self,
         envelope: &Envelope,
         group: &GroupId,
         epoch: u64,
         buffered: Option<&BufferedMessage>,
+        external: bool,
     ) -> Result<Output, MlsError> {
         let oldest = self.read(|txn| epoch_snapshots::metas(txn, group))?;
         if oldest.first().is_some_and(|(oldest, _)| *oldest < epoch)
@@ -220,8 +186,13 @@ impl MlsClient {
                 None => self.own_commit_won_where_we_cannot_go(envelope, group, epoch)?,
                 Some(_) => None,
             };
+            // A device joined the other branch by external commit: the members there judged
+            // ours lost (or one rejoined from them). Nothing else may ever tell this device if
+            // the branches part beyond its window, where the first answer it got was "stay",
+            // given by members that have moved since. Once per external commit that arrives.
+            let rejoined_there = (external && buffered.is_none()).then_some(epoch);
             let mut output = self.buffer(envelope, group, epoch, buffered)?;
-            if let Some(parting) = lost_at {
+            if let Some(parting) = lost_at.or(rejoined_there) {
                 output.events.push(Event::BranchContested {
                     group: group.clone(),
                     epoch: parting,

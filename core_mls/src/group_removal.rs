@@ -19,7 +19,7 @@ use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
-use crate::{epoch_snapshots, fork_resolution, message_processor};
+use crate::{epoch_snapshots, external_commit_branch, fork_resolution, message_processor};
 use openmls_traits::OpenMlsProvider as _;
 
 impl MlsClient {
@@ -35,7 +35,12 @@ impl MlsClient {
         let message_epoch = message.epoch().as_u64();
         // A branch that removed us may still lose to a commit of an epoch we kept.
         if let Some(meta) = self.read(|txn| epoch_snapshots::meta(txn, group, message_epoch))?
-            && fork_resolution::tag_matches(tag, &meta.branch_tag)
+            && fork_resolution::tag_matches(
+                &tag.clone().or_else(|| {
+                    external_commit_branch::tag_in_snapshot(&message, group, message_epoch, &meta)
+                }),
+                &meta.branch_tag,
+            )
         {
             if message.content_type() == ContentType::Commit {
                 return self.handle_competing_commit(

@@ -175,6 +175,7 @@ pub mod envelope;
 mod epoch_buffer;
 mod epoch_snapshots;
 mod events;
+mod external_commit_branch;
 mod external_join;
 mod fork_knowledge;
 mod fork_resolution;

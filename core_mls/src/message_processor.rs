@@ -147,7 +147,10 @@ impl MlsClient {
                 self.handle_without_group(envelope, message, &group, &facts.tag, buffered)
             }
             Route::Buffer => self.buffer(envelope, &group, message_epoch, buffered),
-            Route::OtherBranch => self.other_branch(envelope, &group, message_epoch, buffered),
+            Route::OtherBranch => {
+                let external = crate::branch_order::external_message_tag(&message).is_some();
+                self.other_branch(envelope, &group, message_epoch, buffered, external)
+            }
             Route::Process => self.process_routed(kind, envelope, message, &group, buffered),
             Route::CompetingCommit => {
                 let meta = meta.ok_or(MlsError::Internal {

@@ -80,6 +80,8 @@ struct ThreeWayFork {
 enum Teacher {
     /// Alice's removal of bob, made again on carol's branch: its claim says what she judged.
     AlicesCommit,
+    /// The same commit, its claim's signature altered by a relay: it teaches nothing.
+    AlicesCommitAltered,
     /// Carol's first Welcome, sent again once alice's removal made her add win again: dave
     /// holds that state already and refuses it, but its history says what carol judged.
     CarolsWelcomeAgain,
@@ -116,9 +118,13 @@ fn three_way_fork(seed: u64, teacher: Teacher) -> Option<ThreeWayFork> {
     h.handle(3, &first_welcome).ok()?;
     let mut held = vec![(1, removal.clone())];
     match teacher {
-        Teacher::AlicesCommit => {
+        Teacher::AlicesCommit | Teacher::AlicesCommitAltered => {
             for bytes in &alice_again[3] {
-                h.handle(3, bytes).ok()?;
+                let bytes = match teacher {
+                    Teacher::AlicesCommitAltered => claim_altered(bytes),
+                    _ => bytes.clone(),
+                };
+                h.handle(3, &bytes).ok()?;
             }
             let states = h.states(&group, &[0, 3]);
             if states[0] != states[1] {
@@ -181,6 +187,44 @@ fn a_refused_welcome_of_the_own_branch_still_teaches_what_its_sender_judged() {
     dave_stays_on_the_winning_branch(Teacher::CarolsWelcomeAgain);
 }
 
+/// What a relay can do to a commit's claim: alter it (here the last byte of its signature). The
+/// commit is still processed; the claim teaches dave nothing, so the late Welcome moves him as
+/// it did before commits told what their committers judged. (A relay can withhold what a claim
+/// teaches, as it can withhold the commit; it cannot make it teach something else.)
+#[test]
+fn a_claim_a_relay_altered_teaches_nothing() {
+    let teacher = Teacher::AlicesCommitAltered;
+    let seed = seed_where(40, |seed| three_way_fork(seed, teacher).is_some());
+    let ThreeWayFork {
+        mut h,
+        group,
+        late_welcome,
+    } = three_way_fork(seed, teacher).unwrap();
+    let before = h.states(&group, &[3]);
+    assert_eq!(before, h.states(&group, &[0]), "dave merged alice's commit");
+    let _ = h.handle(3, &late_welcome);
+    assert_ne!(
+        h.states(&group, &[3]),
+        before,
+        "dave learned from an altered claim"
+    );
+}
+
+/// `bytes` (an envelope) with the last byte of its context (a commit claim's signature)
+/// flipped; anything else unchanged.
+fn claim_altered(bytes: &[u8]) -> Vec<u8> {
+    let envelope = core_mls::Envelope::from_bytes(bytes, usize::MAX).unwrap();
+    let mut context = envelope.context().to_vec();
+    if envelope.kind() != EnvelopeKind::Commit || context.is_empty() {
+        return bytes.to_vec();
+    }
+    if let Some(last) = context.last_mut() {
+        *last ^= 1;
+    }
+    core_mls::Envelope::with_context(envelope.kind(), envelope.payload().to_vec(), &context)
+        .to_bytes()
+}
+
 fn dave_stays_on_the_winning_branch(teacher: Teacher) {
     let seed = seed_where(40, |seed| three_way_fork(seed, teacher).is_some());
     let ThreeWayFork {
@@ -223,7 +267,7 @@ struct OwnCommitLost {
 /// merges her first attempt (he no longer holds U to judge it by), then her second arrives:
 /// of a branch he cannot reach, since the commit it stands on is his own. `None` unless the
 /// seed makes the commits win that way.
-fn own_commit_lost_with_a_branch(seed: u64) -> Option<OwnCommitLost> {
+fn own_commit_lost_with_a_branch(seed: u64, altered: bool) -> Option<OwnCommitLost> {
     let (mut h, group, three) = three_commits(seed)?;
     let ThreeCommits {
         update,
@@ -288,7 +332,12 @@ fn own_commit_lost_with_a_branch(seed: u64) -> Option<OwnCommitLost> {
     }
     let mut told = Vec::new();
     for bytes in &second_again {
-        told.extend(h.nodes[3].client().handle_envelope(bytes).ok()?.events);
+        let bytes = if altered {
+            claim_altered(bytes)
+        } else {
+            bytes.clone()
+        };
+        told.extend(h.nodes[3].client().handle_envelope(&bytes).ok()?.events);
     }
     for inboxes in taken {
         for (node, inbox) in inboxes.into_iter().enumerate() {
@@ -303,8 +352,10 @@ fn own_commit_lost_with_a_branch(seed: u64) -> Option<OwnCommitLost> {
 /// (`BranchContested`), and a member's GroupInfo says rejoin.
 #[test]
 fn a_device_whose_own_commit_won_on_a_branch_it_lost_is_told_and_rejoins() {
-    let seed = seed_where(60, |seed| own_commit_lost_with_a_branch(seed).is_some());
-    let OwnCommitLost { mut h, group, told } = own_commit_lost_with_a_branch(seed).unwrap();
+    let seed = seed_where(60, |seed| {
+        own_commit_lost_with_a_branch(seed, false).is_some()
+    });
+    let OwnCommitLost { mut h, group, told } = own_commit_lost_with_a_branch(seed, false).unwrap();
     assert!(
         told.iter()
             .any(|e| matches!(e, Event::BranchContested { .. })),
@@ -325,4 +376,86 @@ fn a_device_whose_own_commit_won_on_a_branch_it_lost_is_told_and_rejoins() {
     h.assert_converged(&group, &[0, 2, 3]);
     h.assert_members_without(&group, &[0, 2, 3], 3, 1);
     h.assert_group_works(&group, 3, &[0, 2]);
+}
+
+/// The same case, with the members' commit claim altered on its way to dave: checked against
+/// every member's key before it could tell dave he lost his own commit, it tells him nothing.
+#[test]
+fn a_claim_altered_to_say_a_device_lost_its_own_commit_tells_it_nothing() {
+    let seed = seed_where(60, |seed| {
+        own_commit_lost_with_a_branch(seed, false).is_some()
+    });
+    let OwnCommitLost { told, .. } = own_commit_lost_with_a_branch(seed, true).unwrap();
+    assert!(
+        !told
+            .iter()
+            .any(|e| matches!(e, Event::BranchContested { .. })),
+        "dave was told by an altered claim: {told:?}"
+    );
+}
+
+/// Alice, bob and carol, with carol cut off for longer than the fork window (2 epochs): alice
+/// and carol each self-update three times, then the link heals. `Some` only where carol's
+/// branch wins where the two part: alice, asking carol, is told to rejoin.
+fn carol_wins_a_fork_outside_the_window(seed: u64) -> Option<(Harness, GroupId)> {
+    let config = core_mls::MlsConfig {
+        fork_window_epochs: 2,
+        ..core_mls::MlsConfig::default()
+    };
+    let mut h = Harness::seeded(&NAMES[..3], seed, config);
+    let group = h.group_with(0, &[1, 2]);
+    let held_back = h.split_apart(&group, &[&[0, 1], &[2]], 3);
+    h.heal(held_back);
+    let alice = h.nodes[0].identity.user_id();
+    let info = h.nodes[2]
+        .client()
+        .export_group_info(&group, &alice)
+        .unwrap();
+    let advice = h.nodes[0].client().rejoin_advice(&info).unwrap();
+    (advice == core_mls::RejoinAdvice::Rejoin).then_some((h, group))
+}
+
+/// Issue 21 (seed 8467): after a fork outside the window, bob asks alice, who is on his side,
+/// and she says stay. Then alice asks carol and moves to carol's winning branch. Her external
+/// commit is all bob gets of that: it tells him (`BranchContested`), and asking alice again
+/// moves him too. Without it he stayed on the dead branch for good.
+#[test]
+fn a_device_told_to_stay_by_a_member_that_then_moved_is_told_by_her_rejoin() {
+    let seed = seed_where(0, |seed| {
+        carol_wins_a_fork_outside_the_window(seed).is_some()
+    });
+    let (mut h, group) = carol_wins_a_fork_outside_the_window(seed).unwrap();
+    let ask = |h: &mut Harness, device: usize, member: usize| {
+        let user = h.nodes[device].identity.user_id();
+        let info = h.nodes[member]
+            .client()
+            .export_group_info(&group, &user)
+            .unwrap();
+        (h.nodes[device].client().rejoin_advice(&info).unwrap(), info)
+    };
+    let (bob_first, _) = ask(&mut h, 1, 0);
+    assert_eq!(bob_first, core_mls::RejoinAdvice::Stay);
+    let contested = |h: &Harness| {
+        h.nodes[1]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::BranchContested { .. }))
+            .count()
+    };
+    assert_eq!(contested(&h), 0);
+    let (_, info) = ask(&mut h, 0, 2);
+    h.run(0, move |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    assert_eq!(
+        contested(&h),
+        1,
+        "bob was not told: {:?}",
+        h.nodes[1].events
+    );
+    let (bob_again, info) = ask(&mut h, 1, 0);
+    assert_eq!(bob_again, core_mls::RejoinAdvice::Rejoin);
+    h.run(1, move |c| c.join_by_external_commit(&info));
+    h.deliver_all();
+    h.assert_converged(&group, &[0, 1, 2]);
+    h.assert_group_works(&group, 1, &[0, 2]);
 }

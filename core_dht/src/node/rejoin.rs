@@ -20,8 +20,9 @@
 //!   the group went on without it.
 //! - The engine reports `BranchContested` (a Welcome from a device outside this device's state
 //!   says its branch lost at an epoch before it joined, or a member's commit says its branch
-//!   won with this device's own commit, which this device lost with a branch): the members are
-//!   asked the same way, never the Welcome's sender.
+//!   won with this device's own commit, which this device lost with a branch, or a device
+//!   rejoined another branch by external commit): the members are asked the same way, never
+//!   the Welcome's sender.
 //! - The application asks: [`Node::rejoin`](super::Node::rejoin) (a group this device fell
 //!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
 //!   whose store was lost, joins the groups the user's other devices are in).

@@ -26,6 +26,8 @@ pub(crate) struct RejoinRequest {
     refused: Vec<usize>,
     /// Rounds in which every member asked refused.
     refused_rounds: u32,
+    /// Rounds in which a member said "ask later" and none said to rejoin.
+    ask_later_rounds: u32,
 }
 
 /// Rounds of refusals from every member before the app gives up: the user was removed.
@@ -33,6 +35,11 @@ const REFUSED_ROUNDS: u32 = 3;
 
 /// Members asked in one attempt, as the Node's `MEMBERS_ASKED`.
 const MEMBERS_ASKED: usize = 8;
+
+/// Rounds of "ask later" before the app gives up, as the Node's `ADVICE_ROUNDS`: a member that
+/// says so may be stuck itself (cut off from the group, leaving), and asking it again forever
+/// is a device that never goes quiet.
+const ADVICE_ROUNDS: u32 = 8;
 
 /// What came of one attempt.
 enum Attempt {
@@ -57,6 +64,7 @@ impl World {
             ask,
             refused: Vec::new(),
             refused_rounds: 0,
+            ask_later_rounds: 0,
         });
     }
 
@@ -120,6 +128,11 @@ impl World {
         }
         if ask_later {
             self.tally.add("rejoin advice: ask later");
+            request.ask_later_rounds += 1;
+            if request.ask_later_rounds >= ADVICE_ROUNDS {
+                self.tally.add("rejoin advice: ask later, gave up");
+                return Ok(Attempt::Settled);
+            }
             return Ok(Attempt::Again);
         }
         if answered {
