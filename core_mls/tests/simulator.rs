@@ -21,7 +21,8 @@
 //! until a round sends nothing) and checked (`simulator/checks.rs`): founder 0's view is the
 //! winning branch and every device in it is at founder 0's epoch and authenticator; every
 //! message of a founder reached every other founder exactly once (and every message encrypted
-//! on the winning branch too); no app database holds a message twice; nothing is left in an
+//! on the winning branch too); no app database holds a message twice (a lost store takes its
+//! device's app database with it); nothing is left in an
 //! outbox or in deferred sends; every `RejectedMessage` is explained; nothing panicked.
 //! Which engine errors are acceptable, and why, is in `simulator/verdicts.rs`.
 //!

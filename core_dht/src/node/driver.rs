@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use core_mls::{DeliverySource, ErrorKind as MlsErrorKind};
+use core_mls::{DeliverySource, ErrorKind as MlsErrorKind, GroupId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::rejoin::RejoinQueue;
 use super::{FetchSummary, NodeEvent, Shared};
 use crate::error::{DhtError, DhtResult};
 use crate::mailbox::client;
@@ -33,7 +34,15 @@ enum Done {
     Fetch,
     Maintenance,
     Tick,
+    /// A rejoin recovery of this group (see `RejoinQueue`).
+    Rejoin(GroupId),
     Other,
+}
+
+/// One rejoin recovery of `group` (`rejoin::after_fork_outside_window`).
+async fn rejoin_task(shared: Arc<Shared>, group: GroupId) -> Done {
+    super::rejoin::after_fork_outside_window(&shared, group.clone()).await;
+    Done::Rejoin(group)
 }
 
 /// Runs until the node stops. Each piece of work is a task in one `JoinSet` (at most one
@@ -46,6 +55,7 @@ pub(super) async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut tasks: JoinSet<Done> = JoinSet::new();
+    let mut rejoins = RejoinQueue::default();
     let mut fetch = tokio::time::interval(shared.config.fetch_interval);
     let mut maintenance = tokio::time::interval(shared.config.maintenance_interval);
     for timer in [&mut fetch, &mut maintenance] {
@@ -82,20 +92,20 @@ pub(super) async fn run(
                     Done::Other
                 });
             }
-            Some(recovery) = missing.recv() => {
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    match recovery {
-                        super::Recovery::CatchUp(group, epoch) => {
-                            super::catch_up::ask_members(&shared, group, epoch).await;
-                        }
-                        super::Recovery::Rejoin(group) => {
-                            super::rejoin::after_fork_outside_window(&shared, group).await;
-                        }
+            Some(recovery) = missing.recv() => match recovery {
+                super::Recovery::CatchUp(group, epoch) => {
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        super::catch_up::ask_members(&shared, group, epoch).await;
+                        Done::Other
+                    });
+                }
+                super::Recovery::Rejoin(group) => {
+                    if rejoins.wanted(&group) {
+                        tasks.spawn(rejoin_task(shared.clone(), group));
                     }
-                    Done::Other
-                });
-            }
+                }
+            },
             _ = shared.outbox_changed.notified() => drain_again = true,
             _ = sleep_until_some(retry_at) => {
                 retry_at = None;
@@ -149,6 +159,11 @@ pub(super) async fn run(
                 Ok(Done::Tick) => {
                     ticking = false;
                     deadline_stale = true;
+                }
+                Ok(Done::Rejoin(group)) => {
+                    if rejoins.finished(&group) {
+                        tasks.spawn(rejoin_task(shared.clone(), group));
+                    }
                 }
                 Ok(Done::Other) => {}
                 Err(e) => tracing::warn!(error = %e, "a node task failed"),

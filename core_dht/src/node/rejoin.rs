@@ -27,6 +27,8 @@
 //!   out of), [`Node::join_own_groups`](super::Node::join_own_groups) (a new device, or one
 //!   whose store was lost, joins the groups the user's other devices are in).
 
+use std::collections::HashSet;
+
 use core_identity::{DeviceId, UserId};
 use core_mls::{DeviceAddress, GroupId, RejoinAdvice};
 use libp2p::PeerId;
@@ -42,6 +44,37 @@ const MEMBERS_ASKED: usize = 8;
 /// Times the members are asked again while one says "ask later" (it has not judged this
 /// device's rejoin race yet), from `NodeConfig::retry_base` apart, doubling up to `retry_max`.
 const ADVICE_ROUNDS: u32 = 8;
+
+/// The driver's rejoin recoveries, one at a time per group. An event that asks for one while
+/// one runs is folded into a single run after it: what it reports may be news the running one
+/// did not see (a member that said "stay" has moved since), but a flood of such events, forged
+/// or not, costs at most one round of GroupInfo requests at a time per group.
+#[derive(Debug, Default)]
+pub(super) struct RejoinQueue {
+    running: HashSet<GroupId>,
+    again: HashSet<GroupId>,
+}
+
+impl RejoinQueue {
+    /// An event asks for a recovery of `group`: whether to start one now (else it runs once
+    /// more after the one running).
+    pub(super) fn wanted(&mut self, group: &GroupId) -> bool {
+        if self.running.insert(group.clone()) {
+            return true;
+        }
+        self.again.insert(group.clone());
+        false
+    }
+
+    /// The recovery of `group` finished: whether to start it again (an event came meanwhile).
+    pub(super) fn finished(&mut self, group: &GroupId) -> bool {
+        if self.again.remove(group) {
+            return true;
+        }
+        self.running.remove(group);
+        false
+    }
+}
 
 fn wire(device: &DeviceAddress) -> WireDevice {
     WireDevice {
@@ -305,4 +338,39 @@ pub(super) async fn join_own_groups(shared: &Shared) -> DhtResult<Vec<GroupId>> 
         }
     }
     Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejoinQueue;
+    use core_mls::GroupId;
+
+    fn group(byte: u8) -> GroupId {
+        GroupId::from_slice(&[byte; 16])
+    }
+
+    #[test]
+    fn one_recovery_runs_per_group_and_events_meanwhile_fold_into_one_more() {
+        let mut queue = RejoinQueue::default();
+        assert!(queue.wanted(&group(1)));
+        // Three more events while it runs, and one for another group.
+        for _ in 0..3 {
+            assert!(!queue.wanted(&group(1)));
+        }
+        assert!(queue.wanted(&group(2)));
+        // One more run for the three, then done.
+        assert!(queue.finished(&group(1)));
+        assert!(!queue.finished(&group(1)));
+        assert!(!queue.finished(&group(2)));
+        // Idle again: the next event starts one at once.
+        assert!(queue.wanted(&group(1)));
+    }
+
+    #[test]
+    fn a_recovery_with_no_event_meanwhile_is_not_run_again() {
+        let mut queue = RejoinQueue::default();
+        assert!(queue.wanted(&group(3)));
+        assert!(!queue.finished(&group(3)));
+        assert!(queue.wanted(&group(3)));
+    }
 }

@@ -51,8 +51,12 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    /// What the engine's state said, gone with a lost store (the app database stays).
+    /// What the engine's state said, gone with a lost store, and the app database with it: the
+    /// lost phone's replacement starts empty, so a message its predecessor had, sent again on a
+    /// branch that won, is new to it (the engine's exactly-once holds per store; founders,
+    /// whose messages are checked for loss, never lose theirs).
     pub(crate) fn forget_state(&mut self) {
+        self.app.clear();
         self.directory.clear();
         self.handed_out.clear();
         self.history.clear();
