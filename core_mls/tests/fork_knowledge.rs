@@ -193,13 +193,11 @@ fn a_refused_welcome_of_the_own_branch_still_teaches_what_its_sender_judged() {
 /// teaches, as it can withhold the commit; it cannot make it teach something else.)
 #[test]
 fn a_claim_a_relay_altered_teaches_nothing() {
-    let teacher = Teacher::AlicesCommitAltered;
-    let seed = seed_where(40, |seed| three_way_fork(seed, teacher).is_some());
     let ThreeWayFork {
         mut h,
         group,
         late_welcome,
-    } = three_way_fork(seed, teacher).unwrap();
+    } = three_way_fork_taught_by(Teacher::AlicesCommitAltered);
     let before = h.states(&group, &[3]);
     assert_eq!(before, h.states(&group, &[0]), "dave merged alice's commit");
     let _ = h.handle(3, &late_welcome);
@@ -225,13 +223,18 @@ fn claim_altered(bytes: &[u8]) -> Vec<u8> {
         .to_bytes()
 }
 
-fn dave_stays_on_the_winning_branch(teacher: Teacher) {
+/// `three_way_fork` on the first seed from 40 that makes the commits win that way.
+fn three_way_fork_taught_by(teacher: Teacher) -> ThreeWayFork {
     let seed = seed_where(40, |seed| three_way_fork(seed, teacher).is_some());
+    three_way_fork(seed, teacher).unwrap()
+}
+
+fn dave_stays_on_the_winning_branch(teacher: Teacher) {
     let ThreeWayFork {
         mut h,
         group,
         late_welcome,
-    } = three_way_fork(seed, teacher).unwrap();
+    } = three_way_fork_taught_by(teacher);
     let before = h.states(&group, &[3]);
     // The Welcome says carol's add lost to bob's update, which it did, between the two. Alice
     // judged all three, and her commit told dave: carol's add won. He stays.
@@ -435,13 +438,7 @@ fn a_device_told_to_stay_by_a_member_that_then_moved_is_told_by_her_rejoin() {
     };
     let (bob_first, _) = ask(&mut h, 1, 0);
     assert_eq!(bob_first, core_mls::RejoinAdvice::Stay);
-    let contested = |h: &Harness| {
-        h.nodes[1]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::BranchContested { .. }))
-            .count()
-    };
+    let contested = |h: &Harness| h.count_events(1, |e| matches!(e, Event::BranchContested { .. }));
     assert_eq!(contested(&h), 0);
     let (_, info) = ask(&mut h, 0, 2);
     h.run(0, move |c| c.join_by_external_commit(&info));
