@@ -6,10 +6,12 @@
 //! in the group. Until then, and for a group not joined yet, messages wait in the epoch buffer;
 //! once nothing can restore the group, messages of epochs up to the removal are refused.
 //!
-//! Invariant: this module only decides where a message goes, by group, epoch and branch tag;
-//! judging a competing commit is `fork_resolution`'s, processing one is `message_processor`'s.
+//! Invariant: where such a message goes is `routing::route_without_group`'s rule (by its epoch,
+//! kind and branch tag, and the kept snapshots and removal record); this module reads those
+//! facts and performs the route. Judging a competing commit is `competing_commit`'s,
+//! processing one is `message_processor`'s.
 
-use openmls::prelude::{ContentType, ProtocolMessage};
+use openmls::prelude::ProtocolMessage;
 use spacepanda_core::Key;
 
 use crate::client::MlsClient;
@@ -19,6 +21,7 @@ use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::routing::{WithoutGroupFacts, WithoutGroupRoute, route_without_group};
 use crate::{epoch_snapshots, external_commit_branch, fork_resolution, message_processor};
 use openmls_traits::OpenMlsProvider as _;
 
@@ -33,52 +36,51 @@ impl MlsClient {
         buffered: Option<&BufferedMessage>,
     ) -> Result<Output, MlsError> {
         let message_epoch = message.epoch().as_u64();
-        // A branch that removed us may still lose to a commit of an epoch we kept.
-        if let Some(meta) = self.read(|txn| epoch_snapshots::meta(txn, group, message_epoch))?
-            && fork_resolution::tag_matches(
-                &tag.clone().or_else(|| {
-                    external_commit_branch::tag_in_snapshot(&message, group, message_epoch, &meta)
-                }),
-                &meta.branch_tag,
-            )
-        {
-            if message.content_type() == ContentType::Commit {
-                return self.handle_competing_commit(
+        let meta = self.read(|txn| epoch_snapshots::meta(txn, group, message_epoch))?;
+        let of_kept_snapshot = meta.as_ref().is_some_and(|meta| {
+            let tag = tag.clone().or_else(|| {
+                external_commit_branch::tag_in_snapshot(&message, group, message_epoch, meta)
+            });
+            fork_resolution::tag_matches(&tag, &meta.branch_tag)
+        });
+        let facts = WithoutGroupFacts {
+            content: message.content_type(),
+            of_kept_snapshot,
+            restorable: !self
+                .read(|txn| epoch_snapshots::metas(txn, group))?
+                .is_empty(),
+            from_before_removal: self
+                .removed_at(group)?
+                .is_some_and(|removed_at| message_epoch <= removed_at),
+            from_buffer: buffered.is_some(),
+        };
+        match route_without_group(&facts) {
+            WithoutGroupRoute::CompetingCommit => {
+                let meta = meta.ok_or(MlsError::Internal {
+                    what: "a commit routed to a snapshot that is not kept",
+                })?;
+                self.handle_competing_commit(
                     envelope,
                     message,
                     group,
                     message_epoch,
                     meta,
                     buffered,
-                );
+                )
             }
-            if message.is_handshake_message() {
-                // A proposal of that epoch: a competing commit that references it may be
-                // waiting in the buffer, and it alone can take us back into the group.
+            WithoutGroupRoute::BufferProposal { retry_commits } => {
                 let mut output = self.buffer(envelope, group, message_epoch, buffered)?;
-                if buffered.is_none() {
+                if retry_commits {
                     output.extend(self.retry_waiting_commits(group, message_epoch)?);
                 }
-                return Ok(output);
+                Ok(output)
             }
-        }
-        // After our removal only a later epoch can concern us: a member may re-add us, and the
-        // new epoch's messages can overtake the Welcome. While a snapshot is kept a rollback
-        // may restore us, and then these messages matter too.
-        let restorable = !self
-            .read(|txn| epoch_snapshots::metas(txn, group))?
-            .is_empty();
-        if !restorable
-            && self
-                .removed_at(group)?
-                .is_some_and(|removed_at| message_epoch <= removed_at)
-        {
+            WithoutGroupRoute::Buffer => self.buffer(envelope, group, message_epoch, buffered),
             // Peer input: a late message to a device that no rollback can put back.
-            return Err(MlsError::NoLongerMember {
+            WithoutGroupRoute::NoLongerMember => Err(MlsError::NoLongerMember {
                 group: group.clone(),
-            });
+            }),
         }
-        self.buffer(envelope, group, message_epoch, buffered)
     }
 
     /// Replays the Welcomes buffered for `group` while this device still held it.

@@ -1,6 +1,7 @@
 //! Where an incoming commit, proposal or application message goes, by its group, epoch and
 //! branch tag: the rule of step 3 of `message_processor`'s pipeline, as a pure function
-//! ([`route`]) over what the device knows ([`RouteFacts`]). `message_processor` reads the
+//! ([`route`]) over what the device knows ([`RouteFacts`]), and for a group this device does
+//! not hold ([`route_without_group`], performed by `group_removal`). `message_processor` reads the
 //! facts and performs the [`Route`]; acting on a route (buffering, judging a competing commit,
 //! refusing) is the operations' (`buffering`, `competing_commit`, `fork_resolution`,
 //! `external_join`, `group_removal`).
@@ -158,6 +159,65 @@ pub(crate) fn route(facts: &RouteFacts) -> Route {
         // rollback to that snapshot can open it.
         ContentType::Application if before_join => Route::Buffer,
         ContentType::Application => Route::Process,
+    }
+}
+
+/// What the rule needs to know of a message for a group this device does not hold (removed
+/// from it by a commit that may still lose, or not joined yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WithoutGroupFacts {
+    pub(crate) content: ContentType,
+    /// A snapshot of the message's epoch is kept and the message is of its branch (an external
+    /// commit: made on that snapshot's state, `external_commit_branch::tag_in_snapshot`).
+    pub(crate) of_kept_snapshot: bool,
+    /// Some snapshot is kept: a rollback may still put this device back in the group.
+    pub(crate) restorable: bool,
+    /// This device was removed from the group in the message's epoch or later.
+    pub(crate) from_before_removal: bool,
+    /// It came from the epoch buffer, not from the network.
+    pub(crate) from_buffer: bool,
+}
+
+/// Where a message for a group this device does not hold goes (`group_removal`'s
+/// `handle_without_group` performs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WithoutGroupRoute {
+    /// A commit of a kept epoch, of that snapshot's branch: judged against the commit merged
+    /// there (`handle_competing_commit`); if it wins, this device is back in the group.
+    CompetingCommit,
+    /// A proposal of such an epoch: a competing commit that references it may wait in the
+    /// buffer, and it alone can take this device back. It waits; `retry_commits`: the commits
+    /// of its epoch waiting in the buffer are tried again (nobody else can, since there is no
+    /// group to replay into).
+    BufferProposal { retry_commits: bool },
+    /// It waits: a rollback may put this device back, or a member re-add it (the new epoch's
+    /// messages can overtake the Welcome).
+    Buffer,
+    /// A late message of an epoch up to the removal, to a device no rollback can put back:
+    /// [`MlsError::NoLongerMember`](crate::MlsError).
+    NoLongerMember,
+}
+
+/// The rule for a group this device does not hold, in this order: a commit or proposal of a
+/// kept epoch and of its branch goes to that epoch ([`WithoutGroupRoute::CompetingCommit`],
+/// [`WithoutGroupRoute::BufferProposal`]); anything else waits, unless no snapshot is kept
+/// and it is of an epoch up to the removal ([`WithoutGroupRoute::NoLongerMember`]).
+pub(crate) fn route_without_group(facts: &WithoutGroupFacts) -> WithoutGroupRoute {
+    if facts.of_kept_snapshot {
+        match facts.content {
+            ContentType::Commit => return WithoutGroupRoute::CompetingCommit,
+            ContentType::Proposal => {
+                return WithoutGroupRoute::BufferProposal {
+                    retry_commits: !facts.from_buffer,
+                };
+            }
+            ContentType::Application => {}
+        }
+    }
+    if !facts.restorable && facts.from_before_removal {
+        WithoutGroupRoute::NoLongerMember
+    } else {
+        WithoutGroupRoute::Buffer
     }
 }
 
@@ -394,5 +454,85 @@ mod tests {
     fn an_application_message_of_a_snapshot_kept_across_the_join_waits_for_a_rollback() {
         let kept = with_snapshot(message(ContentType::Application, PAST), OURS);
         assert_eq!(route(&joined_at(kept, PAST + 1)), Route::Buffer);
+    }
+
+    /// A message for a group not held: of a kept epoch's branch, with a snapshot kept, this
+    /// device removed after the message's epoch, from the network.
+    fn without_group(content: ContentType) -> WithoutGroupFacts {
+        WithoutGroupFacts {
+            content,
+            of_kept_snapshot: true,
+            restorable: true,
+            from_before_removal: true,
+            from_buffer: false,
+        }
+    }
+
+    #[test]
+    fn without_the_group_a_commit_of_a_kept_epochs_branch_is_judged_there() {
+        let facts = without_group(ContentType::Commit);
+        assert_eq!(
+            route_without_group(&facts),
+            WithoutGroupRoute::CompetingCommit
+        );
+    }
+
+    #[test]
+    fn without_the_group_a_proposal_of_a_kept_epochs_branch_waits_and_retries_its_commits() {
+        let facts = without_group(ContentType::Proposal);
+        assert_eq!(
+            route_without_group(&facts),
+            WithoutGroupRoute::BufferProposal {
+                retry_commits: true
+            }
+        );
+        // Replayed from the buffer, it retries nothing (the replay is that retry).
+        let replayed = WithoutGroupFacts {
+            from_buffer: true,
+            ..facts
+        };
+        assert_eq!(
+            route_without_group(&replayed),
+            WithoutGroupRoute::BufferProposal {
+                retry_commits: false
+            }
+        );
+    }
+
+    #[test]
+    fn without_the_group_anything_else_waits_while_a_snapshot_is_kept() {
+        for content in CONTENTS {
+            let of_another_branch = WithoutGroupFacts {
+                of_kept_snapshot: false,
+                ..without_group(content)
+            };
+            assert_eq!(
+                route_without_group(&of_another_branch),
+                WithoutGroupRoute::Buffer
+            );
+        }
+        let application = without_group(ContentType::Application);
+        assert_eq!(route_without_group(&application), WithoutGroupRoute::Buffer);
+    }
+
+    #[test]
+    fn without_the_group_and_any_snapshot_a_message_up_to_the_removal_is_refused() {
+        for content in CONTENTS {
+            let gone = WithoutGroupFacts {
+                of_kept_snapshot: false,
+                restorable: false,
+                ..without_group(content)
+            };
+            assert_eq!(
+                route_without_group(&gone),
+                WithoutGroupRoute::NoLongerMember
+            );
+            // A later epoch's may come with a re-add (the Welcome can be overtaken).
+            let later = WithoutGroupFacts {
+                from_before_removal: false,
+                ..gone
+            };
+            assert_eq!(route_without_group(&later), WithoutGroupRoute::Buffer);
+        }
     }
 }
