@@ -34,7 +34,9 @@ impl MlsClient {
         if epoch != current {
             return Ok(self
                 .read(|txn| epoch_snapshots::meta(txn, group, epoch))?
-                .and_then(|snapshot| tag_in_snapshot(message, group, epoch, &snapshot)));
+                .and_then(|snapshot| {
+                    Self::external_commit_tag_in_snapshot(message, group, epoch, &snapshot)
+                }));
         }
         let held = self.group(group)?;
         let hash = held
@@ -49,31 +51,31 @@ impl MlsClient {
             branch_tag(held),
         )))
     }
-}
 
-/// The branch tag an external commit of `epoch` stands for against a kept `snapshot` of that
-/// epoch (see `external_commit_tag`); none for any other message, or a snapshot that does not
-/// record its transcript hash. A device that does not hold the group (removed by a commit
-/// that may still lose) reads it too: an external commit made on another state of that epoch
-/// then waits for its branch, instead of failing to verify against the snapshot's state and
-/// being dropped for good.
-pub(crate) fn tag_in_snapshot(
-    message: &ProtocolMessage,
-    group: &GroupId,
-    epoch: u64,
-    snapshot: &SnapshotMeta,
-) -> Option<Vec<u8>> {
-    if snapshot.confirmed_transcript_hash.is_empty() {
-        return None;
+    /// The branch tag an external commit of `epoch` stands for against a kept `snapshot` of that
+    /// epoch (see `external_commit_tag`); none for any other message, or a snapshot that does not
+    /// record its transcript hash. A device that does not hold the group (removed by a commit
+    /// that may still lose) reads it too: an external commit made on another state of that epoch
+    /// then waits for its branch, instead of failing to verify against the snapshot's state and
+    /// being dropped for good.
+    pub(crate) fn external_commit_tag_in_snapshot(
+        message: &ProtocolMessage,
+        group: &GroupId,
+        epoch: u64,
+        snapshot: &SnapshotMeta,
+    ) -> Option<Vec<u8>> {
+        if snapshot.confirmed_transcript_hash.is_empty() {
+            return None;
+        }
+        let claimed = external_message_tag(message)?;
+        Some(external_tag_against(
+            claimed,
+            group,
+            epoch,
+            &snapshot.confirmed_transcript_hash,
+            snapshot.branch_tag.clone(),
+        ))
     }
-    let claimed = external_message_tag(message)?;
-    Some(external_tag_against(
-        claimed,
-        group,
-        epoch,
-        &snapshot.confirmed_transcript_hash,
-        snapshot.branch_tag.clone(),
-    ))
 }
 
 /// The tag an external commit that claims `claimed` stands for here, where this device holds

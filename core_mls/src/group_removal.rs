@@ -22,7 +22,7 @@ use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::group_manager::GROUP_META_NAMESPACE;
 use crate::routing::{WithoutGroupFacts, WithoutGroupRoute, route_without_group};
-use crate::{epoch_snapshots, external_commit_branch, fork_resolution, message_processor};
+use crate::{epoch_snapshots, fork_resolution, message_processor};
 use openmls_traits::OpenMlsProvider as _;
 
 impl MlsClient {
@@ -39,7 +39,7 @@ impl MlsClient {
         let meta = self.read(|txn| epoch_snapshots::meta(txn, group, message_epoch))?;
         let of_kept_snapshot = meta.as_ref().is_some_and(|meta| {
             let tag = tag.clone().or_else(|| {
-                external_commit_branch::tag_in_snapshot(&message, group, message_epoch, meta)
+                Self::external_commit_tag_in_snapshot(&message, group, message_epoch, meta)
             });
             fork_resolution::tag_matches(&tag, &meta.branch_tag)
         });

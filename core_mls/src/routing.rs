@@ -168,7 +168,7 @@ pub(crate) fn route(facts: &RouteFacts) -> Route {
 pub(crate) struct WithoutGroupFacts {
     pub(crate) content: ContentType,
     /// A snapshot of the message's epoch is kept and the message is of its branch (an external
-    /// commit: made on that snapshot's state, `external_commit_branch::tag_in_snapshot`).
+    /// commit: made on that snapshot's state, `external_commit_tag_in_snapshot`).
     pub(crate) of_kept_snapshot: bool,
     /// Some snapshot is kept: a rollback may still put this device back in the group.
     pub(crate) restorable: bool,
