@@ -18,7 +18,7 @@ use rand::{Rng as _, SeedableRng};
 use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
 use tls_codec::Deserialize as _;
 
-use crate::network::Network;
+use crate::network::{Carried, Network, new_network};
 use crate::scenario::Scenario;
 use crate::verdicts::{Failure, Tally, variant_name};
 
@@ -64,11 +64,8 @@ impl Device {
 
 /// An envelope held back by a cut link, for one device.
 pub(crate) struct Held {
-    from: usize,
     to: usize,
-    id: EnvelopeId,
-    kind: core_mls::EnvelopeKind,
-    bytes: Rc<Vec<u8>>,
+    carried: Carried,
 }
 
 /// Where an envelope was made: by whom, in which epoch, on which branch.
@@ -275,7 +272,7 @@ impl World {
             config,
             devices,
             by_address,
-            network: Network::new(StdRng::seed_from_u64(network_seed)),
+            network: new_network(StdRng::seed_from_u64(network_seed)),
             engine_rng,
             group,
             step: 0,
@@ -558,30 +555,25 @@ impl World {
             );
             self.note(line);
         }
-        let bytes = Rc::new(envelope.to_bytes());
+        let carried = Carried {
+            from,
+            id: envelope.id(),
+            kind: envelope.kind(),
+            bytes: Rc::new(envelope.to_bytes()),
+        };
         if let Some(cut) = self.cut_off {
             let (across, within): (Vec<usize>, Vec<usize>) = targets
                 .into_iter()
                 .partition(|&to| (to == cut) != (from == cut));
             for to in across {
                 self.held.push(Held {
-                    from,
                     to,
-                    id: envelope.id(),
-                    kind: envelope.kind(),
-                    bytes: Rc::clone(&bytes),
+                    carried: carried.clone(),
                 });
             }
             targets = within;
         }
-        self.network.send(
-            self.step,
-            from,
-            &targets,
-            envelope.id(),
-            envelope.kind(),
-            &bytes,
-        );
+        self.network.send(self.step, &targets, &carried);
         Ok(())
     }
 
@@ -655,14 +647,7 @@ impl World {
         let held = std::mem::take(&mut self.held);
         let count = held.len();
         for item in held {
-            self.network.send(
-                self.step,
-                item.from,
-                &[item.to],
-                item.id,
-                item.kind,
-                &item.bytes,
-            );
+            self.network.send(self.step, &[item.to], &item.carried);
         }
         count
     }
