@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use core_identity::IdentityStore;
 use core_mls::{DeliverySource, Disposition, MlsClient, MlsError, Output};
-use rand::Rng as _;
 use spacepanda_core::{Clock, SharedStore};
 
 use crate::network::InFlight;
@@ -239,7 +238,7 @@ impl World {
         clock: Arc<dyn Clock>,
         identity: core_identity::DeviceIdentity,
     ) -> Result<(), Failure> {
-        let seed = self.engine_rng.r#gen();
+        let seed = spacepanda_testkit::seeded::engine_seed(&mut self.engine_rng);
         let client =
             MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
                 .map_err(|e| Failure::new("reopen failed", format!("d{device} open: {e}")))?;

@@ -14,8 +14,8 @@ use core_mls::{
 };
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
 use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng};
 use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
+use spacepanda_testkit::seeded;
 use tls_codec::Deserialize as _;
 
 use crate::network::{Carried, Network, new_network};
@@ -178,9 +178,9 @@ impl World {
         };
         // A replay must start at the same time, and OpenMLS checks key package lifetimes
         // against the system clock: the start of this week is both (see `starting_this_week`).
-        let clock = ManualClock::starting_this_week();
+        let clock = seeded::clock();
         // Every identity key, device id and engine seed of the run comes from here.
-        let mut engine_rng = StdRng::seed_from_u64(scenario.seed ^ 0xE4_61_4E_E5);
+        let mut engine_rng = seeded::rng(scenario.seed ^ 0xE4_61_4E_E5);
         let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
         // The network holds an envelope for up to 12 steps, and with concurrent commits (each
         // race adds the winner and the re-issued loser) that can span more than the defaults'
@@ -230,7 +230,7 @@ impl World {
                 clock_arc.clone(),
                 identity,
                 config.clone(),
-                engine_rng.r#gen(),
+                seeded::engine_seed(&mut engine_rng),
             )
             .map_err(|e| Failure::new("reopen failed", e.to_string()))?;
             let address = DeviceAddress {
@@ -272,7 +272,7 @@ impl World {
             config,
             devices,
             by_address,
-            network: new_network(StdRng::seed_from_u64(network_seed)),
+            network: new_network(seeded::rng(network_seed)),
             engine_rng,
             group,
             step: 0,
