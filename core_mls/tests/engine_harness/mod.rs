@@ -1,7 +1,9 @@
 //! A deterministic in-memory harness for engine tests: several devices, each with its own store
 //! (MemoryStore or a RedbStore file), one `ManualClock`, and a network that delivers in a
 //! seeded shuffled order with duplicates. Devices can be closed (their envelopes wait) and
-//! reopened from their store. Modelled on quinn's test `Pair`.
+//! reopened from their store. Modelled on quinn's test `Pair`. The device, the delivery order
+//! and the seeded clock and generator are the test kit's (`spacepanda-testkit`); what is here
+//! is the routing, the "app" (acknowledgements, recorded messages and events) and the checks.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -12,26 +14,19 @@
 )]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
 
-use core_identity::{DeviceIdentity, IdentityStore};
 use core_mls::{
     DeviceAddress, Disposition, Event, GroupId, MessageId, MlsClient, MlsConfig, MlsError, Output,
 };
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
+use spacepanda_core::{Clock, ManualClock};
+use spacepanda_testkit::{Device, Storage, seeded, shuffle_with_duplicates};
 
-/// One device.
+/// One device (the kit's [`Device`]: store, identity, engine) and what the "app" and the
+/// network hold for it. Derefs to the device so tests read `node.identity`, `node.client()`.
 pub struct Node {
-    pub name: String,
-    pub store: SharedStore,
-    /// The same store as a `MemoryStore` (for byte-for-byte comparisons), if it is one.
-    pub memory: Option<Arc<MemoryStore>>,
-    pub path: Option<std::path::PathBuf>,
-    pub identity: DeviceIdentity,
-    pub client: Option<MlsClient>,
+    pub device: Device,
     /// Envelopes waiting for this device.
     pub inbox: Vec<Vec<u8>>,
     /// (group, sender device, message id, body) in delivery order.
@@ -40,18 +35,21 @@ pub struct Node {
     pub errors: Vec<String>,
 }
 
+impl Deref for Node {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Device {
+        &mut self.device
+    }
+}
+
 impl Node {
-    pub fn address(&self) -> DeviceAddress {
-        DeviceAddress {
-            user_id: self.identity.user_id(),
-            device_id: self.identity.device_id(),
-        }
-    }
-
-    pub fn client(&mut self) -> &mut MlsClient {
-        self.client.as_mut().expect("device is closed")
-    }
-
     pub fn removed_from(&self, group: &GroupId) -> bool {
         self.events
             .iter()
@@ -65,7 +63,9 @@ pub struct Harness {
     pub nodes: Vec<Node>,
     pub config: MlsConfig,
     rng: StdRng,
-    dir: Option<tempfile::TempDir>,
+    storage: Storage,
+    /// Holds the redb files of a [`Harness::redb`] harness; removed with it.
+    _dir: Option<tempfile::TempDir>,
     /// Probability that a delivered envelope is delivered twice.
     pub duplicate_probability: f64,
 }
@@ -97,85 +97,39 @@ impl Harness {
     }
 
     /// Devices on MemoryStores with a custom configuration (every harness's engines draw
-    /// their randomness from `seed`: see `open_client`).
+    /// their randomness from `seed`: a seed per open, from the harness's generator).
     pub fn seeded(names: &[&str], seed: u64, config: MlsConfig) -> Self {
         Self::memory_with(names, seed, config)
     }
 
-    fn open_client(&mut self, store: SharedStore, identity: DeviceIdentity) -> MlsClient {
-        let clock = self.clock();
-        // A seed per open: one store is never opened twice with the same seed.
-        let seed: [u8; 32] = self.rng.r#gen();
-        MlsClient::open_seeded(store, clock, identity, self.config.clone(), seed).unwrap()
-    }
-
     fn empty(seed: u64, dir: Option<tempfile::TempDir>) -> Self {
+        let storage = match &dir {
+            Some(dir) => Storage::files_in(dir.path()),
+            None => Storage::Memory,
+        };
         Self {
-            clock: ManualClock::starting_this_week(),
+            clock: seeded::clock(),
             nodes: Vec::new(),
             config: MlsConfig::default(),
-            rng: StdRng::seed_from_u64(seed),
-            dir,
+            rng: seeded::rng(seed),
+            storage,
+            _dir: dir,
             duplicate_probability: 0.3,
         }
     }
 
-    fn open_store(
-        &self,
-        name: &str,
-    ) -> (
-        SharedStore,
-        Option<std::path::PathBuf>,
-        Option<Arc<MemoryStore>>,
-    ) {
-        match &self.dir {
-            Some(dir) => {
-                let path = dir.path().join(format!("{name}.redb"));
-                (
-                    Arc::new(RedbStore::create(&path).unwrap()),
-                    Some(path),
-                    None,
-                )
-            }
-            None => {
-                let memory = Arc::new(MemoryStore::new());
-                (memory.clone(), None, Some(memory))
-            }
-        }
-    }
-
-    fn clock(&self) -> Arc<dyn Clock> {
-        Arc::new(self.clock.clone())
-    }
-
     /// Adds a device; with `same_user_as`, a second device of that node's user.
     pub fn add_node(&mut self, name: &str, same_user_as: Option<usize>) -> usize {
-        let (store, path, memory) = self.open_store(name);
-        let identities = IdentityStore::new(store.clone(), self.clock());
-        let identity = match same_user_as {
-            Some(index) => {
-                let exported = IdentityStore::new(self.nodes[index].store.clone(), self.clock())
-                    .export_identity_key()
-                    .unwrap();
-                let display_name = self.nodes[index]
-                    .identity
-                    .display_name()
-                    .as_str()
-                    .to_owned();
-                identities
-                    .import_with(&exported, &display_name, &mut self.rng)
-                    .unwrap()
-            }
-            None => identities.create_with(name, &mut self.rng).unwrap(),
-        };
-        let client = self.open_client(store.clone(), identity.clone());
+        let device = Device::create(
+            name,
+            &self.storage,
+            same_user_as.map(|index| &self.nodes[index].device),
+            &self.clock,
+            &self.config,
+            &mut self.rng,
+        );
         self.nodes.push(Node {
-            name: name.to_owned(),
-            store,
-            memory,
-            path,
-            identity,
-            client: Some(client),
+            device,
             inbox: Vec::new(),
             delivered: Vec::new(),
             events: Vec::new(),
@@ -260,7 +214,7 @@ impl Harness {
         loop {
             let mut batch = Vec::new();
             for (index, node) in self.nodes.iter_mut().enumerate() {
-                if node.client.is_none() {
+                if !node.is_open() {
                     continue;
                 }
                 for bytes in node.inbox.drain(..) {
@@ -270,14 +224,8 @@ impl Harness {
             if batch.is_empty() {
                 return handled;
             }
-            let mut with_duplicates = Vec::new();
-            for (index, bytes) in batch {
-                if self.rng.gen_bool(self.duplicate_probability) {
-                    with_duplicates.push((index, bytes.clone()));
-                }
-                with_duplicates.push((index, bytes));
-            }
-            with_duplicates.shuffle(&mut self.rng);
+            let with_duplicates =
+                shuffle_with_duplicates(batch, self.duplicate_probability, &mut self.rng);
             for (index, bytes) in with_duplicates {
                 handled += 1;
                 // Rejections are recorded on the node; tests inspect them with `errors()`.
@@ -305,52 +253,29 @@ impl Harness {
 
     /// Closes a device without acknowledging anything (like a killed process).
     pub fn close(&mut self, node: usize) {
-        self.nodes[node].client = None;
+        self.nodes[node].close();
     }
 
-    /// Reopens a closed device from its store (the file, for redb) and re-sends its outbox.
     /// The node loses its store (a new, empty one in its place: a lost phone, a wiped disk)
     /// and is restored under its old device id from its user's identity key, with a new
     /// signature key; its inbox is lost with it.
     pub fn lose_store(&mut self, node: usize) {
-        let exported = IdentityStore::new(self.nodes[node].store.clone(), self.clock())
-            .export_identity_key()
-            .unwrap();
-        self.nodes[node].client = None;
         let name = format!("{}-restored-{}", self.nodes[node].name, self.nodes.len());
-        let (store, path, memory) = self.open_store(&name);
-        let old = self.nodes[node].identity.clone();
-        let identity = IdentityStore::new(store.clone(), self.clock())
-            .restore_with(
-                &exported,
-                old.device_id(),
-                old.display_name().as_str(),
-                &mut self.rng,
-            )
-            .unwrap();
-        let client = self.open_client(store.clone(), identity.clone());
-        let restored = &mut self.nodes[node];
-        restored.store = store;
-        restored.path = path;
-        restored.memory = memory;
-        restored.identity = identity;
-        restored.client = Some(client);
-        restored.inbox.clear();
+        self.nodes[node].device.lose_store(
+            &name,
+            &self.storage,
+            &self.clock,
+            &self.config,
+            &mut self.rng,
+        );
+        self.nodes[node].inbox.clear();
     }
 
+    /// Reopens a closed device from its store (the file, for redb) and re-sends its outbox.
     pub fn reopen(&mut self, node: usize) {
-        let store: SharedStore = match &self.nodes[node].path {
-            Some(path) => Arc::new(RedbStore::open(path).unwrap()),
-            None => self.nodes[node].store.clone(),
-        };
-        let identity = IdentityStore::new(store.clone(), self.clock())
-            .load()
-            .unwrap()
-            .unwrap();
-        assert_eq!(identity.user_id(), self.nodes[node].identity.user_id());
-        let client = self.open_client(store.clone(), identity);
-        self.nodes[node].store = store;
-        self.nodes[node].client = Some(client);
+        self.nodes[node]
+            .device
+            .reopen(&self.clock, &self.config, &mut self.rng);
         let undelivered = self.nodes[node].client().pending_delivered().unwrap();
         self.record_events(node, undelivered);
         let pending = self.nodes[node].client().pending_outbound().unwrap();

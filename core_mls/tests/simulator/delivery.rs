@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use core_identity::IdentityStore;
 use core_mls::{DeliverySource, Disposition, MlsClient, MlsError, Output};
-use rand::Rng as _;
 use spacepanda_core::{Clock, SharedStore};
 
 use crate::network::InFlight;
@@ -25,9 +24,9 @@ pub(crate) fn peer_source(device: usize) -> DeliverySource {
 impl World {
     /// Hands one envelope to its device and absorbs the result.
     pub(crate) fn deliver(&mut self, item: InFlight) -> Result<(), Failure> {
-        let bytes = Rc::clone(&item.bytes);
+        let bytes = Rc::clone(&item.payload.bytes);
         let before = self.verbose().then(|| self.state(item.to));
-        let source = peer_source(item.from);
+        let source = peer_source(item.payload.from);
         let result = self.call(item.to, |c| c.handle_envelope_from(&bytes, &source));
         match result {
             Ok(output) => {
@@ -44,8 +43,8 @@ impl World {
                     self.note(format!(
                         "    d{} <- d{} {:?}{label}: {disposition:?} {events:?} [{} -> {}]",
                         item.to,
-                        item.from,
-                        item.kind,
+                        item.payload.from,
+                        item.payload.kind,
                         short_state(&before),
                         short_state(&after)
                     ));
@@ -64,12 +63,12 @@ impl World {
     ) -> Result<(), Failure> {
         let name = variant_name(error);
         if self.verbose() {
-            let label = core_mls::Envelope::from_bytes(&item.bytes, usize::MAX)
+            let label = core_mls::Envelope::from_bytes(&item.payload.bytes, usize::MAX)
                 .map(|e| crate::world::envelope_label(&e))
                 .unwrap_or_default();
             self.note(format!(
                 "    d{} <- d{} {:?}{label}: error {error}",
-                item.to, item.from, item.kind
+                item.to, item.payload.from, item.payload.kind
             ));
         }
         if self.partitioned && matches!(error, MlsError::ForkOutsideWindow { .. }) {
@@ -77,7 +76,7 @@ impl World {
             // its sender where the group is (`recovery`).
             self.tally
                 .add(format!("envelope error {name} (after a cut)"));
-            self.want_rejoin(item.to, Some(item.from));
+            self.want_rejoin(item.to, Some(item.payload.from));
             return Ok(());
         }
         match judge_envelope_error(error) {
@@ -92,7 +91,7 @@ impl World {
                     receiver: item.to,
                     receiver_state: self.state(item.to),
                     receiver_joined_at: self.devices[item.to].joined_at,
-                    envelope: item.id,
+                    envelope: item.payload.id,
                     reason: error.to_string(),
                 });
                 Ok(())
@@ -127,8 +126,8 @@ impl World {
                         "d{} (joined at epoch {}) handling a {:?} from d{} at step {}: {error}",
                         item.to,
                         joined_at.map_or("-".to_owned(), |e| e.to_string()),
-                        item.kind,
-                        item.from,
+                        item.payload.kind,
+                        item.payload.from,
                         self.step
                     ),
                 ))
@@ -239,7 +238,7 @@ impl World {
         clock: Arc<dyn Clock>,
         identity: core_identity::DeviceIdentity,
     ) -> Result<(), Failure> {
-        let seed = self.engine_rng.r#gen();
+        let seed = spacepanda_testkit::seeded::engine_seed(&mut self.engine_rng);
         let client =
             MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
                 .map_err(|e| Failure::new("reopen failed", format!("d{device} open: {e}")))?;

@@ -325,8 +325,8 @@ impl World {
             None => match self.network.take_for(self.step, device) {
                 None => "nothing in flight for it".to_owned(),
                 Some(item) => {
-                    let bytes = std::rc::Rc::clone(&item.bytes);
-                    let source = crate::delivery::peer_source(item.from);
+                    let bytes = std::rc::Rc::clone(&item.payload.bytes);
+                    let source = crate::delivery::peer_source(item.payload.from);
                     let result = self.call(device, |c| c.handle_envelope_from(&bytes, &source));
                     if let Err(error) = &result {
                         self.envelope_error(&item, error)?;

@@ -14,11 +14,11 @@ use core_mls::{
 };
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
 use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng};
 use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
+use spacepanda_testkit::seeded;
 use tls_codec::Deserialize as _;
 
-use crate::network::Network;
+use crate::network::{Carried, Network, new_network};
 use crate::scenario::Scenario;
 use crate::verdicts::{Failure, Tally, variant_name};
 
@@ -68,11 +68,8 @@ impl Device {
 
 /// An envelope held back by a cut link, for one device.
 pub(crate) struct Held {
-    from: usize,
     to: usize,
-    id: EnvelopeId,
-    kind: core_mls::EnvelopeKind,
-    bytes: Rc<Vec<u8>>,
+    carried: Carried,
 }
 
 /// Where an envelope was made: by whom, in which epoch, on which branch.
@@ -185,9 +182,9 @@ impl World {
         };
         // A replay must start at the same time, and OpenMLS checks key package lifetimes
         // against the system clock: the start of this week is both (see `starting_this_week`).
-        let clock = ManualClock::starting_this_week();
+        let clock = seeded::clock();
         // Every identity key, device id and engine seed of the run comes from here.
-        let mut engine_rng = StdRng::seed_from_u64(scenario.seed ^ 0xE4_61_4E_E5);
+        let mut engine_rng = seeded::rng(scenario.seed ^ 0xE4_61_4E_E5);
         let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
         // The network holds an envelope for up to 12 steps, and with concurrent commits (each
         // race adds the winner and the re-issued loser) that can span more than the defaults'
@@ -237,7 +234,7 @@ impl World {
                 clock_arc.clone(),
                 identity,
                 config.clone(),
-                engine_rng.r#gen(),
+                seeded::engine_seed(&mut engine_rng),
             )
             .map_err(|e| Failure::new("reopen failed", e.to_string()))?;
             let address = DeviceAddress {
@@ -279,7 +276,7 @@ impl World {
             config,
             devices,
             by_address,
-            network: Network::new(StdRng::seed_from_u64(network_seed)),
+            network: new_network(seeded::rng(network_seed)),
             engine_rng,
             group,
             step: 0,
@@ -562,30 +559,25 @@ impl World {
             );
             self.note(line);
         }
-        let bytes = Rc::new(envelope.to_bytes());
+        let carried = Carried {
+            from,
+            id: envelope.id(),
+            kind: envelope.kind(),
+            bytes: Rc::new(envelope.to_bytes()),
+        };
         if let Some(cut) = self.cut_off {
             let (across, within): (Vec<usize>, Vec<usize>) = targets
                 .into_iter()
                 .partition(|&to| (to == cut) != (from == cut));
             for to in across {
                 self.held.push(Held {
-                    from,
                     to,
-                    id: envelope.id(),
-                    kind: envelope.kind(),
-                    bytes: Rc::clone(&bytes),
+                    carried: carried.clone(),
                 });
             }
             targets = within;
         }
-        self.network.send(
-            self.step,
-            from,
-            &targets,
-            envelope.id(),
-            envelope.kind(),
-            &bytes,
-        );
+        self.network.send(self.step, &targets, &carried);
         Ok(())
     }
 
@@ -659,14 +651,7 @@ impl World {
         let held = std::mem::take(&mut self.held);
         let count = held.len();
         for item in held {
-            self.network.send(
-                self.step,
-                item.from,
-                &[item.to],
-                item.id,
-                item.kind,
-                &item.bytes,
-            );
+            self.network.send(self.step, &[item.to], &item.carried);
         }
         count
     }
