@@ -706,15 +706,7 @@ fn the_half_that_moves_is_decided_where_the_branches_parted() {
     let (mut cut_off_won, mut cut_off_lost) = (0, 0);
     for seed in 40..52 {
         let (mut h, group, mut held_back) = a_b_and_c_cut_off(seed, 4);
-        let ask = |h: &mut Harness, device: usize, member: usize| {
-            let user = h.nodes[device].identity.user_id();
-            let info = h.nodes[member]
-                .client()
-                .export_group_info(&group, &user)
-                .unwrap();
-            let advice = h.nodes[device].client().rejoin_advice(&info).unwrap();
-            (advice, info)
-        };
+        let ask = |h: &mut Harness, device: usize, member: usize| h.ask(&group, device, member);
         // b asks c while both halves are at the same epoch; then a's half goes one epoch
         // further (still apart) and a asks c.
         let (b_advice, b_info) = ask(&mut h, 1, 2);

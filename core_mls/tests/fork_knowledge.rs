@@ -428,14 +428,7 @@ fn a_device_told_to_stay_by_a_member_that_then_moved_is_told_by_her_rejoin() {
         carol_wins_a_fork_outside_the_window(seed).is_some()
     });
     let (mut h, group) = carol_wins_a_fork_outside_the_window(seed).unwrap();
-    let ask = |h: &mut Harness, device: usize, member: usize| {
-        let user = h.nodes[device].identity.user_id();
-        let info = h.nodes[member]
-            .client()
-            .export_group_info(&group, &user)
-            .unwrap();
-        (h.nodes[device].client().rejoin_advice(&info).unwrap(), info)
-    };
+    let ask = |h: &mut Harness, device: usize, member: usize| h.ask(&group, device, member);
     let (bob_first, _) = ask(&mut h, 1, 0);
     assert_eq!(bob_first, core_mls::RejoinAdvice::Stay);
     let contested = |h: &Harness| h.count_events(1, |e| matches!(e, Event::BranchContested { .. }));

@@ -465,6 +465,23 @@ impl Harness {
     }
 
     /// How many of `node`'s events `wanted` picks.
+    /// `device` asks `member` where `group` is: the GroupInfo `member` gives `device`'s user,
+    /// and what `device` makes of it (`rejoin_advice`).
+    pub fn ask(
+        &mut self,
+        group: &GroupId,
+        device: usize,
+        member: usize,
+    ) -> (core_mls::RejoinAdvice, Vec<u8>) {
+        let user = self.nodes[device].identity.user_id();
+        let info = self.nodes[member]
+            .client()
+            .export_group_info(group, &user)
+            .unwrap();
+        let advice = self.nodes[device].client().rejoin_advice(&info).unwrap();
+        (advice, info)
+    }
+
     pub fn count_events(&self, node: usize, wanted: impl Fn(&Event) -> bool) -> usize {
         self.nodes[node].events.iter().filter(|e| wanted(e)).count()
     }
