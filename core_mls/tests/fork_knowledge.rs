@@ -93,13 +93,16 @@ enum Teacher {
 /// removes bob), and carol's beats hers. Dave joins by carol's first Welcome, then hears from
 /// `teacher`. `None` unless the seed makes the commits win that way.
 fn three_way_fork(seed: u64, teacher: Teacher) -> Option<ThreeWayFork> {
-    let (mut h, group, three) = three_commits(seed)?;
-    let ThreeCommits {
-        update,
-        removal,
-        add,
-        first_welcome,
-    } = three;
+    let (
+        mut h,
+        group,
+        ThreeCommits {
+            update,
+            removal,
+            add,
+            first_welcome,
+        },
+    ) = three_commits(seed)?;
     h.take_inboxes();
 
     // Carol: bob's update beats her add.
@@ -271,13 +274,16 @@ struct OwnCommitLost {
 /// of a branch he cannot reach, since the commit it stands on is his own. `None` unless the
 /// seed makes the commits win that way.
 fn own_commit_lost_with_a_branch(seed: u64, altered: bool) -> Option<OwnCommitLost> {
-    let (mut h, group, three) = three_commits(seed)?;
-    let ThreeCommits {
-        update,
-        removal,
-        add,
-        first_welcome,
-    } = three;
+    let (
+        mut h,
+        group,
+        ThreeCommits {
+            update,
+            removal,
+            add,
+            first_welcome,
+        },
+    ) = three_commits(seed)?;
     // Everything taken out of the inboxes to order the case goes back in at the end (what a
     // device already handled is a duplicate then).
     let mut taken: Vec<Vec<Vec<Vec<u8>>>> = Vec::new();

@@ -21,6 +21,11 @@ pub enum Storage {
 }
 
 impl Storage {
+    /// Files in `dir`.
+    pub fn files_in(dir: &Path) -> Self {
+        Self::Files(dir.to_owned())
+    }
+
     /// A fresh store named `name`; with its file path (redb) or its `MemoryStore` (memory).
     fn create(&self, name: &str) -> (SharedStore, Option<PathBuf>, Option<Arc<MemoryStore>>) {
         match self {
@@ -187,12 +192,5 @@ impl Device {
         self.memory = memory;
         self.identity = identity;
         self.client = Some(client);
-    }
-}
-
-impl Storage {
-    /// Files in `dir`.
-    pub fn files_in(dir: &Path) -> Self {
-        Self::Files(dir.to_owned())
     }
 }

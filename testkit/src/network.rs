@@ -165,3 +165,59 @@ impl<T: Clone> DelayingNetwork<T> {
         Some(self.in_flight.swap_remove(chosen))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DelayingNetwork, NetworkKnobs};
+    use crate::seeded;
+
+    fn knobs(duplicate_probability: f64, drop_probability: f64) -> NetworkKnobs {
+        NetworkKnobs {
+            max_latency: 3,
+            max_slack: 2,
+            duplicate_probability,
+            drop_probability,
+        }
+    }
+
+    /// Sends 20 envelopes to devices 0 and 1, then takes everything ready step by step; the
+    /// (device, payload) pairs in delivery order.
+    fn run(seed: u64, knobs: NetworkKnobs) -> (Vec<(usize, u32)>, u64, u64) {
+        let mut network = DelayingNetwork::new(seeded::rng(seed), knobs);
+        for payload in 0..20u32 {
+            network.send(0, &[0, 1], &payload);
+        }
+        let mut delivered = Vec::new();
+        for now in 0..10 {
+            while let Some(item) = network.take_ready(now, &|_| true) {
+                delivered.push((item.to, item.payload));
+            }
+        }
+        assert!(network.is_empty(), "everything is ready within 3 steps");
+        (delivered, network.duplicated, network.dropped)
+    }
+
+    #[test]
+    fn a_seed_is_one_delivery_order_and_another_seed_is_another() {
+        let (first, _, _) = run(5, knobs(0.0, 0.0));
+        assert_eq!(first, run(5, knobs(0.0, 0.0)).0);
+        assert_ne!(first, run(6, knobs(0.0, 0.0)).0);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        let expected: Vec<(usize, u32)> =
+            (0..2).flat_map(|d| (0..20).map(move |p| (d, p))).collect();
+        assert_eq!(sorted, expected, "each envelope once to each device");
+        assert_ne!(first, expected, "delivered out of order");
+    }
+
+    #[test]
+    fn duplicates_and_drops_happen_as_the_knobs_say() {
+        let (all_twice, duplicated, _) = run(1, knobs(1.0, 0.0));
+        assert_eq!((all_twice.len(), duplicated), (80, 40));
+        let (none, _, dropped) = run(1, knobs(0.0, 1.0));
+        assert_eq!((none.len(), dropped), (0, 40));
+        let (some, _, dropped) = run(1, knobs(0.0, 0.5));
+        assert_eq!(some.len() as u64 + dropped, 40);
+        assert!(dropped > 0 && !some.is_empty(), "{dropped} of 40 dropped");
+    }
+}
