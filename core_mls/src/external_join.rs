@@ -191,7 +191,7 @@ impl MlsClient {
                 .confirmed_transcript_hash()
                 .to_vec();
             client.touch(&group);
-            client.recipients.remove(&group);
+            client.rosters.remove(&group);
             client.groups.insert(group.clone(), new_group);
             let now = client.now();
             client.record_leaf_update(&group, now)?;
@@ -492,7 +492,7 @@ impl MlsClient {
             Ok(())
         })?;
         self.groups.remove(group);
-        self.recipients.remove(group);
+        self.rosters.remove(group);
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, MessageId, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
+use crate::roster::Roster;
 use crate::{deferred_sends, fork_resolution, key_package_validation};
 
 /// The rank of our pending commit (see `branch_order`): its commit ref is the confirmed
@@ -145,14 +146,14 @@ impl MlsClient {
                 &mut self.members,
             )?);
         }
-        let current = self.members(group)?;
+        let current = self.roster(group)?;
         for (index, (_, member)) in validated.iter().enumerate() {
             let device = DeviceAddress::from(member);
             let twice = validated
                 .iter()
                 .skip(index + 1)
                 .any(|(_, m)| DeviceAddress::from(m) == device);
-            if twice || current.iter().any(|m| DeviceAddress::from(m) == device) {
+            if twice || current.contains(&device) {
                 return Err(MlsError::AlreadyMember {
                     user_id: member.user_id(),
                     device_id: member.device_id(),
@@ -570,31 +571,27 @@ impl MlsClient {
         &mut self,
         group: &GroupId,
     ) -> Result<Vec<DeviceAddress>, MlsError> {
-        // Membership only changes with the epoch, so the verified recipient list is computed
-        // once per epoch rather than per message (at 1 000 members it is ~10 ms of work).
-        let epoch = self.group(group)?.epoch().as_u64();
-        if let Some((cached_epoch, devices)) = self.recipients.get(group)
-            && *cached_epoch == epoch
-        {
-            return Ok(devices.clone());
+        Ok(self.roster(group)?.others())
+    }
+
+    /// The verified devices of `group`'s current tree, built once per tree (`roster`).
+    pub(crate) fn roster(&mut self, group: &GroupId) -> Result<&Roster, MlsError> {
+        let mls_group = self
+            .groups
+            .get(group)
+            .ok_or_else(|| MlsError::UnknownGroup {
+                group: group.clone(),
+            })?;
+        let fresh = match self.rosters.get(group) {
+            Some(roster) if roster.is_of(mls_group) => None,
+            _ => Some(Roster::build(mls_group, &mut self.members)?),
+        };
+        if let Some(roster) = fresh {
+            self.rosters.insert(group.clone(), roster);
         }
-        let own_index = self.group(group)?.own_leaf_index();
-        let leaves: Vec<_> = self
-            .group(group)?
-            .members()
-            .filter(|m| m.index != own_index)
-            .collect();
-        let devices = leaves
-            .iter()
-            .map(|leaf| {
-                self.members
-                    .verify(&leaf.credential, &leaf.signature_key)
-                    .map(|m| DeviceAddress::from(&m))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.recipients
-            .insert(group.clone(), (epoch, devices.clone()));
-        Ok(devices)
+        self.rosters.get(group).ok_or(MlsError::Internal {
+            what: "a group's roster was not kept",
+        })
     }
 
     pub(crate) fn own_verified_member(&self) -> Result<VerifiedMember, MlsError> {

@@ -188,6 +188,7 @@ mod member_verification;
 mod message_processor;
 mod missing_commit;
 mod outbox;
+mod roster;
 mod routing;
 mod seen_messages;
 mod signed_context;

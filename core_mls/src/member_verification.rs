@@ -8,6 +8,7 @@ use core_identity::VerifiedMember;
 use openmls::prelude::{BasicCredential, Credential, CredentialType};
 
 use crate::error::MlsError;
+use crate::events::DeviceAddress;
 
 /// The MLS signature key a SpacePanda credential certifies (OpenMLS resolves a message's sender
 /// to its credential; the leaf's key is the certified one, or the leaf was never accepted).
@@ -42,28 +43,40 @@ impl MemberCache {
         credential: &Credential,
         signature_key: &[u8],
     ) -> Result<VerifiedMember, MlsError> {
-        if credential.credential_type() != CredentialType::Basic {
-            return Err(MlsError::UnverifiedMember {
-                reason: core_identity::IdentityError::NotSpacePandaCredential {
-                    what: "MLS credential",
-                    found: "a credential of another type than basic",
-                },
-            });
-        }
-        let basic = BasicCredential::try_from(credential.clone()).map_err(|_| {
-            MlsError::UnverifiedMember {
-                reason: core_identity::IdentityError::Malformed {
-                    what: "MLS credential",
-                    reason: "basic credential does not decode",
-                },
-            }
-        })?;
-        let identity = basic.identity();
-        if let Some((cached_identity, member)) = self.verified.get(signature_key)
-            && cached_identity.as_slice() == identity
-        {
+        let identity = basic_identity(credential)?;
+        if let Some(member) = self.hit(identity, signature_key) {
             return Ok(member.clone());
         }
+        self.verify_afresh(identity, signature_key)
+    }
+
+    /// The device of a leaf, verified as [`verify`](Self::verify) does; a leaf verified before
+    /// costs one lookup and no copy of its member.
+    pub(crate) fn device_of(
+        &mut self,
+        credential: &Credential,
+        signature_key: &[u8],
+    ) -> Result<DeviceAddress, MlsError> {
+        let identity = basic_identity(credential)?;
+        if let Some(member) = self.hit(identity, signature_key) {
+            return Ok(DeviceAddress::from(member));
+        }
+        self.verify_afresh(identity, signature_key)
+            .map(|member| DeviceAddress::from(&member))
+    }
+
+    fn hit(&self, identity: &[u8], signature_key: &[u8]) -> Option<&VerifiedMember> {
+        self.verified
+            .get(signature_key)
+            .filter(|(cached_identity, _)| cached_identity.as_slice() == identity)
+            .map(|(_, member)| member)
+    }
+
+    fn verify_afresh(
+        &mut self,
+        identity: &[u8],
+        signature_key: &[u8],
+    ) -> Result<VerifiedMember, MlsError> {
         let member = core_identity::verify_member(identity, signature_key)
             .map_err(|reason| MlsError::UnverifiedMember { reason })?;
         if self.verified.len() >= MAX_CACHED {
@@ -73,4 +86,19 @@ impl MemberCache {
             .insert(signature_key.to_vec(), (identity.to_vec(), member.clone()));
         Ok(member)
     }
+}
+
+/// A basic credential's identity (a SpacePanda credential is always basic).
+fn basic_identity(credential: &Credential) -> Result<&[u8], MlsError> {
+    if credential.credential_type() != CredentialType::Basic {
+        return Err(MlsError::UnverifiedMember {
+            reason: core_identity::IdentityError::NotSpacePandaCredential {
+                what: "MLS credential",
+                found: "a credential of another type than basic",
+            },
+        });
+    }
+    // A basic credential's content is its identity (`BasicCredential::identity`), read in
+    // place instead of through a copy of the whole credential.
+    Ok(credential.serialized_content())
 }

@@ -446,7 +446,7 @@ impl MlsClient {
             other => other?,
         };
         self.touch(&group_id);
-        self.recipients.remove(&group_id);
+        self.rosters.remove(&group_id);
         self.groups.insert(group_id.clone(), group);
         let mut output = Output {
             events,

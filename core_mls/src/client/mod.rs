@@ -40,9 +40,8 @@ pub struct MlsClient {
     pub(crate) config: MlsConfig,
     pub(crate) groups: BTreeMap<GroupId, MlsGroup>,
     pub(crate) members: MemberCache,
-    /// Verified devices of each group other than this one, with the epoch they are valid for.
-    pub(crate) recipients:
-        std::collections::HashMap<GroupId, (u64, Vec<crate::events::DeviceAddress>)>,
+    /// The verified devices of each group's current tree (see `roster`).
+    pub(crate) rosters: std::collections::HashMap<GroupId, crate::roster::Roster>,
     /// Commits refused as older than the fork window, per group (reported by `tick`).
     pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
     /// What the open operation touched, for its rollback (see `operation`).
@@ -132,7 +131,7 @@ impl MlsClient {
             config,
             groups: BTreeMap::new(),
             members: MemberCache::default(),
-            recipients: std::collections::HashMap::new(),
+            rosters: std::collections::HashMap::new(),
             outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
             operation: operation::Bookkeeping::default(),
             refused: crate::commit_wait::RefusedProposals::default(),
@@ -190,7 +189,7 @@ impl MlsClient {
     /// Reloads every group from storage: the groups in memory become exactly what is stored.
     pub(crate) fn reload_all_groups(&mut self) -> Result<(), MlsError> {
         self.groups.clear();
-        self.recipients.clear();
+        self.rosters.clear();
         for group_id in self.provider.storage().list_groups()? {
             self.reload_group(&GroupId::from_openmls(&group_id))?;
         }
@@ -247,7 +246,7 @@ impl MlsClient {
         // reloads the group again.
         self.touch(group);
         // A reloaded group may be a different state at the same epoch number.
-        self.recipients.remove(group);
+        self.rosters.remove(group);
         match MlsGroup::load(self.provider.storage(), &group.to_openmls())
             .map_err(|e| MlsError::openmls("load a group", e))?
         {

@@ -165,7 +165,7 @@ impl MlsClient {
         for group in std::mem::take(&mut self.operation.touched) {
             if self.reload_group(&group).is_err() {
                 self.groups.remove(&group);
-                self.recipients.remove(&group);
+                self.rosters.remove(&group);
                 self.operation.stale = true;
             }
         }
