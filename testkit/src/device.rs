@@ -264,9 +264,9 @@ impl Device {
         self.client = None;
     }
 
-    /// Reopens the engine from its store (for redb, the file read again: unless the test holds
-    /// another handle on it), with a new seed from `rng`. What the engine had pending (`pending_delivered`, `pending_outbound`) is the
-    /// caller's to take.
+    /// Reopens the engine from its store (for redb, the file read again unless the test holds
+    /// another handle on it), with a new seed from `rng`. What the engine had pending
+    /// (`pending_delivered`, `pending_outbound`) is the caller's to take.
     ///
     /// # Panics
     /// Where [`Device::try_reopen`] returns an error.
