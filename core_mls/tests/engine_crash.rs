@@ -27,7 +27,9 @@
 //!
 //! `harness = false`: `main` is the parent unless the first argument names a child mode.
 //! The seed (`CRASH_SEED`, default fixed) picks the operations and after which printed line each
-//! kill comes; where inside the next operation it lands is up to the machine.
+//! kill comes, and each child's identities and engine seeds; where inside the next operation a
+//! kill lands is up to the machine. The devices are the test kit's, on RedbStore files and the
+//! system clock.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,14 +43,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use core_identity::IdentityStore;
-use core_mls::{EnvelopeKind, Event, GroupId, MlsClient, MlsConfig, Output};
+use core_mls::{EnvelopeKind, Event, GroupId, MlsConfig, Output};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use spacepanda_core::{Clock, RedbStore, SharedStore, SystemClock};
+use spacepanda_core::SystemClock;
+use spacepanda_testkit::{Device, Storage, seeded};
 
 /// Alice, bob and carol found the group; dave starts outside it.
 const MEMBERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -61,42 +62,30 @@ const SIGKILL: i32 = 9;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("setup") => setup(Path::new(&args[2])),
+        Some("setup") => setup(Path::new(&args[2]), args[3].parse().unwrap()),
         Some("run") => run(Path::new(&args[2]), args[3].parse().unwrap(), false),
-        Some("finish") => run(Path::new(&args[2]), 0, true),
+        Some("finish") => run(Path::new(&args[2]), args[3].parse().unwrap(), true),
         Some("--list") => println!("engine_crash: test"),
         _ => parent(),
     }
 }
 
-struct Device {
-    client: MlsClient,
-    address: core_mls::DeviceAddress,
+/// Salt between a child's seed and the generator of its devices' identities and engine seeds,
+/// so that those draws are not the ones that choose its operations.
+const ENGINE_SALT: u64 = 0x0E5E_ED00;
+
+/// The generator of one child's identities and engine seeds. Every child has its own seed
+/// (setup `!seed`, round `r` `seed ^ r`, the final run `seed ^ KILLS`), so a store reopened
+/// after a kill never draws what its previous run drew: a committed epoch that was lost and
+/// made again comes out different, which the one-authenticator-per-epoch check would see.
+fn engine_rng(child_seed: u64) -> StdRng {
+    seeded::rng(child_seed ^ ENGINE_SALT)
 }
 
-fn open(dir: &Path, name: &str, create: bool) -> Device {
-    // Creation is atomic, so a child killed while creating leaves no file and the next one
-    // creates it again.
-    let path = dir.join(format!("{name}.redb"));
-    let file = if path.exists() {
-        RedbStore::open(&path).unwrap()
-    } else {
-        RedbStore::create(&path).unwrap()
-    };
-    let store: SharedStore = Arc::new(file);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let identities = IdentityStore::new(store.clone(), clock.clone());
-    let identity = if create {
-        identities.create(name).unwrap()
-    } else {
-        identities.load().unwrap().unwrap()
-    };
-    let address = core_mls::DeviceAddress {
-        user_id: identity.user_id(),
-        device_id: identity.device_id(),
-    };
-    let client = MlsClient::open(store, clock, identity, MlsConfig::default()).unwrap();
-    Device { client, address }
+/// Opens the device `name` from its file in `dir`, as the setup child left it, on the real
+/// clock of a real process.
+fn open(dir: &Path, name: &str, rng: &mut StdRng) -> Device {
+    Device::open_existing(name, dir, &SystemClock, &MlsConfig::default(), rng)
 }
 
 fn say(line: &str) {
@@ -108,8 +97,8 @@ fn say(line: &str) {
 /// `<epoch> <authenticator>` of the group on `device`, or `- -` if it does not hold it.
 fn state(device: &Device, group: &GroupId) -> String {
     match (
-        device.client.epoch(group),
-        device.client.epoch_authenticator(group),
+        device.client_ref().epoch(group),
+        device.client_ref().epoch_authenticator(group),
     ) {
         (Ok(epoch), Ok(authenticator)) => format!("{epoch} {}", hex::encode(authenticator)),
         _ => "- -".to_owned(),
@@ -126,17 +115,23 @@ fn group_file(dir: &Path) -> PathBuf {
 
 /// A key package of `device` for an add: a single-use one while the pool has one.
 fn key_package(device: &Device) -> Vec<u8> {
-    let mut packages = device.client.publishable_key_packages().unwrap();
+    let mut packages = device.client_ref().publishable_key_packages().unwrap();
     packages.sort_by_key(|p| p.last_resort);
     packages.remove(0).key_package
 }
 
 /// Creates the four devices and the founders' group, delivering everything (not killed).
-fn setup(dir: &Path) {
-    let mut devices: Vec<Device> = MEMBERS.iter().map(|n| open(dir, n, true)).collect();
-    let group = devices[0].client.create_group().unwrap();
+fn setup(dir: &Path, child_seed: u64) {
+    let mut rng = engine_rng(child_seed);
+    let storage = Storage::files_in(dir);
+    let config = MlsConfig::default();
+    let mut devices: Vec<Device> = MEMBERS
+        .iter()
+        .map(|name| Device::create(name, &storage, None, &SystemClock, &config, &mut rng))
+        .collect();
+    let group = devices[0].client().create_group().unwrap();
     let packages: Vec<Vec<u8>> = devices[1..FOUNDERS].iter().map(key_package).collect();
-    devices[0].client.add_members(&group, &packages).unwrap();
+    devices[0].client().add_members(&group, &packages).unwrap();
     flush(&mut devices, &group);
     std::fs::write(group_file(dir), group.as_slice()).unwrap();
 }
@@ -147,21 +142,21 @@ fn flush(devices: &mut [Device], group: &GroupId) {
     loop {
         let mut any = false;
         for sender in 0..devices.len() {
-            for outbound in devices[sender].client.pending_outbound().unwrap() {
+            for outbound in devices[sender].client_ref().pending_outbound().unwrap() {
                 any = true;
                 let bytes = outbound.envelope.to_bytes();
                 for to in &outbound.to.devices {
-                    let Some(receiver) = devices.iter().position(|d| d.address == *to) else {
+                    let Some(receiver) = devices.iter().position(|d| d.address() == *to) else {
                         continue;
                     };
-                    let output = match devices[receiver].client.handle_envelope(&bytes) {
+                    let output = match devices[receiver].client().handle_envelope(&bytes) {
                         Ok(output) => output,
                         Err(error) => panic!("{} rejected an envelope: {error}", MEMBERS[receiver]),
                     };
                     say_state("state", devices, receiver, group);
                     app_receives(&mut devices[receiver], receiver, output);
                 }
-                devices[sender].client.ack_sent(outbound.id).unwrap();
+                devices[sender].client().ack_sent(outbound.id).unwrap();
             }
         }
         if !any {
@@ -184,18 +179,19 @@ fn app_receives(device: &mut Device, index: usize, output: Output) {
                 delivery.0,
                 hex::encode(message_id.as_bytes())
             ));
-            device.client.ack_delivered(delivery).unwrap();
+            device.client().ack_delivered(delivery).unwrap();
         }
     }
 }
 
 fn run(dir: &Path, seed: u64, finish: bool) {
     let group = GroupId::from_slice(&std::fs::read(group_file(dir)).unwrap());
+    let mut rng = engine_rng(seed);
     let mut devices = Vec::with_capacity(MEMBERS.len());
     for name in MEMBERS {
         // The parent may kill right after this line: during the open and its recovery.
         say(&format!("opening {name}"));
-        devices.push(open(dir, name, false));
+        devices.push(open(dir, name, &mut rng));
     }
     for index in 0..devices.len() {
         say_state("loaded", &devices, index, &group);
@@ -203,7 +199,7 @@ fn run(dir: &Path, seed: u64, finish: bool) {
     // Whatever the last run left undone: messages not yet handed to the app, envelopes not yet
     // delivered.
     for index in 0..devices.len() {
-        let pending = devices[index].client.pending_delivered().unwrap();
+        let pending = devices[index].client().pending_delivered().unwrap();
         app_receives(
             &mut devices[index],
             index,
@@ -215,7 +211,8 @@ fn run(dir: &Path, seed: u64, finish: bool) {
     }
     flush(&mut devices, &group);
     say("ready");
-    let holds = |devices: &[Device], index: usize| devices[index].client.groups().contains(&group);
+    let holds =
+        |devices: &[Device], index: usize| devices[index].client_ref().groups().contains(&group);
     if finish {
         let members: Vec<usize> = (0..devices.len()).filter(|&i| holds(&devices, i)).collect();
         assert!(
@@ -231,12 +228,12 @@ fn run(dir: &Path, seed: u64, finish: bool) {
             "members diverged after the crashes: {states:?}"
         );
         for device in &devices {
-            assert!(device.client.pending_outbound().unwrap().is_empty());
+            assert!(device.client_ref().pending_outbound().unwrap().is_empty());
         }
         say(&format!("converged {}", states[0]));
         return;
     }
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded::rng(seed);
     for op in 0.. {
         // Every operation is followed by a full flush, so all devices see the same membership.
         let (members, outsiders): (Vec<usize>, Vec<usize>) =
@@ -247,7 +244,7 @@ fn run(dir: &Path, seed: u64, finish: bool) {
         let roll = if op == 0 { 99 } else { rng.gen_range(0..100) };
         if roll < 75 {
             let output = devices[actor]
-                .client
+                .client()
                 .send(&group, format!("m{}", rng.r#gen::<u32>()).as_bytes())
                 .unwrap();
             let id = output
@@ -264,7 +261,7 @@ fn run(dir: &Path, seed: u64, finish: bool) {
                 .filter(|o| o.envelope.kind() == EnvelopeKind::Application)
                 .flat_map(|o| &o.to.devices)
                 .map(|to| {
-                    let index = devices.iter().position(|d| d.address == *to).unwrap();
+                    let index = devices.iter().position(|d| d.address() == *to).unwrap();
                     index.to_string()
                 })
                 .collect();
@@ -274,21 +271,21 @@ fn run(dir: &Path, seed: u64, finish: bool) {
                 recipients.join(",")
             ));
         } else if roll < 88 {
-            devices[actor].client.self_update(&group).unwrap();
+            devices[actor].client().self_update(&group).unwrap();
         } else if !outsiders.is_empty() && (members.len() <= 2 || rng.gen_bool(0.5)) {
             let target = outsiders[rng.gen_range(0..outsiders.len())];
             let package = key_package(&devices[target]);
             devices[actor]
-                .client
+                .client()
                 .add_members(&group, &[package])
                 .unwrap();
             say(&format!("added {target}"));
         } else {
             let others: Vec<usize> = members.into_iter().filter(|&m| m != actor).collect();
             let target = others[rng.gen_range(0..others.len())];
-            let address = devices[target].address;
+            let address = devices[target].address();
             devices[actor]
-                .client
+                .client()
                 .remove_device(&group, &address.user_id, &address.device_id)
                 .unwrap();
             say(&format!("removed {target}"));
@@ -376,18 +373,19 @@ fn one_transaction_apart(before: &(String, String), after: &(String, String)) ->
 fn parent() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let status = Command::new(&exe)
-        .arg("setup")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "setup failed");
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x00C0_FFEE);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let status = Command::new(&exe)
+        .arg("setup")
+        .arg(dir.path())
+        .arg((!seed).to_string())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "setup failed");
+    let mut rng = seeded::rng(seed);
     let mut states = States::default();
     let mut lines = Vec::new();
     for round in 0..KILLS {
@@ -443,6 +441,7 @@ fn parent() {
     let output = Command::new(&exe)
         .arg("finish")
         .arg(dir.path())
+        .arg((seed ^ KILLS).to_string())
         .stderr(Stdio::inherit())
         .output()
         .unwrap();

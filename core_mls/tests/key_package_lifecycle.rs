@@ -1,6 +1,10 @@
 //! Key package lifecycle (shared/design/KEY_PACKAGES.md), through the public `MlsClient` API
 //! with real Welcomes from a second client, a `ManualClock` (no sleeps), and raw checks of the
-//! store where the claim is about what is on disk (private keys present or gone).
+//! store where the claim is about what is on disk (private keys present or gone). The devices
+//! are the test kit's, their identities and engines seeded. The clocks start from the real
+//! "now", not the kit's start of the week: OpenMLS checks lifetimes against the system clock,
+//! and some checks here say where a device's clock stands against it (a package expired by the
+//! adder's clock while the system clock still says valid).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,21 +14,20 @@
 )]
 
 use std::collections::BTreeSet;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use core_identity::IdentityStore;
 use core_mls::{
-    CIPHERSUITE, Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsClient, MlsConfig,
-    MlsError, PublishableKeyPackage, UnknownKeyPackageHint,
+    CIPHERSUITE, Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsConfig, MlsError,
+    PublishableKeyPackage, UnknownKeyPackageHint,
 };
 use openmls::prelude::{BasicCredential, CredentialWithKey, KeyPackage, MlsMessageOut};
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
-use spacepanda_core::{
-    Clock, Key, KeyValueStore, ManualClock, MemoryStore, RedbStore, SharedStore, Timestamp,
-};
+use rand::rngs::StdRng;
+use spacepanda_core::{Clock, Key, KeyValueStore, ManualClock, Timestamp};
+use spacepanda_testkit::{Device, Storage, seeded};
 use tls_codec::Serialize as _;
 
 // On-disk namespace names (docs/ARCHITECTURE.md, "Key layout"): stable across builds, so the
@@ -46,48 +49,54 @@ const GRACE: Duration = DAY;
 
 // ---- fixtures --------------------------------------------------------------------------------
 
-/// One device: its engine, its clock and the raw store under it.
-struct Device {
-    client: MlsClient,
+/// Every test draws its devices' identities and engine seeds from this seed, in the order it
+/// creates them.
+const SEED: u64 = 0x4B50_11FE;
+
+/// One of the kit's devices, on a MemoryStore unless a test says otherwise, with the clock it
+/// reads: tests give devices different clocks (an adder ahead of the invitee, a device a month
+/// behind), so each device keeps its own.
+struct ClockedDevice {
+    device: Device,
     clock: ManualClock,
-    store: SharedStore,
 }
 
-impl Device {
-    /// A new user and device on `store`, reading time from `clock`.
-    fn create(store: SharedStore, clock: &ManualClock, name: &str) -> Self {
-        let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-        let identity = IdentityStore::new(store.clone(), dyn_clock.clone())
-            .create(name)
-            .unwrap();
-        let client =
-            MlsClient::open(store.clone(), dyn_clock, identity, MlsConfig::default()).unwrap();
+impl Deref for ClockedDevice {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl DerefMut for ClockedDevice {
+    fn deref_mut(&mut self) -> &mut Device {
+        &mut self.device
+    }
+}
+
+impl ClockedDevice {
+    /// A new user and device on `storage`, reading time from `clock`.
+    fn create(storage: &Storage, clock: &ManualClock, name: &str, rng: &mut StdRng) -> Self {
+        let device = Device::create(name, storage, None, clock, &MlsConfig::default(), rng);
         Self {
-            client,
+            device,
             clock: clock.clone(),
-            store,
         }
     }
 
     /// A device on a fresh MemoryStore.
-    fn in_memory(clock: &ManualClock, name: &str) -> Self {
-        Self::create(Arc::new(MemoryStore::new()), clock, name)
+    fn in_memory(clock: &ManualClock, name: &str, rng: &mut StdRng) -> Self {
+        Self::create(&Storage::Memory, clock, name, rng)
     }
 
-    /// Reopens the device stored in `path` (the previous `Device` must be dropped first).
-    fn reopen_redb(path: &Path, clock: &ManualClock) -> Self {
-        let store: SharedStore = Arc::new(RedbStore::open(path).unwrap());
-        let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-        let identity = IdentityStore::new(store.clone(), dyn_clock.clone())
-            .load()
-            .unwrap()
-            .expect("the identity survives the restart");
-        let client =
-            MlsClient::open(store.clone(), dyn_clock, identity, MlsConfig::default()).unwrap();
+    /// Reopens the device `name` stored in `dir` (the previous one must be dropped first, so
+    /// that the file is read again as after a restart).
+    fn reopen_redb(dir: &Path, name: &str, clock: &ManualClock, rng: &mut StdRng) -> Self {
+        let device = Device::open_existing(name, dir, clock, &MlsConfig::default(), rng);
         Self {
-            client,
+            device,
             clock: clock.clone(),
-            store,
         }
     }
 
@@ -97,11 +106,11 @@ impl Device {
 
     fn tick(&mut self) -> core_mls::Output {
         let now = self.now();
-        self.client.tick(now).unwrap()
+        self.client().tick(now).unwrap()
     }
 
     fn publishable(&self) -> Vec<PublishableKeyPackage> {
-        self.client.publishable_key_packages().unwrap()
+        self.client_ref().publishable_key_packages().unwrap()
     }
 
     /// The offered single-use packages, in ledger order.
@@ -151,12 +160,12 @@ impl Device {
 
     /// Delivers an envelope, as the network layer would.
     fn receive(&mut self, envelope: &[u8]) -> Result<core_mls::Output, MlsError> {
-        self.client.handle_envelope(envelope)
+        self.client().handle_envelope(envelope)
     }
 
     /// Delivers a Welcome and checks that it joined `group` with the same epoch secrets as
     /// `adder`.
-    fn join(&mut self, welcome: &[u8], group: &GroupId, adder: &Device) {
+    fn join(&mut self, welcome: &[u8], group: &GroupId, adder: &ClockedDevice) {
         let output = self.receive(welcome).unwrap();
         assert_eq!(output.disposition, Disposition::Processed);
         assert!(
@@ -168,8 +177,8 @@ impl Device {
             output.events
         );
         assert_eq!(
-            self.client.epoch_authenticator(group).unwrap(),
-            adder.client.epoch_authenticator(group).unwrap(),
+            self.client_ref().epoch_authenticator(group).unwrap(),
+            adder.client_ref().epoch_authenticator(group).unwrap(),
             "joiner and adder disagree on the epoch"
         );
     }
@@ -177,10 +186,10 @@ impl Device {
 
 /// The adder creates a new group and adds the device whose key package is `key_package`;
 /// returns the group and the Welcome envelope's wire bytes.
-fn invite(adder: &mut Device, key_package: &[u8]) -> (GroupId, Vec<u8>) {
-    let group = adder.client.create_group().unwrap();
+fn invite(adder: &mut ClockedDevice, key_package: &[u8]) -> (GroupId, Vec<u8>) {
+    let group = adder.client().create_group().unwrap();
     let output = adder
-        .client
+        .client()
         .add_members(&group, &[key_package.to_vec()])
         .unwrap();
     let welcome = output
@@ -213,10 +222,11 @@ fn assert_no_matching(result: Result<core_mls::Output, MlsError>, expected: Unkn
 
 #[test]
 fn pool_fills_to_target_with_one_last_resort_package() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let device = Device::in_memory(&clock, "alice");
+    let device = ClockedDevice::in_memory(&clock, "alice", &mut rng);
 
-    let status = device.client.key_package_status().unwrap();
+    let status = device.client_ref().key_package_status().unwrap();
     assert_eq!(status.fresh, TARGET);
     assert_eq!(
         (status.published, status.claimed, status.consumed),
@@ -239,15 +249,16 @@ fn pool_fills_to_target_with_one_last_resort_package() {
 
     // Opening again (same store) does not make more.
     let mut device = device;
-    assert_eq!(device.client.replenish_key_packages().unwrap(), 0);
+    assert_eq!(device.client().replenish_key_packages().unwrap(), 0);
     assert_eq!(device.publishable().len(), TARGET + 1);
 }
 
 #[test]
 fn consuming_25_packages_with_welcomes_triggers_replenish() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let used: Vec<_> = invitee.single_use().into_iter().take(25).collect();
     assert_eq!(used.len(), 25);
 
@@ -256,20 +267,20 @@ fn consuming_25_packages_with_welcomes_triggers_replenish() {
         invitee.join(&welcome, &group, &adder);
         if index == 23 {
             // 24 consumed, 8 offered: at the watermark, not below it.
-            let status = invitee.client.key_package_status().unwrap();
+            let status = invitee.client_ref().key_package_status().unwrap();
             assert_eq!((status.fresh, status.consumed), (8, 24));
             assert!(!status.needs_replenish);
-            assert_eq!(invitee.client.replenish_key_packages().unwrap(), 0);
+            assert_eq!(invitee.client().replenish_key_packages().unwrap(), 0);
         }
     }
-    assert_eq!(invitee.client.groups().len(), 25);
-    let status = invitee.client.key_package_status().unwrap();
+    assert_eq!(invitee.client_ref().groups().len(), 25);
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!((status.fresh, status.consumed), (7, 25));
     assert!(status.needs_replenish);
 
     let output = invitee.tick();
     assert_eq!(replenished(&output), Some(25));
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!(status.fresh, TARGET);
     assert!(!status.needs_replenish);
     let publishable = invitee.publishable();
@@ -277,13 +288,14 @@ fn consuming_25_packages_with_welcomes_triggers_replenish() {
     assert!(refs(&publishable).is_disjoint(&refs(&used)));
     // A second tick has nothing to do.
     assert_eq!(replenished(&invitee.tick()), None);
-    assert_eq!(invitee.client.replenish_key_packages().unwrap(), 0);
+    assert_eq!(invitee.client().replenish_key_packages().unwrap(), 0);
 }
 
 #[test]
 fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut device = Device::in_memory(&clock, "alice");
+    let mut device = ClockedDevice::in_memory(&clock, "alice", &mut rng);
     let first = device.single_use();
     let published: Vec<_> = first[..10]
         .iter()
@@ -291,7 +303,7 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
         .collect();
     assert_eq!(
         device
-            .client
+            .client()
             .mark_key_packages_published(&published)
             .unwrap(),
         10
@@ -299,12 +311,12 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
     // Publishing again changes nothing.
     assert_eq!(
         device
-            .client
+            .client()
             .mark_key_packages_published(&published)
             .unwrap(),
         0
     );
-    let status = device.client.key_package_status().unwrap();
+    let status = device.client_ref().key_package_status().unwrap();
     assert_eq!((status.fresh, status.published), (22, 10));
 
     // Claim one published and one fresh package.
@@ -315,19 +327,19 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
     for key_package_ref in &claimed {
         assert!(
             device
-                .client
+                .client()
                 .mark_key_package_claimed(key_package_ref)
                 .unwrap()
         );
         assert!(
             !device
-                .client
+                .client()
                 .mark_key_package_claimed(key_package_ref)
                 .unwrap(),
             "claiming twice is not a change"
         );
     }
-    let status = device.client.key_package_status().unwrap();
+    let status = device.client_ref().key_package_status().unwrap();
     assert_eq!((status.fresh, status.published, status.claimed), (21, 9, 2));
     let publishable = refs(&device.publishable());
     assert_eq!(publishable.len(), TARGET + 1 - 2);
@@ -337,13 +349,13 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
     // A claimed package cannot be published again.
     assert_eq!(
         device
-            .client
+            .client()
             .mark_key_packages_published(&claimed[..1])
             .unwrap(),
         0
     );
     assert!(matches!(
-        device.client.mark_key_package_claimed(&[7; 32]),
+        device.client().mark_key_package_claimed(&[7; 32]),
         Err(MlsError::UnknownKeyPackage { .. })
     ));
 
@@ -351,13 +363,13 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
     // retired (keys kept) and a new pool made.
     clock.advance(ROTATE_AFTER - DAY);
     assert_eq!(replenished(&device.tick()), None);
-    assert_eq!(device.client.key_package_status().unwrap().retired, 0);
+    assert_eq!(device.client_ref().key_package_status().unwrap().retired, 0);
     let old_last_resort = device.last_resort();
 
     clock.advance(DAY);
     let output = device.tick();
     assert_eq!(replenished(&output), Some(TARGET));
-    let status = device.client.key_package_status().unwrap();
+    let status = device.client_ref().key_package_status().unwrap();
     assert_eq!(status.retired, 30, "21 fresh + 9 published retired");
     assert_eq!(status.claimed, 2, "claimed packages are not retired");
     assert_eq!((status.fresh, status.published), (TARGET, 0));
@@ -380,19 +392,19 @@ fn mark_published_and_claimed_show_in_status_and_rotation_retires() {
 
 #[test]
 fn restart_keeps_ledger_and_private_keys() {
+    let mut rng = seeded::rng(SEED);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("invitee.redb");
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
 
     let (before, used, user_id, group, welcome) = {
-        let store: SharedStore = Arc::new(RedbStore::create(&path).unwrap());
-        let mut invitee = Device::create(store, &clock, "invitee");
+        let mut invitee =
+            ClockedDevice::create(&Storage::files_in(dir.path()), &clock, "invitee", &mut rng);
         let before = invitee.publishable();
         let all_refs: Vec<_> = before.iter().map(|p| p.key_package_ref.clone()).collect();
         assert_eq!(
             invitee
-                .client
+                .client()
                 .mark_key_packages_published(&all_refs)
                 .unwrap(),
             TARGET + 1
@@ -403,16 +415,16 @@ fn restart_keeps_ledger_and_private_keys() {
         (
             before,
             used,
-            invitee.client.device().user_id(),
+            invitee.client_ref().device().user_id(),
             group,
             welcome,
         )
     };
 
     clock.advance(MINUTE);
-    let mut invitee = Device::reopen_redb(&path, &clock);
-    assert_eq!(invitee.client.device().user_id(), user_id);
-    let status = invitee.client.key_package_status().unwrap();
+    let mut invitee = ClockedDevice::reopen_redb(dir.path(), "invitee", &clock, &mut rng);
+    assert_eq!(invitee.client_ref().device().user_id(), user_id);
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!(
         (status.fresh, status.published),
         (0, TARGET),
@@ -435,27 +447,31 @@ fn restart_keeps_ledger_and_private_keys() {
     clock.advance(FORK_WINDOW);
     invitee.tick();
     assert!(!invitee.has_private_bundle(&used.key_package_ref));
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!((status.published, status.consumed), (TARGET - 1, 1));
 
     // And the consumption itself survives the next restart.
     drop(invitee);
-    let mut invitee = Device::reopen_redb(&path, &clock);
-    assert_eq!(invitee.client.groups(), vec![group.clone()]);
-    assert_eq!(invitee.client.key_package_status().unwrap().consumed, 1);
+    let mut invitee = ClockedDevice::reopen_redb(dir.path(), "invitee", &clock, &mut rng);
+    assert_eq!(invitee.client_ref().groups(), vec![group.clone()]);
+    assert_eq!(
+        invitee.client_ref().key_package_status().unwrap().consumed,
+        1
+    );
     let (group2, welcome2) = invite(&mut adder, &used.key_package);
     assert_no_matching(
         invitee.receive(&welcome2),
         UnknownKeyPackageHint::AlreadyConsumed,
     );
-    assert!(!invitee.client.groups().contains(&group2));
+    assert!(!invitee.client_ref().groups().contains(&group2));
 }
 
 #[test]
 fn welcome_for_a_package_from_an_older_batch_still_joins() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let old = invitee.single_use();
     // A Welcome made before the rotation, and a package the adder fetched before it.
     let (group_a, welcome_a) = invite(&mut adder, &old[0].key_package);
@@ -465,13 +481,16 @@ fn welcome_for_a_package_from_an_older_batch_still_joins() {
     assert_eq!(replenished(&invitee.tick()), Some(TARGET));
     let newer = invitee.publishable();
     assert!(!refs(&newer).contains(&fetched_early.key_package_ref));
-    assert_eq!(invitee.client.key_package_status().unwrap().retired, TARGET);
+    assert_eq!(
+        invitee.client_ref().key_package_status().unwrap().retired,
+        TARGET
+    );
 
     invitee.join(&welcome_a, &group_a, &adder);
     let (group_b, welcome_b) = invite(&mut adder, &fetched_early.key_package);
     invitee.join(&welcome_b, &group_b, &adder);
     // The newer batch is untouched.
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!(
         (status.fresh, status.retired, status.consumed),
         (TARGET, TARGET - 2, 2)
@@ -481,10 +500,11 @@ fn welcome_for_a_package_from_an_older_batch_still_joins() {
 
 #[test]
 fn expiry_prunes_private_keys_after_the_grace_period() {
+    let mut rng = seeded::rng(SEED);
     let adder_clock = ManualClock::starting_now();
     let clock = ManualClock::new(adder_clock.now());
-    let mut adder = Device::in_memory(&adder_clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&adder_clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let old = invitee.single_use();
     let old_last_resort = invitee.last_resort();
     let (group_in_grace, welcome_in_grace) = invite(&mut adder, &old[0].key_package);
@@ -493,7 +513,7 @@ fn expiry_prunes_private_keys_after_the_grace_period() {
     // Past the lifetime but within the grace period: expired, keys kept.
     clock.advance(LIFETIME + MINUTE);
     invitee.tick();
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!(status.expired, TARGET);
     assert_eq!(status.fresh, TARGET, "a new pool was made");
     assert!(
@@ -516,14 +536,14 @@ fn expiry_prunes_private_keys_after_the_grace_period() {
     // What is left in the store is exactly the new pool.
     assert_eq!(invitee.private_bundles(), refs(&invitee.publishable()));
     assert_eq!(invitee.private_bundles().len(), TARGET + 1);
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!((status.expired, status.retired), (0, 0));
 
     assert_no_matching(
         invitee.receive(&welcome_late),
         UnknownKeyPackageHint::ExpiredAndPruned,
     );
-    assert!(!invitee.client.groups().contains(&group_late));
+    assert!(!invitee.client_ref().groups().contains(&group_late));
 
     // After the tombstone retention the record is compacted away: "never ours".
     clock.advance(90 * DAY);
@@ -537,9 +557,10 @@ fn expiry_prunes_private_keys_after_the_grace_period() {
 
 #[test]
 fn last_resort_package_is_reused_twice_and_then_rotated() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let last_resort = invitee.last_resort();
     let (group_a, welcome_a) = invite(&mut adder, &last_resort.key_package);
     let (group_b, welcome_b) = invite(&mut adder, &last_resort.key_package);
@@ -551,7 +572,11 @@ fn last_resort_package_is_reused_twice_and_then_rotated() {
     let replacement = invitee.last_resort();
     assert_ne!(replacement.key_package_ref, last_resort.key_package_ref);
     assert_eq!(
-        invitee.client.key_package_status().unwrap().last_resort_age,
+        invitee
+            .client_ref()
+            .key_package_status()
+            .unwrap()
+            .last_resort_age,
         Some(Duration::ZERO)
     );
     assert_eq!(invitee.single_use().len(), TARGET, "the pool is untouched");
@@ -562,7 +587,11 @@ fn last_resort_package_is_reused_twice_and_then_rotated() {
     // The second use does not make yet another one: the replacement is still the offer.
     assert_eq!(invitee.last_resort(), replacement);
     assert_eq!(
-        invitee.client.key_package_status().unwrap().last_resort_age,
+        invitee
+            .client_ref()
+            .key_package_status()
+            .unwrap()
+            .last_resort_age,
         Some(MINUTE)
     );
     assert_eq!(invitee.private_bundles().len(), TARGET + 2);
@@ -577,14 +606,15 @@ fn last_resort_package_is_reused_twice_and_then_rotated() {
         invitee.receive(&welcome_c),
         UnknownKeyPackageHint::ExpiredAndPruned,
     );
-    assert!(!invitee.client.groups().contains(&group_c));
+    assert!(!invitee.client_ref().groups().contains(&group_c));
 }
 
 #[test]
 fn second_welcome_for_a_consumed_package_is_a_double_spend() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let package = invitee.single_use().remove(0);
     let (group_a, welcome_a) = invite(&mut adder, &package.key_package);
     let (group_b, welcome_b) = invite(&mut adder, &package.key_package);
@@ -600,8 +630,8 @@ fn second_welcome_for_a_consumed_package_is_a_double_spend() {
         invitee.receive(&welcome_b),
         UnknownKeyPackageHint::AlreadyConsumed,
     );
-    assert_eq!(invitee.client.groups(), vec![group_a.clone()]);
-    assert!(!invitee.client.groups().contains(&group_b));
+    assert_eq!(invitee.client_ref().groups(), vec![group_a.clone()]);
+    assert!(!invitee.client_ref().groups().contains(&group_b));
 
     // Still reported as such after pruning turned the record into a tombstone.
     clock.advance(MINUTE);
@@ -611,25 +641,33 @@ fn second_welcome_for_a_consumed_package_is_a_double_spend() {
         invitee.receive(&welcome_c),
         UnknownKeyPackageHint::AlreadyConsumed,
     );
-    assert_eq!(invitee.client.key_package_status().unwrap().consumed, 1);
+    assert_eq!(
+        invitee.client_ref().key_package_status().unwrap().consumed,
+        1
+    );
 }
 
 #[test]
 fn welcome_for_a_package_never_made_here_says_so() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let other = Device::in_memory(&clock, "other");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let other = ClockedDevice::in_memory(&clock, "other", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let (_, welcome) = invite(&mut adder, &other.single_use()[0].key_package);
     assert_no_matching(invitee.receive(&welcome), UnknownKeyPackageHint::NeverOurs);
-    assert_eq!(invitee.client.key_package_status().unwrap().fresh, TARGET);
+    assert_eq!(
+        invitee.client_ref().key_package_status().unwrap().fresh,
+        TARGET
+    );
 }
 
 #[test]
 fn consumed_single_use_package_keeps_its_private_keys_for_the_fork_window_only() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let packages = invitee.single_use();
     let used = &packages[5];
     assert!(invitee.has_private_bundle(&used.key_package_ref));
@@ -656,14 +694,18 @@ fn consumed_single_use_package_keeps_its_private_keys_for_the_fork_window_only()
     );
     // The ledger keeps a record so a second Welcome is recognised.
     assert!(invitee.has_ledger_record(&used.key_package_ref));
-    assert_eq!(invitee.client.key_package_status().unwrap().consumed, 1);
+    assert_eq!(
+        invitee.client_ref().key_package_status().unwrap().consumed,
+        1
+    );
 }
 
 #[test]
 fn failed_welcome_leaves_the_key_package_usable() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let mut invitee = Device::in_memory(&clock, "invitee");
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let mut invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
     let package = invitee.single_use().remove(0);
     let (group, welcome) = invite(&mut adder, &package.key_package);
     let genuine = Envelope::from_bytes(&welcome, usize::MAX).unwrap();
@@ -680,9 +722,9 @@ fn failed_welcome_leaves_the_key_package_usable() {
     );
     // Nothing was burnt: ledger and private keys as before.
     assert!(invitee.has_private_bundle(&package.key_package_ref));
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!((status.fresh, status.consumed), (TARGET, 0));
-    assert!(invitee.client.groups().is_empty());
+    assert!(invitee.client_ref().groups().is_empty());
 
     // Bytes that do not decode at all.
     let mut truncated = payload.clone();
@@ -695,7 +737,7 @@ fn failed_welcome_leaves_the_key_package_usable() {
     assert!(invitee.has_private_bundle(&package.key_package_ref));
 
     invitee.join(&welcome, &group, &adder);
-    let status = invitee.client.key_package_status().unwrap();
+    let status = invitee.client_ref().key_package_status().unwrap();
     assert_eq!((status.fresh, status.consumed), (TARGET - 1, 1));
 }
 
@@ -703,17 +745,18 @@ fn failed_welcome_leaves_the_key_package_usable() {
 
 #[test]
 fn expired_and_not_yet_valid_key_packages_are_refused() {
+    let mut rng = seeded::rng(SEED);
     let adder_clock = ManualClock::starting_now();
     let start = adder_clock.now();
-    let mut adder = Device::in_memory(&adder_clock, "adder");
-    let invitee = Device::in_memory(&ManualClock::new(start), "invitee");
+    let mut adder = ClockedDevice::in_memory(&adder_clock, "adder", &mut rng);
+    let invitee = ClockedDevice::in_memory(&ManualClock::new(start), "invitee", &mut rng);
     let package = invitee.single_use().remove(0);
-    let group = adder.client.create_group().unwrap();
+    let group = adder.client().create_group().unwrap();
 
     // Expired by the adder's clock (the system clock still says valid).
     adder_clock.advance(LIFETIME + MINUTE);
     let result = adder
-        .client
+        .client()
         .add_members(&group, std::slice::from_ref(&package.key_package));
     match result {
         Err(MlsError::KeyPackageExpired { not_after, now }) => {
@@ -722,13 +765,17 @@ fn expired_and_not_yet_valid_key_packages_are_refused() {
         }
         other => panic!("expected KeyPackageExpired, got {other:?}"),
     }
-    assert_eq!(adder.client.epoch(&group).unwrap(), 0, "group unchanged");
+    assert_eq!(
+        adder.client_ref().epoch(&group).unwrap(),
+        0,
+        "group unchanged"
+    );
 
     // Not yet valid by the adder's clock (packages start an hour before they were made).
     adder_clock.set(start.saturating_sub(2 * 60 * MINUTE));
     assert!(matches!(
         adder
-            .client
+            .client()
             .add_members(&group, std::slice::from_ref(&package.key_package)),
         Err(MlsError::KeyPackageNotYetValid { .. })
     ));
@@ -736,12 +783,16 @@ fn expired_and_not_yet_valid_key_packages_are_refused() {
     // Expired by both clocks: made by a device whose clock is a month behind. Still the typed
     // error, not a generic validation failure.
     adder_clock.set(start);
-    let stale = Device::in_memory(&ManualClock::new(start.saturating_sub(30 * DAY)), "stale");
+    let stale = ClockedDevice::in_memory(
+        &ManualClock::new(start.saturating_sub(30 * DAY)),
+        "stale",
+        &mut rng,
+    );
     let stale_package = stale.single_use().remove(0);
     assert!(
         matches!(
             adder
-                .client
+                .client()
                 .add_members(&group, &[stale_package.key_package]),
             Err(MlsError::KeyPackageExpired { .. })
         ),
@@ -750,7 +801,7 @@ fn expired_and_not_yet_valid_key_packages_are_refused() {
 
     // And at the right time it is accepted.
     let output = adder
-        .client
+        .client()
         .add_members(&group, &[package.key_package])
         .unwrap();
     assert!(
@@ -759,15 +810,16 @@ fn expired_and_not_yet_valid_key_packages_are_refused() {
             .iter()
             .any(|o| o.envelope.kind() == EnvelopeKind::Welcome)
     );
-    assert_eq!(adder.client.epoch(&group).unwrap(), 1);
+    assert_eq!(adder.client_ref().epoch(&group).unwrap(), 1);
 }
 
 #[test]
 fn forged_credential_binding_is_refused() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let victim = Device::in_memory(&clock, "victim");
-    let group = adder.client.create_group().unwrap();
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let victim = ClockedDevice::in_memory(&clock, "victim", &mut rng);
+    let group = adder.client().create_group().unwrap();
 
     // An attacker copies the victim's SpacePanda credential into a key package signed with
     // its own key: OpenMLS's self-signature checks pass, the identity binding does not.
@@ -780,7 +832,7 @@ fn forged_credential_binding_is_refused() {
             &attacker,
             CredentialWithKey {
                 credential: BasicCredential::new(
-                    victim.client.device().credential_bytes().to_vec(),
+                    victim.client_ref().device().credential_bytes().to_vec(),
                 )
                 .into(),
                 signature_key: attacker.public().into(),
@@ -790,28 +842,29 @@ fn forged_credential_binding_is_refused() {
     let forged = MlsMessageOut::from(forged.key_package().clone())
         .tls_serialize_detached()
         .unwrap();
-    let result = adder.client.add_members(&group, &[forged]);
+    let result = adder.client().add_members(&group, &[forged]);
     assert!(
         matches!(result, Err(MlsError::UnverifiedMember { .. })),
         "{result:?}"
     );
-    assert_eq!(adder.client.epoch(&group).unwrap(), 0);
+    assert_eq!(adder.client_ref().epoch(&group).unwrap(), 0);
 
     // The genuine one is accepted.
     let genuine = victim.single_use().remove(0);
     adder
-        .client
+        .client()
         .add_members(&group, &[genuine.key_package])
         .unwrap();
-    assert_eq!(adder.client.epoch(&group).unwrap(), 1);
+    assert_eq!(adder.client_ref().epoch(&group).unwrap(), 1);
 }
 
 #[test]
 fn malformed_key_packages_are_refused() {
+    let mut rng = seeded::rng(SEED);
     let clock = ManualClock::starting_now();
-    let mut adder = Device::in_memory(&clock, "adder");
-    let invitee = Device::in_memory(&clock, "invitee");
-    let group = adder.client.create_group().unwrap();
+    let mut adder = ClockedDevice::in_memory(&clock, "adder", &mut rng);
+    let invitee = ClockedDevice::in_memory(&clock, "invitee", &mut rng);
+    let group = adder.client().create_group().unwrap();
     let genuine = invitee.single_use().remove(0).key_package;
 
     let mut bad_signature = genuine.clone();
@@ -834,7 +887,7 @@ fn malformed_key_packages_are_refused() {
         ("a Welcome, not a key package", welcome_message),
     ];
     for (what, bytes) in cases {
-        let result = adder.client.add_members(&group, &[bytes]);
+        let result = adder.client().add_members(&group, &[bytes]);
         assert!(
             matches!(result, Err(MlsError::InvalidKeyPackage { .. })),
             "{what}: {result:?}"
@@ -842,8 +895,8 @@ fn malformed_key_packages_are_refused() {
     }
     let oversized = vec![0; 64 * 1024];
     assert!(matches!(
-        adder.client.add_members(&group, &[oversized]),
+        adder.client().add_members(&group, &[oversized]),
         Err(MlsError::InvalidKeyPackage { .. })
     ));
-    assert_eq!(adder.client.epoch(&group).unwrap(), 0);
+    assert_eq!(adder.client_ref().epoch(&group).unwrap(), 0);
 }

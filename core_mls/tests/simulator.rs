@@ -68,15 +68,15 @@
 //!
 //! A seed is one exact run. Every choice of the simulator — devices, operations, delays,
 //! duplicates, delivery order — comes from the seed; so does every random draw of the engines:
-//! identity keys and device ids (`IdentityStore::create_with`), and everything an engine draws
-//! (`MlsClient::open_seeded`: leaf and path secrets, HPKE ephemeral keys, key packages, group
-//! and message ids), with a fresh engine seed for every open so a restarted device does not
-//! repeat its draws. Time comes from one `ManualClock` that starts at the beginning of the
-//! current UTC week (`ManualClock::starting_this_week`: OpenMLS checks key package lifetimes
-//! against the system clock, so the start cannot be a fixed date). So within a week a seed
-//! replays byte for byte: the same envelopes, the same winner of every concurrent commit, the
-//! same epoch authenticators (`a_seed_replays_exactly` runs seeds twice and compares the
-//! traces), and a shrunk failure reproduces.
+//! identity keys and device ids (`IdentityStore::create_with`, in the test kit's `Device`), and
+//! everything an engine draws (`MlsClient::open_seeded`: leaf and path secrets, HPKE ephemeral
+//! keys, key packages, group and message ids), with a fresh engine seed for every open so a
+//! restarted device does not repeat its draws. Time comes from one `ManualClock` that starts at the
+//! beginning of the current UTC week (`ManualClock::starting_this_week`: OpenMLS checks key package
+//! lifetimes against the system clock, so the start cannot be a fixed date). So within a week a
+//! seed replays byte for byte: the same envelopes, the same winner of every concurrent commit, the
+//! same epoch authenticators (`a_seed_replays_exactly` runs seeds twice and compares the traces),
+//! and a shrunk failure reproduces.
 //!
 //! # Reading a trace
 //!

@@ -1,13 +1,22 @@
 //! A device: an [`MlsClient`] over its own store, with its identity, that a test can close
 //! (a killed process), reopen from its store, or make lose its store (a wiped phone).
+//!
+//! Every constructor takes the clock as any [`Clock`] that can be cloned: a test that moves
+//! time uses a [`ManualClock`](spacepanda_core::ManualClock); one that runs real processes
+//! can give the [`SystemClock`](spacepanda_core::SystemClock).
+//!
+//! Each constructor comes twice: `try_…` returns a [`DeviceError`] for a harness that reports
+//! a failed set-up as a failed run (the simulator's failed seed), the plain one panics for a
+//! test where a failed set-up is simply a failed test.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use core_identity::{DeviceIdentity, IdentityStore};
-use core_mls::{DeviceAddress, MlsClient, MlsConfig};
+use core_identity::{DeviceIdentity, IdentityError, IdentityStore};
+use core_mls::{DeviceAddress, MlsClient, MlsConfig, MlsError};
 use rand::rngs::StdRng;
-use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
+use spacepanda_core::{Clock, MemoryStore, RedbStore, SharedStore, StoreError};
 
 use crate::seeded;
 
@@ -20,26 +29,72 @@ pub enum Storage {
     Files(PathBuf),
 }
 
+/// A fresh store: the engine's view, its file (redb) or its `MemoryStore` (memory).
+type NewStore = (SharedStore, Option<PathBuf>, Option<Arc<MemoryStore>>);
+
 impl Storage {
     /// Files in `dir`.
     pub fn files_in(dir: &Path) -> Self {
         Self::Files(dir.to_owned())
     }
 
-    /// A fresh store named `name`; with its file path (redb) or its `MemoryStore` (memory).
-    fn create(&self, name: &str) -> (SharedStore, Option<PathBuf>, Option<Arc<MemoryStore>>) {
+    /// A fresh store named `name`.
+    fn create(&self, name: &str) -> Result<NewStore, DeviceError> {
         match self {
             Self::Files(dir) => {
-                let path = dir.join(format!("{name}.redb"));
-                let store = RedbStore::create(&path).expect("create a redb store");
-                (Arc::new(store), Some(path), None)
+                let path = store_file(dir, name);
+                let store = RedbStore::create(&path).map_err(DeviceError::Store)?;
+                Ok((Arc::new(store), Some(path), None))
             }
             Self::Memory => {
                 let memory = Arc::new(MemoryStore::new());
-                (memory.clone(), None, Some(memory))
+                Ok((memory.clone(), None, Some(memory)))
             }
         }
     }
+}
+
+/// Why a device could not be created, opened, reopened or restored.
+#[derive(Debug)]
+pub enum DeviceError {
+    /// Its store could not be created or opened.
+    Store(StoreError),
+    /// Its identity could not be made, imported, exported, loaded or restored.
+    Identity(IdentityError),
+    /// Its store holds no identity.
+    NoIdentity,
+    /// The engine did not open over its store.
+    Engine(MlsError),
+}
+
+impl fmt::Display for DeviceError {
+    /// The underlying error's own text, so that a harness reports what it always reported.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(e) => e.fmt(f),
+            Self::Identity(e) => e.fmt(f),
+            Self::NoIdentity => f.write_str("the store holds no identity"),
+            Self::Engine(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+/// The store file of the device `name` in `dir`.
+fn store_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.redb"))
+}
+
+/// The identity `store` holds.
+fn load_identity<C: Clock + Clone + 'static>(
+    store: &SharedStore,
+    clock: &C,
+) -> Result<DeviceIdentity, DeviceError> {
+    IdentityStore::new(store.clone(), shared(clock))
+        .load()
+        .map_err(DeviceError::Identity)?
+        .ok_or(DeviceError::NoIdentity)
 }
 
 /// One device.
@@ -58,58 +113,115 @@ pub struct Device {
     pub client: Option<MlsClient>,
 }
 
-fn shared(clock: &ManualClock) -> Arc<dyn Clock> {
+fn shared<C: Clock + Clone + 'static>(clock: &C) -> Arc<dyn Clock> {
     Arc::new(clock.clone())
 }
 
 /// Opens the engine over `store` with a seed drawn from `rng`.
-fn open_client(
+fn open_client<C: Clock + Clone + 'static>(
     store: &SharedStore,
     identity: DeviceIdentity,
-    clock: &ManualClock,
+    clock: &C,
     config: &MlsConfig,
     rng: &mut StdRng,
-) -> MlsClient {
+) -> Result<MlsClient, DeviceError> {
     let seed = seeded::engine_seed(rng);
     MlsClient::open_seeded(store.clone(), shared(clock), identity, config.clone(), seed)
-        .expect("open the engine")
+        .map_err(DeviceError::Engine)
 }
 
 impl Device {
     /// Creates a device with a new identity, or (with `same_user_as`) a second device of that
     /// device's user, and opens its engine. Draws from `rng` the identity's keys first, then
     /// the engine's seed.
-    pub fn create(
+    ///
+    /// # Panics
+    /// Where [`Device::try_create`] returns an error.
+    pub fn create<C: Clock + Clone + 'static>(
         name: &str,
         storage: &Storage,
         same_user_as: Option<&Device>,
-        clock: &ManualClock,
+        clock: &C,
         config: &MlsConfig,
         rng: &mut StdRng,
     ) -> Self {
-        let (store, path, memory) = storage.create(name);
+        Self::try_create(name, storage, same_user_as, clock, config, rng)
+            .expect("create the device")
+    }
+
+    /// [`Device::create`], returning what failed: the store (a file already at its path),
+    /// the identity, or the engine.
+    pub fn try_create<C: Clock + Clone + 'static>(
+        name: &str,
+        storage: &Storage,
+        same_user_as: Option<&Device>,
+        clock: &C,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Result<Self, DeviceError> {
+        let (store, path, memory) = storage.create(name)?;
         let identities = IdentityStore::new(store.clone(), shared(clock));
         let identity = match same_user_as {
             Some(other) => {
                 let exported = other
                     .identities(clock)
                     .export_identity_key()
-                    .expect("export the identity key");
+                    .map_err(DeviceError::Identity)?;
                 let display_name = other.identity.display_name().as_str().to_owned();
                 identities.import_with(&exported, &display_name, rng)
             }
             None => identities.create_with(name, rng),
         }
-        .expect("create the identity");
-        let client = open_client(&store, identity.clone(), clock, config, rng);
-        Self {
+        .map_err(DeviceError::Identity)?;
+        let client = open_client(&store, identity.clone(), clock, config, rng)?;
+        Ok(Self {
             name: name.to_owned(),
             store,
             memory,
             path,
             identity,
             client: Some(client),
-        }
+        })
+    }
+
+    /// Opens the device `name` whose store file `<dir>/<name>.redb` already exists — made by
+    /// [`Device::create`] on [`Storage::Files`] in an earlier process, or by a `Device` since
+    /// dropped — with the identity stored there and an engine seed from `rng`. This is a
+    /// process starting again, where [`Device::reopen`] is the same `Device` starting again.
+    ///
+    /// # Panics
+    /// Where [`Device::try_open_existing`] returns an error.
+    pub fn open_existing<C: Clock + Clone + 'static>(
+        name: &str,
+        dir: &Path,
+        clock: &C,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Self {
+        Self::try_open_existing(name, dir, clock, config, rng).expect("open the device")
+    }
+
+    /// [`Device::open_existing`], returning what failed: the file (missing or damaged), the
+    /// identity (none stored), or the engine.
+    pub fn try_open_existing<C: Clock + Clone + 'static>(
+        name: &str,
+        dir: &Path,
+        clock: &C,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Result<Self, DeviceError> {
+        let path = store_file(dir, name);
+        let store: SharedStore = Arc::new(RedbStore::open(&path).map_err(DeviceError::Store)?);
+        let identity = load_identity(&store, clock)?;
+        let client = open_client(&store, identity.clone(), clock, config, rng)?;
+        Ok(Self {
+            name: name.to_owned(),
+            store,
+            memory: None,
+            path: Some(path),
+            identity,
+            client: Some(client),
+        })
     }
 
     /// Its address on the network.
@@ -128,13 +240,22 @@ impl Device {
         self.client.as_mut().expect("device is closed")
     }
 
+    /// Its engine, shared: for the calls that only read (`epoch`, `groups`, its key packages)
+    /// on a device borrowed immutably.
+    ///
+    /// # Panics
+    /// If the device is closed.
+    pub fn client_ref(&self) -> &MlsClient {
+        self.client.as_ref().expect("device is closed")
+    }
+
     /// Whether its engine is open.
     pub fn is_open(&self) -> bool {
         self.client.is_some()
     }
 
     /// The identity store over its store (e.g. to export its user's identity key).
-    pub fn identities(&self, clock: &ManualClock) -> IdentityStore {
+    pub fn identities<C: Clock + Clone + 'static>(&self, clock: &C) -> IdentityStore {
         IdentityStore::new(self.store.clone(), shared(clock))
     }
 
@@ -143,54 +264,200 @@ impl Device {
         self.client = None;
     }
 
-    /// Reopens the engine from its store (the file again, for redb), with a new seed from
-    /// `rng`. What the engine had pending (`pending_delivered`, `pending_outbound`) is the
-    /// caller's to take.
-    pub fn reopen(&mut self, clock: &ManualClock, config: &MlsConfig, rng: &mut StdRng) {
-        let store: SharedStore = match &self.path {
-            Some(path) => Arc::new(RedbStore::open(path).expect("reopen the redb store")),
-            None => self.store.clone(),
-        };
-        let identity = IdentityStore::new(store.clone(), shared(clock))
-            .load()
-            .expect("load the identity")
-            .expect("the store holds an identity");
-        assert_eq!(identity.user_id(), self.identity.user_id());
-        let client = open_client(&store, identity, clock, config, rng);
-        self.store = store;
-        self.client = Some(client);
-    }
-
-    /// The device loses its store: a new, empty one named `new_name` takes its place, and it
-    /// is restored under its old device id from its user's identity key, with a new signature
-    /// key (drawn from `rng`, then the engine's seed).
-    pub fn lose_store(
+    /// Reopens the engine from its store (for redb, the file read again unless the test holds
+    /// another handle on it), with a new seed from `rng`. What the engine had pending
+    /// (`pending_delivered`, `pending_outbound`) is the caller's to take.
+    ///
+    /// # Panics
+    /// Where [`Device::try_reopen`] returns an error.
+    pub fn reopen<C: Clock + Clone + 'static>(
         &mut self,
-        new_name: &str,
-        storage: &Storage,
-        clock: &ManualClock,
+        clock: &C,
         config: &MlsConfig,
         rng: &mut StdRng,
     ) {
+        self.try_reopen(clock, config, rng)
+            .expect("reopen the device");
+    }
+
+    /// [`Device::reopen`], returning what failed: the file, the identity, or the engine. On an
+    /// error the device is closed (and, on a file, holds no store until a reopen succeeds).
+    ///
+    /// # Panics
+    /// If the store holds another user's identity.
+    pub fn try_reopen<C: Clock + Clone + 'static>(
+        &mut self,
+        clock: &C,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Result<(), DeviceError> {
+        self.client = None;
+        let store: SharedStore = match &self.path {
+            Some(path) => {
+                // Our handle on the file goes first: while one is alive, `RedbStore::open`
+                // hands back the open database instead of reading the file again as a
+                // restarted process does.
+                self.store = Arc::new(MemoryStore::new());
+                Arc::new(RedbStore::open(path).map_err(DeviceError::Store)?)
+            }
+            None => self.store.clone(),
+        };
+        let identity = load_identity(&store, clock)?;
+        assert_eq!(identity.user_id(), self.identity.user_id());
+        let client = open_client(&store, identity, clock, config, rng)?;
+        self.store = store;
+        self.client = Some(client);
+        Ok(())
+    }
+
+    /// The device loses its store: a new, empty one named `new_name` takes its place, and it
+    /// is restored under its old device id and display name from its user's identity key,
+    /// with a new signature key (drawn from `rng`, then the engine's seed).
+    ///
+    /// # Panics
+    /// Where [`Device::try_lose_store`] returns an error.
+    pub fn lose_store<C: Clock + Clone + 'static>(
+        &mut self,
+        new_name: &str,
+        storage: &Storage,
+        clock: &C,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) {
+        let display_name = self.identity.display_name().as_str().to_owned();
+        self.try_lose_store(new_name, storage, &display_name, clock, config, rng)
+            .expect("restore the device");
+    }
+
+    /// [`Device::lose_store`], with the display name the user gives the restored device, and
+    /// returning what failed: the identity key's export, the new store, the restore, or the
+    /// engine. On an error the device is closed; past the new store's creation it is on the
+    /// new store.
+    pub fn try_lose_store<C: Clock + Clone + 'static>(
+        &mut self,
+        new_name: &str,
+        storage: &Storage,
+        display_name: &str,
+        clock: &C,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Result<(), DeviceError> {
         let exported = self
             .identities(clock)
             .export_identity_key()
-            .expect("export the identity key");
+            .map_err(DeviceError::Identity)?;
         self.client = None;
-        let (store, path, memory) = storage.create(new_name);
-        let identity = IdentityStore::new(store.clone(), shared(clock))
-            .restore_with(
-                &exported,
-                self.identity.device_id(),
-                self.identity.display_name().as_str(),
-                rng,
-            )
-            .expect("restore the identity");
-        let client = open_client(&store, identity.clone(), clock, config, rng);
+        let (store, path, memory) = storage.create(new_name)?;
         self.store = store;
         self.path = path;
         self.memory = memory;
-        self.identity = identity;
+        let identity = IdentityStore::new(self.store.clone(), shared(clock))
+            .restore_with(&exported, self.identity.device_id(), display_name, rng)
+            .map_err(DeviceError::Identity)?;
+        self.identity = identity.clone();
+        let client = open_client(&self.store, identity, clock, config, rng)?;
         self.client = Some(client);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core_mls::MlsConfig;
+    use spacepanda_core::{StoreError, SystemClock};
+
+    use super::{Device, DeviceError, Storage};
+    use crate::seeded;
+
+    /// What a later process sees: the same identity and the group the dropped device made,
+    /// on the system clock as a real process has it.
+    #[test]
+    fn open_existing_finds_what_a_dropped_device_left_in_its_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = MlsConfig::default();
+        let mut rng = seeded::rng(11);
+        let mut first = Device::create(
+            "alice",
+            &Storage::files_in(dir.path()),
+            None,
+            &SystemClock,
+            &config,
+            &mut rng,
+        );
+        let group = first.client().create_group().expect("create a group");
+        let address = first.address();
+        drop(first);
+
+        let again = Device::open_existing("alice", dir.path(), &SystemClock, &config, &mut rng);
+        assert_eq!(again.address(), address);
+        assert_eq!(again.client_ref().groups(), vec![group]);
+        assert_eq!(again.path, Some(dir.path().join("alice.redb")));
+    }
+
+    /// The `try_` constructors say which step failed instead of panicking.
+    #[test]
+    fn try_constructors_report_the_store_that_is_missing_or_already_there() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let storage = Storage::files_in(dir.path());
+        let config = MlsConfig::default();
+        let clock = seeded::clock();
+        let mut rng = seeded::rng(12);
+        let missing = Device::try_open_existing("nobody", dir.path(), &clock, &config, &mut rng);
+        assert!(matches!(
+            missing,
+            Err(DeviceError::Store(StoreError::NotFound { .. }))
+        ));
+        Device::create("alice", &storage, None, &clock, &config, &mut rng);
+        let again = Device::try_create("alice", &storage, None, &clock, &config, &mut rng);
+        assert!(matches!(
+            again,
+            Err(DeviceError::Store(StoreError::AlreadyExists { .. }))
+        ));
+    }
+
+    /// A reopen reads the file again rather than keeping the open database: once the file is
+    /// gone, the reopen fails.
+    #[test]
+    fn reopen_reads_the_file_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let storage = Storage::files_in(dir.path());
+        let config = MlsConfig::default();
+        let clock = seeded::clock();
+        let mut rng = seeded::rng(13);
+        let mut alice = Device::create("alice", &storage, None, &clock, &config, &mut rng);
+        alice.close();
+        alice.reopen(&clock, &config, &mut rng);
+        assert!(alice.is_open());
+        alice.close();
+        std::fs::remove_file(dir.path().join("alice.redb")).expect("remove the file");
+        let reopened = alice.try_reopen(&clock, &config, &mut rng);
+        assert!(matches!(
+            reopened,
+            Err(DeviceError::Store(StoreError::NotFound { .. }))
+        ));
+        assert!(!alice.is_open());
+    }
+
+    /// A restored device keeps its address and takes the display name it is given.
+    #[test]
+    fn try_lose_store_restores_the_same_address_under_the_given_name() {
+        let config = MlsConfig::default();
+        let clock = seeded::clock();
+        let mut rng = seeded::rng(14);
+        let mut phone = Device::create("phone", &Storage::Memory, None, &clock, &config, &mut rng);
+        let address = phone.address();
+        phone
+            .try_lose_store(
+                "phone-2",
+                &Storage::Memory,
+                "new phone",
+                &clock,
+                &config,
+                &mut rng,
+            )
+            .expect("restore the device");
+        assert_eq!(phone.address(), address);
+        assert_eq!(phone.identity.display_name().as_str(), "new phone");
+        assert!(phone.client_ref().groups().is_empty());
     }
 }

@@ -45,5 +45,5 @@ mod device;
 mod network;
 pub mod seeded;
 
-pub use device::{Device, Storage};
+pub use device::{Device, DeviceError, Storage};
 pub use network::{DelayingNetwork, InFlight, NetworkKnobs, shuffle_with_duplicates};

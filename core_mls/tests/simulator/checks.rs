@@ -240,7 +240,7 @@ impl World {
         for (device, d) in self.devices.iter().enumerate() {
             for (sender, message_id) in &d.app {
                 if let Some(&actual) = senders.get(message_id)
-                    && self.devices[actual].address != *sender
+                    && self.devices[actual].address() != *sender
                 {
                     let shown = self
                         .index_of(sender)
@@ -272,7 +272,7 @@ impl World {
             if !founder && !on_winning_branch {
                 continue;
             }
-            let key = (self.devices[sent.sender].address, sent.message_id);
+            let key = (self.devices[sent.sender].address(), sent.message_id);
             let made_in = sent
                 .envelope
                 .and_then(|e| self.origins.get(&e))

@@ -2,15 +2,13 @@
 //! engine's errors, and devices going down and coming back.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
-use core_identity::IdentityStore;
-use core_mls::{DeliverySource, Disposition, MlsClient, MlsError, Output};
-use spacepanda_core::{Clock, SharedStore};
+use core_mls::{DeliverySource, Disposition, MlsError, Output};
+use spacepanda_testkit::DeviceError;
 
 use crate::network::InFlight;
 use crate::verdicts::{EnvelopeVerdict, Failure, judge_envelope_error, variant_name};
-use crate::world::{Rejection, World, open_store};
+use crate::world::{Rejection, World};
 
 /// Deliveries one flush may make before the network is declared stuck in a loop.
 const MAX_FLUSH_DELIVERIES: usize = 200_000;
@@ -179,33 +177,24 @@ impl World {
         ))
     }
 
-    /// Drops the client (like a killed process: nothing is acknowledged).
+    /// Drops the client (like a killed process: nothing is acknowledged). A file is read again
+    /// by `reopen` (the kit's reopen lets go of its handle first).
     pub(crate) fn close(&mut self, device: usize) {
-        let d = &mut self.devices[device];
-        d.client = None;
-        if d.path.is_some() {
-            // One RedbStore handle per file per process: the file is reopened by `reopen`.
-            d.store = None;
-        }
+        self.devices[device].close();
     }
 
     /// Reopens a closed device from its store; the app re-takes what the engine kept for it:
     /// undelivered messages, then unsent envelopes.
     pub(crate) fn reopen(&mut self, device: usize) -> Result<(), Failure> {
+        self.devices[device]
+            .device
+            .try_reopen(&self.clock, &self.config, &mut self.engine_rng)
+            .map_err(|e| reopen_failure(device, e))?;
+        self.engine_opened(device);
+        self.refresh_directory(device)?;
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Failure::new("reopen failed", format!("d{device} {what}: {e}"))
         };
-        let store = match (&self.devices[device].store, &self.devices[device].path) {
-            (Some(store), _) => store.clone(),
-            (None, path) => open_store(path.as_ref())?,
-        };
-        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        let identity = IdentityStore::new(store.clone(), clock.clone())
-            .load()
-            .map_err(|e| fail("identity", &e))?
-            .ok_or_else(|| fail("identity", &"missing"))?;
-        self.install_engine(device, store, clock, identity)?;
-        self.refresh_directory(device)?;
         let undelivered = self
             .client(device)?
             .pending_delivered()
@@ -230,24 +219,11 @@ impl World {
         )
     }
 
-    /// Opens an engine (with a fresh seed) on `store` for `identity` and puts it in place.
-    pub(crate) fn install_engine(
-        &mut self,
-        device: usize,
-        store: SharedStore,
-        clock: Arc<dyn Clock>,
-        identity: core_identity::DeviceIdentity,
-    ) -> Result<(), Failure> {
-        let seed = spacepanda_testkit::seeded::engine_seed(&mut self.engine_rng);
-        let client =
-            MlsClient::open_seeded(store.clone(), clock, identity, self.config.clone(), seed)
-                .map_err(|e| Failure::new("reopen failed", format!("d{device} open: {e}")))?;
-        let d = &mut self.devices[device];
-        d.store = Some(store);
-        d.client = Some(client);
-        d.down_until = None;
+    /// What follows a device's engine opening (a reopen, a restore): it is up again, and the
+    /// oracle records its state.
+    pub(crate) fn engine_opened(&mut self, device: usize) {
+        self.devices[device].down_until = None;
         self.record_state(device);
-        Ok(())
     }
 
     /// Reopens devices whose downtime is over.
@@ -288,4 +264,16 @@ fn short_state(state: &Option<(u64, Vec<u8>)>) -> String {
         }
         None => "-".into(),
     }
+}
+
+/// A device the kit could not reopen, as the seed's failure: the kind and details the simulator
+/// has always given each step (failures are tallied and shrunk by kind).
+fn reopen_failure(device: usize, error: DeviceError) -> Failure {
+    let detail = match &error {
+        DeviceError::Store(e) => e.to_string(),
+        DeviceError::Identity(e) => format!("d{device} identity: {e}"),
+        DeviceError::NoIdentity => format!("d{device} identity: missing"),
+        DeviceError::Engine(e) => format!("d{device} open: {e}"),
+    };
+    Failure::new("reopen failed", detail)
 }

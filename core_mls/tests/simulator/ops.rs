@@ -244,7 +244,7 @@ impl World {
                 if !self.view(actor)?.contains(&target) {
                     return skip("target not in the actor's view");
                 }
-                let address = self.devices[target].address;
+                let address = self.devices[target].address();
                 Box::new(move |c| c.remove_device(&group, &address.user_id, &address.device_id))
             }
             Action::RemoveUser(target) => {
@@ -256,7 +256,7 @@ impl World {
                 if !view.iter().any(|&d| self.scenario.same_user(d, target)) {
                     return skip("no device of the user in the actor's view");
                 }
-                let user = self.devices[target].address.user_id;
+                let user = self.devices[target].address().user_id;
                 Box::new(move |c| c.remove_user(&group, &user))
             }
         };

@@ -5,14 +5,12 @@
 //! judged the race: its "stay" is final), then the sender of the commit it could not judge,
 //! then the others, until one says to rejoin.
 
-use core_identity::IdentityStore;
 use core_mls::{MlsError, RejoinAdvice};
-use spacepanda_core::Clock;
-use std::sync::Arc;
+use spacepanda_testkit::DeviceError;
 
 use crate::ops::Action;
 use crate::verdicts::{Failure, variant_name};
-use crate::world::{World, create_store};
+use crate::world::World;
 
 /// A device that should rejoin, and whom to ask first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +157,7 @@ impl World {
         member: usize,
     ) -> Result<Option<Vec<u8>>, Failure> {
         let group = self.group.clone();
-        let user = self.devices[device].address.user_id;
+        let user = self.devices[device].address().user_id;
         match self.client(member)?.export_group_info(&group, &user) {
             Ok(info) => Ok(Some(info)),
             Err(MlsError::RejoinRefused { .. }) => {
@@ -202,34 +200,29 @@ impl World {
         if !self.holds(device) || self.devices[device].leaving {
             return Ok("skipped: not in the group (or leaving)".to_owned());
         }
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            Failure::new("lose store failed", format!("d{device} {what}: {e}"))
-        };
         self.close(device);
-        // The old file is deleted and the new store is a new file (the lost phone's
-        // replacement), so nothing of the old one can be read by accident.
-        let path = self.devices[device].path.clone().map(|old| {
-            let _ = std::fs::remove_file(&old);
-            old.with_file_name(format!(
-                "{}-restored-{}.redb",
-                self.scenario.devices[device].name, self.step
-            ))
-        });
-        let store = create_store(path.as_ref())?;
-        self.devices[device].path = path;
-        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        let address = self.devices[device].address;
+        // The new store is a new file (the lost phone's replacement) and the old file is
+        // deleted, so nothing of the old one can be read by accident. The restored device is
+        // named after itself, not after its user's first device as a second device was made:
+        // the name is in its credential, so a seed's commits depend on it.
         let name = self.scenario.devices[device].name.clone();
-        let identity = IdentityStore::new(store.clone(), clock.clone())
-            .restore_with(
-                &self.identity_keys[device],
-                address.device_id,
+        let old_file = self.devices[device].path.clone();
+        self.devices[device]
+            .device
+            .try_lose_store(
+                &format!("{name}-restored-{}", self.step),
+                &self.storage,
                 &name,
+                &self.clock,
+                &self.config,
                 &mut self.engine_rng,
             )
-            .map_err(|e| fail("restore", &e))?;
+            .map_err(|e| lose_store_failure(device, e))?;
+        if let Some(old_file) = old_file {
+            let _ = std::fs::remove_file(&old_file);
+        }
         self.devices[device].forget_state();
-        self.install_engine(device, store, clock, identity)?;
+        self.engine_opened(device);
         self.refresh_directory(device)?;
         self.tally.add("store lost");
         self.want_rejoin(device, None);
@@ -268,4 +261,16 @@ impl World {
 
 fn engine_failure(what: &str, e: &MlsError) -> Failure {
     Failure::new("engine call failed", format!("{what}: {e}"))
+}
+
+/// A device the kit could not restore, as the seed's failure: the kind and details the
+/// simulator has always given each step (failures are tallied and shrunk by kind).
+fn lose_store_failure(device: usize, error: DeviceError) -> Failure {
+    match error {
+        DeviceError::Store(e) => Failure::new("create failed", e.to_string()),
+        DeviceError::Engine(e) => Failure::new("reopen failed", format!("d{device} open: {e}")),
+        DeviceError::Identity(_) | DeviceError::NoIdentity => {
+            Failure::new("lose store failed", format!("d{device} restore: {error}"))
+        }
+    }
 }

@@ -3,31 +3,28 @@
 //! that watches every output (what was sent, on which branch) to judge the run at the end.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
-use std::sync::Arc;
 
-use core_identity::IdentityStore;
 use core_mls::{
     DeviceAddress, Envelope, EnvelopeId, Event, GroupId, MlsClient, MlsConfig, MlsError, Output,
     PublishableKeyPackage,
 };
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolMessage};
 use rand::rngs::StdRng;
-use spacepanda_core::{Clock, ManualClock, MemoryStore, RedbStore, SharedStore};
-use spacepanda_testkit::seeded;
+use spacepanda_core::ManualClock;
+use spacepanda_testkit::{DeviceError, Storage, seeded};
 use tls_codec::Deserialize as _;
 
 use crate::network::{Carried, Network, new_network};
 use crate::scenario::Scenario;
 use crate::verdicts::{Failure, Tally, variant_name};
 
-/// One device: its store, its engine (while open), its app's database.
+/// One device: the test kit's device (its store, identity and engine while open), which it
+/// derefs to, and what the simulation keeps beside it: its downtime, its app's database, and
+/// what the oracle knows of it.
 pub(crate) struct Device {
-    pub(crate) address: DeviceAddress,
-    pub(crate) store: Option<SharedStore>,
-    pub(crate) path: Option<PathBuf>,
-    pub(crate) client: Option<MlsClient>,
+    pub(crate) device: spacepanda_testkit::Device,
     /// Closed until this step (a crash with downtime).
     pub(crate) down_until: Option<u64>,
     /// Its key packages as a directory would publish them.
@@ -48,6 +45,20 @@ pub(crate) struct Device {
     pub(crate) rejoined_from: Option<usize>,
     /// Epoch of its last `Rejoined`: what was sent before it is lost to it.
     pub(crate) rejoined_at: Option<u64>,
+}
+
+impl Deref for Device {
+    type Target = spacepanda_testkit::Device;
+
+    fn deref(&self) -> &spacepanda_testkit::Device {
+        &self.device
+    }
+}
+
+impl DerefMut for Device {
+    fn deref_mut(&mut self) -> &mut spacepanda_testkit::Device {
+        &mut self.device
+    }
 }
 
 impl Device {
@@ -142,6 +153,8 @@ pub(crate) struct World {
     pub(crate) network: Network,
     /// Seeds of the engines: one per open (a reopened engine must not repeat its draws).
     pub(crate) engine_rng: StdRng,
+    /// Where the devices' stores are: memory, or the files in `_dir`.
+    pub(crate) storage: Storage,
     pub(crate) group: GroupId,
     /// Simulation step (one per operation).
     pub(crate) step: u64,
@@ -154,8 +167,6 @@ pub(crate) struct World {
     pub(crate) commits_made: u64,
     /// Verbose trace, when asked for.
     pub(crate) log: Option<Vec<String>>,
-    /// Each device's user's identity key, as the user keeps it to restore a lost device.
-    pub(crate) identity_keys: Vec<Vec<u8>>,
     /// Rejoins the apps want and have not managed yet.
     pub(crate) rejoins: Vec<crate::recovery::RejoinRequest>,
     /// A device whose link is cut: envelopes to and from it are held back.
@@ -185,7 +196,6 @@ impl World {
         let clock = seeded::clock();
         // Every identity key, device id and engine seed of the run comes from here.
         let mut engine_rng = seeded::rng(scenario.seed ^ 0xE4_61_4E_E5);
-        let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
         // The network holds an envelope for up to 12 steps, and with concurrent commits (each
         // race adds the winner and the re-issued loser) that can span more than the defaults'
         // 3 retained epochs and 8-epoch fork window. Beyond them MLS cannot decrypt and the
@@ -200,52 +210,25 @@ impl World {
         if let Some(epochs) = options.max_past_epochs {
             config.max_past_epochs = epochs;
         }
+        let storage = match &dir {
+            Some(dir) => Storage::files_in(dir.path()),
+            None => Storage::Memory,
+        };
         let mut devices: Vec<Device> = Vec::with_capacity(scenario.devices.len());
-        let mut identity_keys = Vec::with_capacity(scenario.devices.len());
         for spec in &scenario.devices {
-            let path = dir
-                .as_ref()
-                .map(|d| d.path().join(format!("{}.redb", spec.name)));
-            let store = create_store(path.as_ref())?;
-            let identities = IdentityStore::new(store.clone(), clock_arc.clone());
-            let identity = match spec.same_user_as {
-                Some(other) => {
-                    let other_store = devices[other].store.clone().ok_or_else(|| {
-                        Failure::new("setup", "first device of the user has no store")
-                    })?;
-                    let exported = IdentityStore::new(other_store, clock_arc.clone())
-                        .export_identity_key()
-                        .map_err(|e| Failure::new("setup", e.to_string()))?;
-                    identities.import_with(
-                        &exported,
-                        &scenario.devices[other].name,
-                        &mut engine_rng,
-                    )
-                }
-                None => identities.create_with(&spec.name, &mut engine_rng),
-            }
-            .map_err(|e| Failure::new("setup", e.to_string()))?;
-            let exported = identities
-                .export_identity_key()
-                .map_err(|e| Failure::new("setup", e.to_string()))?;
-            identity_keys.push(exported.to_vec());
-            let client = MlsClient::open_seeded(
-                store.clone(),
-                clock_arc.clone(),
-                identity,
-                config.clone(),
-                seeded::engine_seed(&mut engine_rng),
+            // A second device imports its user's identity key from the first device's store.
+            let same_user_as = spec.same_user_as.map(|other| &devices[other].device);
+            let device = spacepanda_testkit::Device::try_create(
+                &spec.name,
+                &storage,
+                same_user_as,
+                &clock,
+                &config,
+                &mut engine_rng,
             )
-            .map_err(|e| Failure::new("reopen failed", e.to_string()))?;
-            let address = DeviceAddress {
-                user_id: client.device().user_id(),
-                device_id: client.device().device_id(),
-            };
+            .map_err(setup_failure)?;
             devices.push(Device {
-                address,
-                store: Some(store),
-                path,
-                client: Some(client),
+                device,
                 down_until: None,
                 directory: Vec::new(),
                 handed_out: Vec::new(),
@@ -260,7 +243,7 @@ impl World {
         let by_address = devices
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.address, i))
+            .map(|(i, d)| (d.address(), i))
             .collect();
         let group = devices[0]
             .client
@@ -278,6 +261,7 @@ impl World {
             by_address,
             network: new_network(seeded::rng(network_seed)),
             engine_rng,
+            storage,
             group,
             step: 0,
             sent: Vec::new(),
@@ -287,7 +271,6 @@ impl World {
             tally: Tally::default(),
             commits_made: 0,
             log: verbose.then(Vec::new),
-            identity_keys,
             rejoins: Vec::new(),
             cut_off: None,
             held: Vec::new(),
@@ -659,7 +642,8 @@ impl World {
     /// Publishes the device's new key packages in the simulated directory.
     pub(crate) fn refresh_directory(&mut self, device: usize) -> Result<(), Failure> {
         let d = &mut self.devices[device];
-        let Some(client) = d.client.as_mut() else {
+        // Through the kit device's field, not its deref, so that `d.directory` stays free.
+        let Some(client) = d.device.client.as_mut() else {
             return Ok(());
         };
         let fail = |e: MlsError| Failure::new("engine call failed", format!("key packages: {e}"));
@@ -710,24 +694,16 @@ impl World {
     }
 }
 
-/// A new device's store: a new file, or memory.
-pub(crate) fn create_store(path: Option<&PathBuf>) -> Result<SharedStore, Failure> {
-    Ok(match path {
-        Some(path) => Arc::new(
-            RedbStore::create(path).map_err(|e| Failure::new("create failed", e.to_string()))?,
-        ),
-        None => Arc::new(MemoryStore::new()),
-    })
-}
-
-/// A restarted device's store: its existing file.
-pub(crate) fn open_store(path: Option<&PathBuf>) -> Result<SharedStore, Failure> {
-    Ok(match path {
-        Some(path) => Arc::new(
-            RedbStore::open(path).map_err(|e| Failure::new("reopen failed", e.to_string()))?,
-        ),
-        None => Arc::new(MemoryStore::new()),
-    })
+/// A device the kit could not create, as the seed's failure, under the failure kinds the
+/// simulator has always given these steps: failures are tallied and shrunk by kind.
+fn setup_failure(error: DeviceError) -> Failure {
+    match error {
+        DeviceError::Store(e) => Failure::new("create failed", e.to_string()),
+        DeviceError::Engine(e) => Failure::new("reopen failed", e.to_string()),
+        DeviceError::Identity(_) | DeviceError::NoIdentity => {
+            Failure::new("setup", error.to_string())
+        }
+    }
 }
 
 /// How a verbose trace names an envelope: a short hash of its MLS message (the same for
