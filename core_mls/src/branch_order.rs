@@ -182,12 +182,14 @@ pub(crate) fn tag_matches(claimed: &Option<Vec<u8>>, ours: &[u8]) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CommitRank {
     /// The commit ref.
+    #[serde(deserialize_with = "crate::storage::byte_fields::vec")]
     pub(crate) commit_ref: Vec<u8>,
     /// The committer's leaf index in the epoch the commit was made in.
     pub(crate) committer: u32,
     /// The leaf indices the commit removes, in that epoch.
     pub(crate) removes: Vec<u32>,
     /// [`priority`] of the committer in that epoch.
+    #[serde(deserialize_with = "crate::storage::byte_fields::array")]
     pub(crate) priority: [u8; PRIORITY_LEN],
 }
 

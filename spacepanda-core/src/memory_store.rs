@@ -78,6 +78,20 @@ impl KeyValueStore for MemoryStore {
             .collect())
     }
 
+    fn scan_keys(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<Key>> {
+        check_namespace(namespace)?;
+        let tables = self.lock()?;
+        let Some(table) = tables.get(namespace) else {
+            return Ok(Vec::new());
+        };
+        Ok(table
+            .range(prefix.clone()..)
+            .map(|(key, _)| key)
+            .take_while(|key| key.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
     fn apply(&self, batch: WriteBatch) -> StoreResult<()> {
         for op in batch.ops() {
             check_namespace(op.namespace())?;

@@ -90,6 +90,43 @@ fn read_error(
 }
 
 impl RedbStore {
+    /// Every entry of `namespace` under `prefix` in key order, with what `value` takes from
+    /// each stored value (redb reads a value only when asked).
+    fn scan_entries<T>(
+        &self,
+        namespace: &str,
+        prefix: &Key,
+        value: impl Fn(&[u8]) -> T,
+    ) -> StoreResult<Vec<(Key, T)>> {
+        check_namespace(namespace)?;
+        guarded(namespace, || {
+            let read = |e: redb::Error| read_error(namespace, "scan", e);
+            let start = table_key(namespace, prefix);
+            let ns_len = 1 + namespace.len();
+            let txn = self.database.begin_read().map_err(|e| read(e.into()))?;
+            let table = txn.open_table(TABLE).map_err(|e| read(e.into()))?;
+            let mut out = Vec::new();
+            for entry in table
+                .range(start.as_slice()..)
+                .map_err(|e| read(e.into()))?
+            {
+                let (key, stored) = entry.map_err(|e| read(e.into()))?;
+                let key = key.value();
+                if !key.starts_with(&start) {
+                    break;
+                }
+                let encoded = key.get(ns_len..).ok_or_else(|| {
+                    StoreError::corrupted(namespace, "table key shorter than namespace")
+                })?;
+                let key = Key::from_encoded(encoded.to_vec()).map_err(|_| {
+                    StoreError::corrupted(namespace, "stored key is not a valid key")
+                })?;
+                out.push((key, value(stored.value())));
+            }
+            Ok(out)
+        })
+    }
+
     /// Creates a new database file at `path` for a new device.
     ///
     /// Fails with [`StoreError::AlreadyExists`] if anything is at `path` (even an empty file):
@@ -290,33 +327,15 @@ impl KeyValueStore for RedbStore {
     }
 
     fn scan_prefix(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<(Key, Vec<u8>)>> {
-        check_namespace(namespace)?;
-        guarded(namespace, || {
-            let read = |e: redb::Error| read_error(namespace, "scan", e);
-            let start = table_key(namespace, prefix);
-            let ns_len = 1 + namespace.len();
-            let txn = self.database.begin_read().map_err(|e| read(e.into()))?;
-            let table = txn.open_table(TABLE).map_err(|e| read(e.into()))?;
-            let mut out = Vec::new();
-            for entry in table
-                .range(start.as_slice()..)
-                .map_err(|e| read(e.into()))?
-            {
-                let (key, value) = entry.map_err(|e| read(e.into()))?;
-                let key = key.value();
-                if !key.starts_with(&start) {
-                    break;
-                }
-                let encoded = key.get(ns_len..).ok_or_else(|| {
-                    StoreError::corrupted(namespace, "table key shorter than namespace")
-                })?;
-                let key = Key::from_encoded(encoded.to_vec()).map_err(|_| {
-                    StoreError::corrupted(namespace, "stored key is not a valid key")
-                })?;
-                out.push((key, value.value().to_vec()));
-            }
-            Ok(out)
-        })
+        self.scan_entries(namespace, prefix, |value| value.to_vec())
+    }
+
+    fn scan_keys(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<Key>> {
+        Ok(self
+            .scan_entries(namespace, prefix, |_| ())?
+            .into_iter()
+            .map(|(key, ())| key)
+            .collect())
     }
 
     fn apply(&self, batch: WriteBatch) -> StoreResult<()> {

@@ -128,6 +128,28 @@ impl Transaction {
         Ok(merged.into_iter().collect())
     }
 
+    /// The keys under `prefix`, merged with this transaction's writes, in key order (what
+    /// [`scan_prefix`](Self::scan_prefix) would list, without reading values).
+    pub fn scan_keys(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<Key>> {
+        let mut merged: std::collections::BTreeSet<Key> = self
+            .store
+            .scan_keys(namespace, prefix)?
+            .into_iter()
+            .collect();
+        if let Some(table) = self.overlay.get(namespace) {
+            for (key, pending) in table
+                .range(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+            {
+                match pending {
+                    Some(_) => merged.insert(key.clone()),
+                    None => merged.remove(key),
+                };
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+
     /// Buffers a put.
     pub fn put(&mut self, namespace: &str, key: Key, value: Vec<u8>) -> StoreResult<()> {
         self.record(namespace, key, Some(Zeroizing::new(value)))
@@ -141,11 +163,7 @@ impl Transaction {
     /// Buffers deletes for every key under `prefix` (as this transaction sees them) and
     /// returns how many there were.
     pub fn delete_prefix(&mut self, namespace: &str, prefix: &Key) -> StoreResult<usize> {
-        let keys: Vec<Key> = self
-            .scan_prefix(namespace, prefix)?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
+        let keys = self.scan_keys(namespace, prefix)?;
         let count = keys.len();
         for key in keys {
             self.delete(namespace, key)?;

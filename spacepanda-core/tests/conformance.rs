@@ -95,6 +95,35 @@ fn conformance(store: SharedStore, reopen: Option<&dyn Fn() -> SharedStore>) {
             .is_empty()
     );
 
+    // scan_keys lists exactly the keys scan_prefix gives, in the same order.
+    for prefix in [k(&["g", "g1"]), k(&["g"]), Key::empty(), k(&["nothing"])] {
+        let keys: Vec<Key> = store
+            .scan_prefix("scan", &prefix)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(store.scan_keys("scan", &prefix).unwrap(), keys);
+    }
+    assert!(
+        store
+            .scan_keys("empty_ns", &Key::empty())
+            .unwrap()
+            .is_empty()
+    );
+    // A transaction's scan_keys sees its own puts and deletes, and delete_prefix uses it.
+    let mut txn = Transaction::begin(&store);
+    txn.put("scan", k(&["g", "g1", "new"]), b"n".to_vec())
+        .unwrap();
+    txn.delete("scan", k(&["g", "g1", "ctx"])).unwrap();
+    let mut seen = txn.scan_keys("scan", &k(&["g", "g1"])).unwrap();
+    seen.sort();
+    assert_eq!(seen, vec![k(&["g", "g1", "new"]), k(&["g", "g1", "tree"])]);
+    assert_eq!(txn.delete_prefix("scan", &k(&["g", "g1"])).unwrap(), 2);
+    assert!(txn.scan_keys("scan", &k(&["g", "g1"])).unwrap().is_empty());
+    assert_eq!(txn.scan_keys("scan", &k(&["g", "g1x"])).unwrap().len(), 1);
+    drop(txn);
+
     // Binary segments, including bytes that look like length prefixes.
     let binary = Key::from_segments([&[0u8, 1, 2, 0xff][..], &[0x80; 300][..]]);
     put(&*store, "bin", binary.clone(), &[0xaa; 5000]);

@@ -211,6 +211,49 @@ impl<'a, S: Serializer> Serializer for ByteStrings<'a, S> {
             .map(|c| Compound::new(c, split))
     }
 
+    /// `Vec<T>`, `VecDeque<T>` and slices come here: the loop over the elements is ours, so a
+    /// byte of a byte sequence is one probe and one push on a buffer the loop keeps in
+    /// registers ([`Sequence`], behind `&mut self`, was reloaded from memory on every byte:
+    /// a sixth of an add commit at 1000 members). Writes what [`Sequence`] writes.
+    fn collect_seq<I>(self, iter: I) -> Result<S::Ok, S::Error>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let mut iter = iter.into_iter();
+        let len = match iter.size_hint() {
+            (lower, Some(upper)) if lower == upper => Some(lower),
+            _ => None,
+        };
+        let mut bytes = Zeroizing::new(Vec::with_capacity(len.unwrap_or(0)));
+        let first_other = loop {
+            let Some(item) = iter.next() else {
+                break None;
+            };
+            match item.serialize(ByteProbe) {
+                Ok(byte) => bytes.push(byte),
+                Err(OtherShape) => break Some(item),
+            }
+        };
+        let Some(item) = first_other else {
+            return if bytes.is_empty() {
+                self.inner.serialize_seq(len)?.end()
+            } else {
+                self.inner.serialize_bytes(&bytes)
+            };
+        };
+        let split = self.split;
+        let mut array = self.inner.serialize_seq(len)?;
+        for byte in bytes.iter() {
+            array.serialize_element(byte)?;
+        }
+        array.serialize_element(&Wrapped(&item, split))?;
+        for item in iter {
+            array.serialize_element(&Wrapped(&item, split))?;
+        }
+        array.end()
+    }
+
     fn is_human_readable(&self) -> bool {
         self.inner.is_human_readable()
     }
@@ -446,5 +489,62 @@ impl<S: Serializer> SerializeSeq for Sequence<'_, S> {
         } else {
             serializer.serialize_bytes(&self.bytes)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::VecDeque;
+
+    use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+    use crate::storage::codec;
+
+    /// Serialises its elements through `serialize_seq`, the path a type without `collect_seq`
+    /// takes ([`super::Sequence`]).
+    struct ElementByElement<'a, T>(&'a [T]);
+
+    impl<T: Serialize> Serialize for ElementByElement<'_, T> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+            for element in self.0 {
+                seq.serialize_element(element)?;
+            }
+            seq.end()
+        }
+    }
+
+    fn both_paths<T: Serialize>(values: &[T]) -> (Vec<u8>, Vec<u8>) {
+        (
+            codec::encode(values).unwrap(),
+            codec::encode(&ElementByElement(values)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn collected_sequences_are_written_as_element_by_element_ones() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let (collected, by_element) = both_paths(&bytes);
+        assert_eq!(collected, by_element);
+        // One byte string: a header and the bytes, not a header per byte.
+        assert_eq!(collected.len(), 3 + 256);
+
+        let empty: Vec<u8> = Vec::new();
+        let (collected, by_element) = both_paths(&empty);
+        assert_eq!(collected, by_element);
+
+        let nested = vec![vec![1u8, 2], Vec::new(), vec![3]];
+        let (collected, by_element) = both_paths(&nested);
+        assert_eq!(collected, by_element);
+
+        let wide = vec![1u16, 300, 2];
+        let (collected, by_element) = both_paths(&wide);
+        assert_eq!(collected, by_element);
+
+        let deque: VecDeque<u8> = bytes.iter().copied().collect();
+        let encoded = codec::encode(&deque).unwrap();
+        assert_eq!(encoded, codec::encode(&bytes).unwrap());
+        assert_eq!(codec::decode::<Vec<u8>>("t", &encoded).unwrap(), bytes);
     }
 }

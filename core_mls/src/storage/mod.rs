@@ -9,6 +9,7 @@
 //! [`MlsError::NoTransaction`], so no OpenMLS write can escape the one-operation-one-transaction
 //! rule. Reads see the open transaction's writes, or the store when none is open.
 
+pub(crate) mod byte_fields;
 mod byte_strings;
 pub(crate) mod codec;
 #[cfg(test)]
