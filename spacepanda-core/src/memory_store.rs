@@ -53,6 +53,25 @@ impl MemoryStore {
             })
             .collect())
     }
+
+    /// What `entry` takes from every entry of `namespace` under `prefix`, in key order.
+    fn scan_entries<T>(
+        &self,
+        namespace: &str,
+        prefix: &Key,
+        entry: impl Fn(&Key, &Vec<u8>) -> T,
+    ) -> StoreResult<Vec<T>> {
+        check_namespace(namespace)?;
+        let tables = self.lock()?;
+        let Some(table) = tables.get(namespace) else {
+            return Ok(Vec::new());
+        };
+        Ok(table
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| entry(key, value))
+            .collect())
+    }
 }
 
 impl KeyValueStore for MemoryStore {
@@ -66,30 +85,11 @@ impl KeyValueStore for MemoryStore {
     }
 
     fn scan_prefix(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<(Key, Vec<u8>)>> {
-        check_namespace(namespace)?;
-        let tables = self.lock()?;
-        let Some(table) = tables.get(namespace) else {
-            return Ok(Vec::new());
-        };
-        Ok(table
-            .range(prefix.clone()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        self.scan_entries(namespace, prefix, |key, value| (key.clone(), value.clone()))
     }
 
     fn scan_keys(&self, namespace: &str, prefix: &Key) -> StoreResult<Vec<Key>> {
-        check_namespace(namespace)?;
-        let tables = self.lock()?;
-        let Some(table) = tables.get(namespace) else {
-            return Ok(Vec::new());
-        };
-        Ok(table
-            .range(prefix.clone()..)
-            .map(|(key, _)| key)
-            .take_while(|key| key.starts_with(prefix))
-            .cloned()
-            .collect())
+        self.scan_entries(namespace, prefix, |key, _| key.clone())
     }
 
     fn apply(&self, batch: WriteBatch) -> StoreResult<()> {

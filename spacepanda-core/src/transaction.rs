@@ -114,16 +114,11 @@ impl Transaction {
             .scan_prefix(namespace, prefix)?
             .into_iter()
             .collect();
-        if let Some(table) = self.overlay.get(namespace) {
-            for (key, pending) in table
-                .range(prefix.clone()..)
-                .take_while(|(key, _)| key.starts_with(prefix))
-            {
-                match pending {
-                    Some(value) => merged.insert(key.clone(), value.to_vec()),
-                    None => merged.remove(key),
-                };
-            }
+        for (key, pending) in self.pending_under(namespace, prefix) {
+            match pending {
+                Some(value) => merged.insert(key.clone(), value.to_vec()),
+                None => merged.remove(key),
+            };
         }
         Ok(merged.into_iter().collect())
     }
@@ -136,18 +131,29 @@ impl Transaction {
             .scan_keys(namespace, prefix)?
             .into_iter()
             .collect();
-        if let Some(table) = self.overlay.get(namespace) {
-            for (key, pending) in table
-                .range(prefix.clone()..)
-                .take_while(|(key, _)| key.starts_with(prefix))
-            {
-                match pending {
-                    Some(_) => merged.insert(key.clone()),
-                    None => merged.remove(key),
-                };
-            }
+        for (key, pending) in self.pending_under(namespace, prefix) {
+            match pending {
+                Some(_) => merged.insert(key.clone()),
+                None => merged.remove(key),
+            };
         }
         Ok(merged.into_iter().collect())
+    }
+
+    /// This transaction's writes under `prefix`, in key order (`None`: a delete).
+    fn pending_under<'a>(
+        &'a self,
+        namespace: &str,
+        prefix: &'a Key,
+    ) -> impl Iterator<Item = (&'a Key, &'a Pending)> + 'a {
+        self.overlay
+            .get(namespace)
+            .into_iter()
+            .flat_map(move |table| {
+                table
+                    .range(prefix.clone()..)
+                    .take_while(move |(key, _)| key.starts_with(prefix))
+            })
     }
 
     /// Buffers a put.
