@@ -9,7 +9,6 @@
 //! a failed set-up as a failed run (the simulator's failed seed), the plain one panics for a
 //! test where a failed set-up is simply a failed test.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,32 +53,23 @@ impl Storage {
     }
 }
 
-/// Why a device could not be created, opened, reopened or restored.
-#[derive(Debug)]
+/// Why a device could not be created, opened, reopened or restored. Each carries the underlying
+/// error's own text, so that a harness reports what it always reported.
+#[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// Its store could not be created or opened.
+    #[error(transparent)]
     Store(StoreError),
     /// Its identity could not be made, imported, exported, loaded or restored.
+    #[error(transparent)]
     Identity(IdentityError),
     /// Its store holds no identity.
+    #[error("the store holds no identity")]
     NoIdentity,
     /// The engine did not open over its store.
+    #[error(transparent)]
     Engine(MlsError),
 }
-
-impl fmt::Display for DeviceError {
-    /// The underlying error's own text, so that a harness reports what it always reported.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Store(e) => e.fmt(f),
-            Self::Identity(e) => e.fmt(f),
-            Self::NoIdentity => f.write_str("the store holds no identity"),
-            Self::Engine(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for DeviceError {}
 
 /// The store file of the device `name` in `dir`.
 fn store_file(dir: &Path, name: &str) -> PathBuf {
