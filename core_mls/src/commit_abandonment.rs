@@ -3,11 +3,9 @@
 //! `commit_wait`).
 
 use openmls::prelude::{
-    MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider as _, ProcessMessageError,
-    ProcessedMessageContent, ProtocolMessage, StageCommitError,
+    OpenMlsProvider as _, ProcessMessageError, ProcessedMessageContent, StageCommitError,
 };
 use spacepanda_core::{Key, Timestamp};
-use tls_codec::Deserialize as _;
 
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
@@ -15,6 +13,7 @@ use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
 use crate::events::{AbandonReason, Event};
 use crate::group_id::GroupId;
+use crate::mls_wire::stored_protocol_message;
 use crate::seen_messages;
 
 impl MlsClient {
@@ -111,13 +110,16 @@ impl MlsClient {
         entry: &BufferedMessage,
         refused: &[Vec<u8>],
     ) -> Result<bool, MlsError> {
-        let Some(commit) = protocol_message(&entry.envelope_bytes) else {
+        let Some(commit) = stored_protocol_message(&entry.envelope_bytes) else {
             return Ok(false);
         };
         // A step of the tick that runs this, always undone (see `operation`).
         let savepoint = self.savepoint()?;
         let attempt = (|| {
-            for proposal in refused.iter().filter_map(|bytes| protocol_message(bytes)) {
+            for proposal in refused
+                .iter()
+                .filter_map(|bytes| stored_protocol_message(bytes))
+            {
                 let (provider, mls_group, _) = self.openmls_parts(group)?;
                 // One that OpenMLS itself refuses (forged, undecryptable) cannot be referenced.
                 let Ok(processed) = mls_group.process_message(provider, proposal) else {
@@ -153,17 +155,4 @@ fn key_is(key: &Key, group: &GroupId, epoch: u64) -> bool {
     let mut segments = key.segments();
     segments.next() == Some(group.as_slice())
         && segments.next() == Some(epoch.to_be_bytes().as_slice())
-}
-
-/// The protocol message in envelope bytes, if they hold one.
-fn protocol_message(envelope_bytes: &[u8]) -> Option<ProtocolMessage> {
-    let envelope = Envelope::from_bytes(envelope_bytes, usize::MAX).ok()?;
-    match MlsMessageIn::tls_deserialize_exact(envelope.payload())
-        .ok()?
-        .extract()
-    {
-        MlsMessageBodyIn::PrivateMessage(message) => Some(message.into()),
-        MlsMessageBodyIn::PublicMessage(message) => Some(message.into()),
-        _ => None,
-    }
 }

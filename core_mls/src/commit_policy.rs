@@ -9,12 +9,14 @@
 
 use core_identity::VerifiedMember;
 use openmls::prelude::{LeafNodeIndex, Proposal};
-use spacepanda_core::{Key, Timestamp};
+use spacepanda_core::Timestamp;
 
 use crate::client::MlsClient;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::group_meta::{
+    self, FIRST_PROPOSAL_AT, GROUP_META_NAMESPACE, LEAF_UPDATED_AT, proposals_key,
+};
 
 impl MlsClient {
     /// Refuses a commit by a device whose own removal is pending (it asked to leave): OpenMLS
@@ -80,7 +82,7 @@ impl MlsClient {
     pub(crate) fn count_proposal(&self, group: &GroupId) -> Result<(), MlsError> {
         let now = self.now();
         let epoch = self.group(group)?.epoch().as_u64();
-        let key = Key::from_segments([group.as_slice(), b"proposals", &epoch.to_be_bytes()]);
+        let key = proposals_key(group, epoch);
         let max = self.config.max_proposals_per_epoch;
         self.with_txn(|txn| {
             let count = txn
@@ -96,11 +98,7 @@ impl MlsClient {
             if count == 0 {
                 // When the first proposal of this epoch arrived: `tick` commits proposals the
                 // designated committer left pending too long.
-                txn.put(
-                    GROUP_META_NAMESPACE,
-                    Key::from_segments([group.as_slice(), b"first_proposal_at"]),
-                    now.unix_millis().to_be_bytes().to_vec(),
-                )?;
+                group_meta::write_time(txn, group, FIRST_PROPOSAL_AT, now)?;
             }
             txn.put(
                 GROUP_META_NAMESPACE,
@@ -117,28 +115,13 @@ impl MlsClient {
         group: &GroupId,
         now: Timestamp,
     ) -> Result<(), MlsError> {
-        self.with_txn(|txn| {
-            txn.put(
-                GROUP_META_NAMESPACE,
-                Key::from_segments([group.as_slice(), b"leaf_updated_at"]),
-                now.unix_millis().to_be_bytes().to_vec(),
-            )?;
-            Ok(())
-        })
+        self.with_txn(|txn| group_meta::write_time(txn, group, LEAF_UPDATED_AT, now))
     }
 
     /// A time recorded in the group's metadata under `name` (when the leaf was last replaced,
     /// when the epoch's first proposal arrived); a damaged record counts as none.
     fn recorded_time(&self, group: &GroupId, name: &[u8]) -> Result<Option<Timestamp>, MlsError> {
-        self.read(|txn| {
-            Ok(txn
-                .get(
-                    GROUP_META_NAMESPACE,
-                    &Key::from_segments([group.as_slice(), name]),
-                )?
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map(|b| Timestamp::from_unix_millis(u64::from_be_bytes(b))))
-        })
+        self.read(|txn| group_meta::read_time(txn, group, name))
     }
 
     /// Whether `tick` should commit now: the leaf is older than `self_update_after`, or
@@ -167,7 +150,7 @@ impl MlsClient {
         if self.groups.contains_key(group) && self.own_removal_pending(group)? {
             return Ok(None);
         }
-        let leaf_stale_at = match self.recorded_time(group, b"leaf_updated_at")? {
+        let leaf_stale_at = match self.recorded_time(group, LEAF_UPDATED_AT)? {
             Some(last) => last.saturating_add(self.config.self_update_after),
             None => now,
         };
@@ -179,7 +162,7 @@ impl MlsClient {
         let proposals_at = if self.is_designated_committer(group)? {
             now
         } else {
-            self.recorded_time(group, b"first_proposal_at")?
+            self.recorded_time(group, FIRST_PROPOSAL_AT)?
                 .map_or(now, |at| {
                     at.saturating_add(self.config.pending_proposal_timeout)
                 })

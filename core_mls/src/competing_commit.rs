@@ -12,12 +12,12 @@ use crate::epoch_buffer::BufferedMessage;
 use crate::epoch_snapshots::{self, Candidate, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
-use crate::fork_resolution::{Abandoned, SUPERSEDED_COUNTER, read_counter};
+use crate::fork_resolution::Abandoned;
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::group_meta::{self, SUPERSEDED_COUNTER};
+use crate::mls_wire;
 use crate::seen_messages;
 use crate::{deferred_sends, dormant_branches};
-use spacepanda_core::Key;
 
 /// A competing commit processed on its restored epoch, in a step not yet kept or undone.
 struct Attempt {
@@ -225,7 +225,7 @@ impl MlsClient {
             return Ok(output);
         }
         let decoded = Envelope::from_bytes(&revived.envelope, usize::MAX).and_then(|envelope| {
-            let message = crate::message_processor::protocol_message(&envelope)?;
+            let message = mls_wire::protocol_message(&envelope)?;
             Ok((envelope, message))
         });
         let attempt = decoded.and_then(|(envelope, message)| {
@@ -343,8 +343,7 @@ impl MlsClient {
                 if entry.epoch != epoch || buffered.is_some_and(|b| b.key == entry.key) {
                     continue;
                 }
-                let Some((proposal_envelope, proposal)) =
-                    crate::message_processor::buffered_proposal(&entry)
+                let Some((proposal_envelope, proposal)) = mls_wire::buffered_proposal(&entry)
                 else {
                     continue;
                 };
@@ -455,13 +454,7 @@ impl MlsClient {
             for message in &abandoned.sent {
                 deferred_sends::push(txn, group, message)?;
             }
-            let count = read_counter(txn, group, SUPERSEDED_COUNTER)?;
-            txn.put(
-                GROUP_META_NAMESPACE,
-                Key::from_segments([group.as_slice(), SUPERSEDED_COUNTER]),
-                (count + 1).to_be_bytes().to_vec(),
-            )?;
-            Ok(())
+            group_meta::bump_counter(txn, group, SUPERSEDED_COUNTER)
         });
         match queued {
             Ok(()) => self.release_step(savepoint)?,

@@ -33,8 +33,6 @@ use openmls::prelude::{
     LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, OpenMlsProvider as _,
     ProcessedMessage, ProcessedMessageContent,
 };
-use serde::{Deserialize, Serialize};
-use spacepanda_core::{Key, Transaction};
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use core_identity::{UserId, VerifiedMember};
@@ -47,11 +45,11 @@ use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::group_meta;
+use crate::join_records::{ExternalJoin, external_join as read_external_join, write_external_join};
 use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
 use crate::signed_context::{decode_history, encode_history};
-use crate::storage::codec;
 use crate::{deferred_sends, dormant_branches, epoch_snapshots, seen_messages};
 
 /// A GroupInfo envelope is at most this large (a 1 000-member tree is about 600 KB).
@@ -488,7 +486,7 @@ impl MlsClient {
             }
             // The branch left; the GroupInfo's history says where the group went.
             branch_lineage::forget(txn, group)?;
-            txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
+            group_meta::forget_group(txn, group)?;
             Ok(())
         })?;
         self.groups.remove(group);
@@ -624,56 +622,6 @@ pub enum RejoinAdvice {
     AskLater,
 }
 
-const EXTERNAL_JOIN: &[u8] = b"external_join";
-
-/// This device's last join of a group by external commit (in the group's metadata, gone with
-/// it): the epoch its commit was made in, and whether a commit of that epoch or earlier that
-/// this device cannot judge arrived since — a race its commit may have lost.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ExternalJoin {
-    epoch: u64,
-    contested: bool,
-    /// The branch this device joined: the member's history from the GroupInfo, then this
-    /// device's own commit (part of `branch_history`, as a Welcome's history is).
-    #[serde(default)]
-    history: BranchHistory,
-    /// When this device made the join (ms since the Unix epoch; 0 in records of older
-    /// builds, which then keep nothing back from the sent log).
-    #[serde(default)]
-    joined_at_ms: u64,
-}
-
-/// Inside the open transaction: the epoch through which `group`'s sent log may be pruned at
-/// most, given its oldest snapshot `oldest` (`None`: everything may go). While this device's
-/// external join is inside the fork window (in epochs before `current_epoch` and in time
-/// before `now`), a commit of the join's epoch can still win over it — the join then never
-/// happened for the group, nor did anything sent since — so messages sent since the join stay
-/// logged to go out again when the device rejoins (`drop_held_state`). No snapshot covers
-/// that: the device never held the epoch before its join.
-pub(crate) fn sent_log_prune_bound(
-    txn: &Transaction,
-    group: &GroupId,
-    oldest: Option<u64>,
-    current_epoch: Option<u64>,
-    config: &crate::MlsConfig,
-    now: spacepanda_core::Timestamp,
-) -> Result<Option<u64>, MlsError> {
-    let Some(joined) = read_external_join(txn, group)? else {
-        return Ok(oldest);
-    };
-    let joined_at = spacepanda_core::Timestamp::from_unix_millis(joined.joined_at_ms);
-    let inside = joined.joined_at_ms > 0
-        && now.duration_since(joined_at) < config.fork_window
-        && current_epoch.is_some_and(|current| {
-            joined.epoch.saturating_add(config.fork_window_epochs) > current
-        });
-    Ok(match (inside, oldest) {
-        (false, _) => oldest,
-        (true, Some(oldest)) => Some(oldest.min(joined.epoch)),
-        (true, None) => Some(joined.epoch),
-    })
-}
-
 impl MlsClient {
     /// The branch history this device knows from its last external join of `group`.
     pub(crate) fn external_join_history(&self, group: &GroupId) -> Result<BranchHistory, MlsError> {
@@ -682,10 +630,6 @@ impl MlsClient {
             .map(|joined| joined.history)
             .unwrap_or_default())
     }
-}
-
-pub(crate) fn external_join_key(group: &GroupId) -> Key {
-    Key::from_segments([group.as_slice(), EXTERNAL_JOIN])
 }
 
 impl MlsClient {
@@ -742,36 +686,6 @@ impl MlsClient {
         }
         Ok(events)
     }
-}
-
-fn read_external_join(
-    txn: &Transaction,
-    group: &GroupId,
-) -> Result<Option<ExternalJoin>, MlsError> {
-    txn.get(GROUP_META_NAMESPACE, &external_join_key(group))?
-        .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
-        .transpose()
-}
-
-/// Inside the open transaction of a Welcome that `group`'s state now comes from: the external
-/// join this device made before no longer describes its branch (its history would otherwise
-/// outrank the Welcome's in `branch_history`), and no race of it is left to contest.
-pub(crate) fn forget_external_join(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
-    txn.delete(GROUP_META_NAMESPACE, external_join_key(group))?;
-    Ok(())
-}
-
-fn write_external_join(
-    txn: &mut Transaction,
-    group: &GroupId,
-    record: &ExternalJoin,
-) -> Result<(), MlsError> {
-    txn.put(
-        GROUP_META_NAMESPACE,
-        external_join_key(group),
-        codec::encode(record)?,
-    )?;
-    Ok(())
 }
 
 impl MlsClient {

@@ -6,7 +6,7 @@
 //! join could still reach them, else [`MlsError::OtherBranch`]), commits older than the fork
 //! window (`fork_outside_window`: [`MlsError::ForkOutsideWindow`], counted in memory and
 //! reported by `tick` as [`Event::ForkOutsideWindow`]), this device's signed branch history
-//! (`branch_history`), leave requests (namespace [`LEAVE_NAMESPACE`]) and [`ForkReport`].
+//! (`branch_history`) and [`ForkReport`].
 //!
 //! The rule itself is `branch_order::winner`; judging a competing commit is
 //! `competing_commit`'s; taking and keeping snapshots is `snapshot_capture`'s and
@@ -16,14 +16,9 @@
 //! docs/FORKS.md.
 
 use openmls::prelude::OpenMlsProvider as _;
-use spacepanda_core::Key;
 
 use crate::branch_lineage;
-use crate::branch_order::EpochBranch;
-pub(crate) use crate::branch_order::{
-    BranchHistory, BranchOrder, branch_tag, compare_branches, message_tag, parting_epoch, priority,
-    tag_matches, tag_outgoing,
-};
+use crate::branch_order::{BranchHistory, EpochBranch};
 use crate::client::MlsClient;
 use crate::commit_log;
 use crate::deferred_sends;
@@ -34,7 +29,8 @@ use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::group_meta::{self, SUPERSEDED_COUNTER};
+use crate::join_records;
 use crate::storage::key_layout::GROUP_NAMESPACE;
 
 /// How a group fared with concurrent commits on this device.
@@ -49,15 +45,6 @@ pub struct ForkReport {
     pub snapshots: usize,
 }
 
-pub(crate) const SUPERSEDED_COUNTER: &[u8] = b"fork_superseded";
-
-/// Fork bookkeeping kept in memory: commits refused as outside the window, per group, and how
-/// many of them `tick` has reported.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct OutsideWindowCounts {
-    counts: std::collections::BTreeMap<GroupId, (u64, u64)>,
-}
-
 /// What a rollback abandoned.
 pub(crate) struct Abandoned {
     pub(crate) own_commits: Vec<OwnCommit>,
@@ -69,31 +56,18 @@ pub(crate) struct Abandoned {
     pub(crate) external_joiners: Vec<crate::DeviceAddress>,
 }
 
-impl OutsideWindowCounts {
-    /// Whether some group has refusals `tick` has not reported yet.
-    pub(crate) fn unreported(&self) -> bool {
-        self.counts
-            .values()
-            .any(|(count, reported)| count > reported)
-    }
-}
-
 impl MlsClient {
     /// How `group` fared with concurrent commits on this device.
     pub fn fork_report(&self, group: &GroupId) -> Result<ForkReport, MlsError> {
         let (superseded, snapshots) = self.read(|txn| {
             Ok((
-                read_counter(txn, group, SUPERSEDED_COUNTER)?,
+                group_meta::read_counter(txn, group, SUPERSEDED_COUNTER)?,
                 epoch_snapshots::metas(txn, group)?.len(),
             ))
         })?;
         Ok(ForkReport {
             superseded,
-            outside_window: self
-                .outside_window
-                .counts
-                .get(group)
-                .map_or(0, |(count, _)| *count),
+            outside_window: self.outside_window.refused(group),
             snapshots,
         })
     }
@@ -244,11 +218,7 @@ impl MlsClient {
             .read(|txn| epoch_snapshots::metas(txn, group))?
             .first()
             .map(|(e, _)| *e);
-        self.outside_window
-            .counts
-            .entry(group.clone())
-            .or_default()
-            .0 += 1;
+        self.outside_window.count(group);
         tracing::warn!(%group, message_epoch, current_epoch, "commit older than the fork window");
         Err(MlsError::ForkOutsideWindow {
             group: group.clone(),
@@ -256,22 +226,6 @@ impl MlsClient {
             oldest_epoch,
             current_epoch,
         })
-    }
-
-    /// `tick`: one `ForkOutsideWindow` event per group with refusals since the last report.
-    pub(crate) fn report_outside_window(&mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        for (group, (count, reported)) in &mut self.outside_window.counts {
-            if *count > *reported {
-                events.push(Event::ForkOutsideWindow {
-                    group: group.clone(),
-                    count: *count - *reported,
-                });
-                *reported = *count;
-            }
-        }
-        events.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        events
     }
 
     /// After the group moved onto another branch (or processed a commit): messages of the new
@@ -290,7 +244,7 @@ impl MlsClient {
     fn repropose_leave(&mut self, group: &GroupId) -> Result<Output, MlsError> {
         if !self.groups.contains_key(group)
             || self.own_removal_pending(group)?
-            || !self.read(|txn| leave_requested(txn, group))?
+            || !self.read(|txn| group_meta::leave_requested(txn, group))?
         {
             return Ok(Output::default());
         }
@@ -474,11 +428,8 @@ impl MlsClient {
         let sent = self.with_txn(|txn| {
             // Restored: no longer removed, if the abandoned branch had removed us; a join
             // after `epoch` happened on the abandoned branch.
-            txn.delete(
-                GROUP_META_NAMESPACE,
-                crate::group_removal::removed_key(group),
-            )?;
-            crate::welcome_handler::rewind_join_record(txn, group, epoch)?;
+            group_meta::forget_removal(txn, group)?;
+            join_records::rewind_join_record(txn, group, epoch)?;
             epoch_snapshots::take_sent_after(txn, group, Some(epoch))
         })?;
         self.reload_group(group)?;
@@ -493,53 +444,4 @@ impl MlsClient {
             external_joiners,
         })
     }
-}
-
-/// Records (in the open transaction) that this device asked to leave `group`: kept outside the
-/// group's metadata, which a removal deletes, so that a rollback that restores us proposes again.
-pub(crate) fn request_leave(
-    txn: &mut spacepanda_core::Transaction,
-    group: &GroupId,
-) -> Result<(), MlsError> {
-    txn.put(
-        LEAVE_NAMESPACE,
-        Key::from_segment(group.as_slice()),
-        vec![1],
-    )?;
-    Ok(())
-}
-
-/// Drops this device's leave request for `group` (it was re-added).
-pub(crate) fn forget_leave_request(
-    txn: &mut spacepanda_core::Transaction,
-    group: &GroupId,
-) -> Result<(), MlsError> {
-    txn.delete(LEAVE_NAMESPACE, Key::from_segment(group.as_slice()))?;
-    Ok(())
-}
-
-pub(crate) fn leave_requested(
-    txn: &spacepanda_core::Transaction,
-    group: &GroupId,
-) -> Result<bool, MlsError> {
-    Ok(txn
-        .get(LEAVE_NAMESPACE, &Key::from_segment(group.as_slice()))?
-        .is_some())
-}
-
-/// Namespace of leave requests: `[group id]`.
-pub(crate) const LEAVE_NAMESPACE: &str = "leave_request";
-
-pub(crate) fn read_counter(
-    txn: &spacepanda_core::Transaction,
-    group: &GroupId,
-    name: &[u8],
-) -> Result<u64, MlsError> {
-    Ok(txn
-        .get(
-            GROUP_META_NAMESPACE,
-            &Key::from_segments([group.as_slice(), name]),
-        )?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
 }

@@ -9,23 +9,23 @@ use core_identity::{DeviceId, UserId, VerifiedMember};
 use std::time::Duration;
 
 use openmls::prelude::{
-    LeafNodeIndex, LeafNodeParameters, Lifetime, MlsGroup, MlsMessageOut, OpenMlsProvider as _,
+    LeafNodeIndex, LeafNodeParameters, Lifetime, MlsGroup, OpenMlsProvider as _,
 };
 use openmls_traits::random::OpenMlsRand as _;
-use tls_codec::Serialize as _;
 
 use crate::app_message::AppMessage;
 use crate::branch_order::CommitRank;
 use crate::client::MlsClient;
 use crate::config::CIPHERSUITE;
-use crate::envelope::{Envelope, EnvelopeKind};
+use crate::envelope::EnvelopeKind;
 use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, MessageId, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
+use crate::mls_wire::encode_message;
 use crate::roster::Roster;
-use crate::{deferred_sends, fork_resolution, key_package_validation};
+use crate::{branch_order, deferred_sends, group_meta, key_package_validation};
 
 /// The rank of our pending commit (see `branch_order`): its commit ref is the confirmed
 /// transcript hash of the epoch it creates. Called before the commit is merged, in the epoch it
@@ -42,31 +42,8 @@ fn own_rank(group: &MlsGroup) -> Result<CommitRank, MlsError> {
             .remove_proposals()
             .map(|r| r.remove_proposal().removed().u32())
             .collect(),
-        priority: fork_resolution::priority(&fork_resolution::branch_tag(group), committer),
+        priority: branch_order::priority(&branch_order::branch_tag(group), committer),
     })
-}
-
-/// Namespace of per-group metadata of ours (not OpenMLS's).
-pub(crate) const GROUP_META_NAMESPACE: &str = "group_meta";
-
-pub(crate) fn encode_message(
-    kind: EnvelopeKind,
-    message: &MlsMessageOut,
-) -> Result<Envelope, MlsError> {
-    encode_with_context(kind, message, &[])
-}
-
-/// An envelope with a context (see `envelope`): for commits our claim of the commit ref, for
-/// Welcomes our branch history (see `fork_resolution`).
-pub(crate) fn encode_with_context(
-    kind: EnvelopeKind,
-    message: &MlsMessageOut,
-    context: &[u8],
-) -> Result<Envelope, MlsError> {
-    let bytes = message
-        .tls_serialize_detached()
-        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-    Ok(Envelope::with_context(kind, bytes, context))
 }
 
 impl MlsClient {
@@ -169,7 +146,7 @@ impl MlsClient {
             let key_packages: Vec<_> = validated.iter().map(|(kp, _)| kp.clone()).collect();
             let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
-            fork_resolution::tag_outgoing(mls_group);
+            branch_order::tag_outgoing(mls_group);
             let bundle = stage_commit(provider, mls_group, &signer, "add members", |builder| {
                 builder
                     .propose_adds(key_packages.iter().cloned())
@@ -307,7 +284,7 @@ impl MlsClient {
             let indices: Vec<LeafNodeIndex> = removed.iter().map(|(index, _)| *index).collect();
             let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
-            fork_resolution::tag_outgoing(mls_group);
+            branch_order::tag_outgoing(mls_group);
             let bundle = stage_commit(provider, mls_group, &signer, "remove members", |builder| {
                 builder.propose_removals(indices.iter().copied())
             })?;
@@ -364,7 +341,7 @@ impl MlsClient {
         let output = self.transaction(Some(group), |client| {
             let snapshot = client.begin_snapshot(group)?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
-            fork_resolution::tag_outgoing(mls_group);
+            branch_order::tag_outgoing(mls_group);
             let bundle = stage_commit(provider, mls_group, &signer, "self-update", |builder| {
                 builder
                     .leaf_node_parameters(LeafNodeParameters::default())
@@ -447,9 +424,9 @@ impl MlsClient {
             });
         }
         self.transaction(Some(group), |client| {
-            client.with_txn(|txn| fork_resolution::request_leave(txn, group))?;
+            client.with_txn(|txn| group_meta::request_leave(txn, group))?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
-            fork_resolution::tag_outgoing(mls_group);
+            branch_order::tag_outgoing(mls_group);
             let proposal = mls_group
                 .leave_group(provider, &signer)
                 .map_err(|e| MlsError::openmls("propose to leave", e))?;
@@ -542,7 +519,7 @@ impl MlsClient {
         let plaintext = message.encode()?;
         self.transaction(Some(group), |client| {
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
-            fork_resolution::tag_outgoing(mls_group);
+            branch_order::tag_outgoing(mls_group);
             let epoch = mls_group.epoch().as_u64();
             let sent = mls_group
                 .create_message(provider, &signer, &plaintext)

@@ -12,7 +12,6 @@
 //! processing one is `message_processor`'s.
 
 use openmls::prelude::ProtocolMessage;
-use spacepanda_core::Key;
 
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
@@ -20,9 +19,10 @@ use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::join_records::{EXTERNAL_JOIN, JOINED};
+use crate::mls_wire::is_commit;
 use crate::routing::{WithoutGroupFacts, WithoutGroupRoute, route_without_group};
-use crate::{epoch_snapshots, fork_resolution, message_processor};
+use crate::{branch_order, epoch_snapshots, group_meta};
 use openmls_traits::OpenMlsProvider as _;
 
 impl MlsClient {
@@ -41,7 +41,7 @@ impl MlsClient {
             let tag = tag.clone().or_else(|| {
                 Self::external_commit_tag_in_snapshot(&message, group, message_epoch, meta)
             });
-            fork_resolution::tag_matches(&tag, &meta.branch_tag)
+            branch_order::tag_matches(&tag, &meta.branch_tag)
         });
         let facts = WithoutGroupFacts {
             content: message.content_type(),
@@ -96,9 +96,7 @@ impl MlsClient {
     /// one may have waited for a proposal that just arrived. Once one restores the group, the
     /// rollback has replayed the rest.
     fn retry_waiting_commits(&mut self, group: &GroupId, epoch: u64) -> Result<Output, MlsError> {
-        let waiting_commit = |m: &BufferedMessage| {
-            m.epoch == epoch && message_processor::is_commit(&m.envelope_bytes)
-        };
+        let waiting_commit = |m: &BufferedMessage| m.epoch == epoch && is_commit(&m.envelope_bytes);
         self.replay_buffered_where(group, waiting_commit, true)
     }
 
@@ -148,21 +146,7 @@ impl MlsClient {
             // removed on a branch its own external commit started would judge a re-add by the
             // epochs after its join only, where both branches can hold the same re-made
             // commit, and take its losing branch for the winner).
-            let kept_keys = [
-                crate::welcome_handler::join_record_key(group),
-                crate::external_join::external_join_key(group),
-            ];
-            let mut kept = Vec::with_capacity(kept_keys.len());
-            for key in kept_keys {
-                if let Some(value) = txn.get(GROUP_META_NAMESPACE, &key)? {
-                    kept.push((key, value));
-                }
-            }
-            txn.delete_prefix(GROUP_META_NAMESPACE, &Key::from_segment(group.as_slice()))?;
-            for (key, value) in kept {
-                txn.put(GROUP_META_NAMESPACE, key, value)?;
-            }
-            Ok(())
+            group_meta::forget_group_keeping(txn, group, &[JOINED, EXTERNAL_JOIN])
         })?;
         self.groups.remove(group);
         Ok(())
@@ -170,27 +154,11 @@ impl MlsClient {
 
     /// Records that this device was removed from `group` by the commit that created `epoch`.
     pub(crate) fn mark_removed(&self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
-        self.with_txn(|txn| {
-            txn.put(
-                GROUP_META_NAMESPACE,
-                removed_key(group),
-                epoch.to_be_bytes().to_vec(),
-            )?;
-            Ok(())
-        })
+        self.with_txn(|txn| group_meta::mark_removed(txn, group, epoch))
     }
 
     /// The epoch the group entered without us, if we were removed from it.
     pub(crate) fn removed_at(&self, group: &GroupId) -> Result<Option<u64>, MlsError> {
-        self.read(|txn| {
-            Ok(txn
-                .get(GROUP_META_NAMESPACE, &removed_key(group))?
-                .map(|b| <[u8; 8]>::try_from(b.as_slice()).map_or(u64::MAX, u64::from_be_bytes)))
-        })
+        self.read(|txn| group_meta::removed_at(txn, group))
     }
-}
-
-/// Where `mark_removed` records that this device was removed from `group`.
-pub(crate) fn removed_key(group: &GroupId) -> Key {
-    Key::from_segments([group.as_slice(), b"removed"])
 }

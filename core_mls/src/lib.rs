@@ -181,13 +181,17 @@ mod fork_knowledge;
 mod fork_resolution;
 mod group_id;
 mod group_manager;
+mod group_meta;
 mod group_removal;
+mod join_records;
 mod key_package_manager;
 mod key_package_validation;
 mod member_verification;
 mod message_processor;
 mod missing_commit;
+mod mls_wire;
 mod outbox;
+mod outside_window;
 mod roster;
 mod routing;
 mod seen_messages;
@@ -199,6 +203,8 @@ mod welcome_handler;
 mod atomicity_tests;
 #[cfg(test)]
 mod forged_welcome_tests;
+#[cfg(test)]
+mod provider_restart_tests;
 
 pub use client::MlsClient;
 pub use config::{CIPHERSUITE, MlsConfig};

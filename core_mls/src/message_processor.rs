@@ -34,8 +34,9 @@ use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
+use crate::mls_wire::is_commit;
 use crate::routing::{self, HeldGroup, Route, RouteFacts, Uncontested};
-use crate::{app_inbox, epoch_snapshots, fork_resolution, seen_messages};
+use crate::{app_inbox, branch_order, epoch_snapshots, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
 
 /// What a processed handshake asks the engine to do after its transaction committed.
@@ -113,10 +114,10 @@ impl MlsClient {
         }
         let group = GroupId::from_openmls(message.group_id());
         let message_epoch = message.epoch().as_u64();
-        let mut tag = fork_resolution::message_tag(&message);
+        let mut tag = branch_order::message_tag(&message);
         let mut held = self.groups.get(&group).map(|held| HeldGroup {
             current_epoch: held.epoch().as_u64(),
-            current_tag: fork_resolution::branch_tag(held),
+            current_tag: branch_order::branch_tag(held),
             snapshot_tag: None,
             joined_epoch: None,
         });
@@ -454,7 +455,7 @@ impl MlsClient {
                 } else {
                     staged.group_context().confirmed_transcript_hash().to_vec()
                 };
-                let epoch_tag = fork_resolution::branch_tag(self.group(group)?);
+                let epoch_tag = branch_order::branch_tag(self.group(group)?);
                 let judged = if self_removed {
                     Vec::new()
                 } else {
@@ -466,7 +467,7 @@ impl MlsClient {
                     commit_ref,
                     committer: sender_index.u32(),
                     removes: removed_indices.iter().map(|i| i.u32()).collect(),
-                    priority: fork_resolution::priority(&epoch_tag, sender_index.u32()),
+                    priority: branch_order::priority(&epoch_tag, sender_index.u32()),
                 });
                 follow_up.committer = Some(sender.clone());
                 let (provider, mls_group, _) = self.openmls_parts(group)?;
@@ -580,41 +581,6 @@ fn same_device(
             reason: "a member's new leaf belongs to another user or device".into(),
         })
     }
-}
-
-/// The protocol message inside a buffered proposal envelope, if it is one.
-pub(crate) fn buffered_proposal(entry: &BufferedMessage) -> Option<(Envelope, ProtocolMessage)> {
-    let envelope = Envelope::from_bytes(&entry.envelope_bytes, usize::MAX).ok()?;
-    if envelope.kind() != EnvelopeKind::Proposal {
-        return None;
-    }
-    let message = MlsMessageIn::tls_deserialize_exact(envelope.payload()).ok()?;
-    let protocol = match message.extract() {
-        MlsMessageBodyIn::PrivateMessage(m) => ProtocolMessage::from(m),
-        MlsMessageBodyIn::PublicMessage(m) => ProtocolMessage::from(m),
-        _ => return None,
-    };
-    Some((envelope, protocol))
-}
-
-/// The protocol message inside a stored envelope (a commit kept as a fork candidate).
-pub(crate) fn protocol_message(envelope: &Envelope) -> Result<ProtocolMessage, MlsError> {
-    let message = MlsMessageIn::tls_deserialize_exact(envelope.payload()).map_err(|e| {
-        MlsError::MalformedMessage {
-            reason: format!("payload is not an MLS message: {e}"),
-        }
-    })?;
-    match message.extract() {
-        MlsMessageBodyIn::PrivateMessage(m) => Ok(ProtocolMessage::from(m)),
-        MlsMessageBodyIn::PublicMessage(m) => Ok(ProtocolMessage::from(m)),
-        _ => Err(MlsError::MalformedEnvelope {
-            reason: "a stored commit is not a group message",
-        }),
-    }
-}
-
-pub(crate) fn is_commit(envelope_bytes: &[u8]) -> bool {
-    Envelope::from_bytes(envelope_bytes, usize::MAX).is_ok_and(|e| e.kind() == EnvelopeKind::Commit)
 }
 
 fn map_process_error<E: std::fmt::Display>(

@@ -380,7 +380,7 @@ impl MlsClient {
         .ok_or(MlsError::Internal {
             what: "a commit ref does not fit a claim",
         })?;
-        crate::group_manager::encode_with_context(EnvelopeKind::Commit, commit, &claim)
+        crate::mls_wire::encode_with_context(EnvelopeKind::Commit, commit, &claim)
     }
 
     /// The envelope of a Welcome into `group` at `epoch`, with our branch history, signed.

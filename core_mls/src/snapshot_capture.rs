@@ -10,12 +10,14 @@ use openmls::prelude::OpenMlsProvider as _;
 use spacepanda_core::{Key, Timestamp};
 
 use crate::branch_lineage;
+use crate::branch_order::branch_tag;
 use crate::branch_order::{CommitRank, EpochBranch};
 use crate::client::MlsClient;
 use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
-use crate::fork_resolution::{LEAVE_NAMESPACE, branch_tag};
 use crate::group_id::GroupId;
+use crate::group_meta;
+use crate::join_records::sent_log_prune_bound;
 use crate::storage::epoch_members;
 use crate::storage::key_layout::{
     ENCRYPTION_KEY_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE,
@@ -111,7 +113,7 @@ impl MlsClient {
             crate::dormant_branches::forget_before(txn, group, oldest)?;
             // Messages of epochs no kept snapshot precedes can never need sending again
             // (unless a recent external join may still lose).
-            let bound = crate::external_join::sent_log_prune_bound(
+            let bound = sent_log_prune_bound(
                 txn,
                 group,
                 oldest,
@@ -187,14 +189,7 @@ impl MlsClient {
                 }
                 crate::dormant_branches::forget_before(txn, &group, oldest)?;
                 let current = self.groups.get(&group).map(|g| g.epoch().as_u64());
-                let bound = crate::external_join::sent_log_prune_bound(
-                    txn,
-                    &group,
-                    oldest,
-                    current,
-                    &self.config,
-                    now,
-                )?;
+                let bound = sent_log_prune_bound(txn, &group, oldest, current, &self.config, now)?;
                 epoch_snapshots::prune_sent_through(txn, &group, bound)?;
             }
             // Past member lists of a group this device no longer holds outlive it only while a
@@ -206,13 +201,9 @@ impl MlsClient {
                 }
             }
             // A leave request outlives the group only while a rollback could restore it.
-            for (key, _) in txn.scan_prefix(LEAVE_NAMESPACE, &Key::empty())? {
-                let group = key.segments().next().map(GroupId::from_slice);
-                if let Some(group) = group
-                    && !held.contains(&group)
-                    && epoch_snapshots::metas(txn, &group)?.is_empty()
-                {
-                    txn.delete(LEAVE_NAMESPACE, key)?;
+            for group in group_meta::leave_requests(txn)? {
+                if !held.contains(&group) && epoch_snapshots::metas(txn, &group)?.is_empty() {
+                    group_meta::forget_leave_request(txn, &group)?;
                 }
             }
             Ok(())

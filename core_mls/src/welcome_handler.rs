@@ -21,107 +21,22 @@
 
 use openmls::prelude::{OpenMlsProvider as _, StagedWelcome, Welcome};
 
+use crate::branch_order::{BranchHistory, BranchOrder, compare_branches, parting_epoch};
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
-use crate::fork_resolution::{self, BranchHistory, BranchOrder, parting_epoch};
 use crate::group_id::GroupId;
-use crate::group_manager::GROUP_META_NAMESPACE;
+use crate::group_meta;
+use crate::join_records::{self, JoinRecord, join_record};
 use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::ledger::JOINED_BY_PACKAGE_NAMESPACE;
 use crate::key_package_manager::{self, ledger};
-use crate::storage::codec;
 use crate::{
     branch_lineage, commit_log, deferred_sends, dormant_branches, epoch_snapshots, seen_messages,
 };
-use serde::{Deserialize, Serialize};
 use spacepanda_core::Key;
-
-/// Where this device joined a group from: kept so that a later Welcome for the same group can
-/// be recognised as a re-add on the winning branch (same key package, later epoch) or as a
-/// concurrent add that wins (same epoch).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct JoinRecord {
-    epoch: u64,
-    key_package_ref: Vec<u8>,
-    commit_ref: Vec<u8>,
-    /// The inviter's branch history (epochs before `epoch`), from the Welcome's signed context.
-    #[serde(default)]
-    history: BranchHistory,
-    /// What stood before this join, when snapshots of an earlier membership were kept across
-    /// it (see `handle_welcome`): a rollback to one of them undoes this join, and the record
-    /// and leave request from before it stand again.
-    #[serde(default)]
-    before: Option<Box<JoinRecord>>,
-    #[serde(default)]
-    leave_requested_before: bool,
-}
-
-impl JoinRecord {
-    /// Drops what no rollback can reach any more: the records before the first one at or
-    /// before `oldest`, the oldest snapshot kept.
-    fn reaching_back_to(mut self, oldest: u64) -> JoinRecord {
-        if self.epoch <= oldest {
-            self.before = None;
-            self.leave_requested_before = false;
-        } else if let Some(before) = self.before.take() {
-            self.before = Some(Box::new(before.reaching_back_to(oldest)));
-        }
-        self
-    }
-}
-
-const JOINED: &[u8] = b"joined";
-
-/// Where `group`'s join record is kept (in the group's metadata).
-pub(crate) fn join_record_key(group: &GroupId) -> Key {
-    Key::from_segments([group.as_slice(), JOINED])
-}
-
-/// Where this device last joined `group` from, if it joined from a Welcome.
-fn join_record(
-    txn: &spacepanda_core::Transaction,
-    group: &GroupId,
-) -> Result<Option<JoinRecord>, MlsError> {
-    txn.get(GROUP_META_NAMESPACE, &join_record_key(group))?
-        .map(|bytes| codec::decode(GROUP_META_NAMESPACE, &bytes))
-        .transpose()
-}
-
-/// Inside the open transaction, after a rollback of `group` to `epoch`: a join at a later
-/// epoch was on the abandoned branch, so the join record (and leave request) from before it
-/// stand again.
-pub(crate) fn rewind_join_record(
-    txn: &mut spacepanda_core::Transaction,
-    group: &GroupId,
-    epoch: u64,
-) -> Result<(), MlsError> {
-    let key = join_record_key(group);
-    let Some(mut record) = join_record(txn, group)? else {
-        return Ok(());
-    };
-    if record.epoch <= epoch {
-        return Ok(());
-    }
-    loop {
-        if record.leave_requested_before {
-            fork_resolution::request_leave(txn, group)?;
-        }
-        match record.before.take() {
-            Some(before) if before.epoch > epoch => record = *before,
-            Some(before) => {
-                txn.put(GROUP_META_NAMESPACE, key, codec::encode(&*before)?)?;
-                return Ok(());
-            }
-            None => {
-                txn.delete(GROUP_META_NAMESPACE, key)?;
-                return Ok(());
-            }
-        }
-    }
-}
 
 impl MlsClient {
     pub(crate) fn handle_welcome(
@@ -174,7 +89,6 @@ impl MlsClient {
             let group_id = GroupId::from_openmls(staged.group_context().group_id());
             let epoch = staged.group_context().epoch().as_u64();
             let commit_ref = staged.group_context().confirmed_transcript_hash().to_vec();
-            let joined_key = join_record_key(&group_id);
             // Who sent it, as the Welcome's group says; its branch history must be signed by
             // that member's key (a relay may not alter what decides between branches).
             let inviter_leaf = staged
@@ -209,7 +123,7 @@ impl MlsClient {
             let replaces = if client.groups.contains_key(&group_id) {
                 let current = client.group(&group_id)?.epoch().as_u64();
                 let ours = client.branch_history(&group_id)?;
-                let order = fork_resolution::compare_branches(&ours, current, &theirs, epoch);
+                let order = compare_branches(&ours, current, &theirs, epoch);
                 if order == BranchOrder::TheirsLater {
                     ended_by = theirs
                         .iter()
@@ -296,7 +210,7 @@ impl MlsClient {
                 // joining it would drop the snapshots a rollback onto the winning branch needs.
                 let ours = client.branch_history(&group_id)?;
                 let our_epoch = ours.last().map_or(0, |(e, _)| e.saturating_add(1));
-                let order = fork_resolution::compare_branches(&ours, our_epoch, &theirs, epoch);
+                let order = compare_branches(&ours, our_epoch, &theirs, epoch);
                 if order == BranchOrder::OursWins {
                     return Err(MlsError::OtherBranch {
                         group: group_id,
@@ -363,14 +277,14 @@ impl MlsClient {
                 // Likewise the lineage from before the window; an external join made before
                 // describes a state this Welcome replaces.
                 branch_lineage::keep_common_prefix(txn, &group_id, &theirs)?;
-                crate::external_join::forget_external_join(txn, &group_id)?;
+                join_records::forget_external_join(txn, &group_id)?;
                 Ok(kept_from)
             })?;
             let (before, leave_requested_before) = match kept_from {
                 Some(oldest) => client.with_txn(|txn| {
                     let before = join_record(txn, &group_id)?
                         .map(|record| Box::new(record.reaching_back_to(oldest)));
-                    Ok((before, fork_resolution::leave_requested(txn, &group_id)?))
+                    Ok((before, group_meta::leave_requested(txn, &group_id)?))
                 })?,
                 None => (None, false),
             };
@@ -399,24 +313,24 @@ impl MlsClient {
                 )?;
                 client.with_txn(|txn| ledger::store(txn, &entry))?;
             }
-            let record = codec::encode(&JoinRecord {
+            let record = JoinRecord {
                 epoch,
                 key_package_ref: matched.key_package_ref.clone(),
                 commit_ref,
                 history: theirs.into_iter().filter(|(e, _)| *e < epoch).collect(),
                 before,
                 leave_requested_before,
-            })?;
+            };
             client.with_txn(|txn| {
                 seen_messages::record_envelope(txn, envelope.seen_id(), now)?;
-                txn.put(GROUP_META_NAMESPACE, joined_key, record)?;
+                join_records::write_join_record(txn, &group_id, &record)?;
                 txn.put(
                     JOINED_BY_PACKAGE_NAMESPACE,
                     Key::from_segment(&matched.key_package_ref),
                     group_id.as_slice().to_vec(),
                 )?;
                 // (Re-)added: a leave asked for earlier no longer stands.
-                fork_resolution::forget_leave_request(txn, &group_id)
+                group_meta::forget_leave_request(txn, &group_id)
             })?;
             client.record_leaf_update(&group_id, now)?;
             let events = vec![Event::Joined {

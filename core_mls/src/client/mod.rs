@@ -43,7 +43,7 @@ pub struct MlsClient {
     /// The verified devices of each group's current tree (see `roster`).
     pub(crate) rosters: std::collections::HashMap<GroupId, crate::roster::Roster>,
     /// Commits refused as older than the fork window, per group (reported by `tick`).
-    pub(crate) outside_window: crate::fork_resolution::OutsideWindowCounts,
+    pub(crate) outside_window: crate::outside_window::OutsideWindowCounts,
     /// What the open operation touched, for its rollback (see `operation`).
     pub(crate) operation: operation::Bookkeeping,
     /// Proposals refused in the current epochs (`tick` gives up on commits that reference one).
@@ -132,7 +132,7 @@ impl MlsClient {
             groups: BTreeMap::new(),
             members: MemberCache::default(),
             rosters: std::collections::HashMap::new(),
-            outside_window: crate::fork_resolution::OutsideWindowCounts::default(),
+            outside_window: crate::outside_window::OutsideWindowCounts::default(),
             operation: operation::Bookkeeping::default(),
             refused: crate::commit_wait::RefusedProposals::default(),
             time: crate::deadlines::OperationTime::default(),

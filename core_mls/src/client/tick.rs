@@ -1,7 +1,7 @@
 //! What `tick` does and when it has work next: the time-driven policy of the façade. What counts
 //! as a deadline, and the one time per operation, is `deadlines`'s.
 
-use spacepanda_core::{Key, Timestamp};
+use spacepanda_core::Timestamp;
 
 use super::MlsClient;
 use crate::deadlines::Earliest;
@@ -9,7 +9,7 @@ use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::key_package_manager::{self, ledger};
-use crate::{commit_log, deferred_sends, epoch_buffer, epoch_snapshots, seen_messages};
+use crate::{commit_log, deferred_sends, epoch_buffer, epoch_snapshots, group_meta, seen_messages};
 
 impl MlsClient {
     /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
@@ -42,7 +42,7 @@ impl MlsClient {
         upkeep(self, &policy, now, &mut output)?;
         // After buffer expiry: what expired no longer waits for a commit.
         output.events.extend(self.report_missing_commits(now)?);
-        output.events.extend(self.report_outside_window());
+        output.events.extend(self.outside_window.report());
         output.events.extend(self.confirm_external_joins(now)?);
         output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,
@@ -106,14 +106,8 @@ impl MlsClient {
     /// it (`tick` forgets it).
     fn orphaned_leave_requests(&self) -> Result<bool, MlsError> {
         self.read(|txn| {
-            for (key, _) in
-                txn.scan_prefix(crate::fork_resolution::LEAVE_NAMESPACE, &Key::empty())?
-            {
-                if let Some(group) = key
-                    .segments()
-                    .next()
-                    .map(crate::group_id::GroupId::from_slice)
-                    && !self.groups.contains_key(&group)
+            for group in group_meta::leave_requests(txn)? {
+                if !self.groups.contains_key(&group)
                     && epoch_snapshots::metas(txn, &group)?.is_empty()
                 {
                     return Ok(true);

@@ -18,8 +18,6 @@ pub(crate) mod epoch_members;
 pub(crate) mod key_layout;
 mod openmls_storage;
 #[cfg(test)]
-mod restart_tests;
-#[cfg(test)]
 mod roundtrip_tests;
 mod split_layout;
 

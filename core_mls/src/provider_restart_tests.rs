@@ -3,7 +3,7 @@
 //! `MlsGroup::load` and continue. A Welcome made before the joiner's restart joins after it.
 //!
 //! OpenMLS drives [`SpacePandaProvider`] directly here (no engine): what is tested is that
-//! everything OpenMLS writes through [`KvStorageProvider`](super::KvStorageProvider) — groups,
+//! everything OpenMLS writes through [`KvStorageProvider`](crate::storage::KvStorageProvider) — groups,
 //! queued proposals, the private keys behind them, key packages, signers — comes back from the
 //! file after a restart.
 //!
