@@ -192,6 +192,7 @@ mod missing_commit;
 mod mls_wire;
 mod outbox;
 mod outside_window;
+mod rejoin_advice;
 mod roster;
 mod routing;
 mod seen_messages;
@@ -213,10 +214,10 @@ pub use events::{
     AbandonReason, DeliveryId, DeliverySource, DeviceAddress, Disposition, Event, MessageId,
     Outbound, OutboxId, Output, OwnChange, Recipients,
 };
-pub use external_join::RejoinAdvice;
 pub use fork_resolution::ForkReport;
 pub use group_id::GroupId;
 pub use key_package_manager::{
     KeyPackageState, PoolPolicy, PoolStatus, PublishableKeyPackage, UnknownKeyPackageHint,
 };
 pub use key_package_validation::{ValidatedKeyPackage, validate_key_package};
+pub use rejoin_advice::RejoinAdvice;

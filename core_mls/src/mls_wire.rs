@@ -1,15 +1,19 @@
 //! MLS messages in envelopes: wrapping an outgoing one (with the context `signed_context`
-//! makes), and reading one back out of an envelope this device stored (a buffered proposal, a
-//! commit kept as a fork candidate).
+//! makes), reading one back out of an envelope this device stored (a buffered proposal, a
+//! commit kept as a fork candidate), and the bounded decode of a GroupInfo envelope.
 //!
 //! Invariant: encoding only; nothing here verifies a message or looks at a group.
 
+use openmls::messages::group_info::VerifiableGroupInfo;
 use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProtocolMessage};
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
+
+/// A GroupInfo envelope is at most this large (a 1 000-member tree is about 600 KB).
+const MAX_GROUP_INFO_LEN: usize = 4 * 1024 * 1024;
 
 /// An outgoing MLS message in an envelope of `kind`, without a context.
 pub(crate) fn encode_message(
@@ -26,10 +30,7 @@ pub(crate) fn encode_with_context(
     message: &MlsMessageOut,
     context: &[u8],
 ) -> Result<Envelope, MlsError> {
-    let bytes = message
-        .tls_serialize_detached()
-        .map_err(|e| MlsError::openmls("encode an MLS message", e))?;
-    Ok(Envelope::with_context(kind, bytes, context))
+    Ok(Envelope::with_context(kind, encode(message)?, context))
 }
 
 /// The protocol message inside a buffered proposal envelope, if it is one.
@@ -71,4 +72,30 @@ pub(crate) fn protocol_message(envelope: &Envelope) -> Result<ProtocolMessage, M
 
 pub(crate) fn is_commit(envelope_bytes: &[u8]) -> bool {
     Envelope::from_bytes(envelope_bytes, usize::MAX).is_ok_and(|e| e.kind() == EnvelopeKind::Commit)
+}
+
+/// An outgoing MLS message's TLS bytes (an envelope's payload).
+pub(crate) fn encode(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
+    message
+        .tls_serialize_detached()
+        .map_err(|e| MlsError::openmls("encode an MLS message", e))
+}
+
+/// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
+/// (OpenMLS verifies it when it builds the group from it), and the envelope it came in (whose
+/// context is the member's signed branch history).
+pub(crate) fn parse_group_info_envelope(
+    bytes: &[u8],
+) -> Result<(VerifiableGroupInfo, Envelope), MlsError> {
+    let invalid = |reason: String| MlsError::InvalidGroupInfo { reason };
+    let envelope = Envelope::from_bytes(bytes, MAX_GROUP_INFO_LEN)?;
+    if envelope.kind() != EnvelopeKind::GroupInfo {
+        return Err(invalid("the envelope does not hold a GroupInfo".into()));
+    }
+    let message = MlsMessageIn::tls_deserialize_exact(envelope.payload())
+        .map_err(|e| invalid(format!("not an MLS message: {e}")))?;
+    match message.extract() {
+        MlsMessageBodyIn::GroupInfo(verifiable) => Ok((verifiable, envelope)),
+        _ => Err(invalid("the MLS message is not a GroupInfo".into())),
+    }
 }

@@ -65,6 +65,7 @@ const OPERATIONS: &[&str] = &[
     "group_removal",
     "message_processor",
     "missing_commit",
+    "rejoin_advice",
     "signed_context",
     "snapshot_capture",
     "welcome_handler",
