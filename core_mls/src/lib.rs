@@ -196,6 +196,7 @@ mod rejoin_advice;
 mod roster;
 mod routing;
 mod seen_messages;
+mod sending;
 mod signed_context;
 mod snapshot_capture;
 mod welcome_handler;

@@ -66,6 +66,7 @@ const OPERATIONS: &[&str] = &[
     "message_processor",
     "missing_commit",
     "rejoin_advice",
+    "sending",
     "signed_context",
     "snapshot_capture",
     "welcome_handler",
