@@ -199,6 +199,7 @@ mod seen_messages;
 mod sending;
 mod signed_context;
 mod snapshot_capture;
+mod welcome_branches;
 mod welcome_handler;
 
 #[cfg(test)]

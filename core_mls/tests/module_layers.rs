@@ -69,6 +69,7 @@ const OPERATIONS: &[&str] = &[
     "sending",
     "signed_context",
     "snapshot_capture",
+    "welcome_branches",
     "welcome_handler",
 ];
 
