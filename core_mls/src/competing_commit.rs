@@ -6,18 +6,17 @@
 use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
 
 use crate::branch_order::{self, CommitRank};
+use crate::branch_records::{Abandoned, BranchRecords};
 use crate::client::MlsClient;
+use crate::dormant_branches;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::epoch_snapshots::{self, Candidate, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
-use crate::fork_resolution::Abandoned;
 use crate::group_id::GroupId;
-use crate::group_meta::{self, SUPERSEDED_COUNTER};
 use crate::mls_wire;
 use crate::seen_messages;
-use crate::{deferred_sends, dormant_branches};
 
 /// A competing commit processed on its restored epoch, in a step not yet kept or undone.
 struct Attempt {
@@ -448,13 +447,7 @@ impl MlsClient {
                     .outbound
                     .push(crate::outbox::push(txn, to, envelope)?);
             }
-            for commit in &abandoned.own_commits {
-                epoch_snapshots::queue_reissue(txn, group, commit)?;
-            }
-            for message in &abandoned.sent {
-                deferred_sends::push(txn, group, message)?;
-            }
-            group_meta::bump_counter(txn, group, SUPERSEDED_COUNTER)
+            BranchRecords::of(txn, group).queue_abandoned(&abandoned)
         });
         match queued {
             Ok(()) => self.release_step(savepoint)?,

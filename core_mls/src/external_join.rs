@@ -33,21 +33,20 @@ use openmls::prelude::{
 
 use core_identity::{UserId, VerifiedMember};
 
-use crate::branch_lineage;
 use crate::branch_order::{BranchHistory, CommitRank, EpochBranch};
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
-use crate::group_meta;
 use crate::join_records::{ExternalJoin, external_join as read_external_join, write_external_join};
 use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
 use crate::mls_wire::{encode, parse_group_info_envelope};
 use crate::rejoin_advice::RejoinAdvice;
+use crate::seen_messages;
 use crate::signed_context::{decode_history, encode_history};
-use crate::{deferred_sends, dormant_branches, epoch_snapshots, seen_messages};
 
 impl MlsClient {
     /// A signed GroupInfo of `group`'s current epoch, with the ratchet tree and the external
@@ -311,26 +310,9 @@ impl MlsClient {
         self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
         self.with_txn(|txn| {
-            for message in epoch_snapshots::take_sent_after(txn, group, None)? {
-                deferred_sends::push(txn, group, &message)?;
-            }
-            let mut metas = epoch_snapshots::metas(txn, group)?;
-            metas.sort_by_key(|(epoch, _)| *epoch);
-            for (epoch, meta) in &metas {
-                let on_joined_branch = joined
-                    .iter()
-                    .any(|(e, branch)| e == epoch && branch.merged == meta.merged);
-                if !on_joined_branch {
-                    epoch_snapshots::queue_membership_change(txn, group, meta)?;
-                }
-            }
-            for (epoch, _) in metas {
-                dormant_branches::expire_snapshot(txn, group, epoch)?;
-            }
-            // The branch left; the GroupInfo's history says where the group went.
-            branch_lineage::forget(txn, group)?;
-            group_meta::forget_group(txn, group)?;
-            Ok(())
+            let mut records = BranchRecords::of(txn, group);
+            records.resend_sent()?;
+            records.left_for_external_join(joined)
         })?;
         self.groups.remove(group);
         self.rosters.remove(group);

@@ -19,6 +19,7 @@ use openmls::prelude::OpenMlsProvider as _;
 
 use crate::branch_lineage;
 use crate::branch_order::{BranchHistory, EpochBranch};
+use crate::branch_records::{Abandoned, BranchRecords};
 use crate::client::MlsClient;
 use crate::commit_log;
 use crate::deferred_sends;
@@ -30,7 +31,6 @@ use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_meta::{self, SUPERSEDED_COUNTER};
-use crate::join_records;
 use crate::storage::key_layout::GROUP_NAMESPACE;
 
 /// How a group fared with concurrent commits on this device.
@@ -43,17 +43,6 @@ pub struct ForkReport {
     pub outside_window: u64,
     /// Past epochs currently kept as snapshots (how far back a competing commit can still win).
     pub snapshots: usize,
-}
-
-/// What a rollback abandoned.
-pub(crate) struct Abandoned {
-    pub(crate) own_commits: Vec<OwnCommit>,
-    pub(crate) sent: Vec<crate::app_message::AppMessage>,
-    /// Devices that joined the abandoned branch by external commit, above the epoch where it
-    /// lost, when this device's own commit is the one that lost there: nobody else tells
-    /// them (the winning commit is not addressed to them; it is how they learn to rejoin,
-    /// `RejoinContested`), and one committer tells each once.
-    pub(crate) external_joiners: Vec<crate::DeviceAddress>,
 }
 
 impl MlsClient {
@@ -425,13 +414,7 @@ impl MlsClient {
             self.with_txn(|txn| epoch_snapshots::delete(txn, group, *snapshot_epoch))?;
         }
         own_commits.sort_by_key(|(e, _)| *e);
-        let sent = self.with_txn(|txn| {
-            // Restored: no longer removed, if the abandoned branch had removed us; a join
-            // after `epoch` happened on the abandoned branch.
-            group_meta::forget_removal(txn, group)?;
-            join_records::rewind_join_record(txn, group, epoch)?;
-            epoch_snapshots::take_sent_after(txn, group, Some(epoch))
-        })?;
+        let sent = self.with_txn(|txn| BranchRecords::of(txn, group).rolled_back_to(epoch))?;
         self.reload_group(group)?;
         if !self.groups.contains_key(group) {
             return Err(MlsError::Internal {

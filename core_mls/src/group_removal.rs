@@ -13,13 +13,13 @@
 
 use openmls::prelude::ProtocolMessage;
 
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::{self, BufferedMessage};
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
-use crate::join_records::{EXTERNAL_JOIN, JOINED};
 use crate::mls_wire::is_commit;
 use crate::routing::{WithoutGroupFacts, WithoutGroupRoute, route_without_group};
 use crate::{branch_order, epoch_snapshots, group_meta};
@@ -138,16 +138,7 @@ impl MlsClient {
     pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
         self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
-        self.with_txn(|txn| {
-            // Where we joined from (by Welcome or by external commit) outlives the group: a
-            // rollback may restore it (see `fork_resolution`), and then commits from before
-            // the join must still be recognised as such; and the join is part of the branch
-            // history a Welcome is judged against while we are out (without it, a device
-            // removed on a branch its own external commit started would judge a re-add by the
-            // epochs after its join only, where both branches can hold the same re-made
-            // commit, and take its losing branch for the winner).
-            group_meta::forget_group_keeping(txn, group, &[JOINED, EXTERNAL_JOIN])
-        })?;
+        self.with_txn(|txn| BranchRecords::of(txn, group).removed())?;
         self.groups.remove(group);
         Ok(())
     }

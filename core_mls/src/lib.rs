@@ -157,6 +157,7 @@ mod app_inbox;
 mod app_message;
 mod branch_lineage;
 mod branch_order;
+mod branch_records;
 mod buffer_budget;
 mod buffering;
 mod client;

@@ -17,16 +17,14 @@ use openmls::prelude::OpenMlsProvider as _;
 use crate::branch_order::{
     BranchHistory, BranchOrder, EpochBranch, compare_branches, parting_epoch,
 };
+use crate::branch_records::{BranchRecords, CarriedRecords};
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
-use crate::group_meta;
-use crate::join_records::{self, JoinRecord, join_record};
+use crate::join_records::join_record;
 use crate::key_package_manager::WelcomeMatch;
-use crate::{
-    branch_lineage, commit_log, deferred_sends, dormant_branches, epoch_snapshots, seen_messages,
-};
+use crate::{commit_log, epoch_snapshots, seen_messages};
 
 /// How a Welcome stands against what this device holds or held of its group.
 pub(crate) enum WelcomeStanding {
@@ -51,14 +49,6 @@ pub(crate) struct HeldRefusal {
     /// From a member of our state: the commits it judged in the epochs our branches share
     /// (`keep_lesson`).
     pub(crate) lesson: Option<BranchHistory>,
-}
-
-/// What of an earlier membership the join record keeps.
-pub(crate) struct CarriedRecords {
-    /// The join record before this join, trimmed to what a rollback can still reach.
-    pub(crate) before: Option<Box<JoinRecord>>,
-    /// Whether a leave was requested before this join.
-    pub(crate) leave_requested_before: bool,
 }
 
 impl MlsClient {
@@ -205,44 +195,7 @@ impl MlsClient {
         epoch: u64,
         theirs: &BranchHistory,
     ) -> Result<CarriedRecords, MlsError> {
-        // Snapshots of an earlier membership (of the branch this Welcome replaces, or kept
-        // in case a removal lost) stay where the Welcome's branch went through the same
-        // commit: a competing commit that wins there undoes this join too, and puts us
-        // back where we were a member. The others describe a branch we are not on.
-        let kept_from = self.with_txn(|txn| {
-            let mut kept_from = None;
-            for (kept, meta) in epoch_snapshots::metas(txn, group_id)? {
-                let on_their_branch = kept < epoch
-                    && theirs
-                        .iter()
-                        .any(|(e, b)| *e == kept && b.merged.commit_ref == meta.merged.commit_ref);
-                if on_their_branch {
-                    kept_from = kept_from.or(Some(kept));
-                } else {
-                    // What this device added or removed there is done again once it
-                    // is in.
-                    epoch_snapshots::queue_membership_change(txn, group_id, &meta)?;
-                    dormant_branches::expire_snapshot(txn, group_id, kept)?;
-                }
-            }
-            // Likewise the lineage from before the window; an external join made before
-            // describes a state this Welcome replaces.
-            branch_lineage::keep_common_prefix(txn, group_id, theirs)?;
-            join_records::forget_external_join(txn, group_id)?;
-            Ok(kept_from)
-        })?;
-        let (before, leave_requested_before) = match kept_from {
-            Some(oldest) => self.with_txn(|txn| {
-                let before = join_record(txn, group_id)?
-                    .map(|record| Box::new(record.reaching_back_to(oldest)));
-                Ok((before, group_meta::leave_requested(txn, group_id)?))
-            })?,
-            None => (None, false),
-        };
-        Ok(CarriedRecords {
-            before,
-            leave_requested_before,
-        })
+        self.with_txn(|txn| BranchRecords::of(txn, group_id).carried_across_welcome(epoch, theirs))
     }
 
     /// Inside the open transaction: the state this device joined `group` with is on a branch
@@ -277,11 +230,6 @@ impl MlsClient {
             self.buffer(&envelope, group, epoch, None)?;
         }
         self.provider.storage().delete_group(&group.to_openmls())?;
-        self.with_txn(|txn| {
-            for message in epoch_snapshots::take_sent_after(txn, group, None)? {
-                deferred_sends::push(txn, group, &message)?;
-            }
-            Ok(())
-        })
+        self.with_txn(|txn| BranchRecords::of(txn, group).resend_sent())
     }
 }

@@ -14,14 +14,14 @@
 use openmls::prelude::{StagedWelcome, Welcome};
 
 use crate::branch_order::BranchHistory;
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
-use crate::group_meta;
-use crate::join_records::{self, JoinRecord, join_record};
+use crate::join_records::{JoinRecord, join_record};
 use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::ledger::JOINED_BY_PACKAGE_NAMESPACE;
 use crate::key_package_manager::{self, ledger};
@@ -179,14 +179,12 @@ impl MlsClient {
             };
             client.with_txn(|txn| {
                 seen_messages::record_envelope(txn, envelope.seen_id(), now)?;
-                join_records::write_join_record(txn, &group_id, &record)?;
                 txn.put(
                     JOINED_BY_PACKAGE_NAMESPACE,
                     Key::from_segment(&matched.key_package_ref),
                     group_id.as_slice().to_vec(),
                 )?;
-                // (Re-)added: a leave asked for earlier no longer stands.
-                group_meta::forget_leave_request(txn, &group_id)
+                BranchRecords::of(txn, &group_id).joined_by_welcome(&record)
             })?;
             client.record_leaf_update(&group_id, now)?;
             let events = vec![Event::Joined {

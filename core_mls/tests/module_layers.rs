@@ -23,6 +23,7 @@ const RECORDS: &[&str] = &[
     "app_message",
     "branch_lineage",
     "branch_order",
+    "branch_records",
     "buffer_budget",
     "commit_log",
     "commit_wait",
