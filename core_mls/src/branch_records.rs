@@ -9,8 +9,8 @@
 //! - a merge: [`before_merge`](BranchRecords::before_merge) starts the undo log,
 //!   [`after_merge`](BranchRecords::after_merge) keeps the epoch left as a snapshot with the
 //!   merged commit's rank and retires what left the window;
-//! - a rollback: [`rolled_back_to`](BranchRecords::rolled_back_to) puts back the records of the
-//!   restored epoch, [`queue_abandoned`](BranchRecords::queue_abandoned) queues what the
+//! - a rollback: [`roll_back_to`](BranchRecords::roll_back_to) keeps the branch left as a
+//!   dormant one and puts back the group's state and records of the restored epoch, [`queue_abandoned`](BranchRecords::queue_abandoned) queues what the
 //!   abandoned branch did to be made again;
 //! - a Welcome: [`carried_across_welcome`](BranchRecords::carried_across_welcome) sorts the
 //!   snapshots of an earlier membership, [`joined_by_welcome`](BranchRecords::joined_by_welcome)
@@ -43,7 +43,7 @@ use crate::group_meta::{self, SUPERSEDED_COUNTER};
 use crate::join_records::{self, EXTERNAL_JOIN, JOINED, JoinRecord, join_record};
 use crate::storage::epoch_members;
 use crate::storage::key_layout::{
-    ENCRYPTION_KEY_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE,
+    ENCRYPTION_KEY_NAMESPACE, GROUP_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE, group_prefix,
 };
 use crate::{branch_lineage, deferred_sends, dormant_branches};
 
@@ -172,15 +172,115 @@ impl<'t> BranchRecords<'t> {
         epoch_snapshots::prune_sent_through(txn, group, bound)
     }
 
-    /// After the group's state was put back to the snapshot of `epoch` (the snapshots from
-    /// `epoch` on are gone): the device is no longer removed, if the abandoned branch had
-    /// removed it; a join after `epoch` happened on the abandoned branch, so the join record
-    /// (and leave request) from before it stand again. Returns what this device sent after
-    /// `epoch`, to go out again.
-    pub(crate) fn rolled_back_to(&mut self, epoch: u64) -> Result<Vec<AppMessage>, MlsError> {
-        group_meta::forget_removal(self.txn, self.group)?;
-        join_records::rewind_join_record(self.txn, self.group, epoch)?;
-        epoch_snapshots::take_sent_after(self.txn, self.group, Some(epoch))
+    /// A rollback to the snapshot of `epoch`; `held_epoch`: the group's current epoch, if this
+    /// device holds it (else it was removed on the branch being left).
+    ///
+    /// The branch being left may win again: it is kept whole (`dormant_branches`). Newest
+    /// first, each snapshot from `epoch` on undoes what its merge wrote outside the group's
+    /// prefix, and goes; the group's prefix becomes the one kept at `epoch`. The device is no
+    /// longer removed, if that branch had removed it, and a join after `epoch` happened on
+    /// it, so the join record (and leave request) from before that join stand again. Returns
+    /// what the abandoned branch did: this device's own commits there (and removals its
+    /// commits carried for others' proposals), what it sent, and who joined it by external
+    /// commit after this device's own commit lost.
+    pub(crate) fn roll_back_to(
+        &mut self,
+        epoch: u64,
+        held_epoch: Option<u64>,
+    ) -> Result<Abandoned, MlsError> {
+        self.keep_dormant(epoch, held_epoch)?;
+        let (txn, group) = (&mut *self.txn, self.group);
+        let metas = epoch_snapshots::metas(txn, group)?;
+        let lost_own_commit = metas
+            .iter()
+            .any(|(e, meta)| *e == epoch && meta.own_commit.is_some());
+        let external_joiners: Vec<DeviceAddress> = metas
+            .iter()
+            .filter(|(e, _)| lost_own_commit && *e > epoch)
+            .filter_map(|(_, meta)| meta.external_joiner)
+            .map(|(user, device)| DeviceAddress {
+                user_id: core_identity::UserId::from_bytes(user),
+                device_id: core_identity::DeviceId::from_bytes(device),
+            })
+            .collect();
+        let mut own_commits = Vec::new();
+        // Newest first: each undo puts back what its merge found.
+        for (snapshot_epoch, meta) in metas.iter().rev().filter(|(e, _)| *e >= epoch) {
+            let (prefix, undo) = epoch_snapshots::contents(txn, group, *snapshot_epoch)?;
+            for (namespace, key, prior) in undo {
+                match prior {
+                    Some(value) => txn.put(&namespace, key, value)?,
+                    None => txn.delete(&namespace, key)?,
+                }
+            }
+            if *snapshot_epoch == epoch {
+                txn.delete_prefix(GROUP_NAMESPACE, &group_prefix(group.as_slice()))?;
+                for (key, value) in prefix {
+                    txn.put(GROUP_NAMESPACE, key, value)?;
+                }
+            }
+            // A removal our commit carried for a member's proposal (a leave) of an epoch after
+            // the one restored went with that epoch: the restored state does not hold the
+            // proposal, and the member that made it, on the branch that lost, may hold nothing
+            // there to ask again with. One of the restored epoch is still pending in it (and
+            // its maker is back in that epoch).
+            if *snapshot_epoch > epoch && !meta.carried_removals.is_empty() {
+                own_commits.push((
+                    *snapshot_epoch,
+                    OwnCommit::Remove {
+                        devices: meta.carried_removals.clone(),
+                    },
+                ));
+            }
+            if let Some(commit) = &meta.own_commit {
+                own_commits.push((*snapshot_epoch, commit.clone()));
+            }
+            epoch_snapshots::delete(txn, group, *snapshot_epoch)?;
+        }
+        own_commits.sort_by_key(|(e, _)| *e);
+        group_meta::forget_removal(txn, group)?;
+        join_records::rewind_join_record(txn, group, epoch)?;
+        let sent = epoch_snapshots::take_sent_after(txn, group, Some(epoch))?;
+        Ok(Abandoned {
+            own_commits: own_commits.into_iter().map(|(_, c)| c).collect(),
+            sent,
+            external_joiners,
+        })
+    }
+
+    /// The branch a rollback to `epoch` leaves, kept whole: its snapshots from `epoch` on and
+    /// its head (the group's prefix now, if held at `held_epoch`; else the epoch it was
+    /// removed at).
+    fn keep_dormant(&mut self, epoch: u64, held_epoch: Option<u64>) -> Result<(), MlsError> {
+        let (txn, group) = (&mut *self.txn, self.group);
+        let metas: Vec<(u64, SnapshotMeta)> = epoch_snapshots::metas(txn, group)?
+            .into_iter()
+            .filter(|(e, _)| *e >= epoch)
+            .collect();
+        if metas.is_empty() {
+            return Ok(());
+        }
+        let head_epoch = match held_epoch {
+            Some(current) => current,
+            None => group_meta::removed_at(txn, group)?.unwrap_or(epoch.saturating_add(1)),
+        };
+        let head_prefix = if held_epoch.is_some() {
+            let mut entries = txn.scan_prefix(GROUP_NAMESPACE, &group_prefix(group.as_slice()))?;
+            // In key order, as the provider lists a group's entries.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries
+        } else {
+            Vec::new()
+        };
+        dormant_branches::keep(
+            txn,
+            group,
+            epoch,
+            &metas,
+            held_epoch.is_some(),
+            head_epoch,
+            &head_prefix,
+        )
     }
 
     /// After a rollback onto a winning branch: this device's own commits on the abandoned

@@ -15,23 +15,19 @@
 //! The design, and the argument for the rule that other modules' docs point to here:
 //! docs/FORKS.md.
 
-use openmls::prelude::OpenMlsProvider as _;
-
 use crate::branch_lineage;
 use crate::branch_order::{BranchHistory, EpochBranch};
 use crate::branch_records::{Abandoned, BranchRecords};
 use crate::client::MlsClient;
 use crate::commit_log;
 use crate::deferred_sends;
-use crate::dormant_branches;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::{self, BufferedMessage};
-use crate::epoch_snapshots::{self, OwnCommit, SnapshotMeta};
+use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::group_meta::{self, SUPERSEDED_COUNTER};
-use crate::storage::key_layout::GROUP_NAMESPACE;
 
 /// How a group fared with concurrent commits on this device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -323,32 +319,6 @@ impl MlsClient {
         }
     }
 
-    /// Inside the open transaction, before `group` is put back in `epoch`: keeps the branch it
-    /// is on from that epoch on, under the commit it merged there (see `dormant_branches`).
-    pub(crate) fn keep_dormant(&mut self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
-        let metas: Vec<(u64, SnapshotMeta)> = self
-            .read(|txn| epoch_snapshots::metas(txn, group))?
-            .into_iter()
-            .filter(|(e, _)| *e >= epoch)
-            .collect();
-        if metas.is_empty() {
-            return Ok(());
-        }
-        let held = self.groups.contains_key(group);
-        let head_epoch = match self.groups.get(group) {
-            Some(state) => state.epoch().as_u64(),
-            None => self.removed_at(group)?.unwrap_or(epoch.saturating_add(1)),
-        };
-        let head_prefix = if held {
-            self.provider.storage().group_entries(&group.to_openmls())?
-        } else {
-            Vec::new()
-        };
-        self.with_txn(|txn| {
-            dormant_branches::keep(txn, group, epoch, &metas, held, head_epoch, &head_prefix)
-        })
-    }
-
     /// Inside the open transaction: puts `group` back in `epoch` from its snapshot and deletes
     /// the snapshots of that epoch and later ones. Returns what the abandoned epochs held of
     /// ours: commits to re-issue, messages to send again.
@@ -357,74 +327,15 @@ impl MlsClient {
         group: &GroupId,
         epoch: u64,
     ) -> Result<Abandoned, MlsError> {
-        // The branch being left may win again: it is kept as it is (see `dormant_branches`).
-        self.keep_dormant(group, epoch)?;
-        let metas = self.read(|txn| epoch_snapshots::metas(txn, group))?;
-        let lost_own_commit = metas
-            .iter()
-            .any(|(e, meta)| *e == epoch && meta.own_commit.is_some());
-        let external_joiners: Vec<crate::DeviceAddress> = metas
-            .iter()
-            .filter(|(e, _)| lost_own_commit && *e > epoch)
-            .filter_map(|(_, meta)| meta.external_joiner)
-            .map(|(user, device)| crate::DeviceAddress {
-                user_id: core_identity::UserId::from_bytes(user),
-                device_id: core_identity::DeviceId::from_bytes(device),
-            })
-            .collect();
-        let mut own_commits = Vec::new();
-        // Newest first: each undo puts back what its merge found.
-        for (snapshot_epoch, meta) in metas.iter().rev().filter(|(e, _)| *e >= epoch) {
-            let (prefix, undo) =
-                self.read(|txn| epoch_snapshots::contents(txn, group, *snapshot_epoch))?;
-            self.with_txn(|txn| {
-                for (namespace, key, prior) in undo {
-                    match prior {
-                        Some(value) => txn.put(&namespace, key, value)?,
-                        None => txn.delete(&namespace, key)?,
-                    }
-                }
-                Ok(())
-            })?;
-            if *snapshot_epoch == epoch {
-                self.provider.storage().delete_group(&group.to_openmls())?;
-                self.with_txn(|txn| {
-                    for (key, value) in prefix {
-                        txn.put(GROUP_NAMESPACE, key, value)?;
-                    }
-                    Ok(())
-                })?;
-            }
-            // A removal our commit carried for a member's proposal (a leave) of an epoch
-            // after the one restored went with that epoch: the restored state does not hold
-            // the proposal, and the member that made it, on the branch that lost, may hold
-            // nothing there to ask again with. One of the restored epoch is still pending in
-            // it (and its maker is back in that epoch).
-            if *snapshot_epoch > epoch && !meta.carried_removals.is_empty() {
-                own_commits.push((
-                    *snapshot_epoch,
-                    OwnCommit::Remove {
-                        devices: meta.carried_removals.clone(),
-                    },
-                ));
-            }
-            if let Some(commit) = &meta.own_commit {
-                own_commits.push((*snapshot_epoch, commit.clone()));
-            }
-            self.with_txn(|txn| epoch_snapshots::delete(txn, group, *snapshot_epoch))?;
-        }
-        own_commits.sort_by_key(|(e, _)| *e);
-        let sent = self.with_txn(|txn| BranchRecords::of(txn, group).rolled_back_to(epoch))?;
+        let held_epoch = self.groups.get(group).map(|state| state.epoch().as_u64());
+        let abandoned =
+            self.with_txn(|txn| BranchRecords::of(txn, group).roll_back_to(epoch, held_epoch))?;
         self.reload_group(group)?;
         if !self.groups.contains_key(group) {
             return Err(MlsError::Internal {
                 what: "a restored snapshot holds no group",
             });
         }
-        Ok(Abandoned {
-            own_commits: own_commits.into_iter().map(|(_, c)| c).collect(),
-            sent,
-            external_joiners,
-        })
+        Ok(abandoned)
     }
 }
