@@ -40,7 +40,7 @@ use crate::error::MlsError;
 use crate::events::DeviceAddress;
 use crate::group_id::GroupId;
 use crate::group_meta::{self, SUPERSEDED_COUNTER};
-use crate::join_records::{self, EXTERNAL_JOIN, JOINED, JoinRecord, join_record};
+use crate::join_records::{self, EXTERNAL_JOIN, ExternalJoin, JOINED, JoinRecord, join_record};
 use crate::storage::epoch_members;
 use crate::storage::key_layout::{
     ENCRYPTION_KEY_NAMESPACE, GROUP_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE, group_prefix,
@@ -381,16 +381,101 @@ impl<'t> BranchRecords<'t> {
         group_meta::forget_group(txn, group)
     }
 
-    /// A commit removed this device (or its own leave was committed): the group's metadata
-    /// goes, but where it joined from (by Welcome or by external commit) outlives the group.
+    /// This device no longer holds the group (a commit removed it, its own leave was
+    /// committed, or it left as the last member): the group's metadata goes, but where it joined from (by Welcome or by external commit) outlives the group.
     /// A rollback may restore it, and then commits from before the join must still be
     /// recognised as such; and the join is part of the branch history a Welcome is judged
     /// against while the device is out (without it, a device removed on a branch its own
     /// external commit started would judge a re-add by the epochs after its join only, where
     /// both branches can hold the same re-made commit, and take its losing branch for the
     /// winner). The snapshots stay for the window: the removal may lose.
-    pub(crate) fn removed(&mut self) -> Result<(), MlsError> {
+    pub(crate) fn left_group(&mut self) -> Result<(), MlsError> {
         group_meta::forget_group_keeping(self.txn, self.group, &[JOINED, EXTERNAL_JOIN])
+    }
+
+    /// A commit removed this device: the epoch the group entered without it.
+    pub(crate) fn removed_at(&mut self, epoch: u64) -> Result<(), MlsError> {
+        group_meta::mark_removed(self.txn, self.group, epoch)
+    }
+
+    /// This device asked to leave: proposed again if a rollback restores a state without the
+    /// proposal (kept outside the group's metadata, which a removal deletes).
+    pub(crate) fn leave_requested(&mut self) -> Result<(), MlsError> {
+        group_meta::request_leave(self.txn, self.group)
+    }
+
+    /// This device sent `message` in `epoch`: kept while a rollback could abandon the epoch, to
+    /// go out again on the winning branch.
+    pub(crate) fn sent(&mut self, epoch: u64, message: &AppMessage) -> Result<(), MlsError> {
+        epoch_snapshots::log_sent(self.txn, self.group, epoch, message)
+    }
+
+    /// The Welcome this device's own commit out of `epoch` sent, sent again if the device comes
+    /// back to that branch.
+    pub(crate) fn sent_welcome(
+        &mut self,
+        epoch: u64,
+        welcome: &epoch_snapshots::SentWelcome,
+    ) -> Result<(), MlsError> {
+        epoch_snapshots::set_welcome(self.txn, self.group, epoch, welcome)
+    }
+
+    /// The removals this device's own commit out of `epoch` carried for others' proposals (a
+    /// member's leave): made again if that epoch is abandoned.
+    pub(crate) fn carried_removals(
+        &mut self,
+        epoch: u64,
+        devices: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), MlsError> {
+        epoch_snapshots::set_carried_removals(self.txn, self.group, epoch, devices)
+    }
+
+    /// Every commit of `epoch` judged so far, the merged one included.
+    pub(crate) fn judged(&mut self, epoch: u64, candidates: &[Candidate]) -> Result<(), MlsError> {
+        epoch_snapshots::set_candidates(self.txn, self.group, epoch, candidates)
+    }
+
+    /// A Welcome says the group went on from the epoch this device holds with a commit it
+    /// never saw (`candidates`, from the Welcome's history): that epoch is kept as a snapshot
+    /// (`entries`, `meta`), as if this device had merged it.
+    pub(crate) fn ended_by_welcome(
+        &mut self,
+        epoch: u64,
+        entries: &[(Key, Vec<u8>)],
+        meta: &SnapshotMeta,
+        candidates: &[Candidate],
+    ) -> Result<(), MlsError> {
+        epoch_snapshots::store(self.txn, self.group, epoch, entries, Vec::new(), meta)?;
+        epoch_snapshots::set_candidates(self.txn, self.group, epoch, candidates)
+    }
+
+    /// A dormant branch (left at `epoch`, merged there by `merged_ref`) wins after all: the
+    /// group's state and snapshots become that branch's again.
+    pub(crate) fn woke_dormant(
+        &mut self,
+        epoch: u64,
+        merged_ref: &[u8],
+        meta: &dormant_branches::DormantMeta,
+    ) -> Result<(), MlsError> {
+        self.txn
+            .delete_prefix(GROUP_NAMESPACE, &group_prefix(self.group.as_slice()))?;
+        dormant_branches::restore(self.txn, self.group, epoch, merged_ref, meta)
+    }
+
+    /// The commits a merged commit's committer judged in epochs this device's branch (`ours`)
+    /// shares with it, that this device never saw: added to those epochs' judged commits.
+    pub(crate) fn learned(
+        &mut self,
+        ours: &BranchHistory,
+        judged: &BranchHistory,
+    ) -> Result<usize, MlsError> {
+        branch_lineage::learn(self.txn, self.group, ours, judged)
+    }
+
+    /// This device joined by external commit: the join's record (and later, that it is
+    /// contested).
+    pub(crate) fn external_join(&mut self, record: &ExternalJoin) -> Result<(), MlsError> {
+        join_records::write_external_join(self.txn, self.group, record)
     }
 
     /// `tick`, over every group: snapshots older than the fork window retire to the lineage

@@ -3,7 +3,7 @@
 //! branch this device left and now goes back to as it left it (`dormant_branches`), or an
 //! earlier loser it never merged, processed now.
 
-use openmls::prelude::{OpenMlsProvider as _, ProtocolMessage};
+use openmls::prelude::ProtocolMessage;
 
 use crate::branch_order::{self, CommitRank};
 use crate::branch_records::{Abandoned, BranchRecords};
@@ -128,7 +128,7 @@ impl MlsClient {
             .clone()
             .filter(|_| rank.is_external());
         self.rollback_step(attempt.savepoint)?;
-        self.with_txn(|txn| epoch_snapshots::set_candidates(txn, group, epoch, &candidates))?;
+        self.with_txn(|txn| BranchRecords::of(txn, group).judged(epoch, &candidates))?;
         let mut told = None;
         if let (Some(joiner), Some(winner)) = (joiner, &winner) {
             told = self.tell_joiner_it_lost(group, &joiner, winner, &candidates)?;
@@ -262,8 +262,7 @@ impl MlsClient {
         else {
             return Ok(false);
         };
-        self.provider.storage().delete_group(&group.to_openmls())?;
-        self.with_txn(|txn| dormant_branches::restore(txn, group, epoch, merged_ref, &meta))?;
+        self.with_txn(|txn| BranchRecords::of(txn, group).woke_dormant(epoch, merged_ref, &meta))?;
         if !meta.held {
             // Left while removed on that branch: removed again.
             self.forget_group(group)?;
@@ -432,7 +431,7 @@ impl MlsClient {
             .and_then(|w| candidates.iter().find(|c| c.rank == *w))
             .and_then(|c| Envelope::from_bytes(&c.envelope, usize::MAX).ok());
         let queued = self.with_txn(|txn| {
-            epoch_snapshots::set_candidates(txn, group, epoch, &candidates)?;
+            BranchRecords::of(txn, group).judged(epoch, &candidates)?;
             // The devices that joined our abandoned branch by external commit learn from the
             // winning commit that it lost (see `Abandoned::external_joiners`).
             if let Some(envelope) =

@@ -40,7 +40,7 @@ use crate::envelope::{Envelope, EnvelopeKind};
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
-use crate::join_records::{ExternalJoin, external_join as read_external_join, write_external_join};
+use crate::join_records::{ExternalJoin, external_join as read_external_join};
 use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
 use crate::mls_wire::{encode, parse_group_info_envelope};
@@ -199,7 +199,7 @@ impl MlsClient {
                 history,
                 joined_at_ms: now.unix_millis(),
             };
-            client.with_txn(|txn| write_external_join(txn, &group, &record))?;
+            client.with_txn(|txn| BranchRecords::of(txn, &group).external_join(&record))?;
             let recipients = client.other_member_devices(&group)?;
             let mut output = Output::default();
             if !recipients.is_empty() {

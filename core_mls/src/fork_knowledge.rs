@@ -7,10 +7,10 @@
 //!
 //! The design: docs/FORKS.md, section 2 ("what the committer judged").
 
-use crate::branch_lineage;
 use crate::branch_order::{
     BranchHistory, BranchOrder, CommitRank, compare_branches, parting_epoch,
 };
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_snapshots;
@@ -56,7 +56,7 @@ impl MlsClient {
             return Ok(());
         }
         let ours = self.branch_history(group)?;
-        self.with_txn(|txn| branch_lineage::learn(txn, group, &ours, judged))?;
+        self.with_txn(|txn| BranchRecords::of(txn, group).learned(&ours, judged))?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use openmls::prelude::{
 use openmls_traits::random::OpenMlsRand as _;
 
 use crate::branch_order::CommitRank;
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::config::CIPHERSUITE;
 use crate::envelope::EnvelopeKind;
@@ -25,7 +26,7 @@ use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
 use crate::mls_wire::encode_message;
 use crate::roster::Roster;
-use crate::{branch_order, group_meta, key_package_validation};
+use crate::{branch_order, key_package_validation};
 
 /// The rank of our pending commit (see `branch_order`): its commit ref is the confirmed
 /// transcript hash of the epoch it creates. Called before the commit is merged, in the epoch it
@@ -198,7 +199,7 @@ impl MlsClient {
                         .map(|d| (*d.user_id.as_bytes(), *d.device_id.as_bytes()))
                         .collect(),
                 };
-                epoch_snapshots::set_welcome(txn, group, commit_epoch, &sent)
+                BranchRecords::of(txn, group).sent_welcome(commit_epoch, &sent)
             })?;
             output.outbound.push(client.queue_outbound(
                 Recipients {
@@ -424,7 +425,7 @@ impl MlsClient {
             });
         }
         self.transaction(Some(group), |client| {
-            client.with_txn(|txn| group_meta::request_leave(txn, group))?;
+            client.with_txn(|txn| BranchRecords::of(txn, group).leave_requested())?;
             let (provider, mls_group, signer) = client.openmls_parts(group)?;
             branch_order::tag_outgoing(mls_group);
             let proposal = mls_group
@@ -514,7 +515,7 @@ impl MlsClient {
         epoch: u64,
         devices: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), MlsError> {
-        self.with_txn(|txn| epoch_snapshots::set_carried_removals(txn, group, epoch, devices))
+        self.with_txn(|txn| BranchRecords::of(txn, group).carried_removals(epoch, devices))
     }
 }
 

@@ -138,14 +138,14 @@ impl MlsClient {
     pub(crate) fn forget_group(&mut self, group: &GroupId) -> Result<(), MlsError> {
         self.touch(group);
         self.provider.storage().delete_group(&group.to_openmls())?;
-        self.with_txn(|txn| BranchRecords::of(txn, group).removed())?;
+        self.with_txn(|txn| BranchRecords::of(txn, group).left_group())?;
         self.groups.remove(group);
         Ok(())
     }
 
     /// Records that this device was removed from `group` by the commit that created `epoch`.
     pub(crate) fn mark_removed(&self, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
-        self.with_txn(|txn| group_meta::mark_removed(txn, group, epoch))
+        self.with_txn(|txn| BranchRecords::of(txn, group).removed_at(epoch))
     }
 
     /// The epoch the group entered without us, if we were removed from it.

@@ -14,6 +14,7 @@
 use spacepanda_core::Timestamp;
 
 use crate::branch_order::BranchHistory;
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::BufferedMessage;
@@ -21,7 +22,7 @@ use crate::epoch_snapshots;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
-use crate::join_records::{ExternalJoin, external_join as read_external_join, write_external_join};
+use crate::join_records::{ExternalJoin, external_join as read_external_join};
 use crate::mls_wire::parse_group_info_envelope;
 
 /// What [`MlsClient::rejoin_advice`] says to do with a member's GroupInfo.
@@ -243,7 +244,7 @@ impl MlsClient {
                 continue;
             }
             record.contested = true;
-            self.with_txn(|txn| write_external_join(txn, &group, &record))?;
+            self.with_txn(|txn| BranchRecords::of(txn, &group).external_join(&record))?;
             events.push(Event::RejoinContested {
                 group,
                 epoch: record.epoch,
@@ -303,7 +304,7 @@ impl MlsClient {
         if first {
             record.contested = true;
             self.transaction(Some(group), |client| {
-                client.with_txn(|txn| write_external_join(txn, group, &record))
+                client.with_txn(|txn| BranchRecords::of(txn, group).external_join(&record))
             })?;
         }
         if first || (buffered.is_none() && envelope.kind() == EnvelopeKind::Commit) {

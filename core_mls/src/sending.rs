@@ -2,16 +2,16 @@
 //! kept (`deferred_sends`) while proposals are pending and another member is to commit them,
 //! then encrypted in the epoch that commit starts (`send_deferred`, run after every commit).
 //!
-//! Every message sent is also logged for its epoch (`epoch_snapshots::log_sent`): if a
+//! Every message sent is also logged for its epoch (`BranchRecords::sent`): if a
 //! rollback abandons that epoch, it goes out again on the winning branch.
 
 use openmls::prelude::OpenMlsProvider as _;
 use openmls_traits::random::OpenMlsRand as _;
 
 use crate::app_message::AppMessage;
+use crate::branch_records::BranchRecords;
 use crate::client::MlsClient;
 use crate::envelope::EnvelopeKind;
-use crate::epoch_snapshots;
 use crate::error::MlsError;
 use crate::events::{Event, MessageId, Output, Recipients};
 use crate::group_id::GroupId;
@@ -100,7 +100,7 @@ impl MlsClient {
                 .create_message(provider, &signer, &plaintext)
                 .map_err(|e| MlsError::openmls("encrypt a message", e))?;
             // Kept while a rollback could abandon this epoch, to be sent again on the winner.
-            client.with_txn(|txn| epoch_snapshots::log_sent(txn, group, epoch, message))?;
+            client.with_txn(|txn| BranchRecords::of(txn, group).sent(epoch, message))?;
             let message = sent;
             let mut sent = Output::default();
             if !recipients.is_empty() {

@@ -15,7 +15,7 @@ use crate::branch_order::branch_tag;
 use crate::branch_order::{CommitRank, EpochBranch};
 use crate::branch_records::{BranchRecords, MergedCommit, SnapshotStart};
 use crate::client::MlsClient;
-use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
+use crate::epoch_snapshots::{Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 
@@ -98,8 +98,7 @@ impl MlsClient {
             })
             .collect();
         self.with_txn(|txn| {
-            epoch_snapshots::store(txn, group, epoch, &entries, Vec::new(), &meta)?;
-            epoch_snapshots::set_candidates(txn, group, epoch, &candidates)
+            BranchRecords::of(txn, group).ended_by_welcome(epoch, &entries, &meta, &candidates)
         })
     }
 
