@@ -200,7 +200,9 @@ pub(crate) fn recent(
 /// Forgets the records of groups that are not `held` and that no kept snapshot can restore.
 pub(crate) fn forget_unrestorable(txn: &mut Transaction, held: &[GroupId]) -> Result<(), MlsError> {
     for group in groups(txn)? {
-        if !held.contains(&group) && crate::epoch_snapshots::metas(txn, &group)?.is_empty() {
+        if !held.contains(&group)
+            && crate::branch_records::epoch_snapshots::metas(txn, &group)?.is_empty()
+        {
             for (key, _) in
                 txn.scan_prefix(COMMIT_LOG_NAMESPACE, &Key::from_segment(group.as_slice()))?
             {

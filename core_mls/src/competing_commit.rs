@@ -6,12 +6,12 @@
 use openmls::prelude::ProtocolMessage;
 
 use crate::branch_order::{self, CommitRank};
+use crate::branch_records::dormant_branches;
+use crate::branch_records::epoch_snapshots::{self, Candidate, SnapshotMeta};
 use crate::branch_records::{Abandoned, BranchRecords};
 use crate::client::MlsClient;
-use crate::dormant_branches;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots::{self, Candidate, SnapshotMeta};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;

@@ -16,7 +16,6 @@
 use spacepanda_core::{Key, Transaction};
 
 use crate::app_message::AppMessage;
-use crate::epoch_snapshots;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 use crate::outbox::next_sequence;
@@ -65,19 +64,4 @@ pub(crate) fn remove(txn: &mut Transaction, key: Key) -> Result<(), MlsError> {
 /// Every group with messages waiting, each once.
 pub(crate) fn groups(txn: &Transaction) -> Result<Vec<GroupId>, MlsError> {
     crate::group_id::groups_with_entries(txn, DEFERRED_NAMESPACE)
-}
-
-/// Groups with messages still waiting to be sent that this device does not hold (`held` says
-/// which it does) and that no kept snapshot can restore.
-pub(crate) fn unrestorable_groups(
-    txn: &Transaction,
-    held: impl Fn(&GroupId) -> bool,
-) -> Result<Vec<GroupId>, MlsError> {
-    let mut gone = Vec::new();
-    for group in groups(txn)? {
-        if !held(&group) && epoch_snapshots::metas(txn, &group)?.is_empty() {
-            gone.push(group);
-        }
-    }
-    Ok(gone)
 }

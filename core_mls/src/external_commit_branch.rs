@@ -8,8 +8,8 @@
 use openmls::prelude::ProtocolMessage;
 
 use crate::branch_order::{branch_tag, external_message_tag, external_tag};
+use crate::branch_records::epoch_snapshots::{self, SnapshotMeta};
 use crate::client::MlsClient;
-use crate::epoch_snapshots::{self, SnapshotMeta};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 

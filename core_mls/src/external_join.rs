@@ -35,12 +35,12 @@ use core_identity::{UserId, VerifiedMember};
 
 use crate::branch_order::{BranchHistory, CommitRank, EpochBranch};
 use crate::branch_records::BranchRecords;
+use crate::branch_records::join_records::{ExternalJoin, external_join as read_external_join};
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
-use crate::join_records::{ExternalJoin, external_join as read_external_join};
 use crate::key_package_manager::DeviceSigner;
 use crate::message_processor::FollowUp;
 use crate::mls_wire::{encode, parse_group_info_envelope};

@@ -11,9 +11,9 @@ use crate::branch_order::{
     BranchHistory, BranchOrder, CommitRank, compare_branches, parting_epoch,
 };
 use crate::branch_records::BranchRecords;
+use crate::branch_records::epoch_snapshots;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
-use crate::epoch_snapshots;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 use crate::signed_context;

@@ -15,15 +15,15 @@
 //! The design, and the argument for the rule that other modules' docs point to here:
 //! docs/FORKS.md.
 
-use crate::branch_lineage;
 use crate::branch_order::{BranchHistory, EpochBranch};
+use crate::branch_records::branch_lineage;
+use crate::branch_records::epoch_snapshots::{self, OwnCommit};
 use crate::branch_records::{Abandoned, BranchRecords};
 use crate::client::MlsClient;
 use crate::commit_log;
 use crate::deferred_sends;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::{self, BufferedMessage};
-use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
 use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
@@ -268,10 +268,7 @@ impl MlsClient {
                     reason,
                 });
             }
-            self.with_txn(|txn| {
-                txn.delete(epoch_snapshots::REISSUE_NAMESPACE, key)?;
-                Ok(())
-            })?;
+            self.with_txn(|txn| BranchRecords::of(txn, group).reissue_done(key))?;
         }
         Ok(output)
     }

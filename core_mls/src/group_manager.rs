@@ -16,10 +16,10 @@ use openmls_traits::random::OpenMlsRand as _;
 
 use crate::branch_order::CommitRank;
 use crate::branch_records::BranchRecords;
+use crate::branch_records::epoch_snapshots::{self, OwnCommit};
 use crate::client::MlsClient;
 use crate::config::CIPHERSUITE;
 use crate::envelope::EnvelopeKind;
-use crate::epoch_snapshots::{self, OwnCommit};
 use crate::error::MlsError;
 use crate::events::{DeviceAddress, Event, Output, Recipients};
 use crate::group_id::GroupId;

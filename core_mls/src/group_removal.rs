@@ -14,6 +14,7 @@
 use openmls::prelude::ProtocolMessage;
 
 use crate::branch_records::BranchRecords;
+use crate::branch_records::epoch_snapshots;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::{self, BufferedMessage};
@@ -22,7 +23,7 @@ use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::mls_wire::is_commit;
 use crate::routing::{WithoutGroupFacts, WithoutGroupRoute, route_without_group};
-use crate::{branch_order, epoch_snapshots, group_meta};
+use crate::{branch_order, group_meta};
 use openmls_traits::OpenMlsProvider as _;
 
 impl MlsClient {

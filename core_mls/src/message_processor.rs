@@ -28,6 +28,7 @@ use tls_codec::Deserialize as _;
 
 use crate::app_message::AppMessage;
 use crate::branch_order::CommitRank;
+use crate::branch_records::epoch_snapshots;
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::{self, BufferedMessage};
@@ -36,7 +37,7 @@ use crate::events::{Disposition, Event, Output};
 use crate::group_id::GroupId;
 use crate::mls_wire::is_commit;
 use crate::routing::{self, HeldGroup, Route, RouteFacts, Uncontested};
-use crate::{app_inbox, branch_order, epoch_snapshots, seen_messages};
+use crate::{app_inbox, branch_order, seen_messages};
 use openmls_traits::OpenMlsProvider as _;
 
 /// What a processed handshake asks the engine to do after its transaction committed.

@@ -15,14 +15,14 @@ use spacepanda_core::Timestamp;
 
 use crate::branch_order::BranchHistory;
 use crate::branch_records::BranchRecords;
+use crate::branch_records::epoch_snapshots;
+use crate::branch_records::join_records::{ExternalJoin, external_join as read_external_join};
 use crate::client::MlsClient;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::epoch_buffer::BufferedMessage;
-use crate::epoch_snapshots;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
-use crate::join_records::{ExternalJoin, external_join as read_external_join};
 use crate::mls_wire::parse_group_info_envelope;
 
 /// What [`MlsClient::rejoin_advice`] says to do with a member's GroupInfo.

@@ -49,10 +49,10 @@ use openmls::prelude::MlsMessageOut;
 use tls_codec::Serialize as _;
 
 use crate::branch_order::{BranchHistory, CommitRank, EpochBranch, PRIORITY_LEN};
+use crate::branch_records::epoch_snapshots;
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::envelope::EnvelopeKind;
-use crate::epoch_snapshots;
 use crate::error::MlsError;
 use crate::events::{DeviceAddress, Outbound, Recipients};
 use crate::group_id::GroupId;

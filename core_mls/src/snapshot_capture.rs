@@ -13,9 +13,9 @@ use spacepanda_core::Timestamp;
 
 use crate::branch_order::branch_tag;
 use crate::branch_order::{CommitRank, EpochBranch};
+use crate::branch_records::epoch_snapshots::{Candidate, OwnCommit, SnapshotMeta};
 use crate::branch_records::{BranchRecords, MergedCommit, SnapshotStart};
 use crate::client::MlsClient;
-use crate::epoch_snapshots::{Candidate, OwnCommit, SnapshotMeta};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 

@@ -17,14 +17,15 @@ use openmls::prelude::OpenMlsProvider as _;
 use crate::branch_order::{
     BranchHistory, BranchOrder, EpochBranch, compare_branches, parting_epoch,
 };
+use crate::branch_records::epoch_snapshots;
+use crate::branch_records::join_records::join_record;
 use crate::branch_records::{BranchRecords, CarriedRecords};
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::error::MlsError;
 use crate::group_id::GroupId;
-use crate::join_records::join_record;
 use crate::key_package_manager::WelcomeMatch;
-use crate::{commit_log, epoch_snapshots, seen_messages};
+use crate::{commit_log, seen_messages};
 
 /// How a Welcome stands against what this device holds or held of its group.
 pub(crate) enum WelcomeStanding {

@@ -15,13 +15,13 @@ use openmls::prelude::{StagedWelcome, Welcome};
 
 use crate::branch_order::BranchHistory;
 use crate::branch_records::BranchRecords;
+use crate::branch_records::join_records::{JoinRecord, join_record};
 use crate::client::MlsClient;
 use crate::envelope::Envelope;
 use crate::epoch_buffer::BufferedMessage;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
-use crate::join_records::{JoinRecord, join_record};
 use crate::key_package_manager::UnknownKeyPackageHint;
 use crate::key_package_manager::ledger::JOINED_BY_PACKAGE_NAMESPACE;
 use crate::key_package_manager::{self, ledger};

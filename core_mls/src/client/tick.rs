@@ -4,12 +4,13 @@
 use spacepanda_core::Timestamp;
 
 use super::MlsClient;
+use crate::branch_records::epoch_snapshots;
 use crate::deadlines::Earliest;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
 use crate::group_id::GroupId;
 use crate::key_package_manager::{self, ledger};
-use crate::{commit_log, deferred_sends, epoch_buffer, epoch_snapshots, group_meta, seen_messages};
+use crate::{commit_log, deferred_sends, epoch_buffer, group_meta, seen_messages};
 
 impl MlsClient {
     /// Runs time-driven policy at `now`: rotates, prunes and replenishes key packages, drops
@@ -47,7 +48,7 @@ impl MlsClient {
         output.events.extend(self.drop_unsendable()?);
         // Own commits queued by a rollback and not re-issued yet (a store of an older build,
         // which committed the rollback and the re-issue separately).
-        for group in self.read(crate::epoch_snapshots::groups_with_reissues)? {
+        for group in self.read(crate::branch_records::epoch_snapshots::groups_with_reissues)? {
             output.extend(self.reissue_commits(&group)?);
         }
         for group in self.groups() {
@@ -121,7 +122,15 @@ impl MlsClient {
     /// still waiting to be sent in them.
     fn unrestorable_deferred_groups(&self) -> Result<Vec<GroupId>, MlsError> {
         self.read(|txn| {
-            deferred_sends::unrestorable_groups(txn, |group| self.groups.contains_key(group))
+            let mut gone = Vec::new();
+            for group in deferred_sends::groups(txn)? {
+                if !self.groups.contains_key(&group)
+                    && epoch_snapshots::metas(txn, &group)?.is_empty()
+                {
+                    gone.push(group);
+                }
+            }
+            Ok(gone)
         })
     }
 

@@ -28,6 +28,11 @@
 //! Invariant: records only, inside the transaction it is given; no OpenMLS group and no
 //! `MlsClient`.
 
+pub(crate) mod branch_lineage;
+pub(crate) mod dormant_branches;
+pub(crate) mod epoch_snapshots;
+pub(crate) mod join_records;
+
 use std::collections::BTreeMap;
 
 use spacepanda_core::{Key, Timestamp, Transaction};
@@ -35,17 +40,17 @@ use spacepanda_core::{Key, Timestamp, Transaction};
 use crate::app_message::AppMessage;
 use crate::branch_order::{BranchHistory, CommitRank};
 use crate::config::MlsConfig;
-use crate::epoch_snapshots::{self, Candidate, OwnCommit, SnapshotMeta};
+use crate::deferred_sends;
 use crate::error::MlsError;
 use crate::events::DeviceAddress;
 use crate::group_id::GroupId;
 use crate::group_meta::{self, SUPERSEDED_COUNTER};
-use crate::join_records::{self, EXTERNAL_JOIN, ExternalJoin, JOINED, JoinRecord, join_record};
 use crate::storage::epoch_members;
 use crate::storage::key_layout::{
     ENCRYPTION_KEY_NAMESPACE, GROUP_NAMESPACE, PSK_NAMESPACE, SIGNATURE_KEY_NAMESPACE, group_prefix,
 };
-use crate::{branch_lineage, deferred_sends, dormant_branches};
+use epoch_snapshots::{Candidate, OwnCommit, SnapshotMeta};
+use join_records::{EXTERNAL_JOIN, ExternalJoin, JOINED, JoinRecord, join_record};
 
 /// Namespaces outside the group prefix that OpenMLS's merge may write: their prior values go
 /// into the snapshot's undo entries.
@@ -476,6 +481,12 @@ impl<'t> BranchRecords<'t> {
     /// contested).
     pub(crate) fn external_join(&mut self, record: &ExternalJoin) -> Result<(), MlsError> {
         join_records::write_external_join(self.txn, self.group, record)
+    }
+
+    /// An own commit of the re-issue queue (its entry `key`) was made again on the winning
+    /// branch, or given up with an event.
+    pub(crate) fn reissue_done(&mut self, key: Key) -> Result<(), MlsError> {
+        epoch_snapshots::forget_reissue(self.txn, key)
     }
 
     /// `tick`, over every group: snapshots older than the fork window retire to the lineage

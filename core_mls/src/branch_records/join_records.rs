@@ -8,6 +8,9 @@
 //! Invariant: records, and the rules that read only them (how far back a join record reaches,
 //! how far the sent log may be pruned); what a Welcome or an external commit does with them is
 //! `welcome_handler`'s and `external_join`'s.
+//!
+//! A part of `branch_records`: its readers are the crate's, its writers (`pub(super)`) only
+//! [`BranchRecords`](super::BranchRecords)'s.
 
 use serde::{Deserialize, Serialize};
 use spacepanda_core::{Timestamp, Transaction};
@@ -69,7 +72,7 @@ pub(crate) fn join_record(
 }
 
 /// Records where this device joined `group` from.
-pub(crate) fn write_join_record(
+pub(super) fn write_join_record(
     txn: &mut Transaction,
     group: &GroupId,
     record: &JoinRecord,
@@ -80,7 +83,7 @@ pub(crate) fn write_join_record(
 /// Inside the open transaction, after a rollback of `group` to `epoch`: a join at a later
 /// epoch was on the abandoned branch, so the join record (and leave request) from before it
 /// stand again.
-pub(crate) fn rewind_join_record(
+pub(super) fn rewind_join_record(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -135,7 +138,7 @@ pub(crate) fn external_join(
 }
 
 /// Records this device's external join of `group`.
-pub(crate) fn write_external_join(
+pub(super) fn write_external_join(
     txn: &mut Transaction,
     group: &GroupId,
     record: &ExternalJoin,
@@ -146,7 +149,7 @@ pub(crate) fn write_external_join(
 /// Inside the open transaction of a Welcome that `group`'s state now comes from: the external
 /// join this device made before no longer describes its branch (its history would otherwise
 /// outrank the Welcome's in `branch_history`), and no race of it is left to contest.
-pub(crate) fn forget_external_join(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
+pub(super) fn forget_external_join(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
     txn.delete(GROUP_META_NAMESPACE, record_key(group, EXTERNAL_JOIN))?;
     Ok(())
 }

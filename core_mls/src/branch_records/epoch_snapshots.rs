@@ -23,6 +23,9 @@
 //! Branches this device left are kept by `dormant_branches`.
 //!
 //! Metadata lives apart from the (large) state so that listing snapshots reads no state.
+//!
+//! A part of `branch_records`: its readers are the crate's, its writers (`pub(super)`) only
+//! [`BranchRecords`](super::BranchRecords)'s.
 
 use serde::{Deserialize, Serialize};
 use spacepanda_core::{Key, PriorValue, Timestamp, Transaction};
@@ -35,17 +38,17 @@ use crate::outbox::next_sequence;
 use crate::storage::codec;
 
 /// Snapshot metadata, one record per group and epoch.
-pub(crate) const META_NAMESPACE: &str = "fork_snapshot_meta";
+pub(super) const META_NAMESPACE: &str = "fork_snapshot_meta";
 /// Snapshot contents.
-pub(crate) const STATE_NAMESPACE: &str = "fork_snapshot";
+pub(super) const STATE_NAMESPACE: &str = "fork_snapshot";
 /// Application messages sent in recent epochs.
-pub(crate) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
+pub(super) const SENT_LOG_NAMESPACE: &str = "fork_sent_log";
 /// Own commits to re-issue on the winning branch.
-pub(crate) const REISSUE_NAMESPACE: &str = "fork_reissue";
+pub(super) const REISSUE_NAMESPACE: &str = "fork_reissue";
 /// The commits judged in each kept epoch (see [`candidates`]).
-pub(crate) const CANDIDATES_NAMESPACE: &str = "fork_candidates";
+pub(super) const CANDIDATES_NAMESPACE: &str = "fork_candidates";
 /// The Welcome the own commit out of a kept epoch sent (see [`set_welcome`]).
-pub(crate) const WELCOME_NAMESPACE: &str = "fork_snapshot_welcome";
+pub(super) const WELCOME_NAMESPACE: &str = "fork_snapshot_welcome";
 
 const PREFIX_ENTRY: &[u8] = b"p";
 const UNDO_ENTRY: &[u8] = b"u";
@@ -132,7 +135,7 @@ fn byte_string<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::O
 /// members), and the metadata of every snapshot is read on every commit.
 /// Records the removals the own commit out of `epoch` carried (see
 /// [`SnapshotMeta::carried_removals`]), if that epoch's snapshot is kept.
-pub(crate) fn set_carried_removals(
+pub(super) fn set_carried_removals(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -152,7 +155,7 @@ pub(crate) fn set_carried_removals(
     Ok(())
 }
 
-pub(crate) fn set_welcome(
+pub(super) fn set_welcome(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -225,7 +228,7 @@ pub(crate) fn epoch_branch(
 }
 
 /// Replaces the candidates of `epoch` (kept with its snapshot).
-pub(crate) fn set_candidates(
+pub(super) fn set_candidates(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -250,7 +253,7 @@ pub(crate) fn epoch_of(key: &Key) -> Option<u64> {
 
 /// Writes one snapshot: the group's prefix entries (`(key, value)` of namespace `mls`), the
 /// prior values of what the merge changed outside it, and the metadata.
-pub(crate) fn store(
+pub(super) fn store(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -347,7 +350,7 @@ pub(crate) fn contents(
 /// Writes a kept group state under `base` in `namespace`: `[base, "p", key]` → an entry of the
 /// group's OpenMLS prefix, `[base, "u", namespace, key]` → a value outside it (`0` absent,
 /// `1 ‖ value`).
-pub(crate) fn write_state<'a>(
+pub(super) fn write_state<'a>(
     txn: &mut Transaction,
     namespace: &str,
     base: &Key,
@@ -427,7 +430,7 @@ pub(crate) fn read_state(
 }
 
 /// Deletes the snapshot of `epoch` and its candidates.
-pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
+pub(super) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Result<(), MlsError> {
     let base = epoch_key(group, epoch);
     txn.delete_prefix(STATE_NAMESPACE, &base)?;
     txn.delete(CANDIDATES_NAMESPACE, base.clone())?;
@@ -437,7 +440,7 @@ pub(crate) fn delete(txn: &mut Transaction, group: &GroupId, epoch: u64) -> Resu
 }
 
 /// Records an application message this device encrypted in `epoch`.
-pub(crate) fn log_sent(
+pub(super) fn log_sent(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -454,7 +457,7 @@ pub(crate) fn log_sent(
 
 /// Removes and returns the messages logged for epochs after `after` (all if `None`), in the
 /// order they were sent.
-pub(crate) fn take_sent_after(
+pub(super) fn take_sent_after(
     txn: &mut Transaction,
     group: &GroupId,
     after: Option<u64>,
@@ -487,7 +490,7 @@ pub(crate) fn take_sent_after(
 }
 
 /// Forgets logged messages of epochs up to `through`: no rollback can reach behind them.
-pub(crate) fn prune_sent_through(
+pub(super) fn prune_sent_through(
     txn: &mut Transaction,
     group: &GroupId,
     through: Option<u64>,
@@ -502,7 +505,7 @@ pub(crate) fn prune_sent_through(
 }
 
 /// Queues an own commit to make again on the winning branch.
-pub(crate) fn queue_reissue(
+pub(super) fn queue_reissue(
     txn: &mut Transaction,
     group: &GroupId,
     commit: &OwnCommit,
@@ -522,7 +525,7 @@ pub(crate) fn queue_reissue(
 /// would leave the removed device in the group. The removals the commit carried for others (a
 /// member's leave) go first: the member that asked may hold nothing of the group any more. A
 /// self-update is not queued: the join gives the device a fresh leaf.
-pub(crate) fn queue_membership_change(
+pub(super) fn queue_membership_change(
     txn: &mut Transaction,
     group: &GroupId,
     meta: &SnapshotMeta,
@@ -542,6 +545,12 @@ pub(crate) fn queue_membership_change(
         }
         Some(OwnCommit::SelfUpdate) | None => Ok(()),
     }
+}
+
+/// Drops the re-issue queue's entry `key` (made again, or given up with an event).
+pub(super) fn forget_reissue(txn: &mut Transaction, key: Key) -> Result<(), MlsError> {
+    txn.delete(REISSUE_NAMESPACE, key)?;
+    Ok(())
 }
 
 /// Own commits waiting to be re-issued in `group`, oldest first, with their keys.

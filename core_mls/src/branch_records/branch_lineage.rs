@@ -23,12 +23,15 @@
 //! with the lineage (trimmed at the same age, dropped when it is).
 //!
 //! Invariant: this module knows nothing of OpenMLS; it keeps ranks the fork rule computed.
+//!
+//! A part of `branch_records`: its readers are the crate's, its writers (`pub(super)`) only
+//! [`BranchRecords`](super::BranchRecords)'s.
 
 use spacepanda_core::{Key, Transaction};
 
 use crate::branch_order::{BranchHistory, EpochBranch};
-use crate::dormant_branches;
-use crate::epoch_snapshots::{self, epoch_key, epoch_of};
+use crate::branch_records::dormant_branches;
+use crate::branch_records::epoch_snapshots::{self, epoch_key, epoch_of};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 use crate::storage::codec;
@@ -37,7 +40,7 @@ use crate::storage::codec;
 pub(crate) const NAMESPACE: &str = "branch_lineage";
 
 /// Where learned commits live.
-pub(crate) const LEARNED_NAMESPACE: &str = "branch_lineage_learned";
+pub(super) const LEARNED_NAMESPACE: &str = "branch_lineage_learned";
 
 /// How many learned commits one epoch keeps at most: a member's claim cannot grow this
 /// device's records without bound.
@@ -50,7 +53,7 @@ pub(crate) const LINEAGE_EPOCHS: u64 = 256;
 
 /// Inside the open transaction, just before the snapshot of `epoch` expires for good (the
 /// window moved past it, or it aged out): keeps what it said of the branch.
-pub(crate) fn retire_snapshot(
+pub(super) fn retire_snapshot(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -90,7 +93,7 @@ fn epochs_of(
 }
 
 /// Drops the whole lineage of `group` (this device left that branch or the group).
-pub(crate) fn forget(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
+pub(super) fn forget(txn: &mut Transaction, group: &GroupId) -> Result<(), MlsError> {
     txn.delete_prefix(NAMESPACE, &Key::from_segment(group.as_slice()))?;
     txn.delete_prefix(LEARNED_NAMESPACE, &Key::from_segment(group.as_slice()))?;
     Ok(())
@@ -105,7 +108,7 @@ pub(crate) fn learned(txn: &Transaction, group: &GroupId) -> Result<BranchHistor
 /// Inside the open transaction, on a commit this device merged: what its committer judged
 /// (`theirs`) of epochs where `ours` (this device's branch history) merged the same commit.
 /// Keeps every commit of those epochs that `ours` does not know; returns how many.
-pub(crate) fn learn(
+pub(super) fn learn(
     txn: &mut Transaction,
     group: &GroupId,
     ours: &BranchHistory,
@@ -151,7 +154,7 @@ pub(crate) fn learn(
 /// of the lineage that branch went through too. That is proven where both name a commit for
 /// the same epoch and they agree on all of them (one commit fixes every epoch before it), and
 /// the Welcome's history then covers the rest. Anything else is dropped.
-pub(crate) fn keep_common_prefix(
+pub(super) fn keep_common_prefix(
     txn: &mut Transaction,
     group: &GroupId,
     theirs: &BranchHistory,

@@ -25,6 +25,9 @@
 //! This module is the records; the rollback that keeps a branch (`keep_dormant`, in
 //! `fork_resolution`) and the competing commit that wakes one (`wake_dormant`, in
 //! `competing_commit`) call it with what the engine holds.
+//!
+//! A part of `branch_records`: its readers are the crate's, its writers (`pub(super)`) only
+//! [`BranchRecords`](super::BranchRecords)'s.
 
 use std::collections::BTreeMap;
 
@@ -32,14 +35,14 @@ use serde::{Deserialize, Serialize};
 use spacepanda_core::{Key, Transaction};
 use zeroize::Zeroizing;
 
-use crate::epoch_snapshots::{self, Candidate, SnapshotMeta, epoch_key};
+use crate::branch_records::epoch_snapshots::{self, Candidate, SnapshotMeta, epoch_key};
 use crate::error::MlsError;
 use crate::group_id::GroupId;
 use crate::storage::codec;
 use crate::storage::key_layout::GROUP_NAMESPACE;
 
 /// Namespace of dormant branches.
-pub(crate) const DORMANT_NAMESPACE: &str = "fork_dormant";
+pub(super) const DORMANT_NAMESPACE: &str = "fork_dormant";
 
 const META_ENTRY: &[u8] = b"m";
 const HEAD_ENTRY: &[u8] = b"h";
@@ -59,7 +62,7 @@ fn base(group: &GroupId, epoch: u64, merged_ref: &[u8]) -> Key {
 }
 
 /// Forgets the branches left at `epoch`.
-pub(crate) fn forget_epoch(
+pub(super) fn forget_epoch(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -70,7 +73,7 @@ pub(crate) fn forget_epoch(
 
 /// Deletes the snapshot of `epoch` and the branches left from it: no rollback can reach that
 /// epoch any more. (Here rather than in `epoch_snapshots`, which the branches are built on.)
-pub(crate) fn expire_snapshot(
+pub(super) fn expire_snapshot(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -81,7 +84,7 @@ pub(crate) fn expire_snapshot(
 
 /// Forgets the branches left at epochs before `oldest` (all if `None`: no snapshot is kept, so
 /// no rollback can lead back to any).
-pub(crate) fn forget_before(
+pub(super) fn forget_before(
     txn: &mut Transaction,
     group: &GroupId,
     oldest: Option<u64>,
@@ -99,7 +102,7 @@ pub(crate) fn forget_before(
 /// on from that epoch on (`metas`: its snapshots from `epoch` on, oldest first), under the
 /// commit it merged there. `held`: whether the device holds the group at the head, at
 /// `head_epoch`, with the entries `head_prefix` of its `mls` prefix.
-pub(crate) fn keep(
+pub(super) fn keep(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
@@ -170,7 +173,7 @@ pub(crate) fn dormant(
 /// Inside the open transaction, with `group` put back in `epoch` and its `mls` prefix emptied:
 /// writes back the branch `meta` left there with the commit `merged_ref`, as it was left, and
 /// forgets it as dormant.
-pub(crate) fn restore(
+pub(super) fn restore(
     txn: &mut Transaction,
     group: &GroupId,
     epoch: u64,
