@@ -54,7 +54,7 @@ pub struct MlsClient {
     /// `handle_envelope_from` for the operation, like `time`).
     pub(crate) source: Option<crate::events::DeliverySource>,
     /// What refused Welcomes taught of their groups' epochs, until an operation that handles
-    /// an envelope writes it (see `fork_resolution::keep_lesson`).
+    /// an envelope writes it (see `fork_knowledge::keep_lesson`).
     pub(crate) lessons: Vec<(GroupId, crate::branch_order::BranchHistory)>,
 }
 
