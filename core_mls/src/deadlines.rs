@@ -11,7 +11,7 @@
 //! **Deadlines.** [`MlsClient::next_deadline`] is the earliest time `tick` has work to do, the
 //! way quinn's `poll_timeout` is for a connection: a driver sleeps until then (or until the
 //! network brings something), calls `tick`, and asks again. It is the minimum ([`Earliest`])
-//! over (computed in `client::tick`, which reads the records):
+//! over (computed in `tick`, which reads the records):
 //! - a self-update that falls due (`self_update_after`), pending proposals this device should
 //!   commit (at once as the designated committer, else after `pending_proposal_timeout`);
 //! - a buffered message reaching `buffer_max_age`, a commit waiting for a proposal reaching

@@ -27,21 +27,24 @@
 //!
 //! - layers: records and pure rules at the bottom (a record kept in the transaction, or a
 //!   decision over one, taking what it needs as arguments: `epoch_buffer`, `commit_log`,
-//!   `epoch_snapshots`, `key_package_manager`, `config`, …), the operations above them (the
-//!   `impl MlsClient` blocks below), the `client` façade on top; a record module never imports
-//!   an operation or `client` (docs/ARCHITECTURE.md, "Layers");
-//! - `client` opens the engine, owns the outbox and inbox, and `tick` (`client::tick`);
+//!   `branch_records`, `key_package_manager`, `config`, …), then `client`, then the operations
+//!   (the `impl MlsClient` blocks below, whose `pub fn`s are the API); no module imports one
+//!   of a layer above it, and no two import each other (docs/ARCHITECTURE.md, "Layers");
+//! - `client` is the type: it opens the engine and owns the outbox and inbox;
 //!   `client::operation` the one-operation-one-transaction rule (every public operation, with
 //!   what it sets off, commits once; steps that may fail on their own run from savepoints);
+//!   it calls no operation;
 //! - `group_manager` holds the operations this device starts, `commit_policy` when it commits
 //!   on its own; `welcome_handler` joins; `external_join` rejoins (or joins a new device of a
 //!   member user) by external commit, and checks the external commits of others;
 //!   `message_processor` handles everything that arrives (where each message goes is
 //!   `routing`'s rule), `group_removal` what arrives for a group this device does not hold
 //!   (removed, perhaps by a commit that will lose, or not joined yet);
-//! - `fork_resolution` makes concurrent commits converge: epoch snapshots
-//!   (`epoch_snapshots`), rollback onto the winning branch, re-issue of what the losing side
-//!   did; a commit older than the window is [`MlsError::ForkOutsideWindow`];
+//! - `fork_resolution` makes concurrent commits converge: rollback onto the winning branch,
+//!   re-issue of what the losing side did; a commit older than the window is
+//!   [`MlsError::ForkOutsideWindow`]; `branch_records` owns every record of a group's branches
+//!   (epoch snapshots, the sent log, dormant branches, the lineage, join records) and is the
+//!   only code that changes them;
 //! - `delivery` is where envelopes enter, with the [`DeliverySource`] that delivered them;
 //!   `epoch_buffer` keeps what cannot be processed yet (`buffering` puts it there), within `buffer_budget`'s shares per
 //!   source (junk from one peer cannot push out what others delivered; a full share is
@@ -50,7 +53,7 @@
 //!   `missing_commit` reports a group stuck behind a commit it lacks ([`Event::MissingCommit`]);
 //! - `commit_abandonment` gives up on a commit whose proposal was refused (remembered by
 //!   `commit_wait`) or never came ([`Event::CommitAbandoned`]); `deadlines` pins one time per
-//!   operation, and `client::tick` computes [`MlsClient::next_deadline`] from the records;
+//!   operation, and `tick` computes [`MlsClient::next_deadline`] from the records;
 //! - `engine_crypto` is OpenMLS's crypto provider: RustCrypto's primitives, and one generator
 //!   for every random draw, seeded from the OS ([`MlsClient::open`]) or by a test
 //!   ([`MlsClient::open_seeded`], so a run replays exactly);
@@ -196,6 +199,7 @@ mod seen_messages;
 mod sending;
 mod signed_context;
 mod snapshot_capture;
+mod tick;
 mod welcome_branches;
 mod welcome_handler;
 

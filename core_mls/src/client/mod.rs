@@ -1,8 +1,8 @@
-//! `MlsClient`: one device's MLS engine, the façade over everything else. Opening, the outbox
-//! and inbox, the key package pool and the one time per operation live here; the
-//! one-operation-one-transaction rule in [`operation`]; time-driven policy (`tick`,
-//! `next_deadline`) in `tick`. Groups, Welcomes and incoming messages are handled in the
-//! operations below it: `group_manager`, `welcome_handler`, `message_processor` and others.
+//! `MlsClient`: one device's MLS engine. Opening, the outbox and inbox, the key package pool
+//! and the one time per operation live here; the one-operation-one-transaction rule in
+//! [`operation`]. Groups, Welcomes, incoming messages and time-driven policy are handled by the
+//! operations built on it, which add their methods to the type: `group_manager`,
+//! `welcome_handler`, `message_processor`, `tick` and others. This module calls none of them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use crate::storage::key_layout::GROUP_NAMESPACE;
 use crate::{app_inbox, commit_log, outbox, seen_messages};
 
 pub(crate) mod operation;
-mod tick;
 
 /// One device's MLS engine. See the [crate docs](crate) for the model.
 pub struct MlsClient {
@@ -417,7 +416,7 @@ impl MlsClient {
 
     /// [`replenish_key_packages_in_txn`](Self::replenish_key_packages_in_txn) at `now` (the
     /// time `tick` was given, so rotation, pruning and refill agree on it).
-    fn replenish_key_packages_at(&mut self, now: Timestamp) -> Result<usize, MlsError> {
+    pub(crate) fn replenish_key_packages_at(&mut self, now: Timestamp) -> Result<usize, MlsError> {
         let entries = self.with_txn(|txn| ledger::load_all(txn))?;
         let (fresh_needed, last_resort_needed) =
             key_package_manager::replenish_plan(&entries, &self.config.key_packages, now);

@@ -1,10 +1,11 @@
-//! What `tick` does and when it has work next: the time-driven policy of the façade. What counts
-//! as a deadline, and the one time per operation, is `deadlines`'s.
+//! What `tick` does and when it has work next: the time-driven policy (an operation like the
+//! others: it calls them, they never call it). What counts as a deadline, and the one time per
+//! operation, is `deadlines`'s.
 
 use spacepanda_core::Timestamp;
 
-use super::MlsClient;
 use crate::branch_records::epoch_snapshots;
+use crate::client::MlsClient;
 use crate::deadlines::Earliest;
 use crate::error::MlsError;
 use crate::events::{Event, Output};
