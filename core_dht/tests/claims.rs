@@ -17,9 +17,10 @@ use network_kit::*;
 
 /// `inviter` adds bob to a new group with `package` and returns the group and the Welcome.
 fn invite(inviter: &mut TestDevice, package: &PublishedKeyPackage) -> (GroupId, Vec<u8>) {
-    let group = inviter.client.create_group().expect("group");
+    let group = inviter.device.client().create_group().expect("group");
     let output = inviter
-        .client
+        .device
+        .client()
         .add_members(&group, std::slice::from_ref(&package.bytes))
         .expect("add bob");
     let welcome = output
@@ -29,7 +30,7 @@ fn invite(inviter: &mut TestDevice, package: &PublishedKeyPackage) -> (GroupId, 
         .expect("a Welcome")
         .to_bytes();
     for outbound in &output.outbound {
-        inviter.client.ack_sent(outbound.id).expect("ack");
+        inviter.device.client().ack_sent(outbound.id).expect("ack");
     }
     (group, welcome)
 }
@@ -107,7 +108,7 @@ async fn two_inviters_racing_for_one_package_are_settled_and_the_pool_moves_on()
     assert_eq!(claims.len(), 2, "both claims are kept, merged");
     let sync = bob
         .publisher
-        .sync_claims(&bob.node.dht, &mut bob.client)
+        .sync_claims(&bob.node.dht, bob.device.client())
         .await
         .expect("claims synced");
     assert_eq!(sync.newly_claimed, 1);
@@ -133,11 +134,12 @@ async fn two_inviters_racing_for_one_package_are_settled_and_the_pool_moves_on()
     );
     // The engine settles the race: the first Welcome joins, the second is a double spend.
     let first = bob
-        .client
+        .device
+        .client()
         .handle_envelope(&alice_welcome)
         .expect("bob joins");
     assert!(joined(&first, &alice_group));
-    match bob.client.handle_envelope(&carol_welcome) {
+    match bob.device.client().handle_envelope(&carol_welcome) {
         Err(MlsError::NoMatchingKeyPackage {
             hint: UnknownKeyPackageHint::AlreadyConsumed,
             ..
@@ -149,7 +151,7 @@ async fn two_inviters_racing_for_one_package_are_settled_and_the_pool_moves_on()
     // from the record when the Welcome consumed it).
     let again = bob
         .publisher
-        .sync_claims(&bob.node.dht, &mut bob.client)
+        .sync_claims(&bob.node.dht, bob.device.client())
         .await
         .expect("claims synced");
     assert_eq!(again.newly_claimed, 0);
@@ -166,12 +168,14 @@ async fn two_inviters_racing_for_one_package_are_settled_and_the_pool_moves_on()
     let (carol_group2, carol_welcome2) = invite(&mut carol, &last_resort);
     let (dave_group, dave_welcome) = invite(&mut dave, &last_resort);
     let output = bob
-        .client
+        .device
+        .client()
         .handle_envelope(&carol_welcome2)
         .expect("bob joins carol");
     assert!(joined(&output, &carol_group2));
     let output = bob
-        .client
+        .device
+        .client()
         .handle_envelope(&dave_welcome)
         .expect("bob joins dave");
     assert!(joined(&output, &dave_group));

@@ -196,7 +196,7 @@ async fn thirty_nodes_each_find_every_user_even_after_a_third_is_replaced() {
 async fn holders_replicate_a_record_as_they_leave() {
     let mut r = rng(40);
     let nodes = start_network_with(&mut r, 10, replication_test_config).await;
-    let alice = TestDevice::new("alice", nodes[0].clone(), 41);
+    let mut alice = TestDevice::new("alice", nodes[0].clone(), 41);
     alice
         .publisher
         .publish_identity(&alice.node.dht, &[])
@@ -241,7 +241,7 @@ async fn holders_replicate_a_record_as_they_leave() {
         live.remove(index).dht.shutdown().await;
         departed += 1;
     }
-    drop(alice.client);
+    alice.device.close();
     let found = live[0].dht.lookup_user(&user).await.expect("still found");
     eprintln!(
         "replication: {departed} original holders left, one by one; {} live nodes; found seq {}",
@@ -335,7 +335,7 @@ async fn a_second_device_of_a_user_is_added_to_the_user_record() {
     let address = laptop.node.address.clone();
     let results = laptop
         .publisher
-        .keep_fresh(&laptop.node.dht, &mut laptop.client, &[address])
+        .keep_fresh(&laptop.node.dht, laptop.device.client(), &[address])
         .await
         .expect("kept");
     assert!(

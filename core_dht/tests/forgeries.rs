@@ -51,7 +51,10 @@ async fn world(seed: u64) -> World {
             .await
             .expect("dial the malicious peer");
     }
-    let bob_package = bob.client.publishable_key_packages().expect("bob's pool")[0]
+    let bob_package = bob
+        .client_ref()
+        .publishable_key_packages()
+        .expect("bob's pool")[0]
         .key_package
         .clone();
     World {

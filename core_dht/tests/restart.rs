@@ -108,7 +108,7 @@ async fn own_records_are_republished_from_disk_after_a_restart_with_a_higher_seq
         .publisher
         .keep_fresh(
             &bob.node.dht,
-            &mut bob.client,
+            bob.device.client(),
             std::slice::from_ref(&address),
         )
         .await
@@ -150,7 +150,7 @@ async fn records_are_renewed_before_they_expire() {
     let mut bob = TestDevice::with_clock("bob", nodes[1].clone(), 76, store, shared.clone());
     let first = bob
         .publisher
-        .keep_fresh(&bob.node.dht, &mut bob.client, &[])
+        .keep_fresh(&bob.node.dht, bob.device.client(), &[])
         .await
         .expect("first publication");
     assert!(first.iter().all(|(_, r)| r.is_ok()), "{first:?}");
@@ -160,7 +160,7 @@ async fn records_are_renewed_before_they_expire() {
     // Nothing is due yet: the same records go out again, unchanged.
     let again = bob
         .publisher
-        .keep_fresh(&bob.node.dht, &mut bob.client, &[])
+        .keep_fresh(&bob.node.dht, bob.device.client(), &[])
         .await
         .expect("republished");
     assert!(again.iter().all(|(_, r)| r.is_ok()));
@@ -173,7 +173,7 @@ async fn records_are_renewed_before_they_expire() {
     manual.advance(std::time::Duration::from_secs(7 * 24 * 3600 + 60));
     let renewed = bob
         .publisher
-        .keep_fresh(&bob.node.dht, &mut bob.client, &[])
+        .keep_fresh(&bob.node.dht, bob.device.client(), &[])
         .await
         .expect("renewed");
     assert!(renewed.iter().all(|(_, r)| r.is_ok()), "{renewed:?}");

@@ -115,8 +115,18 @@ fn open_client<C: Clock + Clone + 'static>(
     config: &MlsConfig,
     rng: &mut StdRng,
 ) -> Result<MlsClient, DeviceError> {
+    open_client_with(store, identity, shared(clock), config, rng)
+}
+
+fn open_client_with(
+    store: &SharedStore,
+    identity: DeviceIdentity,
+    clock: Arc<dyn Clock>,
+    config: &MlsConfig,
+    rng: &mut StdRng,
+) -> Result<MlsClient, DeviceError> {
     let seed = seeded::engine_seed(rng);
-    MlsClient::open_seeded(store.clone(), shared(clock), identity, config.clone(), seed)
+    MlsClient::open_seeded(store.clone(), clock, identity, config.clone(), seed)
         .map_err(DeviceError::Engine)
 }
 
@@ -209,6 +219,50 @@ impl Device {
             store,
             memory: None,
             path: Some(path),
+            identity,
+            client: Some(client),
+        })
+    }
+
+    /// A device over a store the caller made (a network test's, shared with other parts of
+    /// the device such as a publisher): the identity the store holds — a device starting
+    /// again, or one whose identity key was imported there — or else a new one named `name`,
+    /// drawn from `rng`; then the engine, with a seed from `rng`. The clock is shared with
+    /// those other parts.
+    ///
+    /// # Panics
+    /// Where [`Device::try_on_store`] returns an error.
+    pub fn on_store(
+        name: &str,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Self {
+        Self::try_on_store(name, store, clock, config, rng).expect("open the device")
+    }
+
+    /// [`Device::on_store`], returning what failed: the identity or the engine.
+    pub fn try_on_store(
+        name: &str,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        config: &MlsConfig,
+        rng: &mut StdRng,
+    ) -> Result<Self, DeviceError> {
+        let identities = IdentityStore::new(store.clone(), clock.clone());
+        let identity = match identities.load().map_err(DeviceError::Identity)? {
+            Some(identity) => identity,
+            None => identities
+                .create_with(name, rng)
+                .map_err(DeviceError::Identity)?,
+        };
+        let client = open_client_with(&store, identity.clone(), clock, config, rng)?;
+        Ok(Self {
+            name: name.to_owned(),
+            store,
+            memory: None,
+            path: None,
             identity,
             client: Some(client),
         })
@@ -449,5 +503,32 @@ mod tests {
         assert_eq!(phone.address(), address);
         assert_eq!(phone.identity.display_name().as_str(), "new phone");
         assert!(phone.client_ref().groups().is_empty());
+    }
+
+    /// A store the caller made: the first device creates its identity there, a second one
+    /// over the same store starts again with it, and one over a store holding another
+    /// imported identity takes that one.
+    #[test]
+    fn on_store_takes_the_identity_the_store_holds_or_makes_one() {
+        let clock: std::sync::Arc<dyn spacepanda_core::Clock> = std::sync::Arc::new(SystemClock);
+        let config = MlsConfig::default();
+        let mut rng = seeded::rng(9);
+        let store: spacepanda_core::SharedStore =
+            std::sync::Arc::new(spacepanda_core::MemoryStore::new());
+        let mut first = Device::on_store("alice", store.clone(), clock.clone(), &config, &mut rng);
+        let group = first.client().create_group().expect("create a group");
+        drop(first.client.take());
+        let mut again = Device::on_store("ignored", store, clock.clone(), &config, &mut rng);
+        assert_eq!(again.address(), first.address());
+        assert!(again.client().groups().contains(&group));
+        let other = Device::on_store(
+            "bob",
+            std::sync::Arc::new(spacepanda_core::MemoryStore::new()),
+            clock,
+            &config,
+            &mut rng,
+        );
+        assert_ne!(other.address().user_id, first.address().user_id);
+        assert_eq!(other.identity.display_name().as_str(), "bob");
     }
 }

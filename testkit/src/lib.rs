@@ -2,9 +2,10 @@
 //!
 //! # What it is
 //!
-//! The pieces every engine test, the simulator and the benches need to drive several
-//! [`MlsClient`](core_mls::MlsClient)s deterministically: a [`Device`] (a client over its own
-//! store, with its identity, that can be closed, reopened from its store, or lose it), a
+//! The pieces every engine test, the simulator, core_dht's network tests and the benches need
+//! to drive several [`MlsClient`](core_mls::MlsClient)s deterministically: a [`Device`] (a
+//! client over its own store, with its identity, that can be closed, reopened from its store,
+//! or lose it), a
 //! [`DelayingNetwork`] that delays, reorders, duplicates and drops envelopes from a seed, the
 //! round-based [`shuffle_with_duplicates`] delivery, and the seeded clock and RNG
 //! ([`seeded`]).

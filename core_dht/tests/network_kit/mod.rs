@@ -1,5 +1,6 @@
 //! A test network: nodes on libp2p's memory transport in one process, seeded keys, and
-//! devices (identity + engine + publisher) on their own stores. Every wait is bounded.
+//! devices (the test kit's device, with a publisher) on their own stores. Every wait is
+//! bounded.
 
 #![allow(
     dead_code,
@@ -19,13 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_dht::{DevicePublisher, DhtConfig, DhtHandle};
-use core_identity::{DeviceIdentity, IdentityStore};
-use core_mls::{MlsClient, MlsConfig};
+use core_mls::MlsConfig;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use spacepanda_core::{Clock, MemoryStore, SharedStore, SystemClock};
+use spacepanda_testkit::{Device, seeded};
 
 /// Settings for test networks: short timeouts, and no periodic replication within a test's
 /// time (each node re-puts every record it holds each interval; in a 30-node network in one
@@ -147,13 +148,21 @@ pub async fn start_network_with(
     nodes
 }
 
-/// One device: its store, identity, engine and publisher, on a node.
+/// One device on a node: the test kit's device (its store, identity and engine) and its
+/// publisher.
 pub struct TestDevice {
-    pub store: SharedStore,
-    pub identity: DeviceIdentity,
-    pub client: MlsClient,
+    pub device: Device,
     pub publisher: DevicePublisher,
     pub node: TestNode,
+}
+
+/// Its store and identity, read as the kit's device holds them.
+impl std::ops::Deref for TestDevice {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        &self.device
+    }
 }
 
 impl TestDevice {
@@ -163,6 +172,8 @@ impl TestDevice {
         Self::on_store(name, node, seed, store)
     }
 
+    /// A device over `store`: the identity stored there (a device starting again, or one
+    /// imported), or else a new user called `name`.
     pub fn on_store(name: &str, node: TestNode, seed: u64, store: SharedStore) -> Self {
         Self::with_clock(name, node, seed, store, clock())
     }
@@ -175,28 +186,17 @@ impl TestDevice {
         store: SharedStore,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let mut r = rng(seed);
-        let identities = IdentityStore::new(store.clone(), clock.clone());
-        let identity = match identities.load().expect("load identity") {
-            Some(identity) => identity,
-            None => identities.create_with(name, &mut r).expect("identity"),
-        };
-        let mut engine_seed = [0u8; 32];
-        r.fill_bytes(&mut engine_seed);
-        let client = MlsClient::open_seeded(
+        let device = Device::on_store(
+            name,
             store.clone(),
             clock.clone(),
-            identity.clone(),
-            MlsConfig::default(),
-            engine_seed,
-        )
-        .expect("engine opens");
+            &MlsConfig::default(),
+            &mut seeded::rng(seed),
+        );
         let publisher =
-            DevicePublisher::new(store.clone(), clock, identity.clone(), node.dht.config());
+            DevicePublisher::new(store, clock, device.identity.clone(), node.dht.config());
         Self {
-            store,
-            identity,
-            client,
+            device,
             publisher,
             node,
         }
@@ -208,7 +208,7 @@ impl TestDevice {
             .publish_identity(&self.node.dht, std::slice::from_ref(&self.node.address))
             .await?;
         self.publisher
-            .publish_key_packages(&self.node.dht, &mut self.client)
+            .publish_key_packages(&self.node.dht, self.device.client())
             .await?;
         Ok(())
     }
