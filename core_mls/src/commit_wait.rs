@@ -14,11 +14,11 @@
 //! - **The proposal never arrives** (between our own devices too: it was lost, or its sender's
 //!   outbox is gone). A commit that waited `commit_proposal_wait` is given up.
 //!
-//! Either way `tick` reports [`Event::CommitAbandoned`] once and drops the commit. A commit
-//! given up for a refused proposal is recorded as seen (it can never apply, so a copy is a
-//! duplicate); one given up for a missing proposal is not, so that a copy delivered together
-//! with its proposal still applies. After a restart the refusals are forgotten, and a commit
-//! waiting for one is given up by the time bound instead.
+//! Either way `tick` reports [`Event::CommitAbandoned`](crate::Event::CommitAbandoned) once and
+//! drops the commit. A commit given up for a refused proposal is recorded as seen (it can never
+//! apply, so a copy is a duplicate); one given up for a missing proposal is not, so that a copy
+//! delivered together with its proposal still applies. After a restart the refusals are forgotten,
+//! and a commit waiting for one is given up by the time bound instead.
 //!
 //! This module keeps the refusals (in memory); `commit_abandonment` is the `tick` step that
 //! gives up.

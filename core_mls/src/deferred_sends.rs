@@ -8,7 +8,7 @@
 //!
 //! Messages of a group this device no longer holds (removed, or left) wait while a competing
 //! commit could still restore the group (a snapshot is kept); once none can, `tick` drops them
-//! with [`Event::MessagesNotSent`].
+//! with [`Event::MessagesNotSent`](crate::Event::MessagesNotSent).
 //!
 //! Layout: namespace [`DEFERRED_NAMESPACE`], key `[group id, sequence (u64 BE)]`, value the
 //! encoded [`AppMessage`] (sealed at rest like everything else).

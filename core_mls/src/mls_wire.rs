@@ -81,7 +81,8 @@ pub(crate) fn encode(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
         .map_err(|e| MlsError::openmls("encode an MLS message", e))
 }
 
-/// The GroupInfo inside envelope bytes from [`MlsClient::export_group_info`], not yet verified
+/// The GroupInfo inside envelope bytes from
+/// [`MlsClient::export_group_info`](crate::MlsClient::export_group_info), not yet verified
 /// (OpenMLS verifies it when it builds the group from it), and the envelope it came in (whose
 /// context is the member's signed branch history).
 pub(crate) fn parse_group_info_envelope(

@@ -3,9 +3,9 @@
 //! `MlsGroup::load` and continue. A Welcome made before the joiner's restart joins after it.
 //!
 //! OpenMLS drives [`SpacePandaProvider`] directly here (no engine): what is tested is that
-//! everything OpenMLS writes through [`KvStorageProvider`](crate::storage::KvStorageProvider) — groups,
-//! queued proposals, the private keys behind them, key packages, signers — comes back from the
-//! file after a restart.
+//! everything OpenMLS writes through [`KvStorageProvider`](crate::storage::KvStorageProvider) —
+//! groups, queued proposals, the private keys behind them, key packages, signers — comes back from
+//! the file after a restart.
 //!
 //! Test code, compiled only under `cfg(test)`: each `unwrap` here is an assertion that the
 //! step succeeds.

@@ -113,8 +113,9 @@ pub(super) fn rewind_join_record(
 }
 
 /// This device's last join of a group by external commit (in the group's metadata; see
-/// `group_removal::forget_group` for when it outlives the group): the epoch its commit was made in, and whether a commit of that epoch or earlier that
-/// this device cannot judge arrived since — a race its commit may have lost.
+/// `group_removal::forget_group` for when it outlives the group): the epoch its commit was made in,
+/// and whether a commit of that epoch or earlier that this device cannot judge arrived since — a
+/// race its commit may have lost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ExternalJoin {
     pub(crate) epoch: u64,

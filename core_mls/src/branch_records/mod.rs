@@ -5,20 +5,26 @@
 //! removal record (`group_meta`).
 //!
 //! [`BranchRecords`] changes them at the moments a group's branch changes, and those modules are
-//! its parts:
+//! its parts (their writers are `pub(super)`: nothing else can call them):
 //! - a merge: [`before_merge`](BranchRecords::before_merge) starts the undo log,
 //!   [`after_merge`](BranchRecords::after_merge) keeps the epoch left as a snapshot with the
 //!   merged commit's rank and retires what left the window;
 //! - a rollback: [`roll_back_to`](BranchRecords::roll_back_to) keeps the branch left as a
-//!   dormant one and puts back the group's state and records of the restored epoch, [`queue_abandoned`](BranchRecords::queue_abandoned) queues what the
-//!   abandoned branch did to be made again;
+//!   dormant one and puts back the group's state and records of the restored epoch;
+//!   [`queue_abandoned`](BranchRecords::queue_abandoned) queues what the abandoned branch did,
+//!   to be made again;
 //! - a Welcome: [`carried_across_welcome`](BranchRecords::carried_across_welcome) sorts the
 //!   snapshots of an earlier membership, [`joined_by_welcome`](BranchRecords::joined_by_welcome)
 //!   records the join;
 //! - leaving a branch wholesale: [`resend_sent`](BranchRecords::resend_sent) (a Welcome or an
-//!   external join replaces the state), [`left_for_external_join`](BranchRecords::left_for_external_join),
-//!   and [`removed`](BranchRecords::removed) when a commit removes this device;
-//! - time: [`expire`](BranchRecords::expire), run by `tick`.
+//!   external join replaces the state) and
+//!   [`left_for_external_join`](BranchRecords::left_for_external_join); leaving the group:
+//!   [`left_group`](BranchRecords::left_group), and [`removed_at`](BranchRecords::removed_at)
+//!   when a commit removed this device;
+//! - time: [`expire`](BranchRecords::expire), run by `tick`;
+//! - and what happens in between: a message sent, a Welcome sent, the commits judged in an
+//!   epoch, what a committer judged, a dormant branch woken, a re-issue done, an external join
+//!   and its contest, a leave requested.
 //!
 //! Which of those moments has come, and what happens to the OpenMLS state and to the groups in
 //! memory, is the operations' (`message_processor`, `group_manager`, `fork_resolution`,
@@ -125,7 +131,7 @@ impl<'t> BranchRecords<'t> {
     }
 
     /// After the merge: keeps the epoch left (`start`) as a snapshot with the commit merged
-    /// out of it (with `window` 0, none is kept), retires to the lineage what left the window,
+    /// out of it (none with `fork_window_epochs` 0), retires to the lineage what left the window,
     /// and drops dormant branches and sent messages no kept snapshot can need.
     pub(crate) fn after_merge(
         &mut self,
@@ -386,14 +392,14 @@ impl<'t> BranchRecords<'t> {
         group_meta::forget_group(txn, group)
     }
 
-    /// This device no longer holds the group (a commit removed it, its own leave was
-    /// committed, or it left as the last member): the group's metadata goes, but where it joined from (by Welcome or by external commit) outlives the group.
-    /// A rollback may restore it, and then commits from before the join must still be
-    /// recognised as such; and the join is part of the branch history a Welcome is judged
-    /// against while the device is out (without it, a device removed on a branch its own
-    /// external commit started would judge a re-add by the epochs after its join only, where
-    /// both branches can hold the same re-made commit, and take its losing branch for the
-    /// winner). The snapshots stay for the window: the removal may lose.
+    /// This device no longer holds the group (a commit removed it, its own leave was committed, or
+    /// it left as the last member): the group's metadata goes, but where it joined from (by Welcome
+    /// or by external commit) outlives the group. A rollback may restore it, and then commits from
+    /// before the join must still be recognised as such; and the join is part of the branch history
+    /// a Welcome is judged against while the device is out (without it, a device removed on a
+    /// branch its own external commit started would judge a re-add by the epochs after its join
+    /// only, where both branches can hold the same re-made commit, and take its losing branch for
+    /// the winner). The snapshots stay for the window: the removal may lose.
     pub(crate) fn left_group(&mut self) -> Result<(), MlsError> {
         group_meta::forget_group_keeping(self.txn, self.group, &[JOINED, EXTERNAL_JOIN])
     }
