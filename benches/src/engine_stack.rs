@@ -21,8 +21,15 @@
 //!   of `size / 2` joins instead of `size²` commit processings. The chain runs once, on
 //!   MemoryStore; the real devices' stores are then copied entry by entry into a fresh store of
 //!   each backend ([`DeviceTemplate::open_on`]), so every backend starts from the same bytes.
+//!
+//! # Devices
+//! Every device is the shared test kit's (`spacepanda_testkit::Device`), opened over the store
+//! given, with its own seed for its identity and engine (one per device opened in the process):
+//! a run builds the same groups each time, and the benchmarked work is the engine's as a user
+//! runs it.
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use core_identity::{DeviceIdentity, IdentityStore, UserId};
 use core_mls::{EnvelopeKind, Event, GroupId, MlsClient, MlsConfig, Output, PoolPolicy};
@@ -30,6 +37,9 @@ use spacepanda_core::{
     Clock, KeyValueStore, MasterKey, MemoryStore, RedbStore, SealedStore, SharedStore, SystemClock,
     WriteBatch,
 };
+
+use rand::rngs::StdRng;
+use spacepanda_testkit::{Device, seeded};
 
 use crate::harness::BenchError;
 
@@ -94,15 +104,37 @@ pub fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
+/// One seed per device opened in this process: identities and engines differ from device to
+/// device, and every run builds the same groups.
+static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// The random generator of the next device.
+fn next_rng() -> StdRng {
+    seeded::rng(NEXT_SEED.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The test kit's device over `store` (the identity stored there, or else a new one named
+/// `name`), as a client and its identity: a benchmark drives the client by hand.
+fn open_on(
+    store: SharedStore,
+    name: &str,
+    config: MlsConfig,
+) -> Result<(MlsClient, DeviceIdentity), BenchError> {
+    let mut device = Device::try_on_store(name, store, clock(), &config, &mut next_rng())?;
+    let client = device
+        .client
+        .take()
+        .ok_or("the test kit's device has no engine")?;
+    Ok((client, device.identity))
+}
+
 /// A new device with its own identity on `store`, and its client.
 pub fn open_device(
     store: SharedStore,
     name: &str,
     config: MlsConfig,
 ) -> Result<(MlsClient, DeviceIdentity), BenchError> {
-    let identity = IdentityStore::new(store.clone(), clock()).create(name)?;
-    let client = MlsClient::open(store, clock(), identity.clone(), config)?;
-    Ok((client, identity))
+    open_on(store, name, config)
 }
 
 /// Config of phantom clients: one fresh key package (plus the last-resort one) is enough.
@@ -152,8 +184,12 @@ pub fn phantom_devices(count: usize) -> Result<(UserId, Vec<Vec<u8>>), BenchErro
     let mut key_packages = vec![fresh_key_package(&first)?];
     for _ in 1..count {
         let store: SharedStore = Arc::new(MemoryStore::new());
-        let device = IdentityStore::new(store.clone(), clock()).import(&exported, "phantom")?;
-        let client = MlsClient::open(store, clock(), device, phantom_config())?;
+        IdentityStore::new(store.clone(), clock()).import_with(
+            &exported,
+            "phantom",
+            &mut next_rng(),
+        )?;
+        let (client, _) = open_on(store, "phantom", phantom_config())?;
         key_packages.push(fresh_key_package(&client)?);
     }
     Ok((identity.user_id(), key_packages))
@@ -222,7 +258,10 @@ impl DeviceTemplate {
             batch.put(&namespace, key, value);
         }
         store.apply(batch)?;
-        let client = MlsClient::open(store.clone(), clock(), self.identity.clone(), config)?;
+        let (client, identity) = open_on(store.clone(), name, config)?;
+        if identity.device_id() != self.identity.device_id() {
+            return Err("the copied store opened as another device".into());
+        }
         Ok((client, store))
     }
 }
