@@ -87,9 +87,7 @@ use core_dht::{
     PublishReport, load_or_create_node_keypair,
 };
 use core_identity::{DeviceIdentity, IdentityStore};
-use core_mls::{
-    Event, GroupId, MessageId, MlsClient, MlsConfig, PublishableKeyPackage, validate_key_package,
-};
+use core_mls::{Event, GroupId, MessageId, MlsConfig, PublishableKeyPackage, validate_key_package};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
@@ -100,6 +98,7 @@ use rand_chacha::ChaCha20Rng;
 use spacepanda_core::{
     Clock, KdfParams, MemoryStore, RedbStore, SealedStore, SharedStore, SystemClock,
 };
+use spacepanda_testkit as testkit;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -171,19 +170,15 @@ async fn start_node(rng: &mut ChaCha20Rng) -> Node {
 /// name and address entries) and its key packages, as a device does at start.
 async fn start_device(name: &str, nodes: &[Node], node: usize, rng: &mut ChaCha20Rng) -> Device {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    let identity = IdentityStore::new(store.clone(), clock())
-        .create_with(name, rng)
-        .expect("identity");
-    let mut engine_seed = [0u8; 32];
-    rng.fill_bytes(&mut engine_seed);
-    let mut client = MlsClient::open_seeded(
+    let mut device = testkit::Device::on_store(
+        name,
         store.clone(),
         clock(),
-        identity.clone(),
-        MlsConfig::default(),
-        engine_seed,
-    )
-    .expect("engine opens");
+        &MlsConfig::default(),
+        &mut testkit::seeded::rng(rng.next_u64()),
+    );
+    let identity = device.identity.clone();
+    let client = device.client();
     let home = &nodes[node];
     let publisher = DevicePublisher::new(store, clock(), identity.clone(), home.dht.config());
     publisher
@@ -191,7 +186,7 @@ async fn start_device(name: &str, nodes: &[Node], node: usize, rng: &mut ChaCha2
         .await
         .expect("identity published");
     publisher
-        .publish_key_packages(&home.dht, &mut client)
+        .publish_key_packages(&home.dht, client)
         .await
         .expect("key packages published");
     let packages = client.publishable_key_packages().expect("packages");
