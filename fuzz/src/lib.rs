@@ -3,25 +3,30 @@
 //!
 //! * [`GroupFixture`]: a live group (alice, bob, carol; dave outside with published key
 //!   packages) built once per process from fixed steps, every device's store kept as a
-//!   [`Snapshot`] so each fuzz input starts from byte-identical state (reproducible crashes) —
-//!   restoring is a copy of a `MemoryStore` plus `MlsClient::open`, a fraction of a
-//!   millisecond.
+//!   [`Snapshot`] so each fuzz input starts from byte-identical state — restoring is a copy of
+//!   a `MemoryStore` and the test kit's device opened on it, a fraction of a millisecond. Every
+//!   device is the test kit's (`spacepanda_testkit::Device`), its identity and engine seeded,
+//!   and a restored client always opens with the same engine seed, so an input replays exactly
+//!   within a process (reproducible crashes).
 //! * [`Mutation`]: turns fuzz input into edits of a real message (flip, set, insert, delete,
-//!   truncate, splice at fuzzer-chosen positions). Keys differ from process to process (OpenMLS
-//!   draws them from the OS), so a fuzz input cannot carry a valid message for *this* process's
+//!   truncate, splice at fuzzer-chosen positions). Lifetimes come from the process's start time
+//!   (OpenMLS checks them against the system clock), so the fixture's messages differ from
+//!   process to process and a fuzz input cannot carry a valid message for *this* process's
 //!   group; it carries the edits, and the real message comes from the fixture.
 //! * [`check_peer_error`]: the typed-error rule of invariant 4 for input from the network.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use core_identity::{DeviceIdentity, IdentityStore, UserId};
+use core_identity::{DeviceIdentity, UserId};
 use core_mls::{
     Envelope, EnvelopeKind, ErrorKind, Event, GroupId, MlsClient, MlsConfig, MlsError, Output,
 };
 use spacepanda_core::{
     Clock, Key, KeyValueStore, ManualClock, MemoryStore, SharedStore, WriteBatch,
 };
+use spacepanda_testkit as testkit;
 
 /// Every entry of a store: (namespace, key, value).
 pub type Snapshot = Vec<(String, Key, Vec<u8>)>;
@@ -32,6 +37,16 @@ pub static CLOCK: LazyLock<ManualClock> = LazyLock::new(ManualClock::starting_no
 
 pub fn clock() -> Arc<dyn Clock> {
     Arc::new(CLOCK.clone())
+}
+
+/// The seed of the next new device: devices built in the same order (the fixture's fixed
+/// steps) get the same identities and engines.
+static NEXT_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// The engine seed of every restored client of `identity`'s device: from its device id.
+fn restore_seed(identity: &DeviceIdentity) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *identity.device_id().as_bytes();
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
 /// Largest envelope the fixtures' clients accept (the default).
@@ -65,13 +80,21 @@ impl DeviceState {
 
     pub fn open_with_store(&self) -> (MlsClient, Arc<MemoryStore>) {
         let store = restore(&self.snapshot);
-        let client = MlsClient::open(
+        let mut device = testkit::Device::on_store(
+            "restored",
             store.clone() as SharedStore,
             clock(),
-            self.identity.clone(),
-            MlsConfig::default(),
-        )
-        .expect("a snapshot of a working client opens");
+            &MlsConfig::default(),
+            // The same engine seed at every restore of a device (its own, so two devices restored
+            // for one input never draw alike): an input replays exactly.
+            &mut testkit::seeded::rng(restore_seed(&self.identity)),
+        );
+        assert_eq!(
+            device.identity.device_id(),
+            self.identity.device_id(),
+            "a snapshot opens as the device it was taken of"
+        );
+        let client = device.client.take().expect("the kit's device opens its engine");
         (client, store)
     }
 
@@ -88,20 +111,21 @@ pub struct Device {
 }
 
 impl Device {
+    /// A new device of a new user called `name`: the test kit's, on a `MemoryStore`, its
+    /// identity and engine drawn from the next seed of the process.
     pub fn new(name: &str) -> Self {
-        let store = Arc::new(MemoryStore::new());
-        let identity = IdentityStore::new(store.clone() as SharedStore, clock())
-            .create(name)
-            .unwrap();
-        let client = MlsClient::open(
-            store.clone() as SharedStore,
-            clock(),
-            identity.clone(),
-            MlsConfig::default(),
-        )
-        .unwrap();
+        let mut device = testkit::Device::create(
+            name,
+            &testkit::Storage::Memory,
+            None,
+            &*CLOCK,
+            &MlsConfig::default(),
+            &mut testkit::seeded::rng(NEXT_SEED.fetch_add(1, Ordering::Relaxed)),
+        );
+        let store = device.memory.clone().expect("a memory device keeps its MemoryStore");
+        let client = device.client.take().expect("the kit's device opens its engine");
         Self {
-            identity,
+            identity: device.identity,
             store,
             client,
         }
