@@ -15,8 +15,8 @@
 //! It is not a harness: it routes nothing by itself, acknowledges nothing and checks nothing.
 //! Which envelopes go to which device, what the "app" records, and what a test asserts stay
 //! with the harness that uses the kit (`core_mls/tests/engine_harness`, the simulator). It is
-//! dev-only: never published, never a dependency of a crate that ships (the benches package,
-//! which is not published, is the one crate that takes it as a normal dependency).
+//! dev-only: never published, never a dependency of a crate that ships (the benches package and
+//! the fuzz crate, neither published, take it as a normal dependency for their harnesses).
 //!
 //! # Design
 //!
