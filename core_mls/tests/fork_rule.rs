@@ -12,8 +12,6 @@ mod engine_harness;
 
 use core_mls::{Disposition, Envelope, EnvelopeKind, Event, GroupId, MlsError};
 use engine_harness::Harness;
-use spacepanda_core::MemoryStore;
-use std::sync::Arc;
 
 const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
@@ -99,17 +97,12 @@ fn two_commits_of_one_member_in_one_epoch_are_reported_and_every_member_keeps_th
     // Carol's device state is copied, so she can commit twice from the same epoch.
     let carol_file = h.nodes[2].path.clone().unwrap();
     let copy = carol_file.with_extension("copy");
-    let close = |h: &mut Harness| {
-        h.close(2);
-        // The last handle to the file goes too, so the database is really closed.
-        h.nodes[2].store = Arc::new(MemoryStore::new());
-    };
-    close(&mut h);
+    h.stop(2);
     std::fs::copy(&carol_file, &copy).unwrap();
     h.reopen(2);
     let first = h.nodes[2].client().self_update(&group).unwrap();
     let first = first.outbound[0].envelope.to_bytes();
-    close(&mut h);
+    h.stop(2);
     std::fs::copy(&copy, &carol_file).unwrap();
     h.reopen(2);
     let second = h.nodes[2].client().self_update(&group).unwrap();
@@ -253,11 +246,7 @@ fn a_member_flooding_one_epoch_with_commits_is_bounded() {
     let group = h.group_with(0, &[1, 2]);
     let carol_file = h.nodes[2].path.clone().unwrap();
     let copy = carol_file.with_extension("copy");
-    let close = |h: &mut Harness| {
-        h.close(2);
-        h.nodes[2].store = Arc::new(MemoryStore::new());
-    };
-    close(&mut h);
+    h.stop(2);
     std::fs::copy(&carol_file, &copy).unwrap();
     let mut commits = Vec::new();
     for _ in 0..17 {
@@ -265,7 +254,7 @@ fn a_member_flooding_one_epoch_with_commits_is_bounded() {
         h.reopen(2);
         let made = h.nodes[2].client().self_update(&group).unwrap();
         commits.push(made.outbound[0].envelope.to_bytes());
-        close(&mut h);
+        h.stop(2);
     }
     h.take_inboxes();
 

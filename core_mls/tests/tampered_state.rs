@@ -16,16 +16,14 @@ use std::sync::Arc;
 use core_identity::IdentityStore;
 use core_mls::{MlsClient, MlsConfig, MlsError};
 use engine_harness::Harness;
-use spacepanda_core::{Key, KeyValueStore, MemoryStore, RedbStore, SharedStore, WriteBatch};
+use spacepanda_core::{Key, KeyValueStore, RedbStore, SharedStore, WriteBatch};
 
 #[test]
 fn a_group_with_a_deleted_entry_is_corrupted_state_never_forgotten() {
     let mut h = Harness::redb(&["alice", "bob"], 11);
     let group = h.group_with(0, &[1]);
     let path = h.nodes[0].path.clone().unwrap();
-    h.close(0);
-    // The last handle to the file goes too, so the database is really closed.
-    h.nodes[0].store = Arc::new(MemoryStore::new());
+    h.stop(0);
 
     let group_prefix = Key::from_segments([&b"g"[..], group.as_slice()]);
     let entries: Vec<Key> = {

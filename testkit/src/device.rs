@@ -308,6 +308,17 @@ impl Device {
         self.client = None;
     }
 
+    /// [`Device::close`], and on a file the device's handle on the database goes too, as
+    /// nothing of a stopped process holds it: the file can then be copied, replaced or opened
+    /// by the test, and [`Device::reopen`] reads whatever it then holds. On a `MemoryStore` it
+    /// is `close`.
+    pub fn stop(&mut self) {
+        self.client = None;
+        if self.path.is_some() {
+            self.store = Arc::new(MemoryStore::new());
+        }
+    }
+
     /// Reopens the engine from its store (for redb, the file read again unless the test holds
     /// another handle on it), with a new seed from `rng`. What the engine had pending
     /// (`pending_delivered`, `pending_outbound`) is the caller's to take.
@@ -480,6 +491,29 @@ mod tests {
             Err(DeviceError::Store(StoreError::NotFound { .. }))
         ));
         assert!(!alice.is_open());
+    }
+
+    /// A stopped device's file is the test's: put back as it was before a group was made,
+    /// the reopened device no longer holds the group (with `close` alone the database is
+    /// still open while the file is replaced under it, and the reopen finds it corrupted).
+    #[test]
+    fn stop_lets_go_of_the_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let storage = Storage::files_in(dir.path());
+        let config = MlsConfig::default();
+        let clock = seeded::clock();
+        let mut rng = seeded::rng(15);
+        let mut alice = Device::create("alice", &storage, None, &clock, &config, &mut rng);
+        let file = dir.path().join("alice.redb");
+        let before = dir.path().join("alice.before");
+        alice.stop();
+        std::fs::copy(&file, &before).expect("copy the file");
+        alice.reopen(&clock, &config, &mut rng);
+        alice.client().create_group().expect("create a group");
+        alice.stop();
+        std::fs::copy(&before, &file).expect("put the file back");
+        alice.reopen(&clock, &config, &mut rng);
+        assert!(alice.client_ref().groups().is_empty());
     }
 
     /// A restored device keeps its address and takes the display name it is given.

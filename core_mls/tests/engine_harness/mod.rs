@@ -256,6 +256,12 @@ impl Harness {
         self.nodes[node].close();
     }
 
+    /// Closes a device and lets go of its file, so the test may copy or change the file
+    /// (`Device::stop`).
+    pub fn stop(&mut self, node: usize) {
+        self.nodes[node].stop();
+    }
+
     /// The node loses its store (a new, empty one in its place: a lost phone, a wiped disk)
     /// and is restored under its old device id from its user's identity key, with a new
     /// signature key; its inbox is lost with it.
