@@ -23,7 +23,7 @@ struct Attempt {
     savepoint: spacepanda_core::Savepoint,
     abandoned: Abandoned,
     output: Output,
-    follow_up: crate::message_processor::FollowUp,
+    follow_up: crate::mls_processing::FollowUp,
     rank: CommitRank,
 }
 

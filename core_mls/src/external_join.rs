@@ -42,7 +42,7 @@ use crate::error::MlsError;
 use crate::events::{Event, Output, Recipients};
 use crate::group_id::GroupId;
 use crate::key_package_manager::DeviceSigner;
-use crate::message_processor::FollowUp;
+use crate::mls_processing::FollowUp;
 use crate::mls_wire::{encode, parse_group_info_envelope};
 use crate::rejoin_advice::RejoinAdvice;
 use crate::seen_messages;

@@ -9,7 +9,7 @@
 //! Invariant: where such a message goes is `routing::route_without_group`'s rule (by its epoch,
 //! kind and branch tag, and the kept snapshots and removal record); this module reads those
 //! facts and performs the route. Judging a competing commit is `competing_commit`'s,
-//! processing one is `message_processor`'s.
+//! processing one is `mls_processing`'s.
 
 use openmls::prelude::ProtocolMessage;
 

@@ -38,8 +38,9 @@
 //!   on its own; `welcome_handler` joins; `external_join` rejoins (or joins a new device of a
 //!   member user) by external commit, and checks the external commits of others;
 //!   `message_processor` handles everything that arrives (where each message goes is
-//!   `routing`'s rule), `group_removal` what arrives for a group this device does not hold
-//!   (removed, perhaps by a commit that will lose, or not joined yet);
+//!   `routing`'s rule, what OpenMLS makes of it `mls_processing`'s), `group_removal` what
+//!   arrives for a group this device does not hold (removed, perhaps by a commit that will
+//!   lose, or not joined yet);
 //! - `fork_resolution` makes concurrent commits converge: rollback onto the winning branch,
 //!   re-issue of what the losing side did; a commit older than the window is
 //!   [`MlsError::ForkOutsideWindow`]; `branch_records` owns every record of a group's branches
@@ -189,6 +190,7 @@ mod key_package_validation;
 mod member_verification;
 mod message_processor;
 mod missing_commit;
+mod mls_processing;
 mod mls_wire;
 mod outbox;
 mod outside_window;

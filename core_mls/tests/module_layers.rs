@@ -63,6 +63,7 @@ const OPERATIONS: &[&str] = &[
     "group_removal",
     "message_processor",
     "missing_commit",
+    "mls_processing",
     "rejoin_advice",
     "sending",
     "signed_context",

@@ -27,7 +27,7 @@
 //!   and its contest, a leave requested.
 //!
 //! Which of those moments has come, and what happens to the OpenMLS state and to the groups in
-//! memory, is the operations' (`message_processor`, `group_manager`, `fork_resolution`,
+//! memory, is the operations' (`mls_processing`, `group_manager`, `fork_resolution`,
 //! `competing_commit`, `welcome_branches`, `external_join`, `group_removal`,
 //! `snapshot_capture`). The design: docs/FORKS.md.
 //!
