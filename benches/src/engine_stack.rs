@@ -115,7 +115,7 @@ fn next_rng() -> StdRng {
 
 /// The test kit's device over `store` (the identity stored there, or else a new one named
 /// `name`), as a client and its identity: a benchmark drives the client by hand.
-fn open_on(
+pub fn open_device(
     store: SharedStore,
     name: &str,
     config: MlsConfig,
@@ -126,15 +126,6 @@ fn open_on(
         .take()
         .ok_or("the test kit's device has no engine")?;
     Ok((client, device.identity))
-}
-
-/// A new device with its own identity on `store`, and its client.
-pub fn open_device(
-    store: SharedStore,
-    name: &str,
-    config: MlsConfig,
-) -> Result<(MlsClient, DeviceIdentity), BenchError> {
-    open_on(store, name, config)
 }
 
 /// Config of phantom clients: one fresh key package (plus the last-resort one) is enough.
@@ -189,7 +180,7 @@ pub fn phantom_devices(count: usize) -> Result<(UserId, Vec<Vec<u8>>), BenchErro
             "phantom",
             &mut next_rng(),
         )?;
-        let (client, _) = open_on(store, "phantom", phantom_config())?;
+        let (client, _) = open_device(store, "phantom", phantom_config())?;
         key_packages.push(fresh_key_package(&client)?);
     }
     Ok((identity.user_id(), key_packages))
@@ -258,7 +249,7 @@ impl DeviceTemplate {
             batch.put(&namespace, key, value);
         }
         store.apply(batch)?;
-        let (client, identity) = open_on(store.clone(), name, config)?;
+        let (client, identity) = open_device(store.clone(), name, config)?;
         if identity.device_id() != self.identity.device_id() {
             return Err("the copied store opened as another device".into());
         }
